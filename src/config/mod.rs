@@ -1,0 +1,244 @@
+//! The configuration: the TOML schema, its defaults, and validation whose
+//! errors name the file, the line and the key, and say what is allowed.
+//!
+//! Parsing goes in two stages (as ripgrep does with its flags): serde reads
+//! the text into `raw` structs that only know types, then [`build`] turns them
+//! into a [`Config`] of checked values (`Duration`s, ports, existing files).
+//! Command-line flags are applied between the two, so a bad flag is reported
+//! the same way as a bad key. This module knows nothing of rumqttc or rustls.
+
+mod build;
+mod raw;
+pub mod source;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use build::Overrides;
+pub use raw::RawConfig;
+pub use source::{CONFIG_ENV, Chosen, SYSTEM_CONFIG};
+
+/// A checked configuration, made once at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub device: Device,
+    pub broker: Broker,
+    pub reconnect: Reconnect,
+    /// The file this came from, if any.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// The device's name in topics; never contains `+`, `#` or `/`.
+    pub id: String,
+    pub topic_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+    /// `None` lets the caller choose (the agent uses the device id).
+    pub client_id: Option<String>,
+    pub credentials: Option<Credentials>,
+    /// Zero turns keep-alive pings off.
+    pub keep_alive: Duration,
+    pub clean_session: bool,
+    pub connect_timeout: Duration,
+    pub max_packet_size: usize,
+    /// `None` is plain MQTT over TCP.
+    pub tls: Option<Tls>,
+}
+
+/// Username and password; the password's `Debug` shows `***`.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Option<Secret>,
+}
+
+/// A password: shown as `***` in logs and debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// `None` trusts the system's certificate authorities.
+    pub ca_file: Option<SourcedPath>,
+    pub cert_file: Option<SourcedPath>,
+    pub key_file: Option<SourcedPath>,
+    /// The name to check the broker's certificate against, when it differs
+    /// from the host connected to.
+    pub server_name: Option<String>,
+    pub min_version: TlsVersion,
+    pub legacy_common_name: bool,
+    /// Skip the name check only (`--insecure`); the chain is still verified.
+    pub skip_name_check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::V1_2 => "TLS 1.2",
+            TlsVersion::V1_3 => "TLS 1.3",
+        })
+    }
+}
+
+/// A file path with where it was set, so a later error about the file's
+/// contents can point back at the line or flag that named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcedPath {
+    pub path: PathBuf,
+    pub origin: String,
+}
+
+impl SourcedPath {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl fmt::Display for SourcedPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.path.display(), self.origin)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconnect {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: f64,
+    /// Fraction of each delay that is randomised, 0.0 to 1.0.
+    pub jitter: f64,
+}
+
+/// Where a bad value was set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    File { path: PathBuf, line: Option<usize> },
+    Flag(&'static str),
+    Default,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::File { path, line: Some(l) } => write!(f, "{} line {l}", path.display()),
+            Place::File { path, line: None } => write!(f, "{}", path.display()),
+            Place::Flag(flag) => write!(f, "flag {flag}"),
+            Place::Default => f.write_str("default value"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "no config file: none given with --config or ${CONFIG_ENV}, and none found at {}. \
+         Pass --config PATH, or give the broker on the command line (-h HOST)",
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or ")
+    )]
+    NotFound { searched: Vec<PathBuf> },
+    #[error("cannot read config file {}: {reason}. {hint}", path.display())]
+    Read {
+        path: PathBuf,
+        reason: String,
+        hint: &'static str,
+    },
+    #[error("{place}: {what}")]
+    Syntax { place: Place, what: String },
+    #[error("{place}: {key}: {problem}")]
+    Invalid {
+        place: Place,
+        key: String,
+        problem: String,
+    },
+}
+
+/// Reads the chosen file (or none) and builds a checked config with the
+/// command-line overrides applied.
+pub fn load(chosen: Option<&Chosen>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let Some(chosen) = chosen else {
+        return build::build("", None, overrides);
+    };
+    let path = chosen.path();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        reason: io_words(&e),
+        hint: match (chosen, e.kind()) {
+            (Chosen::Env(_), std::io::ErrorKind::NotFound) => {
+                "It is named by $PINPOST_CONFIG: fix or unset that variable"
+            }
+            (_, std::io::ErrorKind::PermissionDenied) => {
+                "Run as a user that may read it (the service runs as `pinpost`)"
+            }
+            _ => "Check the path given with --config",
+        },
+    })?;
+    build::build(&text, Some(path), overrides)
+}
+
+/// Builds a config from TOML text; `path` is only used in messages and to
+/// resolve relative file names.
+pub fn from_text(
+    text: &str,
+    path: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    build::build(text, path, overrides)
+}
+
+/// An I/O error in plain words, without Rust's "(os error 2)" noise.
+pub fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "no such file".into(),
+        PermissionDenied => "permission denied".into(),
+        IsADirectory => "it is a directory, not a file".into(),
+        InvalidData => "it is not UTF-8 text".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The host name, the default device id.
+pub fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether traffic to `host` stays on this machine.
+pub fn is_loopback(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
