@@ -446,10 +446,11 @@ fn reconnect(raw: &RawConfig, o: &Origins<'_>) -> Result<Reconnect, ConfigError>
         ));
     }
     let jitter = r.jitter.unwrap_or(0.5);
-    if !(0.0..=1.0).contains(&jitter) {
+    // Up to 0.9, so no draw can make a delay zero and the loop tight.
+    if !(0.0..=0.9).contains(&jitter) {
         return Err(o.invalid(
             "reconnect.jitter",
-            format!("{jitter} is out of range; allowed: 0.0 (none) to 1.0 (fully random)"),
+            format!("{jitter} is out of range; allowed: 0.0 (none) to 0.9 (up to 90% shorter)"),
         ));
     }
     Ok(Reconnect {

@@ -133,7 +133,7 @@ pub struct Reconnect {
     pub initial: Duration,
     pub max: Duration,
     pub multiplier: f64,
-    /// Fraction of each delay that is randomised, 0.0 to 1.0.
+    /// Up to this fraction of each delay is randomly taken off, 0.0 to 0.9.
     pub jitter: f64,
 }
 

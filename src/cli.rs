@@ -1,0 +1,196 @@
+//! The command line: what each subcommand and flag is, with the help text
+//! people read. Flags follow mosquitto_pub/mosquitto_sub where those exist,
+//! so field habits carry over. This module says what the commands take, not
+//! how they work.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pinpost",
+    version,
+    about = "Raspberry Pi GPIO and sensors over MQTT with mutual TLS",
+    long_about = "Raspberry Pi GPIO and sensors over MQTT with mutual TLS.\n\n\
+        Reads the device's config from --config, $PINPOST_CONFIG, /etc/pinpost/config.toml \
+        or ~/.config/pinpost/config.toml (the first that exists), so on a deployed Pi \
+        `pinpost publish -t test -m hi` uses the Pi's own broker and certificates.",
+    after_help = "Exit codes: 0 done; 1 other failure; 2 bad usage; 3 bad config or \
+        certificate file; 4 could not connect; 5 connected but not confirmed by the broker; \
+        27 subscribe -W ran out."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish one message (or one per line) and wait for the broker to confirm it.
+    #[command(disable_help_flag = true, after_help = PUBLISH_EXAMPLES)]
+    Publish(PublishArgs),
+    /// Print messages from the broker, like mosquitto_sub.
+    #[command(disable_help_flag = true, after_help = SUBSCRIBE_EXAMPLES)]
+    Subscribe(SubscribeArgs),
+}
+
+const PUBLISH_EXAMPLES: &str = "Examples:\n  \
+    pinpost publish -t test -m hello                # with the Pi's own config\n  \
+    pinpost publish -h 192.168.1.5 -t test -m hi --cafile ca.crt --cert pi.crt --key pi.key\n  \
+    sensors | pinpost publish -t pi/log -l          # one message per line";
+
+const SUBSCRIBE_EXAMPLES: &str = "Examples:\n  \
+    pinpost subscribe -t 'pinpost/#' -v\n  \
+    pinpost subscribe -t pinpost/pi-01/status -C 1 -W 10";
+
+impl Command {
+    pub fn connection(&self) -> &ConnectionArgs {
+        match self {
+            Command::Publish(a) => &a.connection,
+            Command::Subscribe(a) => &a.connection,
+        }
+    }
+}
+
+/// How to reach the broker: each flag overrides the config file.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Print help (-h is the host, as in mosquitto_pub).
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Config file to read instead of the usual places.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Broker host name or IP address.
+    #[arg(short = 'h', long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Broker port [default: 8883 with TLS, 1883 without].
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
+    /// MQTT client id [default: <device id>-pub-<pid> or -sub-<pid>].
+    #[arg(short = 'i', long = "id", value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Username for the broker.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password for the broker.
+    #[arg(short = 'P', long = "pw", value_name = "PASSWORD")]
+    pub password: Option<String>,
+    /// CA certificate (PEM) that signed the broker's certificate. Turns on TLS.
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
+    /// This device's certificate (PEM) for mutual TLS. Turns on TLS.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// This device's private key (PEM: PKCS#1, PKCS#8 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Lowest TLS version to use.
+    #[arg(long, value_name = "VERSION", value_parser = ["tlsv1.2", "tlsv1.3"])]
+    pub tls_version: Option<String>,
+    /// Use TLS with the system's CA certificates (no --cafile).
+    #[arg(long)]
+    pub tls: bool,
+    /// Do not check the broker certificate's name (the chain is still checked). For debugging only.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Accept a broker certificate that names its host only in the Common Name.
+    #[arg(long)]
+    pub legacy_common_name: bool,
+    /// Allow plain MQTT (no TLS) to a host other than this machine.
+    #[arg(long)]
+    pub allow_insecure: bool,
+    /// Keep-alive interval in seconds (0 turns it off).
+    #[arg(short = 'k', long = "keepalive", value_name = "SECONDS")]
+    pub keep_alive: Option<u64>,
+    /// How long to wait for the connection, e.g. "5s".
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// Say what happens, step by step (also: RUST_LOG=debug).
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+}
+
+impl ConnectionArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            host: self.host.clone(),
+            port: self.port,
+            client_id: self.client_id.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            ca_file: self.cafile.clone(),
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            tls_version: self.tls_version.clone(),
+            tls: self.tls,
+            skip_name_check: self.insecure,
+            legacy_common_name: self.legacy_common_name,
+            allow_insecure: self.allow_insecure,
+            keep_alive: self.keep_alive.map(|s| format!("{s}s")),
+            connect_timeout: self.connect_timeout.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Topic to publish to.
+    #[arg(short = 't', long)]
+    pub topic: String,
+    #[command(flatten)]
+    pub source: MessageSource,
+    /// Quality of service: 0 (fire and forget) or 1 (wait for the broker's acknowledgement).
+    #[arg(short = 'q', long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// Ask the broker to keep the message for later subscribers.
+    #[arg(short = 'r', long)]
+    pub retain: bool,
+}
+
+/// Exactly one place the message comes from.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct MessageSource {
+    /// The message text.
+    #[arg(short = 'm', long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// Send a file's contents as the message.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Send all of standard input as one message.
+    #[arg(short = 's', long = "stdin-file")]
+    pub stdin_file: bool,
+    /// Send each line of standard input as a message (blank lines are skipped).
+    #[arg(short = 'l', long = "stdin-line")]
+    pub stdin_line: bool,
+    /// Send an empty message (clears a retained one with -r).
+    #[arg(short = 'n', long = "null-message")]
+    pub null_message: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Topic filter to subscribe to (repeatable; + and # wildcards allowed).
+    #[arg(short = 't', long = "topic", required = true)]
+    pub topics: Vec<String>,
+    /// Print the topic before each message.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Exit after this many messages.
+    #[arg(short = 'C', long, value_name = "COUNT")]
+    pub count: Option<u64>,
+    /// Exit (code 27) after this many seconds if -C was not reached.
+    #[arg(short = 'W', long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Quality of service for the subscription: 0 or 1.
+    #[arg(short = 'q', long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+}

@@ -1,0 +1,126 @@
+//! The subcommands, one file each (parse → act → report), and what they
+//! share: turning connection flags plus the config file into a link, and the
+//! error type whose words reach the user and whose kind sets the exit code.
+
+pub mod publish;
+pub mod subscribe;
+
+use std::process::ExitCode;
+
+use crate::cli::{Command, ConnectionArgs};
+use crate::config::{self, Config, ConfigError};
+use crate::link::{Failure, Link, LinkError, LinkEvent, LinkOptions, Qos, Retry};
+use crate::tls::{self, TlsError};
+
+/// Why a command failed, worded for the person who ran it.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Connect(Failure),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("{0}")]
+    Input(String),
+    #[error(
+        "the broker confirmed {confirmed} of {sent} message(s) before the connection ended: \
+         {failure}"
+    )]
+    Unconfirmed {
+        confirmed: u64,
+        sent: u64,
+        failure: Failure,
+    },
+    #[error("the broker refused the subscription to {}: this client may not read there (the broker's ACL)", .0.join(", "))]
+    SubscriptionRefused(Vec<String>),
+    #[error("timed out after {secs}s with {received} message(s) received")]
+    TimedOut { secs: u64, received: u64 },
+}
+
+impl CmdError {
+    /// The process exit code: stable, documented in `--help`.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            CmdError::Config(_) | CmdError::Tls(_) => 3,
+            CmdError::Connect(_) | CmdError::SubscriptionRefused(_) => 4,
+            CmdError::Unconfirmed { .. } => 5,
+            CmdError::Link(LinkError::BadTopic { .. }) => 2,
+            CmdError::TimedOut { .. } => 27,
+            CmdError::Link(_) | CmdError::Input(_) => 1,
+        })
+    }
+}
+
+pub async fn run(command: Command) -> Result<(), CmdError> {
+    match command {
+        Command::Publish(args) => publish::run(args).await,
+        Command::Subscribe(args) => subscribe::run(args).await,
+    }
+}
+
+/// Reads the config the flags point to (or the usual places; none at all
+/// is fine for a one-shot command given -h) with the flags applied.
+pub fn config_for(args: &ConnectionArgs) -> Result<Config, CmdError> {
+    let env = std::env::var_os(config::CONFIG_ENV);
+    let chosen = config::source::choose(args.config.as_deref(), env.as_deref());
+    match &chosen {
+        Some(c) => tracing::debug!(file = %c.path().display(), "reading config"),
+        None => tracing::debug!("no config file; using flags and defaults"),
+    }
+    Ok(config::load(chosen.as_ref(), &args.overrides())?)
+}
+
+/// Starts a link for a one-shot command and waits until it is connected.
+pub async fn connect(
+    config: &Config,
+    role: &str,
+    retry: Retry,
+    subscriptions: Vec<(String, Qos)>,
+) -> Result<Link, CmdError> {
+    let tls = config.broker.tls.as_ref().map(tls::setup).transpose()?;
+    let client_id = config
+        .broker
+        .client_id
+        .clone()
+        // The agent uses the bare device id; a debugging command must not
+        // take its place on the broker (which would disconnect the agent).
+        .unwrap_or_else(|| format!("{}-{role}-{}", config.device.id, std::process::id()));
+    tracing::debug!(
+        host = %config.broker.host,
+        port = config.broker.port,
+        tls = tls.is_some(),
+        client_id = %client_id,
+        "connecting"
+    );
+    let options = LinkOptions {
+        broker: config.broker.clone(),
+        client_id,
+        reconnect: config.reconnect.clone(),
+        retry,
+        will: None,
+        subscriptions,
+    };
+    let mut link = Link::start(options, tls);
+    loop {
+        match link.next_event().await {
+            Some(LinkEvent::Connected { .. }) => return Ok(link),
+            Some(LinkEvent::Down { failure, .. }) => return Err(CmdError::Connect(failure)),
+            Some(_) => continue,
+            None => return Err(CmdError::Link(LinkError::Stopped)),
+        }
+    }
+}
+
+/// `main`'s edge: run, print the error once in words, pick the exit code.
+pub fn report(result: Result<(), CmdError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pinpost: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The link: one supervised MQTT connection, the only code that talks to
+//! rumqttc. It connects, waits between attempts with backoff and jitter,
+//! resubscribes after a session is lost, and reports what happens as
+//! [`LinkEvent`]s, failures already explained in words.
+//!
+//! rumqttc reconnects only when polled again after an error, so `poll()`
+//! runs in its own task and is never blocked by a caller's `publish()`. The
+//! link knows nothing of pins, sensors or what messages mean.
+
+mod backoff;
+mod diagnose;
+
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ClientError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{Broker, Reconnect};
+use crate::tls::TlsSetup;
+
+pub use backoff::Backoff;
+pub use diagnose::{Failure, LostReason, Rejection, Target};
+
+/// Delivery guarantee of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+}
+
+impl From<Qos> for QoS {
+    fn from(q: Qos) -> QoS {
+        match q {
+            Qos::AtMostOnce => QoS::AtMostOnce,
+            Qos::AtLeastOnce => QoS::AtLeastOnce,
+        }
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Keep trying with backoff (the agent).
+    Forever,
+    /// Report the failure and stop (one-shot CLI commands).
+    Never,
+    /// Stop if the first attempt fails; once connected, keep trying (like
+    /// mosquitto_sub: a wrong address fails at once, a dropped link heals).
+    OnceConnected,
+}
+
+/// A message the broker publishes when the link dies without saying goodbye.
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    pub broker: Broker,
+    pub client_id: String,
+    pub reconnect: Reconnect,
+    pub retry: Retry,
+    pub will: Option<Will>,
+    /// Filters subscribed on every connect that has no session.
+    pub subscriptions: Vec<(String, Qos)>,
+}
+
+/// What the link reports, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkEvent {
+    Connected { session_present: bool },
+    Message { topic: String, payload: Vec<u8>, retain: bool },
+    /// A publish was written to the network with this packet id (0 for QoS 0).
+    Sent { pkid: u16 },
+    /// The broker acknowledged the QoS 1 publish with this packet id.
+    Acked { pkid: u16 },
+    Subscribed { refused: Vec<String> },
+    /// The connection failed or dropped. `retry_in` is `None` when the link
+    /// has given up (with [`Retry::Never`]).
+    Down { failure: Failure, retry_in: Option<Duration>, was_connected: bool },
+    /// A requested disconnect has been written; the link is finished.
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(
+        "message too large: {size} bytes with its topic, over the {limit}-byte packet limit \
+         (broker.max_packet_size); raise the limit if the broker accepts more"
+    )]
+    TooLarge { size: usize, limit: usize },
+    #[error("invalid topic {topic:?}: {why}")]
+    BadTopic { topic: String, why: &'static str },
+    #[error("the link has stopped; nothing more can be sent")]
+    Stopped,
+}
+
+/// A running link. Dropping it stops the connection task.
+pub struct Link {
+    publisher: Publisher,
+    events: mpsc::Receiver<LinkEvent>,
+    task: JoinHandle<()>,
+}
+
+/// Queues messages on a link; cheap to clone into producer tasks.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+    max_packet_size: usize,
+}
+
+/// Room for events between the poll task and the consumer; when full the
+/// poll task waits, which slows reading from the network instead of
+/// growing memory.
+const EVENT_BUFFER: usize = 256;
+/// Requests queued towards rumqttc; publishers wait when it is full.
+const REQUEST_BUFFER: usize = 64;
+
+impl Link {
+    /// Starts connecting in the background. `tls` is `None` for plain MQTT.
+    pub fn start(options: LinkOptions, tls: Option<TlsSetup>) -> Link {
+        let broker = &options.broker;
+        let mut mqtt = MqttOptions::new(&options.client_id, &broker.host, broker.port);
+        mqtt.set_keep_alive(broker.keep_alive)
+            .set_clean_session(broker.clean_session)
+            .set_max_packet_size(broker.max_packet_size, broker.max_packet_size);
+        if let Some(c) = &broker.credentials {
+            let password = c.password.as_ref().map_or("", |p| p.expose());
+            mqtt.set_credentials(&c.username, password);
+        }
+        if let Some(will) = &options.will {
+            mqtt.set_last_will(LastWill::new(
+                &will.topic,
+                will.payload.clone(),
+                QoS::AtLeastOnce,
+                will.retain,
+            ));
+        }
+        if let Some(setup) = &tls {
+            mqtt.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                setup.config.clone(),
+            )));
+        }
+        let (client, mut eventloop) = AsyncClient::new(mqtt, REQUEST_BUFFER);
+        let mut network = eventloop.network_options();
+        // rumqttc counts in whole seconds; round up so "1500ms" is not 1s.
+        network.set_connection_timeout(broker.connect_timeout.as_secs_f64().ceil() as u64);
+        eventloop.set_network_options(network);
+        let target = Target {
+            host: broker.host.clone(),
+            port: broker.port,
+            client_id: options.client_id.clone(),
+            username: broker.credentials.as_ref().map(|c| c.username.clone()),
+            connect_timeout: broker.connect_timeout,
+            keep_alive: broker.keep_alive,
+            tls,
+        };
+        let (tx, events) = mpsc::channel(EVENT_BUFFER);
+        let publisher = Publisher {
+            client: client.clone(),
+            max_packet_size: broker.max_packet_size,
+        };
+        let task = tokio::spawn(drive(eventloop, client, options, target, tx));
+        Link {
+            publisher,
+            events,
+            task,
+        }
+    }
+
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// Sends DISCONNECT after everything queued before it; the link then
+    /// reports [`LinkEvent::Closed`] and ends.
+    pub async fn disconnect(&self) -> Result<(), LinkError> {
+        self.publisher
+            .client
+            .disconnect()
+            .await
+            .map_err(|_: ClientError| LinkError::Stopped)
+    }
+
+    /// The next event; `None` once the link has ended.
+    pub async fn next_event(&mut self) -> Option<LinkEvent> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Publisher {
+    /// Queues a publish. Ok means queued, not delivered: wait for
+    /// [`LinkEvent::Acked`] for that.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: Qos,
+        retain: bool,
+    ) -> Result<(), LinkError> {
+        check_topic(topic)?;
+        // Fixed header (up to 5) + topic length (2) + packet id (2).
+        let size = topic.len() + payload.len() + 9;
+        if size > self.max_packet_size {
+            return Err(LinkError::TooLarge {
+                size,
+                limit: self.max_packet_size,
+            });
+        }
+        self.client
+            .publish(topic, qos.into(), retain, payload)
+            .await
+            .map_err(|_: ClientError| LinkError::Stopped)
+    }
+
+}
+
+/// A topic to publish to: MQTT forbids wildcards and NUL in it.
+pub fn check_topic(topic: &str) -> Result<(), LinkError> {
+    let why = if topic.is_empty() {
+        "it is empty"
+    } else if topic.contains(['+', '#']) {
+        "wildcards + and # are only for subscribing"
+    } else if topic.contains('\0') {
+        "it contains a NUL character"
+    } else if topic.len() > 65_535 {
+        "it is longer than 65535 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(LinkError::BadTopic {
+        topic: topic.to_string(),
+        why,
+    })
+}
+
+/// The poll loop: owns the event loop, reports events, sleeps between
+/// attempts. Ends on a requested disconnect, on giving up, or when nobody
+/// listens any more.
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    options: LinkOptions,
+    target: Target,
+    tx: mpsc::Sender<LinkEvent>,
+) {
+    let mut backoff = Backoff::new(options.reconnect.clone());
+    let mut connected = false;
+    let mut ever_connected = false;
+    loop {
+        if !connected {
+            if let Some(tls) = &target.tls {
+                tls.observer.reset();
+            }
+        }
+        let event = match eventloop.poll().await {
+            Ok(event) => event,
+            Err(rumqttc::ConnectionError::RequestsDone) => return,
+            Err(error) => {
+                let failure = diagnose::diagnose(&error, connected, &target).await;
+                let give_up = match options.retry {
+                    Retry::Never => true,
+                    Retry::OnceConnected => !connected && !ever_connected,
+                    Retry::Forever => false,
+                };
+                let retry_in = (!give_up).then(|| backoff.next_delay(fastrand::f64()));
+                tracing::debug!(error = %error, kind = failure.kind(), "connection failed");
+                let down = LinkEvent::Down {
+                    failure,
+                    retry_in,
+                    was_connected: connected,
+                };
+                connected = false;
+                if tx.send(down).await.is_err() {
+                    return;
+                }
+                match retry_in {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => return,
+                }
+                continue;
+            }
+        };
+        let report = match event {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                connected = true;
+                ever_connected = true;
+                backoff.reset();
+                if !ack.session_present {
+                    resubscribe(&client, &options.subscriptions);
+                }
+                Some(LinkEvent::Connected {
+                    session_present: ack.session_present,
+                })
+            }
+            Event::Incoming(Packet::Publish(p)) => Some(LinkEvent::Message {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+                retain: p.retain,
+            }),
+            Event::Incoming(Packet::PubAck(ack)) => Some(LinkEvent::Acked { pkid: ack.pkid }),
+            Event::Incoming(Packet::SubAck(ack)) => Some(LinkEvent::Subscribed {
+                refused: refused_filters(&options.subscriptions, &ack.return_codes),
+            }),
+            Event::Outgoing(Outgoing::Publish(pkid)) => Some(LinkEvent::Sent { pkid }),
+            Event::Outgoing(Outgoing::Disconnect) => {
+                let _ = tx.send(LinkEvent::Closed).await;
+                return;
+            }
+            _ => None,
+        };
+        if let Some(report) = report {
+            if tx.send(report).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Subscribes from a separate task: awaiting the request channel inside the
+/// poll loop would deadlock when it is full.
+fn resubscribe(client: &AsyncClient, subscriptions: &[(String, Qos)]) {
+    if subscriptions.is_empty() {
+        return;
+    }
+    let filters: Vec<SubscribeFilter> = subscriptions
+        .iter()
+        .map(|(f, q)| SubscribeFilter::new(f.clone(), (*q).into()))
+        .collect();
+    let client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = client.subscribe_many(filters).await {
+            tracing::debug!(error = %e, "subscribe not queued: the link is stopping");
+        }
+    });
+}
+
+fn refused_filters(
+    subscriptions: &[(String, Qos)],
+    codes: &[SubscribeReasonCode],
+) -> Vec<String> {
+    subscriptions
+        .iter()
+        .zip(codes)
+        .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
+        .map(|((filter, _), _)| filter.clone())
+        .collect()
+}

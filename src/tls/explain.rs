@@ -1,0 +1,350 @@
+//! rustls errors plus what the handshake showed → what went wrong and what
+//! to do, in words. This is the one place that knows how a TLS failure looks
+//! from the outside; `check`, `publish` and `run` all report through it.
+
+use std::fmt;
+
+use rustls::{AlertDescription, CertificateError};
+
+use super::cert::CertSummary;
+use super::observe::Observation;
+use super::TlsFacts;
+use crate::config::TlsVersion;
+use crate::utc;
+
+/// A TLS failure, explained.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsFailure {
+    UnknownCa {
+        leaf: Option<CertSummary>,
+        ca_file: Option<String>,
+        ca_subjects: Vec<String>,
+    },
+    NameMismatch {
+        used: String,
+        valid_for: Vec<String>,
+        common_name: Option<String>,
+        has_alt_names: bool,
+    },
+    Expired { not_after: i64, now: i64 },
+    NotYetValid { not_before: i64, now: i64 },
+    ClientCertRequired { accepted: Vec<String> },
+    ClientCertRejected {
+        alert: Option<String>,
+        ours: Option<CertSummary>,
+        file: Option<String>,
+        accepted: Vec<String>,
+    },
+    NoCommonVersion { min: Option<TlsVersion>, detail: String },
+    NotTls { detail: String },
+    Other { detail: String },
+}
+
+/// Explains a rustls error raised during the handshake with `host`.
+pub fn explain(error: &rustls::Error, seen: &Observation, facts: &TlsFacts, host: &str) -> TlsFailure {
+    let now = utc::now_unix();
+    let leaf = seen.server_leaf();
+    let used = facts.server_name.clone().unwrap_or_else(|| host.to_string());
+    match error {
+        rustls::Error::InvalidCertificate(cert_error) => match cert_error {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                TlsFailure::UnknownCa {
+                    leaf,
+                    ca_file: facts.ca_file.clone(),
+                    ca_subjects: facts.ca_subjects.clone(),
+                }
+            }
+            CertificateError::NotValidForName => name_mismatch(used, leaf, Vec::new()),
+            CertificateError::NotValidForNameContext { presented, .. } => {
+                name_mismatch(used, leaf, presented.clone())
+            }
+            CertificateError::Expired => TlsFailure::Expired {
+                not_after: leaf.map_or(now, |l| l.not_after),
+                now,
+            },
+            CertificateError::ExpiredContext { time, not_after } => TlsFailure::Expired {
+                not_after: not_after.as_secs() as i64,
+                now: time.as_secs() as i64,
+            },
+            CertificateError::NotValidYet => TlsFailure::NotYetValid {
+                not_before: leaf.map_or(now, |l| l.not_before),
+                now,
+            },
+            CertificateError::NotValidYetContext { time, not_before } => TlsFailure::NotYetValid {
+                not_before: not_before.as_secs() as i64,
+                now: time.as_secs() as i64,
+            },
+            other => TlsFailure::Other {
+                detail: format!("the broker's certificate was refused: {other:?}"),
+            },
+        },
+        rustls::Error::AlertReceived(alert) => alert_received(*alert, seen, facts),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            TlsFailure::NotTls {
+                detail: error.to_string(),
+            }
+        }
+        rustls::Error::PeerIncompatible(_) => TlsFailure::NoCommonVersion {
+            min: facts.min_version,
+            detail: error.to_string(),
+        },
+        other => TlsFailure::Other {
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Explains a connection closed by the broker after the handshake and before
+/// CONNACK: with TLS 1.3 that is how a refused client certificate shows.
+pub fn explain_closed(seen: &Observation, facts: &TlsFacts) -> Option<TlsFailure> {
+    if !seen.client_cert_requested {
+        return None;
+    }
+    Some(client_cert_problem(None, seen, facts))
+}
+
+fn alert_received(alert: AlertDescription, seen: &Observation, facts: &TlsFacts) -> TlsFailure {
+    use AlertDescription as A;
+    let about_certs = matches!(
+        alert,
+        A::CertificateRequired
+            | A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::AccessDenied
+            | A::DecryptError
+            | A::HandshakeFailure
+    );
+    if about_certs && (seen.client_cert_requested || alert == A::CertificateRequired) {
+        return client_cert_problem(Some(alert_words(alert)), seen, facts);
+    }
+    match alert {
+        A::ProtocolVersion | A::HandshakeFailure | A::InsufficientSecurity => {
+            TlsFailure::NoCommonVersion {
+                min: facts.min_version,
+                detail: format!("the broker answered \"{}\"", alert_words(alert)),
+            }
+        }
+        other => TlsFailure::Other {
+            detail: format!("the broker ended the TLS handshake with \"{}\"", alert_words(other)),
+        },
+    }
+}
+
+fn client_cert_problem(alert: Option<String>, seen: &Observation, facts: &TlsFacts) -> TlsFailure {
+    if !seen.client_cert_sent {
+        TlsFailure::ClientCertRequired {
+            accepted: seen.accepted_issuers.clone(),
+        }
+    } else {
+        TlsFailure::ClientCertRejected {
+            alert,
+            ours: facts.client_cert.clone(),
+            file: facts.client_cert_file.clone(),
+            accepted: seen.accepted_issuers.clone(),
+        }
+    }
+}
+
+fn name_mismatch(used: String, leaf: Option<CertSummary>, presented: Vec<String>) -> TlsFailure {
+    match leaf {
+        Some(leaf) => TlsFailure::NameMismatch {
+            used,
+            valid_for: leaf.alt_names,
+            common_name: leaf.common_name,
+            has_alt_names: leaf.has_alt_names,
+        },
+        None => TlsFailure::NameMismatch {
+            used,
+            has_alt_names: !presented.is_empty(),
+            valid_for: presented,
+            common_name: None,
+        },
+    }
+}
+
+fn alert_words(alert: AlertDescription) -> String {
+    use AlertDescription as A;
+    match alert {
+        A::CertificateRequired => "certificate required".into(),
+        A::BadCertificate => "bad certificate".into(),
+        A::UnknownCA => "unknown CA".into(),
+        A::CertificateExpired => "certificate expired".into(),
+        A::CertificateRevoked => "certificate revoked".into(),
+        A::CertificateUnknown => "certificate unknown".into(),
+        A::HandshakeFailure => "handshake failure".into(),
+        A::ProtocolVersion => "protocol version not supported".into(),
+        A::AccessDenied => "access denied".into(),
+        A::DecryptError => "decrypt error".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn list(items: &[String]) -> String {
+    items.join(", ")
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsFailure::UnknownCa {
+                leaf,
+                ca_file,
+                ca_subjects,
+            } => {
+                let issuer = leaf.as_ref().map_or("an unknown issuer".to_string(), |l| {
+                    format!("\"{}\"", l.issuer)
+                });
+                write!(f, "the broker's certificate is issued by {issuer}, ")?;
+                match ca_file {
+                    Some(file) if ca_subjects.is_empty() => {
+                        write!(f, "which is not the CA in {file}")?
+                    }
+                    Some(file) => write!(
+                        f,
+                        "but pinpost trusts only \"{}\" from {file}",
+                        ca_subjects.join("\", \"")
+                    )?,
+                    None => write!(f, "which this system's CA store does not trust")?,
+                }
+                if leaf.as_ref().is_some_and(CertSummary::self_signed) {
+                    write!(
+                        f,
+                        ". The broker's certificate is self-signed: sign it with a CA and give \
+                         that CA's certificate to pinpost"
+                    )
+                } else {
+                    write!(
+                        f,
+                        ". Give pinpost the CA certificate that signed the broker's certificate \
+                         (broker.tls.ca_file or --cafile)"
+                    )
+                }
+            }
+            TlsFailure::NameMismatch {
+                used,
+                valid_for,
+                common_name,
+                has_alt_names,
+            } => {
+                if !has_alt_names {
+                    let cn = common_name.as_deref().unwrap_or("(none)");
+                    if crate::tls::names_match(cn, used) {
+                        return write!(
+                            f,
+                            "the broker's certificate names {cn} only in its Common Name and \
+                             has no subjectAltName; pinpost (like every modern TLS client) checks \
+                             subjectAltName only. Reissue the broker certificate with {cn} as a \
+                             subjectAltName, or accept the Common Name with \
+                             broker.tls.legacy_common_name = true (--legacy-common-name); the \
+                             certificate chain is still fully verified"
+                        );
+                    }
+                    return write!(
+                        f,
+                        "the broker's certificate has no subjectAltName and its Common Name is \
+                         {cn}, but you connected to {used}: use -h {cn}, and since the name is \
+                         only in the Common Name also set broker.tls.legacy_common_name = true \
+                         (--legacy-common-name), or reissue the certificate with a subjectAltName"
+                    );
+                }
+                let first = valid_for.first().map_or("(none)", String::as_str);
+                write!(
+                    f,
+                    "the broker's certificate is valid for {}, you connected to {used}: use -h \
+                     {first} (or, if {used} is the right address, set broker.tls.server_name = \
+                     \"{first}\", or reissue the certificate with {used} in its subjectAltName)",
+                    list(valid_for)
+                )
+            }
+            TlsFailure::Expired { not_after, now } => write!(
+                f,
+                "the broker's certificate expired on {} (this machine's clock says {}): renew \
+                 it on the broker; if the clock is wrong, fix it (a Pi has no battery clock and \
+                 needs network time: see `timedatectl`)",
+                utc::human(*not_after),
+                utc::human(*now)
+            ),
+            TlsFailure::NotYetValid { not_before, now } => write!(
+                f,
+                "the broker's certificate is valid only from {}, but this machine's clock says \
+                 {}: a Pi without network time often starts with an old date, so check \
+                 `timedatectl`; otherwise the certificate was issued with a future start date",
+                utc::human(*not_before),
+                utc::human(*now)
+            ),
+            TlsFailure::ClientCertRequired { accepted } => {
+                write!(
+                    f,
+                    "the broker requires a client certificate (Mosquitto: require_certificate \
+                     true) and none was configured: set broker.tls.cert_file and key_file, or \
+                     pass --cert and --key"
+                )?;
+                if !accepted.is_empty() {
+                    write!(f, "; it accepts certificates issued by {}", list(accepted))?;
+                }
+                Ok(())
+            }
+            TlsFailure::ClientCertRejected {
+                alert,
+                ours,
+                file,
+                accepted,
+            } => {
+                write!(f, "the broker rejected this device's certificate")?;
+                if let Some(file) = file {
+                    write!(f, " {file}")?;
+                }
+                if let Some(alert) = alert {
+                    write!(f, " (it answered \"{alert}\")")?;
+                }
+                match ours {
+                    Some(c) if c.not_after < utc::now_unix() => {
+                        write!(f, ": it expired on {}", utc::human(c.not_after))?
+                    }
+                    Some(c) if !accepted.is_empty() => write!(
+                        f,
+                        ": it is issued by \"{}\", but the broker accepts certificates issued \
+                         by {}",
+                        c.issuer,
+                        list(accepted)
+                    )?,
+                    Some(c) => write!(f, ": it is issued by \"{}\"", c.issuer)?,
+                    None => {}
+                }
+                write!(
+                    f,
+                    ". Use a device certificate signed by the CA in the broker's cafile (and \
+                     check its dates)"
+                )
+            }
+            TlsFailure::NoCommonVersion { min, detail } => {
+                write!(f, "pinpost and the broker share no TLS version or cipher ({detail})")?;
+                if *min == Some(TlsVersion::V1_3) {
+                    write!(
+                        f,
+                        ": pinpost is set to TLS 1.3 only; if the broker is pinned to 1.2 \
+                         (tls_version tlsv1.2), set broker.tls.min_version = \"1.2\" \
+                         (--tls-version tlsv1.2)"
+                    )
+                } else {
+                    write!(
+                        f,
+                        ": pinpost speaks TLS 1.2 and 1.3; check the broker's tls_version and \
+                         ciphers"
+                    )
+                }
+            }
+            TlsFailure::NotTls { detail } => write!(
+                f,
+                "the server did not answer in TLS ({detail}): this port probably speaks plain \
+                 MQTT; use the broker's TLS port (usually 8883), or leave out the TLS options \
+                 for a plain port"
+            ),
+            TlsFailure::Other { detail } => write!(f, "TLS failed: {detail}"),
+        }
+    }
+}

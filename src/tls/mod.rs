@@ -1,0 +1,176 @@
+//! TLS for the link: PEM loading (PKCS#1, PKCS#8, SEC1), the rustls
+//! `ClientConfig` with the ring provider and TLS 1.2/1.3, and turning
+//! handshake failures into plain-language diagnoses.
+//!
+//! It knows certificates, keys and what a handshake showed; it does not know
+//! topics, MQTT packets or pins.
+
+mod cert;
+mod explain;
+mod observe;
+mod pem;
+
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::ServerName;
+
+use crate::config::{self, TlsVersion};
+
+pub use cert::{CertSummary, names_match};
+pub use explain::{TlsFailure, explain, explain_closed};
+pub use observe::{Observation, Observer};
+pub use pem::PemError;
+
+/// What a TLS setup was built from, kept to explain failures later.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFacts {
+    /// The CA file as the user named it, or `None` for the system's CAs.
+    pub ca_file: Option<String>,
+    /// Subjects of the trusted CAs from `ca_file`.
+    pub ca_subjects: Vec<String>,
+    pub client_cert: Option<CertSummary>,
+    pub client_cert_file: Option<String>,
+    pub min_version: Option<TlsVersion>,
+    pub legacy_common_name: bool,
+    pub server_name: Option<String>,
+}
+
+/// A ready rustls config plus the observer its checks report to.
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    pub config: Arc<ClientConfig>,
+    pub observer: Observer,
+    pub facts: TlsFacts,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(transparent)]
+    File(#[from] PemError),
+    #[error("{file}: {detail}")]
+    BadCa { file: String, detail: String },
+    #[error(
+        "no trusted CA certificates found on this system; install the ca-certificates \
+         package, or name the broker's CA with broker.tls.ca_file (--cafile)"
+    )]
+    NoSystemRoots,
+    #[error("{key_file} does not belong to the certificate in {cert_file}: {detail}")]
+    KeyMismatch {
+        key_file: String,
+        cert_file: String,
+        detail: String,
+    },
+    #[error("{file}: {detail}")]
+    UnsupportedKey { file: String, detail: String },
+    #[error("broker.tls.server_name {name:?} is not a valid DNS name or IP address")]
+    BadServerName { name: String },
+    #[error("cannot set up TLS: {0}")]
+    Setup(String),
+}
+
+/// Builds the TLS client configuration described by `tls`.
+pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut facts = TlsFacts {
+        min_version: Some(tls.min_version),
+        legacy_common_name: tls.legacy_common_name,
+        server_name: tls.server_name.clone(),
+        ..TlsFacts::default()
+    };
+    let roots = roots(tls, &mut facts)?;
+    let client_key = client_key(tls, &provider, &mut facts)?;
+    let names = observe::NamePolicy {
+        server_name: match &tls.server_name {
+            Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
+                TlsError::BadServerName { name: name.clone() }
+            })?),
+            None => None,
+        },
+        legacy_common_name: tls.legacy_common_name,
+        skip: tls.skip_name_check,
+    };
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    let observer = Observer::default();
+    let verifier = observe::ObservingVerifier::new(webpki, names, observer.clone());
+    let resolver = observe::ObservingResolver::new(client_key, observer.clone());
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(resolver));
+    Ok(TlsSetup {
+        config: Arc::new(config),
+        observer,
+        facts,
+    })
+}
+
+fn roots(tls: &config::Tls, facts: &mut TlsFacts) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let Some(ca_file) = &tls.ca_file else {
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs);
+        if roots.is_empty() {
+            return Err(TlsError::NoSystemRoots);
+        }
+        return Ok(roots);
+    };
+    facts.ca_file = Some(ca_file.to_string());
+    for der in pem::certificates(ca_file)? {
+        if let Some(summary) = CertSummary::from_der(&der) {
+            facts.ca_subjects.push(summary.subject);
+        }
+        roots.add(der).map_err(|e| TlsError::BadCa {
+            file: ca_file.to_string(),
+            detail: format!("a certificate in it cannot be used as a CA: {e}"),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn client_key(
+    tls: &config::Tls,
+    provider: &CryptoProvider,
+    facts: &mut TlsFacts,
+) -> Result<Option<Arc<CertifiedKey>>, TlsError> {
+    let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) else {
+        return Ok(None);
+    };
+    let chain = pem::certificates(cert_file)?;
+    facts.client_cert = chain.first().and_then(|der| CertSummary::from_der(der));
+    facts.client_cert_file = Some(cert_file.to_string());
+    let key = pem::private_key(key_file)?;
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::UnsupportedKey {
+            file: key_file.to_string(),
+            detail: format!(
+                "this key type cannot sign TLS handshakes ({e}); use an RSA (2048+) or \
+                 ECDSA P-256/P-384 key"
+            ),
+        })?;
+    let certified = CertifiedKey::new(chain, signer);
+    match certified.keys_match() {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(TlsError::KeyMismatch {
+                key_file: key_file.to_string(),
+                cert_file: cert_file.to_string(),
+                detail: "use the key that was generated with this certificate's request".into(),
+            })
+        }
+        _ => Ok(Some(Arc::new(certified))),
+    }
+}

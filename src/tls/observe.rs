@@ -1,0 +1,220 @@
+//! The certificate checks rustls runs for us, wrapped so that pinpost sees
+//! what happened during a handshake: the broker's certificates, the verdict,
+//! whether the broker asked for a client certificate and which CAs it named.
+//!
+//! rustls reports only an error kind; explaining a failure in words needs
+//! these facts, and with TLS 1.3 a rejected client certificate is not even a
+//! handshake error (the broker closes the connection afterwards). The
+//! wrappers only record and relax the one name check the user asked to relax;
+//! chain, signature and date checks are always rustls's own.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::cert::CertSummary;
+
+/// What one connection attempt's handshake showed.
+#[derive(Debug, Default, Clone)]
+pub struct Observation {
+    /// The broker's certificate chain, leaf first (empty if none arrived).
+    pub server_chain: Vec<CertificateDer<'static>>,
+    /// pinpost's verdict on it (after any relaxation the user asked for).
+    pub verdict: Option<Result<(), rustls::Error>>,
+    /// The name check failed but was relaxed (`legacy_common_name`/`--insecure`).
+    pub relaxed_name_check: Option<&'static str>,
+    /// The broker sent a CertificateRequest.
+    pub client_cert_requested: bool,
+    /// The CA names the broker said it accepts client certificates from.
+    pub accepted_issuers: Vec<String>,
+    /// pinpost answered the request with a certificate.
+    pub client_cert_sent: bool,
+}
+
+impl Observation {
+    pub fn server_leaf(&self) -> Option<CertSummary> {
+        self.server_chain
+            .first()
+            .and_then(|der| CertSummary::from_der(der))
+    }
+}
+
+/// Shared between the TLS config (which writes) and the link (which resets
+/// it before each attempt and reads it after a failure).
+#[derive(Debug, Default, Clone)]
+pub struct Observer(Arc<Mutex<Observation>>);
+
+impl Observer {
+    pub fn reset(&self) {
+        *self.lock() = Observation::default();
+    }
+
+    pub fn snapshot(&self) -> Observation {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Observation> {
+        // A panic while holding this lock loses one observation, nothing more.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// How the broker's name is checked.
+#[derive(Debug, Clone, Default)]
+pub struct NamePolicy {
+    /// Check against this name instead of the host connected to.
+    pub server_name: Option<ServerName<'static>>,
+    /// Accept a certificate without subjectAltName whose Common Name matches.
+    pub legacy_common_name: bool,
+    /// Accept any name (the chain must still verify).
+    pub skip: bool,
+}
+
+#[derive(Debug)]
+pub struct ObservingVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    names: NamePolicy,
+    observer: Observer,
+}
+
+impl ObservingVerifier {
+    pub fn new(inner: Arc<WebPkiServerVerifier>, names: NamePolicy, observer: Observer) -> Self {
+        ObservingVerifier {
+            inner,
+            names,
+            observer,
+        }
+    }
+
+    /// webpki checks the name only after the chain and dates have passed, so
+    /// a name error here means everything else about the certificate is good.
+    fn relax(&self, end_entity: &CertificateDer<'_>, name: &ServerName<'_>) -> Option<&'static str> {
+        if self.names.skip {
+            return Some("--insecure");
+        }
+        if !self.names.legacy_common_name {
+            return None;
+        }
+        let leaf = CertSummary::from_der(end_entity)?;
+        // Like OpenSSL, fall back to the CN only when there is no subjectAltName.
+        (!leaf.has_alt_names && leaf.common_name_matches(&name.to_str()))
+            .then_some("legacy_common_name")
+    }
+}
+
+fn is_name_error(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. }
+        )
+    )
+}
+
+impl ServerCertVerifier for ObservingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = self.names.server_name.as_ref().unwrap_or(server_name);
+        let mut result =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, name, ocsp_response, now);
+        let mut relaxed = None;
+        if let Err(e) = &result {
+            if is_name_error(e) {
+                relaxed = self.relax(end_entity, name);
+                if relaxed.is_some() {
+                    result = Ok(ServerCertVerified::assertion());
+                }
+            }
+        }
+        let mut seen = self.observer.lock();
+        seen.server_chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
+        seen.verdict = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        seen.relaxed_name_check = relaxed;
+        result
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Offers the device certificate (if any) and records that it was asked for.
+#[derive(Debug)]
+pub struct ObservingResolver {
+    key: Option<Arc<CertifiedKey>>,
+    observer: Observer,
+}
+
+impl ObservingResolver {
+    pub fn new(key: Option<Arc<CertifiedKey>>, observer: Observer) -> Self {
+        ObservingResolver { key, observer }
+    }
+}
+
+impl ResolvesClientCert for ObservingResolver {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let mut seen = self.observer.lock();
+        seen.client_cert_requested = true;
+        seen.accepted_issuers = root_hint_subjects
+            .iter()
+            .filter_map(|dn| distinguished_name_text(dn))
+            .collect();
+        let offered = self
+            .key
+            .clone()
+            .filter(|k| k.key.choose_scheme(sigschemes).is_some());
+        seen.client_cert_sent = offered.is_some();
+        offered
+    }
+
+    /// Always true: it only makes rustls keep the transcript it needs if the
+    /// broker asks, and we want to record that it asked even with no key.
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A DER-encoded X.509 Name (as in a CertificateRequest) as `CN=…, O=…`.
+fn distinguished_name_text(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    x509_parser::x509::X509Name::from_der(der)
+        .ok()
+        .map(|(_, name)| name.to_string())
+}
