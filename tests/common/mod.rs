@@ -1,0 +1,465 @@
+//! Test harness: certificates made for each test, a real Mosquitto on a free
+//! loopback port, an independent `mosquitto_sub` as the witness of delivery,
+//! and the `pinpost` binary run as a user would run it.
+//!
+//! Nothing here skips: a missing `mosquitto` is a failure that says how to
+//! get it (the test script installs it).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+
+pub const PINPOST: &str = env!("CARGO_BIN_EXE_pinpost");
+
+/// A certificate and its key on disk.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A CA that issues certificates into a temp dir.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: Files,
+    ca_cert: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+/// How a leaf certificate should differ from a good one.
+#[derive(Debug, Clone, Default)]
+pub struct Leaf {
+    pub common_name: String,
+    /// "127.0.0.1" becomes an IP SAN, anything else a DNS SAN.
+    pub alt_names: Vec<String>,
+    pub expired: bool,
+    pub not_yet_valid: bool,
+}
+
+impl Leaf {
+    pub fn server(names: &[&str]) -> Leaf {
+        Leaf {
+            common_name: names.first().map_or("broker", |n| n).to_string(),
+            alt_names: names.iter().map(|n| n.to_string()).collect(),
+            ..Leaf::default()
+        }
+    }
+    pub fn client(cn: &str) -> Leaf {
+        Leaf {
+            common_name: cn.to_string(),
+            ..Leaf::default()
+        }
+    }
+}
+
+impl Pki {
+    pub fn new(ca_name: &str) -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&format!("pinpost test CA {ca_name}"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = params.self_signed(&ca_key).expect("CA certificate");
+        let ca = write(dir.path(), "ca", &ca_cert.pem(), &ca_key.serialize_pem());
+        Pki {
+            dir,
+            ca,
+            ca_cert,
+            ca_key,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Issues a server (with alt names) or client certificate named `file`.
+    pub fn issue(&self, file: &str, leaf: &Leaf, server: bool) -> Files {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&leaf.common_name);
+        params.subject_alt_names = leaf
+            .alt_names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(n.clone().try_into().expect("DNS name")),
+            })
+            .collect();
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        if leaf.expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        if leaf.not_yet_valid {
+            params.not_before = rcgen::date_time_ymd(2099, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        }
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params
+            .signed_by(&key, &self.ca_cert, &self.ca_key)
+            .expect("leaf certificate");
+        write(self.path(), file, &cert.pem(), &key.serialize_pem())
+    }
+
+    pub fn server(&self, names: &[&str]) -> Files {
+        self.issue("server", &Leaf::server(names), true)
+    }
+
+    pub fn client(&self, cn: &str) -> Files {
+        self.issue(cn, &Leaf::client(cn), false)
+    }
+}
+
+fn name(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+fn write(dir: &Path, stem: &str, cert: &str, key: &str) -> Files {
+    let files = Files {
+        cert: dir.join(format!("{stem}.crt")),
+        key: dir.join(format!("{stem}.key")),
+    };
+    std::fs::write(&files.cert, cert).expect("write cert");
+    std::fs::write(&files.key, key).expect("write key");
+    files
+}
+
+/// How the broker listens.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerSetup {
+    pub bind: Option<String>,
+    /// `cafile`, `certfile`, `keyfile` for a TLS listener.
+    pub tls: Option<(PathBuf, Files)>,
+    pub require_certificate: bool,
+    pub use_identity_as_username: bool,
+    pub tls_version: Option<&'static str>,
+    /// username → password; turns anonymous access off.
+    pub users: Vec<(String, String)>,
+    pub allow_anonymous: bool,
+    pub extra: Vec<String>,
+}
+
+/// A running Mosquitto; killed on drop.
+pub struct Broker {
+    pub port: u16,
+    pub host: String,
+    child: Child,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Broker {
+    pub fn start(setup: &BrokerSetup) -> Broker {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(setup) {
+                Ok(b) => return b,
+                Err(e) => last = e,
+            }
+        }
+        panic!("mosquitto did not start: {last}");
+    }
+
+    fn try_start(setup: &BrokerSetup) -> Result<Broker, String> {
+        require_tool("mosquitto", "mosquitto");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host = setup.bind.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let port = free_port(&host);
+        let mut conf = vec![
+            // Run as root: dropping to the mosquitto user would lose read
+            // access to the keys in this root-owned temp dir.
+            "user root".to_string(),
+            "log_dest stderr".into(),
+            "log_type all".into(),
+            "persistence false".into(),
+            format!("listener {port} {host}"),
+        ];
+        if let Some((ca, server)) = &setup.tls {
+            conf.push(format!("cafile {}", ca.display()));
+            conf.push(format!("certfile {}", server.cert.display()));
+            conf.push(format!("keyfile {}", server.key.display()));
+        }
+        if setup.require_certificate {
+            conf.push("require_certificate true".into());
+        }
+        if setup.use_identity_as_username {
+            conf.push("use_identity_as_username true".into());
+        }
+        if let Some(v) = setup.tls_version {
+            conf.push(format!("tls_version {v}"));
+        }
+        if !setup.users.is_empty() {
+            let file = dir.path().join("passwords");
+            std::fs::write(&file, "").expect("password file");
+            for (user, pass) in &setup.users {
+                let out = Command::new("mosquitto_passwd")
+                    .args(["-b", &file.display().to_string(), user, pass])
+                    .output()
+                    .expect("mosquitto_passwd runs");
+                assert!(out.status.success(), "mosquitto_passwd: {out:?}");
+            }
+            conf.push(format!("password_file {}", file.display()));
+        }
+        let anonymous = setup.allow_anonymous || (setup.users.is_empty() && !setup.use_identity_as_username);
+        conf.push(format!("allow_anonymous {anonymous}"));
+        conf.extend(setup.extra.iter().cloned());
+        let conf_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write conf");
+        let log = dir.path().join("mosquitto.log");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .map_err(|e| format!("cannot run mosquitto: {e}"))?;
+        let mut broker = Broker {
+            port,
+            host,
+            child,
+            dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                return Err(format!("exited with {status}: {}", broker.log()));
+            }
+            if TcpStream::connect((broker.host.as_str(), port)).is_ok() {
+                return Ok(broker);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("not listening after 10s: {}", broker.log()))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port(host: &str) -> u16 {
+    let ip: Ipv4Addr = host.parse().unwrap_or(Ipv4Addr::LOCALHOST);
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+pub fn require_tool(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "`{tool}` is not installed: run the test script (scripts/test.sh), which installs it, \
+         or `apt-get install {package}`"
+    );
+}
+
+/// A `mosquitto_sub` that witnesses what the broker delivers.
+pub struct Witness {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Witness {
+    /// Subscribes to `topic` with `args` (connection flags) and returns once
+    /// the broker has acknowledged the subscription.
+    pub fn start(broker: &Broker, topic: &str, args: &[String]) -> Witness {
+        require_tool("mosquitto_sub", "mosquitto-clients");
+        // mosquitto_sub buffers stdout when it is a pipe; stdbuf makes it
+        // line-buffered so each message is seen when it arrives.
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub", "-d", "-v", "-q", "1", "-h", &broker.host, "-p", &broker.port.to_string()])
+            .args(["-t", topic])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mosquitto_sub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut witness = Witness { child, lines };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match witness.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains("received SUBACK") => return witness,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let _ = witness.child.kill();
+        let mut err = String::new();
+        if let Some(mut pipe) = witness.child.stderr.take() {
+            use std::io::Read;
+            let _ = pipe.read_to_string(&mut err);
+        }
+        panic!("mosquitto_sub never subscribed: {err}\nbroker log:\n{}", broker.log());
+    }
+
+    /// Messages (`topic payload`) received within `wait`, debug lines left out.
+    pub fn messages(&self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if is_debug(&line) => {}
+                Ok(line) => out.push(line),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Waits until `expected` arrives (or `wait` passes) and returns all seen.
+    pub fn wait_for(&self, expected: &str, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if is_debug(&line) => {}
+                Ok(line) => {
+                    let done = line == expected;
+                    out.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+fn is_debug(line: &str) -> bool {
+    line.starts_with("Client ") || line.starts_with("Subscribed (mid")
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connection flags for mosquitto tools and pinpost alike.
+pub fn tls_args(ca: &Path, client: Option<&Files>) -> Vec<String> {
+    let mut args = vec!["--cafile".to_string(), ca.display().to_string()];
+    if let Some(c) = client {
+        args.extend([
+            "--cert".to_string(),
+            c.cert.display().to_string(),
+            "--key".to_string(),
+            c.key.display().to_string(),
+        ]);
+    }
+    args
+}
+
+/// A config file with only the device id, so tests never read the
+/// machine's own /etc/pinpost/config.toml.
+pub fn device_config(dir: &Path) -> PathBuf {
+    let path = dir.join("pinpost.toml");
+    std::fs::write(&path, "[device]\nid = \"test-pi\"\n").expect("write config");
+    path
+}
+
+/// Runs pinpost with `args`, killed after `limit`.
+pub fn pinpost(args: &[String], limit: Duration) -> Output {
+    pinpost_with_stdin(args, None, limit)
+}
+
+pub fn pinpost_with_stdin(args: &[String], stdin: Option<&str>, limit: Duration) -> Output {
+    let mut cmd = Command::new(PINPOST);
+    cmd.args(args)
+        .env_remove("PINPOST_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    run_limited(cmd, stdin, limit)
+}
+
+pub fn run_limited(mut cmd: Command, stdin: Option<&str>, limit: Duration) -> Output {
+    let mut child = cmd.spawn().expect("start process");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{cmd:?} did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success and explains the failure with pinpost's words and the broker's log.
+pub fn assert_ok(out: &Output, broker: &Broker) {
+    assert!(
+        out.status.success(),
+        "pinpost failed ({:?}): {}\nbroker log:\n{}",
+        out.status,
+        stderr(out),
+        broker.log()
+    );
+}
