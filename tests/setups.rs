@@ -37,6 +37,7 @@ fn server_tls_1_2_with_password_delivers() {
     let broker = Broker::start(&BrokerSetup {
         tls: Some((pki.ca.cert.clone(), server)),
         tls_version: Some("tlsv1.2"),
+        tls_1_2_only: true,
         users: vec![("pi".into(), "s3cret".into()), ("watcher".into(), "w".into())],
         ..BrokerSetup::default()
     });

@@ -97,6 +97,12 @@ pub fn explain(error: &rustls::Error, seen: &Observation, facts: &TlsFacts, host
 /// Explains a connection closed by the broker after the handshake and before
 /// CONNACK: with TLS 1.3 that is how a refused client certificate shows.
 pub fn explain_closed(seen: &Observation, facts: &TlsFacts) -> Option<TlsFailure> {
+    if seen.server_chain.is_empty() {
+        // Closed before any certificate: the handshake never really began.
+        return Some(TlsFailure::NotTls {
+            detail: "it closed the connection without answering the TLS handshake".into(),
+        });
+    }
     if !seen.client_cert_requested {
         return None;
     }

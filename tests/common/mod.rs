@@ -150,6 +150,10 @@ pub struct BrokerSetup {
     pub require_certificate: bool,
     pub use_identity_as_username: bool,
     pub tls_version: Option<&'static str>,
+    /// Refuse TLS 1.3, as a broker on an older OpenSSL does. Mosquitto's own
+    /// `tls_version tlsv1.2` is only a minimum, so this goes through
+    /// OpenSSL's configuration instead.
+    pub tls_1_2_only: bool,
     /// username → password; turns anonymous access off.
     pub users: Vec<(String, String)>,
     pub allow_anonymous: bool,
@@ -223,7 +227,18 @@ impl Broker {
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write conf");
         let log = dir.path().join("mosquitto.log");
-        let child = Command::new("mosquitto")
+        let mut cmd = Command::new("mosquitto");
+        if setup.tls_1_2_only {
+            let openssl_conf = dir.path().join("openssl.cnf");
+            std::fs::write(
+                &openssl_conf,
+                "openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = sys\n\
+                 [sys]\nMaxProtocol = TLSv1.2\n",
+            )
+            .expect("write openssl.cnf");
+            cmd.env("OPENSSL_CONF", openssl_conf);
+        }
+        let child = cmd
             .arg("-c")
             .arg(&conf_path)
             .stdout(Stdio::null())
