@@ -13,7 +13,17 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Publishes once to `host:port` with `extra` flags; returns (exit code, stderr).
 fn publish(host: &str, port: u16, dir: &Path, extra: &[String]) -> (Option<i32>, String) {
-    let mut args = strings(&["publish", "-h", host, "-p", &port.to_string(), "-t", "t/x", "-m", "m"]);
+    let mut args = strings(&[
+        "publish",
+        "-h",
+        host,
+        "-p",
+        &port.to_string(),
+        "-t",
+        "t/x",
+        "-m",
+        "m",
+    ]);
     args.extend(["--config".into(), device_config(dir).display().to_string()]);
     args.extend(extra.iter().cloned());
     let out = pinpost(&args, WAIT);
@@ -25,7 +35,11 @@ fn assert_says(said: &str, words: &[&str]) {
         assert!(said.contains(w), "expected {w:?} in:\n{said}");
     }
     assert!(!said.contains("Protocol error"), "{said}");
-    assert_eq!(said.trim_end().lines().count(), 1, "one line, not a dump:\n{said}");
+    assert_eq!(
+        said.trim_end().lines().count(),
+        1,
+        "one line, not a dump:\n{said}"
+    );
 }
 
 fn mutual_broker(pki: &Pki, server: Files) -> Broker {
@@ -42,7 +56,12 @@ fn nothing_listening_is_connection_refused() {
     let port = free_port("127.0.0.1");
     let (code, said) = publish("127.0.0.1", port, dir.path(), &[]);
     assert_eq!(code, Some(4));
-    assert_says(&said, &[&format!("connection refused by 127.0.0.1:{port}: nothing is listening there")]);
+    assert_says(
+        &said,
+        &[&format!(
+            "connection refused by 127.0.0.1:{port}: nothing is listening there"
+        )],
+    );
 }
 
 #[test]
@@ -57,9 +76,19 @@ fn a_silent_server_is_a_timeout_that_says_the_port_answered() {
             held.push(conn);
         }
     });
-    let (code, said) = publish("127.0.0.1", port, dir.path(), &strings(&["--connect-timeout", "2s"]));
+    let (code, said) = publish(
+        "127.0.0.1",
+        port,
+        dir.path(),
+        &strings(&["--connect-timeout", "2s"]),
+    );
     assert_eq!(code, Some(4));
-    assert_says(&said, &[&format!("127.0.0.1:{port} accepted the connection but did not answer MQTT CONNECT within 2s")]);
+    assert_says(
+        &said,
+        &[&format!(
+            "127.0.0.1:{port} accepted the connection but did not answer MQTT CONNECT within 2s"
+        )],
+    );
 }
 
 #[test]
@@ -68,14 +97,22 @@ fn an_unknown_ca_names_the_issuer_seen_and_the_ca_file_trusted() {
     let other = Pki::new("other");
     let broker = mutual_broker(&other, other.server(&["127.0.0.1"]));
     let device = pki.client("pi-01");
-    let (code, said) = publish("127.0.0.1", broker.port, pki.path(), &tls_args(&pki.ca.cert, Some(&device)));
+    let (code, said) = publish(
+        "127.0.0.1",
+        broker.port,
+        pki.path(),
+        &tls_args(&pki.ca.cert, Some(&device)),
+    );
     assert_eq!(code, Some(4));
-    assert_says(&said, &[
-        "the broker's certificate is issued by \"CN=pinpost test CA other\"",
-        "pinpost trusts only \"CN=pinpost test CA main\" from",
-        &pki.ca.cert.display().to_string(),
-        "(--cafile)",
-    ]);
+    assert_says(
+        &said,
+        &[
+            "the broker's certificate is issued by \"CN=pinpost test CA other\"",
+            "pinpost trusts only \"CN=pinpost test CA main\" from",
+            &pki.ca.cert.display().to_string(),
+            "(--cafile)",
+        ],
+    );
 }
 
 #[test]
@@ -83,25 +120,45 @@ fn a_name_mismatch_says_which_names_the_certificate_is_valid_for() {
     let pki = Pki::new("main");
     let broker = mutual_broker(&pki, pki.server(&["127.0.0.1"]));
     let device = pki.client("pi-01");
-    let (code, said) = publish("localhost", broker.port, pki.path(), &tls_args(&pki.ca.cert, Some(&device)));
+    let (code, said) = publish(
+        "localhost",
+        broker.port,
+        pki.path(),
+        &tls_args(&pki.ca.cert, Some(&device)),
+    );
     assert_eq!(code, Some(4));
-    assert_says(&said, &["the broker's certificate is valid for 127.0.0.1, you connected to localhost: use -h 127.0.0.1"]);
+    assert_says(
+        &said,
+        &[
+            "the broker's certificate is valid for 127.0.0.1, you connected to localhost: use -h 127.0.0.1",
+        ],
+    );
 }
 
 #[test]
 fn a_common_name_only_certificate_is_explained_and_accepted_on_request() {
     let pki = Pki::new("main");
-    let cn_only = pki.issue("server", &Leaf { common_name: "127.0.0.1".into(), ..Leaf::default() }, true);
+    let cn_only = pki.issue(
+        "server",
+        &Leaf {
+            common_name: "127.0.0.1".into(),
+            ..Leaf::default()
+        },
+        true,
+    );
     let broker = mutual_broker(&pki, cn_only);
     let device = pki.client("pi-01");
     let watcher = pki.client("watcher");
     let args = tls_args(&pki.ca.cert, Some(&device));
     let (code, said) = publish("127.0.0.1", broker.port, pki.path(), &args);
     assert_eq!(code, Some(4));
-    assert_says(&said, &[
-        "names 127.0.0.1 only in its Common Name and has no subjectAltName",
-        "broker.tls.legacy_common_name = true (--legacy-common-name)",
-    ]);
+    assert_says(
+        &said,
+        &[
+            "names 127.0.0.1 only in its Common Name and has no subjectAltName",
+            "broker.tls.legacy_common_name = true (--legacy-common-name)",
+        ],
+    );
     let mut witness_args = tls_args(&pki.ca.cert, Some(&watcher));
     witness_args.push("--insecure".into());
     let witness = Witness::start(&broker, "t/#", &witness_args);
@@ -115,21 +172,51 @@ fn a_common_name_only_certificate_is_explained_and_accepted_on_request() {
 #[test]
 fn an_expired_broker_certificate_gives_its_date() {
     let pki = Pki::new("main");
-    let expired = pki.issue("server", &Leaf { expired: true, ..Leaf::server(&["127.0.0.1"]) }, true);
+    let expired = pki.issue(
+        "server",
+        &Leaf {
+            expired: true,
+            ..Leaf::server(&["127.0.0.1"])
+        },
+        true,
+    );
     let broker = mutual_broker(&pki, expired);
     let device = pki.client("pi-01");
-    let (code, said) = publish("127.0.0.1", broker.port, pki.path(), &tls_args(&pki.ca.cert, Some(&device)));
+    let (code, said) = publish(
+        "127.0.0.1",
+        broker.port,
+        pki.path(),
+        &tls_args(&pki.ca.cert, Some(&device)),
+    );
     assert_eq!(code, Some(4));
-    assert_says(&said, &["the broker's certificate expired on 2021-01-01", "renew it on the broker"]);
+    assert_says(
+        &said,
+        &[
+            "the broker's certificate expired on 2021-01-01",
+            "renew it on the broker",
+        ],
+    );
 }
 
 #[test]
 fn a_not_yet_valid_broker_certificate_points_at_the_clock() {
     let pki = Pki::new("main");
-    let future = pki.issue("server", &Leaf { not_yet_valid: true, ..Leaf::server(&["127.0.0.1"]) }, true);
+    let future = pki.issue(
+        "server",
+        &Leaf {
+            not_yet_valid: true,
+            ..Leaf::server(&["127.0.0.1"])
+        },
+        true,
+    );
     let broker = mutual_broker(&pki, future);
     let device = pki.client("pi-01");
-    let (code, said) = publish("127.0.0.1", broker.port, pki.path(), &tls_args(&pki.ca.cert, Some(&device)));
+    let (code, said) = publish(
+        "127.0.0.1",
+        broker.port,
+        pki.path(),
+        &tls_args(&pki.ca.cert, Some(&device)),
+    );
     assert_eq!(code, Some(4));
     assert_says(&said, &["valid only from 2099-01-01", "timedatectl"]);
 }
@@ -143,12 +230,20 @@ fn missing_client_certificate(tls_version: Option<&'static str>) {
         tls_1_2_only: tls_version.is_some(),
         ..BrokerSetup::default()
     });
-    let (code, said) = publish("127.0.0.1", broker.port, pki.path(), &tls_args(&pki.ca.cert, None));
+    let (code, said) = publish(
+        "127.0.0.1",
+        broker.port,
+        pki.path(),
+        &tls_args(&pki.ca.cert, None),
+    );
     assert_eq!(code, Some(4));
-    assert_says(&said, &[
-        "the broker requires a client certificate (Mosquitto: require_certificate true) and none was configured",
-        "--cert and --key",
-    ]);
+    assert_says(
+        &said,
+        &[
+            "the broker requires a client certificate (Mosquitto: require_certificate true) and none was configured",
+            "--cert and --key",
+        ],
+    );
 }
 
 #[test]
@@ -168,13 +263,21 @@ fn a_client_certificate_from_another_ca_is_reported_as_rejected() {
     let other = Pki::new("other");
     let broker = mutual_broker(&pki, pki.server(&["127.0.0.1"]));
     let stranger = other.client("stranger");
-    let (code, said) = publish("127.0.0.1", broker.port, pki.path(), &tls_args(&pki.ca.cert, Some(&stranger)));
+    let (code, said) = publish(
+        "127.0.0.1",
+        broker.port,
+        pki.path(),
+        &tls_args(&pki.ca.cert, Some(&stranger)),
+    );
     assert_eq!(code, Some(4));
-    assert_says(&said, &[
-        "the broker rejected this device's certificate",
-        "issued by \"CN=pinpost test CA other\"",
-        "signed by the CA in the broker's cafile",
-    ]);
+    assert_says(
+        &said,
+        &[
+            "the broker rejected this device's certificate",
+            "issued by \"CN=pinpost test CA other\"",
+            "signed by the CA in the broker's cafile",
+        ],
+    );
 }
 
 #[test]
@@ -183,7 +286,12 @@ fn a_wrong_password_is_a_refused_login() {
         users: vec![("pi".into(), "right".into())],
         ..BrokerSetup::default()
     });
-    let (code, said) = publish("127.0.0.1", broker.port, broker.dir.path(), &strings(&["-u", "pi", "-P", "wrong"]));
+    let (code, said) = publish(
+        "127.0.0.1",
+        broker.port,
+        broker.dir.path(),
+        &strings(&["-u", "pi", "-P", "wrong"]),
+    );
     assert_eq!(code, Some(4));
     assert_says(&said, &["the broker refused", "user \"pi\"", "-u/-P"]);
 }
@@ -196,16 +304,24 @@ fn no_login_where_one_is_required_is_not_authorised() {
     });
     let (code, said) = publish("127.0.0.1", broker.port, broker.dir.path(), &[]);
     assert_eq!(code, Some(4));
-    assert_says(&said, &[
-        "the broker refused the connection as not authorised: it requires a login (Mosquitto: allow_anonymous false)",
-    ]);
+    assert_says(
+        &said,
+        &[
+            "the broker refused the connection as not authorised: it requires a login (Mosquitto: allow_anonymous false)",
+        ],
+    );
 }
 
 #[test]
 fn tls_to_a_plain_port_says_the_port_is_plain() {
     let pki = Pki::new("main");
     let broker = Broker::start(&BrokerSetup::default());
-    let (code, said) = publish("127.0.0.1", broker.port, pki.path(), &tls_args(&pki.ca.cert, None));
+    let (code, said) = publish(
+        "127.0.0.1",
+        broker.port,
+        pki.path(),
+        &tls_args(&pki.ca.cert, None),
+    );
     assert_eq!(code, Some(4));
     assert_says(&said, &["this port probably speaks plain MQTT"]);
 }
@@ -216,7 +332,13 @@ fn plain_mqtt_to_a_tls_port_suggests_tls() {
     let broker = mutual_broker(&pki, pki.server(&["127.0.0.1"]));
     let (code, said) = publish("127.0.0.1", broker.port, pki.path(), &[]);
     assert_eq!(code, Some(4));
-    assert_says(&said, &["closed the connection before accepting it (no CONNACK)", "add --cafile"]);
+    assert_says(
+        &said,
+        &[
+            "closed the connection before accepting it (no CONNACK)",
+            "add --cafile",
+        ],
+    );
 }
 
 #[test]
@@ -246,14 +368,23 @@ fn an_unknown_host_is_a_dns_failure() {
     std::fs::create_dir_all(&etc).expect("create /etc/netns/<ns> (tests run as root)");
     std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("ip").args(args).output().expect("run ip");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run(&["netns", "add", &ns]);
     struct Cleanup(String, std::path::PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
             let _ = std::fs::remove_dir_all(&self.1);
         }
     }
@@ -262,32 +393,88 @@ fn an_unknown_host_is_a_dns_failure() {
     let dir = tempfile::tempdir().unwrap();
     let config = device_config(dir.path());
     let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "exec", &ns, PINPOST, "publish", "-h", "broker.pinpost-test.invalid", "--allow-insecure"])
-        .args(["--config", &config.display().to_string(), "-t", "t/x", "-m", "m"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    cmd.args([
+        "netns",
+        "exec",
+        &ns,
+        PINPOST,
+        "publish",
+        "-h",
+        "broker.pinpost-test.invalid",
+        "--allow-insecure",
+    ])
+    .args([
+        "--config",
+        &config.display().to_string(),
+        "-t",
+        "t/x",
+        "-m",
+        "m",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
     let out = run_limited(cmd, None, WAIT);
     assert_eq!(out.status.code(), Some(4));
-    assert_says(&stderr(&out), &["cannot find the broker's host \"broker.pinpost-test.invalid\"", "getent hosts"]);
+    assert_says(
+        &stderr(&out),
+        &[
+            "cannot find the broker's host \"broker.pinpost-test.invalid\"",
+            "getent hosts",
+        ],
+    );
 }
 
 #[test]
 fn a_bad_config_file_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[device]\nid = \"pi-01\"\n\n[broker]\nport = 70000\n").unwrap();
-    let out = pinpost(&strings(&["publish", "--config", &config.display().to_string(), "-t", "a", "-m", "b"]), WAIT);
+    std::fs::write(
+        &config,
+        "[device]\nid = \"pi-01\"\n\n[broker]\nport = 70000\n",
+    )
+    .unwrap();
+    let out = pinpost(
+        &strings(&[
+            "publish",
+            "--config",
+            &config.display().to_string(),
+            "-t",
+            "a",
+            "-m",
+            "b",
+        ]),
+        WAIT,
+    );
     assert_eq!(out.status.code(), Some(3));
-    assert_says(&stderr(&out), &[&format!("{} line 5: broker.port: 70000 is not a port; allowed: 1 to 65535", config.display())]);
+    assert_says(
+        &stderr(&out),
+        &[&format!(
+            "{} line 5: broker.port: 70000 is not a port; allowed: 1 to 65535",
+            config.display()
+        )],
+    );
 }
 
 #[test]
 fn a_swapped_certificate_and_key_are_named_before_connecting() {
     let pki = Pki::new("main");
     let device = pki.client("pi-01");
-    let swapped = Files { cert: device.key.clone(), key: device.cert.clone() };
+    let swapped = Files {
+        cert: device.key.clone(),
+        key: device.cert.clone(),
+    };
     let port = free_port("127.0.0.1");
-    let (code, said) = publish("127.0.0.1", port, pki.path(), &tls_args(&pki.ca.cert, Some(&swapped)));
+    let (code, said) = publish(
+        "127.0.0.1",
+        port,
+        pki.path(),
+        &tls_args(&pki.ca.cert, Some(&swapped)),
+    );
     assert_eq!(code, Some(3));
-    assert_says(&said, &["holds a private key, not a certificate: are cert_file and key_file (--cert and --key) swapped?"]);
+    assert_says(
+        &said,
+        &[
+            "holds a private key, not a certificate: are cert_file and key_file (--cert and --key) swapped?",
+        ],
+    );
 }

@@ -11,7 +11,13 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn publish_args(broker: &Broker, config: &std::path::Path, extra: &[String]) -> Vec<String> {
-    let mut args = strings(&["publish", "-h", &broker.host, "-p", &broker.port.to_string()]);
+    let mut args = strings(&[
+        "publish",
+        "-h",
+        &broker.host,
+        "-p",
+        &broker.port.to_string(),
+    ]);
     args.extend(["--config".into(), config.display().to_string()]);
     args.extend(extra.iter().cloned());
     args
@@ -23,11 +29,18 @@ fn plain_tcp_on_loopback_delivers() {
     let witness = Witness::start(&broker, "plain/#", &[]);
     let config = device_config(broker.dir.path());
     let out = pinpost(
-        &publish_args(&broker, &config, &strings(&["-t", "plain/a", "-m", "hello plain"])),
+        &publish_args(
+            &broker,
+            &config,
+            &strings(&["-t", "plain/a", "-m", "hello plain"]),
+        ),
         WAIT,
     );
     assert_ok(&out, &broker);
-    assert_eq!(witness.wait_for("plain/a hello plain", WAIT), ["plain/a hello plain"]);
+    assert_eq!(
+        witness.wait_for("plain/a hello plain", WAIT),
+        ["plain/a hello plain"]
+    );
 }
 
 #[test]
@@ -38,17 +51,28 @@ fn server_tls_1_2_with_password_delivers() {
         tls: Some((pki.ca.cert.clone(), server)),
         tls_version: Some("tlsv1.2"),
         tls_1_2_only: true,
-        users: vec![("pi".into(), "s3cret".into()), ("watcher".into(), "w".into())],
+        users: vec![
+            ("pi".into(), "s3cret".into()),
+            ("watcher".into(), "w".into()),
+        ],
         ..BrokerSetup::default()
     });
     let mut watch = tls_args(&pki.ca.cert, None);
     watch.extend(strings(&["-u", "watcher", "-P", "w"]));
     let witness = Witness::start(&broker, "tls12/#", &watch);
     let mut extra = tls_args(&pki.ca.cert, None);
-    extra.extend(strings(&["-u", "pi", "-P", "s3cret", "-t", "tls12/a", "-m", "over 1.2"]));
-    let out = pinpost(&publish_args(&broker, &device_config(pki.path()), &extra), WAIT);
+    extra.extend(strings(&[
+        "-u", "pi", "-P", "s3cret", "-t", "tls12/a", "-m", "over 1.2",
+    ]));
+    let out = pinpost(
+        &publish_args(&broker, &device_config(pki.path()), &extra),
+        WAIT,
+    );
     assert_ok(&out, &broker);
-    assert_eq!(witness.wait_for("tls12/a over 1.2", WAIT), ["tls12/a over 1.2"]);
+    assert_eq!(
+        witness.wait_for("tls12/a over 1.2", WAIT),
+        ["tls12/a over 1.2"]
+    );
 }
 
 #[test]
@@ -89,7 +113,11 @@ fn the_config_file_alone_is_enough_on_a_deployed_pi() {
         require_certificate: true,
         ..BrokerSetup::default()
     });
-    let witness = Witness::start(&broker, "pinpost/#", &tls_args(&pki.ca.cert, Some(&watcher)));
+    let witness = Witness::start(
+        &broker,
+        "pinpost/#",
+        &tls_args(&pki.ca.cert, Some(&watcher)),
+    );
     // Relative paths in the file are read from the file's folder.
     let config = pki.path().join("config.toml");
     std::fs::write(
@@ -102,7 +130,17 @@ fn the_config_file_alone_is_enough_on_a_deployed_pi() {
     )
     .unwrap();
     let out = pinpost(
-        &strings(&["publish", "--config", &config.display().to_string(), "-t", "pinpost/pi-01/test", "-m", "from config", "-q", "0"]),
+        &strings(&[
+            "publish",
+            "--config",
+            &config.display().to_string(),
+            "-t",
+            "pinpost/pi-01/test",
+            "-m",
+            "from config",
+            "-q",
+            "0",
+        ]),
         WAIT,
     );
     assert_ok(&out, &broker);
@@ -123,8 +161,23 @@ fn subscribe_prints_what_another_client_publishes() {
         require_certificate: true,
         ..BrokerSetup::default()
     });
-    let mut args = strings(&["subscribe", "-h", "127.0.0.1", "-p", &broker.port.to_string(), "-v", "-C", "2", "-W", "20", "-d"]);
-    args.extend(["--config".into(), device_config(pki.path()).display().to_string()]);
+    let mut args = strings(&[
+        "subscribe",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.port.to_string(),
+        "-v",
+        "-C",
+        "2",
+        "-W",
+        "20",
+        "-d",
+    ]);
+    args.extend([
+        "--config".into(),
+        device_config(pki.path()).display().to_string(),
+    ]);
     args.extend(strings(&["-t", "sub/+/x", "-t", "other/#"]));
     args.extend(tls_args(&pki.ca.cert, Some(&device)));
     let mut cmd = std::process::Command::new(PINPOST);
@@ -137,24 +190,52 @@ fn subscribe_prints_what_another_client_publishes() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
     let ready = std::iter::from_fn(|| rx.recv_timeout(WAIT).ok()).any(|l| l.contains("subscribed"));
-    assert!(ready, "pinpost subscribe never subscribed: {}", broker.log());
+    assert!(
+        ready,
+        "pinpost subscribe never subscribed: {}",
+        broker.log()
+    );
     let pub_args = |topic: &str, msg: &str| {
-        let mut a = strings(&["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", topic, "-m", msg]);
+        let mut a = strings(&[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            msg,
+        ]);
         a.extend(tls_args(&pki.ca.cert, Some(&other)));
         a
     };
-    for (topic, msg) in [("sub/a/x", "first"), ("sub/a/y", "not this"), ("other/z", "second")] {
-        let status = std::process::Command::new("mosquitto_pub").args(pub_args(topic, msg)).status().unwrap();
+    for (topic, msg) in [
+        ("sub/a/x", "first"),
+        ("sub/a/y", "not this"),
+        ("other/z", "second"),
+    ] {
+        let status = std::process::Command::new("mosquitto_pub")
+            .args(pub_args(topic, msg))
+            .status()
+            .unwrap();
         assert!(status.success());
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "sub/a/x first\nother/z second\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "sub/a/x first\nother/z second\n"
+    );
 }
 
 #[test]
@@ -162,9 +243,23 @@ fn subscribe_gives_up_with_code_27_when_nothing_arrives() {
     let broker = Broker::start(&BrokerSetup::default());
     let config = device_config(broker.dir.path());
     let out = pinpost(
-        &strings(&["subscribe", "-p", &broker.port.to_string(), "--config", &config.display().to_string(), "-t", "quiet/#", "-W", "1"]),
+        &strings(&[
+            "subscribe",
+            "-p",
+            &broker.port.to_string(),
+            "--config",
+            &config.display().to_string(),
+            "-t",
+            "quiet/#",
+            "-W",
+            "1",
+        ]),
         WAIT,
     );
     assert_eq!(out.status.code(), Some(27), "{}", stderr(&out));
-    assert!(stderr(&out).contains("timed out after 1s with 0 message(s) received"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("timed out after 1s with 0 message(s) received"),
+        "{}",
+        stderr(&out)
+    );
 }

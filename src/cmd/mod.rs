@@ -20,7 +20,7 @@ pub enum CmdError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("{0}")]
-    Connect(Failure),
+    Connect(Box<Failure>),
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error("{0}")]
@@ -32,7 +32,7 @@ pub enum CmdError {
     Unconfirmed {
         confirmed: u64,
         sent: u64,
-        failure: Failure,
+        failure: Box<Failure>,
     },
     #[error("the broker refused the subscription to {}: this client may not read there (the broker's ACL)", .0.join(", "))]
     SubscriptionRefused(Vec<String>),
@@ -107,7 +107,9 @@ pub async fn connect(
     loop {
         match link.next_event().await {
             Some(LinkEvent::Connected { .. }) => return Ok(link),
-            Some(LinkEvent::Down { failure, .. }) => return Err(CmdError::Connect(failure)),
+            Some(LinkEvent::Down { failure, .. }) => {
+                return Err(CmdError::Connect(Box::new(failure)));
+            }
             Some(_) => continue,
             None => return Err(CmdError::Link(LinkError::Stopped)),
         }

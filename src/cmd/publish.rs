@@ -50,7 +50,7 @@ pub async fn run(args: PublishArgs) -> Result<(), CmdError> {
                     return Err(CmdError::Unconfirmed {
                         confirmed: if qos == Qos::AtMostOnce { 0 } else { confirmed },
                         sent: total.unwrap_or(written),
-                        failure,
+                        failure: Box::new(failure),
                     });
                 }
                 Some(_) => {}
@@ -58,7 +58,10 @@ pub async fn run(args: PublishArgs) -> Result<(), CmdError> {
             },
         }
     }
-    tracing::debug!(messages = total.unwrap_or(0), "all confirmed; disconnecting");
+    tracing::debug!(
+        messages = total.unwrap_or(0),
+        "all confirmed; disconnecting"
+    );
     link.disconnect().await?;
     loop {
         match link.next_event().await {
@@ -67,7 +70,7 @@ pub async fn run(args: PublishArgs) -> Result<(), CmdError> {
                 return Err(CmdError::Unconfirmed {
                     confirmed: 0,
                     sent: written,
-                    failure,
+                    failure: Box::new(failure),
                 });
             }
             Some(_) => {}
@@ -80,13 +83,16 @@ async fn read_source(source: &MessageSource) -> Result<Messages, CmdError> {
         return Ok(Messages::Ready(text.clone().into_bytes()));
     }
     if let Some(path) = &source.file {
-        return tokio::fs::read(path).await.map(Messages::Ready).map_err(|e| {
-            CmdError::Input(format!(
-                "cannot read message file {}: {}",
-                path.display(),
-                crate::config::io_words(&e)
-            ))
-        });
+        return tokio::fs::read(path)
+            .await
+            .map(Messages::Ready)
+            .map_err(|e| {
+                CmdError::Input(format!(
+                    "cannot read message file {}: {}",
+                    path.display(),
+                    crate::config::io_words(&e)
+                ))
+            });
     }
     if source.stdin_file {
         let mut all = Vec::new();
@@ -127,7 +133,9 @@ fn produce(
                     if line.is_empty() {
                         continue;
                     }
-                    publisher.publish(&topic, line.into_bytes(), qos, retain).await?;
+                    publisher
+                        .publish(&topic, line.into_bytes(), qos, retain)
+                        .await?;
                     count += 1;
                 }
                 Ok(count)

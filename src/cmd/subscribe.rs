@@ -60,15 +60,29 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CmdError> {
                     return Err(CmdError::SubscriptionRefused(refused));
                 }
                 if !refused.is_empty() {
-                    tracing::warn!("the broker refused {}; the others are active", refused.join(", "));
+                    tracing::warn!(
+                        "the broker refused {}; the others are active",
+                        refused.join(", ")
+                    );
                 }
                 tracing::info!(topics = %args.topics.join(" "), "subscribed");
             }
-            Some(LinkEvent::Down { failure, retry_in: Some(delay), .. }) => {
-                tracing::warn!("{failure}; retrying in {}", humantime::format_duration(round(delay)));
+            Some(LinkEvent::Down {
+                failure,
+                retry_in: Some(delay),
+                ..
+            }) => {
+                tracing::warn!(
+                    "{failure}; retrying in {}",
+                    humantime::format_duration(round(delay))
+                );
             }
-            Some(LinkEvent::Down { failure, retry_in: None, .. }) => {
-                return Err(CmdError::Connect(failure));
+            Some(LinkEvent::Down {
+                failure,
+                retry_in: None,
+                ..
+            }) => {
+                return Err(CmdError::Connect(Box::new(failure)));
             }
             Some(LinkEvent::Connected { .. }) => tracing::warn!("reconnected"),
             Some(_) => {}

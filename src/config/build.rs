@@ -152,9 +152,17 @@ fn apply(raw: &mut RawConfig, o: &Overrides) -> HashMap<&'static str, &'static s
     set("broker.tls.ca_file", "--cafile", o.ca_file.is_some());
     set("broker.tls.cert_file", "--cert", o.cert_file.is_some());
     set("broker.tls.key_file", "--key", o.key_file.is_some());
-    set("broker.tls.min_version", "--tls-version", o.tls_version.is_some());
+    set(
+        "broker.tls.min_version",
+        "--tls-version",
+        o.tls_version.is_some(),
+    );
     set("broker.keep_alive", "--keepalive", o.keep_alive.is_some());
-    set("broker.connect_timeout", "--connect-timeout", o.connect_timeout.is_some());
+    set(
+        "broker.connect_timeout",
+        "--connect-timeout",
+        o.connect_timeout.is_some(),
+    );
 
     override_with(&mut b.host, &o.host);
     override_with(&mut b.port, &o.port.map(i64::from));
@@ -248,7 +256,10 @@ fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, Co
     let b = &raw.broker;
     let host = b.host.clone().unwrap_or_else(|| "localhost".into());
     if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(o.invalid("broker.host", format!("{host:?} is not a host name or address")));
+        return Err(o.invalid(
+            "broker.host",
+            format!("{host:?} is not a host name or address"),
+        ));
     }
     let tls = match &b.tls {
         Some(t) => Some(tls(t, ov, o)?),
@@ -269,7 +280,10 @@ fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, Co
     let port = match b.port {
         None => default_port,
         Some(p) => u16::try_from(p).ok().filter(|p| *p != 0).ok_or_else(|| {
-            o.invalid("broker.port", format!("{p} is not a port; allowed: 1 to 65535"))
+            o.invalid(
+                "broker.port",
+                format!("{p} is not a port; allowed: 1 to 65535"),
+            )
         })?,
     };
     let client_id = match &b.client_id {
@@ -405,13 +419,18 @@ fn tls(t: &RawTls, ov: &Overrides, o: &Origins<'_>) -> Result<Tls, ConfigError> 
         Some(other) => {
             return Err(o.invalid(
                 "broker.tls.min_version",
-                format!("{other:?} is not a TLS version pinpost speaks; allowed: \"1.2\" or \"1.3\""),
+                format!(
+                    "{other:?} is not a TLS version pinpost speaks; allowed: \"1.2\" or \"1.3\""
+                ),
             ));
         }
     };
     if let Some(name) = &t.server_name {
         if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(o.invalid("broker.tls.server_name", format!("{name:?} is not a host name")));
+            return Err(o.invalid(
+                "broker.tls.server_name",
+                format!("{name:?} is not a host name"),
+            ));
         }
     }
     Ok(Tls {
@@ -430,7 +449,10 @@ fn reconnect(raw: &RawConfig, o: &Origins<'_>) -> Result<Reconnect, ConfigError>
     let initial = duration(&r.initial, "reconnect.initial", o)?.unwrap_or(Duration::from_secs(1));
     let max = duration(&r.max, "reconnect.max", o)?.unwrap_or(Duration::from_secs(60));
     if initial < Duration::from_millis(10) || initial > Duration::from_secs(3600) {
-        return Err(o.invalid("reconnect.initial", "out of range; allowed: \"10ms\" to \"1h\""));
+        return Err(o.invalid(
+            "reconnect.initial",
+            "out of range; allowed: \"10ms\" to \"1h\"",
+        ));
     }
     if max < initial || max > Duration::from_secs(86400) {
         return Err(o.invalid(
@@ -461,14 +483,20 @@ fn reconnect(raw: &RawConfig, o: &Origins<'_>) -> Result<Reconnect, ConfigError>
     })
 }
 
-fn duration(value: &Option<String>, key: &str, o: &Origins<'_>) -> Result<Option<Duration>, ConfigError> {
+fn duration(
+    value: &Option<String>,
+    key: &str,
+    o: &Origins<'_>,
+) -> Result<Option<Duration>, ConfigError> {
     let Some(text) = value else { return Ok(None) };
-    humantime::parse_duration(text.trim()).map(Some).map_err(|_| {
-        o.invalid(
-            key,
-            format!("{text:?} is not a duration; write it like \"500ms\", \"30s\" or \"2m\""),
-        )
-    })
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|_| {
+            o.invalid(
+                key,
+                format!("{text:?} is not a duration; write it like \"500ms\", \"30s\" or \"2m\""),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -476,7 +504,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        build(text, Some(Path::new("/etc/pinpost/config.toml")), &Overrides::default())
+        build(
+            text,
+            Some(Path::new("/etc/pinpost/config.toml")),
+            &Overrides::default(),
+        )
     }
 
     fn error(text: &str) -> String {
@@ -556,7 +588,9 @@ mod tests {
         let e = error("[device]\nid = \"a\"\n[broker]\nhost = \"192.168.1.5\"\n");
         assert!(e.contains("line 4: broker.host"), "{e}");
         assert!(e.contains("allow_insecure"), "{e}");
-        let ok = parse("[device]\nid = \"a\"\n[broker]\nhost = \"192.168.1.5\"\nallow_insecure = true\n");
+        let ok = parse(
+            "[device]\nid = \"a\"\n[broker]\nhost = \"192.168.1.5\"\nallow_insecure = true\n",
+        );
         assert!(ok.is_ok());
         assert!(parse("[device]\nid = \"a\"\n[broker]\nhost = \"127.0.0.2\"\n").is_ok());
     }
@@ -567,8 +601,13 @@ mod tests {
             tls_version: Some("tlsv1.1".into()),
             ..Overrides::default()
         };
-        let e = build("[device]\nid = \"a\"\n", None, &overrides).unwrap_err().to_string();
-        assert!(e.starts_with("flag --tls-version: broker.tls.min_version"), "{e}");
+        let e = build("[device]\nid = \"a\"\n", None, &overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("flag --tls-version: broker.tls.min_version"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -578,7 +617,12 @@ mod tests {
             port: Some(1999),
             ..Overrides::default()
         };
-        let c = build("[device]\nid = \"a\"\n[broker]\nhost = \"x\"\n", None, &overrides).unwrap();
+        let c = build(
+            "[device]\nid = \"a\"\n[broker]\nhost = \"x\"\n",
+            None,
+            &overrides,
+        )
+        .unwrap();
         assert_eq!((c.broker.host.as_str(), c.broker.port), ("127.0.0.9", 1999));
     }
 

@@ -148,7 +148,10 @@ pub enum Place {
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Place::File { path, line: Some(l) } => write!(f, "{} line {l}", path.display()),
+            Place::File {
+                path,
+                line: Some(l),
+            } => write!(f, "{} line {l}", path.display()),
             Place::File { path, line: None } => write!(f, "{}", path.display()),
             Place::Flag(flag) => write!(f, "flag {flag}"),
             Place::Default => f.write_str("default value"),
@@ -240,5 +243,6 @@ pub fn is_loopback(host: &str) -> bool {
         return true;
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }

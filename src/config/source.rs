@@ -160,8 +160,14 @@ mod tests {
     #[test]
     fn a_key_path_maps_to_the_line_that_sets_it() {
         let layout = Layout::new(TEXT);
-        assert_eq!(layout.line_of_path(&[Step::Key("device"), Step::Key("id")]), Some(2));
-        assert_eq!(layout.line_of_path(&[Step::Key("broker"), Step::Key("port")]), Some(6));
+        assert_eq!(
+            layout.line_of_path(&[Step::Key("device"), Step::Key("id")]),
+            Some(2)
+        );
+        assert_eq!(
+            layout.line_of_path(&[Step::Key("broker"), Step::Key("port")]),
+            Some(6)
+        );
         let ca = [Step::Key("broker"), Step::Key("tls"), Step::Key("ca_file")];
         assert_eq!(layout.line_of_path(&ca), Some(9));
     }
@@ -169,7 +175,11 @@ mod tests {
     #[test]
     fn an_absent_key_maps_to_its_table() {
         let layout = Layout::new(TEXT);
-        let absent = [Step::Key("broker"), Step::Key("tls"), Step::Key("cert_file")];
+        let absent = [
+            Step::Key("broker"),
+            Step::Key("tls"),
+            Step::Key("cert_file"),
+        ];
         assert_eq!(layout.line_of_path(&absent), Some(8));
     }
 
@@ -182,7 +192,10 @@ mod tests {
 
     #[test]
     fn the_flag_wins_over_the_environment() {
-        let chosen = choose(Some(Path::new("/a.toml")), Some(std::ffi::OsStr::new("/b.toml")));
+        let chosen = choose(
+            Some(Path::new("/a.toml")),
+            Some(std::ffi::OsStr::new("/b.toml")),
+        );
         assert_eq!(chosen, Some(Chosen::Flag(PathBuf::from("/a.toml"))));
         let chosen = choose(None, Some(std::ffi::OsStr::new("/b.toml")));
         assert_eq!(chosen, Some(Chosen::Env(PathBuf::from("/b.toml"))));

@@ -39,15 +39,43 @@ impl Target {
 /// Why the link is down, in words.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
-    Dns { host: String, reason: String },
-    Refused { addr: String, tls: bool },
-    Unreachable { addr: String, reason: String },
-    Timeout { addr: String, secs: u64, tcp_answers: bool, tls: bool },
+    Dns {
+        host: String,
+        reason: String,
+    },
+    Refused {
+        addr: String,
+        tls: bool,
+    },
+    Unreachable {
+        addr: String,
+        reason: String,
+    },
+    Timeout {
+        addr: String,
+        secs: u64,
+        tcp_answers: bool,
+        tls: bool,
+    },
     Tls(TlsFailure),
-    Rejected { reason: Rejection, client_id: String, username: Option<String> },
-    ClosedBeforeConnAck { addr: String, tls: bool },
-    Lost { addr: String, reason: LostReason, client_id: String },
-    Other { addr: String, detail: String },
+    Rejected {
+        reason: Rejection,
+        client_id: String,
+        username: Option<String>,
+    },
+    ClosedBeforeConnAck {
+        addr: String,
+        tls: bool,
+    },
+    Lost {
+        addr: String,
+        reason: LostReason,
+        client_id: String,
+    },
+    Other {
+        addr: String,
+        detail: String,
+    },
 }
 
 /// The CONNACK refusal codes of MQTT 3.1.1.
@@ -92,7 +120,12 @@ pub async fn diagnose(error: &ConnectionError, was_connected: bool, target: &Tar
     let tls_on = target.tls.is_some();
     if let (Some(rustls_error), Some(setup)) = (find::<rustls::Error>(error), &target.tls) {
         let seen = setup.observer.snapshot();
-        return Failure::Tls(tls::explain(rustls_error, &seen, &setup.facts, &target.host));
+        return Failure::Tls(tls::explain(
+            rustls_error,
+            &seen,
+            &setup.facts,
+            &target.host,
+        ));
     }
     if let ConnectionError::ConnectionRefused(code) = error {
         return Failure::Rejected {
@@ -169,7 +202,10 @@ fn find<T: StdError + 'static>(error: &ConnectionError) -> Option<&T> {
 }
 
 fn closed(error: &ConnectionError) -> bool {
-    if matches!(error, ConnectionError::MqttState(StateError::ConnectionAborted)) {
+    if matches!(
+        error,
+        ConnectionError::MqttState(StateError::ConnectionAborted)
+    ) {
         return true;
     }
     matches!(
@@ -269,8 +305,16 @@ impl fmt::Display for Failure {
                         f,
                         "{addr} accepted the connection but did not answer {} within {secs}s: \
                          check that this port is the broker's {} port",
-                        if *tls { "the TLS handshake and MQTT CONNECT" } else { "MQTT CONNECT" },
-                        if *tls { "TLS (usually 8883)" } else { "plain MQTT (usually 1883)" }
+                        if *tls {
+                            "the TLS handshake and MQTT CONNECT"
+                        } else {
+                            "MQTT CONNECT"
+                        },
+                        if *tls {
+                            "TLS (usually 8883)"
+                        } else {
+                            "plain MQTT (usually 1883)"
+                        }
                     )
                 } else {
                     write!(
@@ -329,7 +373,10 @@ impl fmt::Display for Failure {
                 ),
             },
             Failure::ClosedBeforeConnAck { addr, tls } => {
-                write!(f, "{addr} closed the connection before accepting it (no CONNACK)")?;
+                write!(
+                    f,
+                    "{addr} closed the connection before accepting it (no CONNACK)"
+                )?;
                 if *tls {
                     write!(
                         f,

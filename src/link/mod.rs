@@ -75,16 +75,32 @@ pub struct LinkOptions {
 /// What the link reports, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LinkEvent {
-    Connected { session_present: bool },
-    Message { topic: String, payload: Vec<u8>, retain: bool },
+    Connected {
+        session_present: bool,
+    },
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
     /// A publish was written to the network with this packet id (0 for QoS 0).
-    Sent { pkid: u16 },
+    Sent {
+        pkid: u16,
+    },
     /// The broker acknowledged the QoS 1 publish with this packet id.
-    Acked { pkid: u16 },
-    Subscribed { refused: Vec<String> },
+    Acked {
+        pkid: u16,
+    },
+    Subscribed {
+        refused: Vec<String>,
+    },
     /// The connection failed or dropped. `retry_in` is `None` when the link
     /// has given up (with [`Retry::Never`]).
-    Down { failure: Failure, retry_in: Option<Duration>, was_connected: bool },
+    Down {
+        failure: Failure,
+        retry_in: Option<Duration>,
+        was_connected: bool,
+    },
     /// A requested disconnect has been written; the link is finished.
     Closed,
 }
@@ -225,7 +241,6 @@ impl Publisher {
             .await
             .map_err(|_: ClientError| LinkError::Stopped)
     }
-
 }
 
 /// A topic to publish to: MQTT forbids wildcards and NUL in it.
@@ -348,10 +363,7 @@ fn resubscribe(client: &AsyncClient, subscriptions: &[(String, Qos)]) {
     });
 }
 
-fn refused_filters(
-    subscriptions: &[(String, Qos)],
-    codes: &[SubscribeReasonCode],
-) -> Vec<String> {
+fn refused_filters(subscriptions: &[(String, Qos)], codes: &[SubscribeReasonCode]) -> Vec<String> {
     subscriptions
         .iter()
         .zip(codes)

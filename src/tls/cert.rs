@@ -16,6 +16,8 @@ pub struct CertSummary {
     pub not_before: i64,
     pub not_after: i64,
     pub is_ca: bool,
+    /// 1 for the old X.509 v1 certificates (no extensions at all), else 3.
+    pub version: u32,
 }
 
 impl CertSummary {
@@ -50,6 +52,7 @@ impl CertSummary {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             is_ca: cert.is_ca(),
+            version: cert.version().0 + 1,
         })
     }
 
@@ -66,10 +69,18 @@ impl CertSummary {
     }
 }
 
+/// The DER SubjectPublicKeyInfo of a certificate, whatever its version.
+pub fn public_key_info(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.public_key().raw.to_vec())
+}
+
 pub fn names_match(a: &str, b: &str) -> bool {
     match (a.parse::<std::net::IpAddr>(), b.parse::<std::net::IpAddr>()) {
         (Ok(x), Ok(y)) => x == y,
-        _ => a.trim_end_matches('.').eq_ignore_ascii_case(b.trim_end_matches('.')),
+        _ => a
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(b.trim_end_matches('.')),
     }
 }
 

@@ -6,9 +6,9 @@ use std::fmt;
 
 use rustls::{AlertDescription, CertificateError};
 
+use super::TlsFacts;
 use super::cert::CertSummary;
 use super::observe::Observation;
-use super::TlsFacts;
 use crate::config::TlsVersion;
 use crate::utc;
 
@@ -26,26 +26,60 @@ pub enum TlsFailure {
         common_name: Option<String>,
         has_alt_names: bool,
     },
-    Expired { not_after: i64, now: i64 },
-    NotYetValid { not_before: i64, now: i64 },
-    ClientCertRequired { accepted: Vec<String> },
+    Expired {
+        not_after: i64,
+        now: i64,
+    },
+    NotYetValid {
+        not_before: i64,
+        now: i64,
+    },
+    ClientCertRequired {
+        accepted: Vec<String>,
+    },
     ClientCertRejected {
         alert: Option<String>,
         ours: Option<CertSummary>,
         file: Option<String>,
         accepted: Vec<String>,
     },
-    NoCommonVersion { min: Option<TlsVersion>, detail: String },
-    NotTls { detail: String },
-    Other { detail: String },
+    VersionOne {
+        common_name: Option<String>,
+    },
+    NoCommonVersion {
+        min: Option<TlsVersion>,
+        detail: String,
+    },
+    NotTls {
+        detail: String,
+    },
+    Other {
+        detail: String,
+    },
 }
 
 /// Explains a rustls error raised during the handshake with `host`.
-pub fn explain(error: &rustls::Error, seen: &Observation, facts: &TlsFacts, host: &str) -> TlsFailure {
+pub fn explain(
+    error: &rustls::Error,
+    seen: &Observation,
+    facts: &TlsFacts,
+    host: &str,
+) -> TlsFailure {
     let now = utc::now_unix();
     let leaf = seen.server_leaf();
-    let used = facts.server_name.clone().unwrap_or_else(|| host.to_string());
+    let used = facts
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host.to_string());
     match error {
+        // webpki refuses v1 certificates before any other check.
+        rustls::Error::InvalidCertificate(CertificateError::Other(_))
+            if leaf.as_ref().is_some_and(|l| l.version == 1) =>
+        {
+            TlsFailure::VersionOne {
+                common_name: leaf.and_then(|l| l.common_name),
+            }
+        }
         rustls::Error::InvalidCertificate(cert_error) => match cert_error {
             CertificateError::UnknownIssuer | CertificateError::BadSignature => {
                 TlsFailure::UnknownCa {
@@ -135,7 +169,10 @@ fn alert_received(alert: AlertDescription, seen: &Observation, facts: &TlsFacts)
             }
         }
         other => TlsFailure::Other {
-            detail: format!("the broker ended the TLS handshake with \"{}\"", alert_words(other)),
+            detail: format!(
+                "the broker ended the TLS handshake with \"{}\"",
+                alert_words(other)
+            ),
         },
     }
 }
@@ -327,8 +364,21 @@ impl fmt::Display for TlsFailure {
                      check its dates)"
                 )
             }
+            TlsFailure::VersionOne { common_name } => write!(
+                f,
+                "the broker's certificate (CN={}) is an old X.509 version 1 certificate, as \
+                 `openssl x509 -req` makes without -extfile: it cannot carry a subjectAltName, \
+                 so TLS clients like pinpost refuse it. Accept it by its Common Name with \
+                 broker.tls.legacy_common_name = true (--legacy-common-name; pinpost then \
+                 checks its CA signature and dates itself), or reissue it as version 3 with a \
+                 subjectAltName (add -extfile with subjectAltName=IP:… or DNS:…)",
+                common_name.as_deref().unwrap_or("none")
+            ),
             TlsFailure::NoCommonVersion { min, detail } => {
-                write!(f, "pinpost and the broker share no TLS version or cipher ({detail})")?;
+                write!(
+                    f,
+                    "pinpost and the broker share no TLS version or cipher ({detail})"
+                )?;
                 if *min == Some(TlsVersion::V1_3) {
                     write!(
                         f,

@@ -7,6 +7,7 @@
 
 mod cert;
 mod explain;
+mod legacy;
 mod observe;
 mod pem;
 
@@ -17,7 +18,7 @@ use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::{self, TlsVersion};
 
@@ -82,13 +83,14 @@ pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
         server_name: tls.server_name.clone(),
         ..TlsFacts::default()
     };
-    let roots = roots(tls, &mut facts)?;
+    let (roots, ca_certs) = roots(tls, &mut facts)?;
     let client_key = client_key(tls, &provider, &mut facts)?;
     let names = observe::NamePolicy {
         server_name: match &tls.server_name {
-            Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
-                TlsError::BadServerName { name: name.clone() }
-            })?),
+            Some(name) => Some(
+                ServerName::try_from(name.clone())
+                    .map_err(|_| TlsError::BadServerName { name: name.clone() })?,
+            ),
             None => None,
         },
         legacy_common_name: tls.legacy_common_name,
@@ -98,7 +100,9 @@ pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
         .build()
         .map_err(|e| TlsError::Setup(e.to_string()))?;
     let observer = Observer::default();
-    let verifier = observe::ObservingVerifier::new(webpki, names, observer.clone());
+    let v1 = (!ca_certs.is_empty())
+        .then(|| legacy::LegacyV1::new(ca_certs, provider.signature_verification_algorithms));
+    let verifier = observe::ObservingVerifier::new(webpki, names, v1, observer.clone());
     let resolver = observe::ObservingResolver::new(client_key, observer.clone());
     let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -117,7 +121,11 @@ pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
     })
 }
 
-fn roots(tls: &config::Tls, facts: &mut TlsFacts) -> Result<RootCertStore, TlsError> {
+/// The trust anchors, and the CA certificates themselves when they come
+/// from `ca_file` (for checking X.509 v1 broker certificates).
+type Roots = (RootCertStore, Vec<CertificateDer<'static>>);
+
+fn roots(tls: &config::Tls, facts: &mut TlsFacts) -> Result<Roots, TlsError> {
     let mut roots = RootCertStore::empty();
     let Some(ca_file) = &tls.ca_file else {
         let found = rustls_native_certs::load_native_certs();
@@ -125,10 +133,11 @@ fn roots(tls: &config::Tls, facts: &mut TlsFacts) -> Result<RootCertStore, TlsEr
         if roots.is_empty() {
             return Err(TlsError::NoSystemRoots);
         }
-        return Ok(roots);
+        return Ok((roots, Vec::new()));
     };
     facts.ca_file = Some(ca_file.to_string());
-    for der in pem::certificates(ca_file)? {
+    let certs = pem::certificates(ca_file)?;
+    for der in certs.iter().cloned() {
         if let Some(summary) = CertSummary::from_der(&der) {
             facts.ca_subjects.push(summary.subject);
         }
@@ -137,7 +146,7 @@ fn roots(tls: &config::Tls, facts: &mut TlsFacts) -> Result<RootCertStore, TlsEr
             detail: format!("a certificate in it cannot be used as a CA: {e}"),
         })?;
     }
-    Ok(roots)
+    Ok((roots, certs))
 }
 
 fn client_key(
@@ -152,25 +161,29 @@ fn client_key(
     facts.client_cert = chain.first().and_then(|der| CertSummary::from_der(der));
     facts.client_cert_file = Some(cert_file.to_string());
     let key = pem::private_key(key_file)?;
-    let signer = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| TlsError::UnsupportedKey {
-            file: key_file.to_string(),
-            detail: format!(
-                "this key type cannot sign TLS handshakes ({e}); use an RSA (2048+) or \
+    let signer =
+        provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::UnsupportedKey {
+                file: key_file.to_string(),
+                detail: format!(
+                    "this key type cannot sign TLS handshakes ({e}); use an RSA (2048+) or \
                  ECDSA P-256/P-384 key"
-            ),
-        })?;
-    let certified = CertifiedKey::new(chain, signer);
-    match certified.keys_match() {
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err(TlsError::KeyMismatch {
+                ),
+            })?;
+    // Compared here rather than with rustls's keys_match(), which parses the
+    // certificate with webpki and so cannot judge the X.509 v1 certificates
+    // that `openssl x509 -req` makes (brokers accept those from clients).
+    let cert_spki = chain.first().and_then(|der| cert::public_key_info(der));
+    if let (Some(key_spki), Some(cert_spki)) = (signer.public_key(), cert_spki) {
+        if key_spki.as_ref() != cert_spki.as_slice() {
+            return Err(TlsError::KeyMismatch {
                 key_file: key_file.to_string(),
                 cert_file: cert_file.to_string(),
                 detail: "use the key that was generated with this certificate's request".into(),
-            })
+            });
         }
-        _ => Ok(Some(Arc::new(certified))),
     }
+    Ok(Some(Arc::new(CertifiedKey::new(chain, signer))))
 }

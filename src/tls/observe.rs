@@ -17,6 +17,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::cert::CertSummary;
+use super::legacy::{self, LegacyV1};
 
 /// What one connection attempt's handshake showed.
 #[derive(Debug, Default, Clone)]
@@ -59,7 +60,9 @@ impl Observer {
 
     fn lock(&self) -> MutexGuard<'_, Observation> {
         // A panic while holding this lock loses one observation, nothing more.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -74,25 +77,79 @@ pub struct NamePolicy {
     pub skip: bool,
 }
 
+impl NamePolicy {
+    fn accepts_v1(&self) -> bool {
+        self.legacy_common_name
+    }
+}
+
 #[derive(Debug)]
 pub struct ObservingVerifier {
     inner: Arc<WebPkiServerVerifier>,
     names: NamePolicy,
+    /// Checks for X.509 v1 broker certificates, used only when the policy
+    /// accepts them and a CA file is given.
+    v1: Option<LegacyV1>,
     observer: Observer,
 }
 
 impl ObservingVerifier {
-    pub fn new(inner: Arc<WebPkiServerVerifier>, names: NamePolicy, observer: Observer) -> Self {
+    pub fn new(
+        inner: Arc<WebPkiServerVerifier>,
+        names: NamePolicy,
+        v1: Option<LegacyV1>,
+        observer: Observer,
+    ) -> Self {
+        let v1 = v1.filter(|_| names.accepts_v1());
         ObservingVerifier {
             inner,
             names,
+            v1,
             observer,
+        }
+    }
+
+    fn v1_checks(&self, cert: &CertificateDer<'_>) -> Option<&LegacyV1> {
+        self.v1.as_ref().filter(|_| legacy::is_v1(cert))
+    }
+
+    fn verify_leaf(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> (
+        Result<ServerCertVerified, rustls::Error>,
+        Option<&'static str>,
+    ) {
+        if let Some(v1) = self.v1_checks(end_entity) {
+            let result = v1.verify(end_entity, &name.to_str(), now);
+            return (
+                result.map(|()| ServerCertVerified::assertion()),
+                Some("legacy_common_name"),
+            );
+        }
+        let result =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, name, ocsp_response, now);
+        match &result {
+            Err(e) if is_name_error(e) => match self.relax(end_entity, name) {
+                Some(how) => (Ok(ServerCertVerified::assertion()), Some(how)),
+                None => (result, None),
+            },
+            _ => (result, None),
         }
     }
 
     /// webpki checks the name only after the chain and dates have passed, so
     /// a name error here means everything else about the certificate is good.
-    fn relax(&self, end_entity: &CertificateDer<'_>, name: &ServerName<'_>) -> Option<&'static str> {
+    fn relax(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        name: &ServerName<'_>,
+    ) -> Option<&'static str> {
         if self.names.skip {
             return Some("--insecure");
         }
@@ -126,18 +183,8 @@ impl ServerCertVerifier for ObservingVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let name = self.names.server_name.as_ref().unwrap_or(server_name);
-        let mut result =
-            self.inner
-                .verify_server_cert(end_entity, intermediates, name, ocsp_response, now);
-        let mut relaxed = None;
-        if let Err(e) = &result {
-            if is_name_error(e) {
-                relaxed = self.relax(end_entity, name);
-                if relaxed.is_some() {
-                    result = Ok(ServerCertVerified::assertion());
-                }
-            }
-        }
+        let (result, relaxed) =
+            self.verify_leaf(end_entity, intermediates, name, ocsp_response, now);
         let mut seen = self.observer.lock();
         seen.server_chain = std::iter::once(end_entity)
             .chain(intermediates)
@@ -154,7 +201,10 @@ impl ServerCertVerifier for ObservingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        match self.v1_checks(cert) {
+            Some(v1) => v1.verify_signature(cert, message, dss),
+            None => self.inner.verify_tls12_signature(message, cert, dss),
+        }
     }
 
     fn verify_tls13_signature(
@@ -163,7 +213,10 @@ impl ServerCertVerifier for ObservingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        match self.v1_checks(cert) {
+            Some(v1) => v1.verify_signature(cert, message, dss),
+            None => self.inner.verify_tls13_signature(message, cert, dss),
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -13,7 +13,9 @@ pub enum PemError {
     Read { file: String, reason: String },
     #[error("{file} is not a PEM file: {what}")]
     NotPem { file: String, what: String },
-    #[error("{file} has a damaged PEM block ({detail}); copy the file again from where it was made")]
+    #[error(
+        "{file} has a damaged PEM block ({detail}); copy the file again from where it was made"
+    )]
     Damaged { file: String, detail: String },
     #[error(
         "{file} holds a private key, not a certificate: are cert_file and key_file \
@@ -158,14 +160,18 @@ mod tests {
 
     #[test]
     fn an_encrypted_key_says_how_to_decrypt_it() {
-        let pem = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let pem =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
         let (_f, file) = file_with(pem.as_bytes());
         let e = private_key(&file).unwrap_err().to_string();
         assert!(e.contains("encrypted with a passphrase"), "{e}");
         assert!(e.contains("openssl pkey -in"), "{e}");
         let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: DES-EDE3-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
         let (_f, file) = file_with(legacy.as_bytes());
-        assert!(matches!(private_key(&file), Err(PemError::EncryptedKey { .. })));
+        assert!(matches!(
+            private_key(&file),
+            Err(PemError::EncryptedKey { .. })
+        ));
     }
 
     #[test]
@@ -183,6 +189,9 @@ mod tests {
             origin: "--cafile".into(),
         };
         let e = certificates(&file).unwrap_err().to_string();
-        assert_eq!(e, "cannot read /nonexistent/ca.crt (--cafile): no such file");
+        assert_eq!(
+            e,
+            "cannot read /nonexistent/ca.crt (--cafile): no such file"
+        );
     }
 }

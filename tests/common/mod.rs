@@ -15,8 +15,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 
 pub const PINPOST: &str = env!("CARGO_BIN_EXE_pinpost");
@@ -145,6 +145,9 @@ fn write(dir: &Path, stem: &str, cert: &str, key: &str) -> Files {
 #[derive(Debug, Clone, Default)]
 pub struct BrokerSetup {
     pub bind: Option<String>,
+    /// A second loopback address for the same port and settings, so that
+    /// one broker answers under two names (127.0.0.2 and localhost).
+    pub also_bind: Option<String>,
     /// `cafile`, `certfile`, `keyfile` for a TLS listener.
     pub tls: Option<(PathBuf, Files)>,
     pub require_certificate: bool,
@@ -193,21 +196,23 @@ impl Broker {
             "log_dest stderr".into(),
             "log_type all".into(),
             "persistence false".into(),
-            format!("listener {port} {host}"),
         ];
-        if let Some((ca, server)) = &setup.tls {
-            conf.push(format!("cafile {}", ca.display()));
-            conf.push(format!("certfile {}", server.cert.display()));
-            conf.push(format!("keyfile {}", server.key.display()));
-        }
-        if setup.require_certificate {
-            conf.push("require_certificate true".into());
-        }
-        if setup.use_identity_as_username {
-            conf.push("use_identity_as_username true".into());
-        }
-        if let Some(v) = setup.tls_version {
-            conf.push(format!("tls_version {v}"));
+        for address in std::iter::once(&host).chain(&setup.also_bind) {
+            conf.push(format!("listener {port} {address}"));
+            if let Some((ca, server)) = &setup.tls {
+                conf.push(format!("cafile {}", ca.display()));
+                conf.push(format!("certfile {}", server.cert.display()));
+                conf.push(format!("keyfile {}", server.key.display()));
+            }
+            if setup.require_certificate {
+                conf.push("require_certificate true".into());
+            }
+            if setup.use_identity_as_username {
+                conf.push("use_identity_as_username true".into());
+            }
+            if let Some(v) = setup.tls_version {
+                conf.push(format!("tls_version {v}"));
+            }
         }
         if !setup.users.is_empty() {
             let file = dir.path().join("passwords");
@@ -221,7 +226,8 @@ impl Broker {
             }
             conf.push(format!("password_file {}", file.display()));
         }
-        let anonymous = setup.allow_anonymous || (setup.users.is_empty() && !setup.use_identity_as_username);
+        let anonymous =
+            setup.allow_anonymous || (setup.users.is_empty() && !setup.use_identity_as_username);
         conf.push(format!("allow_anonymous {anonymous}"));
         conf.extend(setup.extra.iter().cloned());
         let conf_path = dir.path().join("mosquitto.conf");
@@ -316,7 +322,18 @@ impl Witness {
         // mosquitto_sub buffers stdout when it is a pipe; stdbuf makes it
         // line-buffered so each message is seen when it arrives.
         let mut child = Command::new("stdbuf")
-            .args(["-oL", "mosquitto_sub", "-d", "-v", "-q", "1", "-h", &broker.host, "-p", &broker.port.to_string()])
+            .args([
+                "-oL",
+                "mosquitto_sub",
+                "-d",
+                "-v",
+                "-q",
+                "1",
+                "-h",
+                &broker.host,
+                "-p",
+                &broker.port.to_string(),
+            ])
             .args(["-t", topic])
             .args(args)
             .stdout(Stdio::piped())
@@ -348,7 +365,10 @@ impl Witness {
             use std::io::Read;
             let _ = pipe.read_to_string(&mut err);
         }
-        panic!("mosquitto_sub never subscribed: {err}\nbroker log:\n{}", broker.log());
+        panic!(
+            "mosquitto_sub never subscribed: {err}\nbroker log:\n{}",
+            broker.log()
+        );
     }
 
     /// Messages (`topic payload`) received within `wait`, debug lines left out.
@@ -429,7 +449,11 @@ pub fn pinpost_with_stdin(args: &[String], stdin: Option<&str>, limit: Duration)
     cmd.args(args)
         .env_remove("PINPOST_CONFIG")
         .env_remove("RUST_LOG")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     run_limited(cmd, stdin, limit)

@@ -1,0 +1,90 @@
+//! X.509 version 1 broker certificates: what `openssl x509 -req` makes
+//! without `-extfile`, and so what the mosquitto-tls man page recipe gives.
+//! webpki refuses them outright (they cannot carry subjectAltName), so with
+//! `legacy_common_name` pinpost checks them itself, as OpenSSL would: signed
+//! directly by a CA from `ca_file`, within its dates, Common Name equal to
+//! the host. Handshake signatures are then checked with the certificate's
+//! key. Without `legacy_common_name` nothing here accepts anything.
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::{CertificateError, DigitallySignedStruct};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::cert::names_match;
+
+#[derive(Debug)]
+pub struct LegacyV1 {
+    cas: Vec<CertificateDer<'static>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// Whether `der` is an X.509 version 1 certificate.
+pub fn is_v1(der: &[u8]) -> bool {
+    X509Certificate::from_der(der).is_ok_and(|(_, c)| c.version().0 == 0)
+}
+
+impl LegacyV1 {
+    pub fn new(cas: Vec<CertificateDer<'static>>, algorithms: WebPkiSupportedAlgorithms) -> Self {
+        LegacyV1 { cas, algorithms }
+    }
+
+    /// Checks issuer signature, dates and Common Name of a v1 leaf.
+    pub fn verify(&self, der: &[u8], name: &str, now: UnixTime) -> Result<(), rustls::Error> {
+        let bad = |e: CertificateError| rustls::Error::InvalidCertificate(e);
+        let (_, leaf) =
+            X509Certificate::from_der(der).map_err(|_| bad(CertificateError::BadEncoding))?;
+        let signed_by_trusted_ca = self.cas.iter().any(|ca| {
+            X509Certificate::from_der(ca).is_ok_and(|(_, ca)| {
+                ca.subject() == leaf.issuer()
+                    && leaf.verify_signature(Some(ca.public_key())).is_ok()
+            })
+        });
+        if !signed_by_trusted_ca {
+            return Err(bad(CertificateError::UnknownIssuer));
+        }
+        let now = now.as_secs() as i64;
+        if now < leaf.validity().not_before.timestamp() {
+            return Err(bad(CertificateError::NotValidYet));
+        }
+        if now > leaf.validity().not_after.timestamp() {
+            return Err(bad(CertificateError::Expired));
+        }
+        let cn = leaf
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok());
+        match cn {
+            Some(cn) if names_match(cn, name) => Ok(()),
+            _ => Err(bad(CertificateError::NotValidForName)),
+        }
+    }
+
+    /// Checks a TLS 1.2 or 1.3 handshake signature with the leaf's key.
+    pub fn verify_signature(
+        &self,
+        der: &[u8],
+        message: &[u8],
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let invalid = || rustls::Error::InvalidCertificate(CertificateError::BadSignature);
+        let (_, leaf) = X509Certificate::from_der(der).map_err(|_| invalid())?;
+        let key = &leaf.public_key().subject_public_key.data;
+        let candidates = self
+            .algorithms
+            .mapping
+            .iter()
+            .find(|(scheme, _)| *scheme == dss.scheme)
+            .map(|(_, algs)| *algs)
+            .ok_or_else(invalid)?;
+        // An algorithm for another key type fails to parse the key, so only
+        // the one matching the certificate's key can succeed.
+        candidates
+            .iter()
+            .any(|alg| alg.verify_signature(key, message, dss.signature()).is_ok())
+            .then(HandshakeSignatureValid::assertion)
+            .ok_or_else(invalid)
+    }
+}
