@@ -1,4 +1,16 @@
 //! pinpost: Raspberry Pi GPIO and sensors over MQTT with mutual TLS.
+//!
+//! Data flows one way: board → readings → outbox → link → broker, and
+//! broker → commands → outputs. Today the crate has the edges of that flow:
+//! [`config`] (the TOML file, checked once at start-up), [`tls`] (rustls
+//! set-up and handshake failures in words) and [`link`] (the one supervised
+//! MQTT connection, the only code that talks to rumqttc), driven by the
+//! `publish` and `subscribe` commands in [`cmd`].
+//!
+//! Start reading at [`link`]: its [`link::LinkEvent`]s are what every
+//! command consumes, and its failures are explained by `link::diagnose`
+//! and `tls::explain`.
+
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -639,3 +639,29 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    /// deploy/config.example.toml is what people copy: it must stay valid.
+    #[test]
+    fn the_example_config_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        for f in ["ca.crt", "pi-01.crt", "pi-01.key"] {
+            std::fs::write(dir.path().join("certs").join(f), "").unwrap();
+        }
+        let text = include_str!("../../deploy/config.example.toml")
+            .replace("/etc/pinpost/", &format!("{}/", dir.path().display()));
+        let c = build(
+            &text,
+            Some(&dir.path().join("config.toml")),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.device.id, "pi-01");
+        assert_eq!(c.broker.port, 8883);
+        assert!(c.broker.tls.is_some());
+    }
+}

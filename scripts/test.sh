@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every pinpost test: formatting, lints, unit tests and the integration
+# tests against real Mosquitto brokers. Installs what the tests need first
+# (Debian/Ubuntu, as root), so it works on a fresh machine with only Rust.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# tool -> Debian package that provides it
+declare -A needs=(
+  [mosquitto]=mosquitto
+  [mosquitto_sub]=mosquitto-clients
+  [mosquitto_passwd]=mosquitto
+  [openssl]=openssl
+  [ip]=iproute2
+  [stdbuf]=coreutils
+)
+missing=()
+for tool in "${!needs[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${needs[$tool]}")
+done
+if ((${#missing[@]})); then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: missing ${missing[*]}; run as root, or first: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "scripts/test.sh: installing ${missing[*]}"
+  # One architecture's index failing must not stop the install.
+  apt-get update || echo "scripts/test.sh: apt-get update reported errors; installing anyway" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the DNS test makes a network namespace and needs root" >&2
+fi
+
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test
