@@ -263,3 +263,74 @@ fn subscribe_gives_up_with_code_27_when_nothing_arrives() {
         stderr(&out)
     );
 }
+
+#[test]
+fn subscribe_reconnects_and_resubscribes_after_the_broker_restarts() {
+    let mut broker = Broker::start(&BrokerSetup::default());
+    let config = device_config(broker.dir.path());
+    let port = broker.port.to_string();
+    let mut child = std::process::Command::new(PINPOST)
+        .args([
+            "subscribe",
+            "-p",
+            &port,
+            "--config",
+            &config.display().to_string(),
+        ])
+        .args(["-t", "heal/#", "-v", "-C", "2", "-W", "60", "-d"])
+        .args(["--keepalive", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |needle: &str| {
+        let found = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(30)).ok())
+            .inspect(|l| seen.push(l.clone()))
+            .any(|l| l.contains(needle));
+        assert!(found, "never saw {needle:?} in:\n{}", seen.join("\n"));
+    };
+    let publish = |msg: &str| {
+        let status = std::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-t",
+                "heal/x",
+                "-m",
+                msg,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    wait_for("subscribed");
+    publish("before");
+    broker.restart();
+    // The link reports the drop in words and retries with backoff...
+    wait_for("lost the connection to localhost:");
+    // ...and subscribes again on the new session (persistence is off).
+    wait_for("subscribed");
+    publish("after");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "heal/x before\nheal/x after\n"
+    );
+}

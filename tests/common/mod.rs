@@ -170,6 +170,7 @@ pub struct Broker {
     child: Child,
     pub dir: tempfile::TempDir,
     log: PathBuf,
+    command: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -233,7 +234,7 @@ impl Broker {
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write conf");
         let log = dir.path().join("mosquitto.log");
-        let mut cmd = Command::new("mosquitto");
+        let mut env = Vec::new();
         if setup.tls_1_2_only {
             let openssl_conf = dir.path().join("openssl.cnf");
             std::fs::write(
@@ -242,29 +243,55 @@ impl Broker {
                  [sys]\nMaxProtocol = TLSv1.2\n",
             )
             .expect("write openssl.cnf");
-            cmd.env("OPENSSL_CONF", openssl_conf);
+            env.push((
+                "OPENSSL_CONF".to_string(),
+                openssl_conf.display().to_string(),
+            ));
         }
-        let child = cmd
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .map_err(|e| format!("cannot run mosquitto: {e}"))?;
+        let child = spawn_mosquitto(&conf_path, &log, &env)?;
         let mut broker = Broker {
             port,
             host,
             child,
             dir,
             log,
+            command: env,
         };
+        broker.wait_listening()?;
+        Ok(broker)
+    }
+
+    /// Stops the broker and starts it again on the same port, as an
+    /// upgrade or a power cut would.
+    pub fn restart(&mut self) {
+        self.stop();
+        let conf = self.dir.path().join("mosquitto.conf");
+        for _ in 0..50 {
+            match spawn_mosquitto(&conf, &self.log, &self.command) {
+                Ok(child) => {
+                    self.child = child;
+                    if self.wait_listening().is_ok() {
+                        return;
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+            // The old socket may linger for a moment.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("mosquitto did not restart: {}", self.log());
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let port = self.port;
+        let broker = self;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = broker.child.try_wait() {
                 return Err(format!("exited with {status}: {}", broker.log()));
             }
             if TcpStream::connect((broker.host.as_str(), port)).is_ok() {
-                return Ok(broker);
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -285,6 +312,22 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn spawn_mosquitto(conf: &Path, log: &Path, env: &[(String, String)]) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("log file: {e}"))?;
+    Command::new("mosquitto")
+        .arg("-c")
+        .arg(conf)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot run mosquitto: {e}"))
 }
 
 /// A port nobody listens on right now.
