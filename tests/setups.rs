@@ -180,29 +180,8 @@ fn subscribe_prints_what_another_client_publishes() {
     ]);
     args.extend(strings(&["-t", "sub/+/x", "-t", "other/#"]));
     args.extend(tls_args(&pki.ca.cert, Some(&device)));
-    let mut cmd = std::process::Command::new(PINPOST);
-    cmd.args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    // Wait for "subscribed" on stderr before publishing.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let ready = std::iter::from_fn(|| rx.recv_timeout(WAIT).ok()).any(|l| l.contains("subscribed"));
-    assert!(
-        ready,
-        "pinpost subscribe never subscribed: {}",
-        broker.log()
-    );
+    let mut sub = Background::start(&args);
+    sub.wait_for("subscribed", WAIT);
     let pub_args = |topic: &str, msg: &str| {
         let mut a = strings(&[
             "-h",
@@ -230,12 +209,9 @@ fn subscribe_prints_what_another_client_publishes() {
             .unwrap();
         assert!(status.success());
     }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "sub/a/x first\nother/z second\n"
-    );
+    let (status, stdout) = sub.finish(WAIT);
+    assert!(status.success());
+    assert_eq!(stdout, "sub/a/x first\nother/z second\n");
 }
 
 #[test]
@@ -269,38 +245,23 @@ fn subscribe_reconnects_and_resubscribes_after_the_broker_restarts() {
     let mut broker = Broker::start(&BrokerSetup::default());
     let config = device_config(broker.dir.path());
     let port = broker.port.to_string();
-    let mut child = std::process::Command::new(PINPOST)
-        .args([
-            "subscribe",
-            "-p",
-            &port,
-            "--config",
-            &config.display().to_string(),
-        ])
-        .args(["-t", "heal/#", "-v", "-C", "2", "-W", "60", "-d"])
-        .args(["--keepalive", "5"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr_pipe)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let mut wait_for = |needle: &str| {
-        let found = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(30)).ok())
-            .inspect(|l| seen.push(l.clone()))
-            .any(|l| l.contains(needle));
-        assert!(found, "never saw {needle:?} in:\n{}", seen.join("\n"));
-    };
+    let mut sub = Background::start(&strings(&[
+        "subscribe",
+        "-p",
+        &port,
+        "--config",
+        &config.display().to_string(),
+        "-t",
+        "heal/#",
+        "-v",
+        "-C",
+        "2",
+        "-W",
+        "60",
+        "-d",
+        "--keepalive",
+        "5",
+    ]));
     let publish = |msg: &str| {
         let status = std::process::Command::new("mosquitto_pub")
             .args([
@@ -319,18 +280,15 @@ fn subscribe_reconnects_and_resubscribes_after_the_broker_restarts() {
             .unwrap();
         assert!(status.success());
     };
-    wait_for("subscribed");
+    sub.wait_for("subscribed", WAIT);
     publish("before");
     broker.restart();
     // The link reports the drop in words and retries with backoff...
-    wait_for("lost the connection to localhost:");
+    sub.wait_for("lost the connection to localhost:", WAIT);
     // ...and subscribes again on the new session (persistence is off).
-    wait_for("subscribed");
+    sub.wait_for("subscribed", WAIT);
     publish("after");
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "heal/x before\nheal/x after\n"
-    );
+    let (status, stdout) = sub.finish(WAIT);
+    assert!(status.success());
+    assert_eq!(stdout, "heal/x before\nheal/x after\n");
 }

@@ -527,6 +527,79 @@ pub fn run_limited(mut cmd: Command, stdin: Option<&str>, limit: Duration) -> Ou
     }
 }
 
+/// pinpost running in the background, its stderr read line by line.
+pub struct Background {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Background {
+    pub fn start(args: &[String]) -> Background {
+        let mut child = Command::new(PINPOST)
+            .args(args)
+            .env_remove("PINPOST_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pinpost");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Background {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; panics with all seen.
+    pub fn wait_for(&mut self, needle: &str, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("never saw {needle:?} on stderr:\n{}", self.seen.join("\n"));
+    }
+
+    /// Waits for the process to end by itself and returns its stdout.
+    pub fn finish(self, wait: Duration) -> (std::process::ExitStatus, String) {
+        let mut child = self.child;
+        let deadline = Instant::now() + wait;
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "pinpost did not finish within {wait:?}:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().expect("output");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
 pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
