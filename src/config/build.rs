@@ -42,8 +42,25 @@ const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 const MAX_PACKET_DEFAULT: i64 = 256 * 1024;
 const ID_MAX_CHARS: usize = 64;
 
+/// `input[1].pin` → key `input`, index 1, key `pin`.
+fn steps_of(key: &str) -> Vec<Step<'_>> {
+    let mut steps = Vec::new();
+    for part in key.split('.') {
+        match part.split_once('[') {
+            Some((name, index)) => {
+                steps.push(Step::Key(name));
+                if let Ok(i) = index.trim_end_matches(']').parse() {
+                    steps.push(Step::Index(i));
+                }
+            }
+            None => steps.push(Step::Key(part)),
+        }
+    }
+    steps
+}
+
 /// Where each key's value came from, to point errors at the right place.
-struct Origins<'t> {
+pub(super) struct Origins<'t> {
     file: Option<PathBuf>,
     layout: Layout<'t>,
     flags: HashMap<&'static str, &'static str>,
@@ -56,7 +73,7 @@ impl Origins<'_> {
         }
         match &self.file {
             Some(path) => {
-                let steps: Vec<Step<'_>> = key.split('.').map(Step::Key).collect();
+                let steps = steps_of(key);
                 Place::File {
                     path: path.clone(),
                     line: self.layout.line_of_path(&steps),
@@ -66,7 +83,7 @@ impl Origins<'_> {
         }
     }
 
-    fn invalid(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, problem: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             place: self.place(key),
             key: key.to_string(),
@@ -110,10 +127,15 @@ pub(super) fn build(
     let device = device(&raw, &origins)?;
     let broker = broker(&raw, overrides, &origins)?;
     let reconnect = reconnect(&raw, &origins)?;
+    let pins = super::pins::build(&raw, &origins)?;
     Ok(Config {
         device,
         broker,
         reconnect,
+        board: pins.board,
+        inputs: pins.inputs,
+        outputs: pins.outputs,
+        commands: pins.commands,
         file: file.map(Path::to_path_buf),
     })
 }
@@ -230,7 +252,11 @@ fn device(raw: &RawConfig, o: &Origins<'_>) -> Result<Device, ConfigError> {
 
 /// A device id or prefix is one MQTT topic level: wildcards or a `/` in it
 /// would make its topics match, or split into, other devices' topics.
-fn check_topic_level(value: &str, key: &str, o: &Origins<'_>) -> Result<(), ConfigError> {
+pub(super) fn check_topic_level(
+    value: &str,
+    key: &str,
+    o: &Origins<'_>,
+) -> Result<(), ConfigError> {
     let bad = value
         .chars()
         .find(|c| matches!(c, '+' | '#' | '/') || c.is_control() || c.is_whitespace());
@@ -483,7 +509,7 @@ fn reconnect(raw: &RawConfig, o: &Origins<'_>) -> Result<Reconnect, ConfigError>
     })
 }
 
-fn duration(
+pub(super) fn duration(
     value: &Option<String>,
     key: &str,
     o: &Origins<'_>,

@@ -8,6 +8,7 @@
 //! the same way as a bad key. This module knows nothing of rumqttc or rustls.
 
 mod build;
+mod pins;
 mod raw;
 pub mod source;
 
@@ -25,6 +26,10 @@ pub struct Config {
     pub device: Device,
     pub broker: Broker,
     pub reconnect: Reconnect,
+    pub board: Board,
+    pub inputs: Vec<Input>,
+    pub outputs: Vec<Output>,
+    pub commands: Commands,
     /// The file this came from, if any.
     pub file: Option<PathBuf>,
 }
@@ -135,6 +140,64 @@ pub struct Reconnect {
     pub multiplier: f64,
     /// Up to this fraction of each delay is randomly taken off, 0.0 to 0.9.
     pub jitter: f64,
+}
+
+/// Which GPIO backend drives the pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoardKind {
+    /// rppal on a Raspberry Pi; refused elsewhere with a hint.
+    Auto,
+    Rppal,
+    Sim,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Board {
+    pub kind: BoardKind,
+    /// Simulated wires: setting output pin `.0` drives input pin `.1`.
+    pub wires: Vec<(u8, u8)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pull {
+    Up,
+    Down,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub name: String,
+    /// BCM GPIO number.
+    pub pin: u8,
+    pub pull: Pull,
+    /// A change must hold this long before it is published.
+    pub debounce: Duration,
+    /// Publish `true` when the pin is low (buttons to ground with pull-up).
+    pub invert: bool,
+    /// Read the pin on this interval too, for pins whose interrupts are unreliable.
+    pub poll_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub name: String,
+    pub pin: u8,
+    /// Level set before the pin becomes an output, so relays do not click at start.
+    pub initial: bool,
+    /// Level set on shutdown, if any.
+    pub safe_state: Option<bool>,
+    /// Whether `pwm` commands are allowed on this output.
+    pub pwm: bool,
+}
+
+/// Limits on what the command topic may ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commands {
+    pub max_pulse: Duration,
+    /// Commands stamped (`"ts"`) earlier than this, and retained commands, are refused.
+    pub max_age: Duration,
+    pub max_payload: usize,
 }
 
 /// Where a bad value was set.

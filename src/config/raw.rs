@@ -14,6 +14,14 @@ pub struct RawConfig {
     pub broker: RawBroker,
     #[serde(default)]
     pub reconnect: RawReconnect,
+    #[serde(default)]
+    pub board: RawBoard,
+    #[serde(default)]
+    pub input: Vec<RawInput>,
+    #[serde(default)]
+    pub output: Vec<RawOutput>,
+    #[serde(default)]
+    pub commands: RawCommands,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -58,4 +66,48 @@ pub struct RawReconnect {
     pub max: Option<String>,
     pub multiplier: Option<f64>,
     pub jitter: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBoard {
+    pub kind: Option<String>,
+    pub wires: Option<Vec<(i64, i64)>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInput {
+    pub name: Option<String>,
+    pub pin: Option<i64>,
+    pub pull: Option<String>,
+    pub debounce: Option<String>,
+    pub invert: Option<bool>,
+    pub poll_interval: Option<String>,
+}
+
+/// `true`/`false` or `"on"`/`"off"`/`"high"`/`"low"`: people write both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawLevel {
+    Bool(bool),
+    Text(String),
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    pub name: Option<String>,
+    pub pin: Option<i64>,
+    pub initial: Option<RawLevel>,
+    pub safe_state: Option<RawLevel>,
+    pub pwm: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommands {
+    pub max_pulse: Option<String>,
+    pub max_age: Option<String>,
+    pub max_payload: Option<i64>,
 }

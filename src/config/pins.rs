@@ -1,0 +1,288 @@
+//! `[board]`, `[[input]]`, `[[output]]` and `[commands]`: which pins pinpost
+//! may touch and how. Names become topic levels, pins are BCM numbers, and
+//! no pin is claimed twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::build::{Origins, check_topic_level, duration};
+use super::raw::{RawConfig, RawLevel};
+use super::{Board, BoardKind, Commands, ConfigError, Input, Output, Pull};
+
+/// BCM GPIO numbers on the 40-pin header of every Pi from the B+ to the Pi 5.
+pub const MAX_BCM_PIN: i64 = 27;
+const DEBOUNCE_DEFAULT: Duration = Duration::from_millis(50);
+
+pub(super) struct Pins {
+    pub board: Board,
+    pub inputs: Vec<Input>,
+    pub outputs: Vec<Output>,
+    pub commands: Commands,
+}
+
+pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigError> {
+    let kind = match raw.board.kind.as_deref() {
+        None | Some("auto") => BoardKind::Auto,
+        Some("rppal") => BoardKind::Rppal,
+        Some("sim") => BoardKind::Sim,
+        Some(other) => {
+            return Err(o.invalid(
+                "board.kind",
+                format!("{other:?} is not a board; allowed: \"auto\" (a Raspberry Pi when on one), \"rppal\" or \"sim\""),
+            ));
+        }
+    };
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut pins: HashMap<u8, String> = HashMap::new();
+    let mut inputs = Vec::new();
+    for (i, r) in raw.input.iter().enumerate() {
+        let at = |field: &str| format!("input[{i}].{field}");
+        let name = name(r.name.as_deref(), &at("name"), &mut names, o)?;
+        let pin = pin(r.pin, &at("pin"), &name, &mut pins, o)?;
+        let pull = match r.pull.as_deref() {
+            None | Some("none") => Pull::None,
+            Some("up") => Pull::Up,
+            Some("down") => Pull::Down,
+            Some(other) => {
+                return Err(o.invalid(
+                    &at("pull"),
+                    format!("{other:?} is not a pull; allowed: \"up\", \"down\" or \"none\""),
+                ));
+            }
+        };
+        let debounce = duration(&r.debounce, &at("debounce"), o)?.unwrap_or(DEBOUNCE_DEFAULT);
+        if debounce > Duration::from_secs(10) {
+            return Err(o.invalid(&at("debounce"), "out of range; allowed: \"0ms\" to \"10s\""));
+        }
+        let poll_interval = duration(&r.poll_interval, &at("poll_interval"), o)?;
+        if poll_interval.is_some_and(|p| p < Duration::from_millis(10)) {
+            return Err(o.invalid(&at("poll_interval"), "too short; allowed: \"10ms\" or more"));
+        }
+        inputs.push(Input {
+            name,
+            pin,
+            pull,
+            debounce,
+            invert: r.invert.unwrap_or(false),
+            poll_interval,
+        });
+    }
+    let mut outputs = Vec::new();
+    for (i, r) in raw.output.iter().enumerate() {
+        let at = |field: &str| format!("output[{i}].{field}");
+        let name = name(r.name.as_deref(), &at("name"), &mut names, o)?;
+        let pin = pin(r.pin, &at("pin"), &name, &mut pins, o)?;
+        outputs.push(Output {
+            name,
+            pin,
+            initial: level(&r.initial, &at("initial"), o)?.unwrap_or(false),
+            safe_state: level(&r.safe_state, &at("safe_state"), o)?,
+            pwm: r.pwm.unwrap_or(false),
+        });
+    }
+    let wires = wires(raw, kind, &inputs, &outputs, o)?;
+    Ok(Pins {
+        board: Board { kind, wires },
+        inputs,
+        outputs,
+        commands: commands(raw, o)?,
+    })
+}
+
+fn name(
+    value: Option<&str>,
+    key: &str,
+    seen: &mut HashMap<String, String>,
+    o: &Origins<'_>,
+) -> Result<String, ConfigError> {
+    let Some(name) = value else {
+        return Err(o.invalid(
+            key,
+            "missing; every input and output needs a name (e.g. name = \"door\")",
+        ));
+    };
+    check_topic_level(name, key, o)?;
+    if let Some(first) = seen.insert(name.to_string(), key.to_string()) {
+        return Err(o.invalid(
+            key,
+            format!("{name:?} is already used by {first}; names must be unique"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn pin(
+    value: Option<i64>,
+    key: &str,
+    name: &str,
+    seen: &mut HashMap<u8, String>,
+    o: &Origins<'_>,
+) -> Result<u8, ConfigError> {
+    let Some(p) = value else {
+        return Err(o.invalid(key, "missing; give the BCM GPIO number (e.g. pin = 17)"));
+    };
+    let pin = u8::try_from(p).ok().filter(|p| i64::from(*p) <= MAX_BCM_PIN).ok_or_else(|| {
+        o.invalid(key, format!("{p} is not a GPIO pin; allowed: BCM numbers 0 to {MAX_BCM_PIN} (GPIO17 is pin = 17, physical pin 11)"))
+    })?;
+    if let Some(first) = seen.insert(pin, name.to_string()) {
+        return Err(o.invalid(
+            key,
+            format!("GPIO{pin} is already used by {first:?}; one pin, one use"),
+        ));
+    }
+    Ok(pin)
+}
+
+fn level(
+    value: &Option<RawLevel>,
+    key: &str,
+    o: &Origins<'_>,
+) -> Result<Option<bool>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(RawLevel::Bool(b)) => Ok(Some(*b)),
+        Some(RawLevel::Text(t)) => match t.to_ascii_lowercase().as_str() {
+            "on" | "high" => Ok(Some(true)),
+            "off" | "low" => Ok(Some(false)),
+            _ => Err(o.invalid(
+                key,
+                format!("{t:?} is not a level; allowed: \"on\", \"off\", true or false"),
+            )),
+        },
+    }
+}
+
+fn wires(
+    raw: &RawConfig,
+    kind: BoardKind,
+    inputs: &[Input],
+    outputs: &[Output],
+    o: &Origins<'_>,
+) -> Result<Vec<(u8, u8)>, ConfigError> {
+    let Some(list) = &raw.board.wires else {
+        return Ok(Vec::new());
+    };
+    if kind != BoardKind::Sim && !list.is_empty() {
+        return Err(o.invalid(
+            "board.wires",
+            "wires exist only on the simulated board; set board.kind = \"sim\"",
+        ));
+    }
+    list.iter()
+        .map(|&(from, to)| {
+            let output = outputs.iter().find(|out| i64::from(out.pin) == from);
+            let input = inputs.iter().find(|inp| i64::from(inp.pin) == to);
+            match (output, input) {
+                (Some(out), Some(inp)) => Ok((out.pin, inp.pin)),
+                _ => Err(o.invalid(
+                    "board.wires",
+                    format!("[{from}, {to}] must join a configured output pin to a configured input pin ([output, input])"),
+                )),
+            }
+        })
+        .collect()
+}
+
+fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<Commands, ConfigError> {
+    let c = &raw.commands;
+    let max_pulse =
+        duration(&c.max_pulse, "commands.max_pulse", o)?.unwrap_or(Duration::from_secs(60));
+    let max_age = duration(&c.max_age, "commands.max_age", o)?.unwrap_or(Duration::from_secs(30));
+    let max_payload = c.max_payload.unwrap_or(1024);
+    if !(16..=65536).contains(&max_payload) {
+        return Err(o.invalid(
+            "commands.max_payload",
+            format!("{max_payload} is out of range; allowed: 16 to 65536 (bytes)"),
+        ));
+    }
+    Ok(Commands {
+        max_pulse,
+        max_age,
+        max_payload: max_payload as usize,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Overrides, from_text};
+    use std::path::Path;
+
+    fn error(text: &str) -> String {
+        from_text(text, Some(Path::new("/c.toml")), &Overrides::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    const HEAD: &str = "[device]\nid = \"pi\"\n";
+
+    #[test]
+    fn a_pin_used_twice_names_both_uses_and_the_line() {
+        let e = error(&format!(
+            "{HEAD}[[input]]\nname = \"a\"\npin = 17\n\n[[output]]\nname = \"b\"\npin = 17\n"
+        ));
+        assert!(
+            e.contains("/c.toml line 9: output[0].pin: GPIO17 is already used by \"a\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_must_be_unique_across_inputs_and_outputs() {
+        let e = error(&format!(
+            "{HEAD}[[input]]\nname = \"a\"\npin = 17\n[[output]]\nname = \"a\"\npin = 27\n"
+        ));
+        assert!(
+            e.contains("output[0].name: \"a\" is already used by input[0].name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn pins_are_bcm_numbers() {
+        let e = error(&format!("{HEAD}[[output]]\nname = \"r\"\npin = 40\n"));
+        assert!(
+            e.contains("line 5: output[0].pin: 40 is not a GPIO pin; allowed: BCM numbers 0 to 27"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wires_join_an_output_to_an_input_on_the_sim_board_only() {
+        let pins = "[[input]]\nname = \"i\"\npin = 17\n[[output]]\nname = \"o\"\npin = 27\n";
+        let ok = from_text(
+            &format!("{HEAD}[board]\nkind = \"sim\"\nwires = [[27, 17]]\n{pins}"),
+            None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.board.wires, vec![(27, 17)]);
+        let e = error(&format!(
+            "{HEAD}[board]\nkind = \"sim\"\nwires = [[17, 27]]\n{pins}"
+        ));
+        assert!(
+            e.contains("board.wires: [17, 27] must join a configured output pin"),
+            "{e}"
+        );
+        let e = error(&format!("{HEAD}[board]\nwires = [[27, 17]]\n{pins}"));
+        assert!(e.contains("only on the simulated board"), "{e}");
+    }
+
+    #[test]
+    fn levels_can_be_words_or_booleans() {
+        let c = from_text(
+            &format!(
+                "{HEAD}[[output]]\nname = \"r\"\npin = 27\ninitial = \"on\"\nsafe_state = false\n"
+            ),
+            None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.outputs[0].initial);
+        assert_eq!(c.outputs[0].safe_state, Some(false));
+        let e = error(&format!(
+            "{HEAD}[[output]]\nname = \"r\"\npin = 27\ninitial = \"maybe\"\n"
+        ));
+        assert!(e.contains("line 6: output[0].initial"), "{e}");
+    }
+}
