@@ -11,10 +11,13 @@
 //! command consumes, and its failures are explained by `link::diagnose`
 //! and `tls::explain`.
 
+pub mod board;
 pub mod cli;
 pub mod cmd;
+pub mod commands;
 pub mod config;
 pub mod link;
 pub mod logging;
 pub mod tls;
+pub mod topics;
 pub mod utc;

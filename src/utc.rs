@@ -10,6 +10,68 @@ pub fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Milliseconds since the Unix epoch now.
+pub fn now_unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `2026-11-23T08:58:12.345Z`: RFC 3339 with milliseconds, for readings.
+pub fn rfc3339_millis(unix_millis: i64) -> String {
+    let secs = unix_millis.div_euclid(1000);
+    let (y, m, d, hh, mm, ss) = civil(secs);
+    let ms = unix_millis.rem_euclid(1000);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` into Unix milliseconds.
+pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.chars().take_while(char::is_ascii_digit).count();
+        let padded = format!("{:0<3}", &frac[..digits.min(3)]);
+        millis = padded.parse::<i64>().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
+                + rest.get(4..6)?.parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo as u32, d as u32);
+    Some((days * 86_400 + h * 3600 + mi * 60 + s - offset) * 1000 + millis)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// `2026-11-23 08:58 UTC`: for people reading certificate dates.
 pub fn human(unix: i64) -> String {
     let (y, m, d, hh, mm, _) = civil(unix);
@@ -48,5 +110,18 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_430_292), "2026-11-23T10:38:12Z");
         assert_eq!(human(-86_400), "1969-12-31 00:00 UTC");
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        let ms = 1_795_430_292_345;
+        assert_eq!(rfc3339_millis(ms), "2026-11-23T10:38:12.345Z");
+        assert_eq!(parse_rfc3339_millis("2026-11-23T10:38:12.345Z"), Some(ms));
+        assert_eq!(
+            parse_rfc3339_millis("2026-11-23T11:38:12.345+01:00"),
+            Some(ms)
+        );
+        assert_eq!(parse_rfc3339_millis("2026-11-23T10:38:12Z"), Some(ms - 345));
+        assert_eq!(parse_rfc3339_millis("yesterday"), None);
     }
 }

@@ -1,0 +1,202 @@
+//! A simulated board with the same behaviour as a real one: pulls set the
+//! idle level of inputs, outputs start at their initial level, and a wire
+//! from an output to an input makes the whole loop (command → output →
+//! input edge → publish) run without hardware. Tests drive inputs through
+//! [`SimHandle`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Board, BoardError, EdgeSender, PinPlan};
+use crate::config::Pull;
+
+#[derive(Debug)]
+struct SimState {
+    /// Electrical level of every pin that exists here.
+    levels: HashMap<u8, bool>,
+    input_pins: Vec<u8>,
+    output_pins: Vec<u8>,
+    wires: Vec<(u8, u8)>,
+    pwm: HashMap<u8, (f64, f64)>,
+    edges: EdgeSender,
+}
+
+impl SimState {
+    fn set(&mut self, pin: u8, high: bool) {
+        let before = self.levels.insert(pin, high);
+        if before != Some(high) {
+            if let Some(index) = self.input_pins.iter().position(|p| *p == pin) {
+                let _ = self.edges.send(index);
+            }
+        }
+        let driven: Vec<u8> = self
+            .wires
+            .iter()
+            .filter(|(from, _)| *from == pin)
+            .map(|(_, to)| *to)
+            .collect();
+        for to in driven {
+            self.set(to, high);
+        }
+    }
+}
+
+pub struct SimBoard {
+    state: Arc<Mutex<SimState>>,
+}
+
+/// Drives and inspects a [`SimBoard`] from outside (tests, the demo).
+#[derive(Clone)]
+pub struct SimHandle {
+    state: Arc<Mutex<SimState>>,
+}
+
+fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SimBoard {
+    pub fn new(plan: &PinPlan, wires: &[(u8, u8)], edges: EdgeSender) -> (SimBoard, SimHandle) {
+        let mut levels = HashMap::new();
+        for i in &plan.inputs {
+            levels.insert(i.pin, i.pull == Pull::Up);
+        }
+        for o in &plan.outputs {
+            levels.insert(o.pin, o.initial_high);
+        }
+        for (from, to) in wires {
+            let level = levels.get(from).copied().unwrap_or(false);
+            levels.insert(*to, level);
+        }
+        let state = Arc::new(Mutex::new(SimState {
+            levels,
+            input_pins: plan.inputs.iter().map(|i| i.pin).collect(),
+            output_pins: plan.outputs.iter().map(|o| o.pin).collect(),
+            wires: wires.to_vec(),
+            pwm: HashMap::new(),
+            edges,
+        }));
+        (
+            SimBoard {
+                state: state.clone(),
+            },
+            SimHandle { state },
+        )
+    }
+}
+
+impl Board for SimBoard {
+    fn read_input(&self, input: usize) -> Result<bool, BoardError> {
+        let s = lock(&self.state);
+        let pin = *s
+            .input_pins
+            .get(input)
+            .ok_or_else(|| BoardError::Other(format!("no input {input}")))?;
+        Ok(s.levels.get(&pin).copied().unwrap_or(false))
+    }
+
+    fn write_output(&mut self, output: usize, high: bool) -> Result<(), BoardError> {
+        let mut s = lock(&self.state);
+        let pin = *s
+            .output_pins
+            .get(output)
+            .ok_or_else(|| BoardError::Other(format!("no output {output}")))?;
+        s.pwm.remove(&pin);
+        s.set(pin, high);
+        Ok(())
+    }
+
+    fn pwm(&mut self, output: usize, duty: f64, hz: f64) -> Result<(), BoardError> {
+        let mut s = lock(&self.state);
+        let pin = *s
+            .output_pins
+            .get(output)
+            .ok_or_else(|| BoardError::Other(format!("no output {output}")))?;
+        s.pwm.insert(pin, (duty, hz));
+        // A wired input sees the mean: high while the duty is over half.
+        s.set(pin, duty > 0.5);
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+}
+
+impl SimHandle {
+    /// Sets an input pin's electrical level, as a button or sensor would.
+    pub fn set_input(&self, pin: u8, high: bool) {
+        lock(&self.state).set(pin, high);
+    }
+
+    pub fn level(&self, pin: u8) -> Option<bool> {
+        lock(&self.state).levels.get(&pin).copied()
+    }
+
+    pub fn pwm(&self, pin: u8) -> Option<(f64, f64)> {
+        lock(&self.state).pwm.get(&pin).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::board::{InputSetup, OutputSetup, PwmSetup};
+
+    fn board() -> (
+        SimBoard,
+        SimHandle,
+        tokio::sync::mpsc::UnboundedReceiver<usize>,
+    ) {
+        let plan = PinPlan {
+            inputs: vec![
+                InputSetup {
+                    pin: 17,
+                    pull: Pull::Up,
+                    interrupt: true,
+                },
+                InputSetup {
+                    pin: 22,
+                    pull: Pull::None,
+                    interrupt: true,
+                },
+            ],
+            outputs: vec![OutputSetup {
+                pin: 27,
+                initial_high: false,
+                pwm: PwmSetup::Software,
+            }],
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (b, h) = SimBoard::new(&plan, &[(27, 22)], tx);
+        (b, h, rx)
+    }
+
+    #[test]
+    fn pulls_set_the_idle_level() {
+        let (b, _, _) = board();
+        assert!(b.read_input(0).unwrap());
+        assert!(!b.read_input(1).unwrap());
+    }
+
+    #[test]
+    fn a_wired_output_drives_its_input_and_reports_an_edge() {
+        let (mut b, h, mut edges) = board();
+        b.write_output(0, true).unwrap();
+        assert_eq!(h.level(27), Some(true));
+        assert!(b.read_input(1).unwrap());
+        assert_eq!(edges.try_recv().ok(), Some(1));
+        b.write_output(0, true).unwrap();
+        assert!(edges.try_recv().is_err(), "no edge without a change");
+    }
+
+    #[test]
+    fn tests_can_press_a_button() {
+        let (b, h, mut edges) = board();
+        h.set_input(17, false);
+        assert!(!b.read_input(0).unwrap());
+        assert_eq!(edges.try_recv().ok(), Some(0));
+    }
+}

@@ -1,0 +1,133 @@
+//! The topic layout and payload encoding, in one place (documented in the
+//! README). With prefix `pinpost` and device `pi-01`:
+//!
+//! | topic | payload |
+//! |---|---|
+//! | `pinpost/pi-01/status` | `online` / `offline` (retained; `offline` is also the Last Will) |
+//! | `pinpost/pi-01/input/<name>` | `{"value":true,"ts":"…","seq":N}` (retained) |
+//! | `pinpost/pi-01/output/<name>` | `{"value":true,"ts":"…","seq":N}` (+ `duty`, `hz` under PWM; retained) |
+//! | `pinpost/pi-01/cmd/<name>` | commands in (see `commands`) |
+//! | `pinpost/pi-01/cmd/<name>/result` | `{"id":"…","ok":true}` / `{"id":"…","ok":false,"error":"…"}` |
+//!
+//! It knows names and JSON, not the transport.
+
+use serde::Serialize;
+
+use crate::utc;
+
+pub const ONLINE: &str = "online";
+pub const OFFLINE: &str = "offline";
+
+#[derive(Debug, Clone)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, device: &str) -> Topics {
+        Topics {
+            base: format!("{prefix}/{device}"),
+        }
+    }
+
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+
+    pub fn input(&self, name: &str) -> String {
+        format!("{}/input/{name}", self.base)
+    }
+
+    pub fn output(&self, name: &str) -> String {
+        format!("{}/output/{name}", self.base)
+    }
+
+    /// The filter the agent subscribes to; `+` is one level, so results
+    /// (`cmd/<name>/result`) never come back as commands.
+    pub fn commands(&self) -> String {
+        format!("{}/cmd/+", self.base)
+    }
+
+    pub fn result(&self, name: &str) -> String {
+        format!("{}/cmd/{name}/result", self.base)
+    }
+
+    /// The output name in a command topic, if it is one of ours.
+    pub fn command_name<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/cmd/")?;
+        (!rest.is_empty() && !rest.contains('/')).then_some(rest)
+    }
+}
+
+/// A pin's state as published on `input/…` and `output/…`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PinState {
+    pub value: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hz: Option<f64>,
+    pub ts: String,
+    pub seq: u64,
+}
+
+impl PinState {
+    pub fn level(value: bool, seq: u64) -> PinState {
+        PinState {
+            value,
+            duty: None,
+            hz: None,
+            ts: utc::rfc3339_millis(utc::now_unix_millis()),
+            seq,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CommandResult<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// The answer to one command.
+pub fn result_json(id: Option<&str>, outcome: Result<(), &str>) -> Vec<u8> {
+    let r = CommandResult {
+        id,
+        ok: outcome.is_ok(),
+        error: outcome.err(),
+    };
+    serde_json::to_vec(&r).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_matches_the_contract() {
+        let t = Topics::new("pinpost", "pi-01");
+        assert_eq!(t.status(), "pinpost/pi-01/status");
+        assert_eq!(t.input("door"), "pinpost/pi-01/input/door");
+        assert_eq!(t.commands(), "pinpost/pi-01/cmd/+");
+        assert_eq!(t.result("relay"), "pinpost/pi-01/cmd/relay/result");
+        assert_eq!(t.command_name("pinpost/pi-01/cmd/relay"), Some("relay"));
+        assert_eq!(t.command_name("pinpost/pi-01/cmd/relay/result"), None);
+        assert_eq!(t.command_name("pinpost/pi-02/cmd/relay"), None);
+    }
+
+    #[test]
+    fn results_echo_the_id_and_say_why() {
+        assert_eq!(result_json(Some("a1"), Ok(())), br#"{"id":"a1","ok":true}"#);
+        assert_eq!(
+            result_json(None, Err("no")),
+            br#"{"ok":false,"error":"no"}"#
+        );
+    }
+}
