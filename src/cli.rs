@@ -20,7 +20,7 @@ use crate::config::Overrides;
         `pinpost publish -t test -m hi` uses the Pi's own broker and certificates.",
     after_help = "Exit codes: 0 done; 1 other failure; 2 bad usage; 3 bad config or \
         certificate file; 4 could not connect; 5 connected but not confirmed by the broker; \
-        27 subscribe -W ran out."
+        6 GPIO problem (not a Pi, permissions, pin in use); 27 subscribe -W ran out."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,13 +29,26 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: publish inputs, carry out commands (what the systemd unit runs).
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
     /// Publish one message (or one per line) and wait for the broker to confirm it.
     #[command(disable_help_flag = true, after_help = PUBLISH_EXAMPLES)]
     Publish(PublishArgs),
     /// Print messages from the broker, like mosquitto_sub.
     #[command(disable_help_flag = true, after_help = SUBSCRIBE_EXAMPLES)]
     Subscribe(SubscribeArgs),
+    /// Read, drive or watch one pin locally, without a broker (field checks).
+    Gpio(GpioArgs),
 }
+
+const RUN_HELP: &str = "Topics (prefix/id from the config):\n  \
+    <prefix>/<id>/status               online / offline (retained, offline is the Last Will)\n  \
+    <prefix>/<id>/input/<name>         {\"value\":true,\"ts\":\"...\",\"seq\":N} (retained)\n  \
+    <prefix>/<id>/output/<name>        the output's state (retained)\n  \
+    <prefix>/<id>/cmd/<name>           on | off | toggle | {\"action\":\"pulse\",\"ms\":500,\"id\":\"a1\"}\n  \
+    <prefix>/<id>/cmd/<name>/result    {\"id\":\"a1\",\"ok\":true} or {\"ok\":false,\"error\":\"...\"}\n\n\
+    SIGTERM or Ctrl-C: outputs go to their safe_state, status goes offline, exit 0.";
 
 const PUBLISH_EXAMPLES: &str = "Examples:\n  \
     pinpost publish -t test -m hello                # with the Pi's own config\n  \
@@ -47,12 +60,64 @@ const SUBSCRIBE_EXAMPLES: &str = "Examples:\n  \
     pinpost subscribe -t pinpost/pi-01/status -C 1 -W 10";
 
 impl Command {
-    pub fn connection(&self) -> &ConnectionArgs {
+    pub fn debug(&self) -> bool {
         match self {
-            Command::Publish(a) => &a.connection,
-            Command::Subscribe(a) => &a.connection,
+            Command::Run(a) => a.debug,
+            Command::Publish(a) => a.connection.debug,
+            Command::Subscribe(a) => a.connection.debug,
+            Command::Gpio(a) => a.debug,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Config file to read instead of the usual places.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Override [board] kind: auto, rppal or sim.
+    #[arg(long, value_name = "KIND", value_parser = ["auto", "rppal", "sim"])]
+    pub board: Option<String>,
+    /// Log every step (also: RUST_LOG=debug).
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GpioArgs {
+    #[command(subcommand)]
+    pub action: GpioAction,
+    /// Which board: auto (a Raspberry Pi), rppal or sim.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "rppal", "sim"])]
+    pub board: String,
+    /// Pull resistor for read and watch: up, down or none.
+    #[arg(long, global = true, default_value = "none", value_parser = ["up", "down", "none"])]
+    pub pull: String,
+    /// Log every step.
+    #[arg(short = 'd', long, global = true)]
+    pub debug: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GpioAction {
+    /// Print a pin's level: high or low.
+    Read {
+        /// BCM GPIO number (GPIO17 is 17).
+        pin: u8,
+    },
+    /// Drive a pin high or low (it stays so after pinpost exits).
+    Write {
+        pin: u8,
+        /// on, off, high, low, 1 or 0.
+        level: String,
+    },
+    /// Print each change of a pin until Ctrl-C (or -C changes).
+    Watch {
+        pin: u8,
+        /// Exit after this many changes.
+        #[arg(short = 'C', long, value_name = "COUNT")]
+        count: Option<u64>,
+    },
 }
 
 /// How to reach the broker: each flag overrides the config file.
@@ -132,6 +197,7 @@ impl ConnectionArgs {
             allow_insecure: self.allow_insecure,
             keep_alive: self.keep_alive.map(|s| format!("{s}s")),
             connect_timeout: self.connect_timeout.clone(),
+            board: None,
         }
     }
 }

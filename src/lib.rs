@@ -11,6 +11,7 @@
 //! command consumes, and its failures are explained by `link::diagnose`
 //! and `tls::explain`.
 
+pub mod agent;
 pub mod board;
 pub mod cli;
 pub mod cmd;

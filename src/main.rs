@@ -9,7 +9,12 @@ use pinpost::{cmd, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.command.connection().debug, "warn");
+    let default_level = if matches!(cli.command, pinpost::cli::Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    logging::init(cli.command.debug(), default_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -11,8 +11,6 @@ mod error;
 pub mod rppal;
 pub mod sim;
 
-use std::time::Duration;
-
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{BoardKind, Config, Pull};
@@ -116,11 +114,6 @@ pub fn open(config: &Config, edges: EdgeSender) -> Result<Box<dyn Board>, BoardE
         BoardKind::Sim => Ok(Box::new(SimBoard::new(&plan, &config.board.wires, edges).0)),
         BoardKind::Rppal | BoardKind::Auto => Ok(Box::new(rppal::RppalBoard::open(&plan, edges)?)),
     }
-}
-
-/// How long a poll-only check waits between reads when a pin asks for it.
-pub fn poll_interval(config: &Config, input: usize) -> Option<Duration> {
-    config.inputs.get(input).and_then(|i| i.poll_interval)
 }
 
 #[cfg(test)]

@@ -2,11 +2,15 @@
 //! share: turning connection flags plus the config file into a link, and the
 //! error type whose words reach the user and whose kind sets the exit code.
 
+pub mod gpio;
 pub mod publish;
+pub mod run;
 pub mod subscribe;
 
 use std::process::ExitCode;
 
+use crate::agent::AgentError;
+use crate::board::BoardError;
 use crate::cli::{Command, ConnectionArgs};
 use crate::config::{self, Config, ConfigError};
 use crate::link::{Failure, Link, LinkError, LinkEvent, LinkOptions, Qos, Retry};
@@ -38,6 +42,10 @@ pub enum CmdError {
     SubscriptionRefused(Vec<String>),
     #[error("timed out after {secs}s with {received} message(s) received")]
     TimedOut { secs: u64, received: u64 },
+    #[error(transparent)]
+    Board(#[from] BoardError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
 }
 
 impl CmdError {
@@ -49,15 +57,19 @@ impl CmdError {
             CmdError::Unconfirmed { .. } => 5,
             CmdError::Link(LinkError::BadTopic { .. }) => 2,
             CmdError::TimedOut { .. } => 27,
-            CmdError::Link(_) | CmdError::Input(_) => 1,
+            CmdError::Board(_) => 6,
+            CmdError::Agent(AgentError::Tls(_)) => 3,
+            CmdError::Link(_) | CmdError::Input(_) | CmdError::Agent(_) => 1,
         })
     }
 }
 
 pub async fn run(command: Command) -> Result<(), CmdError> {
     match command {
+        Command::Run(args) => run::run(args).await,
         Command::Publish(args) => publish::run(args).await,
         Command::Subscribe(args) => subscribe::run(args).await,
+        Command::Gpio(args) => gpio::run(args).await,
     }
 }
 

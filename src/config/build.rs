@@ -33,6 +33,7 @@ pub struct Overrides {
     pub allow_insecure: bool,
     pub keep_alive: Option<String>,
     pub connect_timeout: Option<String>,
+    pub board: Option<String>,
 }
 
 const KEEP_ALIVE_DEFAULT: Duration = Duration::from_secs(60);
@@ -160,7 +161,6 @@ fn syntax_error(e: &toml::de::Error, file: Option<&Path>, layout: &Layout<'_>) -
 /// Writes the flags into the raw config and returns which keys they set.
 fn apply(raw: &mut RawConfig, o: &Overrides) -> HashMap<&'static str, &'static str> {
     let mut flags = HashMap::new();
-    let b = &mut raw.broker;
     let mut set = |key, flag, given: bool| {
         if given {
             flags.insert(key, flag);
@@ -185,7 +185,10 @@ fn apply(raw: &mut RawConfig, o: &Overrides) -> HashMap<&'static str, &'static s
         "--connect-timeout",
         o.connect_timeout.is_some(),
     );
+    set("board.kind", "--board", o.board.is_some());
 
+    override_with(&mut raw.board.kind, &o.board);
+    let b = &mut raw.broker;
     override_with(&mut b.host, &o.host);
     override_with(&mut b.port, &o.port.map(i64::from));
     override_with(&mut b.client_id, &o.client_id);

@@ -8,7 +8,7 @@
 //! the same way as a bad key. This module knows nothing of rumqttc or rustls.
 
 mod build;
-mod pins;
+pub mod pins;
 mod raw;
 pub mod source;
 
@@ -226,7 +226,7 @@ impl fmt::Display for Place {
 pub enum ConfigError {
     #[error(
         "no config file: none given with --config or ${CONFIG_ENV}, and none found at {}. \
-         Pass --config PATH, or give the broker on the command line (-h HOST)",
+         Pass --config PATH, or copy deploy/config.example.toml to /etc/pinpost/config.toml",
         searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or ")
     )]
     NotFound { searched: Vec<PathBuf> },

@@ -116,6 +116,8 @@ pub enum LinkError {
     BadTopic { topic: String, why: &'static str },
     #[error("the link has stopped; nothing more can be sent")]
     Stopped,
+    #[error("the link's queue is full (the broker has been unreachable for a while)")]
+    Busy,
 }
 
 /// A running link. Dropping it stops the connection task.
@@ -218,15 +220,26 @@ impl Drop for Link {
 }
 
 impl Publisher {
-    /// Queues a publish. Ok means queued, not delivered: wait for
-    /// [`LinkEvent::Acked`] for that.
-    pub async fn publish(
+    /// Queues a publish without waiting: [`LinkError::Busy`] when the queue
+    /// towards rumqttc is full. For a loop that must never stall on the
+    /// network (the agent).
+    pub fn try_publish(
         &self,
         topic: &str,
         payload: Vec<u8>,
         qos: Qos,
         retain: bool,
     ) -> Result<(), LinkError> {
+        self.check(topic, &payload)?;
+        self.client
+            .try_publish(topic, qos.into(), retain, payload)
+            .map_err(|e| match e {
+                ClientError::TryRequest(_) => LinkError::Busy,
+                _ => LinkError::Stopped,
+            })
+    }
+
+    fn check(&self, topic: &str, payload: &[u8]) -> Result<(), LinkError> {
         check_topic(topic)?;
         // Fixed header (up to 5) + topic length (2) + packet id (2).
         let size = topic.len() + payload.len() + 9;
@@ -236,6 +249,19 @@ impl Publisher {
                 limit: self.max_packet_size,
             });
         }
+        Ok(())
+    }
+
+    /// Queues a publish. Ok means queued, not delivered: wait for
+    /// [`LinkEvent::Acked`] for that.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: Qos,
+        retain: bool,
+    ) -> Result<(), LinkError> {
+        self.check(topic, &payload)?;
         self.client
             .publish(topic, qos.into(), retain, payload)
             .await
@@ -332,6 +358,7 @@ async fn drive(
             }),
             Event::Outgoing(Outgoing::Publish(pkid)) => Some(LinkEvent::Sent { pkid }),
             Event::Outgoing(Outgoing::Disconnect) => {
+                drain_after_disconnect(&mut eventloop, &tx).await;
                 let _ = tx.send(LinkEvent::Closed).await;
                 return;
             }
@@ -344,6 +371,28 @@ async fn drive(
         }
     }
 }
+
+/// After DISCONNECT, reads what the broker still sends (PUBACKs) until it
+/// closes the connection. Closing a socket with unread data makes the kernel
+/// reset it, and the broker may then lose the DISCONNECT and publish the
+/// Last Will (Mosquitto logs "disconnected due to out of memory").
+async fn drain_after_disconnect(eventloop: &mut EventLoop, tx: &mpsc::Sender<LinkEvent>) {
+    let drain = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    let _ = tx.send(LinkEvent::Acked { pkid: ack.pkid }).await;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+}
+
+/// How long to wait for the broker to close after DISCONNECT.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Subscribes from a separate task: awaiting the request channel inside the
 /// poll loop would deadlock when it is full.

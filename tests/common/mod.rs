@@ -428,6 +428,35 @@ impl Witness {
         out
     }
 
+    /// Waits until a line satisfies `done` and returns every message line
+    /// seen up to it; panics naming `what` if none does within `wait`.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        wait: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if is_debug(&line) => {}
+                Ok(line) => {
+                    let found = done(&line);
+                    out.push(line);
+                    if found {
+                        return out;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "the subscriber never saw {what}; it saw:\n{}",
+            out.join("\n")
+        );
+    }
+
     /// Waits until `expected` arrives (or `wait` passes) and returns all seen.
     pub fn wait_for(&self, expected: &str, wait: Duration) -> Vec<String> {
         let deadline = Instant::now() + wait;
@@ -576,6 +605,10 @@ impl Background {
             }
         }
         panic!("never saw {needle:?} on stderr:\n{}", self.seen.join("\n"));
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits for the process to end by itself and returns its stdout.

@@ -1,0 +1,371 @@
+//! The agent behind `pinpost run`: wires board → inputs → link and link →
+//! commands → outputs together in one loop, and owns shutdown.
+//!
+//! The loop never waits on the network: publishes are queued without
+//! blocking, so a dead link cannot stop commands, edges or shutdown. On
+//! shutdown (the future passed in resolves) outputs go to their
+//! `safe_state`, `offline` is published, and queued messages get a bounded
+//! time to leave. It knows no wire formats beyond calling `topics`.
+
+mod inputs;
+mod outputs;
+mod systemd;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+
+use crate::board::Board;
+use crate::commands::{self, Incoming};
+use crate::config::Config;
+use crate::link::{Failure, Link, LinkError, LinkEvent, LinkOptions, Publisher, Qos, Retry, Will};
+use crate::tls::{self, TlsError};
+use crate::topics::{self, PinState, Topics};
+use crate::utc;
+
+use inputs::Inputs;
+use outputs::Outputs;
+
+/// How long queued messages (and `offline`) get to reach the broker at shutdown.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the link stopped unexpectedly")]
+    LinkStopped,
+}
+
+/// Runs until `shutdown` resolves. `edges` carries "input i may have
+/// changed" from the board.
+pub async fn run(
+    config: Config,
+    board: Box<dyn Board>,
+    edges: UnboundedReceiver<usize>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let topics = Topics::new(&config.device.topic_prefix, &config.device.id);
+    let tls = config.broker.tls.as_ref().map(tls::setup).transpose()?;
+    let options = LinkOptions {
+        broker: config.broker.clone(),
+        client_id: config
+            .broker
+            .client_id
+            .clone()
+            .unwrap_or_else(|| config.device.id.clone()),
+        reconnect: config.reconnect.clone(),
+        retry: Retry::Forever,
+        will: Some(Will {
+            topic: topics.status(),
+            payload: topics::OFFLINE.as_bytes().to_vec(),
+            retain: true,
+        }),
+        subscriptions: vec![(topics.commands(), Qos::AtLeastOnce)],
+    };
+    let link = Link::start(options, tls);
+    tracing::info!(
+        device = %config.device.id,
+        board = board.name(),
+        broker = %format!("{}:{}", config.broker.host, config.broker.port),
+        "starting"
+    );
+    let mut agent = Agent {
+        publisher: link.publisher(),
+        inputs: Inputs::new(&config.inputs, Instant::now()),
+        outputs: Outputs::new(&config.outputs),
+        board,
+        topics,
+        config,
+        notified_ready: false,
+        last_failure: None,
+        dropped: 0,
+    };
+    agent.read_all_inputs();
+    agent.serve(link, edges, shutdown).await
+}
+
+struct Agent {
+    config: Config,
+    board: Box<dyn Board>,
+    publisher: Publisher,
+    topics: Topics,
+    inputs: Inputs,
+    outputs: Outputs,
+    notified_ready: bool,
+    /// The kind of the last failure logged, to log each outage once.
+    last_failure: Option<&'static str>,
+    /// Messages dropped because the link's queue was full.
+    dropped: u64,
+}
+
+impl Agent {
+    async fn serve(
+        &mut self,
+        mut link: Link,
+        mut edges: UnboundedReceiver<usize>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AgentError> {
+        tokio::pin!(shutdown);
+        let watchdog = systemd::watchdog_interval();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        loop {
+            let wake = [self.inputs.next_due(), self.outputs.next_due()]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::select! {
+                () = &mut shutdown => break,
+                event = link.next_event() => match event {
+                    Some(event) => self.on_link(event),
+                    None => return Err(AgentError::LinkStopped),
+                },
+                Some(input) = edges.recv() => self.inputs.edge(input, Instant::now()),
+                () = sleep_until(wake) => self.on_timers(Instant::now()),
+                _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
+            }
+        }
+        self.shut_down(link).await;
+        Ok(())
+    }
+
+    fn on_link(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connected { .. } => {
+                let target = format!("{}:{}", self.config.broker.host, self.config.broker.port);
+                tracing::info!(broker = %target, "connected");
+                systemd::status(&format!("connected to {target}"));
+                self.last_failure = None;
+                self.ready();
+                self.publish_everything();
+            }
+            LinkEvent::Down {
+                failure, retry_in, ..
+            } => self.on_down(&failure, retry_in),
+            LinkEvent::Message {
+                topic,
+                payload,
+                retain,
+            } => self.on_message(&topic, &payload, retain),
+            LinkEvent::Subscribed { refused } if !refused.is_empty() => tracing::error!(
+                "the broker refused the command subscription {}: this device may not read its own \
+                 commands (check the broker's ACL)",
+                refused.join(", ")
+            ),
+            _ => {}
+        }
+    }
+
+    fn on_down(&mut self, failure: &Failure, retry_in: Option<Duration>) {
+        let wait = retry_in.map_or("0s".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
+        // Once per outage (or when the reason changes), not every attempt.
+        if self.last_failure != Some(failure.kind()) {
+            tracing::warn!("{failure}; retrying in {wait}");
+            self.last_failure = Some(failure.kind());
+        } else {
+            tracing::debug!("{failure}; retrying in {wait}");
+        }
+        systemd::status(&format!("retrying in {wait}: {failure}"));
+        // Do not hold up boot waiting for the network.
+        self.ready();
+    }
+
+    fn ready(&mut self) {
+        if !self.notified_ready {
+            systemd::ready();
+            self.notified_ready = true;
+        }
+    }
+
+    /// On every connect: the broker may have lost retained messages (a
+    /// restart without persistence), so status and all states go again.
+    fn publish_everything(&mut self) {
+        self.send(
+            &self.topics.status(),
+            topics::ONLINE.as_bytes().to_vec(),
+            true,
+        );
+        for (i, input) in self.config.inputs.clone().iter().enumerate() {
+            if let Some((value, seq)) = self.inputs.last(i) {
+                self.send(
+                    &self.topics.input(&input.name),
+                    PinState::level(value, seq).to_json(),
+                    true,
+                );
+            }
+        }
+        for (i, output) in self.config.outputs.clone().iter().enumerate() {
+            if let Some(state) = self.outputs.state(i) {
+                self.send(&self.topics.output(&output.name), state.to_json(), true);
+            }
+        }
+    }
+
+    /// The starting levels; they are published with everything else once
+    /// the link is up.
+    fn read_all_inputs(&mut self) {
+        for i in 0..self.config.inputs.len() {
+            match self.board.read_input(i) {
+                Ok(high) => {
+                    self.inputs.observe(i, high);
+                }
+                Err(e) => tracing::warn!(input = %self.config.inputs[i].name, "cannot read: {e}"),
+            }
+        }
+    }
+
+    fn read_input(&mut self, i: usize) {
+        match self.board.read_input(i) {
+            Ok(high) => {
+                if let Some((value, seq)) = self.inputs.observe(i, high) {
+                    let name = &self.config.inputs[i].name;
+                    tracing::info!(input = %name, value, seq, "input changed");
+                    let topic = self.topics.input(name);
+                    self.send(&topic, PinState::level(value, seq).to_json(), true);
+                }
+            }
+            Err(e) => tracing::warn!(input = %self.config.inputs[i].name, "cannot read: {e}"),
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        for i in self.inputs.due(now) {
+            self.read_input(i);
+        }
+        for end in self.outputs.due(now) {
+            let action = commands::Action::Set(end.level);
+            self.drive(end.output, &action, None, now);
+        }
+    }
+
+    fn on_message(&mut self, topic: &str, payload: &[u8], retained: bool) {
+        let Some(name) = self.topics.command_name(topic) else {
+            tracing::debug!(topic, "ignoring a message that is not a command");
+            return;
+        };
+        if payload.is_empty() {
+            // How MQTT clears a retained message; not a command to answer.
+            tracing::debug!(
+                topic,
+                "ignoring an empty command (a retained command being cleared)"
+            );
+            return;
+        }
+        let incoming = Incoming {
+            name,
+            payload,
+            retained,
+            now_millis: utc::now_unix_millis(),
+        };
+        let result_topic = self.topics.result(name);
+        match commands::parse(
+            incoming,
+            &self.config.outputs,
+            &self.config.inputs,
+            &self.config.commands,
+        ) {
+            Ok(command) => {
+                self.drive(
+                    command.output,
+                    &command.action,
+                    Some((&result_topic, command.id.as_deref())),
+                    Instant::now(),
+                );
+            }
+            Err(refusal) => {
+                tracing::warn!(output = name, "command refused: {}", refusal.error);
+                let body = topics::result_json(refusal.id.as_deref(), Err(&refusal.error));
+                self.send(&result_topic, body, false);
+            }
+        }
+    }
+
+    /// Applies an action to an output, then reports: the result (for a
+    /// command) once the pin has changed, and the output's new state.
+    fn drive(
+        &mut self,
+        output: usize,
+        action: &commands::Action,
+        reply: Option<(&str, Option<&str>)>,
+        now: Instant,
+    ) {
+        let name = self.config.outputs[output].name.clone();
+        let outcome = self.outputs.apply(self.board.as_mut(), output, action, now);
+        if let Some((topic, id)) = reply {
+            let body =
+                topics::result_json(id, outcome.as_ref().map(|_| ()).map_err(String::as_str));
+            self.send(topic, body, false);
+        }
+        match outcome {
+            Ok(state) => {
+                tracing::info!(output = %name, ?action, "applied");
+                self.send(&self.topics.output(&name), state.to_json(), true);
+            }
+            Err(e) => tracing::error!(output = %name, "cannot drive: {e}"),
+        }
+    }
+
+    fn send(&mut self, topic: &str, payload: Vec<u8>, retain: bool) {
+        match self
+            .publisher
+            .try_publish(topic, payload, Qos::AtLeastOnce, retain)
+        {
+            Ok(()) => {}
+            Err(LinkError::Busy) => {
+                self.dropped += 1;
+                if self.dropped.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = self.dropped,
+                        "the link's queue is full; messages are being dropped"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(topic, "not published: {e}"),
+        }
+    }
+
+    async fn shut_down(&mut self, mut link: Link) {
+        systemd::stopping();
+        tracing::info!("shutting down: outputs to their safe state, status offline");
+        let now = Instant::now();
+        for (i, output) in self.config.outputs.clone().iter().enumerate() {
+            if let Some(level) = output.safe_state {
+                self.drive(i, &commands::Action::Set(level), None, now);
+            }
+        }
+        self.send(
+            &self.topics.status(),
+            topics::OFFLINE.as_bytes().to_vec(),
+            true,
+        );
+        // DISCONNECT goes after everything queued before it, so seeing it
+        // written means the queue has left.
+        if link.disconnect().await.is_err() {
+            return;
+        }
+        let flushed = tokio::time::timeout(FLUSH_LIMIT, async {
+            while let Some(event) = link.next_event().await {
+                if matches!(event, LinkEvent::Closed) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if !matches!(flushed, Ok(true)) {
+            tracing::warn!(
+                "the broker was not reachable at shutdown; queued messages were not sent"
+            );
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,117 @@
+//! `pinpost gpio read|write|watch PIN`: one pin, locally, no broker. For
+//! checking wiring in the field with the same GPIO code the agent uses.
+
+use tokio::io::AsyncWriteExt;
+
+use super::CmdError;
+use crate::board::{
+    Board, EdgeSender, InputSetup, OutputSetup, PinPlan, PwmSetup, SimBoard, rppal::RppalBoard,
+};
+use crate::cli::{GpioAction, GpioArgs};
+use crate::config::{Pull, pins::MAX_BCM_PIN};
+
+pub async fn run(args: GpioArgs) -> Result<(), CmdError> {
+    let pull = match args.pull.as_str() {
+        "up" => Pull::Up,
+        "down" => Pull::Down,
+        _ => Pull::None,
+    };
+    let (edges, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    match args.action {
+        GpioAction::Read { pin } => {
+            let board = open(&args.board, &input_plan(check(pin)?, pull), edges)?;
+            let high = board.read_input(0)?;
+            say(&format!("GPIO{pin} {}\n", words(high))).await
+        }
+        GpioAction::Write { pin, level } => {
+            let high = parse_level(&level)?;
+            let plan = PinPlan {
+                inputs: vec![],
+                outputs: vec![OutputSetup {
+                    pin: check(pin)?,
+                    initial_high: high,
+                    pwm: PwmSetup::None,
+                }],
+            };
+            let mut board = open(&args.board, &plan, edges)?;
+            board.write_output(0, high)?;
+            say(&format!("GPIO{pin} set {}\n", words(high))).await
+        }
+        GpioAction::Watch { pin, count } => {
+            let board = open(&args.board, &input_plan(check(pin)?, pull), edges)?;
+            let mut last = board.read_input(0)?;
+            say(&format!(
+                "GPIO{pin} {} (watching; Ctrl-C to stop)\n",
+                words(last)
+            ))
+            .await?;
+            let mut seen = 0;
+            while count.is_none_or(|c| seen < c) {
+                tokio::select! {
+                    change = changes.recv() => if change.is_none() { break },
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+                let now = board.read_input(0)?;
+                if now != last {
+                    last = now;
+                    seen += 1;
+                    let ts = crate::utc::rfc3339_millis(crate::utc::now_unix_millis());
+                    say(&format!("{ts} GPIO{pin} {}\n", words(now))).await?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn input_plan(pin: u8, pull: Pull) -> PinPlan {
+    PinPlan {
+        inputs: vec![InputSetup {
+            pin,
+            pull,
+            interrupt: true,
+        }],
+        outputs: vec![],
+    }
+}
+
+fn open(kind: &str, plan: &PinPlan, edges: EdgeSender) -> Result<Box<dyn Board>, CmdError> {
+    Ok(match kind {
+        "sim" => Box::new(SimBoard::new(plan, &[], edges).0),
+        _ => Box::new(RppalBoard::open(plan, edges)?),
+    })
+}
+
+fn check(pin: u8) -> Result<u8, CmdError> {
+    if i64::from(pin) > MAX_BCM_PIN {
+        return Err(CmdError::Input(format!(
+            "{pin} is not a GPIO pin; allowed: BCM numbers 0 to {MAX_BCM_PIN} (GPIO17 is 17, physical pin 11)"
+        )));
+    }
+    Ok(pin)
+}
+
+fn parse_level(text: &str) -> Result<bool, CmdError> {
+    match text.to_ascii_lowercase().as_str() {
+        "on" | "high" | "1" | "true" => Ok(true),
+        "off" | "low" | "0" | "false" => Ok(false),
+        other => Err(CmdError::Input(format!(
+            "{other:?} is not a level; use on or off"
+        ))),
+    }
+}
+
+fn words(high: bool) -> &'static str {
+    if high { "high" } else { "low" }
+}
+
+async fn say(text: &str) -> Result<(), CmdError> {
+    let mut out = tokio::io::stdout();
+    let written = async {
+        out.write_all(text.as_bytes()).await?;
+        out.flush().await
+    };
+    written
+        .await
+        .map_err(|e| CmdError::Input(format!("cannot write to standard output: {e}")))
+}

@@ -1,0 +1,44 @@
+//! `pinpost run`: the agent, as the systemd unit runs it. Reads the config
+//! (which must exist), opens the board, and runs until SIGTERM or Ctrl-C.
+
+use super::CmdError;
+use crate::agent;
+use crate::board;
+use crate::cli::RunArgs;
+use crate::config::{self, ConfigError, Overrides};
+
+pub async fn run(args: RunArgs) -> Result<(), CmdError> {
+    let env = std::env::var_os(config::CONFIG_ENV);
+    let chosen =
+        config::source::choose(args.config.as_deref(), env.as_deref()).ok_or_else(|| {
+            ConfigError::NotFound {
+                searched: config::source::search_path(),
+            }
+        })?;
+    let overrides = Overrides {
+        board: args.board.clone(),
+        ..Overrides::default()
+    };
+    let config = config::load(Some(&chosen), &overrides)?;
+    let (edges, edge_events) = tokio::sync::mpsc::unbounded_channel();
+    let board = board::open(&config, edges)?;
+    agent::run(config, board, edge_events, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch for SIGTERM ({e}); only Ctrl-C stops pinpost cleanly");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
