@@ -13,6 +13,7 @@ declare -A needs=(
   [openssl]=openssl
   [ip]=iproute2
   [stdbuf]=coreutils
+  [systemd-analyze]=systemd
 )
 missing=()
 for tool in "${!needs[@]}"; do

@@ -1,15 +1,15 @@
 //! pinpost: Raspberry Pi GPIO and sensors over MQTT with mutual TLS.
 //!
-//! Data flows one way: board → readings → outbox → link → broker, and
-//! broker → commands → outputs. Today the crate has the edges of that flow:
-//! [`config`] (the TOML file, checked once at start-up), [`tls`] (rustls
-//! set-up and handshake failures in words) and [`link`] (the one supervised
-//! MQTT connection, the only code that talks to rumqttc), driven by the
-//! `publish` and `subscribe` commands in [`cmd`].
+//! Data flows one way: [`board`] → inputs → [`link`] → broker, and broker →
+//! [`commands`] → outputs. [`config`] is the TOML file, checked once at
+//! start-up; [`tls`] sets up rustls and explains handshake failures in
+//! words; [`link`] is the one supervised MQTT connection (the only code that
+//! talks to rumqttc); [`topics`] is the topic layout and payloads; [`agent`]
+//! wires it all together for `pinpost run`; [`cmd`] holds the subcommands.
 //!
-//! Start reading at [`link`]: its [`link::LinkEvent`]s are what every
-//! command consumes, and its failures are explained by `link::diagnose`
-//! and `tls::explain`.
+//! Start reading at [`agent`], then [`link`]: its [`link::LinkEvent`]s are
+//! what every command consumes, and its failures are explained by
+//! `link::diagnose` and `tls::explain`.
 
 pub mod agent;
 pub mod board;

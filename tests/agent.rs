@@ -360,3 +360,55 @@ fn rppal_off_a_pi_says_to_use_the_simulated_board() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "GPIO27 set high\n");
 }
+
+#[test]
+fn systemd_hears_ready_status_and_watchdog_even_while_the_broker_is_down() {
+    let rig = Rig::new();
+    let config = rig.config();
+    let down = config.with_file_name("down.toml");
+    let port = free_port("127.0.0.1");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &down,
+        text.replace(
+            &format!("port = {}", rig.broker.port),
+            &format!("port = {port}"),
+        ),
+    )
+    .unwrap();
+    let socket_path = rig.pki.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let agent = Background::start_with_env(
+        &run_args(&down),
+        &[
+            ("NOTIFY_SOCKET", socket_path.display().to_string()),
+            ("WATCHDOG_USEC", "200000".into()),
+        ],
+    );
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(heard.iter().any(|m: &String| m.contains("READY=1"))
+        && heard.iter().any(|m| m.contains("WATCHDOG=1"))
+        && heard.iter().any(|m| m.starts_with("STATUS=retrying in")))
+    {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification ({e}); heard {heard:?}"));
+        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let status = heard
+        .iter()
+        .find(|m| m.starts_with("STATUS=retrying in"))
+        .unwrap();
+    assert!(
+        status.contains("connection refused by 127.0.0.1"),
+        "{status}"
+    );
+    sigterm(agent.pid());
+    let (exit, _) = agent.finish(WAIT);
+    assert!(
+        exit.success(),
+        "SIGTERM while offline still exits 0: {exit:?}"
+    );
+}

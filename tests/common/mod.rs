@@ -565,8 +565,13 @@ pub struct Background {
 
 impl Background {
     pub fn start(args: &[String]) -> Background {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[String], env: &[(&str, String)]) -> Background {
         let mut child = Command::new(PINPOST)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("PINPOST_CONFIG")
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
