@@ -383,15 +383,7 @@ impl Witness {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run mosquitto_sub");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stdout.take().expect("stdout"));
         let mut witness = Witness { child, lines };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -476,6 +468,19 @@ impl Witness {
         }
         out
     }
+}
+
+/// Lines from a child's pipe, read on a thread as they arrive.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 fn is_debug(line: &str) -> bool {
@@ -578,15 +583,7 @@ impl Background {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start pinpost");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stderr.take().expect("stderr"));
         Background {
             child,
             lines,
