@@ -359,6 +359,25 @@ fn rppal_off_a_pi_says_to_use_the_simulated_board() {
         WAIT,
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "GPIO27 set high\n");
+    let out = pinpost(
+        &strings(&["gpio", "--board", "sim", "--pull", "up", "read", "17"]),
+        WAIT,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "GPIO17 high\n");
+    let out = pinpost(
+        &strings(&["gpio", "--board", "sim", "watch", "17", "-C", "0"]),
+        WAIT,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "GPIO17 low (watching; Ctrl-C to stop)\n"
+    );
+    let out = pinpost(&strings(&["gpio", "--board", "sim", "read", "40"]), WAIT);
+    assert!(
+        stderr(&out).contains("40 is not a GPIO pin"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
