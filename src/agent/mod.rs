@@ -72,17 +72,7 @@ pub async fn run(
         broker = %format!("{}:{}", config.broker.host, config.broker.port),
         "starting"
     );
-    let mut agent = Agent {
-        publisher: link.publisher(),
-        inputs: Inputs::new(&config.inputs, Instant::now()),
-        outputs: Outputs::new(&config.outputs),
-        board,
-        topics,
-        config,
-        notified_ready: false,
-        last_failure: None,
-        dropped: 0,
-    };
+    let mut agent = Agent::new(config, board, link.publisher());
     agent.read_all_inputs();
     agent.serve(link, edges, shutdown).await
 }
@@ -99,9 +89,44 @@ struct Agent {
     last_failure: Option<&'static str>,
     /// Messages dropped because the link's queue was full.
     dropped: u64,
+    /// Outputs have been put in their safe state (by shutdown).
+    safe: bool,
+}
+
+impl Drop for Agent {
+    /// Runs on every way out, including a panic unwinding (which is why the
+    /// release profile keeps `panic = "unwind"`): outputs with a
+    /// `safe_state` never stay energised because pinpost failed.
+    fn drop(&mut self) {
+        if self.safe {
+            return;
+        }
+        for (i, output) in self.config.outputs.iter().enumerate() {
+            if let Some(level) = output.safe_state {
+                if let Err(e) = self.board.write_output(i, level) {
+                    eprintln!("pinpost: cannot put {} in its safe state: {e}", output.name);
+                }
+            }
+        }
+    }
 }
 
 impl Agent {
+    fn new(config: Config, board: Box<dyn Board>, publisher: Publisher) -> Agent {
+        Agent {
+            publisher,
+            inputs: Inputs::new(&config.inputs, Instant::now()),
+            outputs: Outputs::new(&config.outputs),
+            topics: Topics::new(&config.device.topic_prefix, &config.device.id),
+            board,
+            config,
+            notified_ready: false,
+            last_failure: None,
+            dropped: 0,
+            safe: false,
+        }
+    }
+
     async fn serve(
         &mut self,
         mut link: Link,
@@ -336,6 +361,7 @@ impl Agent {
                 self.drive(i, &commands::Action::Set(level), None, now);
             }
         }
+        self.safe = true;
         self.send(
             &self.topics.status(),
             topics::OFFLINE.as_bytes().to_vec(),
@@ -367,5 +393,48 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::board::{PinPlan, SimBoard};
+    use crate::config::{Overrides, from_text};
+
+    #[tokio::test]
+    async fn a_panic_still_leaves_outputs_in_their_safe_state() {
+        let config = from_text(
+            "[device]\nid = \"pi\"\n[broker]\nport = 9\n[board]\nkind = \"sim\"\n\
+             [[output]]\nname = \"relay\"\npin = 27\ninitial = \"on\"\nsafe_state = \"off\"\n",
+            None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        let (edges, _) = tokio::sync::mpsc::unbounded_channel();
+        let (board, pins) = SimBoard::new(&PinPlan::from_config(&config), &[], edges);
+        let link = Link::start(
+            LinkOptions {
+                broker: config.broker.clone(),
+                client_id: "t".into(),
+                reconnect: config.reconnect.clone(),
+                retry: Retry::Never,
+                will: None,
+                subscriptions: vec![],
+            },
+            None,
+        );
+        let agent = Agent::new(config, Box::new(board), link.publisher());
+        assert_eq!(pins.level(27), Some(true));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _agent = agent;
+            panic!("a bug");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(
+            pins.level(27),
+            Some(false),
+            "safe_state applied while unwinding"
+        );
     }
 }
