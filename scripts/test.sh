@@ -36,4 +36,8 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# The Raspberry Pi binaries that tests/arm.rs runs under qemu.
+for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+  scripts/cross-build.sh "$target" >/dev/null
+done
 cargo test

@@ -574,9 +574,14 @@ impl Background {
     }
 
     pub fn start_with_env(args: &[String], env: &[(&str, String)]) -> Background {
-        let mut child = Command::new(PINPOST)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
+        let mut cmd = Command::new(PINPOST);
+        cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+        Self::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a pinpost, however it is launched) in the background.
+    pub fn spawn(mut cmd: Command) -> Background {
+        let mut child = cmd
             .env_remove("PINPOST_CONFIG")
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
