@@ -5,6 +5,7 @@
 #
 #   scripts/cross-build.sh aarch64-unknown-linux-gnu      # Pi 3/4/5, Zero 2 W, 64-bit OS
 #   scripts/cross-build.sh armv7-unknown-linux-gnueabihf  # Pi 2/3/4, 32-bit OS
+#   scripts/cross-build.sh x86_64-unknown-linux-gnu       # this PC, same compiler
 #   scripts/cross-build.sh --setup-only                   # install the toolchain, build nothing
 #
 # Prints the binary's path last. Safe to run again: it installs only what is
@@ -21,13 +22,15 @@ TARGET_DIR=target/debian-rustc
 die() { echo "cross-build: $*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
 case "${1:-}" in
   aarch64-unknown-linux-gnu) arch=arm64 gnu=aarch64-linux-gnu qemu=qemu-aarch64-static ;;
   armv7-unknown-linux-gnueabihf) arch=armhf gnu=arm-linux-gnueabihf qemu=qemu-arm-static ;;
+  # The host, with the same compiler, for the amd64 package.
+  x86_64-unknown-linux-gnu) arch=amd64 gnu=x86_64-linux-gnu qemu="" ;;
   --setup-only) arch="" ;;
   *) usage ;;
 esac
@@ -102,11 +105,21 @@ command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 # 5. Build. A separate target dir keeps rustup's host builds apart from
 # Debian's rustc (cargo would rebuild each time the compiler changes).
 export RUSTC="$SYSROOT_RUSTC"
-export "CC_${target//-/_}=$gnu-gcc"
-export "AR_${target//-/_}=$gnu-ar"
+# Run from inside cargo (a test, say), the variables cargo sets for its own
+# crate leak in; ring's build script watches CARGO_MANIFEST_DIR, so they
+# would make every build from scratch.
+while read -r name; do unset "$name"; done < <(compgen -e | grep -E '^CARGO_(PKG_|MANIFEST_|CRATE_|PRIMARY_|BIN_|TARGET_TMPDIR)' || true)
+if [ -n "$qemu" ]; then
+  export "CC_${target//-/_}=$gnu-gcc"
+  export "AR_${target//-/_}=$gnu-ar"
+fi
 cargo build --release --locked --target "$target" --target-dir "$TARGET_DIR" >&2
 bin="$TARGET_DIR/$target/release/pinpost"
 [ -x "$bin" ] || die "the build did not produce $bin"
-# A quick check that it runs under emulation.
-"$qemu" -L "/usr/$gnu" "$bin" --version >&2 || die "$bin does not run under $qemu"
+# A quick check that it runs (under emulation for arm).
+if [ -n "$qemu" ]; then
+  "$qemu" -L "/usr/$gnu" "$bin" --version >&2 || die "$bin does not run under $qemu"
+else
+  "$bin" --version >&2 || die "$bin does not run"
+fi
 echo "$bin"

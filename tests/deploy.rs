@@ -14,7 +14,7 @@ fn the_unit_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     // verify insists that ExecStart exists: point it at the binary under test.
     let unit = dir.path().join("pinpost.service");
-    std::fs::write(&unit, UNIT.replace("/usr/local/bin/pinpost", PINPOST)).unwrap();
+    std::fs::write(&unit, UNIT.replace("/usr/bin/pinpost", PINPOST)).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
@@ -39,7 +39,7 @@ fn the_unit_runs_unprivileged_with_gpio_access_and_hardening() {
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
         "DeviceAllow=/dev/gpiomem rw",
-        "ExecStart=/usr/local/bin/pinpost run --config /etc/pinpost/config.toml",
+        "ExecStart=/usr/bin/pinpost run --config /etc/pinpost/config.toml",
     ] {
         assert!(UNIT.lines().any(|l| l == line), "missing {line:?}");
     }

@@ -1,0 +1,133 @@
+#!/bin/sh
+# Installs pinpost as a systemd service on a Raspberry Pi. Run as root on
+# the Pi, from a folder holding what deploy/push.sh copies there:
+#
+#   pinpost               the binary built for this Pi
+#   pinpost.service       the systemd unit
+#   config.example.toml   used as /etc/pinpost/config.toml if there is none
+#   config.toml           (optional) used instead of the example
+#   certs/                (optional) ca.crt, <device>.crt, <device>.key ...
+#
+#   sudo ./install.sh             install, enable and (re)start the service
+#   sudo ./install.sh --no-start  install and enable only (no systemd running,
+#                                 or a config still to be edited)
+#
+# Safe to run again: an existing /etc/pinpost/config.toml is kept, the binary
+# and unit are replaced and the service restarted. What it does:
+#   - groups gpio, i2c, spi (Raspberry Pi OS has them; other systems may not)
+#   - system user pinpost in those groups, no login, no home
+#   - /usr/local/bin/pinpost, mode 0755
+#   - /etc/pinpost 0750 root:pinpost; config 0640; certs *.key 0640, others 0644
+#   - /etc/systemd/system/pinpost.service, enabled
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+start=yes
+for arg in "$@"; do
+  case "$arg" in
+    --no-start) start=no ;;
+    -h | --help)
+      sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "install.sh: unknown option $arg (try --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+say() { echo "install.sh: $*"; }
+die() {
+  echo "install.sh: $*" >&2
+  exit 1
+}
+
+[ "$(id -u)" -eq 0 ] || die "run me as root: sudo $0 $*"
+[ -f "$here/pinpost" ] || die "no pinpost binary next to me in $here; deploy/push.sh copies it here"
+[ -f "$here/pinpost.service" ] || die "no pinpost.service next to me in $here"
+
+# The binary must run here before anything is changed: a 64-bit build on a
+# 32-bit OS fails with "Exec format error", which says nothing useful.
+chmod 0755 "$here/pinpost"
+if ! version=$("$here/pinpost" --version 2>&1); then
+  case "$(uname -m)" in
+    aarch64) want=aarch64-unknown-linux-gnu ;;
+    armv7l) want=armv7-unknown-linux-gnueabihf ;;
+    armv6l) want=arm-unknown-linux-gnueabihf ;;
+    *) want="the target for $(uname -m)" ;;
+  esac
+  die "the pinpost binary does not run on this machine ($(uname -m), $(getconf LONG_BIT)-bit userland): $version
+Build it for $want, e.g. deploy/push.sh HOST $want"
+fi
+say "installing $version"
+
+for group in gpio i2c spi pinpost; do
+  if ! getent group "$group" >/dev/null; then
+    groupadd --system "$group"
+    say "created group $group"
+  fi
+done
+if ! getent passwd pinpost >/dev/null; then
+  useradd --system --gid pinpost --groups gpio,i2c,spi \
+    --home-dir /var/lib/pinpost --no-create-home \
+    --shell /usr/sbin/nologin --comment "pinpost agent" pinpost
+  say "created system user pinpost"
+else
+  usermod --append --groups gpio,i2c,spi pinpost
+fi
+
+install -m 0755 "$here/pinpost" /usr/local/bin/pinpost.new
+mv -f /usr/local/bin/pinpost.new /usr/local/bin/pinpost
+
+install -d -m 0750 -o root -g pinpost /etc/pinpost
+if [ -e /etc/pinpost/config.toml ]; then
+  say "kept the existing /etc/pinpost/config.toml"
+elif [ -f "$here/config.toml" ]; then
+  install -m 0640 -o root -g pinpost "$here/config.toml" /etc/pinpost/config.toml
+  say "installed /etc/pinpost/config.toml"
+elif [ -f "$here/config.example.toml" ]; then
+  install -m 0640 -o root -g pinpost "$here/config.example.toml" /etc/pinpost/config.toml
+  say "installed the example as /etc/pinpost/config.toml: edit it before starting"
+  start=no
+else
+  die "no config.toml or config.example.toml next to me, and none in /etc/pinpost"
+fi
+
+if [ -d "$here/certs" ]; then
+  install -d -m 0750 -o root -g pinpost /etc/pinpost/certs
+  for file in "$here"/certs/*; do
+    [ -f "$file" ] || continue
+    case "$file" in
+      # Keys are readable by the service's group only, never by others.
+      *.key) mode=0640 ;;
+      *) mode=0644 ;;
+    esac
+    install -m "$mode" -o root -g pinpost "$file" "/etc/pinpost/certs/$(basename "$file")"
+    say "installed /etc/pinpost/certs/$(basename "$file") ($mode)"
+  done
+fi
+
+# The unit in the repository runs the packaged /usr/bin/pinpost; installed
+# by hand, the binary lives in /usr/local/bin.
+sed 's#/usr/bin/pinpost#/usr/local/bin/pinpost#g' "$here/pinpost.service" \
+  >/etc/systemd/system/pinpost.service.new
+chmod 0644 /etc/systemd/system/pinpost.service.new
+mv -f /etc/systemd/system/pinpost.service.new /etc/systemd/system/pinpost.service
+
+if [ ! -d /run/systemd/system ]; then
+  # A chroot or an image being prepared: enable by link, as systemctl would.
+  mkdir -p /etc/systemd/system/multi-user.target.wants
+  ln -sf /etc/systemd/system/pinpost.service \
+    /etc/systemd/system/multi-user.target.wants/pinpost.service
+  say "systemd is not running here: enabled pinpost.service; it starts at the next boot"
+  exit 0
+fi
+systemctl daemon-reload
+systemctl enable pinpost.service
+if [ "$start" = yes ]; then
+  systemctl restart pinpost.service
+  say "started; follow it with: journalctl -u pinpost -f"
+else
+  say "enabled but not started; when the config is ready: systemctl restart pinpost"
+fi

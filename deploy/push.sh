@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Builds pinpost for a Raspberry Pi, copies it there over ssh, installs it as
+# a systemd service (deploy/install.sh) and shows the service's status.
+# Run on the laptop, from anywhere in the repository:
+#
+#   deploy/push.sh pi@raspberrypi.local                # target asked of the Pi
+#   deploy/push.sh pi@10.0.0.7 armv7-unknown-linux-gnueabihf
+#   deploy/push.sh pi@10.0.0.7 --config pi-07.toml --certs certs/pi-07
+#
+# TARGET is aarch64-unknown-linux-gnu (64-bit OS), armv7-unknown-linux-gnueabihf
+# (32-bit OS, Pi 2 and newer) or arm-unknown-linux-gnueabihf (Pi Zero / 1);
+# without it the Pi is asked (uname -m, getconf LONG_BIT).
+# --config FILE  becomes /etc/pinpost/config.toml (only if the Pi has none)
+# --certs DIR    its files go to /etc/pinpost/certs (keys 0640, others 0644)
+# --no-start     install and enable, but do not start yet
+#
+# Builds with `cross` when Docker answers, else with scripts/cross-build.sh
+# (Debian, no Docker; aarch64 and armv7 only). ssh and scp use your
+# ~/.ssh/config; the remote user needs sudo.
+set -euo pipefail
+
+die() { echo "push: $*" >&2; exit 1; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+host="" target="" config="" certs="" install_args=()
+while (($#)); do
+  case "$1" in
+    --config) config=${2:?--config needs a file}; shift 2 ;;
+    --certs) certs=${2:?--certs needs a folder}; shift 2 ;;
+    --no-start) install_args+=(--no-start); shift ;;
+    -h | --help) usage ;;
+    -*) die "unknown option $1 (try --help)" ;;
+    *)
+      if [ -z "$host" ]; then host=$1
+      elif [ -z "$target" ]; then target=$1
+      else die "one HOST and at most one TARGET, not also $1"
+      fi
+      shift
+      ;;
+  esac
+done
+[ -n "$host" ] || usage
+[ -z "$config" ] || [ -f "$config" ] || die "--config $config: no such file"
+[ -z "$certs" ] || [ -d "$certs" ] || die "--certs $certs: no such folder"
+# Resolve them before changing directory.
+[ -z "$config" ] || config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config")
+[ -z "$certs" ] || certs=$(cd "$certs" && pwd)
+cd "$(dirname "$0")/.."
+
+if [ -z "$target" ]; then
+  echo "push: asking $host what it runs" >&2
+  machine=$(ssh "$host" 'echo "$(uname -m) $(getconf LONG_BIT)"') ||
+    die "cannot reach $host over ssh; check 'ssh $host' works first"
+  case "$machine" in
+    "aarch64 64") target=aarch64-unknown-linux-gnu ;;
+    # A 64-bit kernel under a 32-bit Raspberry Pi OS reports aarch64.
+    "aarch64 32" | "armv7l 32" | "armv8l 32") target=armv7-unknown-linux-gnueabihf ;;
+    "armv6l 32") target=arm-unknown-linux-gnueabihf ;;
+    "x86_64 64") target=x86_64-unknown-linux-gnu ;;
+    *) die "$host runs '$machine', which pinpost has no build for" ;;
+  esac
+  echo "push: $host is $machine: building $target" >&2
+fi
+
+# 1. Build.
+if command -v cross >/dev/null && docker info >/dev/null 2>&1; then
+  cross build --release --locked --target "$target" >&2
+  bin="target/$target/release/pinpost"
+else
+  case "$target" in
+    aarch64-unknown-linux-gnu | armv7-unknown-linux-gnueabihf | x86_64-unknown-linux-gnu)
+      echo "push: no working Docker for cross; building with scripts/cross-build.sh" >&2
+      bin=$(scripts/cross-build.sh "$target")
+      ;;
+    *) die "$target needs cross (cargo install cross) and a running Docker" ;;
+  esac
+fi
+[ -x "$bin" ] || die "the build left no binary at $bin"
+
+# 2. Stage what install.sh expects, and copy it over.
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp "$bin" "$stage/pinpost"
+cp deploy/pinpost.service deploy/config.example.toml deploy/install.sh "$stage/"
+[ -z "$config" ] || cp "$config" "$stage/config.toml"
+if [ -n "$certs" ]; then
+  mkdir "$stage/certs"
+  cp "$certs"/* "$stage/certs/"
+fi
+remote_dir=pinpost-install
+echo "push: copying to $host:$remote_dir" >&2
+# shellcheck disable=SC2029 # expanded here on purpose: the names are ours
+ssh "$host" "rm -rf $remote_dir && mkdir -m 0700 $remote_dir" ||
+  die "cannot reach $host over ssh; check 'ssh $host' works first"
+scp -q -r "$stage"/. "$host:$remote_dir/" || die "copying to $host failed"
+
+# 3. Install, then show how the service is doing.
+# -t: sudo may ask for a password.
+# shellcheck disable=SC2029
+ssh -t "$host" "sudo sh $remote_dir/install.sh ${install_args[*]:-} && rm -rf $remote_dir" ||
+  die "install.sh failed on $host (its words are above)"
+ssh "$host" 'if [ -d /run/systemd/system ]; then systemctl --no-pager status pinpost; fi' || true
