@@ -14,6 +14,9 @@ declare -A needs=(
   [ip]=iproute2
   [stdbuf]=coreutils
   [systemd-analyze]=systemd
+  [shellcheck]=shellcheck
+  [debootstrap]=debootstrap
+  [dpkg-deb]=dpkg
 )
 missing=()
 for tool in "${!needs[@]}"; do
@@ -36,8 +39,9 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-# The Raspberry Pi binaries that tests/arm.rs runs under qemu.
-for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
-  scripts/cross-build.sh "$target" >/dev/null
-done
+# The release binaries for the Pi (run under qemu by tests/arm.rs) and this
+# PC, and their .deb packages; a Debian root to install them into
+# (tests/package.rs).
+scripts/package.sh >/dev/null
+scripts/throwaway-root.sh >/dev/null
 cargo test
