@@ -84,6 +84,12 @@ pub fn rfc3339(unix: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
+/// The calendar date (year, month, day) of a Unix time, in UTC.
+pub fn date(unix: i64) -> (i64, u32, u32) {
+    let (y, m, d, _, _, _) = civil(unix);
+    (y, m, d)
+}
+
 /// Days-to-civil from Howard Hinnant's public-domain date algorithms.
 fn civil(unix: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = unix.div_euclid(86_400);
