@@ -40,6 +40,90 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Read, drive or watch one pin locally, without a broker (field checks).
     Gpio(GpioArgs),
+    /// Make a CA, broker and device certificates, and Mosquitto settings for them.
+    #[command(after_help = CERTS_HELP)]
+    Certs(CertsArgs),
+    /// Check the config, certificates and keys, then connect and send a probe.
+    #[command(disable_help_flag = true, after_help = CHECK_HELP)]
+    Check(CheckArgs),
+}
+
+const CERTS_HELP: &str = "A fleet in four commands (files land in ./certs):\n  \
+    pinpost certs ca\n  \
+    pinpost certs broker --host 192.168.1.5 --host broker.local\n  \
+    pinpost certs mosquitto\n  \
+    pinpost certs device pi-01          # and one per Pi; `device operator` for yourself\n\n\
+    Keys are written mode 0600 and never replaced without --force.";
+
+const CHECK_HELP: &str = "Each step prints \u{2713} (fine), ! (works, but fix it) or \u{2717} (will fail) with \
+    what to do. Exit 0 when nothing is \u{2717}, else 1.\n\n\
+    Examples:\n  \
+    pinpost check                                   # the Pi's own config\n  \
+    pinpost check --config pi-01.toml --offline     # files only, no broker";
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    pub what: CertsCommand,
+    /// Folder the files are written to (and the CA read from).
+    #[arg(long, global = true, value_name = "DIR", default_value = "certs")]
+    pub dir: PathBuf,
+    /// Replace files that exist (certificates signed by a replaced CA stop working).
+    #[arg(long, global = true)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// A new certificate authority: ca.crt (share it) and ca.key (keep it secret).
+    Ca {
+        /// The CA's Common Name.
+        #[arg(long, default_value = "pinpost CA")]
+        name: String,
+        /// RSA 2048 instead of ECDSA P-256, for old brokers.
+        #[arg(long)]
+        rsa: bool,
+    },
+    /// The broker's certificate, valid for every --host it is reached by.
+    Broker {
+        /// An IP address or DNS name clients use for the broker (repeat for each).
+        #[arg(long = "host", value_name = "HOST", required = true)]
+        hosts: Vec<String>,
+        /// RSA 2048 instead of ECDSA P-256.
+        #[arg(long)]
+        rsa: bool,
+    },
+    /// A client certificate for one device (its id becomes the Common Name).
+    Device {
+        /// The device id, as in the config's [device] id.
+        id: String,
+        /// RSA 2048 instead of ECDSA P-256.
+        #[arg(long)]
+        rsa: bool,
+    },
+    /// Mosquitto settings: a mutual-TLS listener and an ACL confining each device.
+    Mosquitto {
+        #[arg(long, default_value_t = 8883)]
+        port: u16,
+        /// The devices' topic prefix ([device] topic_prefix).
+        #[arg(long, default_value = "pinpost")]
+        prefix: String,
+        /// The account that reads everything and sends commands.
+        #[arg(long, default_value = "operator")]
+        operator: String,
+        /// Where the broker keeps ca.crt, broker.crt and broker.key.
+        #[arg(long, value_name = "DIR", default_value = "/etc/mosquitto/certs")]
+        cert_dir: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Check the files only; do not connect.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 const RUN_HELP: &str = "Topics (prefix/id from the config):\n  \
@@ -66,6 +150,8 @@ impl Command {
             Command::Publish(a) => a.connection.debug,
             Command::Subscribe(a) => a.connection.debug,
             Command::Gpio(a) => a.debug,
+            Command::Certs(_) => false,
+            Command::Check(a) => a.connection.debug,
         }
     }
 }

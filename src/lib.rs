@@ -13,6 +13,8 @@
 
 pub mod agent;
 pub mod board;
+pub mod certs;
+pub mod check;
 pub mod cli;
 pub mod cmd;
 pub mod commands;

@@ -2,6 +2,8 @@
 //! share: turning connection flags plus the config file into a link, and the
 //! error type whose words reach the user and whose kind sets the exit code.
 
+pub mod certs;
+pub mod check;
 pub mod gpio;
 pub mod publish;
 pub mod run;
@@ -46,6 +48,10 @@ pub enum CmdError {
     Board(#[from] BoardError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertsError),
+    #[error("check found {failed} problem(s) marked \u{2717} above{}", if *warned > 0 { format!(" and {warned} worth fixing (!)") } else { String::new() })]
+    CheckFailed { failed: usize, warned: usize },
 }
 
 impl CmdError {
@@ -59,7 +65,11 @@ impl CmdError {
             CmdError::TimedOut { .. } => 27,
             CmdError::Board(_) => 6,
             CmdError::Agent(AgentError::Tls(_)) => 3,
-            CmdError::Link(_) | CmdError::Input(_) | CmdError::Agent(_) => 1,
+            CmdError::Certs(_) => 3,
+            CmdError::Link(_)
+            | CmdError::Input(_)
+            | CmdError::Agent(_)
+            | CmdError::CheckFailed { .. } => 1,
         })
     }
 }
@@ -70,6 +80,8 @@ pub async fn run(command: Command) -> Result<(), CmdError> {
         Command::Publish(args) => publish::run(args).await,
         Command::Subscribe(args) => subscribe::run(args).await,
         Command::Gpio(args) => gpio::run(args).await,
+        Command::Certs(args) => certs::run(args).await,
+        Command::Check(args) => check::run(args).await,
     }
 }
 

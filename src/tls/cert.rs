@@ -75,6 +75,19 @@ pub fn public_key_info(der: &[u8]) -> Option<Vec<u8>> {
     Some(cert.public_key().raw.to_vec())
 }
 
+/// Whether `ca_der` signed `leaf_der`: the issuer names the CA's subject and
+/// the CA's key verifies the signature.
+pub fn issued_by(leaf_der: &[u8], ca_der: &[u8]) -> bool {
+    let (Ok((_, leaf)), Ok((_, ca))) = (
+        X509Certificate::from_der(leaf_der),
+        X509Certificate::from_der(ca_der),
+    ) else {
+        return false;
+    };
+    leaf.issuer().as_raw() == ca.subject().as_raw()
+        && leaf.verify_signature(Some(ca.public_key())).is_ok()
+}
+
 pub fn names_match(a: &str, b: &str) -> bool {
     match (a.parse::<std::net::IpAddr>(), b.parse::<std::net::IpAddr>()) {
         (Ok(x), Ok(y)) => x == y,

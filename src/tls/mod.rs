@@ -22,10 +22,11 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::{self, TlsVersion};
 
-pub use cert::{CertSummary, names_match};
+pub use cert::{CertSummary, issued_by, names_match};
 pub use explain::{TlsFailure, explain, explain_closed};
 pub use observe::{Observation, Observer};
 pub use pem::PemError;
+pub use pem::{certificates, private_key};
 
 /// What a TLS setup was built from, kept to explain failures later.
 #[derive(Debug, Clone, Default)]
@@ -119,6 +120,14 @@ pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
         observer,
         facts,
     })
+}
+
+/// Loads the client certificate and key as a connection would, so that a
+/// check reports a key that does not belong to its certificate in the same
+/// words. `Ok(false)` when no client certificate is configured.
+pub fn client_key_loads(tls: &config::Tls) -> Result<bool, TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
+    Ok(client_key(tls, &provider, &mut TlsFacts::default())?.is_some())
 }
 
 /// The trust anchors, and the CA certificates themselves when they come

@@ -1,0 +1,168 @@
+//! `pinpost check`: the config, then every certificate and key file
+//! (offline, [`crate::check`]), then a real connection that subscribes to
+//! the device's own topic and publishes a probe there. Each step is printed
+//! as it is known; a connection failure is worded by the same diagnosis as
+//! `publish` and `run`.
+
+use std::time::Duration;
+
+use super::{CmdError, config_for, connect};
+use crate::check::{self, Mark, Step};
+use crate::cli::CheckArgs;
+use crate::link::{LinkEvent, Qos, Retry};
+
+/// How long a probe may take to come back from the broker.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
+
+pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
+    let mut report = Report::default();
+    let config = match config_for(&args.connection) {
+        Ok(c) => c,
+        Err(e) => {
+            report.say(Step::fail(e.to_string()));
+            return report.finish();
+        }
+    };
+    let broker = &config.broker;
+    let scheme = if broker.tls.is_some() {
+        "mqtts"
+    } else {
+        "mqtt"
+    };
+    report.say(Step::pass(format!(
+        "config {}: device {}, broker {scheme}://{}:{}",
+        config
+            .file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "(flags only)".into()),
+        config.device.id,
+        broker.host,
+        broker.port
+    )));
+    for step in check::files(&config, crate::utc::now_unix()) {
+        report.say(step);
+    }
+    if args.offline {
+        return report.finish();
+    }
+
+    let topic = format!("{}/{}/check", config.device.topic_prefix, config.device.id);
+    let link = connect(
+        &config,
+        "check",
+        Retry::Never,
+        vec![(topic.clone(), Qos::AtLeastOnce)],
+    )
+    .await;
+    let mut link = match link {
+        Ok(link) => link,
+        Err(e) => {
+            let words = e.to_string();
+            report.say(Step::fail(if report.already_said(&words) {
+                "not connecting until the problem above is fixed".to_string()
+            } else {
+                format!("connecting: {words}")
+            }));
+            return report.finish();
+        }
+    };
+    report.say(Step::pass(format!(
+        "connected to {}:{} and logged in",
+        broker.host, broker.port
+    )));
+    let probe = format!("pinpost check {}", crate::utc::now_unix_millis());
+    let outcome = tokio::time::timeout(PROBE_WAIT, async {
+        let mut subscribed = false;
+        loop {
+            match link.next_event().await {
+                Some(LinkEvent::Subscribed { refused }) if !refused.is_empty() => {
+                    return Step::fail(format!(
+                        "the broker refused the subscription to {topic}: its ACL does not let \
+                         this device read its own topics; Mosquitto needs `pattern readwrite \
+                         {}/%u/#` in its acl_file (pinpost certs mosquitto writes one)",
+                        config.device.topic_prefix
+                    ));
+                }
+                Some(LinkEvent::Subscribed { .. }) if !subscribed => {
+                    subscribed = true;
+                    if let Err(e) = link
+                        .publisher()
+                        .publish(&topic, probe.clone().into_bytes(), Qos::AtLeastOnce, false)
+                        .await
+                    {
+                        return Step::fail(format!("publishing the probe: {e}"));
+                    }
+                }
+                Some(LinkEvent::Message { payload, .. }) if payload == probe.as_bytes() => {
+                    return Step::pass(format!(
+                        "published a probe to {topic} and received it back"
+                    ));
+                }
+                Some(LinkEvent::Down { failure, .. }) => {
+                    return Step::fail(format!(
+                        "the connection dropped during the probe: {failure}"
+                    ));
+                }
+                None => return Step::fail("the connection ended during the probe"),
+                Some(_) => {}
+            }
+        }
+    })
+    .await;
+    report.say(outcome.unwrap_or_else(|_| {
+        Step::fail(format!(
+            "the probe published to {topic} did not come back within {}s: the broker accepted \
+             it but did not deliver it, which is what Mosquitto does when its ACL forbids \
+             the topic. The device must be allowed {}/<its id>/# (`pattern readwrite {}/%u/#` \
+             with use_identity_as_username, as pinpost certs mosquitto writes)",
+            PROBE_WAIT.as_secs(),
+            config.device.topic_prefix,
+            config.device.topic_prefix
+        ))
+    }));
+    let _ = link.disconnect().await;
+    report.finish()
+}
+
+#[derive(Default)]
+struct Report {
+    failed: usize,
+    warned: usize,
+    said: Vec<String>,
+}
+
+impl Report {
+    fn already_said(&self, words: &str) -> bool {
+        self.said.iter().any(|s| s == words)
+    }
+
+    fn say(&mut self, step: Step) {
+        self.said.push(step.text.clone());
+        match step.mark {
+            Mark::Fail => self.failed += 1,
+            Mark::Warn => self.warned += 1,
+            Mark::Pass => {}
+        }
+        println!("{step}");
+    }
+
+    fn finish(self) -> Result<(), CmdError> {
+        if self.failed > 0 {
+            Err(CmdError::CheckFailed {
+                failed: self.failed,
+                warned: self.warned,
+            })
+        } else {
+            if self.warned > 0 {
+                println!(
+                    "no problem that stops pinpost; {} worth fixing (!)",
+                    self.warned
+                );
+            } else {
+                println!("all good");
+            }
+            Ok(())
+        }
+    }
+}
