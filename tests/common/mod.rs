@@ -138,6 +138,12 @@ fn write(dir: &Path, stem: &str, cert: &str, key: &str) -> Files {
     };
     std::fs::write(&files.cert, cert).expect("write cert");
     std::fs::write(&files.key, key).expect("write key");
+    // As a careful user keeps them (pinpost check fails world-readable keys).
+    std::fs::set_permissions(
+        &files.key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod key");
     files
 }
 
@@ -161,6 +167,10 @@ pub struct BrokerSetup {
     pub users: Vec<(String, String)>,
     pub allow_anonymous: bool,
     pub extra: Vec<String>,
+    /// A listener written elsewhere (`pinpost certs mosquitto`), used as
+    /// it is except that its `listener` line gets this broker's port and
+    /// address; it replaces the settings above.
+    pub listener_conf: Option<String>,
 }
 
 /// A running Mosquitto; killed on drop.
@@ -198,7 +208,20 @@ impl Broker {
             "log_type all".into(),
             "persistence false".into(),
         ];
-        for address in std::iter::once(&host).chain(&setup.also_bind) {
+        if let Some(text) = &setup.listener_conf {
+            for line in text.lines() {
+                if line.starts_with("listener ") {
+                    conf.push(format!("listener {port} {host}"));
+                } else {
+                    conf.push(line.to_string());
+                }
+            }
+        }
+        let generated = setup.listener_conf.is_none();
+        for address in std::iter::once(&host)
+            .chain(&setup.also_bind)
+            .filter(|_| generated)
+        {
             conf.push(format!("listener {port} {address}"));
             if let Some((ca, server)) = &setup.tls {
                 conf.push(format!("cafile {}", ca.display()));
@@ -229,7 +252,9 @@ impl Broker {
         }
         let anonymous =
             setup.allow_anonymous || (setup.users.is_empty() && !setup.use_identity_as_username);
-        conf.push(format!("allow_anonymous {anonymous}"));
+        if generated {
+            conf.push(format!("allow_anonymous {anonymous}"));
+        }
         conf.extend(setup.extra.iter().cloned());
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write conf");
