@@ -18,7 +18,7 @@ use crate::config::Overrides;
         Reads the device's config from --config, $PINPOST_CONFIG, /etc/pinpost/config.toml \
         or ~/.config/pinpost/config.toml (the first that exists), so on a deployed Pi \
         `pinpost publish -t test -m hi` uses the Pi's own broker and certificates.",
-    after_help = "Exit codes: 0 done; 1 other failure; 2 bad usage; 3 bad config or \
+    after_help = "Exit codes: 0 done; 1 other failure (check: a problem marked \u{2717}); 2 bad usage; 3 bad config or \
         certificate file; 4 could not connect; 5 connected but not confirmed by the broker; \
         6 GPIO problem (not a Pi, permissions, pin in use); 27 subscribe -W ran out."
 )]
