@@ -102,7 +102,10 @@ pub fn files(config: &Config, now: i64) -> Vec<Step> {
     steps
 }
 
-fn ca_steps(file: &SourcedPath, now: i64, steps: &mut Vec<Step>) -> Vec<CertificateDer<'static>> {
+/// The CAs in `ca_file`, each with what it says, after checking them.
+type Cas = Vec<(CertificateDer<'static>, CertSummary)>;
+
+fn ca_steps(file: &SourcedPath, now: i64, steps: &mut Vec<Step>) -> Cas {
     let certs = match tls::certificates(file) {
         Ok(c) => c,
         Err(e) => {
@@ -110,8 +113,9 @@ fn ca_steps(file: &SourcedPath, now: i64, steps: &mut Vec<Step>) -> Vec<Certific
             return Vec::new();
         }
     };
-    for der in &certs {
-        let Some(ca) = CertSummary::from_der(der) else {
+    let mut cas = Vec::new();
+    for der in certs {
+        let Some(ca) = CertSummary::from_der(&der) else {
             steps.push(Step::fail(format!(
                 "{}: a certificate in it cannot be read; copy it again from where it was made",
                 file.path().display()
@@ -121,13 +125,8 @@ fn ca_steps(file: &SourcedPath, now: i64, steps: &mut Vec<Step>) -> Vec<Certific
         let name = format!("the CA in {}", file.path().display());
         if !ca.is_ca && !ca.self_signed() {
             steps.push(Step::warn(format!(
-                "{name} is not a CA certificate (it is a {} certificate issued by {}): point \
-                 ca_file at the CA that signed the broker's certificate",
-                if ca.alt_names.is_empty() {
-                    "leaf"
-                } else {
-                    "server"
-                },
+                "{name} is not a CA certificate (it was issued by {}): point ca_file at the \
+                 CA that signed the broker's certificate",
                 ca.issuer
             )));
         }
@@ -137,15 +136,16 @@ fn ca_steps(file: &SourcedPath, now: i64, steps: &mut Vec<Step>) -> Vec<Certific
             now,
             "make a new CA and certificates with pinpost certs",
         ));
+        cas.push((der, ca));
     }
-    certs
+    cas
 }
 
 fn client_steps(
     config: &Config,
     cert_file: &SourcedPath,
     key_file: &SourcedPath,
-    cas: &[CertificateDer<'static>],
+    cas: &Cas,
     now: i64,
     steps: &mut Vec<Step>,
 ) {
@@ -174,12 +174,9 @@ fn client_steps(
     let renew = format!("make a new one with `pinpost certs device {id}`");
     steps.push(dates(&name, &leaf, now, &renew));
 
-    let ca_subjects: Vec<CertSummary> = cas
+    if cas
         .iter()
-        .filter_map(|der| CertSummary::from_der(der))
-        .collect();
-    if ca_subjects.iter().any(|ca| ca.subject == leaf.subject)
-        && !cas.iter().any(|ca| ca.as_ref() == leaf_der.as_ref())
+        .any(|(der, ca)| ca.subject == leaf.subject && der.as_ref() != leaf_der.as_ref())
     {
         steps.push(Step::fail(format!(
             "{name} has the same subject ({}) as its CA: OpenSSL-based brokers such as \
@@ -194,7 +191,7 @@ fn client_steps(
             .iter()
             .skip(1)
             .map(|c| c.as_ref())
-            .chain(cas.iter().map(|c| c.as_ref()))
+            .chain(cas.iter().map(|(der, _)| der.as_ref()))
             .any(|issuer| tls::issued_by(leaf_der, issuer));
         if chained {
             steps.push(Step::pass(format!("{name} is signed by {}", leaf.issuer)));
@@ -204,9 +201,8 @@ fn client_steps(
                  trusts only that CA refuses it (\"certificate verify failed\"); {renew} with \
                  the broker's CA",
                 leaf.issuer,
-                ca_subjects
-                    .iter()
-                    .map(|c| c.subject.as_str())
+                cas.iter()
+                    .map(|(_, ca)| ca.subject.as_str())
                     .collect::<Vec<_>>()
                     .join("; ")
             )));

@@ -129,11 +129,7 @@ impl Rig {
         let server = pki.server(&["127.0.0.1"]);
         let device = pki.client("pi-01");
         let operator = pki.client("operator");
-        let broker = Broker::start(&BrokerSetup {
-            tls: Some((pki.ca.cert.clone(), server)),
-            require_certificate: true,
-            ..BrokerSetup::default()
-        });
+        let broker = Broker::mutual(&pki, server);
         Rig {
             pki,
             broker,

@@ -42,14 +42,6 @@ fn check(dir: &Path, host: &str, port: u16, ca: &Path, client: Option<&Files>) -
     }
 }
 
-fn mutual(pki: &Pki, server: Files) -> Broker {
-    Broker::start(&BrokerSetup {
-        tls: Some((pki.ca.cert.clone(), server)),
-        require_certificate: true,
-        ..BrokerSetup::default()
-    })
-}
-
 /// The lines each fault must print, and that a healthy setup must not.
 const FAULT_LINES: [&str; 9] = [
     "\u{2717} the device certificate",
@@ -78,7 +70,7 @@ fn assert_fault(c: &Checked, lines: &[&str]) {
 #[test]
 fn a_healthy_setup_passes_every_step() {
     let pki = Pki::new("main");
-    let broker = mutual(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let c = check(
         pki.path(),
         "127.0.0.1",
@@ -111,7 +103,7 @@ fn a_healthy_setup_passes_every_step() {
 #[test]
 fn an_expired_device_certificate() {
     let pki = Pki::new("main");
-    let broker = mutual(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let device = pki.issue(
         "pi-01",
         &Leaf {
@@ -139,7 +131,7 @@ fn an_expired_device_certificate() {
 #[test]
 fn a_device_certificate_not_yet_valid() {
     let pki = Pki::new("main");
-    let broker = mutual(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let device = pki.issue(
         "pi-01",
         &Leaf {
@@ -165,7 +157,7 @@ fn a_device_certificate_not_yet_valid() {
 fn a_device_certificate_from_another_ca() {
     let pki = Pki::new("main");
     let other = Pki::new("other");
-    let broker = mutual(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let c = check(
         pki.path(),
         "127.0.0.1",
@@ -186,7 +178,7 @@ fn a_device_certificate_from_another_ca() {
 #[test]
 fn the_wrong_key_for_the_certificate() {
     let pki = Pki::new("main");
-    let broker = mutual(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let device = pki.client("pi-01");
     let other = pki.client("pi-02");
     let mixed = Files {
@@ -214,7 +206,7 @@ fn the_wrong_key_for_the_certificate() {
 #[test]
 fn a_broker_certificate_without_the_host() {
     let pki = Pki::new("main");
-    let broker = mutual(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let c = check(
         pki.path(),
         "localhost",
@@ -241,7 +233,7 @@ fn a_common_name_only_broker_certificate() {
         },
         true,
     );
-    let broker = mutual(&pki, cn_only);
+    let broker = Broker::mutual(&pki, cn_only);
     let c = check(
         pki.path(),
         "127.0.0.1",
@@ -261,7 +253,7 @@ fn a_common_name_only_broker_certificate() {
 #[test]
 fn no_client_certificate_where_the_broker_requires_one() {
     let pki = Pki::new("main");
-    let broker = mutual(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let c = check(pki.path(), "127.0.0.1", broker.port, &pki.ca.cert, None);
     assert_fault(
         &c,
@@ -275,7 +267,7 @@ fn no_client_certificate_where_the_broker_requires_one() {
 #[test]
 fn a_world_readable_key() {
     let pki = Pki::new("main");
-    let broker = mutual(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let device = pki.client("pi-01");
     std::fs::set_permissions(
         &device.key,
@@ -301,7 +293,7 @@ fn a_world_readable_key() {
 #[test]
 fn a_device_certificate_named_like_its_ca() {
     let pki = Pki::new("main");
-    let broker = mutual(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let twin = pki.issue("twin", &Leaf::client("pinpost test CA main"), false);
     let c = check(
         pki.path(),

@@ -42,14 +42,6 @@ fn assert_says(said: &str, words: &[&str]) {
     );
 }
 
-fn mutual_broker(pki: &Pki, server: Files) -> Broker {
-    Broker::start(&BrokerSetup {
-        tls: Some((pki.ca.cert.clone(), server)),
-        require_certificate: true,
-        ..BrokerSetup::default()
-    })
-}
-
 #[test]
 fn nothing_listening_is_connection_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,7 +87,7 @@ fn a_silent_server_is_a_timeout_that_says_the_port_answered() {
 fn an_unknown_ca_names_the_issuer_seen_and_the_ca_file_trusted() {
     let pki = Pki::new("main");
     let other = Pki::new("other");
-    let broker = mutual_broker(&other, other.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&other, other.server(&["127.0.0.1"]));
     let device = pki.client("pi-01");
     let (code, said) = publish(
         "127.0.0.1",
@@ -118,7 +110,7 @@ fn an_unknown_ca_names_the_issuer_seen_and_the_ca_file_trusted() {
 #[test]
 fn a_name_mismatch_says_which_names_the_certificate_is_valid_for() {
     let pki = Pki::new("main");
-    let broker = mutual_broker(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let device = pki.client("pi-01");
     let (code, said) = publish(
         "localhost",
@@ -146,7 +138,7 @@ fn a_common_name_only_certificate_is_explained_and_accepted_on_request() {
         },
         true,
     );
-    let broker = mutual_broker(&pki, cn_only);
+    let broker = Broker::mutual(&pki, cn_only);
     let device = pki.client("pi-01");
     let watcher = pki.client("watcher");
     let args = tls_args(&pki.ca.cert, Some(&device));
@@ -180,7 +172,7 @@ fn an_expired_broker_certificate_gives_its_date() {
         },
         true,
     );
-    let broker = mutual_broker(&pki, expired);
+    let broker = Broker::mutual(&pki, expired);
     let device = pki.client("pi-01");
     let (code, said) = publish(
         "127.0.0.1",
@@ -209,7 +201,7 @@ fn a_not_yet_valid_broker_certificate_points_at_the_clock() {
         },
         true,
     );
-    let broker = mutual_broker(&pki, future);
+    let broker = Broker::mutual(&pki, future);
     let device = pki.client("pi-01");
     let (code, said) = publish(
         "127.0.0.1",
@@ -261,7 +253,7 @@ fn a_missing_client_certificate_is_named_with_tls_1_2() {
 fn a_client_certificate_from_another_ca_is_reported_as_rejected() {
     let pki = Pki::new("main");
     let other = Pki::new("other");
-    let broker = mutual_broker(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let stranger = other.client("stranger");
     let (code, said) = publish(
         "127.0.0.1",
@@ -329,7 +321,7 @@ fn tls_to_a_plain_port_says_the_port_is_plain() {
 #[test]
 fn plain_mqtt_to_a_tls_port_suggests_tls() {
     let pki = Pki::new("main");
-    let broker = mutual_broker(&pki, pki.server(&["127.0.0.1"]));
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let (code, said) = publish("127.0.0.1", broker.port, pki.path(), &[]);
     assert_eq!(code, Some(4));
     assert_says(

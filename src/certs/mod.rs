@@ -53,7 +53,8 @@ pub struct Issued {
 
 /// A CA that can sign: its certificate (as read) and key.
 pub struct Authority {
-    params: CertificateParams,
+    /// What rcgen signs with: the CA's subject and key, rebuilt once.
+    issuer: rcgen::Certificate,
     key: KeyPair,
     /// The CA certificate's subject, DER, which every issued certificate's
     /// issuer must equal byte for byte for chains to build.
@@ -105,9 +106,8 @@ impl Authority {
                     .into(),
             ));
         }
-        let key = KeyPair::from_pem(key_pem)
-            .or_else(|_| rsa_key_from_pem(key_pem))
-            .map_err(|e| bad(format!("its key cannot be read: {e}")))?;
+        let key =
+            KeyPair::from_pem(key_pem).map_err(|e| bad(format!("its key cannot be read: {e}")))?;
         let spki = cert.public_key().raw.to_vec();
         if key.public_key_der() != spki {
             return Err(bad(
@@ -120,8 +120,11 @@ impl Authority {
         params.distinguished_name = distinguished_name(&cert).map_err(bad)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let issuer = params
+            .self_signed(&key)
+            .map_err(|e| CertsError::Sign(e.to_string()))?;
         Ok(Authority {
-            params,
+            issuer,
             key,
             subject_der: cert.subject().as_raw().to_vec(),
             spki,
@@ -167,13 +170,8 @@ impl Authority {
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, now, LEAF_DAYS);
         let key = new_key(kind)?;
-        let issuer = self
-            .params
-            .clone()
-            .self_signed(&self.key)
-            .map_err(|e| CertsError::Sign(e.to_string()))?;
         let cert = params
-            .signed_by(&key, &issuer, &self.key)
+            .signed_by(&key, &self.issuer, &self.key)
             .map_err(|e| CertsError::Sign(e.to_string()))?;
         self.confirm(cert.der())?;
         Ok(Issued {
@@ -275,13 +273,13 @@ fn alt_name(host: &str) -> Result<SanType, CertsError> {
         })
 }
 
-/// Valid from an hour ago (clocks on small devices drift) for `days`.
+/// Valid from yesterday (clocks on small devices drift, and rcgen takes
+/// whole days) for `days`.
 fn validity(params: &mut CertificateParams, now: i64, days: u32) {
     let at = |unix: i64| {
         let (y, m, d) = crate::utc::date(unix);
         rcgen::date_time_ymd(y as i32, m as u8, d as u8)
     };
-    // Whole days: a day back covers the hour of drift and any time zone.
     params.not_before = at(now - 86_400);
     params.not_after = at(now + i64::from(days) * 86_400);
 }
@@ -304,10 +302,6 @@ fn new_key(kind: KeyKind) -> Result<KeyPair, CertsError> {
             .map_err(|e| CertsError::KeyGen(e.to_string()))
         }
     }
-}
-
-fn rsa_key_from_pem(pem: &str) -> Result<KeyPair, rcgen::Error> {
-    KeyPair::from_pkcs8_pem_and_sign_algo(pem, &rcgen::PKCS_RSA_SHA256)
 }
 
 #[cfg(test)]

@@ -22,14 +22,13 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
     };
     match &args.what {
         CertsCommand::Ca { name, rsa } => {
-            let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
-            refuse_existing(
-                &[&cert, &key],
+            let (cert, key) = make_pair(
+                dir,
+                "ca",
                 args.force,
                 "devices signed by the old CA stop connecting",
+                || certs::new_ca(name, kind(*rsa), now),
             )?;
-            let ca = certs::new_ca(name, kind(*rsa), now)?;
-            write_pair(&ca, &cert, &key)?;
             println!(
                 "Made the CA {name:?}: {} (share it with the broker and every device) and {} \
                  (keep it secret, ideally offline: whoever holds it can make devices).",
@@ -40,14 +39,13 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
         }
         CertsCommand::Broker { hosts, rsa } => {
             let authority = load_ca(dir)?;
-            let (cert, key) = (dir.join("broker.crt"), dir.join("broker.key"));
-            refuse_existing(
-                &[&cert, &key],
+            let (cert, key) = make_pair(
+                dir,
+                "broker",
                 args.force,
                 "the broker keeps its old certificate until you copy the new one",
+                || authority.broker(hosts, kind(*rsa), now),
             )?;
-            let issued = authority.broker(hosts, kind(*rsa), now)?;
-            write_pair(&issued, &cert, &key)?;
             let d = dir.display();
             println!(
                 "Made the broker certificate for {}: {} and {}.",
@@ -68,14 +66,13 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
         CertsCommand::Device { id, rsa } => {
             check_id(id)?;
             let authority = load_ca(dir)?;
-            let (cert, key) = (dir.join(format!("{id}.crt")), dir.join(format!("{id}.key")));
-            refuse_existing(
-                &[&cert, &key],
+            let (cert, key) = make_pair(
+                dir,
+                id,
                 args.force,
                 "the device keeps its old certificate until you copy the new one",
+                || authority.client(id, kind(*rsa), now),
             )?;
-            let issued = authority.client(id, kind(*rsa), now)?;
-            write_pair(&issued, &cert, &key)?;
             let d = dir.display();
             println!(
                 "Made the certificate for {id}: {} and {}.",
@@ -189,12 +186,25 @@ fn refuse_existing(paths: &[&PathBuf], force: bool, consequence: &str) -> Result
     Ok(())
 }
 
-fn write_pair(issued: &Issued, cert: &Path, key: &Path) -> Result<(), CmdError> {
-    if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    }
-    write_file(key, issued.key_pem.as_bytes(), 0o600)?;
-    write_file(cert, issued.cert_pem.as_bytes(), 0o644)
+/// `<stem>.crt` and `<stem>.key` in `dir`, made by `make` unless either
+/// exists and `force` is off; returns their paths.
+fn make_pair(
+    dir: &Path,
+    stem: &str,
+    force: bool,
+    consequence: &str,
+    make: impl FnOnce() -> Result<Issued, certs::CertsError>,
+) -> Result<(PathBuf, PathBuf), CmdError> {
+    let (cert, key) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
+    refuse_existing(&[&cert, &key], force, consequence)?;
+    let issued = make()?;
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    write_file(&key, issued.key_pem.as_bytes(), 0o600)?;
+    write_file(&cert, issued.cert_pem.as_bytes(), 0o644)?;
+    Ok((cert, key))
 }
 
 /// Writes through a temporary file so a crash leaves the old file or the

@@ -286,6 +286,16 @@ impl Broker {
         Ok(broker)
     }
 
+    /// A broker with mutual TLS: `server` as its certificate, and a client
+    /// certificate from `pki`'s CA required of everyone.
+    pub fn mutual(pki: &Pki, server: Files) -> Broker {
+        Broker::start(&BrokerSetup {
+            tls: Some((pki.ca.cert.clone(), server)),
+            require_certificate: true,
+            ..BrokerSetup::default()
+        })
+    }
+
     /// Stops the broker and starts it again on the same port, as an
     /// upgrade or a power cut would.
     pub fn restart(&mut self) {
