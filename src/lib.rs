@@ -6,6 +6,9 @@
 //! words; [`link`] is the one supervised MQTT connection (the only code that
 //! talks to rumqttc); [`topics`] is the topic layout and payloads; [`agent`]
 //! wires it all together for `pinpost run`; [`cmd`] holds the subcommands.
+//! Beside the data flow, [`certs`] makes a fleet's certificates and
+//! [`check`] reads a config's certificate files before `pinpost check`
+//! connects.
 //!
 //! Start reading at [`agent`], then [`link`]: its [`link::LinkEvent`]s are
 //! what every command consumes, and its failures are explained by
