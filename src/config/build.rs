@@ -95,7 +95,7 @@ impl Origins<'_> {
     /// Relative paths in the file are relative to the file's folder, as a
     /// person reading the file would expect; on the command line, to the
     /// working directory.
-    fn resolve(&self, key: &str, path: &Path) -> PathBuf {
+    pub(super) fn resolve(&self, key: &str, path: &Path) -> PathBuf {
         match (&self.file, self.flags.contains_key(key)) {
             (Some(file), false) if path.is_relative() => file
                 .parent()
@@ -129,6 +129,8 @@ pub(super) fn build(
     let broker = broker(&raw, overrides, &origins)?;
     let reconnect = reconnect(&raw, &origins)?;
     let pins = super::pins::build(&raw, &origins)?;
+    let outbox = super::outbox::build(&raw, &origins)?;
+    let sensors = super::sensors::build(&raw, &origins)?;
     Ok(Config {
         device,
         broker,
@@ -137,6 +139,8 @@ pub(super) fn build(
         inputs: pins.inputs,
         outputs: pins.outputs,
         commands: pins.commands,
+        outbox,
+        sensors,
         file: file.map(Path::to_path_buf),
     })
 }

@@ -8,8 +8,10 @@
 //! the same way as a bad key. This module knows nothing of rumqttc or rustls.
 
 mod build;
+mod outbox;
 pub mod pins;
 mod raw;
+mod sensors;
 pub mod source;
 
 use std::fmt;
@@ -30,6 +32,8 @@ pub struct Config {
     pub inputs: Vec<Input>,
     pub outputs: Vec<Output>,
     pub commands: Commands,
+    pub outbox: Outbox,
+    pub sensors: Vec<Sensor>,
     /// The file this came from, if any.
     pub file: Option<PathBuf>,
 }
@@ -198,6 +202,45 @@ pub struct Commands {
     /// Commands stamped (`"ts"`) earlier than this, and retained commands, are refused.
     pub max_age: Duration,
     pub max_payload: usize,
+}
+
+/// How much the outbox may hold and where it spills to disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbox {
+    /// Directory of the spool (`StateDirectory` under systemd).
+    pub path: PathBuf,
+    /// Unacknowledged bytes kept in memory while connected before spilling.
+    pub memory_limit: u64,
+    /// Everything unacknowledged, memory and disk together.
+    pub max_bytes: u64,
+    /// Messages older than this are dropped rather than sent.
+    pub max_age: Duration,
+    pub policy: DropPolicy,
+    /// How often `<prefix>/<id>/stats` is published.
+    pub stats_interval: Duration,
+}
+
+/// What gives when the outbox is full, within the stream that is adding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropPolicy {
+    /// Keep the newest readings: the stream's oldest message makes room.
+    DropOldest,
+    /// Keep the history already queued: the new message is dropped.
+    DropNewest,
+}
+
+/// A sensor sampled on a schedule; published on `sensor/<name>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sensor {
+    pub name: String,
+    pub interval: Duration,
+    pub kind: SensorKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SensorKind {
+    /// A made-up value: `start`, then `step` more on each reading.
+    Sim { start: f64, step: f64, unit: String },
 }
 
 /// Where a bad value was set.

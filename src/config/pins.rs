@@ -89,7 +89,7 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
     })
 }
 
-fn name(
+pub(super) fn name(
     value: Option<&str>,
     key: &str,
     seen: &mut HashMap<String, String>,
@@ -98,7 +98,7 @@ fn name(
     let Some(name) = value else {
         return Err(o.invalid(
             key,
-            "missing; every input and output needs a name (e.g. name = \"door\")",
+            "missing; every input, output and sensor needs a name (e.g. name = \"door\")",
         ));
     };
     check_topic_level(name, key, o)?;

@@ -22,6 +22,10 @@ pub struct RawConfig {
     pub output: Vec<RawOutput>,
     #[serde(default)]
     pub commands: RawCommands,
+    #[serde(default)]
+    pub outbox: RawOutbox,
+    #[serde(default)]
+    pub sensor: Vec<RawSensor>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -110,4 +114,26 @@ pub struct RawCommands {
     pub max_pulse: Option<String>,
     pub max_age: Option<String>,
     pub max_payload: Option<i64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbox {
+    pub path: Option<PathBuf>,
+    pub memory_limit: Option<String>,
+    pub max_bytes: Option<String>,
+    pub max_age: Option<String>,
+    pub policy: Option<String>,
+    pub stats_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSensor {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub interval: Option<String>,
+    pub unit: Option<String>,
+    pub start: Option<f64>,
+    pub step: Option<f64>,
 }
