@@ -1,0 +1,814 @@
+//! The outbox: owns every outgoing message from the moment it is made until
+//! the broker acknowledges it, so no reading is lost to a dropped link, a
+//! broker restart or a restart of pinpost itself.
+//!
+//! While the link is up, messages wait in memory (an SD card wears with
+//! every write). When the link goes down, or the backlog in memory passes
+//! `memory_limit`, they go to the [`spool`] on disk; at shutdown whatever is
+//! unacknowledged is written there too, and the next start sends it before
+//! anything new. Messages leave in creation order, at most `window` at a
+//! time unacknowledged. The whole outbox is bounded by `max_bytes` and
+//! `max_age`; when full, the stream that is adding pays (its oldest message,
+//! or the new one, by policy), and every drop is counted.
+//!
+//! Per-stream sequence numbers are handed out here, and survive restarts in
+//! the spool, so consumers can see gaps and duplicates.
+//!
+//! It knows topics as strings and nothing of MQTT packets or rumqttc: the
+//! agent moves messages from here to the link and acknowledgements back.
+
+pub mod spool;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::DropPolicy;
+
+use spool::Spool;
+pub use spool::{Record, SpoolError};
+
+/// The bounds an outbox keeps.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub memory_limit: u64,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub policy: DropPolicy,
+    /// Unacknowledged messages handed to the link at once.
+    pub window: usize,
+}
+
+/// Counters for the stats message and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages not yet acknowledged (waiting and in flight).
+    pub queued: usize,
+    pub queued_bytes: u64,
+    pub in_flight: usize,
+    /// Messages whose only copy is on disk.
+    pub spooled: usize,
+    /// Size of the spool file.
+    pub spool_file_bytes: u64,
+    /// Dropped because the outbox was full.
+    pub dropped: u64,
+    /// Dropped because they were older than `max_age`.
+    pub expired: u64,
+    pub acked: u64,
+}
+
+/// What happened to a message given to [`Outbox::push`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// Queued, after dropping this many older messages of the same stream.
+    QueuedDropping(usize),
+    /// Not queued: the outbox is full and the policy keeps what it has.
+    Dropped,
+}
+
+/// What a start found on disk.
+#[derive(Debug, Default)]
+pub struct Opened {
+    /// Unacknowledged messages from earlier runs, to be sent first.
+    pub replayed: usize,
+    pub replayed_bytes: u64,
+    /// Damaged parts of the spool that were skipped, in words.
+    pub skipped: Vec<String>,
+    /// Why the spool could not be used (messages then live in memory only).
+    pub unavailable: Option<String>,
+}
+
+/// Where a waiting message is.
+#[derive(Debug)]
+enum Waiting {
+    Memory(Record),
+    /// Only on disk: its size and stream, to account without reading it.
+    Disk {
+        size: u64,
+        stream: String,
+    },
+}
+
+#[derive(Debug)]
+struct Flying {
+    record: Record,
+    /// Also in the spool, so the ack must remove it there.
+    on_disk: bool,
+}
+
+pub struct Outbox {
+    limits: Limits,
+    dir: PathBuf,
+    spool: Option<Spool>,
+    /// Not yet handed to the link, by id (= creation order).
+    waiting: BTreeMap<u64, Waiting>,
+    /// Ids waiting per stream, oldest first: who pays when full.
+    streams: HashMap<String, VecDeque<u64>>,
+    in_flight: BTreeMap<u64, Flying>,
+    next_id: u64,
+    seqs: BTreeMap<String, u64>,
+    online: bool,
+    memory_bytes: u64,
+    total_bytes: u64,
+    /// Ids acknowledged or dropped whose spool entries await [`Outbox::sync`].
+    forget: Vec<u64>,
+    /// Records written to the spool but not yet made durable.
+    dirty: bool,
+    stats: Stats,
+    /// The last spool failure, reported once by [`Outbox::take_problem`].
+    problem: Option<String>,
+}
+
+/// Bookkeeping a message costs beyond its topic and payload.
+const OVERHEAD: u64 = 48;
+
+fn size_of(topic: &str, payload: &[u8]) -> u64 {
+    (topic.len() + payload.len()) as u64 + OVERHEAD
+}
+
+impl Outbox {
+    /// Opens the spool in `dir` and queues what earlier runs left there. A
+    /// spool that cannot be opened is reported in [`Opened::unavailable`]
+    /// and the outbox works from memory alone.
+    pub fn open(dir: &Path, limits: Limits) -> (Outbox, Opened) {
+        let mut outbox = Outbox {
+            limits,
+            dir: dir.to_path_buf(),
+            spool: None,
+            waiting: BTreeMap::new(),
+            streams: HashMap::new(),
+            in_flight: BTreeMap::new(),
+            next_id: 0,
+            seqs: BTreeMap::new(),
+            online: false,
+            memory_bytes: 0,
+            total_bytes: 0,
+            forget: Vec::new(),
+            dirty: false,
+            stats: Stats::default(),
+            problem: None,
+        };
+        let mut opened = Opened::default();
+        match Spool::open(dir) {
+            Ok((spool, recovered)) => {
+                outbox.next_id = recovered.next_id;
+                outbox.seqs = recovered.seqs;
+                opened.skipped = recovered
+                    .skipped
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} damaged bytes at offset {} of {} ({}) were skipped",
+                            c.bytes,
+                            c.offset,
+                            spool.path().display(),
+                            c.why
+                        )
+                    })
+                    .collect();
+                for record in recovered.records {
+                    let size = size_of(&record.topic, &record.payload);
+                    opened.replayed += 1;
+                    opened.replayed_bytes += size;
+                    outbox.total_bytes += size;
+                    outbox.index(record.id, &record.topic);
+                    outbox.waiting.insert(
+                        record.id,
+                        Waiting::Disk {
+                            size,
+                            stream: record.topic,
+                        },
+                    );
+                }
+                outbox.spool = Some(spool);
+            }
+            Err(e) => opened.unavailable = Some(e.to_string()),
+        }
+        (outbox, opened)
+    }
+
+    /// The next sequence number of `stream`, continuing from earlier runs.
+    pub fn next_seq(&mut self, stream: &str) -> u64 {
+        let seq = self.seqs.entry(stream.to_string()).or_insert(0);
+        *seq += 1;
+        *seq
+    }
+
+    /// The last sequence number handed out for `stream`, in any run.
+    pub fn last_seq(&self, stream: &str) -> Option<u64> {
+        self.seqs.get(stream).copied()
+    }
+
+    /// Takes a message. `seq` is the stream's sequence number in the
+    /// payload, if it has one (from [`Outbox::next_seq`]).
+    pub fn push(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+        seq: Option<u64>,
+        now_ms: u64,
+    ) -> Pushed {
+        let size = size_of(topic, &payload);
+        if let Some(seq) = seq {
+            let last = self.seqs.entry(topic.to_string()).or_insert(0);
+            *last = (*last).max(seq);
+        }
+        let mut evicted = 0;
+        while self.total_bytes + size > self.limits.max_bytes {
+            let victim = match self.limits.policy {
+                DropPolicy::DropNewest => None,
+                DropPolicy::DropOldest => self.oldest_waiting(topic),
+            };
+            match victim {
+                Some(id) => {
+                    self.drop_waiting(id);
+                    self.stats.dropped += 1;
+                    evicted += 1;
+                }
+                None => {
+                    self.stats.dropped += 1;
+                    return Pushed::Dropped;
+                }
+            }
+        }
+        let record = Record {
+            id: self.next_id,
+            created_ms: now_ms,
+            topic: topic.to_string(),
+            payload,
+            retain,
+            stream: seq.map(|s| (topic.to_string(), s)),
+        };
+        self.next_id += 1;
+        self.total_bytes += size;
+        self.index(record.id, topic);
+        let to_memory = self.spool.is_none()
+            || (self.online && self.memory_bytes + size <= self.limits.memory_limit);
+        if to_memory || !self.write_to_spool(std::slice::from_ref(&record)) {
+            self.memory_bytes += size;
+            self.waiting.insert(record.id, Waiting::Memory(record));
+        } else {
+            self.waiting.insert(
+                record.id,
+                Waiting::Disk {
+                    size,
+                    stream: record.topic,
+                },
+            );
+        }
+        if evicted > 0 {
+            Pushed::QueuedDropping(evicted)
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    /// The oldest waiting message of `stream`, or, if it has none waiting,
+    /// of the stream holding the most messages.
+    fn oldest_waiting(&self, stream: &str) -> Option<u64> {
+        if let Some(id) = self.streams.get(stream).and_then(|ids| ids.front()) {
+            return Some(*id);
+        }
+        self.streams
+            .values()
+            .max_by_key(|ids| ids.len())
+            .and_then(|ids| ids.front().copied())
+    }
+
+    fn index(&mut self, id: u64, stream: &str) {
+        self.streams
+            .entry(stream.to_string())
+            .or_default()
+            .push_back(id);
+    }
+
+    fn unindex(&mut self, id: u64, stream: &str) {
+        if let Some(ids) = self.streams.get_mut(stream) {
+            if ids.front() == Some(&id) {
+                ids.pop_front();
+            } else {
+                ids.retain(|i| *i != id);
+            }
+            if ids.is_empty() {
+                self.streams.remove(stream);
+            }
+        }
+    }
+
+    fn drop_waiting(&mut self, id: u64) {
+        match self.waiting.remove(&id) {
+            Some(Waiting::Memory(record)) => {
+                let size = size_of(&record.topic, &record.payload);
+                self.memory_bytes -= size;
+                self.total_bytes -= size;
+                self.unindex(id, &record.topic);
+            }
+            Some(Waiting::Disk { size, stream }) => {
+                self.total_bytes -= size;
+                self.unindex(id, &stream);
+                self.forget.push(id);
+            }
+            None => {}
+        }
+    }
+
+    /// The next message to hand to the link, if the window has room; it
+    /// stays here, in flight, until [`Outbox::acked`]. Messages past
+    /// `max_age` are dropped on the way.
+    pub fn next_to_send(&mut self, now_ms: u64) -> Option<Record> {
+        if !self.online || self.in_flight.len() >= self.limits.window {
+            return None;
+        }
+        let max_age = self.limits.max_age.as_millis() as u64;
+        while let Some((&id, _)) = self.waiting.first_key_value() {
+            let (record, on_disk) = match self.waiting.remove(&id) {
+                Some(Waiting::Memory(record)) => (record, false),
+                Some(Waiting::Disk { size, stream }) => match self.read_back(id) {
+                    Some(record) => (record, true),
+                    None => {
+                        // Unreadable (the spool failed or was damaged):
+                        // counted as dropped rather than retried forever.
+                        self.total_bytes -= size;
+                        self.unindex(id, &stream);
+                        self.stats.dropped += 1;
+                        continue;
+                    }
+                },
+                None => continue,
+            };
+            self.unindex(id, &record.topic);
+            let size = size_of(&record.topic, &record.payload);
+            if now_ms.saturating_sub(record.created_ms) > max_age {
+                if !on_disk {
+                    self.memory_bytes -= size;
+                } else {
+                    self.forget.push(id);
+                }
+                self.total_bytes -= size;
+                self.stats.expired += 1;
+                continue;
+            }
+            if on_disk {
+                // In memory again while it flies.
+                self.memory_bytes += size;
+            }
+            self.in_flight.insert(
+                id,
+                Flying {
+                    record: record.clone(),
+                    on_disk,
+                },
+            );
+            return Some(record);
+        }
+        None
+    }
+
+    fn read_back(&mut self, id: u64) -> Option<Record> {
+        let spool = self.spool.as_mut()?;
+        match spool.read(id) {
+            Ok(record) => record,
+            Err(e) => {
+                self.problem = Some(e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The broker acknowledged message `id`.
+    pub fn acked(&mut self, id: u64) {
+        if let Some(flying) = self.in_flight.remove(&id) {
+            let size = size_of(&flying.record.topic, &flying.record.payload);
+            self.memory_bytes -= size;
+            self.total_bytes -= size;
+            self.stats.acked += 1;
+            if flying.on_disk {
+                self.forget.push(id);
+            }
+        }
+    }
+
+    /// A message from [`Outbox::next_to_send`] the link could not take
+    /// (its queue was full): it goes back to the front.
+    pub fn requeue(&mut self, id: u64) {
+        let Some(flying) = self.in_flight.remove(&id) else {
+            return;
+        };
+        let record = flying.record;
+        let size = size_of(&record.topic, &record.payload);
+        // Oldest of its stream again.
+        self.streams
+            .entry(record.topic.clone())
+            .or_default()
+            .push_front(id);
+        if flying.on_disk {
+            self.memory_bytes -= size;
+            self.waiting.insert(
+                id,
+                Waiting::Disk {
+                    size,
+                    stream: record.topic,
+                },
+            );
+        } else {
+            self.waiting.insert(id, Waiting::Memory(record));
+        }
+    }
+
+    /// A message from [`Outbox::next_to_send`] that can never be sent (the
+    /// link refused it as too large); counted as dropped.
+    pub fn discard(&mut self, id: u64) {
+        if let Some(flying) = self.in_flight.remove(&id) {
+            let size = size_of(&flying.record.topic, &flying.record.payload);
+            self.memory_bytes -= size;
+            self.total_bytes -= size;
+            self.stats.dropped += 1;
+            if flying.on_disk {
+                self.forget.push(id);
+            }
+        }
+    }
+
+    /// The link is up: messages may be handed to it again. Those in flight
+    /// when it went down are the link's to resend (it keeps them).
+    pub fn online(&mut self) {
+        self.online = true;
+    }
+
+    /// The link is down: everything in memory goes to disk, so a crash or
+    /// power cut while offline loses nothing, and new messages follow it.
+    pub fn offline(&mut self) {
+        self.online = false;
+        self.spill();
+    }
+
+    /// Writes every message that is only in memory to the spool (in flight
+    /// ones stay in memory too: the link still holds them).
+    fn spill(&mut self) {
+        if self.spool.is_none() {
+            return;
+        }
+        let mut records: Vec<Record> = self
+            .in_flight
+            .values()
+            .filter(|f| !f.on_disk)
+            .map(|f| f.record.clone())
+            .collect();
+        let memory_ids: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| matches!(w, Waiting::Memory(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &memory_ids {
+            if let Some(Waiting::Memory(record)) = self.waiting.get(id) {
+                records.push(record.clone());
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        records.sort_by_key(|r| r.id);
+        if !self.write_to_spool(&records) {
+            return;
+        }
+        for flying in self.in_flight.values_mut() {
+            flying.on_disk = true;
+        }
+        for id in memory_ids {
+            if let Some(Waiting::Memory(record)) = self.waiting.remove(&id) {
+                let size = size_of(&record.topic, &record.payload);
+                self.memory_bytes -= size;
+                self.waiting.insert(
+                    id,
+                    Waiting::Disk {
+                        size,
+                        stream: record.topic,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Appends to the spool (durable at the next [`Outbox::sync`]); false,
+    /// with the problem recorded, when the disk refuses.
+    fn write_to_spool(&mut self, records: &[Record]) -> bool {
+        let Some(spool) = self.spool.as_mut() else {
+            return false;
+        };
+        match spool.write(records) {
+            Ok(()) => {
+                self.dirty = true;
+                true
+            }
+            Err(e) => {
+                self.problem = Some(e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Makes what was written durable and removes acknowledged messages
+    /// from the spool. Called on a short timer, so disk writes are grouped
+    /// rather than one per message.
+    pub fn sync(&mut self) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        let mut result = Ok(());
+        if !self.forget.is_empty() {
+            result = spool.forget(&self.forget);
+            if result.is_ok() {
+                self.forget.clear();
+            }
+        }
+        if result.is_ok() && self.dirty {
+            result = spool.sync();
+            if result.is_ok() {
+                self.dirty = false;
+            }
+        }
+        if let Err(e) = result {
+            self.problem = Some(e.to_string());
+        }
+    }
+
+    /// Whether [`Outbox::sync`] has anything to do.
+    pub fn needs_sync(&self) -> bool {
+        self.dirty || !self.forget.is_empty()
+    }
+
+    /// At shutdown: every unacknowledged message and the sequence counters
+    /// to disk, durably.
+    pub fn persist(&mut self) {
+        self.spill();
+        if let Some(spool) = self.spool.as_mut() {
+            if let Err(e) = spool.checkpoint(&self.seqs) {
+                self.problem = Some(e.to_string());
+            }
+        }
+        self.sync();
+    }
+
+    /// Records the sequence counters on disk (so a restart continues them
+    /// even when every message was acknowledged).
+    pub fn checkpoint(&mut self) {
+        if let Some(spool) = self.spool.as_mut() {
+            if let Err(e) = spool.checkpoint(&self.seqs) {
+                self.problem = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The last spool failure since this was last called, in words.
+    pub fn take_problem(&mut self) -> Option<String> {
+        self.problem.take()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let spooled = self
+            .waiting
+            .values()
+            .filter(|w| matches!(w, Waiting::Disk { .. }))
+            .count();
+        Stats {
+            queued: self.waiting.len() + self.in_flight.len(),
+            queued_bytes: self.total_bytes,
+            in_flight: self.in_flight.len(),
+            spooled,
+            spool_file_bytes: self.spool.as_ref().map_or(0, Spool::file_bytes),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Bytes of messages held in memory (waiting or in flight).
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.in_flight.is_empty()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_bytes: u64, policy: DropPolicy) -> Limits {
+        Limits {
+            memory_limit: max_bytes / 2,
+            max_bytes,
+            max_age: Duration::from_secs(3600),
+            policy,
+            window: 4,
+        }
+    }
+
+    fn open(dir: &Path, l: Limits) -> Outbox {
+        let (outbox, opened) = Outbox::open(dir, l);
+        assert!(opened.unavailable.is_none(), "{opened:?}");
+        outbox
+    }
+
+    fn push(o: &mut Outbox, topic: &str, n: u64) {
+        let seq = o.next_seq(topic);
+        o.push(topic, format!("{n}").into_bytes(), false, Some(seq), 1_000);
+    }
+
+    /// Sends everything it can, acknowledging as the broker would.
+    fn deliver_all(o: &mut Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let mut batch = Vec::new();
+            while let Some(r) = o.next_to_send(2_000) {
+                batch.push(r);
+            }
+            if batch.is_empty() {
+                return out;
+            }
+            for r in batch {
+                out.push(format!(
+                    "{}={}",
+                    r.topic,
+                    String::from_utf8_lossy(&r.payload)
+                ));
+                o.acked(r.id);
+            }
+        }
+    }
+
+    #[test]
+    fn while_connected_nothing_touches_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.online();
+        let empty = o.stats().spool_file_bytes;
+        for n in 0..100 {
+            push(&mut o, "s/a", n);
+            let _ = deliver_all(&mut o);
+        }
+        o.sync();
+        assert_eq!(o.stats().spool_file_bytes, empty);
+        assert_eq!(o.stats().acked, 100);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn at_most_a_window_is_in_flight_and_order_is_creation_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.online();
+        for n in 0..6 {
+            push(&mut o, if n % 2 == 0 { "s/a" } else { "s/b" }, n);
+        }
+        let first: Vec<Record> = std::iter::from_fn(|| o.next_to_send(1_000)).collect();
+        assert_eq!(first.len(), 4, "window of 4");
+        assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        o.acked(0);
+        assert_eq!(o.next_to_send(1_000).map(|r| r.id), Some(4));
+        assert_eq!(o.next_to_send(1_000), None);
+    }
+
+    #[test]
+    fn an_outage_goes_to_disk_and_a_restart_sends_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.online();
+        push(&mut o, "s/a", 1);
+        let flying = o.next_to_send(1_000).unwrap();
+        push(&mut o, "s/a", 2);
+        o.offline();
+        push(&mut o, "s/a", 3);
+        push(&mut o, "s/b", 4);
+        o.sync();
+        assert_eq!(o.memory_bytes(), size_of(&flying.topic, &flying.payload));
+        // kill -9 here: nothing more is done with `o`.
+        drop(o);
+        let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        assert_eq!(opened.replayed, 4);
+        assert_eq!(o.last_seq("s/a"), Some(3));
+        assert_eq!(o.next_seq("s/b"), 2, "sequences continue");
+        o.online();
+        assert_eq!(deliver_all(&mut o), ["s/a=1", "s/a=2", "s/a=3", "s/b=4"]);
+    }
+
+    #[test]
+    fn acknowledged_messages_are_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.offline();
+        for n in 0..10 {
+            push(&mut o, "s/a", n);
+        }
+        o.online();
+        for _ in 0..4 {
+            let r = o.next_to_send(1_000).unwrap();
+            o.acked(r.id);
+        }
+        o.sync();
+        drop(o);
+        let (_, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        assert_eq!(opened.replayed, 6);
+    }
+
+    #[test]
+    fn when_full_the_chatty_stream_loses_its_oldest_not_the_quiet_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(4096, DropPolicy::DropOldest));
+        push(&mut o, "s/quiet", 0);
+        for n in 0..200 {
+            push(&mut o, "s/chatty", n);
+        }
+        let s = o.stats();
+        assert!(s.queued_bytes <= 4096, "{s:?}");
+        assert!(s.dropped > 100, "{s:?}");
+        o.online();
+        let sent = deliver_all(&mut o);
+        assert_eq!(sent[0], "s/quiet=0");
+        assert_eq!(sent.last().map(String::as_str), Some("s/chatty=199"));
+        let chatty: Vec<u64> = sent[1..]
+            .iter()
+            .map(|m| m["s/chatty=".len()..].parse().unwrap())
+            .collect();
+        assert!(
+            chatty.windows(2).all(|w| w[1] == w[0] + 1),
+            "a contiguous tail"
+        );
+    }
+
+    #[test]
+    fn drop_newest_keeps_what_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(4096, DropPolicy::DropNewest));
+        for n in 0..200 {
+            push(&mut o, "s/a", n);
+        }
+        o.online();
+        let sent = deliver_all(&mut o);
+        assert_eq!(sent[0], "s/a=0");
+        assert!(sent.len() < 200 && o.stats().dropped == 200 - sent.len() as u64);
+    }
+
+    #[test]
+    fn messages_past_max_age_expire_instead_of_leaving() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = limits(1 << 20, DropPolicy::DropOldest);
+        l.max_age = Duration::from_secs(1);
+        let mut o = open(dir.path(), l);
+        o.push("s/a", b"old".to_vec(), false, None, 1_000);
+        o.push("s/a", b"new".to_vec(), false, None, 5_000);
+        o.online();
+        let r = o.next_to_send(5_500).unwrap();
+        assert_eq!(r.payload, b"new");
+        assert_eq!(o.stats().expired, 1);
+    }
+
+    #[test]
+    fn a_backlog_over_the_memory_limit_spills_but_keeps_its_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = limits(1 << 20, DropPolicy::DropOldest);
+        l.memory_limit = 1024;
+        let mut o = open(dir.path(), l);
+        o.online();
+        for n in 0..100 {
+            push(&mut o, "s/a", n);
+        }
+        assert!(o.memory_bytes() <= 1024 + 4 * 64);
+        assert!(o.stats().spooled > 50);
+        let sent = deliver_all(&mut o);
+        let expected: Vec<String> = (0..100).map(|n| format!("s/a={n}")).collect();
+        assert_eq!(sent, expected);
+    }
+
+    #[test]
+    fn a_requeued_message_goes_out_first_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.online();
+        push(&mut o, "s/a", 1);
+        push(&mut o, "s/a", 2);
+        let r = o.next_to_send(1_000).unwrap();
+        o.requeue(r.id);
+        assert_eq!(deliver_all(&mut o), ["s/a=1", "s/a=2"]);
+    }
+
+    #[test]
+    fn an_unusable_spool_dir_leaves_a_working_memory_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "x").unwrap();
+        let (mut o, opened) = Outbox::open(&file, limits(1 << 20, DropPolicy::DropOldest));
+        assert!(opened.unavailable.is_some());
+        o.offline();
+        push(&mut o, "s/a", 1);
+        o.online();
+        assert_eq!(deliver_all(&mut o), ["s/a=1"]);
+    }
+}
