@@ -90,7 +90,15 @@ pub enum Rejection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostReason {
-    KeepAlive { secs: u64 },
+    KeepAlive {
+        secs: u64,
+    },
+    /// Nothing at all came from the broker for this long, though pings
+    /// go out every keep-alive: the link is dead even if TCP does not know.
+    Silent {
+        millis: u64,
+        keep_alive_secs: u64,
+    },
     ClosedByBroker,
     Reset,
 }
@@ -115,6 +123,18 @@ impl Failure {
 /// Explains `error`; `was_connected` tells a drop of a working link from a
 /// failed attempt. May probe DNS or TCP once, only after a failure, only
 /// towards the broker's own address.
+/// A link that went silent: declared dead by the link, not by rumqttc.
+pub fn silent(target: &Target, silence: std::time::Duration) -> Failure {
+    Failure::Lost {
+        addr: target.addr(),
+        reason: LostReason::Silent {
+            millis: silence.as_millis() as u64,
+            keep_alive_secs: target.keep_alive.as_secs(),
+        },
+        client_id: target.client_id.clone(),
+    }
+}
+
 pub async fn diagnose(error: &ConnectionError, was_connected: bool, target: &Target) -> Failure {
     let addr = target.addr();
     let tls_on = target.tls.is_some();
@@ -396,6 +416,15 @@ impl fmt::Display for Failure {
                 reason,
                 client_id,
             } => match reason {
+                LostReason::Silent {
+                    millis,
+                    keep_alive_secs,
+                } => write!(
+                    f,
+                    "lost the connection to {addr}: nothing heard from the broker for {:.1}s \
+                     though it is pinged every {keep_alive_secs}s (network down or broker stalled)",
+                    *millis as f64 / 1000.0
+                ),
                 LostReason::KeepAlive { secs } => write!(
                     f,
                     "lost the connection to {addr}: no answer to keep-alive within {secs}s \

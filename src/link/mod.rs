@@ -9,6 +9,7 @@
 
 mod backoff;
 mod diagnose;
+mod tracking;
 
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Broker, Reconnect};
 use crate::tls::TlsSetup;
+
+use tracking::{Handed, Tracker};
 
 pub use backoff::Backoff;
 pub use diagnose::{Failure, LostReason, Rejection, Target};
@@ -83,13 +86,16 @@ pub enum LinkEvent {
         payload: Vec<u8>,
         retain: bool,
     },
-    /// A publish was written to the network with this packet id (0 for QoS 0).
+    /// A publish was written to the network with this packet id (0 for
+    /// QoS 0), carrying the token it was sent with.
     Sent {
         pkid: u16,
+        token: Option<u64>,
     },
     /// The broker acknowledged the QoS 1 publish with this packet id.
     Acked {
         pkid: u16,
+        token: Option<u64>,
     },
     Subscribed {
         refused: Vec<String>,
@@ -132,14 +138,20 @@ pub struct Link {
 pub struct Publisher {
     client: AsyncClient,
     max_packet_size: usize,
+    handed: Handed,
 }
 
 /// Room for events between the poll task and the consumer; when full the
 /// poll task waits, which slows reading from the network instead of
 /// growing memory.
 const EVENT_BUFFER: usize = 256;
-/// Requests queued towards rumqttc; publishers wait when it is full.
-const REQUEST_BUFFER: usize = 64;
+/// Requests queued towards rumqttc; publishers wait when it is full. The
+/// outbox's window ([`WINDOW`]) plus room for subscribes and DISCONNECT.
+const REQUEST_BUFFER: usize = WINDOW + 16;
+/// Tracked publishes a caller should have unacknowledged at once: enough to
+/// keep a loopback or LAN link busy, few enough that a reconnect resends
+/// little. Below rumqttc's in-flight limit (100) so it never stalls.
+pub const WINDOW: usize = 48;
 
 impl Link {
     /// Starts connecting in the background. `tls` is `None` for plain MQTT.
@@ -181,11 +193,14 @@ impl Link {
             tls,
         };
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
+        let handed = Handed::default();
         let publisher = Publisher {
             client: client.clone(),
             max_packet_size: broker.max_packet_size,
+            handed: handed.clone(),
         };
-        let task = tokio::spawn(drive(eventloop, client, options, target, tx));
+        let tracker = Tracker::new(handed);
+        let task = tokio::spawn(drive(eventloop, client, options, target, tracker, tx));
         Link {
             publisher,
             events,
@@ -230,13 +245,43 @@ impl Publisher {
         qos: Qos,
         retain: bool,
     ) -> Result<(), LinkError> {
+        self.try_queue(None, topic, payload, qos, retain)
+    }
+
+    /// Queues a QoS 1 publish whose [`LinkEvent::Acked`] carries `token`.
+    /// The link keeps it across lost connections and sessions until it is
+    /// acknowledged, and resends in token order: give increasing tokens.
+    pub fn try_send(
+        &self,
+        token: u64,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), LinkError> {
+        self.try_queue(Some(token), topic, payload, Qos::AtLeastOnce, retain)
+    }
+
+    fn try_queue(
+        &self,
+        token: Option<u64>,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: Qos,
+        retain: bool,
+    ) -> Result<(), LinkError> {
         self.check(topic, &payload)?;
-        self.client
-            .try_publish(topic, qos.into(), retain, payload)
-            .map_err(|e| match e {
-                ClientError::TryRequest(_) => LinkError::Busy,
-                _ => LinkError::Stopped,
-            })
+        // Queue and record the token under one lock: the FIFO must match
+        // the order rumqttc reads requests in.
+        self.handed.with(|handed| {
+            self.client
+                .try_publish(topic, qos.into(), retain, payload)
+                .map_err(|e| match e {
+                    ClientError::TryRequest(_) => LinkError::Busy,
+                    _ => LinkError::Stopped,
+                })?;
+            handed.push_back(token);
+            Ok(())
+        })
     }
 
     fn check(&self, topic: &str, payload: &[u8]) -> Result<(), LinkError> {
@@ -262,6 +307,9 @@ impl Publisher {
         retain: bool,
     ) -> Result<(), LinkError> {
         self.check(topic, &payload)?;
+        // Recorded before queueing (a lock cannot be held across the wait);
+        // publishes from one task keep their order.
+        self.handed.with(|h| h.push_back(None));
         self.client
             .publish(topic, qos.into(), retain, payload)
             .await
@@ -296,50 +344,81 @@ async fn drive(
     client: AsyncClient,
     options: LinkOptions,
     target: Target,
+    mut tracker: Tracker,
     tx: mpsc::Sender<LinkEvent>,
 ) {
     let mut backoff = Backoff::new(options.reconnect.clone());
     let mut connected = false;
     let mut ever_connected = false;
+    let silence_limit = silence_limit(target.keep_alive);
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         if !connected {
             if let Some(tls) = &target.tls {
                 tls.observer.reset();
             }
         }
-        let event = match eventloop.poll().await {
-            Ok(event) => event,
-            Err(rumqttc::ConnectionError::RequestsDone) => return,
-            Err(error) => {
+        let polled = match silence_limit {
+            Some(limit) if connected => tokio::select! {
+                polled = eventloop.poll() => Some(polled),
+                () = tokio::time::sleep_until(last_heard + limit) => None,
+            },
+            _ => Some(eventloop.poll().await),
+        };
+        let event = match polled {
+            Some(Ok(event)) => event,
+            Some(Err(rumqttc::ConnectionError::RequestsDone)) => return,
+            Some(Err(error)) => {
+                tracker.lost(&mut eventloop.pending);
                 let failure = diagnose::diagnose(&error, connected, &target).await;
-                let give_up = match options.retry {
-                    Retry::Never => true,
-                    Retry::OnceConnected => !connected && !ever_connected,
-                    Retry::Forever => false,
-                };
-                let retry_in = (!give_up).then(|| backoff.next_delay(fastrand::f64()));
                 tracing::debug!(error = %error, kind = failure.kind(), "connection failed");
-                let down = LinkEvent::Down {
+                connected = match down(
                     failure,
-                    retry_in,
-                    was_connected: connected,
-                };
-                connected = false;
-                if tx.send(down).await.is_err() {
-                    return;
-                }
-                match retry_in {
-                    Some(delay) => tokio::time::sleep(delay).await,
+                    connected,
+                    ever_connected,
+                    &options,
+                    &mut backoff,
+                    &tx,
+                )
+                .await
+                {
+                    Some(state) => state,
                     None => return,
-                }
+                };
+                continue;
+            }
+            None => {
+                // Dropping the connection mid-poll is safe here because it
+                // is discarded whole: clean() keeps every unacknowledged
+                // publish and queued request for the next one.
+                eventloop.clean();
+                tracker.lost(&mut eventloop.pending);
+                let failure = diagnose::silent(&target, last_heard.elapsed());
+                connected = match down(
+                    failure,
+                    connected,
+                    ever_connected,
+                    &options,
+                    &mut backoff,
+                    &tx,
+                )
+                .await
+                {
+                    Some(state) => state,
+                    None => return,
+                };
                 continue;
             }
         };
+        if matches!(event, Event::Incoming(_)) {
+            last_heard = tokio::time::Instant::now();
+        }
         let report = match event {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 connected = true;
                 ever_connected = true;
                 backoff.reset();
+                tracker.reconnected(&mut eventloop.pending);
                 if !ack.session_present {
                     resubscribe(&client, &options.subscriptions);
                 }
@@ -352,13 +431,19 @@ async fn drive(
                 payload: p.payload.to_vec(),
                 retain: p.retain,
             }),
-            Event::Incoming(Packet::PubAck(ack)) => Some(LinkEvent::Acked { pkid: ack.pkid }),
+            Event::Incoming(Packet::PubAck(ack)) => Some(LinkEvent::Acked {
+                pkid: ack.pkid,
+                token: tracker.acked(ack.pkid),
+            }),
             Event::Incoming(Packet::SubAck(ack)) => Some(LinkEvent::Subscribed {
                 refused: refused_filters(&options.subscriptions, &ack.return_codes),
             }),
-            Event::Outgoing(Outgoing::Publish(pkid)) => Some(LinkEvent::Sent { pkid }),
+            Event::Outgoing(Outgoing::Publish(pkid)) => Some(LinkEvent::Sent {
+                pkid,
+                token: tracker.sent(pkid),
+            }),
             Event::Outgoing(Outgoing::Disconnect) => {
-                drain_after_disconnect(&mut eventloop, &tx).await;
+                drain_after_disconnect(&mut eventloop, &mut tracker, &tx).await;
                 let _ = tx.send(LinkEvent::Closed).await;
                 return;
             }
@@ -372,16 +457,61 @@ async fn drive(
     }
 }
 
+/// How long the broker may be silent before the link is declared dead.
+/// rumqttc pings every keep-alive and only notices a missing answer at the
+/// next ping, up to 2× keep-alive after the link died; the broker answers
+/// every ping, so on a healthy link something arrives at least every
+/// keep-alive (plus a round trip), and 1.5× is safely past that.
+fn silence_limit(keep_alive: Duration) -> Option<Duration> {
+    (!keep_alive.is_zero()).then(|| keep_alive.mul_f64(1.5))
+}
+
+/// Reports a failure and waits before the next attempt. `None` when the
+/// link gives up (or nobody listens), else the new `connected` (false).
+async fn down(
+    failure: Failure,
+    connected: bool,
+    ever_connected: bool,
+    options: &LinkOptions,
+    backoff: &mut Backoff,
+    tx: &mpsc::Sender<LinkEvent>,
+) -> Option<bool> {
+    let give_up = match options.retry {
+        Retry::Never => true,
+        Retry::OnceConnected => !connected && !ever_connected,
+        Retry::Forever => false,
+    };
+    let retry_in = (!give_up).then(|| backoff.next_delay(fastrand::f64()));
+    let down = LinkEvent::Down {
+        failure,
+        retry_in,
+        was_connected: connected,
+    };
+    tx.send(down).await.ok()?;
+    tokio::time::sleep(retry_in?).await;
+    Some(false)
+}
+
 /// After DISCONNECT, reads what the broker still sends (PUBACKs) until it
 /// closes the connection. Closing a socket with unread data makes the kernel
 /// reset it, and the broker may then lose the DISCONNECT and publish the
 /// Last Will (Mosquitto logs "disconnected due to out of memory").
-async fn drain_after_disconnect(eventloop: &mut EventLoop, tx: &mpsc::Sender<LinkEvent>) {
+async fn drain_after_disconnect(
+    eventloop: &mut EventLoop,
+    tracker: &mut Tracker,
+    tx: &mpsc::Sender<LinkEvent>,
+) {
     let drain = async {
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    let _ = tx.send(LinkEvent::Acked { pkid: ack.pkid }).await;
+                    let token = tracker.acked(ack.pkid);
+                    let _ = tx
+                        .send(LinkEvent::Acked {
+                            pkid: ack.pkid,
+                            token,
+                        })
+                        .await;
                 }
                 Ok(_) => {}
                 Err(_) => return,
