@@ -24,6 +24,8 @@ pub mod commands;
 pub mod config;
 pub mod link;
 pub mod logging;
+pub mod outbox;
+pub mod sensors;
 pub mod tls;
 pub mod topics;
 pub mod utc;

@@ -8,6 +8,8 @@
 //! | `pinpost/pi-01/output/<name>` | `{"value":true,"ts":"…","seq":N}` (+ `duty`, `hz` under PWM; retained) |
 //! | `pinpost/pi-01/cmd/<name>` | commands in (see `commands`) |
 //! | `pinpost/pi-01/cmd/<name>/result` | `{"id":"…","ok":true}` / `{"id":"…","ok":false,"error":"…"}` |
+//! | `pinpost/pi-01/sensor/<name>` | `{"value":21.4,"unit":"°C","ts":"…","seq":N}` |
+//! | `pinpost/pi-01/stats` | outbox and link counters (retained, QoS 0, see [`StatsReport`]) |
 //!
 //! It knows names and JSON, not the transport.
 
@@ -40,6 +42,14 @@ impl Topics {
 
     pub fn output(&self, name: &str) -> String {
         format!("{}/output/{name}", self.base)
+    }
+
+    pub fn sensor(&self, name: &str) -> String {
+        format!("{}/sensor/{name}", self.base)
+    }
+
+    pub fn stats(&self) -> String {
+        format!("{}/stats", self.base)
     }
 
     /// The filter the agent subscribes to; `+` is one level, so results
@@ -82,6 +92,55 @@ impl PinState {
         }
     }
 
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// One sensor reading as published on `sensor/<name>`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reading<'a> {
+    pub value: f64,
+    pub unit: &'a str,
+    pub ts: String,
+    pub seq: u64,
+}
+
+impl Reading<'_> {
+    pub fn to_json(&self) -> Vec<u8> {
+        // A NaN or infinite value has no JSON form; publish null, not garbage.
+        if self.value.is_finite() {
+            serde_json::to_vec(self).unwrap_or_default()
+        } else {
+            serde_json::to_vec(&serde_json::json!({
+                "value": null, "unit": self.unit, "ts": self.ts, "seq": self.seq
+            }))
+            .unwrap_or_default()
+        }
+    }
+}
+
+/// What `stats` carries: how much is waiting to leave and what was lost.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsReport {
+    /// Messages not yet acknowledged by the broker.
+    pub queued: usize,
+    pub queued_bytes: u64,
+    pub in_flight: usize,
+    /// Of `queued`, how many are only on disk.
+    pub spooled: usize,
+    /// Size of the spool file on disk.
+    pub spool_bytes: u64,
+    /// Dropped because the outbox was full (see `outbox.policy`).
+    pub dropped: u64,
+    /// Dropped because older than `outbox.max_age`.
+    pub expired: u64,
+    /// Connections made after the first.
+    pub reconnects: u64,
+    pub ts: String,
+}
+
+impl StatsReport {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

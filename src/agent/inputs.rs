@@ -20,6 +20,8 @@ struct Tracked {
     poll: Option<Duration>,
     /// Last published logical value and its sequence number.
     published: Option<(bool, u64)>,
+    /// The last sequence number an earlier run published.
+    resumed_from: u64,
     settle_at: Option<Instant>,
     poll_at: Option<Instant>,
 }
@@ -39,6 +41,7 @@ impl Inputs {
                     invert: i.invert,
                     poll: i.poll_interval,
                     published: None,
+                    resumed_from: 0,
                     settle_at: None,
                     poll_at: i.poll_interval.map(|p| now + p),
                 })
@@ -85,6 +88,14 @@ impl Inputs {
         out
     }
 
+    /// Continues input `i`'s sequence after `last` (from an earlier run), so
+    /// consumers do not see numbers reused.
+    pub fn resume(&mut self, i: usize, last: u64) {
+        if let Some(t) = self.tracked.get_mut(i) {
+            t.resumed_from = last;
+        }
+    }
+
     /// Records the electrical level read from input `i`; returns the logical
     /// value and its sequence number when it is news worth publishing.
     pub fn observe(&mut self, i: usize, high: bool) -> Option<(bool, u64)> {
@@ -97,7 +108,7 @@ impl Inputs {
                 t.published
             }
             None => {
-                t.published = Some((value, 1));
+                t.published = Some((value, t.resumed_from + 1));
                 t.published
             }
         }

@@ -1,14 +1,18 @@
 //! The agent behind `pinpost run`: wires board → inputs → link and link →
 //! commands → outputs together in one loop, and owns shutdown.
 //!
-//! The loop never waits on the network: publishes are queued without
-//! blocking, so a dead link cannot stop commands, edges or shutdown. On
-//! shutdown (the future passed in resolves) outputs go to their
-//! `safe_state`, `offline` is published, and queued messages get a bounded
-//! time to leave. It knows no wire formats beyond calling `topics`.
+//! The loop never waits on the network: every reading, state and result
+//! goes into the [`outbox`](crate::outbox), which feeds the link as it
+//! acknowledges, so a dead link cannot stop commands, edges or shutdown.
+//! On shutdown (the future passed in resolves) outputs go to their
+//! `safe_state`, the outbox gets a bounded time to empty, `offline` is
+//! published, and whatever is still unacknowledged is kept on disk for the
+//! next start. It knows no wire formats beyond calling `topics`.
 
+mod delivery;
 mod inputs;
 mod outputs;
+mod sampling;
 mod systemd;
 
 use std::future::Future;
@@ -20,13 +24,16 @@ use tokio::time::Instant;
 use crate::board::Board;
 use crate::commands::{self, Incoming};
 use crate::config::Config;
-use crate::link::{Failure, Link, LinkError, LinkEvent, LinkOptions, Publisher, Qos, Retry, Will};
+use crate::link::{Failure, Link, LinkEvent, LinkOptions, Publisher, Qos, Retry, Will};
+use crate::outbox::Outbox;
+use crate::sensors::{self, Sensor};
 use crate::tls::{self, TlsError};
-use crate::topics::{self, PinState, Topics};
+use crate::topics::{self, PinState, Reading, Topics};
 use crate::utc;
 
 use inputs::Inputs;
 use outputs::Outputs;
+use sampling::Sampling;
 
 /// How long queued messages (and `offline`) get to reach the broker at shutdown.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
@@ -66,13 +73,15 @@ pub async fn run(
         subscriptions: vec![(topics.commands(), Qos::AtLeastOnce)],
     };
     let link = Link::start(options, tls);
+    let (outbox, opened) = Outbox::open(&config.outbox.path, delivery::limits(&config.outbox));
+    delivery::report_opened(&outbox, &opened);
     tracing::info!(
         device = %config.device.id,
         board = board.name(),
         broker = %format!("{}:{}", config.broker.host, config.broker.port),
         "starting"
     );
-    let mut agent = Agent::new(config, board, link.publisher());
+    let mut agent = Agent::new(config, board, link.publisher(), outbox);
     agent.read_all_inputs();
     agent.serve(link, edges, shutdown).await
 }
@@ -87,8 +96,15 @@ struct Agent {
     notified_ready: bool,
     /// The kind of the last failure logged, to log each outage once.
     last_failure: Option<&'static str>,
-    /// Messages dropped because the link's queue was full.
-    dropped: u64,
+    outbox: Outbox,
+    sensors: Vec<Box<dyn Sensor>>,
+    sampling: Sampling,
+    connected: bool,
+    /// Connections made (CONNACKs), for the reconnect count.
+    connections: u64,
+    /// Drops already reported in the log.
+    dropped_logged: u64,
+    last_spool_problem: Option<String>,
     /// Outputs have been put in their safe state (by shutdown).
     safe: bool,
 }
@@ -112,17 +128,38 @@ impl Drop for Agent {
 }
 
 impl Agent {
-    fn new(config: Config, board: Box<dyn Board>, publisher: Publisher) -> Agent {
+    fn new(config: Config, board: Box<dyn Board>, publisher: Publisher, outbox: Outbox) -> Agent {
+        let now = Instant::now();
+        let topics = Topics::new(&config.device.topic_prefix, &config.device.id);
+        // Sequence numbers continue where the last run stopped.
+        let mut inputs = Inputs::new(&config.inputs, now);
+        for (i, input) in config.inputs.iter().enumerate() {
+            if let Some(last) = outbox.last_seq(&topics.input(&input.name)) {
+                inputs.resume(i, last);
+            }
+        }
+        let mut outputs = Outputs::new(&config.outputs);
+        for (i, output) in config.outputs.iter().enumerate() {
+            if let Some(last) = outbox.last_seq(&topics.output(&output.name)) {
+                outputs.resume(i, last);
+            }
+        }
         Agent {
             publisher,
-            inputs: Inputs::new(&config.inputs, Instant::now()),
-            outputs: Outputs::new(&config.outputs),
-            topics: Topics::new(&config.device.topic_prefix, &config.device.id),
+            inputs,
+            outputs,
+            sensors: config.sensors.iter().map(sensors::open).collect(),
+            sampling: Sampling::new(config.sensors.iter().map(|s| s.interval), now),
+            topics,
             board,
             config,
             notified_ready: false,
             last_failure: None,
-            dropped: 0,
+            outbox,
+            connected: false,
+            connections: 0,
+            dropped_logged: 0,
+            last_spool_problem: None,
             safe: false,
         }
     }
@@ -137,11 +174,17 @@ impl Agent {
         let watchdog = systemd::watchdog_interval();
         let mut watchdog_tick =
             tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut sync_tick = tokio::time::interval(delivery::SYNC_INTERVAL);
+        let mut stats_tick = tokio::time::interval(self.config.outbox.stats_interval);
         loop {
-            let wake = [self.inputs.next_due(), self.outputs.next_due()]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake = [
+                self.inputs.next_due(),
+                self.outputs.next_due(),
+                self.sampling.next_due(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 () = &mut shutdown => break,
                 event = link.next_event() => match event {
@@ -150,6 +193,8 @@ impl Agent {
                 },
                 Some(input) = edges.recv() => self.inputs.edge(input, Instant::now()),
                 () = sleep_until(wake) => self.on_timers(Instant::now()),
+                _ = sync_tick.tick() => self.sync_outbox(),
+                _ = stats_tick.tick() => self.publish_stats(),
                 _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
             }
         }
@@ -164,12 +209,23 @@ impl Agent {
                 tracing::info!(broker = %target, "connected");
                 systemd::status(&format!("connected to {target}"));
                 self.last_failure = None;
+                self.connected = true;
+                self.connections += 1;
+                self.outbox.online();
                 self.ready();
                 self.publish_everything();
+                self.publish_stats();
             }
             LinkEvent::Down {
                 failure, retry_in, ..
-            } => self.on_down(&failure, retry_in),
+            } => {
+                self.connected = false;
+                // Whatever is in memory goes to disk now, so a crash or a
+                // power cut during the outage loses nothing.
+                self.outbox.offline();
+                self.on_down(&failure, retry_in);
+            }
+            LinkEvent::Acked { token, .. } => self.on_acked(token),
             LinkEvent::Message {
                 topic,
                 payload,
@@ -208,24 +264,62 @@ impl Agent {
     /// On every connect: the broker may have lost retained messages (a
     /// restart without persistence), so status and all states go again.
     fn publish_everything(&mut self) {
-        self.send(
-            &self.topics.status(),
-            topics::ONLINE.as_bytes().to_vec(),
-            true,
-        );
+        self.publish_status(topics::ONLINE);
         for (i, input) in self.config.inputs.clone().iter().enumerate() {
             if let Some((value, seq)) = self.inputs.last(i) {
                 self.send(
                     &self.topics.input(&input.name),
                     PinState::level(value, seq).to_json(),
                     true,
+                    Some(seq),
                 );
             }
         }
         for (i, output) in self.config.outputs.clone().iter().enumerate() {
             if let Some(state) = self.outputs.state(i) {
-                self.send(&self.topics.output(&output.name), state.to_json(), true);
+                let seq = state.seq;
+                self.send(
+                    &self.topics.output(&output.name),
+                    state.to_json(),
+                    true,
+                    Some(seq),
+                );
             }
+        }
+    }
+
+    /// `online`/`offline` bypass the outbox: a status kept on disk and
+    /// replayed after the next `online` would say the opposite of the truth.
+    fn publish_status(&mut self, status: &str) {
+        if let Err(e) = self.publisher.try_publish(
+            &self.topics.status(),
+            status.as_bytes().to_vec(),
+            Qos::AtLeastOnce,
+            true,
+        ) {
+            tracing::debug!("status {status} not queued: {e}");
+        }
+    }
+
+    fn sample(&mut self, i: usize) {
+        let Some(sensor) = self.sensors.get_mut(i) else {
+            return;
+        };
+        let name = &self.config.sensors[i].name;
+        match sensor.read() {
+            Ok(m) => {
+                let topic = self.topics.sensor(name);
+                let seq = self.outbox.next_seq(&topic);
+                let reading = Reading {
+                    value: m.value,
+                    unit: &m.unit,
+                    ts: utc::rfc3339_millis(utc::now_unix_millis()),
+                    seq,
+                };
+                let payload = reading.to_json();
+                self.send(&topic, payload, false, Some(seq));
+            }
+            Err(e) => tracing::warn!(sensor = %name, "cannot read: {e}"),
         }
     }
 
@@ -249,7 +343,12 @@ impl Agent {
                     let name = &self.config.inputs[i].name;
                     tracing::info!(input = %name, value, seq, "input changed");
                     let topic = self.topics.input(name);
-                    self.send(&topic, PinState::level(value, seq).to_json(), true);
+                    self.send(
+                        &topic,
+                        PinState::level(value, seq).to_json(),
+                        true,
+                        Some(seq),
+                    );
                 }
             }
             Err(e) => tracing::warn!(input = %self.config.inputs[i].name, "cannot read: {e}"),
@@ -263,6 +362,9 @@ impl Agent {
         for end in self.outputs.due(now) {
             let action = commands::Action::Set(end.level);
             self.drive(end.output, &action, None, now);
+        }
+        for i in self.sampling.due(now) {
+            self.sample(i);
         }
     }
 
@@ -303,7 +405,7 @@ impl Agent {
             Err(refusal) => {
                 tracing::warn!(output = name, "command refused: {}", refusal.error);
                 let body = topics::result_json(refusal.id.as_deref(), Err(&refusal.error));
-                self.send(&result_topic, body, false);
+                self.send(&result_topic, body, false, None);
             }
         }
     }
@@ -322,33 +424,15 @@ impl Agent {
         if let Some((topic, id)) = reply {
             let body =
                 topics::result_json(id, outcome.as_ref().map(|_| ()).map_err(String::as_str));
-            self.send(topic, body, false);
+            self.send(topic, body, false, None);
         }
         match outcome {
             Ok(state) => {
                 tracing::info!(output = %name, ?action, "applied");
-                self.send(&self.topics.output(&name), state.to_json(), true);
+                let topic = self.topics.output(&name);
+                self.send(&topic, state.to_json(), true, Some(state.seq));
             }
             Err(e) => tracing::error!(output = %name, "cannot drive: {e}"),
-        }
-    }
-
-    fn send(&mut self, topic: &str, payload: Vec<u8>, retain: bool) {
-        match self
-            .publisher
-            .try_publish(topic, payload, Qos::AtLeastOnce, retain)
-        {
-            Ok(()) => {}
-            Err(LinkError::Busy) => {
-                self.dropped += 1;
-                if self.dropped.is_power_of_two() {
-                    tracing::warn!(
-                        dropped = self.dropped,
-                        "the link's queue is full; messages are being dropped"
-                    );
-                }
-            }
-            Err(e) => tracing::error!(topic, "not published: {e}"),
         }
     }
 
@@ -362,30 +446,50 @@ impl Agent {
             }
         }
         self.safe = true;
-        self.send(
-            &self.topics.status(),
-            topics::OFFLINE.as_bytes().to_vec(),
-            true,
-        );
-        // DISCONNECT goes after everything queued before it, so seeing it
-        // written means the queue has left.
-        if link.disconnect().await.is_err() {
-            return;
+        let deadline = Instant::now() + FLUSH_LIMIT;
+        if self.connected {
+            self.drain(&mut link, deadline).await;
         }
-        let flushed = tokio::time::timeout(FLUSH_LIMIT, async {
-            while let Some(event) = link.next_event().await {
-                if matches!(event, LinkEvent::Closed) {
-                    return true;
+        self.publish_status(topics::OFFLINE);
+        // DISCONNECT goes after everything queued before it, so seeing it
+        // written means `offline` has left.
+        if link.disconnect().await.is_ok() {
+            let _ = tokio::time::timeout_at(deadline, async {
+                while let Some(event) = link.next_event().await {
+                    match event {
+                        LinkEvent::Closed => return,
+                        LinkEvent::Acked { token, .. } => self.on_acked(token),
+                        _ => {}
+                    }
                 }
-            }
-            false
-        })
-        .await;
-        if !matches!(flushed, Ok(true)) {
+            })
+            .await;
+        }
+        self.outbox.persist();
+        self.sync_outbox();
+        let left = self.outbox.stats();
+        if left.queued > 0 {
             tracing::warn!(
-                "the broker was not reachable at shutdown; queued messages were not sent"
+                "{} messages the broker has not acknowledged are kept in {} and will be sent \
+                 first at the next start",
+                left.queued,
+                self.outbox.dir().display()
             );
         }
+    }
+
+    /// Until the outbox is empty, the link drops, or the deadline passes.
+    async fn drain(&mut self, link: &mut Link, deadline: Instant) {
+        let _ = tokio::time::timeout_at(deadline, async {
+            while !self.outbox.is_empty() {
+                match link.next_event().await {
+                    Some(LinkEvent::Acked { token, .. }) => self.on_acked(token),
+                    Some(LinkEvent::Down { .. }) | None => return,
+                    Some(_) => {}
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -424,7 +528,9 @@ mod tests {
             },
             None,
         );
-        let agent = Agent::new(config, Box::new(board), link.publisher());
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _) = Outbox::open(dir.path(), delivery::limits(&config.outbox));
+        let agent = Agent::new(config, Box::new(board), link.publisher(), outbox);
         assert_eq!(pins.level(27), Some(true));
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _agent = agent;

@@ -50,6 +50,13 @@ impl Outputs {
         }
     }
 
+    /// Continues output `i`'s sequence after `last` (from an earlier run).
+    pub fn resume(&mut self, i: usize, last: u64) {
+        if let Some(d) = self.driven.get_mut(i) {
+            d.seq = d.seq.max(last + 1);
+        }
+    }
+
     /// Carries out `action` on `output`; returns the new state to publish.
     pub fn apply(
         &mut self,
