@@ -171,6 +171,11 @@ pub struct BrokerSetup {
     /// it is except that its `listener` line gets this broker's port and
     /// address; it replaces the settings above.
     pub listener_conf: Option<String>,
+    /// Keep sessions and queued messages across a graceful restart (in the
+    /// broker's temp dir), with no limit on what is queued for a client.
+    pub persistence: bool,
+    /// Run inside this network namespace (listening on `bind` there).
+    pub netns: Option<String>,
 }
 
 /// A running Mosquitto; killed on drop.
@@ -181,6 +186,7 @@ pub struct Broker {
     pub dir: tempfile::TempDir,
     log: PathBuf,
     command: Vec<(String, String)>,
+    netns: Option<String>,
 }
 
 impl Broker {
@@ -199,15 +205,26 @@ impl Broker {
         require_tool("mosquitto", "mosquitto");
         let dir = tempfile::tempdir().expect("temp dir");
         let host = setup.bind.clone().unwrap_or_else(|| "127.0.0.1".into());
-        let port = free_port(&host);
+        // A namespace of the test's own has every port free.
+        let port = if setup.netns.is_some() {
+            8883
+        } else {
+            free_port(&host)
+        };
         let mut conf = vec![
             // Run as root: dropping to the mosquitto user would lose read
             // access to the keys in this root-owned temp dir.
             "user root".to_string(),
             "log_dest stderr".into(),
             "log_type all".into(),
-            "persistence false".into(),
         ];
+        if setup.persistence {
+            conf.push("persistence true".into());
+            conf.push(format!("persistence_location {}/", dir.path().display()));
+            conf.push("max_queued_messages 0".into());
+        } else {
+            conf.push("persistence false".into());
+        }
         if let Some(text) = &setup.listener_conf {
             for line in text.lines() {
                 if line.starts_with("listener ") {
@@ -273,7 +290,7 @@ impl Broker {
                 openssl_conf.display().to_string(),
             ));
         }
-        let child = spawn_mosquitto(&conf_path, &log, &env)?;
+        let child = spawn_mosquitto(&conf_path, &log, &env, setup.netns.as_deref())?;
         let mut broker = Broker {
             port,
             host,
@@ -281,6 +298,7 @@ impl Broker {
             dir,
             log,
             command: env,
+            netns: setup.netns.clone(),
         };
         broker.wait_listening()?;
         Ok(broker)
@@ -300,9 +318,32 @@ impl Broker {
     /// upgrade or a power cut would.
     pub fn restart(&mut self) {
         self.stop();
+        self.start_again();
+    }
+
+    /// Stops the broker as `systemctl stop` would (SIGTERM): with
+    /// persistence on, it saves its sessions first.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop();
+    }
+
+    /// Deletes what persistence saved: the next start knows no session.
+    pub fn forget_sessions(&self) {
+        let _ = std::fs::remove_file(self.dir.path().join("mosquitto.db"));
+    }
+
+    /// Starts a stopped broker again on the same port.
+    pub fn start_again(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
         for _ in 0..50 {
-            match spawn_mosquitto(&conf, &self.log, &self.command) {
+            match spawn_mosquitto(&conf, &self.log, &self.command, self.netns.as_deref()) {
                 Ok(child) => {
                     self.child = child;
                     if self.wait_listening().is_ok() {
@@ -325,7 +366,16 @@ impl Broker {
             if let Ok(Some(status)) = broker.child.try_wait() {
                 return Err(format!("exited with {status}: {}", broker.log()));
             }
-            if TcpStream::connect((broker.host.as_str(), port)).is_ok() {
+            let listening = match &broker.netns {
+                None => TcpStream::connect((broker.host.as_str(), port)).is_ok(),
+                Some(ns) => Command::new("ip")
+                    .args(["netns", "exec", ns, "bash", "-c"])
+                    .arg(format!("echo > /dev/tcp/{}/{port}", broker.host))
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()),
+            };
+            if listening {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -349,14 +399,26 @@ impl Drop for Broker {
     }
 }
 
-fn spawn_mosquitto(conf: &Path, log: &Path, env: &[(String, String)]) -> Result<Child, String> {
+fn spawn_mosquitto(
+    conf: &Path,
+    log: &Path,
+    env: &[(String, String)],
+    netns: Option<&str>,
+) -> Result<Child, String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .map_err(|e| format!("log file: {e}"))?;
-    Command::new("mosquitto")
-        .arg("-c")
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "mosquitto"]);
+            c
+        }
+        None => Command::new("mosquitto"),
+    };
+    cmd.arg("-c")
         .arg(conf)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
@@ -601,6 +663,7 @@ pub struct Background {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    _state: tempfile::TempDir,
 }
 
 impl Background {
@@ -616,6 +679,12 @@ impl Background {
 
     /// Starts `cmd` (a pinpost, however it is launched) in the background.
     pub fn spawn(mut cmd: Command) -> Background {
+        // Each agent gets its own outbox spool, never the machine's
+        // /var/lib/pinpost (tests run as root), unless the test chose one.
+        let state = tempfile::tempdir().expect("state dir");
+        if !cmd.get_envs().any(|(k, _)| k == "STATE_DIRECTORY") {
+            cmd.env("STATE_DIRECTORY", state.path());
+        }
         let mut child = cmd
             .env_remove("PINPOST_CONFIG")
             .env_remove("RUST_LOG")
@@ -628,6 +697,7 @@ impl Background {
             child,
             lines,
             seen: Vec::new(),
+            _state: state,
         }
     }
 
@@ -651,6 +721,19 @@ impl Background {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Every stderr line so far, reading on until the process closes
+    /// stderr or `wait` passes.
+    pub fn log(&mut self, wait: Duration) -> String {
+        let deadline = Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => break,
+            }
+        }
+        self.seen.join("\n")
     }
 
     /// Waits for the process to end by itself and returns its stdout.
@@ -691,5 +774,131 @@ pub fn assert_ok(out: &Output, broker: &Broker) {
         out.status,
         stderr(out),
         broker.log()
+    );
+}
+
+/// A TCP forwarder in front of the broker that the test opens and closes:
+/// while closed, connections are accepted and dropped at once, so an agent
+/// can be kept away from a restarted broker until a witness is back.
+pub struct Gate {
+    pub port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    pub fn start(host: &str, target: u16) -> Gate {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind((host, 0)).expect("gate listens");
+        let port = listener.local_addr().expect("gate address").port();
+        let open = Arc::new(AtomicBool::new(true));
+        let is_open = open.clone();
+        let host = host.to_string();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !is_open.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect((host.as_str(), target)) else {
+                    continue;
+                };
+                pipe(&client, &server);
+                pipe(&server, &client);
+            }
+        });
+        Gate { port, open }
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` → `to` until either side closes, then closes both.
+fn pipe(from: &TcpStream, to: &TcpStream) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+/// Two network namespaces joined by a veth pair, with addresses that exist
+/// only inside them: traffic between them never touches this machine's own
+/// interfaces. Removed on drop.
+pub struct Netns {
+    pub a: String,
+    pub b: String,
+    /// The b side's interface (in namespace b), to cut the cable.
+    pub b_link: String,
+    pub a_addr: String,
+    pub b_addr: String,
+}
+
+impl Netns {
+    pub fn pair(tag: &str) -> Netns {
+        require_tool("ip", "iproute2");
+        let id = std::process::id() % 100_000;
+        let n = Netns {
+            a: format!("pp-{tag}-a-{id}"),
+            b: format!("pp-{tag}-b-{id}"),
+            b_link: format!("ppb{id}"),
+            a_addr: format!("10.213.{}.2", id % 250),
+            b_addr: format!("10.213.{}.1", id % 250),
+        };
+        let a_link = format!("ppa{id}");
+        ip(&["netns", "add", &n.a]);
+        ip(&["netns", "add", &n.b]);
+        ip(&[
+            "link", "add", &a_link, "netns", &n.a, "type", "veth", "peer", "name", &n.b_link,
+            "netns", &n.b,
+        ]);
+        for (ns, link, addr) in [(&n.a, &a_link, &n.a_addr), (&n.b, &n.b_link, &n.b_addr)] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", link]);
+            ip(&["-n", ns, "link", "set", link, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        n
+    }
+
+    /// Unplugs (`false`) or plugs back (`true`) the cable: packets are then
+    /// silently lost, as on a dead Wi-Fi link; neither side is told.
+    pub fn cable(&self, plugged: bool) {
+        let state = if plugged { "up" } else { "down" };
+        ip(&["-n", &self.b, "link", "set", &self.b_link, state]);
+    }
+
+    /// `cmd` run inside namespace `ns`.
+    pub fn exec(ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
