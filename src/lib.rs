@@ -1,8 +1,9 @@
 //! pinpost: Raspberry Pi GPIO and sensors over MQTT with mutual TLS.
 //!
-//! Data flows one way: [`board`] → inputs → [`link`] → broker, and broker →
-//! [`commands`] → outputs. [`config`] is the TOML file, checked once at
-//! start-up; [`tls`] sets up rustls and explains handshake failures in
+//! Data flows one way: [`board`] and [`sensors`] → [`outbox`] → [`link`] →
+//! broker, and broker → [`commands`] → outputs. The outbox owns every
+//! message until the broker acknowledges it, spilling to disk when offline.
+//! [`config`] is the TOML file, checked once at start-up; [`tls`] sets up rustls and explains handshake failures in
 //! words; [`link`] is the one supervised MQTT connection (the only code that
 //! talks to rumqttc); [`topics`] is the topic layout and payloads; [`agent`]
 //! wires it all together for `pinpost run`; [`cmd`] holds the subcommands.

@@ -465,6 +465,19 @@ fn a_cut_longer_than_the_keep_alive_is_noticed_in_time_and_loses_nothing() {
     agent.wait_for("connected broker=", Duration::from_secs(20));
     let back = cut.elapsed() - outage;
     sub.read(Duration::from_secs(4));
+    // The stats message (published every second here) counts the outage.
+    let out = Netns::exec(&net.b, "mosquitto_sub")
+        .args(["-C", "1", "-W", "10", "-h", &net.b_addr])
+        .args(["-p", &broker.port.to_string(), "-t", "pinpost/pi-01/stats"])
+        .args(tls_args(&pki.ca.cert, Some(&operator)))
+        .output()
+        .expect("mosquitto_sub");
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stats: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    println!("stats after the cut: {stats}");
+    assert_eq!(stats["reconnects"], 1, "{stats}");
+    assert_eq!(stats["dropped"], 0, "{stats}");
+    assert!(stats["queued"].as_u64().is_some() && stats["spool_bytes"].as_u64().is_some());
     terminate(&agent);
     let seconds = started.elapsed().as_secs_f64();
     let (exit, _) = agent.finish(Duration::from_secs(15));

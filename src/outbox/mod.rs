@@ -82,13 +82,14 @@ pub struct Opened {
 /// Where a waiting message is.
 #[derive(Debug)]
 enum Waiting {
-    Memory(Record),
+    Memory(Box<Record>),
     /// Only on disk: its size and stream, to account without reading it.
-    Disk {
-        size: u64,
-        stream: String,
-    },
+    /// Kept small: a long outage holds one of these per message.
+    Disk { size: u32, stream: StreamId },
 }
+
+/// A stream (topic) by number, so per-message bookkeeping holds no string.
+type StreamId = u32;
 
 #[derive(Debug)]
 struct Flying {
@@ -101,10 +102,14 @@ pub struct Outbox {
     limits: Limits,
     dir: PathBuf,
     spool: Option<Spool>,
+    /// Held while the spool is ours: two agents writing one log would
+    /// corrupt it.
+    _lock: Option<std::fs::File>,
     /// Not yet handed to the link, by id (= creation order).
     waiting: BTreeMap<u64, Waiting>,
     /// Ids waiting per stream, oldest first: who pays when full.
-    streams: HashMap<String, VecDeque<u64>>,
+    streams: HashMap<StreamId, VecDeque<u64>>,
+    stream_ids: HashMap<String, StreamId>,
     in_flight: BTreeMap<u64, Flying>,
     next_id: u64,
     seqs: BTreeMap<String, u64>,
@@ -136,8 +141,10 @@ impl Outbox {
             limits,
             dir: dir.to_path_buf(),
             spool: None,
+            _lock: None,
             waiting: BTreeMap::new(),
             streams: HashMap::new(),
+            stream_ids: HashMap::new(),
             in_flight: BTreeMap::new(),
             next_id: 0,
             seqs: BTreeMap::new(),
@@ -150,6 +157,13 @@ impl Outbox {
             problem: None,
         };
         let mut opened = Opened::default();
+        match lock(dir) {
+            Ok(file) => outbox._lock = Some(file),
+            Err(why) => {
+                opened.unavailable = Some(why);
+                return (outbox, opened);
+            }
+        }
         match Spool::open(dir) {
             Ok((spool, recovered)) => {
                 outbox.next_id = recovered.next_id;
@@ -172,12 +186,13 @@ impl Outbox {
                     opened.replayed += 1;
                     opened.replayed_bytes += size;
                     outbox.total_bytes += size;
-                    outbox.index(record.id, &record.topic);
+                    let stream = outbox.stream_id(&record.topic);
+                    outbox.index(record.id, stream);
                     outbox.waiting.insert(
                         record.id,
                         Waiting::Disk {
-                            size,
-                            stream: record.topic,
+                            size: size as u32,
+                            stream,
                         },
                     );
                 }
@@ -243,18 +258,19 @@ impl Outbox {
         };
         self.next_id += 1;
         self.total_bytes += size;
-        self.index(record.id, topic);
+        let stream = self.stream_id(topic);
+        self.index(record.id, stream);
         let to_memory = self.spool.is_none()
             || (self.online && self.memory_bytes + size <= self.limits.memory_limit);
         if to_memory || !self.write_to_spool(std::slice::from_ref(&record)) {
             self.memory_bytes += size;
-            self.waiting.insert(record.id, Waiting::Memory(record));
+            self.waiting.insert(record.id, Waiting::Memory(Box::new(record)));
         } else {
             self.waiting.insert(
                 record.id,
                 Waiting::Disk {
-                    size,
-                    stream: record.topic,
+                    size: size as u32,
+                    stream,
                 },
             );
         }
@@ -268,7 +284,12 @@ impl Outbox {
     /// The oldest waiting message of `stream`, or, if it has none waiting,
     /// of the stream holding the most messages.
     fn oldest_waiting(&self, stream: &str) -> Option<u64> {
-        if let Some(id) = self.streams.get(stream).and_then(|ids| ids.front()) {
+        let own = self
+            .stream_ids
+            .get(stream)
+            .and_then(|s| self.streams.get(s))
+            .and_then(|ids| ids.front());
+        if let Some(id) = own {
             return Some(*id);
         }
         self.streams
@@ -277,22 +298,28 @@ impl Outbox {
             .and_then(|ids| ids.front().copied())
     }
 
-    fn index(&mut self, id: u64, stream: &str) {
-        self.streams
-            .entry(stream.to_string())
-            .or_default()
-            .push_back(id);
+    fn stream_id(&mut self, name: &str) -> StreamId {
+        if let Some(id) = self.stream_ids.get(name) {
+            return *id;
+        }
+        let id = self.stream_ids.len() as StreamId;
+        self.stream_ids.insert(name.to_string(), id);
+        id
     }
 
-    fn unindex(&mut self, id: u64, stream: &str) {
-        if let Some(ids) = self.streams.get_mut(stream) {
+    fn index(&mut self, id: u64, stream: StreamId) {
+        self.streams.entry(stream).or_default().push_back(id);
+    }
+
+    fn unindex(&mut self, id: u64, stream: StreamId) {
+        if let Some(ids) = self.streams.get_mut(&stream) {
             if ids.front() == Some(&id) {
                 ids.pop_front();
             } else {
                 ids.retain(|i| *i != id);
             }
             if ids.is_empty() {
-                self.streams.remove(stream);
+                self.streams.remove(&stream);
             }
         }
     }
@@ -303,11 +330,12 @@ impl Outbox {
                 let size = size_of(&record.topic, &record.payload);
                 self.memory_bytes -= size;
                 self.total_bytes -= size;
-                self.unindex(id, &record.topic);
+                let stream = self.stream_id(&record.topic);
+                self.unindex(id, stream);
             }
             Some(Waiting::Disk { size, stream }) => {
-                self.total_bytes -= size;
-                self.unindex(id, &stream);
+                self.total_bytes -= u64::from(size);
+                self.unindex(id, stream);
                 self.forget.push(id);
             }
             None => {}
@@ -324,21 +352,22 @@ impl Outbox {
         let max_age = self.limits.max_age.as_millis() as u64;
         while let Some((&id, _)) = self.waiting.first_key_value() {
             let (record, on_disk) = match self.waiting.remove(&id) {
-                Some(Waiting::Memory(record)) => (record, false),
+                Some(Waiting::Memory(record)) => (*record, false),
                 Some(Waiting::Disk { size, stream }) => match self.read_back(id) {
                     Some(record) => (record, true),
                     None => {
                         // Unreadable (the spool failed or was damaged):
                         // counted as dropped rather than retried forever.
-                        self.total_bytes -= size;
-                        self.unindex(id, &stream);
+                        self.total_bytes -= u64::from(size);
+                        self.unindex(id, stream);
                         self.stats.dropped += 1;
                         continue;
                     }
                 },
                 None => continue,
             };
-            self.unindex(id, &record.topic);
+            let stream = self.stream_id(&record.topic);
+            self.unindex(id, stream);
             let size = size_of(&record.topic, &record.payload);
             if now_ms.saturating_sub(record.created_ms) > max_age {
                 if !on_disk {
@@ -399,21 +428,19 @@ impl Outbox {
         let record = flying.record;
         let size = size_of(&record.topic, &record.payload);
         // Oldest of its stream again.
-        self.streams
-            .entry(record.topic.clone())
-            .or_default()
-            .push_front(id);
+        let stream = self.stream_id(&record.topic);
+        self.streams.entry(stream).or_default().push_front(id);
         if flying.on_disk {
             self.memory_bytes -= size;
             self.waiting.insert(
                 id,
                 Waiting::Disk {
-                    size,
-                    stream: record.topic,
+                    size: size as u32,
+                    stream,
                 },
             );
         } else {
-            self.waiting.insert(id, Waiting::Memory(record));
+            self.waiting.insert(id, Waiting::Memory(Box::new(record)));
         }
     }
 
@@ -464,7 +491,7 @@ impl Outbox {
             .collect();
         for id in &memory_ids {
             if let Some(Waiting::Memory(record)) = self.waiting.get(id) {
-                records.push(record.clone());
+                records.push(Record::clone(record));
             }
         }
         if records.is_empty() {
@@ -481,11 +508,12 @@ impl Outbox {
             if let Some(Waiting::Memory(record)) = self.waiting.remove(&id) {
                 let size = size_of(&record.topic, &record.payload);
                 self.memory_bytes -= size;
+                let stream = self.stream_id(&record.topic);
                 self.waiting.insert(
                     id,
                     Waiting::Disk {
-                        size,
-                        stream: record.topic,
+                        size: size as u32,
+                        stream,
                     },
                 );
             }
@@ -595,6 +623,45 @@ impl Outbox {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Takes `dir/outbox.lock` (an advisory lock the kernel drops when the
+/// process dies, so a `kill -9` leaves nothing stale).
+fn lock(dir: &Path) -> Result<std::fs::File, String> {
+    use rustix::fs::{FlockOperation, flock};
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            format!(
+                "cannot create the outbox spool directory {}: {}",
+                dir.display(),
+                crate::config::io_words(&e)
+            )
+        })?;
+    let path = dir.join("outbox.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            format!(
+                "cannot open {}: {}",
+                path.display(),
+                crate::config::io_words(&e)
+            )
+        })?;
+    flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        format!(
+            "another pinpost is using the outbox spool {}; give each agent its own \
+             outbox.path",
+            dir.display()
+        )
+    })?;
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -797,6 +864,37 @@ mod tests {
         let r = o.next_to_send(1_000).unwrap();
         o.requeue(r.id);
         assert_eq!(deliver_all(&mut o), ["s/a=1", "s/a=2"]);
+    }
+
+    #[test]
+    fn a_second_outbox_on_the_same_spool_is_refused_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        let (_, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        let why = opened.unavailable.unwrap();
+        assert!(why.contains("another pinpost is using"), "{why}");
+    }
+
+    #[test]
+    fn a_torn_spool_is_reported_and_the_rest_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.offline();
+        for n in 0..3 {
+            push(&mut o, "s/a", n);
+        }
+        o.sync();
+        drop(o);
+        // Power lost in the middle of the next write.
+        let wal = dir.path().join("outbox.wal");
+        let mut bytes = std::fs::read(&wal).unwrap();
+        bytes.extend_from_slice(&[0x50, 0x50, 1, 200, 0, 0]);
+        std::fs::write(&wal, bytes).unwrap();
+        let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        assert_eq!(opened.skipped.len(), 1, "{opened:?}");
+        assert!(opened.skipped[0].contains("damaged bytes"), "{opened:?}");
+        o.online();
+        assert_eq!(deliver_all(&mut o), ["s/a=0", "s/a=1", "s/a=2"]);
     }
 
     #[test]
