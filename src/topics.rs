@@ -120,6 +120,26 @@ impl Reading<'_> {
     }
 }
 
+/// A sensor that cannot be read, on its `sensor/<name>` topic (published
+/// once per change of error, not every interval):
+/// `{"value":null,"error":"…","ts":"…","seq":N}`. `value` is null so a
+/// consumer plotting it sees a gap, not a number.
+#[derive(Debug, Clone)]
+pub struct SensorFailure<'a> {
+    pub error: &'a str,
+    pub ts: String,
+    pub seq: u64,
+}
+
+impl SensorFailure<'_> {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "value": null, "error": self.error, "ts": self.ts, "seq": self.seq
+        }))
+        .unwrap_or_default()
+    }
+}
+
 /// What `stats` carries: how much is waiting to leave and what was lost.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsReport {

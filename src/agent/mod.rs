@@ -13,6 +13,7 @@ mod delivery;
 mod inputs;
 mod outputs;
 mod sampling;
+mod sensing;
 mod systemd;
 
 use std::future::Future;
@@ -26,14 +27,15 @@ use crate::commands::{self, Incoming};
 use crate::config::Config;
 use crate::link::{Failure, Link, LinkEvent, LinkOptions, Publisher, Qos, Retry, Will};
 use crate::outbox::Outbox;
-use crate::sensors::{self, Sensor};
+use crate::sensors::SensorError;
 use crate::tls::{self, TlsError};
-use crate::topics::{self, PinState, Reading, Topics};
+use crate::topics::{self, PinState, Reading, SensorFailure, Topics};
 use crate::utc;
 
 use inputs::Inputs;
 use outputs::Outputs;
 use sampling::Sampling;
+use sensing::{Outcome, Reporting, Sensing};
 
 /// How long queued messages (and `offline`) get to reach the broker at shutdown.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
@@ -97,8 +99,11 @@ struct Agent {
     /// The kind of the last failure logged, to log each outage once.
     last_failure: Option<&'static str>,
     outbox: Outbox,
-    sensors: Vec<Box<dyn Sensor>>,
+    sensing: Sensing,
     sampling: Sampling,
+    reporting: Reporting,
+    /// Each sensor's current error, to log and publish once per change.
+    failing: Vec<Option<String>>,
     connected: bool,
     /// Connections made (CONNACKs), for the reconnect count.
     connections: u64,
@@ -148,8 +153,10 @@ impl Agent {
             publisher,
             inputs,
             outputs,
-            sensors: config.sensors.iter().map(sensors::open).collect(),
+            sensing: Sensing::start(&config.sensors),
             sampling: Sampling::new(config.sensors.iter().map(|s| s.interval), now),
+            reporting: Reporting::default(),
+            failing: vec![None; config.sensors.len()],
             topics,
             board,
             config,
@@ -181,6 +188,7 @@ impl Agent {
                 self.inputs.next_due(),
                 self.outputs.next_due(),
                 self.sampling.next_due(),
+                self.sensing.next_deadline(&self.config.sensors),
             ]
             .into_iter()
             .flatten()
@@ -192,6 +200,7 @@ impl Agent {
                     None => return Err(AgentError::LinkStopped),
                 },
                 Some(input) = edges.recv() => self.inputs.edge(input, Instant::now()),
+                Some(outcome) = self.sensing.next() => self.on_reading(outcome),
                 () = sleep_until(wake) => self.on_timers(Instant::now()),
                 _ = sync_tick.tick() => self.sync_outbox(),
                 _ = stats_tick.tick() => self.publish_stats(),
@@ -301,26 +310,58 @@ impl Agent {
         }
     }
 
-    fn sample(&mut self, i: usize) {
-        let Some(sensor) = self.sensors.get_mut(i) else {
+    fn on_reading(&mut self, outcome: Outcome) {
+        let i = outcome.sensor;
+        let Some(config) = self.config.sensors.get(i).cloned() else {
             return;
         };
-        let name = &self.config.sensors[i].name;
-        match sensor.read() {
-            Ok(m) => {
-                let topic = self.topics.sensor(name);
-                let seq = self.outbox.next_seq(&topic);
-                let reading = Reading {
-                    value: m.value,
-                    unit: &m.unit,
-                    ts: utc::rfc3339_millis(utc::now_unix_millis()),
-                    seq,
-                };
-                let payload = reading.to_json();
-                self.send(&topic, payload, false, Some(seq));
-            }
-            Err(e) => tracing::warn!(sensor = %name, "cannot read: {e}"),
+        let measurements = match outcome.result {
+            Ok(m) => m,
+            Err(e) => return self.sensor_failed(i, &e),
+        };
+        if let Some(was) = self.failing[i].take() {
+            tracing::info!(sensor = %config.name, "reading again (it failed: {was})");
         }
+        let now = Instant::now();
+        for m in measurements {
+            if !self.reporting.worth_it(i, &config, &m, now) {
+                continue;
+            }
+            let topic = match &m.name {
+                Some(part) => format!("{}/{part}", self.topics.sensor(&config.name)),
+                None => self.topics.sensor(&config.name),
+            };
+            let seq = self.outbox.next_seq(&topic);
+            let reading = Reading {
+                value: m.value,
+                unit: &m.unit,
+                ts: utc::rfc3339_millis(utc::now_unix_millis()),
+                seq,
+            };
+            let payload = reading.to_json();
+            self.send(&topic, payload, false, Some(seq));
+        }
+    }
+
+    /// Logs and publishes a sensor's error once per change, not every
+    /// interval; the other sensors carry on.
+    fn sensor_failed(&mut self, i: usize, e: &SensorError) {
+        let text = e.to_string();
+        if self.failing[i].as_deref() == Some(text.as_str()) {
+            return;
+        }
+        let name = self.config.sensors[i].name.clone();
+        tracing::warn!(sensor = %name, "cannot read: {text}");
+        let topic = self.topics.sensor(&name);
+        let seq = self.outbox.next_seq(&topic);
+        let failure = SensorFailure {
+            error: &text,
+            ts: utc::rfc3339_millis(utc::now_unix_millis()),
+            seq,
+        };
+        let payload = failure.to_json();
+        self.send(&topic, payload, false, Some(seq));
+        self.failing[i] = Some(text);
     }
 
     /// The starting levels; they are published with everything else once
@@ -364,7 +405,11 @@ impl Agent {
             self.drive(end.output, &action, None, now);
         }
         for i in self.sampling.due(now) {
-            self.sample(i);
+            self.sensing.request(i, now);
+        }
+        for i in self.sensing.overdue(&self.config.sensors, now) {
+            let timeout = self.config.sensors[i].timeout;
+            self.sensor_failed(i, &SensorError::Timeout(timeout));
         }
     }
 

@@ -229,18 +229,87 @@ pub enum DropPolicy {
     DropNewest,
 }
 
-/// A sensor sampled on a schedule; published on `sensor/<name>`.
+/// A sensor sampled on a schedule; published on `sensor/<name>` (or
+/// `sensor/<name>/<measurement>` for sensors that measure several things).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sensor {
     pub name: String,
     pub interval: Duration,
+    /// A read that takes longer is reported as failed.
+    pub timeout: Duration,
+    /// Extra attempts after a failed read, before it is reported.
+    pub retries: u32,
+    /// Publish only when a value moved at least this much...
+    pub change_threshold: Option<f64>,
+    /// ...or this long has passed since it was last published.
+    pub report_every: Option<Duration>,
     pub kind: SensorKind,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SensorKind {
     /// A made-up value: `start`, then `step` more on each reading.
-    Sim { start: f64, step: f64, unit: String },
+    Sim {
+        start: f64,
+        step: f64,
+        unit: String,
+    },
+    /// A number in a file (sysfs, IIO, hwmon): `value * scale + offset`.
+    File {
+        path: PathBuf,
+        /// Where in the text the number is: the first capture group, or
+        /// the whole match.
+        regex: Option<String>,
+        scale: f64,
+        offset: f64,
+        unit: String,
+    },
+    /// 1-Wire DS18B20 thermometers under `dir` (one, or all found).
+    Ds18b20 {
+        dir: PathBuf,
+        id: Option<String>,
+    },
+    /// The SoC temperature from a thermal zone (millidegrees).
+    CpuTemperature {
+        path: PathBuf,
+    },
+    /// Load, memory, disk and uptime, from `proc` and `statvfs(disk)`.
+    System {
+        proc: PathBuf,
+        disk: PathBuf,
+    },
+    Bme280 {
+        bus: u8,
+        address: u8,
+    },
+    Bmp280 {
+        bus: u8,
+        address: u8,
+    },
+    Ads1115 {
+        bus: u8,
+        address: u8,
+        channels: Vec<u8>,
+        /// Full-scale range in volts: 6.144, 4.096, 2.048, 1.024, 0.512, 0.256.
+        gain: f64,
+    },
+    Sht3x {
+        bus: u8,
+        address: u8,
+    },
+}
+
+impl SensorKind {
+    /// The I2C bus this sensor uses, if any (one owner thread per bus).
+    pub fn i2c_bus(&self) -> Option<u8> {
+        match self {
+            SensorKind::Bme280 { bus, .. }
+            | SensorKind::Bmp280 { bus, .. }
+            | SensorKind::Ads1115 { bus, .. }
+            | SensorKind::Sht3x { bus, .. } => Some(*bus),
+            _ => None,
+        }
+    }
 }
 
 /// Where a bad value was set.

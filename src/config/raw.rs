@@ -133,7 +133,30 @@ pub struct RawSensor {
     pub name: Option<String>,
     pub kind: Option<String>,
     pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub retries: Option<i64>,
+    pub change_threshold: Option<f64>,
+    pub report_every: Option<String>,
     pub unit: Option<String>,
     pub start: Option<f64>,
     pub step: Option<f64>,
+    pub path: Option<PathBuf>,
+    pub regex: Option<String>,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+    pub id: Option<String>,
+    pub disk: Option<PathBuf>,
+    pub bus: Option<i64>,
+    pub address: Option<RawAddress>,
+    pub channels: Option<Vec<i64>>,
+    pub gain: Option<f64>,
+}
+
+/// `0x76` is not TOML; people write `address = 0x76` (a TOML hex integer)
+/// or `"0x76"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawAddress {
+    Number(i64),
+    Text(String),
 }

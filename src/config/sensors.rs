@@ -1,14 +1,21 @@
-//! `[[sensor]]`: what is sampled, how often, and from where.
+//! `[[sensor]]`: what is sampled, how often, and from where. Each kind
+//! takes only the keys that mean something to it; any other is refused by
+//! name, so a typo never silently does nothing.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::build::{Origins, duration};
 use super::pins::name;
-use super::raw::RawConfig;
+use super::raw::{RawAddress, RawConfig, RawSensor};
 use super::{ConfigError, Sensor, SensorKind};
 
 const INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
+const TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
+const RETRIES_DEFAULT: i64 = 2;
+const KINDS: &str = "\"file\", \"ds18b20\", \"cpu_temperature\", \"system\", \"bme280\", \
+                     \"bmp280\", \"ads1115\", \"sht3x\" or \"sim\"";
 
 pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Vec<Sensor>, ConfigError> {
     let mut names = HashMap::new();
@@ -20,32 +27,248 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Vec<Sensor>, Con
         if interval < Duration::from_millis(1) || interval > Duration::from_secs(86400) {
             return Err(o.invalid(&at("interval"), "out of range; allowed: \"1ms\" to \"24h\""));
         }
-        let kind = match r.kind.as_deref() {
-            Some("sim") => SensorKind::Sim {
-                start: r.start.unwrap_or(0.0),
-                step: r.step.unwrap_or(1.0),
-                unit: r.unit.clone().unwrap_or_default(),
-            },
-            Some(other) => {
-                return Err(o.invalid(
-                    &at("kind"),
-                    format!("{other:?} is not a sensor kind; allowed: \"sim\""),
-                ));
-            }
-            None => {
-                return Err(o.invalid(
-                    &at("kind"),
-                    "missing; say what to read (e.g. kind = \"sim\")",
-                ));
-            }
-        };
+        let timeout = duration(&r.timeout, &at("timeout"), o)?.unwrap_or(TIMEOUT_DEFAULT);
+        if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(600) {
+            return Err(o.invalid(&at("timeout"), "out of range; allowed: \"1ms\" to \"10m\""));
+        }
+        let retries = r.retries.unwrap_or(RETRIES_DEFAULT);
+        if !(0..=10).contains(&retries) {
+            return Err(o.invalid(
+                &at("retries"),
+                format!("{retries} is out of range; allowed: 0 to 10"),
+            ));
+        }
+        if r.change_threshold
+            .is_some_and(|t| !(t >= 0.0 && t.is_finite()))
+        {
+            return Err(o.invalid(&at("change_threshold"), "must be a number 0 or more"));
+        }
+        let report_every = duration(&r.report_every, &at("report_every"), o)?;
+        let kind = kind(r, &at, o)?;
         sensors.push(Sensor {
             name,
             interval,
+            timeout,
+            retries: retries as u32,
+            change_threshold: r.change_threshold,
+            report_every,
             kind,
         });
     }
     Ok(sensors)
+}
+
+fn kind(
+    r: &RawSensor,
+    at: &dyn Fn(&str) -> String,
+    o: &Origins<'_>,
+) -> Result<SensorKind, ConfigError> {
+    let Some(kind) = r.kind.as_deref() else {
+        return Err(o.invalid(
+            &at("kind"),
+            format!("missing; say what to read (kind = one of {KINDS})"),
+        ));
+    };
+    // Which keys each kind understands, beyond the common ones.
+    let allowed: &[&str] = match kind {
+        "sim" => &["unit", "start", "step"],
+        "file" => &["path", "regex", "scale", "offset", "unit"],
+        "ds18b20" => &["path", "id"],
+        "cpu_temperature" => &["path"],
+        "system" => &["path", "disk"],
+        "bme280" | "bmp280" | "sht3x" => &["bus", "address"],
+        "ads1115" => &["bus", "address", "channels", "gain"],
+        other => {
+            return Err(o.invalid(
+                &at("kind"),
+                format!("{other:?} is not a sensor kind; allowed: {KINDS}"),
+            ));
+        }
+    };
+    let given = [
+        ("unit", r.unit.is_some()),
+        ("start", r.start.is_some()),
+        ("step", r.step.is_some()),
+        ("path", r.path.is_some()),
+        ("regex", r.regex.is_some()),
+        ("scale", r.scale.is_some()),
+        ("offset", r.offset.is_some()),
+        ("id", r.id.is_some()),
+        ("disk", r.disk.is_some()),
+        ("bus", r.bus.is_some()),
+        ("address", r.address.is_some()),
+        ("channels", r.channels.is_some()),
+        ("gain", r.gain.is_some()),
+    ];
+    if let Some((key, _)) = given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
+        return Err(o.invalid(
+            &at(key),
+            format!(
+                "does not apply to kind = {kind:?}; it takes {}",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    let path = |default: &str| {
+        r.path
+            .as_ref()
+            .map_or_else(|| PathBuf::from(default), |p| o.resolve(&at("path"), p))
+    };
+    let bus = || -> Result<u8, ConfigError> {
+        let bus = r.bus.unwrap_or(1);
+        u8::try_from(bus).map_err(|_| {
+            o.invalid(
+                &at("bus"),
+                format!("{bus} is not an I2C bus number (/dev/i2c-1 is bus = 1)"),
+            )
+        })
+    };
+    Ok(match kind {
+        "sim" => SensorKind::Sim {
+            start: r.start.unwrap_or(0.0),
+            step: r.step.unwrap_or(1.0),
+            unit: r.unit.clone().unwrap_or_default(),
+        },
+        "file" => {
+            let Some(p) = &r.path else {
+                return Err(o.invalid(
+                    &at("path"),
+                    "missing; name the file holding the number (e.g. \
+                     path = \"/sys/bus/iio/devices/iio:device0/in_temp_input\")",
+                ));
+            };
+            if let Some(re) = &r.regex {
+                if let Err(e) = regex_lite::Regex::new(re) {
+                    return Err(o.invalid(&at("regex"), format!("{re:?} is not a regex: {e}")));
+                }
+            }
+            SensorKind::File {
+                path: o.resolve(&at("path"), p),
+                regex: r.regex.clone(),
+                scale: finite(r.scale, 1.0, &at("scale"), o)?,
+                offset: finite(r.offset, 0.0, &at("offset"), o)?,
+                unit: r.unit.clone().unwrap_or_default(),
+            }
+        }
+        "ds18b20" => {
+            if let Some(id) = &r.id {
+                if !id.starts_with("28-") || id.contains('/') {
+                    return Err(o.invalid(
+                        &at("id"),
+                        format!("{id:?} is not a DS18B20 id; they look like \"28-0316a2795aff\" (ls /sys/bus/w1/devices)"),
+                    ));
+                }
+            }
+            SensorKind::Ds18b20 {
+                dir: path("/sys/bus/w1/devices"),
+                id: r.id.clone(),
+            }
+        }
+        "cpu_temperature" => SensorKind::CpuTemperature {
+            path: path("/sys/class/thermal/thermal_zone0/temp"),
+        },
+        "system" => SensorKind::System {
+            proc: path("/proc"),
+            disk: r
+                .disk
+                .as_ref()
+                .map_or_else(|| PathBuf::from("/"), |d| o.resolve(&at("disk"), d)),
+        },
+        "bme280" => SensorKind::Bme280 {
+            bus: bus()?,
+            address: address(&r.address, &[0x76, 0x77], &at("address"), o)?,
+        },
+        "bmp280" => SensorKind::Bmp280 {
+            bus: bus()?,
+            address: address(&r.address, &[0x76, 0x77], &at("address"), o)?,
+        },
+        "sht3x" => SensorKind::Sht3x {
+            bus: bus()?,
+            address: address(&r.address, &[0x44, 0x45], &at("address"), o)?,
+        },
+        "ads1115" => {
+            let channels = r.channels.clone().unwrap_or_else(|| vec![0, 1, 2, 3]);
+            if channels.is_empty() || channels.iter().any(|c| !(0..=3).contains(c)) {
+                return Err(o.invalid(
+                    &at("channels"),
+                    "allowed: a list of 0 to 3, e.g. channels = [0, 1]",
+                ));
+            }
+            let gain = r.gain.unwrap_or(4.096);
+            if ![6.144, 4.096, 2.048, 1.024, 0.512, 0.256].contains(&gain) {
+                return Err(o.invalid(
+                    &at("gain"),
+                    format!("{gain} is not a full-scale range the ADS1115 has; allowed: 6.144, 4.096, 2.048, 1.024, 0.512, 0.256 (volts)"),
+                ));
+            }
+            SensorKind::Ads1115 {
+                bus: bus()?,
+                address: address(&r.address, &[0x48, 0x49, 0x4a, 0x4b], &at("address"), o)?,
+                channels: channels.into_iter().map(|c| c as u8).collect(),
+                gain,
+            }
+        }
+        _ => unreachable!("kinds are checked above"),
+    })
+}
+
+fn finite(
+    value: Option<f64>,
+    default: f64,
+    key: &str,
+    o: &Origins<'_>,
+) -> Result<f64, ConfigError> {
+    match value {
+        Some(v) if !v.is_finite() => Err(o.invalid(key, "must be a finite number")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+/// The chip's address: its default (first of `allowed`) or one it can be
+/// strapped to.
+fn address(
+    value: &Option<RawAddress>,
+    allowed: &[u8],
+    key: &str,
+    o: &Origins<'_>,
+) -> Result<u8, ConfigError> {
+    let list = || {
+        allowed
+            .iter()
+            .map(|a| format!("0x{a:02x}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let n = match value {
+        None => return Ok(allowed[0]),
+        Some(RawAddress::Number(n)) => *n,
+        Some(RawAddress::Text(t)) => {
+            let t = t.trim();
+            let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => i64::from_str_radix(hex, 16).ok(),
+                None => t.parse().ok(),
+            };
+            parsed.ok_or_else(|| {
+                o.invalid(
+                    key,
+                    format!("{t:?} is not an address; write 0x76 or \"0x76\""),
+                )
+            })?
+        }
+    };
+    u8::try_from(n)
+        .ok()
+        .filter(|a| allowed.contains(a))
+        .ok_or_else(|| {
+            o.invalid(
+                key,
+                format!(
+                    "0x{n:02x} is not an address this chip answers on; allowed: {}",
+                    list()
+                ),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -53,14 +276,20 @@ mod tests {
     use crate::config::{Overrides, SensorKind, from_text};
     use std::time::Duration;
 
-    #[test]
-    fn a_sim_sensor_reads_its_schedule_and_values() {
-        let c = from_text(
-            "[device]\nid = \"a\"\n[[sensor]]\nname = \"t\"\nkind = \"sim\"\ninterval = \"10ms\"\nunit = \"°C\"\nstart = 20.0\nstep = 0.5\n",
+    fn parse(sensor: &str) -> Result<crate::config::Config, String> {
+        from_text(
+            &format!("[device]\nid = \"a\"\n[[sensor]]\nname = \"t\"\n{sensor}"),
             None,
             &Overrides::default(),
         )
-        .unwrap();
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_sim_sensor_reads_its_schedule_and_values() {
+        let c =
+            parse("kind = \"sim\"\ninterval = \"10ms\"\nunit = \"°C\"\nstart = 20.0\nstep = 0.5\n")
+                .unwrap();
         assert_eq!(c.sensors[0].interval, Duration::from_millis(10));
         assert_eq!(
             c.sensors[0].kind,
@@ -74,13 +303,49 @@ mod tests {
 
     #[test]
     fn a_sensor_without_a_kind_says_what_to_add() {
-        let e = from_text(
-            "[device]\nid = \"a\"\n[[sensor]]\nname = \"t\"\n",
-            None,
-            &Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("sensor[0].kind") && e.contains("missing"), "{e}");
+        let e = parse("").unwrap_err();
+        assert!(
+            e.contains("sensor[0].kind") && e.contains("missing") && e.contains("ds18b20"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_key_of_another_kind_is_refused_by_name() {
+        let e = parse("kind = \"ds18b20\"\nregex = \"x\"\n").unwrap_err();
+        assert!(
+            e.contains("sensor[0].regex") && e.contains("does not apply"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn i2c_addresses_are_checked_against_the_chip() {
+        let c = parse("kind = \"bme280\"\naddress = 0x77\n").unwrap();
+        assert_eq!(
+            c.sensors[0].kind,
+            SensorKind::Bme280 {
+                bus: 1,
+                address: 0x77
+            }
+        );
+        let c = parse("kind = \"sht3x\"\naddress = \"0x45\"\n").unwrap();
+        assert_eq!(
+            c.sensors[0].kind,
+            SensorKind::Sht3x {
+                bus: 1,
+                address: 0x45
+            }
+        );
+        let e = parse("kind = \"ads1115\"\naddress = 0x76\n").unwrap_err();
+        assert!(e.contains("0x48, 0x49, 0x4a, 0x4b"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_regex_or_gain_says_why() {
+        let e = parse("kind = \"file\"\npath = \"/x\"\nregex = \"(\"\n").unwrap_err();
+        assert!(e.contains("sensor[0].regex"), "{e}");
+        let e = parse("kind = \"ads1115\"\ngain = 3.0\n").unwrap_err();
+        assert!(e.contains("6.144"), "{e}");
     }
 }

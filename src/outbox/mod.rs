@@ -85,7 +85,10 @@ enum Waiting {
     Memory(Box<Record>),
     /// Only on disk: its size and stream, to account without reading it.
     /// Kept small: a long outage holds one of these per message.
-    Disk { size: u32, stream: StreamId },
+    Disk {
+        size: u32,
+        stream: StreamId,
+    },
 }
 
 /// A stream (topic) by number, so per-message bookkeeping holds no string.
@@ -264,7 +267,8 @@ impl Outbox {
             || (self.online && self.memory_bytes + size <= self.limits.memory_limit);
         if to_memory || !self.write_to_spool(std::slice::from_ref(&record)) {
             self.memory_bytes += size;
-            self.waiting.insert(record.id, Waiting::Memory(Box::new(record)));
+            self.waiting
+                .insert(record.id, Waiting::Memory(Box::new(record)));
         } else {
             self.waiting.insert(
                 record.id,

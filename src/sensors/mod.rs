@@ -1,34 +1,122 @@
 //! Sensors: things sampled on a schedule that yield numbers with units.
-//! Each kind is one file behind the [`Sensor`] trait; the agent decides
-//! when to read and where readings go. It knows no MQTT and no topics.
+//! Each kind is one file behind the [`Sensor`] trait (sysfs files, 1-Wire,
+//! the Pi's own health, I2C chips through embedded-hal driver crates, and
+//! a simulated source). Reads may block; the agent runs them on worker
+//! threads (see `agent::sensing`). It knows no MQTT and no topics.
 
+mod file;
+mod i2c;
 mod sim;
+mod system;
+mod w1;
+
+use std::path::{Path, PathBuf};
 
 use crate::config::{self, SensorKind};
 
+pub use file::FileSensor;
 pub use sim::Sim;
+pub use system::{CpuTemperature, SystemHealth};
+pub use w1::Ds18b20;
 
-/// One value read from a sensor.
+/// One value read from a sensor. `name` is `None` for a sensor that
+/// measures one thing; multi-value sensors name each (`temperature`, …).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measurement {
+    pub name: Option<String>,
     pub value: f64,
     pub unit: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+impl Measurement {
+    pub fn single(value: f64, unit: &str) -> Measurement {
+        Measurement {
+            name: None,
+            value,
+            unit: unit.to_string(),
+        }
+    }
+
+    pub fn named(name: &str, value: f64, unit: &str) -> Measurement {
+        Measurement {
+            name: Some(name.to_string()),
+            value,
+            unit: unit.to_string(),
+        }
+    }
+}
+
+/// Why a read failed, in words for the log and the sensor's topic.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SensorError {
+    #[error("{} does not exist{hint}", path.display())]
+    Missing { path: PathBuf, hint: &'static str },
+    #[error("cannot read {}: {why}", path.display())]
+    Io { path: PathBuf, why: String },
+    #[error("{} holds {text:?}, not {expected}", path.display())]
+    Malformed {
+        path: PathBuf,
+        text: String,
+        expected: &'static str,
+    },
     #[error("{0}")]
-    Read(String),
+    Device(String),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl SensorError {
+    fn io(path: &Path, e: &std::io::Error, hint: &'static str) -> SensorError {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            SensorError::Missing {
+                path: path.to_path_buf(),
+                hint,
+            }
+        } else {
+            SensorError::Io {
+                path: path.to_path_buf(),
+                why: crate::config::io_words(e),
+            }
+        }
+    }
 }
 
 pub trait Sensor: Send {
-    /// Takes one reading. May block on I/O for real devices.
-    fn read(&mut self) -> Result<Measurement, SensorError>;
+    /// Takes one reading of everything the sensor measures. May block.
+    fn read(&mut self) -> Result<Vec<Measurement>, SensorError>;
 }
 
-/// The driver for a configured sensor.
+/// The driver for a configured sensor that needs no bus of its own. I2C
+/// sensors are opened per bus by [`open_bus`].
 pub fn open(sensor: &config::Sensor) -> Box<dyn Sensor> {
     match &sensor.kind {
         SensorKind::Sim { start, step, unit } => Box::new(Sim::new(*start, *step, unit)),
+        SensorKind::File {
+            path,
+            regex,
+            scale,
+            offset,
+            unit,
+        } => Box::new(FileSensor::new(
+            path,
+            regex.as_deref(),
+            *scale,
+            *offset,
+            unit,
+        )),
+        SensorKind::Ds18b20 { dir, id } => Box::new(Ds18b20::new(dir, id.as_deref())),
+        SensorKind::CpuTemperature { path } => Box::new(CpuTemperature::new(path)),
+        SensorKind::System { proc, disk } => Box::new(SystemHealth::new(proc, disk)),
+        SensorKind::Bme280 { .. }
+        | SensorKind::Bmp280 { .. }
+        | SensorKind::Ads1115 { .. }
+        | SensorKind::Sht3x { .. } => Box::new(i2c::Unopened),
     }
+}
+
+pub use i2c::{by_bus, open_bus};
+
+/// Reads a whole small file as text, with the errors people meet.
+fn read_text(path: &Path, hint: &'static str) -> Result<String, SensorError> {
+    std::fs::read_to_string(path).map_err(|e| SensorError::io(path, &e, hint))
 }

@@ -20,13 +20,10 @@ impl Sim {
 }
 
 impl Sensor for Sim {
-    fn read(&mut self) -> Result<Measurement, SensorError> {
+    fn read(&mut self) -> Result<Vec<Measurement>, SensorError> {
         let value = self.next;
         self.next += self.step;
-        Ok(Measurement {
-            value,
-            unit: self.unit.clone(),
-        })
+        Ok(vec![Measurement::single(value, &self.unit)])
     }
 }
 
@@ -37,7 +34,7 @@ mod tests {
     #[test]
     fn values_advance_by_step() {
         let mut s = Sim::new(20.0, 0.5, "°C");
-        let values: Vec<f64> = (0..3).map(|_| s.read().unwrap().value).collect();
+        let values: Vec<f64> = (0..3).map(|_| s.read().unwrap()[0].value).collect();
         assert_eq!(values, [20.0, 20.5, 21.0]);
     }
 }
