@@ -18,7 +18,8 @@ use crate::config::Overrides;
         Reads the device's config from --config, $PINPOST_CONFIG, /etc/pinpost/config.toml \
         or ~/.config/pinpost/config.toml (the first that exists), so on a deployed Pi \
         `pinpost publish -t test -m hi` uses the Pi's own broker and certificates.",
-    after_help = "Exit codes: 0 done; 1 other failure (check: a problem marked \u{2717}); 2 bad usage; 3 bad config or \
+    after_help = "Exit codes: 0 done; 1 other failure (check: a problem marked \u{2717}; sensors: a sensor \
+        could not be read); 2 bad usage; 3 bad config or \
         certificate file; 4 could not connect; 5 connected but not confirmed by the broker; \
         6 GPIO problem (not a Pi, permissions, pin in use); 27 subscribe -W ran out."
 )]
@@ -46,6 +47,25 @@ pub enum Command {
     /// Check the config, certificates and keys, then connect and send a probe.
     #[command(disable_help_flag = true, after_help = CHECK_HELP)]
     Check(CheckArgs),
+    /// Read every configured sensor once and print what it says (field checks).
+    #[command(after_help = SENSORS_HELP)]
+    Sensors(SensorsArgs),
+}
+
+const SENSORS_HELP: &str = "Reads each [[sensor]] of the config once, with its timeout and retries, \
+    and prints a table. Exit 0 when every sensor answered, else 1.\n\n\
+    Examples:\n  \
+    pinpost sensors\n  \
+    pinpost sensors --config pi-01.toml";
+
+#[derive(Debug, Args)]
+pub struct SensorsArgs {
+    /// Config file to read instead of the usual places.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log every step.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
 }
 
 const CERTS_HELP: &str = "A fleet in four commands (files land in ./certs):\n  \
@@ -131,7 +151,9 @@ const RUN_HELP: &str = "Topics (prefix/id from the config):\n  \
     <prefix>/<id>/input/<name>         {\"value\":true,\"ts\":\"...\",\"seq\":N} (retained)\n  \
     <prefix>/<id>/output/<name>        the output's state (retained)\n  \
     <prefix>/<id>/cmd/<name>           on | off | toggle | {\"action\":\"pulse\",\"ms\":500,\"id\":\"a1\"}\n  \
-    <prefix>/<id>/cmd/<name>/result    {\"id\":\"a1\",\"ok\":true} or {\"ok\":false,\"error\":\"...\"}\n\n\
+    <prefix>/<id>/cmd/<name>/result    {\"id\":\"a1\",\"ok\":true} or {\"ok\":false,\"error\":\"...\"}\n  \
+    <prefix>/<id>/sensor/<name>        {\"value\":21.4,\"unit\":\"...\",\"ts\":\"...\",\"seq\":N}\n  \
+    <prefix>/<id>/stats                outbox and link counters (retained)\n\n\
     SIGTERM or Ctrl-C: outputs go to their safe_state, status goes offline, exit 0.";
 
 const PUBLISH_EXAMPLES: &str = "Examples:\n  \
@@ -152,6 +174,7 @@ impl Command {
             Command::Gpio(a) => a.debug,
             Command::Certs(_) => false,
             Command::Check(a) => a.connection.debug,
+            Command::Sensors(a) => a.debug,
         }
     }
 }

@@ -13,7 +13,6 @@ mod delivery;
 mod inputs;
 mod outputs;
 mod sampling;
-mod sensing;
 mod systemd;
 
 use std::future::Future;
@@ -27,7 +26,7 @@ use crate::commands::{self, Incoming};
 use crate::config::Config;
 use crate::link::{Failure, Link, LinkEvent, LinkOptions, Publisher, Qos, Retry, Will};
 use crate::outbox::Outbox;
-use crate::sensors::SensorError;
+use crate::sensors::{Outcome, Reporting, Sensing, SensorError};
 use crate::tls::{self, TlsError};
 use crate::topics::{self, PinState, Reading, SensorFailure, Topics};
 use crate::utc;
@@ -35,7 +34,6 @@ use crate::utc;
 use inputs::Inputs;
 use outputs::Outputs;
 use sampling::Sampling;
-use sensing::{Outcome, Reporting, Sensing};
 
 /// How long queued messages (and `offline`) get to reach the broker at shutdown.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);

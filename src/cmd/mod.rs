@@ -7,6 +7,7 @@ pub mod check;
 pub mod gpio;
 pub mod publish;
 pub mod run;
+pub mod sensors;
 pub mod subscribe;
 
 use std::process::ExitCode;
@@ -52,6 +53,8 @@ pub enum CmdError {
     Certs(#[from] crate::certs::CertsError),
     #[error("check found {failed} problem(s) marked \u{2717} above{}", if *warned > 0 { format!(" and {warned} worth fixing (!)") } else { String::new() })]
     CheckFailed { failed: usize, warned: usize },
+    #[error("{failed} of {total} sensor(s) could not be read (see above)")]
+    SensorsFailed { failed: usize, total: usize },
 }
 
 impl CmdError {
@@ -69,7 +72,8 @@ impl CmdError {
             CmdError::Link(_)
             | CmdError::Input(_)
             | CmdError::Agent(_)
-            | CmdError::CheckFailed { .. } => 1,
+            | CmdError::CheckFailed { .. }
+            | CmdError::SensorsFailed { .. } => 1,
         })
     }
 }
@@ -82,6 +86,7 @@ pub async fn run(command: Command) -> Result<(), CmdError> {
         Command::Gpio(args) => gpio::run(args).await,
         Command::Certs(args) => certs::run(args).await,
         Command::Check(args) => check::run(args).await,
+        Command::Sensors(args) => sensors::run(args).await,
     }
 }
 

@@ -1,14 +1,15 @@
 //! Sensors: things sampled on a schedule that yield numbers with units.
 //! Each kind is one file behind the [`Sensor`] trait (sysfs files, 1-Wire,
 //! the Pi's own health, I2C chips through embedded-hal driver crates, and
-//! a simulated source). Reads may block; the agent runs them on worker
-//! threads (see `agent::sensing`). It knows no MQTT and no topics.
+//! a simulated source). Reads may block, so [`Sensing`] runs them on
+//! worker threads. It knows no MQTT and no topics.
 
 mod file;
 mod i2c;
 mod sim;
 mod system;
 mod w1;
+mod workers;
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ pub use file::FileSensor;
 pub use sim::Sim;
 pub use system::{CpuTemperature, SystemHealth};
 pub use w1::Ds18b20;
+pub use workers::{Outcome, Reporting, Sensing};
 
 /// One value read from a sensor. `name` is `None` for a sensor that
 /// measures one thing; multi-value sensors name each (`temperature`, …).

@@ -12,8 +12,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::{Measurement, Sensor, SensorError};
 use crate::config;
-use crate::sensors::{self, Measurement, Sensor, SensorError};
+use crate::sensors;
 
 /// What one request produced.
 #[derive(Debug)]

@@ -1,0 +1,109 @@
+//! `pinpost sensors`: every configured sensor read once, through the same
+//! worker threads, timeouts and retries as the agent, printed as a table.
+//! For the field: is the chip wired, is the overlay loaded, what does it say.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::CmdError;
+use crate::cli::SensorsArgs;
+use crate::config::{self, ConfigError, Overrides};
+use crate::sensors::Sensing;
+
+pub async fn run(args: SensorsArgs) -> Result<(), CmdError> {
+    let env = std::env::var_os(config::CONFIG_ENV);
+    let chosen =
+        config::source::choose(args.config.as_deref(), env.as_deref()).ok_or_else(|| {
+            ConfigError::NotFound {
+                searched: config::source::search_path(),
+            }
+        })?;
+    let config = config::load(Some(&chosen), &Overrides::default())?;
+    let sensors = &config.sensors;
+    if sensors.is_empty() {
+        println!(
+            "no [[sensor]] in {}: add one (deploy/config.example.toml shows every kind)",
+            chosen.path().display()
+        );
+        return Ok(());
+    }
+    let mut sensing = Sensing::start(sensors);
+    let now = Instant::now();
+    for i in 0..sensors.len() {
+        sensing.request(i, now);
+    }
+    let mut results = vec![None; sensors.len()];
+    // A sensor may take its timeout on every attempt, and the pauses between.
+    let longest = sensors
+        .iter()
+        .map(|s| s.timeout * (s.retries + 1) + Duration::from_millis(100) * s.retries)
+        .max()
+        .unwrap_or_default();
+    let deadline = now + longest + Duration::from_millis(200);
+    while results.iter().any(Option::is_none) {
+        match tokio::time::timeout_at(deadline, sensing.next()).await {
+            Ok(Some(outcome)) => {
+                if let Some(slot) = results.get_mut(outcome.sensor) {
+                    *slot = Some(outcome.result.map_err(|e| e.to_string()));
+                }
+            }
+            _ => break,
+        }
+    }
+    let width = sensors
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<width$}  {:<16} {:>12}  UNIT",
+        "SENSOR", "MEASUREMENT", "VALUE"
+    );
+    let mut failed = 0;
+    for (sensor, result) in sensors.iter().zip(results) {
+        match result {
+            Some(Ok(measurements)) => {
+                for m in measurements {
+                    println!(
+                        "{:<width$}  {:<16} {:>12}  {}",
+                        sensor.name,
+                        m.name.as_deref().unwrap_or("-"),
+                        format_value(m.value),
+                        m.unit
+                    );
+                }
+            }
+            Some(Err(why)) => {
+                failed += 1;
+                println!("{:<width$}  \u{2717} {why}", sensor.name);
+            }
+            None => {
+                failed += 1;
+                println!(
+                    "{:<width$}  \u{2717} no answer within {:?} (timeout {:?}, {} retries)",
+                    sensor.name, longest, sensor.timeout, sensor.retries
+                );
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CmdError::SensorsFailed {
+            failed,
+            total: sensors.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Enough digits to read, none that mean nothing.
+fn format_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e12 {
+        format!("{v:.0}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
