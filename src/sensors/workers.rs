@@ -243,6 +243,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hung_read_is_reported_overdue_once_and_the_others_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        // Reading a FIFO nobody writes blocks forever, like a stuck device.
+        let fifo = dir.path().join("stuck");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut configs = vec![sensor(None, None), sensor(None, None)];
+        configs[1].kind = SensorKind::File {
+            path: fifo.clone(),
+            regex: None,
+            scale: 1.0,
+            offset: 0.0,
+            unit: String::new(),
+        };
+        configs[1].timeout = Duration::from_millis(50);
+        let mut s = Sensing::start(&configs);
+        let t0 = Instant::now();
+        s.request(1, t0);
+        s.request(0, t0);
+        let o = s.next().await.unwrap();
+        assert_eq!(o.sensor, 0);
+        assert!(
+            s.overdue(&configs, t0 + Duration::from_millis(10))
+                .is_empty()
+        );
+        assert_eq!(s.overdue(&configs, t0 + Duration::from_millis(60)), [1]);
+        assert!(
+            s.overdue(&configs, t0 + Duration::from_secs(5)).is_empty(),
+            "reported once"
+        );
+        // Still busy: not asked again, while the other sensor keeps reading.
+        s.request(1, t0 + Duration::from_secs(5));
+        s.request(0, t0 + Duration::from_secs(5));
+        assert_eq!(s.next().await.unwrap().sensor, 0);
+        // Unblock the worker so the test ends cleanly.
+        std::fs::write(&fifo, "1\n").unwrap();
+        assert_eq!(s.next().await.unwrap().sensor, 1);
+    }
+
+    #[tokio::test]
     async fn a_failing_sensor_does_not_hold_up_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let mut configs = vec![sensor(None, None), sensor(None, None)];
