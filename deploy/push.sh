@@ -64,7 +64,7 @@ fi
 
 # 1. Build.
 if command -v cross >/dev/null && docker info >/dev/null 2>&1; then
-  cross build --release --locked --target "$target" >&2
+  cross build --release --locked --no-default-features --target "$target" >&2
   bin="target/$target/release/pinpost"
 else
   case "$target" in

@@ -50,6 +50,46 @@ pub enum Command {
     /// Read every configured sensor once and print what it says (field checks).
     #[command(after_help = SENSORS_HELP)]
     Sensors(SensorsArgs),
+    /// See pinpost's whole job on this machine: a broker, the agent on a simulated board, a live view.
+    #[command(after_help = DEMO_HELP)]
+    Demo(DemoArgs),
+}
+
+const DEMO_HELP: &str = "Everything runs in this process on 127.0.0.1: a throwaway CA and \
+    certificates, a broker with mutual TLS, the agent on a simulated board with a sensor, and \
+    this view of every message, with a command to the relay every few seconds.\n\n\
+    Examples:\n  \
+    cargo run --release -- demo                   # until Ctrl-C\n  \
+    pinpost demo --duration 10s                   # exit 0 if every stage was seen\n  \
+    pinpost demo --config                         # print the agent's config first\n  \
+    pinpost demo --broker 192.168.1.5:8883 --cafile ca.crt --cert pi-01.crt --key pi-01.key --id pi-01";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// End by itself after this long (\"10s\", \"2m\"); exit 0 only if every stage was seen. Default: until Ctrl-C.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// A real broker instead of the built-in one (with --cafile, --cert and --key).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub broker: Option<String>,
+    /// The CA that signed the broker's certificate (with --broker).
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
+    /// The device certificate (with --broker).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The device key (with --broker).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The demo device's id (with --broker: usually its certificate's name).
+    #[arg(long, default_value = "demo-pi")]
+    pub id: String,
+    /// Print the agent's config first: a starting point for a real Pi.
+    #[arg(long)]
+    pub config: bool,
+    /// Log every step.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
 }
 
 const SENSORS_HELP: &str = "Reads each [[sensor]] of the config once, with its timeout and retries, \
@@ -175,6 +215,7 @@ impl Command {
             Command::Certs(_) => false,
             Command::Check(a) => a.connection.debug,
             Command::Sensors(a) => a.debug,
+            Command::Demo(a) => a.debug,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod cmd;
 pub mod commands;
 pub mod config;
+pub mod demo;
 pub mod link;
 pub mod logging;
 pub mod outbox;

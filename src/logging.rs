@@ -13,7 +13,7 @@ use tracing_subscriber::prelude::*;
 pub fn init(debug: bool, default: &str) {
     let filter = match (debug, std::env::var("RUST_LOG")) {
         (_, Ok(spec)) if !spec.is_empty() => EnvFilter::new(spec),
-        (true, _) => EnvFilter::new("pinpost=debug,rumqttc=info,rustls=info,info"),
+        (true, _) => EnvFilter::new("pinpost=debug,rumqttc=info,rustls=info,rumqttd=warn,info"),
         (false, _) => EnvFilter::new(default),
     };
     let journald = if under_journald() {

@@ -9,10 +9,11 @@ use pinpost::{cmd, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, pinpost::cli::Command::Run(_)) {
-        "info"
-    } else {
-        "warn"
+    let default_level = match cli.command {
+        pinpost::cli::Command::Run(_) => "info",
+        // The built-in broker logs every client that leaves as an error.
+        pinpost::cli::Command::Demo(_) => "warn,rumqttd=off",
+        _ => "warn",
     };
     logging::init(cli.command.debug(), default_level);
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -268,6 +268,29 @@ fn rppal_off_a_pi_explains_instead_of_panicking(pi: &Pi) {
     assert!(!said.contains("panicked"), "{said}");
 }
 
+/// Pi builds leave the demo's broker out; asking for it says what to do.
+fn demo_without_its_broker_says_how_to_get_it(pi: &Pi) {
+    let out = pi.run(&strings(&["demo", "--duration", "1s"]));
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("built without the demo's broker")
+            && said.contains("cargo run --release -- demo")
+            && said.contains("--broker HOST:PORT"),
+        "{said}"
+    );
+}
+
+#[test]
+fn aarch64_demo_without_its_broker_says_how_to_get_it() {
+    demo_without_its_broker_says_how_to_get_it(&AARCH64);
+}
+
+#[test]
+fn armv7_demo_without_its_broker_says_how_to_get_it() {
+    demo_without_its_broker_says_how_to_get_it(&ARMV7);
+}
+
 #[test]
 fn aarch64_publish_delivers_over_mutual_tls() {
     publish_delivers_over_mutual_tls(&AARCH64);

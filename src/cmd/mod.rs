@@ -53,6 +53,8 @@ pub enum CmdError {
     Certs(#[from] crate::certs::CertsError),
     #[error("check found {failed} problem(s) marked \u{2717} above{}", if *warned > 0 { format!(" and {warned} worth fixing (!)") } else { String::new() })]
     CheckFailed { failed: usize, warned: usize },
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
     #[error("{failed} of {total} sensor(s) could not be read (see above)")]
     SensorsFailed { failed: usize, total: usize },
 }
@@ -69,11 +71,13 @@ impl CmdError {
             CmdError::Board(_) => 6,
             CmdError::Agent(AgentError::Tls(_)) => 3,
             CmdError::Certs(_) => 3,
+            CmdError::Demo(crate::demo::DemoError::Usage(_)) => 2,
             CmdError::Link(_)
             | CmdError::Input(_)
             | CmdError::Agent(_)
             | CmdError::CheckFailed { .. }
-            | CmdError::SensorsFailed { .. } => 1,
+            | CmdError::SensorsFailed { .. }
+            | CmdError::Demo(_) => 1,
         })
     }
 }
@@ -87,6 +91,7 @@ pub async fn run(command: Command) -> Result<(), CmdError> {
         Command::Certs(args) => certs::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Sensors(args) => sensors::run(args).await,
+        Command::Demo(args) => Ok(crate::demo::run(&args).await?),
     }
 }
 
