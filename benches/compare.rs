@@ -423,50 +423,37 @@ fn one_shot(rig: &Rig, rows: &mut Vec<Row>) {
     };
     let config = device_config(rig.pki.path());
     let port = rig.broker.port.to_string();
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    for _ in 0..ONE_SHOTS {
-        let mut cmd = Command::new(PINPOST);
-        cmd.args(["publish", "--config", &config.display().to_string()])
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-q",
-                "1",
-                "-t",
-                "bench/one",
-                "-m",
-                "hello",
-            ])
+    // The same message, certificates and QoS for both; only the program differs.
+    let publish_args = strings(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-q",
+        "1",
+        "-t",
+        "bench/one",
+        "-m",
+        "hello",
+    ]);
+    let time = |mut cmd: Command, what: &str| {
+        cmd.args(&publish_args)
             .args(tls_args(&rig.pki.ca.cert, Some(&device)))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let t0 = Instant::now();
         let out = run_limited(cmd, None, Duration::from_secs(20));
-        ours.push(t0.elapsed());
-        assert!(out.status.success(), "pinpost publish: {}", stderr(&out));
-        let mut cmd = Command::new("mosquitto_pub");
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "bench/one",
-            "-m",
-            "hello",
-        ])
-        .args(tls_args(&rig.pki.ca.cert, Some(&device)))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-        let t0 = Instant::now();
-        let out = run_limited(cmd, None, Duration::from_secs(20));
-        theirs.push(t0.elapsed());
-        assert!(out.status.success(), "mosquitto_pub: {}", stderr(&out));
+        let took = t0.elapsed();
+        assert!(out.status.success(), "{what}: {}", stderr(&out));
+        took
+    };
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..ONE_SHOTS {
+        let mut cmd = Command::new(PINPOST);
+        cmd.args(["publish", "--config", &config.display().to_string()]);
+        ours.push(time(cmd, "pinpost publish"));
+        theirs.push(time(Command::new("mosquitto_pub"), "mosquitto_pub"));
     }
     let median = |mut v: Vec<Duration>| {
         v.sort();

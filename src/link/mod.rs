@@ -365,48 +365,38 @@ async fn drive(
             },
             _ => Some(eventloop.poll().await),
         };
-        let event = match polled {
-            Some(Ok(event)) => event,
+        let failure = match polled {
+            Some(Ok(event)) => Ok(event),
             Some(Err(rumqttc::ConnectionError::RequestsDone)) => return,
             Some(Err(error)) => {
-                tracker.lost(&mut eventloop.pending);
                 let failure = diagnose::diagnose(&error, connected, &target).await;
                 tracing::debug!(error = %error, kind = failure.kind(), "connection failed");
-                connected = match down(
-                    failure,
-                    connected,
-                    ever_connected,
-                    &options,
-                    &mut backoff,
-                    &tx,
-                )
-                .await
-                {
-                    Some(state) => state,
-                    None => return,
-                };
-                continue;
+                Err(failure)
             }
             None => {
                 // Dropping the connection mid-poll is safe here because it
                 // is discarded whole: clean() keeps every unacknowledged
                 // publish and queued request for the next one.
                 eventloop.clean();
+                Err(diagnose::silent(&target, last_heard.elapsed()))
+            }
+        };
+        let event = match failure {
+            Ok(event) => event,
+            Err(failure) => {
                 tracker.lost(&mut eventloop.pending);
-                let failure = diagnose::silent(&target, last_heard.elapsed());
-                connected = match down(
+                let down = down(
                     failure,
                     connected,
                     ever_connected,
                     &options,
                     &mut backoff,
                     &tx,
-                )
-                .await
-                {
-                    Some(state) => state,
+                );
+                match down.await {
+                    Some(state) => connected = state,
                     None => return,
-                };
+                }
                 continue;
             }
         };

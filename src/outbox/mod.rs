@@ -576,17 +576,13 @@ impl Outbox {
     /// to disk, durably.
     pub fn persist(&mut self) {
         self.spill();
-        if let Some(spool) = self.spool.as_mut() {
-            if let Err(e) = spool.checkpoint(&self.seqs) {
-                self.problem = Some(e.to_string());
-            }
-        }
+        self.checkpoint();
         self.sync();
     }
 
     /// Records the sequence counters on disk (so a restart continues them
     /// even when every message was acknowledged).
-    pub fn checkpoint(&mut self) {
+    fn checkpoint(&mut self) {
         if let Some(spool) = self.spool.as_mut() {
             if let Err(e) = spool.checkpoint(&self.seqs) {
                 self.problem = Some(e.to_string());
