@@ -62,6 +62,7 @@ fn main() {
     }
     if wanted("command") {
         runtime.block_on(latency::command(&rig, &mut rows));
+        runtime.block_on(latency::command(&Rig::without_nagle(), &mut rows));
     }
     if wanted("throughput") {
         runtime.block_on(throughput::sustained(&rig, &mut rows));

@@ -20,20 +20,37 @@ pub struct Rig {
     pub device: Files,
     /// A second identity, for the clients that watch or command the Pi.
     pub operator: Files,
+    /// The broker and the bench's own clients send small packets at once
+    /// (Mosquitto's `set_tcp_nodelay true`, TCP_NODELAY on the clients).
+    pub nodelay: bool,
 }
 
 impl Rig {
+    /// Mosquitto as installed, apart from the queue limit.
     pub fn start() -> Rig {
+        Rig::with(false)
+    }
+
+    /// Mosquitto as `pinpost certs mosquitto` sets it up: Nagle off.
+    pub fn without_nagle() -> Rig {
+        Rig::with(true)
+    }
+
+    fn with(nodelay: bool) -> Rig {
         let pki = Pki::new("bench");
         let server = pki.server(&["127.0.0.1"]);
         let device = pki.client("pi-01");
         let operator = pki.client("operator");
         // Mosquitto drops QoS 1 messages beyond 1000 queued for a subscriber
         // by default; the witness must see every one.
+        let mut extra = vec!["max_queued_messages 0".to_string()];
+        if nodelay {
+            extra.push("set_tcp_nodelay true".into());
+        }
         let broker = Broker::start(&BrokerSetup {
             tls: Some((pki.ca.cert.clone(), server)),
             require_certificate: true,
-            extra: vec!["max_queued_messages 0".into()],
+            extra,
             ..BrokerSetup::default()
         });
         Rig {
@@ -41,6 +58,7 @@ impl Rig {
             broker,
             device,
             operator,
+            nodelay,
         }
     }
 }
@@ -169,6 +187,7 @@ pub async fn client(rig: &Rig, files: &Files, id: &str, subs: Vec<(String, Qos)>
             retry: Retry::Forever,
             will: None,
             subscriptions: subs.clone(),
+            tcp_nodelay: rig.nodelay,
         },
         tls,
     );

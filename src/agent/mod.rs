@@ -71,6 +71,10 @@ pub async fn run(
             retain: true,
         }),
         subscriptions: vec![(topics.commands(), Qos::AtLeastOnce)],
+        // Nagle stays on: with no-delay here and Mosquitto's default (Nagle
+        // on its side too) every command waited ~43 ms for a delayed ACK in
+        // `scripts/bench.sh`; with no-delay on the broker it gained nothing.
+        tcp_nodelay: false,
     };
     let link = Link::start(options, tls);
     let (outbox, opened) = Outbox::open(&config.outbox.path, delivery::limits(&config.outbox));
@@ -568,6 +572,7 @@ mod tests {
                 retry: Retry::Never,
                 will: None,
                 subscriptions: vec![],
+                tcp_nodelay: false,
             },
             None,
         );

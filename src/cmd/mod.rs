@@ -136,6 +136,7 @@ pub async fn connect(
         retry,
         will: None,
         subscriptions,
+        tcp_nodelay: false,
     };
     let mut link = Link::start(options, tls);
     loop {

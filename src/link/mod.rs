@@ -73,6 +73,11 @@ pub struct LinkOptions {
     pub will: Option<Will>,
     /// Filters subscribed on every connect that has no session.
     pub subscriptions: Vec<(String, Qos)>,
+    /// Sends each packet at once (TCP_NODELAY) instead of letting Nagle's
+    /// algorithm hold small ones while earlier data is unacknowledged.
+    /// Worth it for a client that sends a stream of commands, and only
+    /// when the broker does the same (Mosquitto: `set_tcp_nodelay true`).
+    pub tcp_nodelay: bool,
 }
 
 /// What the link reports, in order.
@@ -182,6 +187,7 @@ impl Link {
         let mut network = eventloop.network_options();
         // rumqttc counts in whole seconds; round up so "1500ms" is not 1s.
         network.set_connection_timeout(broker.connect_timeout.as_secs_f64().ceil() as u64);
+        network.set_tcp_nodelay(options.tcp_nodelay);
         eventloop.set_network_options(network);
         let target = Target {
             host: broker.host.clone(),
