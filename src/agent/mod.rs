@@ -183,9 +183,15 @@ impl Agent {
         let watchdog = systemd::watchdog_interval();
         let mut watchdog_tick =
             tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-        let mut sync_tick = tokio::time::interval(delivery::SYNC_INTERVAL);
         let mut stats_tick = tokio::time::interval(self.config.outbox.stats_interval);
+        // The spool is synced SYNC_INTERVAL after its first unsynced write
+        // rather than on a fixed tick, so an idle agent has no timer of its
+        // own to wake for (a 200 ms tick was most of its idle CPU time).
+        let mut sync_at: Option<Instant> = None;
         loop {
+            if sync_at.is_none() && (self.outbox.needs_sync() || self.outbox.has_problem()) {
+                sync_at = Some(Instant::now() + delivery::SYNC_INTERVAL);
+            }
             let wake = [
                 self.inputs.next_due(),
                 self.outputs.next_due(),
@@ -204,7 +210,10 @@ impl Agent {
                 Some(input) = edges.recv() => self.inputs.edge(input, Instant::now()),
                 Some(outcome) = self.sensing.next() => self.on_reading(outcome),
                 () = sleep_until(wake) => self.on_timers(Instant::now()),
-                _ = sync_tick.tick() => self.sync_outbox(),
+                () = sleep_until(sync_at) => {
+                    sync_at = None;
+                    self.sync_outbox();
+                }
                 _ = stats_tick.tick() => self.publish_stats(),
                 _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
             }

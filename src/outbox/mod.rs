@@ -590,6 +590,11 @@ impl Outbox {
         }
     }
 
+    /// Whether a spool failure is waiting for [`Outbox::take_problem`].
+    pub fn has_problem(&self) -> bool {
+        self.problem.is_some()
+    }
+
     /// The last spool failure since this was last called, in words.
     pub fn take_problem(&mut self) -> Option<String> {
         self.problem.take()
