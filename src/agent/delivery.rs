@@ -44,6 +44,14 @@ pub(super) fn report_opened(outbox: &Outbox, opened: &Opened) {
     for skipped in &opened.skipped {
         tracing::warn!("outbox spool damaged (a crash or power cut mid-write): {skipped}");
     }
+    if opened.unclean {
+        tracing::warn!(
+            "the last run did not stop cleanly (killed, crashed or lost power); seq numbers \
+             continue after those it had set aside, so subscribers see a gap of up to {} per \
+             topic rather than a seq reused for a different reading",
+            crate::outbox::SEQ_RESERVE
+        );
+    }
     if opened.replayed > 0 {
         tracing::info!(
             messages = opened.replayed,

@@ -77,6 +77,9 @@ pub struct Opened {
     pub skipped: Vec<String>,
     /// Why the spool could not be used (messages then live in memory only).
     pub unavailable: Option<String>,
+    /// The last run ended without a clean stop, so seq numbers continue
+    /// after those it had reserved: subscribers see a gap, never a reuse.
+    pub unclean: bool,
 }
 
 /// Where a waiting message is.
@@ -116,6 +119,8 @@ pub struct Outbox {
     in_flight: BTreeMap<u64, Flying>,
     next_id: u64,
     seqs: BTreeMap<String, u64>,
+    /// Per stream, the highest seq the spool lets this run hand out.
+    reserved: HashMap<String, u64>,
     online: bool,
     memory_bytes: u64,
     total_bytes: u64,
@@ -127,6 +132,10 @@ pub struct Outbox {
     /// The last spool failure, reported once by [`Outbox::take_problem`].
     problem: Option<String>,
 }
+
+/// Seqs of one stream reserved on disk at a time: a crash leaves a gap of
+/// at most this many, and a stream costs one durable write per this many.
+pub const SEQ_RESERVE: u64 = 1024;
 
 /// Bookkeeping a message costs beyond its topic and payload.
 const OVERHEAD: u64 = 48;
@@ -151,6 +160,7 @@ impl Outbox {
             in_flight: BTreeMap::new(),
             next_id: 0,
             seqs: BTreeMap::new(),
+            reserved: HashMap::new(),
             online: false,
             memory_bytes: 0,
             total_bytes: 0,
@@ -171,6 +181,7 @@ impl Outbox {
             Ok((spool, recovered)) => {
                 outbox.next_id = recovered.next_id;
                 outbox.seqs = recovered.seqs;
+                opened.unclean = recovered.unclean;
                 opened.skipped = recovered
                     .skipped
                     .iter()
@@ -210,7 +221,30 @@ impl Outbox {
     pub fn next_seq(&mut self, stream: &str) -> u64 {
         let seq = self.seqs.entry(stream.to_string()).or_insert(0);
         *seq += 1;
-        *seq
+        let seq = *seq;
+        self.reserve(stream, seq);
+        seq
+    }
+
+    /// Makes sure the spool has reserved `seq` of `stream` before it is
+    /// used: while connected nothing else reaches the disk, and a kill -9
+    /// must not let the next run hand out the same seq for another reading.
+    /// One durable write per [`SEQ_RESERVE`] seqs of a stream.
+    fn reserve(&mut self, stream: &str, seq: u64) {
+        // Offline, the record itself goes to disk with its seq.
+        let Some(spool) = self.spool.as_mut().filter(|_| self.online) else {
+            return;
+        };
+        if self.reserved.get(stream).is_some_and(|upto| seq <= *upto) {
+            return;
+        }
+        let upto = seq + SEQ_RESERVE - 1;
+        match spool.reserve(stream, upto) {
+            Ok(()) => {
+                self.reserved.insert(stream.to_string(), upto);
+            }
+            Err(e) => self.problem = Some(e.to_string()),
+        }
     }
 
     /// The last sequence number handed out for `stream`, in any run.
@@ -232,6 +266,7 @@ impl Outbox {
         if let Some(seq) = seq {
             let last = self.seqs.entry(topic.to_string()).or_insert(0);
             *last = (*last).max(seq);
+            self.reserve(topic, seq);
         }
         let mut evicted = 0;
         while self.total_bytes + size > self.limits.max_bytes {
@@ -473,6 +508,10 @@ impl Outbox {
     pub fn offline(&mut self) {
         self.online = false;
         self.spill();
+        // From here on every seq handed out is in a record on disk, so the
+        // reservations can go: a kill -9 while offline then continues the
+        // seqs exactly, without a gap.
+        self.release_reservations();
     }
 
     /// Writes every message that is only in memory to the spool (in flight
@@ -576,18 +615,34 @@ impl Outbox {
     /// to disk, durably.
     pub fn persist(&mut self) {
         self.spill();
-        self.checkpoint();
+        self.release_reservations();
         self.sync();
     }
 
+    /// Writes the exact seqs, then voids the reservations (only once the
+    /// exact seqs are on disk, or a crash could reuse seqs).
+    fn release_reservations(&mut self) {
+        // The spool may hold an earlier, killed run's reservations too.
+        if !self.checkpoint() {
+            return;
+        }
+        if let Some(Err(e)) = self.spool.as_mut().map(Spool::close) {
+            self.problem = Some(e.to_string());
+            return;
+        }
+        self.reserved.clear();
+    }
+
     /// Records the sequence counters on disk (so a restart continues them
-    /// even when every message was acknowledged).
-    fn checkpoint(&mut self) {
+    /// even when every message was acknowledged). False if the disk refused.
+    fn checkpoint(&mut self) -> bool {
         if let Some(spool) = self.spool.as_mut() {
             if let Err(e) = spool.checkpoint(&self.seqs) {
                 self.problem = Some(e.to_string());
+                return false;
             }
         }
+        true
     }
 
     /// Whether a spool failure is waiting for [`Outbox::take_problem`].
@@ -717,19 +772,51 @@ mod tests {
     }
 
     #[test]
-    fn while_connected_nothing_touches_the_disk() {
+    fn while_connected_only_seq_reservations_touch_the_disk() {
         let dir = tempfile::tempdir().unwrap();
         let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
         o.online();
         let empty = o.stats().spool_file_bytes;
-        for n in 0..100 {
+        push(&mut o, "s/a", 0);
+        let reservation = o.stats().spool_file_bytes - empty;
+        assert!(reservation > 0 && reservation < 64, "{reservation} bytes");
+        for n in 1..SEQ_RESERVE + 10 {
             push(&mut o, "s/a", n);
             let _ = deliver_all(&mut o);
         }
         o.sync();
-        assert_eq!(o.stats().spool_file_bytes, empty);
-        assert_eq!(o.stats().acked, 100);
+        assert_eq!(
+            o.stats().spool_file_bytes,
+            empty + 2 * reservation,
+            "no message, one reservation per {SEQ_RESERVE} seqs"
+        );
+        assert_eq!(o.stats().acked, SEQ_RESERVE + 10);
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn after_a_kill_seqs_continue_past_any_used_and_after_a_clean_stop_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.online();
+        for n in 0..5 {
+            push(&mut o, "s/a", n);
+            let _ = deliver_all(&mut o);
+        }
+        // kill -9 while connected: seqs 1..=5 were published from memory.
+        drop(o);
+        let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        assert!(opened.unclean);
+        let seq = o.next_seq("s/a");
+        assert!(seq > 5, "seq {seq} would reuse one already published");
+        o.push("s/a", b"x".to_vec(), false, Some(seq), 1_000);
+        o.online();
+        let _ = deliver_all(&mut o);
+        o.persist();
+        drop(o);
+        let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        assert!(!opened.unclean);
+        assert_eq!(o.next_seq("s/a"), seq + 1, "no gap after a clean stop");
     }
 
     #[test]
@@ -765,6 +852,8 @@ mod tests {
         drop(o);
         let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
         assert_eq!(opened.replayed, 4);
+        // Killed while offline: every seq is in a record, so no gap.
+        assert!(!opened.unclean);
         assert_eq!(o.last_seq("s/a"), Some(3));
         assert_eq!(o.next_seq("s/b"), 2, "sequences continue");
         o.online();

@@ -81,6 +81,12 @@ const MAX_BODY: u32 = 16 << 20;
 const KIND_RECORD: u8 = 1;
 const KIND_FORGET: u8 = 2;
 const KIND_CHECKPOINT: u8 = 3;
+/// Seqs a running outbox may hand out before it writes another: a run that
+/// ends without [`KIND_CLOSED`] (kill -9, power cut) is continued after them.
+const KIND_RESERVE: u8 = 4;
+/// A clean stop: the reservations before it are void (its checkpoint holds
+/// the exact seqs), so a restart continues without a gap.
+const KIND_CLOSED: u8 = 5;
 /// Below this the file is left alone however much of it is dead: rewriting a
 /// small file saves nothing worth an SD card's wear.
 const COMPACT_ABOVE: u64 = 64 << 10;
@@ -117,12 +123,15 @@ pub struct Recovered {
     /// Live (not forgotten) records, in id order.
     pub records: Vec<Record>,
     /// Highest seq ever seen per stream, from records (forgotten ones too)
-    /// and checkpoints.
+    /// and checkpoints, or reserved by a run that did not stop cleanly.
     pub seqs: BTreeMap<String, u64>,
     /// 1 + the highest id ever seen, 0 if none.
     pub next_id: u64,
     /// Damaged regions found and skipped.
     pub skipped: Vec<Corruption>,
+    /// The last run did not stop cleanly while it held reservations, so
+    /// `seqs` continue after them (subscribers see a gap).
+    pub unclean: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +180,8 @@ pub struct Spool {
     live: BTreeMap<u64, Slot>,
     live_bytes: u64,
     seqs: BTreeMap<String, u64>,
+    /// Seqs reserved since the last clean stop (see [`Spool::reserve`]).
+    reserved: BTreeMap<String, u64>,
     next_id: u64,
     compaction_error: Option<SpoolError>,
     /// After a failed automatic compaction, none is tried again before the
@@ -233,15 +244,25 @@ impl Spool {
             live_bytes: live.values().map(|s| s.len).sum(),
             live,
             seqs: scan.seqs.clone(),
+            reserved: scan.reserved.clone(),
             next_id: scan.next_id,
             compaction_error: None,
             retry_compaction_at: 0,
         };
+        // A run that did not stop cleanly may have used every seq it had
+        // reserved; continuing after them leaves a gap rather than reusing a
+        // seq for a different reading.
+        let unclean = !scan.reserved.is_empty();
+        let mut seqs = scan.seqs;
+        for (name, upto) in &scan.reserved {
+            raise(&mut seqs, name, *upto);
+        }
         let recovered = Recovered {
             records,
-            seqs: scan.seqs,
+            seqs,
             next_id: scan.next_id,
             skipped,
+            unclean,
         };
         Ok((spool, recovered))
     }
@@ -360,6 +381,33 @@ impl Spool {
             raise(&mut self.seqs, name, seq);
         }
         self.maybe_compact();
+        Ok(())
+    }
+
+    /// Lets the running outbox hand out seqs of `name` up to `upto` without
+    /// another write: durable before it returns, so a seq is never used
+    /// that a crash could forget.
+    pub fn reserve(&mut self, name: &str, upto: u64) -> Result<(), SpoolError> {
+        let body = checkpoint_body(std::iter::once((&name.to_owned(), upto)))
+            .map_err(|what| self.too_large(what))?;
+        let mut bytes = Vec::new();
+        put_frame(&mut bytes, KIND_RESERVE, &body);
+        self.write_durably(&bytes)?;
+        raise(&mut self.reserved, name, upto);
+        self.maybe_compact();
+        Ok(())
+    }
+
+    /// Marks a clean stop, after the final [`Spool::checkpoint`]: the next
+    /// run continues from the exact seqs instead of after the reservations.
+    pub fn close(&mut self) -> Result<(), SpoolError> {
+        if self.reserved.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        put_frame(&mut bytes, KIND_CLOSED, &[]);
+        self.write_durably(&bytes)?;
+        self.reserved.clear();
         Ok(())
     }
 
@@ -560,6 +608,11 @@ impl Spool {
             let body = checkpoint_body(self.seqs.iter().map(|(n, s)| (n, *s)))
                 .map_err(|what| self.too_large(what))?;
             put_frame(&mut tail, KIND_CHECKPOINT, &body);
+        }
+        if !self.reserved.is_empty() {
+            let body = checkpoint_body(self.reserved.iter().map(|(n, s)| (n, *s)))
+                .map_err(|what| self.too_large(what))?;
+            put_frame(&mut tail, KIND_RESERVE, &body);
         }
         out.write_all(&tail).map_err(&wrote)?;
         out.flush().map_err(&wrote)?;
@@ -970,6 +1023,8 @@ fn resync(r: &mut Reader, mut off: u64) -> Result<Option<u64>, SpoolError> {
 struct Scan {
     live: BTreeMap<u64, (Slot, Record)>,
     seqs: BTreeMap<String, u64>,
+    /// Reservations since the last clean stop.
+    reserved: BTreeMap<String, u64>,
     next_id: u64,
     skipped: Vec<Corruption>,
     end: u64,
@@ -1050,6 +1105,12 @@ impl Scan {
                     raise(&mut self.seqs, &name, seq);
                 }
             }
+            KIND_RESERVE => {
+                for (name, seq) in decode_checkpoint(body).map_err(bad)? {
+                    raise(&mut self.reserved, &name, seq);
+                }
+            }
+            KIND_CLOSED => self.reserved.clear(),
             other => {
                 return Err(format!(
                     "a frame of unknown kind {other} (written by a newer pinpost?)"
@@ -1131,6 +1192,40 @@ mod tests {
             .iter()
             .sum();
         assert_eq!(spool.live_bytes(), framed);
+    }
+
+    #[test]
+    fn reservations_hold_until_a_clean_close_and_survive_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open(dir.path());
+        spool
+            .checkpoint(&BTreeMap::from([("s".to_owned(), 7)]))
+            .unwrap();
+        spool.reserve("s", 1030).unwrap();
+        drop(spool);
+        let (mut spool, got) = open(dir.path());
+        assert!(got.unclean, "no close: the reservation counts");
+        assert_eq!(got.seqs["s"], 1030);
+
+        spool
+            .checkpoint(&BTreeMap::from([("s".to_owned(), 1040)]))
+            .unwrap();
+        spool.reserve("s", 2063).unwrap();
+        spool.compact().unwrap();
+        drop(spool);
+        let (mut spool, got) = open(dir.path());
+        assert!(got.unclean, "compaction keeps the open reservation");
+        assert_eq!(got.seqs["s"], 2063);
+
+        spool
+            .checkpoint(&BTreeMap::from([("s".to_owned(), 2070)]))
+            .unwrap();
+        spool.reserve("s", 3093).unwrap();
+        spool.close().unwrap();
+        drop(spool);
+        let (_, got) = open(dir.path());
+        assert!(!got.unclean);
+        assert_eq!(got.seqs["s"], 2070, "a clean stop continues exactly");
     }
 
     #[test]
