@@ -119,8 +119,6 @@ pub struct Outbox {
     in_flight: BTreeMap<u64, Flying>,
     next_id: u64,
     seqs: BTreeMap<String, u64>,
-    /// Per stream, the highest seq the spool lets this run hand out.
-    reserved: HashMap<String, u64>,
     online: bool,
     memory_bytes: u64,
     total_bytes: u64,
@@ -160,7 +158,6 @@ impl Outbox {
             in_flight: BTreeMap::new(),
             next_id: 0,
             seqs: BTreeMap::new(),
-            reserved: HashMap::new(),
             online: false,
             memory_bytes: 0,
             total_bytes: 0,
@@ -221,29 +218,24 @@ impl Outbox {
     pub fn next_seq(&mut self, stream: &str) -> u64 {
         let seq = self.seqs.entry(stream.to_string()).or_insert(0);
         *seq += 1;
-        let seq = *seq;
-        self.reserve(stream, seq);
-        seq
+        *seq
     }
 
-    /// Makes sure the spool has reserved `seq` of `stream` before it is
-    /// used: while connected nothing else reaches the disk, and a kill -9
-    /// must not let the next run hand out the same seq for another reading.
-    /// One durable write per [`SEQ_RESERVE`] seqs of a stream.
+    /// Makes sure the spool has reserved `seq` of `stream` before a message
+    /// carrying it is taken: while connected nothing else reaches the disk,
+    /// and a kill -9 must not let the next run hand out the same seq for
+    /// another reading. One durable write per [`SEQ_RESERVE`] seqs.
     fn reserve(&mut self, stream: &str, seq: u64) {
         // Offline, the record itself goes to disk with its seq.
-        let Some(spool) = self.spool.as_mut().filter(|_| self.online) else {
-            return;
-        };
-        if self.reserved.get(stream).is_some_and(|upto| seq <= *upto) {
+        if !self.online {
             return;
         }
-        let upto = seq + SEQ_RESERVE - 1;
-        match spool.reserve(stream, upto) {
-            Ok(()) => {
-                self.reserved.insert(stream.to_string(), upto);
-            }
-            Err(e) => self.problem = Some(e.to_string()),
+        if let Some(Err(e)) = self
+            .spool
+            .as_mut()
+            .map(|spool| spool.reserve(stream, seq, SEQ_RESERVE))
+        {
+            self.problem = Some(e.to_string());
         }
     }
 
@@ -628,9 +620,7 @@ impl Outbox {
         }
         if let Some(Err(e)) = self.spool.as_mut().map(Spool::close) {
             self.problem = Some(e.to_string());
-            return;
         }
-        self.reserved.clear();
     }
 
     /// Records the sequence counters on disk (so a restart continues them

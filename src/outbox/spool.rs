@@ -384,10 +384,14 @@ impl Spool {
         Ok(())
     }
 
-    /// Lets the running outbox hand out seqs of `name` up to `upto` without
-    /// another write: durable before it returns, so a seq is never used
-    /// that a crash could forget.
-    pub fn reserve(&mut self, name: &str, upto: u64) -> Result<(), SpoolError> {
+    /// Makes sure `seq` of `name` is reserved; when it is not, reserves it
+    /// and the `block - 1` after it in one write, durable before it returns,
+    /// so a seq is never used that a crash could forget.
+    pub fn reserve(&mut self, name: &str, seq: u64, block: u64) -> Result<(), SpoolError> {
+        if self.reserved.get(name).is_some_and(|upto| seq <= *upto) {
+            return Ok(());
+        }
+        let upto = seq.saturating_add(block.saturating_sub(1));
         let body = checkpoint_body(std::iter::once((&name.to_owned(), upto)))
             .map_err(|what| self.too_large(what))?;
         let mut bytes = Vec::new();
@@ -1201,7 +1205,7 @@ mod tests {
         spool
             .checkpoint(&BTreeMap::from([("s".to_owned(), 7)]))
             .unwrap();
-        spool.reserve("s", 1030).unwrap();
+        spool.reserve("s", 1030, 1).unwrap();
         drop(spool);
         let (mut spool, got) = open(dir.path());
         assert!(got.unclean, "no close: the reservation counts");
@@ -1210,7 +1214,7 @@ mod tests {
         spool
             .checkpoint(&BTreeMap::from([("s".to_owned(), 1040)]))
             .unwrap();
-        spool.reserve("s", 2063).unwrap();
+        spool.reserve("s", 2063, 1).unwrap();
         spool.compact().unwrap();
         drop(spool);
         let (mut spool, got) = open(dir.path());
@@ -1220,7 +1224,7 @@ mod tests {
         spool
             .checkpoint(&BTreeMap::from([("s".to_owned(), 2070)]))
             .unwrap();
-        spool.reserve("s", 3093).unwrap();
+        spool.reserve("s", 3093, 1).unwrap();
         spool.close().unwrap();
         drop(spool);
         let (_, got) = open(dir.path());
