@@ -371,7 +371,7 @@ async fn drive(
             },
             _ => Some(eventloop.poll().await),
         };
-        let failure = match polled {
+        let outcome = match polled {
             Some(Ok(event)) => Ok(event),
             Some(Err(rumqttc::ConnectionError::RequestsDone)) => return,
             Some(Err(error)) => {
@@ -387,7 +387,7 @@ async fn drive(
                 Err(diagnose::silent(&target, last_heard.elapsed()))
             }
         };
-        let event = match failure {
+        let event = match outcome {
             Ok(event) => event,
             Err(failure) => {
                 tracker.lost(&mut eventloop.pending);
