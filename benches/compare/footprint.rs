@@ -6,37 +6,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
+use crate::process::{cpu_ticks, dir_bytes, memory};
 use crate::rig::*;
 
 const IDLE: Duration = Duration::from_secs(60);
 const INPUTS: [u8; 8] = [4, 5, 6, 12, 13, 16, 17, 22];
 const OUTPUTS: [u8; 4] = [23, 24, 25, 27];
 const SENSORS: usize = 4;
-
-fn proc_status(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of `pid`, in clock ticks (1/100 s on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces; fields start after its ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
 
 /// Where `scripts/bench.sh` installs mqtt-io (a Python venv).
 const MQTT_IO: &str = "target/bench/mqtt-io";
@@ -98,7 +74,7 @@ pub fn measure(rig: &Rig, rows: &mut Vec<Row>) {
     ));
     // Python's packages are the nearest thing mqtt-io has to a binary; the
     // interpreter itself comes on top.
-    let installed = dir_size(Path::new(MQTT_IO).join("lib").as_path());
+    let installed = dir_bytes(Path::new(MQTT_IO).join("lib").as_path());
     // This machine's binary is the one this run built (release settings,
     // as `cargo bench` builds it): a separate build of it would only add
     // minutes. The Pi binaries are Debian rustc 1.85 builds, as packaged.
@@ -158,7 +134,7 @@ impl Usage {
     fn start(pid: u32) -> Usage {
         Usage {
             pid,
-            idle_rss: proc_status(pid, "VmRSS:"),
+            idle_rss: memory(pid).0,
             ticks: cpu_ticks(pid),
         }
     }
@@ -166,7 +142,7 @@ impl Usage {
     fn end(self) -> Used {
         Used {
             idle_rss: self.idle_rss,
-            peak_rss: proc_status(self.pid, "VmHWM:"),
+            peak_rss: memory(self.pid).1,
             cpu: cpu_ticks(self.pid).saturating_sub(self.ticks) as f64 / 100.0,
         }
     }
@@ -218,18 +194,4 @@ fn mqtt_io_config(rig: &Rig) -> PathBuf {
     let path = rig.pki.path().join("mqtt-io.yml");
     std::fs::write(&path, text).expect("write mqtt-io config");
     path
-}
-
-/// Bytes in the files under `dir`.
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => dir_size(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
 }

@@ -15,6 +15,8 @@ mod common;
 mod fleet;
 mod footprint;
 mod latency;
+#[path = "../shared/process.rs"]
+mod process;
 mod rig;
 mod throughput;
 
