@@ -51,7 +51,7 @@ fn main() {
             "[device]\nid = \"bench\"\n[broker]\nhost = \"127.0.0.1\"\nport = {port}\n\
              allow_insecure = true\n[reconnect]\ninitial = \"1s\"\nmax = \"5s\"\n\
              [board]\nkind = \"sim\"\n[outbox]\npath = \"{}\"\nmemory_limit = \"{memory_limit}\"\n\
-             max_bytes = \"{max_bytes}\"\n[[sensor]]\nname = \"t\"\nkind = \"sim\"\n\
+             max_bytes = \"{max_bytes}\"\nstats_interval = \"1s\"\n[[sensor]]\nname = \"t\"\nkind = \"sim\"\n\
              interval = \"10ms\"\nunit = \"°C\"\n",
             spool.display()
         ),
@@ -107,7 +107,7 @@ fn main() {
 }
 
 /// Starts a Mosquitto on the agent's port and times until the agent's stats
-/// say nothing is queued.
+/// say nothing is queued (stats come every second, so to within a second).
 fn drain(port: u16, _spool: &Path, agent: &mut Child) -> Duration {
     let mut broker = Command::new("mosquitto")
         .args(["-p", &port.to_string()])
