@@ -31,6 +31,17 @@ pub struct Command {
     pub output: usize,
     pub action: Action,
     pub id: Option<String>,
+    /// Set when the command carried a `"ts"`: what makes it applied once.
+    pub stamp: Option<Stamp>,
+}
+
+/// When a stamped command was meant, and what tells it apart from another
+/// command stamped the same instant: its `id`, else a checksum of its
+/// payload (a replay is byte for byte the same).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub at_millis: i64,
+    pub key: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,10 +57,30 @@ pub struct Incoming<'a> {
     pub payload: &'a [u8],
     /// Delivered from the broker's retained store rather than live.
     pub retained: bool,
+    /// The broker keeps a session for us (`clean_session = false`), so any
+    /// command may have waited in its queue for any length of time.
+    pub persistent_session: bool,
     pub now_millis: i64,
 }
 
-const MAX_PWM_HZ: f64 = 100_000.0;
+/// Below 1 Hz PWM is a blink, better done by commands; rppal's software PWM
+/// and the kernel's PWM period (nanoseconds in a `u64`) also need a floor.
+pub const MIN_PWM_HZ: f64 = 1.0;
+/// The hardware PWM clock manages this with some resolution left; software
+/// PWM (a thread toggling the pin) tops out far lower on a Pi.
+pub const MAX_PWM_HZ: f64 = 100_000.0;
+pub const MAX_SOFTWARE_PWM_HZ: f64 = 10_000.0;
+/// An `id` is echoed in results and remembered on disk: a name, not a payload.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// `"ts"` must fall in 2000-01-01 ..= 2199-12-31 (UTC). That range tells
+/// seconds from milliseconds without overlap (seconds end below 7.3e9,
+/// milliseconds start at 9.5e11) and refuses microseconds (~1.8e15) and
+/// nanoseconds (~1.8e18) instead of reading them as far-future times.
+const MIN_TS_SECS: i64 = 946_684_800;
+const END_TS_SECS: i64 = 7_258_118_400;
+const MIN_TS_MILLIS: i64 = MIN_TS_SECS * 1000;
+const END_TS_MILLIS: i64 = END_TS_SECS * 1000;
 const EXAMPLES: &str = "on, off, toggle, or JSON like {\"action\":\"pulse\",\"ms\":500}";
 
 /// Parses and authorises one command.
@@ -71,6 +102,15 @@ pub fn parse(
         ));
     }
     let (action, id, ts) = decode(incoming.payload)?;
+    if let Some(long) = id.as_ref().filter(|id| id.len() > MAX_ID_BYTES) {
+        return Err(refuse(
+            None,
+            format!(
+                "\"id\" is {} bytes; at most {MAX_ID_BYTES} are accepted",
+                long.len()
+            ),
+        ));
+    }
     let fail = |error: String| refuse(id.clone(), error);
     let Some(output) = outputs.iter().position(|o| o.name == incoming.name) else {
         let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
@@ -109,30 +149,121 @@ pub fn parse(
                 "duty {duty} is out of range; allowed: 0.0 to 1.0"
             )));
         }
-        Action::Pwm { hz, .. } if !(*hz > 0.0 && *hz <= MAX_PWM_HZ) => {
-            return Err(fail(format!(
-                "hz {hz} is out of range; allowed: above 0 up to {MAX_PWM_HZ}"
-            )));
+        Action::Pwm { hz, .. } => {
+            let most = if crate::board::hardware_pwm_channel(outputs[output].pin).is_some() {
+                MAX_PWM_HZ
+            } else {
+                MAX_SOFTWARE_PWM_HZ
+            };
+            if !(MIN_PWM_HZ..=most).contains(hz) {
+                return Err(fail(format!(
+                    "hz {hz} is out of range; allowed on GPIO{}: {MIN_PWM_HZ} to {most}",
+                    outputs[output].pin
+                )));
+            }
         }
         _ => {}
     }
-    Ok(Command { output, action, id })
+    let stamp = ts.map(|at_millis| Stamp {
+        at_millis,
+        key: match &id {
+            Some(id) => format!("id:{id}"),
+            None => format!("crc:{:08x}", crc32fast::hash(incoming.payload)),
+        },
+    });
+    Ok(Command {
+        output,
+        action,
+        id,
+        stamp,
+    })
 }
 
 /// Retained commands replay on every reconnect, and queued ones can arrive
 /// long after they were meant: either is applied only with a fresh `"ts"`.
+/// A stamp from the future is refused too: it would stay "fresh" for as
+/// long as it is ahead, replaying on every reconnect until then.
 fn check_age(incoming: Incoming<'_>, ts: Option<i64>, limits: &Commands) -> Result<(), String> {
-    match ts {
-        Some(ts) if incoming.now_millis - ts > limits.max_age.as_millis() as i64 => Err(format!(
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let Some(ts) = ts else {
+        if incoming.retained {
+            return Err(
+                "retained command ignored: it would replay on every reconnect; publish commands without retain (-r), or stamp them with a fresh \"ts\""
+                    .into(),
+            );
+        }
+        if incoming.persistent_session && !limits.allow_unstamped {
+            return Err(
+                "command has no \"ts\": with clean_session = false the broker may have queued it for any length of time while pinpost was away, so only commands stamped with a fresh \"ts\" are applied (stamp it, or set commands.allow_unstamped = true)"
+                    .into(),
+            );
+        }
+        return Ok(());
+    };
+    let now = incoming.now_millis;
+    if ts > now.saturating_add(millis(limits.max_future)) {
+        return Err(format!(
+            "command is stamped {}, {} s ahead of this device's clock (more than the {} s allowed, commands.max_future); not applied. Check the sender's clock, and this device's",
+            utc::rfc3339_millis(ts),
+            ts.saturating_sub(now) / 1000,
+            limits.max_future.as_secs()
+        ));
+    }
+    if now.saturating_sub(ts) > millis(limits.max_age) {
+        return Err(format!(
             "command is stamped {}, older than the {} s allowed (commands.max_age); not applied",
             utc::rfc3339_millis(ts),
             limits.max_age.as_secs()
-        )),
-        None if incoming.retained => Err(
-            "retained command ignored: it would replay on every reconnect; publish commands without retain (-r), or stamp them with a fresh \"ts\""
-                .into(),
-        ),
-        _ => Ok(()),
+        ));
+    }
+    Ok(())
+}
+
+/// `"ts"` as Unix milliseconds, or why it is not a time pinpost accepts.
+fn stamp(value: &Value) -> Result<Option<i64>, String> {
+    const FORMS: &str = "send RFC 3339 text like \"2026-11-23T08:58:12Z\", or a number of Unix seconds or milliseconds (microseconds and nanoseconds are refused)";
+    let out_of_range = |shown: &dyn std::fmt::Display| {
+        format!("\"ts\" {shown} is not a time between the years 2000 and 2199; {FORMS}")
+    };
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => match utc::parse_rfc3339_millis(s) {
+            Some(ms) if (MIN_TS_MILLIS..END_TS_MILLIS).contains(&ms) => Ok(Some(ms)),
+            Some(_) => Err(out_of_range(&format_args!("{s:?}"))),
+            None => Err(format!(
+                "\"ts\" {:?} is not an RFC 3339 time like \"2026-11-23T08:58:12Z\"",
+                shorten(s)
+            )),
+        },
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                if (MIN_TS_SECS..END_TS_SECS).contains(&i) {
+                    return Ok(i.checked_mul(1000));
+                }
+                if (MIN_TS_MILLIS..END_TS_MILLIS).contains(&i) {
+                    return Ok(Some(i));
+                }
+                return Err(out_of_range(n));
+            }
+            // Fractional seconds (or milliseconds), or a number too large
+            // for an integer: only a finite value inside the range is
+            // converted, so the cast below cannot saturate.
+            match n.as_f64() {
+                Some(t)
+                    if t.is_finite() && (MIN_TS_SECS as f64..END_TS_SECS as f64).contains(&t) =>
+                {
+                    Ok(Some((t * 1000.0).round() as i64))
+                }
+                Some(t)
+                    if t.is_finite()
+                        && (MIN_TS_MILLIS as f64..END_TS_MILLIS as f64).contains(&t) =>
+                {
+                    Ok(Some(t.round() as i64))
+                }
+                _ => Err(out_of_range(n)),
+            }
+        }
+        _ => Err(format!("\"ts\" must be a time string or a number; {FORMS}")),
     }
 }
 
@@ -164,27 +295,7 @@ fn decode(payload: &[u8]) -> Result<Decoded, Refusal> {
         id: id.clone(),
         error,
     };
-    let ts = match value.get("ts") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(utc::parse_rfc3339_millis(s).ok_or_else(|| {
-            with_id(format!(
-                "\"ts\" {s:?} is not an RFC 3339 time like \"2026-11-23T08:58:12Z\""
-            ))
-        })?),
-        // Unix seconds, or milliseconds when it is that large.
-        Some(Value::Number(n)) => n.as_f64().map(|t| {
-            if t > 1e11 {
-                t as i64
-            } else {
-                (t * 1000.0) as i64
-            }
-        }),
-        Some(_) => {
-            return Err(with_id(
-                "\"ts\" must be a time string or a number of seconds".into(),
-            ));
-        }
-    };
+    let ts = stamp(value.get("ts").unwrap_or(&Value::Null)).map_err(&with_id)?;
     let action = action(&value).map_err(with_id)?;
     Ok((action, id, ts))
 }
@@ -220,8 +331,15 @@ fn action(value: &Value) -> Result<Action, String> {
             let duty = value
                 .get("duty")
                 .and_then(Value::as_f64)
-                .ok_or("pwm needs \"duty\": 0.0 to 1.0")?;
-            let hz = value.get("hz").and_then(Value::as_f64).unwrap_or(1000.0);
+                .ok_or("pwm needs \"duty\": a number from 0.0 to 1.0")?;
+            // Absent means the default; present but not a number is a
+            // mistake to report, not to replace by the default.
+            let hz = match value.get("hz") {
+                None | Some(Value::Null) => 1000.0,
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| format!("\"hz\" {v} is not a number of hertz"))?,
+            };
             Ok(Action::Pwm { duty, hz })
         }
         other => Err(format!(
@@ -288,7 +406,9 @@ mod tests {
         Commands {
             max_pulse: Duration::from_secs(10),
             max_age: Duration::from_secs(30),
+            max_future: Duration::from_secs(5),
             max_payload: 256,
+            allow_unstamped: false,
         }
     }
 
@@ -303,9 +423,26 @@ mod tests {
             name,
             payload: payload.as_bytes(),
             retained,
+            persistent_session: false,
             now_millis: NOW,
         };
         parse(incoming, &outputs(), &inputs(), &limits())
+    }
+
+    /// As it arrives with `clean_session = false`.
+    fn send_with_session(payload: &str, limits: &Commands) -> Result<Command, Refusal> {
+        let incoming = Incoming {
+            name: "relay",
+            payload: payload.as_bytes(),
+            retained: false,
+            persistent_session: true,
+            now_millis: NOW,
+        };
+        parse(incoming, &outputs(), &inputs(), limits)
+    }
+
+    fn stamped(ts: &str) -> String {
+        format!(r#"{{"action":"on","ts":{ts}}}"#)
     }
 
     fn refused(name: &str, payload: &str) -> String {
@@ -405,5 +542,204 @@ mod tests {
         assert!(send_as("relay", &fresh, true).is_ok());
         let stale = format!(r#"{{"action":"on","ts":{}}}"#, (NOW - 60_000) / 1000);
         assert!(refused("relay", &stale).contains("older than the 30 s allowed"));
+    }
+
+    #[test]
+    fn a_stamp_from_the_future_is_refused_beyond_the_skew_allowance() {
+        let e = refused("relay", &stamped(r#""2099-01-01T00:00:00Z""#));
+        assert!(
+            e.starts_with("command is stamped 2099-01-01T00:00:00.000Z,")
+                && e.contains(
+                    "ahead of this device's clock (more than the 5 s allowed, commands.max_future)"
+                ),
+            "{e}"
+        );
+        let e = send_as("relay", &stamped(r#""2099-01-01T00:00:00Z""#), true)
+            .unwrap_err()
+            .error;
+        assert!(e.contains("commands.max_future"), "retained too: {e}");
+        // A little skew is fine; past the allowance is not.
+        assert!(send("relay", &stamped(&(NOW + 4_000).to_string())).is_ok());
+        assert!(refused("relay", &stamped(&(NOW + 6_000).to_string())).contains("ahead"));
+        assert!(send("relay", &stamped(&format!("{}.5", NOW / 1000 + 4))).is_ok());
+        assert!(refused("relay", &stamped(&format!("{}", NOW / 1000 + 60))).contains("ahead"));
+    }
+
+    #[test]
+    fn absurd_stamps_are_refused_in_words() {
+        for ts in [
+            "-1e300",
+            "1e300",
+            "-1",
+            "0",
+            "1.7976931348623157e308",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "99999999999999999999999",
+            "946684799",
+            "7258118400000",
+        ] {
+            let e = refused("relay", &stamped(ts));
+            assert!(
+                e.starts_with("\"ts\" ")
+                    && e.contains("is not a time between the years 2000 and 2199"),
+                "{ts}: {e}"
+            );
+        }
+        for ts in [
+            r#""NaN""#,
+            r#""inf""#,
+            r#""-Infinity""#,
+            r#""1795430292""#,
+            r#""""#,
+        ] {
+            let e = refused("relay", &stamped(ts));
+            assert!(e.contains("is not an RFC 3339 time"), "{ts}: {e}");
+        }
+        let e = refused("relay", &stamped(r#""1999-12-31T23:59:59Z""#));
+        assert!(
+            e.contains("not a time between the years 2000 and 2199"),
+            "{e}"
+        );
+        let e = refused("relay", &stamped("[1]"));
+        assert!(
+            e.starts_with("\"ts\" must be a time string or a number"),
+            "{e}"
+        );
+        // JSON has no NaN; serde refuses it as JSON, before any arithmetic.
+        assert!(refused("relay", &stamped("NaN")).starts_with("command is not valid JSON"));
+    }
+
+    #[test]
+    fn micro_and_nanosecond_stamps_are_refused_not_read_as_far_future() {
+        let micros = NOW * 1000;
+        let nanos = NOW * 1_000_000;
+        for ts in [micros.to_string(), nanos.to_string(), format!("{micros}.0")] {
+            let e = refused("relay", &stamped(&ts));
+            assert!(
+                e.contains("microseconds and nanoseconds are refused"),
+                "{ts}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn seconds_and_milliseconds_both_read_as_the_same_time() {
+        let secs = send("relay", &stamped(&(NOW / 1000).to_string())).unwrap();
+        let millis = send("relay", &stamped(&NOW.to_string())).unwrap();
+        let text = send(
+            "relay",
+            &stamped(&format!("\"{}\"", utc::rfc3339_millis(NOW))),
+        )
+        .unwrap();
+        let at = |c: &Command| c.stamp.as_ref().map(|s| s.at_millis);
+        assert_eq!(
+            (at(&secs), at(&millis), at(&text)),
+            (Some(NOW), Some(NOW), Some(NOW))
+        );
+        let frac = send("relay", &stamped(&format!("{}.25", NOW / 1000))).unwrap();
+        assert_eq!(at(&frac), Some(NOW + 250));
+        assert_eq!(send("relay", "on").unwrap().stamp, None, "unstamped");
+    }
+
+    #[test]
+    fn the_stamp_key_is_the_id_or_a_checksum_of_the_payload() {
+        let with_id = send("relay", r#"{"action":"on","id":"c1","ts":1795430292}"#).unwrap();
+        assert_eq!(with_id.stamp.unwrap().key, "id:c1");
+        let a = send("relay", &stamped("1795430292"))
+            .unwrap()
+            .stamp
+            .unwrap();
+        let b = send("relay", r#"{"action":"off","ts":1795430292}"#)
+            .unwrap()
+            .stamp
+            .unwrap();
+        assert_eq!(a.at_millis, b.at_millis);
+        assert_ne!(a.key, b.key, "different commands at one instant stay apart");
+        let long = format!(r#"{{"action":"on","id":"{}"}}"#, "i".repeat(129));
+        assert!(refused("relay", &long).contains("\"id\" is 129 bytes; at most 128"));
+    }
+
+    #[test]
+    fn with_a_persistent_session_only_stamped_commands_are_applied() {
+        let e = send_with_session("on", &limits()).unwrap_err().error;
+        assert!(
+            e.starts_with("command has no \"ts\": with clean_session = false"),
+            "{e}"
+        );
+        assert!(send_with_session(r#"{"action":"toggle"}"#, &limits()).is_err());
+        assert!(send_with_session(&stamped(&NOW.to_string()), &limits()).is_ok());
+        let lenient = Commands {
+            allow_unstamped: true,
+            ..limits()
+        };
+        assert!(send_with_session("on", &lenient).is_ok());
+        assert!(
+            send("relay", "on").is_ok(),
+            "without a session a live command needs no stamp"
+        );
+    }
+
+    #[test]
+    fn pwm_numbers_have_bounds() {
+        let pwm = |duty: &str, hz: &str| {
+            send(
+                "fan",
+                &format!(r#"{{"action":"pwm","duty":{duty},"hz":{hz}}}"#),
+            )
+        };
+        assert!(pwm("0.5", "1").is_ok());
+        assert!(pwm("0.5", "100000").is_ok());
+        for (duty, hz, words) in [
+            (
+                "0.5",
+                "0.5",
+                "hz 0.5 is out of range; allowed on GPIO18: 1 to 100000",
+            ),
+            ("0.5", "1e-300", "is out of range"),
+            ("0.5", "0", "is out of range"),
+            ("0.5", "-1", "is out of range"),
+            ("0.5", "100001", "is out of range"),
+            ("0.5", "1e300", "is out of range"),
+            (
+                "0.5",
+                "\"fast\"",
+                "\"hz\" \"fast\" is not a number of hertz",
+            ),
+            ("-0.1", "1000", "duty -0.1 is out of range"),
+            ("1e300", "1000", "is out of range; allowed: 0.0 to 1.0"),
+            ("\"half\"", "1000", "pwm needs \"duty\": a number"),
+        ] {
+            let e = pwm(duty, hz).unwrap_err().error;
+            assert!(e.contains(words), "duty {duty} hz {hz}: {e}");
+        }
+        for ms in ["-1", "0.5", "1e300", "18446744073709551616", "\"5\""] {
+            let e = refused("relay", &format!(r#"{{"action":"pulse","ms":{ms}}}"#));
+            assert!(
+                e.contains("pulse needs \"ms\": a whole number"),
+                "{ms}: {e}"
+            );
+        }
+        assert!(
+            refused("relay", r#"{"action":"pulse","ms":18446744073709551615}"#)
+                .contains("longer than the 10000 ms allowed")
+        );
+    }
+
+    #[test]
+    fn software_pwm_pins_have_a_lower_ceiling() {
+        let mut outs = outputs();
+        outs[1].pin = 22;
+        let incoming = Incoming {
+            name: "fan",
+            payload: br#"{"action":"pwm","duty":0.5,"hz":20000}"#,
+            retained: false,
+            persistent_session: false,
+            now_millis: NOW,
+        };
+        let e = parse(incoming, &outs, &inputs(), &limits())
+            .unwrap_err()
+            .error;
+        assert!(e.contains("allowed on GPIO22: 1 to 10000"), "{e}");
     }
 }

@@ -7,14 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Milliseconds since the Unix epoch now.
 pub fn now_unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `2026-11-23T08:58:12.345Z`: RFC 3339 with milliseconds, for readings.
@@ -26,40 +26,84 @@ pub fn rfc3339_millis(unix_millis: i64) -> String {
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` into Unix milliseconds.
+/// Strict: every field is plain digits within its calendar range (no signs,
+/// no 31 February, offsets under 24 h), so text from the network cannot
+/// reach arithmetic that overflows.
 pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+    if b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let mut rest = &text[19..];
+    let (y, mo, d) = (digits(b, 0..4)?, digits(b, 5..7)?, digits(b, 8..10)?);
+    let (h, mi, s) = (digits(b, 11..13)?, digits(b, 14..16)?, digits(b, 17..19)?);
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
+        return None;
+    }
+    if h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &b[19..];
     let mut millis = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.chars().take_while(char::is_ascii_digit).count();
-        let padded = format!("{:0<3}", &frac[..digits.min(3)]);
-        millis = padded.parse::<i64>().ok()?;
-        rest = &frac[digits..];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        // Only the first three digits count; the rest are below a millisecond.
+        for i in 0..3 {
+            millis = millis * 10
+                + frac
+                    .get(i)
+                    .filter(|_| i < n)
+                    .map_or(0, |c| i64::from(c - b'0'));
+        }
+        rest = &frac[n..];
     }
     let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
-                + rest.get(4..6)?.parse::<i64>().ok()? * 60)
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (oh, om) = (digits(rest, 1..3)?, digits(rest, 4..6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let minutes = oh * 60 + om;
+            if *sign == b'-' {
+                -minutes * 60
+            } else {
+                minutes * 60
+            }
         }
         _ => return None,
     };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    Some((days * 86_400 + h * 3600 + mi * 60 + s - offset) * 1000 + millis)
+    let days = days_from_civil(y, u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(h * 3600 + mi * 60 + s)?
+        .checked_sub(offset)?;
+    secs.checked_mul(1000)?.checked_add(millis)
+}
+
+/// A field of ASCII digits only (`str::parse` would also take a sign).
+fn digits(b: &[u8], range: std::ops::Range<usize>) -> Option<i64> {
+    let field = b.get(range)?;
+    if field.is_empty() || !field.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    field.iter().try_fold(0i64, |n, c| {
+        n.checked_mul(10)?.checked_add(i64::from(c - b'0'))
+    })
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -129,5 +173,34 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_millis("2026-11-23T10:38:12Z"), Some(ms - 345));
         assert_eq!(parse_rfc3339_millis("yesterday"), None);
+    }
+
+    #[test]
+    fn only_real_calendar_times_parse() {
+        for bad in [
+            "2026-02-30T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-23T24:00:00Z",
+            "+026-11-23T10:38:12Z",
+            "2026-11-23T10:38:12+99:00",
+            "2026-11-23T10:38:12.Z",
+            "2026-11-23T10:38:12",
+            "2026-11-23T10:38:1\u{e9}Z",
+            "2026-11-23X10:38:12Z",
+            "NaN",
+            "2026-11-23T10:38:12ZZ",
+        ] {
+            assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_rfc3339_millis("2024-02-29T00:00:00.123456789Z"),
+            Some(1_709_164_800_123)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("9999-12-31T23:59:59-23:59").map(|ms| ms > 0),
+            Some(true),
+            "the largest year still fits"
+        );
     }
 }

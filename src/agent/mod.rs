@@ -9,6 +9,7 @@
 //! published, and whatever is still unacknowledged is kept on disk for the
 //! next start. It knows no wire formats beyond calling `topics`.
 
+mod applied;
 mod delivery;
 mod inputs;
 mod outputs;
@@ -31,6 +32,7 @@ use crate::tls::{self, TlsError};
 use crate::topics::{self, PinState, Reading, SensorFailure, Topics};
 use crate::utc;
 
+use applied::Applied;
 use inputs::Inputs;
 use outputs::Outputs;
 use sampling::Sampling;
@@ -97,6 +99,8 @@ struct Agent {
     topics: Topics,
     inputs: Inputs,
     outputs: Outputs,
+    /// Stamped commands already applied, so each is applied once.
+    applied: Applied,
     notified_ready: bool,
     /// The kind of the last failure logged, to log each outage once.
     last_failure: Option<&'static str>,
@@ -151,10 +155,16 @@ impl Agent {
                 outputs.resume(i, last);
             }
         }
+        let names: Vec<String> = config.outputs.iter().map(|o| o.name.clone()).collect();
+        let (applied, problem) = Applied::load(outbox.dir(), &names, utc::now_unix_millis());
+        if let Some(problem) = problem {
+            tracing::warn!("{problem}");
+        }
         Agent {
             publisher,
             inputs,
             outputs,
+            applied,
             sensing: Sensing::start(&config.sensors),
             sampling: Sampling::new(config.sensors.iter().map(|s| s.interval), now),
             reporting: Reporting::default(),
@@ -441,6 +451,7 @@ impl Agent {
             name,
             payload,
             retained,
+            persistent_session: !self.config.broker.clean_session,
             now_millis: utc::now_unix_millis(),
         };
         let result_topic = self.topics.result(name);
@@ -451,6 +462,16 @@ impl Agent {
             &self.config.commands,
         ) {
             Ok(command) => {
+                // A stamped command is applied once: recorded on disk
+                // before the pin moves, so no replay applies it again.
+                if let Some(stamp) = &command.stamp {
+                    if let Err(error) = self.applied.record(command.output, stamp) {
+                        tracing::info!(output = name, "command not applied: {error}");
+                        let body = topics::result_json(command.id.as_deref(), Err(&error));
+                        self.send(&result_topic, body, false, None);
+                        return;
+                    }
+                }
                 self.drive(
                     command.output,
                     &command.action,

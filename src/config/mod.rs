@@ -201,7 +201,12 @@ pub struct Commands {
     pub max_pulse: Duration,
     /// Commands stamped (`"ts"`) earlier than this, and retained commands, are refused.
     pub max_age: Duration,
+    /// Clock skew allowed: commands stamped further ahead than this are refused.
+    pub max_future: Duration,
     pub max_payload: usize,
+    /// With `clean_session = false`, apply commands without `"ts"` anyway
+    /// (the broker may have queued them for any length of time).
+    pub allow_unstamped: bool,
 }
 
 /// How much the outbox may hold and where it spills to disk.

@@ -185,9 +185,44 @@ fn wires(
 
 fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<Commands, ConfigError> {
     let c = &raw.commands;
-    let max_pulse =
-        duration(&c.max_pulse, "commands.max_pulse", o)?.unwrap_or(Duration::from_secs(60));
-    let max_age = duration(&c.max_age, "commands.max_age", o)?.unwrap_or(Duration::from_secs(30));
+    // Bounded so every `now + duration` on them stays far from overflow,
+    // and so a typo ("60000s") cannot hold a relay on for most of a day.
+    let within = |value: Option<Duration>,
+                  key: &str,
+                  default: Duration,
+                  least: Duration,
+                  most: Duration,
+                  allowed: &str| {
+        let d = value.unwrap_or(default);
+        if d < least || d > most {
+            return Err(o.invalid(key, format!("out of range; allowed: {allowed}")));
+        }
+        Ok(d)
+    };
+    let max_pulse = within(
+        duration(&c.max_pulse, "commands.max_pulse", o)?,
+        "commands.max_pulse",
+        Duration::from_secs(60),
+        Duration::from_millis(1),
+        Duration::from_secs(24 * 3600),
+        "\"1ms\" to \"24h\"",
+    )?;
+    let max_age = within(
+        duration(&c.max_age, "commands.max_age", o)?,
+        "commands.max_age",
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+        Duration::from_secs(7 * 24 * 3600),
+        "\"1s\" to \"7d\"",
+    )?;
+    let max_future = within(
+        duration(&c.max_future, "commands.max_future", o)?,
+        "commands.max_future",
+        Duration::from_secs(5),
+        Duration::ZERO,
+        Duration::from_secs(3600),
+        "\"0s\" to \"1h\"",
+    )?;
     let max_payload = c.max_payload.unwrap_or(1024);
     if !(16..=65536).contains(&max_payload) {
         return Err(o.invalid(
@@ -198,7 +233,9 @@ fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<Commands, ConfigError> {
     Ok(Commands {
         max_pulse,
         max_age,
-        max_payload: max_payload as usize,
+        max_future,
+        max_payload: usize::try_from(max_payload).unwrap_or(1024),
+        allow_unstamped: c.allow_unstamped.unwrap_or(false),
     })
 }
 
@@ -266,6 +303,39 @@ mod tests {
         );
         let e = error(&format!("{HEAD}[board]\nwires = [[27, 17]]\n{pins}"));
         assert!(e.contains("only on the simulated board"), "{e}");
+    }
+
+    #[test]
+    fn command_limits_have_defaults_and_bounds() {
+        let c = from_text(HEAD, None, &Overrides::default()).unwrap();
+        assert_eq!(
+            (
+                c.commands.max_future,
+                c.commands.max_age,
+                c.commands.allow_unstamped
+            ),
+            (
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(30),
+                false
+            )
+        );
+        let e = error(&format!("{HEAD}[commands]\nmax_pulse = \"1000000000y\"\n"));
+        assert!(
+            e.contains("commands.max_pulse: out of range; allowed: \"1ms\" to \"24h\""),
+            "{e}"
+        );
+        let e = error(&format!("{HEAD}[commands]\nmax_future = \"2h\"\n"));
+        assert!(e.contains("commands.max_future: out of range"), "{e}");
+        let e = error(&format!("{HEAD}[commands]\nmax_age = \"0s\"\n"));
+        assert!(e.contains("commands.max_age: out of range"), "{e}");
+        let c = from_text(
+            &format!("{HEAD}[commands]\nmax_future = \"0s\"\nallow_unstamped = true\n"),
+            None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.commands.allow_unstamped && c.commands.max_future.is_zero());
     }
 
     #[test]

@@ -113,7 +113,9 @@ pub struct RawOutput {
 pub struct RawCommands {
     pub max_pulse: Option<String>,
     pub max_age: Option<String>,
+    pub max_future: Option<String>,
     pub max_payload: Option<i64>,
+    pub allow_unstamped: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
