@@ -177,7 +177,10 @@ fn retained_commands_stamped_in_the_future_or_in_microseconds_never_switch_the_p
             (now_millis() * 1000).to_string(),
             "microseconds and nanoseconds are refused",
         ),
-        ("1e300".to_string(), "not a time between the years 2000 and 2199"),
+        (
+            "1e300".to_string(),
+            "not a time between the years 2000 and 2199",
+        ),
     ] {
         rig.command(&format!(r#"{{"action":"on","id":"f","ts":{ts}}}"#), true);
         // Twice: the first start, and a restart that replays it again.
@@ -234,7 +237,10 @@ fn a_retained_command_is_applied_once_across_reconnects_and_restarts() {
     assert_eq!(result["id"], "r1");
     assert_eq!(result["ok"], false);
     assert!(
-        result["error"].as_str().unwrap().starts_with("already applied"),
+        result["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("already applied"),
         "{result}"
     );
     let later = witness.messages(Duration::from_millis(500));
@@ -248,7 +254,10 @@ fn a_retained_command_is_applied_once_across_reconnects_and_restarts() {
     let agent = rig.start(&config);
     let (result, seen) = next_result(&witness, "the replay after a restart answered");
     assert!(
-        result["error"].as_str().unwrap_or("").starts_with("already applied"),
+        result["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("already applied"),
         "{result}"
     );
     let later = witness.messages(Duration::from_millis(500));

@@ -8,6 +8,7 @@
 //! nothing of MQTT.
 
 mod error;
+pub mod mux;
 pub mod rppal;
 pub mod sim;
 
@@ -68,13 +69,10 @@ pub enum PwmSetup {
     Software,
 }
 
-/// GPIO12/18 are PWM0 and GPIO13/19 are PWM1 on the BCM283x header.
+/// GPIO12/18 are PWM0 and GPIO13/19 are PWM1 on the BCM283x header (the
+/// rppal backend renumbers them for a Pi 5, see [`mux::hardware_pwm`]).
 pub fn hardware_pwm_channel(pin: u8) -> Option<u8> {
-    match pin {
-        12 | 18 => Some(0),
-        13 | 19 => Some(1),
-        _ => None,
-    }
+    mux::hardware_pwm(pin, mux::Soc::Bcm283x).map(|h| h.channel)
 }
 
 impl PinPlan {

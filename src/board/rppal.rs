@@ -2,10 +2,17 @@
 //! run on rppal's own thread and only forward "input i changed" into tokio.
 //! Outputs keep their level when pinpost exits (no reset on drop), so a
 //! relay stays where `safe_state` put it.
+//!
+//! Outputs are rppal `IoPin`s rather than `OutputPin`s: a hardware PWM
+//! output must be switched between output mode and its PWM ALT function,
+//! in the order [`mux`](super::mux) plans; this file only carries the steps
+//! out.
 
-use rppal::gpio::{Gpio, InputPin, Level, OutputPin, Trigger};
+use rppal::gpio::{Gpio, InputPin, IoPin, Level, Mode, Trigger};
 use rppal::pwm::{Channel, Polarity, Pwm};
+use rppal::system::{DeviceInfo, SoC};
 
+use super::mux::{self, Drive, Function, HardwarePwm, Request, Soc, Step};
 use super::{Board, BoardError, EdgeSender, PinPlan, PwmSetup};
 use crate::config::Pull;
 
@@ -14,11 +21,15 @@ pub struct RppalBoard {
     outputs: Vec<Driven>,
 }
 
-/// An output pin, and its hardware PWM channel once one is in use.
+/// An output pin, what drives it, and its hardware PWM channel: opened on
+/// the first PWM command and kept for every later one, since dropping an
+/// rppal `Pwm` disables the channel.
 struct Driven {
-    pin: OutputPin,
-    pwm: PwmSetup,
-    hardware: Option<Pwm>,
+    pin: IoPin,
+    drive: Drive,
+    /// `None` for a pin without a channel, or once its channel failed.
+    hardware: Option<HardwarePwm>,
+    channel: Option<Pwm>,
 }
 
 impl RppalBoard {
@@ -46,31 +57,124 @@ impl RppalBoard {
             }
             inputs.push(pin);
         }
+        let soc = match DeviceInfo::new().map(|d| d.soc()) {
+            Ok(SoC::Bcm2712) => Soc::Bcm2712,
+            _ => Soc::Bcm283x,
+        };
         let mut outputs = Vec::new();
         for setup in &plan.outputs {
             let n = setup.pin;
             let pin = gpio
                 .get(n)
                 .map_err(|e| BoardError::from_rppal(e, Some(n)))?;
-            // into_output_* writes the level first, then switches the mode.
-            let mut pin = if setup.initial_high {
-                pin.into_output_high()
-            } else {
-                pin.into_output_low()
+            // Taken in the function it has (no change yet), so the level is
+            // latched before output mode drives it: no click at start.
+            let mode = pin.mode();
+            let mut driven = Driven {
+                pin: pin.into_io(mode),
+                drive: Drive::Level(setup.initial_high),
+                hardware: match setup.pwm {
+                    PwmSetup::Hardware { .. } => mux::hardware_pwm(n, soc),
+                    _ => None,
+                },
+                channel: None,
             };
-            pin.set_reset_on_drop(false);
-            outputs.push(Driven {
-                pin,
-                pwm: setup.pwm,
-                hardware: None,
-            });
+            driven.pin.set_reset_on_drop(false);
+            for step in mux::take(setup.initial_high) {
+                driven.carry_out(step)?;
+            }
+            outputs.push(driven);
         }
         Ok(RppalBoard { inputs, outputs })
+    }
+
+    fn output(&mut self, output: usize) -> Result<&mut Driven, BoardError> {
+        self.outputs
+            .get_mut(output)
+            .ok_or_else(|| BoardError::Other(format!("no output {output}")))
+    }
+}
+
+impl Driven {
+    fn request(&mut self, request: Request) -> Result<(), BoardError> {
+        let (steps, after) = mux::plan(self.drive, self.hardware, request);
+        let starting_hardware = after == Drive::Hardware && self.drive != Drive::Hardware;
+        for step in steps {
+            if let Err(e) = self.carry_out(step) {
+                if !starting_hardware {
+                    return Err(e);
+                }
+                // Needs the pwm overlay in config.txt; without it, fall
+                // back to software PWM rather than refuse. The pin is still
+                // in output mode: its ALT function is the plan's last step.
+                tracing::warn!(pin = self.pin.pin(), error = %e, "hardware PWM unavailable (dtoverlay=pwm-2chan?); using software PWM");
+                self.hardware = None;
+                self.drive = Drive::Level(false);
+                return self.request(request);
+            }
+        }
+        self.drive = after;
+        Ok(())
+    }
+
+    fn carry_out(&mut self, step: Step) -> Result<(), BoardError> {
+        let n = self.pin.pin();
+        let channel_error = |e: rppal::pwm::Error| BoardError::Other(format!("GPIO{n} PWM: {e}"));
+        match step {
+            Step::Latch(true) => self.pin.set_high(),
+            Step::Latch(false) => self.pin.set_low(),
+            Step::SetFunction(f) => self.pin.set_mode(mode(f)),
+            Step::ConfigureChannel { hz, duty } => match (&self.channel, self.hardware) {
+                (Some(pwm), _) => pwm.set_frequency(hz, duty).map_err(channel_error)?,
+                (None, Some(hw)) => {
+                    let pwm =
+                        Pwm::with_frequency(channel(hw.channel), hz, duty, Polarity::Normal, false)
+                            .map_err(channel_error)?;
+                    self.channel = Some(pwm);
+                }
+                (None, None) => {
+                    return Err(BoardError::Other(format!("GPIO{n} has no PWM channel")));
+                }
+            },
+            Step::EnableChannel => {
+                if let Some(pwm) = &self.channel {
+                    pwm.enable().map_err(channel_error)?;
+                }
+            }
+            Step::DisableChannel => {
+                if let Some(pwm) = &self.channel {
+                    pwm.disable().map_err(channel_error)?;
+                }
+            }
+            Step::SoftwarePwm { hz, duty } => self
+                .pin
+                .set_pwm_frequency(hz, duty)
+                .map_err(|e| BoardError::from_rppal(e, Some(n)))?,
+            Step::StopSoftwarePwm => self
+                .pin
+                .clear_pwm()
+                .map_err(|e| BoardError::from_rppal(e, Some(n)))?,
+        }
+        Ok(())
+    }
+}
+
+fn mode(f: Function) -> Mode {
+    match f {
+        Function::Output => Mode::Output,
+        Function::Alt0 => Mode::Alt0,
+        Function::Alt3 => Mode::Alt3,
+        Function::Alt5 => Mode::Alt5,
     }
 }
 
 fn channel(n: u8) -> Channel {
-    if n == 0 { Channel::Pwm0 } else { Channel::Pwm1 }
+    match n {
+        0 => Channel::Pwm0,
+        1 => Channel::Pwm1,
+        2 => Channel::Pwm2,
+        _ => Channel::Pwm3,
+    }
 }
 
 impl Board for RppalBoard {
@@ -83,44 +187,11 @@ impl Board for RppalBoard {
     }
 
     fn write_output(&mut self, output: usize, high: bool) -> Result<(), BoardError> {
-        let out = self
-            .outputs
-            .get_mut(output)
-            .ok_or_else(|| BoardError::Other(format!("no output {output}")))?;
-        if let Some(hw) = out.hardware.take() {
-            let _ = hw.disable();
-        }
-        let _ = out.pin.clear_pwm();
-        if high {
-            out.pin.set_high();
-        } else {
-            out.pin.set_low();
-        }
-        Ok(())
+        self.output(output)?.request(Request::Level(high))
     }
 
     fn pwm(&mut self, output: usize, duty: f64, hz: f64) -> Result<(), BoardError> {
-        let out = self
-            .outputs
-            .get_mut(output)
-            .ok_or_else(|| BoardError::Other(format!("no output {output}")))?;
-        let n = out.pin.pin();
-        if let PwmSetup::Hardware { channel: c } = out.pwm {
-            // Needs the pwm overlay in config.txt; without it, fall back to
-            // software PWM rather than refuse.
-            match Pwm::with_frequency(channel(c), hz, duty, Polarity::Normal, true) {
-                Ok(hw) => {
-                    out.hardware = Some(hw);
-                    return Ok(());
-                }
-                Err(e) => {
-                    tracing::warn!(pin = n, error = %e, "hardware PWM unavailable (dtoverlay=pwm-2chan?); using software PWM")
-                }
-            }
-        }
-        out.pin
-            .set_pwm_frequency(hz, duty)
-            .map_err(|e| BoardError::from_rppal(e, Some(n)))
+        self.output(output)?.request(Request::Pwm { duty, hz })
     }
 
     fn name(&self) -> &'static str {

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Board, BoardError, EdgeSender, PinPlan};
+use super::mux::{self, Drive, HardwarePwm, Request, Soc, Step};
+use super::{Board, BoardError, EdgeSender, PinPlan, PwmSetup};
 use crate::config::Pull;
 
 #[derive(Debug)]
@@ -18,10 +19,23 @@ struct SimState {
     output_pins: Vec<u8>,
     wires: Vec<(u8, u8)>,
     pwm: HashMap<u8, (f64, f64)>,
+    /// Per output: what drives it and its channel, as on a Pi 1-4.
+    mux: Vec<(Drive, Option<HardwarePwm>)>,
+    /// Every mux step carried out, per pin, for tests to read.
+    steps: HashMap<u8, Vec<Step>>,
     edges: EdgeSender,
 }
 
 impl SimState {
+    /// Plans `request` as the rppal backend does and records the steps.
+    fn request(&mut self, output: usize, pin: u8, request: Request) {
+        if let Some((drive, hardware)) = self.mux.get(output).copied() {
+            let (steps, after) = mux::plan(drive, hardware, request);
+            self.steps.entry(pin).or_default().extend(steps);
+            self.mux[output].0 = after;
+        }
+    }
+
     fn set(&mut self, pin: u8, high: bool) {
         let before = self.levels.insert(pin, high);
         if before != Some(high) {
@@ -76,6 +90,22 @@ impl SimBoard {
             output_pins: plan.outputs.iter().map(|o| o.pin).collect(),
             wires: wires.to_vec(),
             pwm: HashMap::new(),
+            mux: plan
+                .outputs
+                .iter()
+                .map(|o| {
+                    let hardware = match o.pwm {
+                        PwmSetup::Hardware { .. } => mux::hardware_pwm(o.pin, Soc::Bcm283x),
+                        _ => None,
+                    };
+                    (Drive::Level(o.initial_high), hardware)
+                })
+                .collect(),
+            steps: plan
+                .outputs
+                .iter()
+                .map(|o| (o.pin, mux::take(o.initial_high)))
+                .collect(),
             edges,
         }));
         (
@@ -103,6 +133,7 @@ impl Board for SimBoard {
             .output_pins
             .get(output)
             .ok_or_else(|| BoardError::Other(format!("no output {output}")))?;
+        s.request(output, pin, Request::Level(high));
         s.pwm.remove(&pin);
         s.set(pin, high);
         Ok(())
@@ -114,6 +145,7 @@ impl Board for SimBoard {
             .output_pins
             .get(output)
             .ok_or_else(|| BoardError::Other(format!("no output {output}")))?;
+        s.request(output, pin, Request::Pwm { duty, hz });
         s.pwm.insert(pin, (duty, hz));
         // A wired input sees the mean: high while the duty is over half.
         s.set(pin, duty > 0.5);
@@ -137,6 +169,15 @@ impl SimHandle {
 
     pub fn pwm(&self, pin: u8) -> Option<(f64, f64)> {
         lock(&self.state).pwm.get(&pin).copied()
+    }
+
+    /// The pin-mux steps carried out on an output pin so far, from taking it.
+    pub fn steps(&self, pin: u8) -> Vec<Step> {
+        lock(&self.state)
+            .steps
+            .get(&pin)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -198,5 +239,43 @@ mod tests {
         h.set_input(17, false);
         assert!(!b.read_input(0).unwrap());
         assert_eq!(edges.try_recv().ok(), Some(0));
+    }
+
+    #[test]
+    fn a_hardware_pwm_pin_keeps_its_channel_across_commands_and_leaves_alt_for_a_level() {
+        use crate::board::mux::Function;
+        let plan = PinPlan {
+            inputs: vec![],
+            outputs: vec![OutputSetup {
+                pin: 18,
+                initial_high: false,
+                pwm: PwmSetup::Hardware { channel: 0 },
+            }],
+        };
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (mut b, h) = SimBoard::new(&plan, &[], tx);
+        b.pwm(0, 0.25, 1000.0).unwrap();
+        b.pwm(0, 0.5, 2000.0).unwrap();
+        b.write_output(0, false).unwrap();
+        assert_eq!(
+            h.steps(18),
+            vec![
+                Step::Latch(false),
+                Step::SetFunction(Function::Output),
+                Step::ConfigureChannel {
+                    hz: 1000.0,
+                    duty: 0.25
+                },
+                Step::EnableChannel,
+                Step::SetFunction(Function::Alt5),
+                Step::ConfigureChannel {
+                    hz: 2000.0,
+                    duty: 0.5
+                },
+                Step::Latch(false),
+                Step::SetFunction(Function::Output),
+                Step::DisableChannel,
+            ]
+        );
     }
 }
