@@ -238,7 +238,7 @@ fn stamp(value: &Value) -> Result<Option<i64>, String> {
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
                 if (MIN_TS_SECS..END_TS_SECS).contains(&i) {
-                    return Ok(i.checked_mul(1000));
+                    return i.checked_mul(1000).map(Some).ok_or_else(|| out_of_range(n));
                 }
                 if (MIN_TS_MILLIS..END_TS_MILLIS).contains(&i) {
                     return Ok(Some(i));
