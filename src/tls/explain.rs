@@ -8,6 +8,7 @@ use rustls::{AlertDescription, CertificateError};
 
 use super::TlsFacts;
 use super::cert::CertSummary;
+use super::legacy::{MIN_RSA_BITS, Weakness};
 use super::observe::Observation;
 use crate::config::TlsVersion;
 use crate::utc;
@@ -46,6 +47,11 @@ pub enum TlsFailure {
     VersionOne {
         common_name: Option<String>,
     },
+    /// A version 1 certificate accepted by its Common Name, but weak.
+    WeakLegacy {
+        common_name: Option<String>,
+        weakness: Weakness,
+    },
     NoCommonVersion {
         min: Option<TlsVersion>,
         detail: String,
@@ -71,6 +77,12 @@ pub fn explain(
         .server_name
         .clone()
         .unwrap_or_else(|| host.to_string());
+    if let Some(weakness) = Weakness::of(error) {
+        return TlsFailure::WeakLegacy {
+            common_name: leaf.and_then(|l| l.common_name),
+            weakness: weakness.clone(),
+        };
+    }
     match error {
         // webpki refuses v1 certificates before any other check.
         rustls::Error::InvalidCertificate(CertificateError::Other(_))
@@ -372,6 +384,20 @@ impl fmt::Display for TlsFailure {
                  broker.tls.legacy_common_name = true (--legacy-common-name; pinpost then \
                  checks its CA signature and dates itself), or reissue it as version 3 with a \
                  subjectAltName (add -extfile with subjectAltName=IP:… or DNS:…)",
+                common_name.as_deref().unwrap_or("none")
+            ),
+            TlsFailure::WeakLegacy {
+                common_name,
+                weakness,
+            } => write!(
+                f,
+                "the broker's certificate (CN={}) is refused: {weakness}. pinpost accepts an old \
+                 X.509 version 1 certificate by its Common Name (legacy_common_name) only when \
+                 it is signed with SHA-256 or stronger by a CA whose RSA key, like its own, has \
+                 at least {MIN_RSA_BITS} bits: a weaker one can be forged. Reissue it on the \
+                 broker (e.g. `openssl req -newkey rsa:{MIN_RSA_BITS}` and `openssl x509 -req \
+                 -sha256`), better as version 3 with a subjectAltName (-extfile with \
+                 subjectAltName=IP:… or DNS:…)",
                 common_name.as_deref().unwrap_or("none")
             ),
             TlsFailure::NoCommonVersion { min, detail } => {
