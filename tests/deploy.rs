@@ -170,8 +170,11 @@ fn strace_summary(text: &str) -> BTreeSet<String> {
 /// every system call it makes must be one the unit's filter allows, none
 /// from @privileged or @resources. (No container here runs systemd to
 /// apply the filter itself; the groups are systemd's own, read from
-/// `systemd-analyze syscall-filter`. rppal's and gpiocdev's GPIO calls on a
-/// Pi are ioctl, mmap, open, read and write, all in @system-service.)
+/// `systemd-analyze syscall-filter`. rppal's GPIO calls on a Pi are ioctl,
+/// mmap, open, read, write and epoll, all in @system-service; its software
+/// PWM thread's sched_setscheduler(SCHED_RR) is in @resources, but it ignores
+/// the refusal, which an unprivileged user under RestrictRealtime=yes got
+/// already, hence SystemCallErrorNumber=EPERM rather than a kill.)
 #[test]
 fn the_agent_makes_no_system_call_the_unit_filters_out() {
     require_tool("strace", "strace");
