@@ -89,7 +89,10 @@ fn the_unit_has_the_hardening_gpio_allows_and_scores_at_most_1_5() {
     let said = String::from_utf8_lossy(&out.stdout);
     let exposure: f64 = said
         .lines()
-        .find_map(|l| l.split("Overall exposure level for pinpost.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for pinpost.service: ")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{said}"));
@@ -133,11 +136,7 @@ fn syscall_groups() -> HashMap<String, BTreeSet<String>> {
             raw.entry(group.clone()).or_default().push(item.to_string());
         }
     }
-    fn expand(
-        name: &str,
-        raw: &HashMap<String, Vec<String>>,
-        into: &mut BTreeSet<String>,
-    ) {
+    fn expand(name: &str, raw: &HashMap<String, Vec<String>>, into: &mut BTreeSet<String>) {
         for item in raw.get(name).into_iter().flatten() {
             if item.starts_with('@') {
                 expand(item, raw, into);

@@ -99,7 +99,10 @@ fn v1_certificates(d: &Path, recipe: &Recipe) -> Files {
     let text = openssl(d, &["x509", "-in", "server.crt", "-noout", "-text"]);
     assert!(text.contains("Version: 1 (0x0)"), "{text}");
     assert!(
-        text.contains(&format!("Signature Algorithm: {}WithRSAEncryption", recipe.digest)),
+        text.contains(&format!(
+            "Signature Algorithm: {}WithRSAEncryption",
+            recipe.digest
+        )),
         "{text}"
     );
     assert!(
@@ -333,12 +336,18 @@ fn insecure_without_a_named_ca_is_refused_before_connecting() {
     .unwrap();
     let (code, _, said) = rig.run_with(&config, &publish, &strings(&["--insecure"]));
     assert_eq!(code, Some(3), "{said}");
-    assert!(said.contains("flag --insecure: broker.tls.ca_file: is not set"), "{said}");
+    assert!(
+        said.contains("flag --insecure: broker.tls.ca_file: is not set"),
+        "{said}"
+    );
 
     // No TLS at all: there is nothing for it to relax.
     let (code, _, said) = rig.run(&publish, &strings(&["--insecure"]));
     assert_eq!(code, Some(3), "{said}");
-    assert!(said.contains("this connection does not use TLS at all"), "{said}");
+    assert!(
+        said.contains("this connection does not use TLS at all"),
+        "{said}"
+    );
 
     assert!(
         !rig.broker.log().contains("New connection"),

@@ -114,10 +114,10 @@ pub fn config_for(args: &ConnectionArgs) -> Result<Config, CmdError> {
 /// Said on every use of `--insecure`, whatever the log level: it is easy to
 /// leave in a script and forget.
 fn warn_insecure(host: &str, tls: &config::Tls) {
-    let ca = tls
-        .ca_file
-        .as_ref()
-        .map_or_else(|| "the trusted CAs".to_string(), |f| f.path.display().to_string());
+    let ca = tls.ca_file.as_ref().map_or_else(
+        || "the trusted CAs".to_string(),
+        |f| f.path.display().to_string(),
+    );
     eprintln!(
         "pinpost: warning: --insecure: the broker's certificate is not checked against \
          {host}; any certificate issued by {ca} is accepted as the broker's, so whoever holds \

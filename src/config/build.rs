@@ -669,7 +669,9 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("public CAs"), "{e}");
-        let e = build_with("[device]\nid = \"a\"\n").unwrap_err().to_string();
+        let e = build_with("[device]\nid = \"a\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not use TLS at all"), "{e}");
         let ca = tempfile::NamedTempFile::new().unwrap();
         let named = format!(
