@@ -1,7 +1,8 @@
 //! TLS stays strict where a user relaxes it: `--insecure` needs the
-//! broker's CA named and warns on every use, and the X.509 version 1 path
-//! (`--legacy-common-name`) refuses what any modern TLS client refuses in a
-//! version 3 certificate: SHA-1 and MD5 signatures, RSA keys under 2048 bits.
+//! broker's CA named and warns on every use, and the Common-Name path
+//! (`--legacy-common-name`, for X.509 version 1 and version 3 certificates
+//! without subjectAltName) refuses SHA-1 and MD5 signatures and RSA keys
+//! under 2048 bits, saying which.
 //! Against a real Mosquitto; the weak certificates are made here with the
 //! openssl command line, as an old recipe would make them.
 
@@ -37,10 +38,12 @@ struct Recipe {
     digest: &'static str,
 }
 
-/// A CA and a version 1 server certificate for 127.0.0.1 (Common Name
-/// only, `openssl x509 -req` without -extfile), written into `d`.
-fn v1_certificates(d: &Path, recipe: &Recipe) -> Files {
+/// A CA and a server certificate for 127.0.0.1 in its Common Name only,
+/// written into `d`: version 1 as `openssl x509 -req` makes it without
+/// -extfile, or version 3 with an -extfile that has no subjectAltName.
+fn certificates(d: &Path, recipe: &Recipe, version: u8) -> Files {
     let rsa = |bits: &str| format!("rsa:{bits}");
+    std::fs::write(d.join("v3.ext"), "basicConstraints=CA:FALSE\n").unwrap();
     openssl(
         d,
         &[
@@ -93,11 +96,17 @@ fn v1_certificates(d: &Path, recipe: &Recipe) -> Files {
             "-days",
             "30",
             &format!("-{}", recipe.digest),
+            "-extfile",
+            if version == 3 { "v3.ext" } else { "/dev/null" },
         ],
     );
     // The certificate is what the test says it is.
     let text = openssl(d, &["x509", "-in", "server.crt", "-noout", "-text"]);
-    assert!(text.contains("Version: 1 (0x0)"), "{text}");
+    assert!(
+        text.contains(&format!("Version: {version} (0x{})", version - 1)),
+        "{text}"
+    );
+    assert!(!text.contains("Subject Alternative Name"), "{text}");
     assert!(
         text.contains(&format!(
             "Signature Algorithm: {}WithRSAEncryption",
@@ -150,23 +159,32 @@ fn legacy_publish(d: &Path, broker: &Broker) -> (Option<i32>, String) {
     publish(d, broker.port, &["--cafile", &ca, "--legacy-common-name"])
 }
 
-fn assert_refused(d: &Path, recipe: &Recipe, words: &[&str]) {
-    let broker = old_broker(d, v1_certificates(d, recipe));
-    let (code, said) = legacy_publish(d, &broker);
-    assert_eq!(code, Some(4), "{said}");
-    for w in words.iter().chain(&[
-        "the broker's certificate (CN=127.0.0.1) is refused",
-        "SHA-256 or stronger",
-        "at least 2048 bits",
-    ]) {
-        assert!(said.contains(w), "expected {w:?} in:\n{said}");
+/// Both kinds of Common-Name-only certificate made by `recipe` are refused
+/// with `words`, before any MQTT session starts.
+fn assert_refused(recipe: &Recipe, words: &[&str]) {
+    for version in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let broker = old_broker(d, certificates(d, recipe, version));
+        let (code, said) = legacy_publish(d, &broker);
+        assert_eq!(code, Some(4), "version {version}: {said}");
+        for w in words.iter().chain(&[
+            "the broker's certificate (CN=127.0.0.1) is refused",
+            "SHA-256 or stronger",
+            "at least 2048 bits",
+        ]) {
+            assert!(
+                said.contains(w),
+                "version {version}: expected {w:?} in:\n{said}"
+            );
+        }
+        assert_eq!(said.trim_end().lines().count(), 1, "one line:\n{said}");
+        assert!(
+            !broker.log().contains("New client connected"),
+            "no MQTT session may start:\n{}",
+            broker.log()
+        );
     }
-    assert_eq!(said.trim_end().lines().count(), 1, "one line:\n{said}");
-    assert!(
-        !broker.log().contains("New client connected"),
-        "no MQTT session may start:\n{}",
-        broker.log()
-    );
 }
 
 #[test]
@@ -178,7 +196,7 @@ fn a_strong_v1_certificate_is_still_accepted_by_its_common_name() {
         server_bits: "2048",
         digest: "sha256",
     };
-    let broker = old_broker(d, v1_certificates(d, &recipe));
+    let broker = old_broker(d, certificates(d, &recipe, 1));
     let mut witness_args = tls_args(&d.join("ca.crt"), None);
     witness_args.push("--insecure".into());
     let witness = Witness::start(&broker, "t/#", &witness_args);
@@ -188,60 +206,52 @@ fn a_strong_v1_certificate_is_still_accepted_by_its_common_name() {
 }
 
 #[test]
-fn a_v1_certificate_signed_with_sha1_is_refused_in_words() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_common_name_certificate_signed_with_sha1_is_refused_in_words() {
     let recipe = Recipe {
         ca_bits: "2048",
         server_bits: "2048",
         digest: "sha1",
     };
     assert_refused(
-        dir.path(),
         &recipe,
         &["it is signed with SHA-1 (sha1WithRSAEncryption), a broken hash"],
     );
 }
 
 #[test]
-fn a_v1_certificate_signed_with_md5_is_refused_in_words() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_common_name_certificate_signed_with_md5_is_refused_in_words() {
     let recipe = Recipe {
         ca_bits: "2048",
         server_bits: "2048",
         digest: "md5",
     };
     assert_refused(
-        dir.path(),
         &recipe,
         &["it is signed with MD5 (md5WithRSAEncryption), a broken hash"],
     );
 }
 
 #[test]
-fn a_v1_certificate_with_a_1024_bit_rsa_key_is_refused_in_words() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_common_name_certificate_with_a_1024_bit_rsa_key_is_refused_in_words() {
     let recipe = Recipe {
         ca_bits: "2048",
         server_bits: "1024",
         digest: "sha256",
     };
     assert_refused(
-        dir.path(),
         &recipe,
         &["its RSA key has 1024 bits, fewer than the 2048 required"],
     );
 }
 
 #[test]
-fn a_v1_certificate_from_a_ca_with_a_1024_bit_key_is_refused_in_words() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_common_name_certificate_from_a_ca_with_a_1024_bit_key_is_refused_in_words() {
     let recipe = Recipe {
         ca_bits: "1024",
         server_bits: "2048",
         digest: "sha256",
     };
     assert_refused(
-        dir.path(),
         &recipe,
         &["the CA that signed it has an RSA key of 1024 bits, fewer than the 2048 required"],
     );
@@ -349,8 +359,10 @@ fn insecure_without_a_named_ca_is_refused_before_connecting() {
         "{said}"
     );
 
+    // Exit code 3 is a config refusal, before any connection (4 would be
+    // a failed one); the broker saw no MQTT client either.
     assert!(
-        !rig.broker.log().contains("New connection"),
+        !rig.broker.log().contains("New client connected"),
         "pinpost must refuse before connecting:\n{}",
         rig.broker.log()
     );

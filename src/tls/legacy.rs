@@ -6,97 +6,18 @@
 //! the host. Handshake signatures are then checked with the certificate's
 //! key. Without `legacy_common_name` nothing here accepts anything.
 //!
-//! webpki would refuse SHA-1 and MD5 signatures and RSA keys under 2048
-//! bits in a version 3 certificate; so does this path, before anything else,
-//! and says which (x509-parser alone verifies SHA-1 signatures as valid).
+//! webpki refuses SHA-1 and MD5 signatures and RSA keys under 2048 bits in
+//! a version 3 certificate; so does this path, before anything else, by
+//! `strength`'s rules (x509-parser alone verifies SHA-1 signatures as valid).
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use std::sync::Arc;
-
-use rustls::{CertificateError, DigitallySignedStruct, OtherError};
+use rustls::{CertificateError, DigitallySignedStruct};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
-use x509_parser::public_key::PublicKey;
 
 use super::cert::names_match;
-
-/// The smallest RSA key accepted, as webpki's and NIST's floor.
-pub const MIN_RSA_BITS: usize = 2048;
-
-/// Signature algorithms whose hash is broken (collisions can be made, so a
-/// CA's signature on one certificate can be reused on a forged one).
-const WEAK_SIGNATURES: &[(&str, &str)] = &[
-    ("1.2.840.113549.1.1.2", "MD2"),
-    ("1.2.840.113549.1.1.3", "MD4"),
-    ("1.2.840.113549.1.1.4", "MD5"),
-    ("1.3.14.3.2.25", "MD5"),
-    ("1.2.840.113549.1.1.5", "SHA-1"),
-    ("1.3.14.3.2.29", "SHA-1"),
-    ("1.2.840.10040.4.3", "SHA-1"),
-    ("1.2.840.10045.4.1", "SHA-1"),
-];
-
-/// Why a version 1 certificate is refused although its CA, dates and name
-/// may be right. Carried inside the rustls error to be explained in words.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Weakness {
-    #[error("it is signed with {hash} ({algorithm}), a broken hash")]
-    Signature {
-        hash: &'static str,
-        algorithm: String,
-    },
-    #[error("its RSA key has {bits} bits, fewer than the {MIN_RSA_BITS} required")]
-    LeafKey { bits: usize },
-    #[error(
-        "the CA that signed it has an RSA key of {bits} bits, fewer than the {MIN_RSA_BITS} \
-         required"
-    )]
-    CaKey { bits: usize },
-}
-
-impl Weakness {
-    fn into_error(self) -> rustls::Error {
-        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(self))))
-    }
-
-    /// The weakness a rustls error carries, if it is one of ours.
-    pub fn of(error: &rustls::Error) -> Option<&Weakness> {
-        match error {
-            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-                other.0.downcast_ref::<Weakness>()
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The RSA key size of `cert`, if its key is RSA.
-fn rsa_bits(cert: &X509Certificate<'_>) -> Option<usize> {
-    match cert.public_key().parsed() {
-        Ok(PublicKey::RSA(rsa)) => Some(rsa.key_size()),
-        _ => None,
-    }
-}
-
-/// What is too weak about a leaf and the CA that signed it.
-fn weakness(leaf: &X509Certificate<'_>, ca: &X509Certificate<'_>) -> Option<Weakness> {
-    let oid = leaf.signature_algorithm.algorithm.to_id_string();
-    if let Some((_, hash)) = WEAK_SIGNATURES.iter().find(|(weak, _)| *weak == oid) {
-        let algorithm = x509_parser::objects::oid2sn(
-            &leaf.signature_algorithm.algorithm,
-            x509_parser::objects::oid_registry(),
-        )
-        .map_or(oid.clone(), str::to_string);
-        return Some(Weakness::Signature { hash, algorithm });
-    }
-    if let Some(bits) = rsa_bits(leaf).filter(|bits| *bits < MIN_RSA_BITS) {
-        return Some(Weakness::LeafKey { bits });
-    }
-    rsa_bits(ca)
-        .filter(|bits| *bits < MIN_RSA_BITS)
-        .map(|bits| Weakness::CaKey { bits })
-}
+use super::strength;
 
 #[derive(Debug)]
 pub struct LegacyV1 {
@@ -128,7 +49,7 @@ impl LegacyV1 {
             .collect();
         // Judged before the signature: a weak one may not verify at all
         // (MD5, a small CA key), and "unknown issuer" would mislead.
-        if let Some(weak) = issuers.iter().find_map(|ca| weakness(&leaf, ca)) {
+        if let Some(weak) = issuers.iter().find_map(|ca| strength::of_issued(&leaf, ca)) {
             return Err(weak.into_error());
         }
         let signed_by_trusted_ca = issuers
