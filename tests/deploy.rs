@@ -231,6 +231,11 @@ safe_state = "off"
 name = "volts"
 kind = "sim"
 interval = "100ms"
+
+[[sensor]]
+name = "health"
+kind = "system"
+interval = "100ms"
 "#,
             port = broker.port
         ),
@@ -251,6 +256,10 @@ interval = "100ms"
     witness.wait_until("online", wait, |l| l == "pinpost/pi-01/status online");
     witness.wait_until("a reading", wait, |l| {
         l.starts_with("pinpost/pi-01/sensor/volts ")
+    });
+    // /proc and statvfs, as the system sensor reads them.
+    witness.wait_until("the system's health", wait, |l| {
+        l.starts_with("pinpost/pi-01/sensor/health/disk_used ")
     });
     let out = Command::new("mosquitto_pub")
         .args(&operator_args)
