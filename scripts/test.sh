@@ -14,6 +14,7 @@ declare -A needs=(
   [ip]=iproute2
   [stdbuf]=coreutils
   [systemd-analyze]=systemd
+  [strace]=strace
   [shellcheck]=shellcheck
   [debootstrap]=debootstrap
   [dpkg-deb]=dpkg

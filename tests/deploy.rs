@@ -2,7 +2,9 @@
 
 mod common;
 
+use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -43,4 +45,260 @@ fn the_unit_runs_unprivileged_with_gpio_access_and_hardening() {
     ] {
         assert!(UNIT.lines().any(|l| l == line), "missing {line:?}");
     }
+}
+
+/// Every directive the unit adds on top of the basics, as `systemd-analyze
+/// security` would otherwise flag it and GPIO does not need its absence.
+const HARDENING: &[&str] = &[
+    "UMask=0077",
+    "ProtectProc=invisible",
+    "PrivateMounts=yes",
+    "RemoveIPC=yes",
+    "SystemCallFilter=@system-service",
+    "SystemCallFilter=~@privileged @resources",
+    "SystemCallErrorNumber=EPERM",
+    "TimeoutStartSec=60s",
+    "ProtectKernelTunables=yes",
+    "ReadWritePaths=-/sys/class/pwm/pwmchip0 -/sys/class/pwm/pwmchip2",
+];
+
+/// The exposure `systemd-analyze security` gave the unit once the
+/// directives above were added (2.1 before); it may only go down.
+const MAX_EXPOSURE: f64 = 1.5;
+
+#[test]
+fn the_unit_has_the_hardening_gpio_allows_and_scores_at_most_1_5() {
+    for line in HARDENING {
+        assert!(UNIT.lines().any(|l| l == *line), "missing {line:?}");
+    }
+    // Writable /sys/class/pwm alone does not reach the chips: its entries
+    // are symlinks into /sys/devices, which stays read-only.
+    assert!(
+        !UNIT.lines().any(|l| l == "ReadWritePaths=-/sys/class/pwm"),
+        "a writable /sys/class/pwm does not make PWM work"
+    );
+    require_tool("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("pinpost.service");
+    std::fs::write(&unit, UNIT).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = said
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for pinpost.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{said}"));
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "exposure {exposure} > {MAX_EXPOSURE}:\n{said}"
+    );
+    for fixed in [
+        "UMask=",
+        "ProtectProc=",
+        "PrivateMounts=",
+        "RemoveIPC=",
+        "SystemCallFilter=~@privileged",
+        "SystemCallFilter=~@resources",
+    ] {
+        let flagged = said
+            .lines()
+            .any(|l| l.starts_with('✗') && l.contains(fixed));
+        assert!(!flagged, "{fixed} still flagged:\n{said}");
+    }
+}
+
+/// systemd's syscall groups, each expanded to plain system call names.
+fn syscall_groups() -> HashMap<String, BTreeSet<String>> {
+    require_tool("systemd-analyze", "systemd");
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", "--no-pager"])
+        .output()
+        .unwrap();
+    let mut raw: HashMap<String, Vec<String>> = HashMap::new();
+    let mut current = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let item = line.trim();
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('@') {
+            current = Some(item.to_string());
+            raw.entry(item.to_string()).or_default();
+        } else if let Some(group) = &current {
+            raw.entry(group.clone()).or_default().push(item.to_string());
+        }
+    }
+    fn expand(name: &str, raw: &HashMap<String, Vec<String>>, into: &mut BTreeSet<String>) {
+        for item in raw.get(name).into_iter().flatten() {
+            if item.starts_with('@') {
+                expand(item, raw, into);
+            } else {
+                into.insert(item.clone());
+            }
+        }
+    }
+    raw.keys()
+        .map(|group| {
+            let mut calls = BTreeSet::new();
+            expand(group, &raw, &mut calls);
+            (group.clone(), calls)
+        })
+        .collect()
+}
+
+/// The system calls named in `strace -c`'s summary table.
+fn strace_summary(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('%') && !l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|name| *name != "total")
+        .map(str::to_string)
+        .collect()
+}
+
+/// The sim agent, as the unit runs it, connected over mutual TLS, taking a
+/// command, publishing readings and going safe on SIGTERM, under strace:
+/// every system call it makes must be one the unit's filter allows, none
+/// from @privileged or @resources. (No container here runs systemd to
+/// apply the filter itself; the groups are systemd's own, read from
+/// `systemd-analyze syscall-filter`. rppal's GPIO calls on a Pi are ioctl,
+/// mmap, open, read, write and epoll, all in @system-service; its software
+/// PWM thread's sched_setscheduler(SCHED_RR) is in @resources, but it ignores
+/// the refusal, which an unprivileged user under RestrictRealtime=yes got
+/// already, hence SystemCallErrorNumber=EPERM rather than a kill.)
+#[test]
+fn the_agent_makes_no_system_call_the_unit_filters_out() {
+    require_tool("strace", "strace");
+    let groups = syscall_groups();
+    let group = |name: &str| {
+        groups
+            .get(name)
+            .unwrap_or_else(|| panic!("systemd knows no {name}"))
+            .clone()
+    };
+    let removed: BTreeSet<String> = group("@privileged")
+        .union(&group("@resources"))
+        .cloned()
+        .collect();
+    assert!(removed.contains("setrlimit") && removed.contains("chown"));
+    let allowed: BTreeSet<String> = group("@system-service")
+        .difference(&removed)
+        .cloned()
+        .collect();
+
+    let pki = Pki::new("main");
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
+    pki.client("pi-01");
+    let operator = pki.client("operator");
+    let config = pki.path().join("pinpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[device]
+id = "pi-01"
+
+[broker]
+host = "127.0.0.1"
+port = {port}
+
+[broker.tls]
+ca_file = "ca.crt"
+cert_file = "pi-01.crt"
+key_file = "pi-01.key"
+
+[board]
+kind = "sim"
+wires = [[27, 17]]
+
+[[input]]
+name = "button"
+pin = 17
+
+[[output]]
+name = "relay"
+pin = 27
+safe_state = "off"
+
+[[sensor]]
+name = "volts"
+kind = "sim"
+interval = "100ms"
+
+[[sensor]]
+name = "health"
+kind = "system"
+interval = "100ms"
+"#,
+            port = broker.port
+        ),
+    )
+    .unwrap();
+    let mut operator_args = strings(&["-h", "127.0.0.1", "-p", &broker.port.to_string()]);
+    operator_args.extend(tls_args(&pki.ca.cert, Some(&operator)));
+    let witness = Witness::start(&broker, "pinpost/pi-01/#", &operator_args);
+
+    let summary = pki.path().join("strace.txt");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-c", "-o"])
+        .arg(&summary)
+        .args([PINPOST, "run", "--config"])
+        .arg(&config);
+    let agent = Background::spawn(cmd);
+    let wait = Duration::from_secs(30);
+    witness.wait_until("online", wait, |l| l == "pinpost/pi-01/status online");
+    witness.wait_until("a reading", wait, |l| {
+        l.starts_with("pinpost/pi-01/sensor/volts ")
+    });
+    // /proc and statvfs, as the system sensor reads them.
+    witness.wait_until("the system's health", wait, |l| {
+        l.starts_with("pinpost/pi-01/sensor/health/disk_used ")
+    });
+    let out = Command::new("mosquitto_pub")
+        .args(&operator_args)
+        .args(["-q", "1", "-t", "pinpost/pi-01/cmd/relay"])
+        .args(["-m", r#"{"action":"on","id":"c1"}"#])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    witness.wait_until("the command's result", wait, |l| {
+        l.starts_with("pinpost/pi-01/cmd/relay/result ") && l.contains("\"ok\":true")
+    });
+    witness.wait_until("the wired input's edge", wait, |l| {
+        l.starts_with("pinpost/pi-01/input/button ")
+    });
+
+    // SIGTERM to pinpost itself (strace's child), as systemd sends it.
+    let children = format!("/proc/{0}/task/{0}/children", agent.pid());
+    let pid = std::fs::read_to_string(&children).unwrap();
+    let pid = pid.split_whitespace().next().expect("pinpost under strace");
+    let status = Command::new("kill").args(["-TERM", pid]).status().unwrap();
+    assert!(status.success());
+    witness.wait_until("offline", wait, |l| l == "pinpost/pi-01/status offline");
+    let (status, _) = agent.finish(wait);
+    assert!(status.success(), "pinpost under strace: {status}");
+
+    let calls = strace_summary(&std::fs::read_to_string(&summary).unwrap());
+    assert!(
+        calls.contains("ioctl") && calls.contains("connect") && calls.contains("fsync"),
+        "the run did not exercise what it should: {calls:?}"
+    );
+    let forbidden: Vec<_> = calls.intersection(&removed).collect();
+    assert!(
+        forbidden.is_empty(),
+        "pinpost calls {forbidden:?}, which the unit's SystemCallFilter=~@privileged @resources \
+         denies (EPERM)"
+    );
+    let outside: Vec<_> = calls.difference(&allowed).collect();
+    assert!(
+        outside.is_empty(),
+        "pinpost calls {outside:?}, outside @system-service"
+    );
 }

@@ -104,7 +104,26 @@ pub fn config_for(args: &ConnectionArgs) -> Result<Config, CmdError> {
         Some(c) => tracing::debug!(file = %c.path().display(), "reading config"),
         None => tracing::debug!("no config file; using flags and defaults"),
     }
-    Ok(config::load(chosen.as_ref(), &args.overrides())?)
+    let config = config::load(chosen.as_ref(), &args.overrides())?;
+    if let Some(tls) = config.broker.tls.as_ref().filter(|t| t.skip_name_check) {
+        warn_insecure(&config.broker.host, tls);
+    }
+    Ok(config)
+}
+
+/// Said on every use of `--insecure`, whatever the log level: it is easy to
+/// leave in a script and forget.
+fn warn_insecure(host: &str, tls: &config::Tls) {
+    let ca = tls.ca_file.as_ref().map_or_else(
+        || "the trusted CAs".to_string(),
+        |f| f.path.display().to_string(),
+    );
+    eprintln!(
+        "pinpost: warning: --insecure: the broker's certificate is not checked against \
+         {host}; any certificate issued by {ca} is accepted as the broker's, so whoever holds \
+         one (another device, for instance) can pose as the broker. Use it to debug, never in \
+         the field; fix the name instead (broker.tls.server_name, or reissue the certificate)"
+    );
 }
 
 /// Starts a link for a one-shot command and waits until it is connected.

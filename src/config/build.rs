@@ -298,6 +298,9 @@ fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, Co
         Some(t) => Some(tls(t, ov, o)?),
         None => None,
     };
+    if ov.skip_name_check {
+        check_insecure(tls.as_ref())?;
+    }
     if tls.is_none() && !b.allow_insecure.unwrap_or(false) && !is_loopback(&host) {
         return Err(o.invalid(
             "broker.host",
@@ -403,6 +406,30 @@ fn credentials(raw: &RawConfig, o: &Origins<'_>) -> Result<Option<Credentials>, 
         )),
         (None, None) => Ok(None),
     }
+}
+
+/// `--insecure` trusts any certificate the trusted CAs issued, whatever
+/// host it names. With one's own CA that is every certificate of one's own
+/// fleet; with the system's public CAs it would be every certificate on the
+/// Internet, so it is allowed only with a CA named explicitly.
+fn check_insecure(tls: Option<&Tls>) -> Result<(), ConfigError> {
+    let problem = match tls {
+        None => "is not set, and this connection does not use TLS at all: --insecure relaxes a \
+                 TLS check and means nothing here; leave it out"
+            .to_string(),
+        Some(t) if t.ca_file.is_none() => "is not set: --insecure skips the check that the \
+                 broker's certificate names the host you connect to, and with this system's \
+                 public CAs any certificate any public CA ever issued, to anyone, would then be \
+                 accepted as the broker's. Name the broker's own CA with --cafile (or \
+                 broker.tls.ca_file), or leave out --insecure"
+            .to_string(),
+        Some(_) => return Ok(()),
+    };
+    Err(ConfigError::Invalid {
+        place: Place::Flag("--insecure"),
+        key: "broker.tls.ca_file".into(),
+        problem,
+    })
 }
 
 fn tls(t: &RawTls, ov: &Overrides, o: &Origins<'_>) -> Result<Tls, ConfigError> {
@@ -626,6 +653,33 @@ mod tests {
         );
         assert!(ok.is_ok());
         assert!(parse("[device]\nid = \"a\"\n[broker]\nhost = \"127.0.0.2\"\n").is_ok());
+    }
+
+    #[test]
+    fn insecure_needs_a_ca_named_explicitly() {
+        let insecure = Overrides {
+            skip_name_check: true,
+            ..Overrides::default()
+        };
+        let build_with = |text: &str| build(text, None, &insecure);
+        let e = build_with("[device]\nid = \"a\"\n[broker.tls]\n").unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.starts_with("flag --insecure: broker.tls.ca_file: is not set"),
+            "{e}"
+        );
+        assert!(e.contains("public CAs"), "{e}");
+        let e = build_with("[device]\nid = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not use TLS at all"), "{e}");
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let named = format!(
+            "[device]\nid = \"a\"\n[broker.tls]\nca_file = {:?}\n",
+            ca.path()
+        );
+        let tls = build_with(&named).unwrap().broker.tls.unwrap();
+        assert!(tls.skip_name_check);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use rustls::{AlertDescription, CertificateError};
 use super::TlsFacts;
 use super::cert::CertSummary;
 use super::observe::Observation;
+use super::strength::{self, MIN_RSA_BITS, Weakness};
 use crate::config::TlsVersion;
 use crate::utc;
 
@@ -46,6 +47,12 @@ pub enum TlsFailure {
     VersionOne {
         common_name: Option<String>,
     },
+    /// A certificate signed with a broken hash or with a small RSA key.
+    Weak {
+        common_name: Option<String>,
+        version: u32,
+        weakness: Weakness,
+    },
     NoCommonVersion {
         min: Option<TlsVersion>,
         detail: String,
@@ -71,6 +78,13 @@ pub fn explain(
         .server_name
         .clone()
         .unwrap_or_else(|| host.to_string());
+    if let Some(weakness) = weakness(error, seen, facts, leaf.as_ref()) {
+        return TlsFailure::Weak {
+            version: leaf.as_ref().map_or(3, |l| l.version),
+            common_name: leaf.and_then(|l| l.common_name),
+            weakness,
+        };
+    }
     match error {
         // webpki refuses v1 certificates before any other check.
         rustls::Error::InvalidCertificate(CertificateError::Other(_))
@@ -126,6 +140,48 @@ pub fn explain(
             detail: other.to_string(),
         },
     }
+}
+
+/// The weakness behind a refused broker certificate: named by the v1 path
+/// itself, or found here behind webpki's error kinds (an unsupported
+/// algorithm, a signature that does not verify with a small key), which
+/// would otherwise read as an unknown CA.
+fn weakness(
+    error: &rustls::Error,
+    seen: &Observation,
+    facts: &TlsFacts,
+    leaf: Option<&CertSummary>,
+) -> Option<Weakness> {
+    if let Some(weakness) = Weakness::of(error) {
+        return Some(weakness.clone());
+    }
+    let rustls::Error::InvalidCertificate(e) = error else {
+        return None;
+    };
+    // An unknown issuer is about signatures only when the issuer's name is
+    // one pinpost trusts: then its signature must have failed to verify.
+    let issuer_trusted = leaf.is_some_and(|l| facts.ca_subjects.contains(&l.issuer));
+    let about_signatures = match e {
+        CertificateError::BadSignature
+        | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => true,
+        CertificateError::UnknownIssuer => issuer_trusted,
+        _ => false,
+    };
+    if !about_signatures {
+        return None;
+    }
+    seen.server_chain
+        .first()
+        .and_then(|der| strength::of_leaf_der(der))
+        .or_else(|| {
+            let issuer = &leaf?.issuer;
+            facts
+                .weak_cas
+                .iter()
+                .find(|(subject, _)| subject == issuer)
+                .map(|(_, bits)| Weakness::CaKey { bits: *bits })
+        })
 }
 
 /// Explains a connection closed by the broker after the handshake and before
@@ -374,6 +430,30 @@ impl fmt::Display for TlsFailure {
                  subjectAltName (add -extfile with subjectAltName=IP:… or DNS:…)",
                 common_name.as_deref().unwrap_or("none")
             ),
+            TlsFailure::Weak {
+                common_name,
+                version,
+                weakness,
+            } => {
+                write!(
+                    f,
+                    "the broker's certificate (CN={}) is refused: {weakness}. pinpost, like every \
+                     current TLS client, accepts a certificate (an old X.509 version 1 one by its \
+                     Common Name too) only when it is signed with SHA-256 or stronger by a CA \
+                     whose RSA key, like its own, has at least {MIN_RSA_BITS} bits: a weaker one \
+                     can be forged. Reissue it on the broker (e.g. `openssl req -newkey \
+                     rsa:{MIN_RSA_BITS}` and `openssl x509 -req -sha256`)",
+                    common_name.as_deref().unwrap_or("none")
+                )?;
+                if *version == 1 {
+                    write!(
+                        f,
+                        ", better as version 3 with a subjectAltName (-extfile with \
+                         subjectAltName=IP:… or DNS:…)"
+                    )?;
+                }
+                Ok(())
+            }
             TlsFailure::NoCommonVersion { min, detail } => {
                 write!(
                     f,

@@ -5,6 +5,10 @@
 //! directly by a CA from `ca_file`, within its dates, Common Name equal to
 //! the host. Handshake signatures are then checked with the certificate's
 //! key. Without `legacy_common_name` nothing here accepts anything.
+//!
+//! webpki refuses SHA-1 and MD5 signatures and RSA keys under 2048 bits in
+//! a version 3 certificate; so does this path, before anything else, by
+//! `strength`'s rules (x509-parser alone verifies SHA-1 signatures as valid).
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -13,6 +17,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::cert::names_match;
+use super::strength;
 
 #[derive(Debug)]
 pub struct LegacyV1 {
@@ -30,17 +35,26 @@ impl LegacyV1 {
         LegacyV1 { cas, algorithms }
     }
 
-    /// Checks issuer signature, dates and Common Name of a v1 leaf.
+    /// Checks the strength of its signature and keys, then issuer
+    /// signature, dates and Common Name of a v1 leaf.
     pub fn verify(&self, der: &[u8], name: &str, now: UnixTime) -> Result<(), rustls::Error> {
         let bad = |e: CertificateError| rustls::Error::InvalidCertificate(e);
         let (_, leaf) =
             X509Certificate::from_der(der).map_err(|_| bad(CertificateError::BadEncoding))?;
-        let signed_by_trusted_ca = self.cas.iter().any(|ca| {
-            X509Certificate::from_der(ca).is_ok_and(|(_, ca)| {
-                ca.subject() == leaf.issuer()
-                    && leaf.verify_signature(Some(ca.public_key())).is_ok()
-            })
-        });
+        let issuers: Vec<X509Certificate<'_>> = self
+            .cas
+            .iter()
+            .filter_map(|ca| X509Certificate::from_der(ca).ok().map(|(_, ca)| ca))
+            .filter(|ca| ca.subject() == leaf.issuer())
+            .collect();
+        // Judged before the signature: a weak one may not verify at all
+        // (MD5, a small CA key), and "unknown issuer" would mislead.
+        if let Some(weak) = issuers.iter().find_map(|ca| strength::of_issued(&leaf, ca)) {
+            return Err(weak.into_error());
+        }
+        let signed_by_trusted_ca = issuers
+            .iter()
+            .any(|ca| leaf.verify_signature(Some(ca.public_key())).is_ok());
         if !signed_by_trusted_ca {
             return Err(bad(CertificateError::UnknownIssuer));
         }

@@ -10,6 +10,7 @@ mod explain;
 mod legacy;
 mod observe;
 mod pem;
+mod strength;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub use explain::{TlsFailure, explain, explain_closed};
 pub use observe::{Observation, Observer};
 pub use pem::PemError;
 pub use pem::{certificates, private_key};
+pub use strength::{MIN_RSA_BITS, Weakness};
 
 /// What a TLS setup was built from, kept to explain failures later.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +37,9 @@ pub struct TlsFacts {
     pub ca_file: Option<String>,
     /// Subjects of the trusted CAs from `ca_file`.
     pub ca_subjects: Vec<String>,
+    /// Subjects and key sizes of the CAs from `ca_file` whose RSA keys are
+    /// too small to verify anything they signed.
+    pub weak_cas: Vec<(String, usize)>,
     pub client_cert: Option<CertSummary>,
     pub client_cert_file: Option<String>,
     pub min_version: Option<TlsVersion>,
@@ -148,6 +153,9 @@ fn roots(tls: &config::Tls, facts: &mut TlsFacts) -> Result<Roots, TlsError> {
     let certs = pem::certificates(ca_file)?;
     for der in certs.iter().cloned() {
         if let Some(summary) = CertSummary::from_der(&der) {
+            if let Some(bits) = strength::rsa_bits_der(&der).filter(|b| *b < MIN_RSA_BITS) {
+                facts.weak_cas.push((summary.subject.clone(), bits));
+            }
             facts.ca_subjects.push(summary.subject);
         }
         roots.add(der).map_err(|e| TlsError::BadCa {

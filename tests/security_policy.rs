@@ -1,0 +1,94 @@
+//! SECURITY.md states who can reach which topic and what the broker
+//! enforces; those claims must stay what `pinpost certs mosquitto` writes,
+//! and the address to report to must be the maintainers' own.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const POLICY: &str = include_str!("../SECURITY.md");
+const CARGO: &str = include_str!("../Cargo.toml");
+
+#[test]
+fn the_policy_says_how_to_report_a_problem_privately() {
+    let maintainer = CARGO
+        .lines()
+        .find_map(|l| l.strip_prefix("maintainer = "))
+        .expect("a maintainer in Cargo.toml");
+    let address = maintainer
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(address, _)| address)
+        .expect("an e-mail address in the maintainer");
+    assert!(POLICY.contains("## Reporting a problem"), "{POLICY}");
+    assert!(POLICY.contains(&format!("**{address}**")), "{POLICY}");
+    assert!(POLICY.contains("privately"), "{POLICY}");
+}
+
+#[test]
+fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pinpost(
+        &strings(&[
+            "certs",
+            "--dir",
+            &dir.path().display().to_string(),
+            "mosquitto",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let acl = std::fs::read_to_string(dir.path().join("pinpost.acl")).unwrap();
+    let conf = std::fs::read_to_string(dir.path().join("pinpost.conf")).unwrap();
+    let has = |text: &str, line: &str| text.lines().any(|l| l.trim() == line);
+
+    // A device: its own subtree, read and write.
+    assert!(has(&acl, "pattern readwrite pinpost/%u/#"), "{acl}");
+    assert!(
+        POLICY.contains("| a device `pi-01` | `pi-01.crt`/`.key`, CN `pi-01` | `pinpost/pi-01/#` | `pinpost/pi-01/#` |"),
+        "{POLICY}"
+    );
+    // The operator: reads everything, writes only commands.
+    for line in [
+        "user operator",
+        "topic read #",
+        "topic write pinpost/+/cmd/#",
+    ] {
+        assert!(has(&acl, line), "{line:?} in:\n{acl}");
+    }
+    assert!(
+        POLICY.contains("| the operator | `operator.crt`/`.key` | `#` | `pinpost/+/cmd/#` |"),
+        "{POLICY}"
+    );
+    // Nothing else may read or write: no other rule in the ACL.
+    let rules: Vec<_> = acl
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "user operator",
+            "topic read #",
+            "topic write pinpost/+/cmd/#",
+            "pattern readwrite pinpost/%u/#"
+        ],
+        "SECURITY.md's table lists every rule"
+    );
+    // What the broker must enforce, as the listener says it.
+    for (line, words) in [
+        ("require_certificate true", "`require_certificate true`"),
+        ("allow_anonymous false", "`allow_anonymous false`"),
+        (
+            "use_identity_as_username true",
+            "`use_identity_as_username true`",
+        ),
+        ("tls_version tlsv1.2", "TLS 1.2 or newer"),
+    ] {
+        assert!(has(&conf, line), "{line:?} in:\n{conf}");
+        assert!(POLICY.contains(words), "{words:?} in SECURITY.md");
+    }
+}
