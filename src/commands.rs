@@ -289,6 +289,7 @@ mod tests {
             max_pulse: Duration::from_secs(10),
             max_age: Duration::from_secs(30),
             max_payload: 256,
+            min_interval: Duration::from_millis(100),
         }
     }
 

@@ -12,16 +12,16 @@
 mod delivery;
 mod inputs;
 mod outputs;
+mod refusals;
 mod sampling;
 mod systemd;
 
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
-use crate::board::Board;
+use crate::board::{Board, EdgeReceiver};
 use crate::commands::{self, Incoming};
 use crate::config::Config;
 use crate::link::{Failure, Link, LinkEvent, LinkOptions, Publisher, Qos, Retry, Will};
@@ -33,6 +33,7 @@ use crate::utc;
 
 use inputs::Inputs;
 use outputs::Outputs;
+use refusals::Refusals;
 use sampling::Sampling;
 
 /// How long queued messages (and `offline`) get to reach the broker at shutdown.
@@ -51,7 +52,7 @@ pub enum AgentError {
 pub async fn run(
     config: Config,
     board: Box<dyn Board>,
-    edges: UnboundedReceiver<usize>,
+    edges: EdgeReceiver,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let topics = Topics::new(&config.device.topic_prefix, &config.device.id);
@@ -75,6 +76,7 @@ pub async fn run(
         // on its side too) every command waited ~43 ms for a delayed ACK in
         // `scripts/bench.sh`; with no-delay on the broker it gained nothing.
         tcp_nodelay: false,
+        max_incoming: Some(command_packet_limit(&topics, &config.commands)),
     };
     let link = Link::start(options, tls);
     let (outbox, opened) = Outbox::open(&config.outbox.path, delivery::limits(&config.outbox));
@@ -114,6 +116,18 @@ struct Agent {
     last_spool_problem: Option<String>,
     /// Outputs have been put in their safe state (by shutdown).
     safe: bool,
+    /// Which refusals are answered and logged.
+    refusals: Refusals,
+    /// Per output, the latest command waiting for `commands.min_interval`.
+    waiting: Vec<Option<Waiting>>,
+}
+
+/// A command held until its output may change again.
+#[derive(Debug)]
+struct Waiting {
+    action: commands::Action,
+    id: Option<String>,
+    at: Instant,
 }
 
 impl Drop for Agent {
@@ -145,7 +159,11 @@ impl Agent {
                 inputs.resume(i, last);
             }
         }
-        let mut outputs = Outputs::new(&config.outputs);
+        let mut outputs =
+            Outputs::new(&config.outputs).with_min_interval(config.commands.min_interval);
+        let waiting = std::iter::repeat_with(|| None)
+            .take(config.outputs.len())
+            .collect();
         for (i, output) in config.outputs.iter().enumerate() {
             if let Some(last) = outbox.last_seq(&topics.output(&output.name)) {
                 outputs.resume(i, last);
@@ -170,13 +188,15 @@ impl Agent {
             dropped_logged: 0,
             last_spool_problem: None,
             safe: false,
+            refusals: Refusals::new(now),
+            waiting,
         }
     }
 
     async fn serve(
         &mut self,
         mut link: Link,
-        mut edges: UnboundedReceiver<usize>,
+        mut edges: EdgeReceiver,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AgentError> {
         tokio::pin!(shutdown);
@@ -195,6 +215,8 @@ impl Agent {
             let wake = [
                 self.inputs.next_due(),
                 self.outputs.next_due(),
+                self.waiting.iter().flatten().map(|w| w.at).min(),
+                self.refusals.next_due(),
                 self.sampling.next_due(),
                 self.sensing.next_deadline(&self.config.sensors),
             ]
@@ -415,6 +437,17 @@ impl Agent {
             let action = commands::Action::Set(end.level);
             self.drive(end.output, &action, None, now);
         }
+        self.apply_waiting(now);
+        if let Some(n) = self.refusals.due(now) {
+            tracing::warn!(
+                "{n} more commands were refused in the last {} s without an answer or a log \
+                 line: at most {} refusals are answered at once and {} a second after that, so \
+                 a flood of bad commands cannot fill the log or hold up good ones",
+                refusals::SUMMARY_EVERY.as_secs(),
+                refusals::BURST,
+                1000 / refusals::REFILL_EVERY.as_millis()
+            );
+        }
         for i in self.sampling.due(now) {
             self.sensing.request(i, now);
         }
@@ -443,26 +476,93 @@ impl Agent {
             retained,
             now_millis: utc::now_unix_millis(),
         };
-        let result_topic = self.topics.result(name);
         match commands::parse(
             incoming,
             &self.config.outputs,
             &self.config.inputs,
             &self.config.commands,
         ) {
-            Ok(command) => {
-                self.drive(
-                    command.output,
-                    &command.action,
-                    Some((&result_topic, command.id.as_deref())),
-                    Instant::now(),
+            Ok(command) => self.on_command(command, Instant::now()),
+            Err(refusal) => self.refuse(name, refusal.id.as_deref(), &refusal.error),
+        }
+    }
+
+    /// Answers and logs a refusal, as often as [`Refusals`] allows: the
+    /// rest are only counted, so a flood costs neither log nor outbox.
+    fn refuse(&mut self, name: &str, id: Option<&str>, error: &str) {
+        if !self.refusals.admit(Instant::now()) {
+            return;
+        }
+        tracing::warn!(output = name, "command refused: {error}");
+        let body = topics::result_json(id, Err(error));
+        let topic = self.topics.result(name);
+        self.send(&topic, body, false, None);
+    }
+
+    /// Carries out a command now, or holds it until its output may change
+    /// again (`commands.min_interval`); only the latest one is held.
+    fn on_command(&mut self, command: commands::Command, now: Instant) {
+        let min_interval = self.config.commands.min_interval;
+        let name = self.config.outputs[command.output].name.clone();
+        if let commands::Action::Pulse(length) = command.action {
+            if length < min_interval {
+                return self.refuse(
+                    &name,
+                    command.id.as_deref(),
+                    &format!(
+                        "pulse of {} ms is shorter than commands.min_interval ({} ms), the least \
+                         time between two changes of an output; not applied",
+                        length.as_millis(),
+                        min_interval.as_millis()
+                    ),
                 );
             }
-            Err(refusal) => {
-                tracing::warn!(output = name, "command refused: {}", refusal.error);
-                let body = topics::result_json(refusal.id.as_deref(), Err(&refusal.error));
-                self.send(&result_topic, body, false, None);
+        }
+        let Some(at) = self.outputs.ready_at(command.output, now) else {
+            let topic = self.topics.result(&name);
+            return self.drive(
+                command.output,
+                &command.action,
+                Some((&topic, command.id.as_deref())),
+                now,
+            );
+        };
+        let held = Waiting {
+            action: command.action,
+            id: command.id,
+            at,
+        };
+        if let Some(replaced) = self.waiting[command.output].replace(held) {
+            self.refuse(
+                &name,
+                replaced.id.as_deref(),
+                &format!(
+                    "replaced by a later command before the output could change again \
+                     (commands.min_interval is {} ms); not applied",
+                    min_interval.as_millis()
+                ),
+            );
+        }
+    }
+
+    /// Carries out held commands whose output may change again.
+    fn apply_waiting(&mut self, now: Instant) {
+        for output in 0..self.waiting.len() {
+            let Some(held) = self.waiting[output].take_if(|w| w.at <= now) else {
+                continue;
+            };
+            // A pulse's end may have changed the output meanwhile.
+            if let Some(at) = self.outputs.ready_at(output, now) {
+                self.waiting[output] = Some(Waiting { at, ..held });
+                continue;
             }
+            let topic = self.topics.result(&self.config.outputs[output].name);
+            self.drive(
+                output,
+                &held.action,
+                Some((&topic, held.id.as_deref())),
+                now,
+            );
         }
     }
 
@@ -549,6 +649,23 @@ impl Agent {
     }
 }
 
+/// Room for the output name in a command topic: a configured name is at
+/// most 64 characters of up to 4 bytes each.
+const NAME_ROOM: usize = 256;
+
+/// The largest packet a command this agent could accept needs (its
+/// remaining length): the topic with a name of up to [`NAME_ROOM`] bytes,
+/// the topic's length and the packet id (2 bytes each), and a payload of
+/// `commands.max_payload`. The broker's other messages to the agent are its
+/// acknowledgements, far smaller. Anything larger is not read at all.
+fn command_packet_limit(topics: &Topics, commands: &crate::config::Commands) -> usize {
+    // "<prefix>/<id>/cmd/+" without the "+".
+    let base = topics.commands().len().saturating_sub(1);
+    base.saturating_add(NAME_ROOM)
+        .saturating_add(4)
+        .saturating_add(commands.max_payload)
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -571,7 +688,7 @@ mod tests {
             &Overrides::default(),
         )
         .unwrap();
-        let (edges, _) = tokio::sync::mpsc::unbounded_channel();
+        let (edges, _) = crate::board::edges::channel(config.inputs.len());
         let (board, pins) = SimBoard::new(&PinPlan::from_config(&config), &[], edges);
         let link = Link::start(
             LinkOptions {
@@ -582,6 +699,7 @@ mod tests {
                 will: None,
                 subscriptions: vec![],
                 tcp_nodelay: false,
+                max_incoming: None,
             },
             None,
         );

@@ -145,11 +145,7 @@ mod tests {
     use super::*;
     use crate::board::{InputSetup, OutputSetup, PwmSetup};
 
-    fn board() -> (
-        SimBoard,
-        SimHandle,
-        tokio::sync::mpsc::UnboundedReceiver<usize>,
-    ) {
+    fn board() -> (SimBoard, SimHandle, crate::board::EdgeReceiver) {
         let plan = PinPlan {
             inputs: vec![
                 InputSetup {
@@ -169,7 +165,7 @@ mod tests {
                 pwm: PwmSetup::Software,
             }],
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = crate::board::edges::channel(plan.inputs.len());
         let (b, h) = SimBoard::new(&plan, &[(27, 22)], tx);
         (b, h, rx)
     }
@@ -187,9 +183,9 @@ mod tests {
         b.write_output(0, true).unwrap();
         assert_eq!(h.level(27), Some(true));
         assert!(b.read_input(1).unwrap());
-        assert_eq!(edges.try_recv().ok(), Some(1));
+        assert_eq!(edges.try_recv(), Some(1));
         b.write_output(0, true).unwrap();
-        assert!(edges.try_recv().is_err(), "no edge without a change");
+        assert_eq!(edges.try_recv(), None, "no edge without a change");
     }
 
     #[test]
@@ -197,6 +193,6 @@ mod tests {
         let (b, h, mut edges) = board();
         h.set_input(17, false);
         assert!(!b.read_input(0).unwrap());
-        assert_eq!(edges.try_recv().ok(), Some(0));
+        assert_eq!(edges.try_recv(), Some(0));
     }
 }

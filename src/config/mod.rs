@@ -202,6 +202,9 @@ pub struct Commands {
     /// Commands stamped (`"ts"`) earlier than this, and retained commands, are refused.
     pub max_age: Duration,
     pub max_payload: usize,
+    /// The least time between two changes of one output; a command inside
+    /// it waits for the rest (only the latest one waits).
+    pub min_interval: Duration,
 }
 
 /// How much the outbox may hold and where it spills to disk.

@@ -12,6 +12,9 @@ use super::{Board, BoardKind, Commands, ConfigError, Input, Output, Pull};
 /// BCM GPIO numbers on the 40-pin header of every Pi from the B+ to the Pi 5.
 pub const MAX_BCM_PIN: i64 = 27;
 const DEBOUNCE_DEFAULT: Duration = Duration::from_millis(50);
+/// Ten changes a second at most: quick enough for any person or script
+/// driving a relay, far below the kHz a command storm would reach.
+const MIN_INTERVAL_DEFAULT: Duration = Duration::from_millis(100);
 
 pub(super) struct Pins {
     pub board: Board,
@@ -195,10 +198,19 @@ fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<Commands, ConfigError> {
             format!("{max_payload} is out of range; allowed: 16 to 65536 (bytes)"),
         ));
     }
+    let min_interval =
+        duration(&c.min_interval, "commands.min_interval", o)?.unwrap_or(MIN_INTERVAL_DEFAULT);
+    if min_interval > Duration::from_secs(3600) {
+        return Err(o.invalid(
+            "commands.min_interval",
+            "out of range; allowed: \"0ms\" (no limit) to \"1h\"",
+        ));
+    }
     Ok(Commands {
         max_pulse,
         max_age,
         max_payload: max_payload as usize,
+        min_interval,
     })
 }
 

@@ -114,6 +114,7 @@ pub struct RawCommands {
     pub max_pulse: Option<String>,
     pub max_age: Option<String>,
     pub max_payload: Option<i64>,
+    pub min_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
