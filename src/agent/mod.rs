@@ -439,14 +439,7 @@ impl Agent {
         }
         self.apply_waiting(now);
         if let Some(n) = self.refusals.due(now) {
-            tracing::warn!(
-                "{n} more commands were refused in the last {} s without an answer or a log \
-                 line: at most {} refusals are answered at once and {} a second after that, so \
-                 a flood of bad commands cannot fill the log or hold up good ones",
-                refusals::SUMMARY_EVERY.as_secs(),
-                refusals::BURST,
-                1000 / refusals::REFILL_EVERY.as_millis()
-            );
+            log_unanswered(n);
         }
         for i in self.sampling.due(now) {
             self.sensing.request(i, now);
@@ -602,6 +595,9 @@ impl Agent {
             }
         }
         self.safe = true;
+        if let Some(n) = self.refusals.take_unanswered() {
+            log_unanswered(n);
+        }
         let deadline = Instant::now() + FLUSH_LIMIT;
         if self.connected {
             self.drain(&mut link, deadline).await;
@@ -664,6 +660,18 @@ fn command_packet_limit(topics: &Topics, commands: &crate::config::Commands) -> 
     base.saturating_add(NAME_ROOM)
         .saturating_add(4)
         .saturating_add(commands.max_payload)
+}
+
+/// The summary of refusals [`Refusals`] left unanswered.
+fn log_unanswered(n: u64) {
+    tracing::warn!(
+        unanswered = n,
+        "{n} more commands were refused without an answer or a log line: at most {} refusals \
+         are answered at once and {} a second after that, so a flood of bad commands cannot \
+         fill the log or hold up good ones",
+        refusals::BURST,
+        1000 / refusals::REFILL_EVERY.as_millis()
+    );
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -80,6 +80,13 @@ impl Refusals {
         self.summary_at
     }
 
+    /// How many refusals went unanswered since the last summary, if any,
+    /// whether or not a summary is due (for the last one, at shutdown).
+    pub fn take_unanswered(&mut self) -> Option<u64> {
+        self.summary_at = None;
+        Some(std::mem::take(&mut self.unanswered)).filter(|n| *n > 0)
+    }
+
     /// How many refusals went unanswered since the last summary, once a
     /// summary is due.
     pub fn due(&mut self, now: Instant) -> Option<u64> {
