@@ -348,7 +348,7 @@ fn a_storm_of_toggles_changes_the_relay_at_most_once_per_min_interval() {
         .filter(|l| l.contains("replaced by a later command"))
         .count();
     assert!(
-        replaced >= 1 && replaced <= 40,
+        (1..=40).contains(&replaced),
         "{replaced} answered as replaced"
     );
     sigterm(agent.pid());

@@ -195,4 +195,15 @@ mod tests {
         assert!(!b.read_input(0).unwrap());
         assert_eq!(edges.try_recv(), Some(0));
     }
+
+    #[test]
+    fn a_flapping_input_leaves_one_notice_however_fast_it_flaps() {
+        let (_b, h, mut edges) = board();
+        // A contact chattering 100,000 times before the agent looks.
+        for n in 0..100_000 {
+            h.set_input(17, n % 2 == 0);
+        }
+        assert_eq!(edges.try_recv(), Some(0));
+        assert_eq!(edges.try_recv(), None, "one notice, not one per edge");
+    }
 }

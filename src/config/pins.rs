@@ -218,6 +218,7 @@ fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<Commands, ConfigError> {
 mod tests {
     use crate::config::{Overrides, from_text};
     use std::path::Path;
+    use std::time::Duration;
 
     fn error(text: &str) -> String {
         from_text(text, Some(Path::new("/c.toml")), &Overrides::default())
@@ -296,5 +297,20 @@ mod tests {
             "{HEAD}[[output]]\nname = \"r\"\npin = 27\ninitial = \"maybe\"\n"
         ));
         assert!(e.contains("line 6: output[0].initial"), "{e}");
+    }
+
+    #[test]
+    fn min_interval_defaults_to_100ms_and_zero_turns_it_off() {
+        let c = from_text(HEAD, None, &Overrides::default()).unwrap();
+        assert_eq!(c.commands.min_interval, Duration::from_millis(100));
+        let c = from_text(
+            &format!("{HEAD}[commands]\nmin_interval = \"0ms\"\n"),
+            None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.commands.min_interval, Duration::ZERO);
+        let e = error(&format!("{HEAD}[commands]\nmin_interval = \"2h\"\n"));
+        assert!(e.contains("commands.min_interval: out of range"), "{e}");
     }
 }
