@@ -595,6 +595,16 @@ impl Agent {
             }
         }
         self.safe = true;
+        for output in 0..self.waiting.len() {
+            if let Some(held) = self.waiting[output].take() {
+                let name = self.config.outputs[output].name.clone();
+                self.refuse(
+                    &name,
+                    held.id.as_deref(),
+                    "not applied: pinpost is stopping (the output goes to its safe state)",
+                );
+            }
+        }
         if let Some(n) = self.refusals.take_unanswered() {
             log_unanswered(n);
         }
@@ -686,6 +696,65 @@ mod tests {
     use super::*;
     use crate::board::{PinPlan, SimBoard};
     use crate::config::{Overrides, from_text};
+
+    #[tokio::test]
+    async fn inside_min_interval_only_the_latest_command_waits_and_is_applied() {
+        let config = from_text(
+            "[device]\nid = \"pi\"\n[broker]\nport = 9\n[board]\nkind = \"sim\"\n\
+             [[output]]\nname = \"relay\"\npin = 27\n",
+            None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        let (edges, _) = crate::board::edges::channel(0);
+        let (board, pins) = SimBoard::new(&PinPlan::from_config(&config), &[], edges);
+        let link = Link::start(
+            LinkOptions {
+                broker: config.broker.clone(),
+                client_id: "t".into(),
+                reconnect: config.reconnect.clone(),
+                retry: Retry::Never,
+                will: None,
+                subscriptions: vec![],
+                tcp_nodelay: false,
+                max_incoming: None,
+            },
+            None,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _) = Outbox::open(dir.path(), delivery::limits(&config.outbox));
+        let mut agent = Agent::new(config, Box::new(board), link.publisher(), outbox);
+        let command = |action, id: &str| commands::Command {
+            output: 0,
+            action,
+            id: Some(id.into()),
+        };
+        let ms = |n| Duration::from_millis(n);
+        let t0 = Instant::now();
+        agent.on_command(command(commands::Action::Set(true), "a"), t0);
+        assert_eq!(pins.level(27), Some(true), "the first one at once");
+        agent.on_command(command(commands::Action::Set(false), "b"), t0 + ms(10));
+        agent.on_command(command(commands::Action::Toggle, "c"), t0 + ms(20));
+        assert_eq!(pins.level(27), Some(true), "held, not applied");
+        assert_eq!(
+            agent.waiting[0].as_ref().map(|w| (w.id.as_deref(), w.at)),
+            Some((Some("c"), t0 + ms(100))),
+            "only the latest waits, until 100 ms after the last change"
+        );
+        agent.apply_waiting(t0 + ms(99));
+        assert_eq!(pins.level(27), Some(true));
+        agent.apply_waiting(t0 + ms(100));
+        assert_eq!(pins.level(27), Some(false), "the toggle, once allowed");
+        assert!(agent.waiting[0].is_none());
+        // "b" was answered as replaced, "a" and "c" as done.
+        assert_eq!(agent.outbox.stats().queued, 5, "3 results and 2 states");
+        agent.on_command(command(commands::Action::Pulse(ms(50)), "d"), t0 + ms(500));
+        assert_eq!(
+            pins.level(27),
+            Some(false),
+            "a pulse under 100 ms is refused"
+        );
+    }
 
     #[tokio::test]
     async fn a_panic_still_leaves_outputs_in_their_safe_state() {
