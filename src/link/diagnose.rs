@@ -457,10 +457,12 @@ impl fmt::Display for Failure {
                 ),
                 LostReason::TooLarge { size, limit } => write!(
                     f,
-                    "closed the connection to {addr}: the broker sent a {size}-byte message, \
+                    "dropped the connection to {addr}: the broker sent a {size}-byte message, \
                      over the {limit} bytes pinpost reads (commands.max_payload plus the command \
-                     topic); it cannot be skipped unread. Reconnecting with a clean session, so \
-                     it is not sent again"
+                     topic), and MQTT 3.1.1 cannot skip it unread; reconnecting with a clean \
+                     session. If this repeats at every connect, it is a retained message on a \
+                     command topic: find it with `mosquitto_sub -v --retained-only -t \
+                     '<prefix>/<id>/cmd/+'` and clear it with `mosquitto_pub -r -n -t <its topic>`"
                 ),
                 LostReason::Reset => write!(
                     f,

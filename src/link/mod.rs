@@ -372,6 +372,10 @@ async fn drive(
     // A persistent session is set aside for one connect after a packet too
     // large to read: the broker would send it again, forever.
     let mut clean_once = false;
+    // A retained one comes back at every subscribe, whatever the session:
+    // while drops keep being for that, the backoff is not reset on connect,
+    // so reconnects (and their log lines) slow down to reconnect.max.
+    let mut dropped_too_large = false;
     loop {
         if !connected {
             if let Some(tls) = &target.tls {
@@ -404,7 +408,8 @@ async fn drive(
         let event = match outcome {
             Ok(event) => event,
             Err(failure) => {
-                if failure.too_large() && !options.broker.clean_session {
+                dropped_too_large = failure.too_large();
+                if dropped_too_large && !options.broker.clean_session {
                     eventloop.mqtt_options.set_clean_session(true);
                     clean_once = true;
                 }
@@ -434,7 +439,9 @@ async fn drive(
                 }
                 connected = true;
                 ever_connected = true;
-                backoff.reset();
+                if !dropped_too_large {
+                    backoff.reset();
+                }
                 tracker.reconnected(&mut eventloop.pending);
                 if !ack.session_present {
                     resubscribe(&client, &options.subscriptions);
