@@ -8,6 +8,11 @@
 //! `safe_state`, the outbox gets a bounded time to empty, `offline` is
 //! published, and whatever is still unacknowledged is kept on disk for the
 //! next start. It knows no wire formats beyond calling `topics`.
+//!
+//! Whoever may publish commands cannot make it grow or chatter: refusals
+//! are answered and logged within a budget ([`refusals`]), each output
+//! changes at most once per `commands.min_interval` (only the latest early
+//! command waits), and the link reads only packets a command could need.
 
 mod delivery;
 mod inputs;
