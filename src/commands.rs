@@ -409,6 +409,7 @@ mod tests {
             max_future: Duration::from_secs(5),
             max_payload: 256,
             allow_unstamped: false,
+            min_interval: Duration::from_millis(100),
         }
     }
 

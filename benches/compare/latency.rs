@@ -44,7 +44,13 @@ pub async fn edge(rig: &Rig, rows: &mut Vec<Row>) {
 /// with Nagle on and with it off, because the tail is TCP's, not the agent's.
 pub async fn command(rig: &Rig, rows: &mut Vec<Row>) {
     eprintln!("bench: command latency ({COMMANDS} commands)");
-    let text = base_config(rig, "cmds", "[[output]]\nname = \"relay\"\npin = 27\n");
+    // No min_interval: the figure is the path's latency, not the
+    // anti-chatter hold a second command inside 100 ms would get.
+    let text = base_config(
+        rig,
+        "cmds",
+        "[[output]]\nname = \"relay\"\npin = 27\n[commands]\nmin_interval = \"0ms\"\n",
+    );
     let link = operator(rig, "pinpost/cmds/output/relay").await;
     let publisher: Publisher = link.publisher();
     // Unread events would fill the link's queue and stall its connection.

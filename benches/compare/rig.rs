@@ -135,7 +135,7 @@ pub fn start_agent(
         &Overrides::default(),
     )
     .unwrap_or_else(|e| panic!("bench config: {e}"));
-    let (edges_tx, edges) = tokio::sync::mpsc::unbounded_channel();
+    let (edges_tx, edges) = pinpost::board::edges::channel(config.inputs.len());
     let (board, pins) = SimBoard::new(
         &PinPlan::from_config(&config),
         &config.board.wires,
@@ -188,6 +188,7 @@ pub async fn client(rig: &Rig, files: &Files, id: &str, subs: Vec<(String, Qos)>
             will: None,
             subscriptions: subs.clone(),
             tcp_nodelay: rig.nodelay,
+            max_incoming: None,
         },
         tls,
     );

@@ -8,21 +8,26 @@
 //! `safe_state`, the outbox gets a bounded time to empty, `offline` is
 //! published, and whatever is still unacknowledged is kept on disk for the
 //! next start. It knows no wire formats beyond calling `topics`.
+//!
+//! Whoever may publish commands cannot make it grow or chatter: refusals
+//! are answered and logged within a budget ([`refusals`]), each output
+//! changes at most once per `commands.min_interval` (only the latest early
+//! command waits), and the link reads only packets a command could need.
 
 mod applied;
 mod delivery;
 mod inputs;
 mod outputs;
+mod refusals;
 mod sampling;
 mod systemd;
 
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
-use crate::board::Board;
+use crate::board::{Board, EdgeReceiver};
 use crate::commands::{self, Incoming};
 use crate::config::Config;
 use crate::link::{Failure, Link, LinkEvent, LinkOptions, Publisher, Qos, Retry, Will};
@@ -35,6 +40,7 @@ use crate::utc;
 use applied::Applied;
 use inputs::Inputs;
 use outputs::Outputs;
+use refusals::Refusals;
 use sampling::Sampling;
 
 /// How long queued messages (and `offline`) get to reach the broker at shutdown.
@@ -53,7 +59,7 @@ pub enum AgentError {
 pub async fn run(
     config: Config,
     board: Box<dyn Board>,
-    edges: UnboundedReceiver<usize>,
+    edges: EdgeReceiver,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let topics = Topics::new(&config.device.topic_prefix, &config.device.id);
@@ -77,6 +83,7 @@ pub async fn run(
         // on its side too) every command waited ~43 ms for a delayed ACK in
         // `scripts/bench.sh`; with no-delay on the broker it gained nothing.
         tcp_nodelay: false,
+        max_incoming: Some(command_packet_limit(&topics, &config.commands)),
     };
     let link = Link::start(options, tls);
     let (outbox, opened) = Outbox::open(&config.outbox.path, delivery::limits(&config.outbox));
@@ -118,6 +125,20 @@ struct Agent {
     last_spool_problem: Option<String>,
     /// Outputs have been put in their safe state (by shutdown).
     safe: bool,
+    /// Which refusals are answered and logged.
+    refusals: Refusals,
+    /// Per output, the latest command waiting for `commands.min_interval`.
+    waiting: Vec<Option<Waiting>>,
+}
+
+/// A command held until its output may change again.
+#[derive(Debug)]
+struct Waiting {
+    action: commands::Action,
+    id: Option<String>,
+    /// Recorded as applied only when it really is carried out.
+    stamp: Option<commands::Stamp>,
+    at: Instant,
 }
 
 impl Drop for Agent {
@@ -149,7 +170,11 @@ impl Agent {
                 inputs.resume(i, last);
             }
         }
-        let mut outputs = Outputs::new(&config.outputs);
+        let mut outputs =
+            Outputs::new(&config.outputs).with_min_interval(config.commands.min_interval);
+        let waiting = std::iter::repeat_with(|| None)
+            .take(config.outputs.len())
+            .collect();
         for (i, output) in config.outputs.iter().enumerate() {
             if let Some(last) = outbox.last_seq(&topics.output(&output.name)) {
                 outputs.resume(i, last);
@@ -180,13 +205,15 @@ impl Agent {
             dropped_logged: 0,
             last_spool_problem: None,
             safe: false,
+            refusals: Refusals::new(now),
+            waiting,
         }
     }
 
     async fn serve(
         &mut self,
         mut link: Link,
-        mut edges: UnboundedReceiver<usize>,
+        mut edges: EdgeReceiver,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AgentError> {
         tokio::pin!(shutdown);
@@ -205,6 +232,8 @@ impl Agent {
             let wake = [
                 self.inputs.next_due(),
                 self.outputs.next_due(),
+                self.waiting.iter().flatten().map(|w| w.at).min(),
+                self.refusals.next_due(),
                 self.sampling.next_due(),
                 self.sensing.next_deadline(&self.config.sensors),
             ]
@@ -425,6 +454,10 @@ impl Agent {
             let action = commands::Action::Set(end.level);
             self.drive(end.output, &action, None, now);
         }
+        self.apply_waiting(now);
+        if let Some(n) = self.refusals.due(now) {
+            log_unanswered(n);
+        }
         for i in self.sampling.due(now) {
             self.sensing.request(i, now);
         }
@@ -454,37 +487,110 @@ impl Agent {
             persistent_session: !self.config.broker.clean_session,
             now_millis: utc::now_unix_millis(),
         };
-        let result_topic = self.topics.result(name);
         match commands::parse(
             incoming,
             &self.config.outputs,
             &self.config.inputs,
             &self.config.commands,
         ) {
-            Ok(command) => {
-                // A stamped command is applied once: recorded on disk
-                // before the pin moves, so no replay applies it again.
-                if let Some(stamp) = &command.stamp {
-                    if let Err(error) = self.applied.record(command.output, stamp) {
-                        tracing::info!(output = name, "command not applied: {error}");
-                        let body = topics::result_json(command.id.as_deref(), Err(&error));
-                        self.send(&result_topic, body, false, None);
-                        return;
-                    }
-                }
-                self.drive(
-                    command.output,
-                    &command.action,
-                    Some((&result_topic, command.id.as_deref())),
-                    Instant::now(),
+            Ok(command) => self.on_command(command, Instant::now()),
+            Err(refusal) => self.refuse(name, refusal.id.as_deref(), &refusal.error),
+        }
+    }
+
+    /// Answers and logs a refusal, as often as [`Refusals`] allows: the
+    /// rest are only counted, so a flood costs neither log nor outbox.
+    fn refuse(&mut self, name: &str, id: Option<&str>, error: &str) {
+        if !self.refusals.admit(Instant::now()) {
+            return;
+        }
+        tracing::warn!(output = name, "command refused: {error}");
+        let body = topics::result_json(id, Err(error));
+        let topic = self.topics.result(name);
+        self.send(&topic, body, false, None);
+    }
+
+    /// Carries out a command now, or holds it until its output may change
+    /// again (`commands.min_interval`); only the latest one is held.
+    fn on_command(&mut self, command: commands::Command, now: Instant) {
+        let min_interval = self.config.commands.min_interval;
+        let name = self.config.outputs[command.output].name.clone();
+        if let commands::Action::Pulse(length) = command.action {
+            if length < min_interval {
+                return self.refuse(
+                    &name,
+                    command.id.as_deref(),
+                    &format!(
+                        "pulse of {} ms is shorter than commands.min_interval ({} ms), the least \
+                         time between two changes of an output; not applied",
+                        length.as_millis(),
+                        min_interval.as_millis()
+                    ),
                 );
             }
-            Err(refusal) => {
-                tracing::warn!(output = name, "command refused: {}", refusal.error);
-                let body = topics::result_json(refusal.id.as_deref(), Err(&refusal.error));
-                self.send(&result_topic, body, false, None);
+        }
+        // A replay is answered at once, whether or not the output could
+        // change now; it is recorded only when it is carried out.
+        if let Some(stamp) = &command.stamp {
+            if let Err(error) = self.applied.check(command.output, stamp) {
+                return self.refuse(&name, command.id.as_deref(), &error);
             }
         }
+        let held = Waiting {
+            action: command.action,
+            id: command.id,
+            stamp: command.stamp,
+            at: now,
+        };
+        let Some(at) = self.outputs.ready_at(command.output, now) else {
+            return self.carry_out(command.output, held, now);
+        };
+        let held = Waiting { at, ..held };
+        if let Some(replaced) = self.waiting[command.output].replace(held) {
+            self.refuse(
+                &name,
+                replaced.id.as_deref(),
+                &format!(
+                    "replaced by a later command before the output could change again \
+                     (commands.min_interval is {} ms); not applied",
+                    min_interval.as_millis()
+                ),
+            );
+        }
+    }
+
+    /// Carries out held commands whose output may change again.
+    fn apply_waiting(&mut self, now: Instant) {
+        for output in 0..self.waiting.len() {
+            let Some(held) = self.waiting[output].take_if(|w| w.at <= now) else {
+                continue;
+            };
+            // A pulse's end may have changed the output meanwhile.
+            if let Some(at) = self.outputs.ready_at(output, now) {
+                self.waiting[output] = Some(Waiting { at, ..held });
+                continue;
+            }
+            self.carry_out(output, held, now);
+        }
+    }
+
+    /// Drives the output for a command and answers it. A stamped command is
+    /// applied once: recorded on disk before the pin moves, so no replay
+    /// after a reconnect or restart applies it again.
+    fn carry_out(&mut self, output: usize, command: Waiting, now: Instant) {
+        let topic = self.topics.result(&self.config.outputs[output].name);
+        if let Some(stamp) = &command.stamp {
+            if let Err(error) = self.applied.record(output, stamp) {
+                let name = self.config.outputs[output].name.clone();
+                return self.refuse(&name, command.id.as_deref(), &error);
+            }
+        }
+        self.drive(
+            output,
+            &command.action,
+            Some((&topic, command.id.as_deref())),
+            now,
+        );
     }
 
     /// Applies an action to an output, then reports: the result (for a
@@ -523,6 +629,19 @@ impl Agent {
             }
         }
         self.safe = true;
+        for output in 0..self.waiting.len() {
+            if let Some(held) = self.waiting[output].take() {
+                let name = self.config.outputs[output].name.clone();
+                self.refuse(
+                    &name,
+                    held.id.as_deref(),
+                    "not applied: pinpost is stopping (the output goes to its safe state)",
+                );
+            }
+        }
+        if let Some(n) = self.refusals.take_unanswered() {
+            log_unanswered(n);
+        }
         let deadline = Instant::now() + FLUSH_LIMIT;
         if self.connected {
             self.drain(&mut link, deadline).await;
@@ -570,6 +689,35 @@ impl Agent {
     }
 }
 
+/// Room for the output name in a command topic: a configured name is at
+/// most 64 characters of up to 4 bytes each.
+const NAME_ROOM: usize = 256;
+
+/// The largest packet a command this agent could accept needs (its
+/// remaining length): the topic with a name of up to [`NAME_ROOM`] bytes,
+/// the topic's length and the packet id (2 bytes each), and a payload of
+/// `commands.max_payload`. The broker's other messages to the agent are its
+/// acknowledgements, far smaller. Anything larger is not read at all.
+fn command_packet_limit(topics: &Topics, commands: &crate::config::Commands) -> usize {
+    // "<prefix>/<id>/cmd/+" without the "+".
+    let base = topics.commands().len().saturating_sub(1);
+    base.saturating_add(NAME_ROOM)
+        .saturating_add(4)
+        .saturating_add(commands.max_payload)
+}
+
+/// The summary of refusals [`Refusals`] left unanswered.
+fn log_unanswered(n: u64) {
+    tracing::warn!(
+        unanswered = n,
+        "{n} more commands were refused without an answer or a log line: at most {} refusals \
+         are answered at once and {} a second after that, so a flood of bad commands cannot \
+         fill the log or hold up good ones",
+        refusals::BURST,
+        1000 / refusals::REFILL_EVERY.as_millis()
+    );
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -584,15 +732,15 @@ mod tests {
     use crate::config::{Overrides, from_text};
 
     #[tokio::test]
-    async fn a_panic_still_leaves_outputs_in_their_safe_state() {
+    async fn inside_min_interval_only_the_latest_command_waits_and_is_applied() {
         let config = from_text(
             "[device]\nid = \"pi\"\n[broker]\nport = 9\n[board]\nkind = \"sim\"\n\
-             [[output]]\nname = \"relay\"\npin = 27\ninitial = \"on\"\nsafe_state = \"off\"\n",
+             [[output]]\nname = \"relay\"\npin = 27\n",
             None,
             &Overrides::default(),
         )
         .unwrap();
-        let (edges, _) = tokio::sync::mpsc::unbounded_channel();
+        let (edges, _) = crate::board::edges::channel(0);
         let (board, pins) = SimBoard::new(&PinPlan::from_config(&config), &[], edges);
         let link = Link::start(
             LinkOptions {
@@ -603,6 +751,67 @@ mod tests {
                 will: None,
                 subscriptions: vec![],
                 tcp_nodelay: false,
+                max_incoming: None,
+            },
+            None,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _) = Outbox::open(dir.path(), delivery::limits(&config.outbox));
+        let mut agent = Agent::new(config, Box::new(board), link.publisher(), outbox);
+        let command = |action, id: &str| commands::Command {
+            output: 0,
+            action,
+            id: Some(id.into()),
+            stamp: None,
+        };
+        let ms = |n| Duration::from_millis(n);
+        let t0 = Instant::now();
+        agent.on_command(command(commands::Action::Set(true), "a"), t0);
+        assert_eq!(pins.level(27), Some(true), "the first one at once");
+        agent.on_command(command(commands::Action::Set(false), "b"), t0 + ms(10));
+        agent.on_command(command(commands::Action::Toggle, "c"), t0 + ms(20));
+        assert_eq!(pins.level(27), Some(true), "held, not applied");
+        assert_eq!(
+            agent.waiting[0].as_ref().map(|w| (w.id.as_deref(), w.at)),
+            Some((Some("c"), t0 + ms(100))),
+            "only the latest waits, until 100 ms after the last change"
+        );
+        agent.apply_waiting(t0 + ms(99));
+        assert_eq!(pins.level(27), Some(true));
+        agent.apply_waiting(t0 + ms(100));
+        assert_eq!(pins.level(27), Some(false), "the toggle, once allowed");
+        assert!(agent.waiting[0].is_none());
+        // "b" was answered as replaced, "a" and "c" as done.
+        assert_eq!(agent.outbox.stats().queued, 5, "3 results and 2 states");
+        agent.on_command(command(commands::Action::Pulse(ms(50)), "d"), t0 + ms(500));
+        assert_eq!(
+            pins.level(27),
+            Some(false),
+            "a pulse under 100 ms is refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panic_still_leaves_outputs_in_their_safe_state() {
+        let config = from_text(
+            "[device]\nid = \"pi\"\n[broker]\nport = 9\n[board]\nkind = \"sim\"\n\
+             [[output]]\nname = \"relay\"\npin = 27\ninitial = \"on\"\nsafe_state = \"off\"\n",
+            None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        let (edges, _) = crate::board::edges::channel(config.inputs.len());
+        let (board, pins) = SimBoard::new(&PinPlan::from_config(&config), &[], edges);
+        let link = Link::start(
+            LinkOptions {
+                broker: config.broker.clone(),
+                client_id: "t".into(),
+                reconnect: config.reconnect.clone(),
+                retry: Retry::Never,
+                will: None,
+                subscriptions: vec![],
+                tcp_nodelay: false,
+                max_incoming: None,
             },
             None,
         );

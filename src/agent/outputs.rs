@@ -1,5 +1,12 @@
 //! Output state and carrying out commands on the board: the current level
 //! (or PWM), its sequence number, and pulses that end by themselves.
+//!
+//! Bounded whatever the commands: each output has at most one pending
+//! pulse end (a later command replaces it), and remembers when it last
+//! changed so the agent can hold a command until `commands.min_interval`
+//! has passed: a command storm cannot chatter a relay.
+
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -15,6 +22,10 @@ struct Driven {
     seq: u64,
     /// Bumped by every command, so a later command cancels a pulse's return.
     generation: u64,
+    /// The pending end of the last pulse; a later command replaces it.
+    pulse: Option<PulseEnd>,
+    /// When the pin was last driven, for `min_interval`.
+    changed_at: Option<Instant>,
 }
 
 /// A pulse's end: put `output` back to `level` at `at`, unless another
@@ -30,7 +41,7 @@ pub struct PulseEnd {
 #[derive(Debug)]
 pub struct Outputs {
     driven: Vec<Driven>,
-    pulses: Vec<PulseEnd>,
+    min_interval: Duration,
 }
 
 impl Outputs {
@@ -44,10 +55,25 @@ impl Outputs {
                     pwm: None,
                     seq: 1,
                     generation: 0,
+                    pulse: None,
+                    changed_at: None,
                 })
                 .collect(),
-            pulses: Vec::new(),
+            min_interval: Duration::ZERO,
         }
+    }
+
+    /// The least time between two changes of one output
+    /// (`commands.min_interval`).
+    pub fn with_min_interval(mut self, min_interval: Duration) -> Outputs {
+        self.min_interval = min_interval;
+        self
+    }
+
+    /// When output `i` may change again, if that is later than `now`.
+    pub fn ready_at(&self, i: usize, now: Instant) -> Option<Instant> {
+        let at = self.driven.get(i)?.changed_at? + self.min_interval;
+        (at > now).then_some(at)
     }
 
     /// Continues output `i`'s sequence after `last` (from an earlier run).
@@ -76,12 +102,15 @@ impl Outputs {
         let d = &mut self.driven[output];
         d.generation += 1;
         d.seq += 1;
+        d.changed_at = Some(now);
+        // Whatever it was, a pending pulse end is now cancelled.
+        d.pulse = None;
         match action {
             Action::Set(level) => (d.level, d.pwm) = (*level, None),
             Action::Toggle => (d.level, d.pwm) = (!current, None),
             Action::Pulse(length) => {
                 (d.level, d.pwm) = (!current, None);
-                self.pulses.push(PulseEnd {
+                d.pulse = Some(PulseEnd {
                     at: now + *length,
                     output,
                     level: current,
@@ -97,19 +126,20 @@ impl Outputs {
 
     /// The earliest pulse end, if any.
     pub fn next_due(&self) -> Option<Instant> {
-        self.pulses.iter().map(|p| p.at).min()
+        self.driven
+            .iter()
+            .filter_map(|d| d.pulse)
+            .map(|p| p.at)
+            .min()
     }
 
     /// Pulses whose time has come and that no later command cancelled.
     pub fn due(&mut self, now: Instant) -> Vec<PulseEnd> {
-        let (due, later): (Vec<PulseEnd>, Vec<PulseEnd>) =
-            self.pulses.iter().partition(|p| p.at <= now);
-        self.pulses = later;
-        due.into_iter()
-            .filter(|p| {
-                self.driven
-                    .get(p.output)
-                    .is_some_and(|d| d.generation == p.generation)
+        self.driven
+            .iter_mut()
+            .filter_map(|d| match d.pulse {
+                Some(p) if p.at <= now => d.pulse.take().filter(|p| p.generation == d.generation),
+                _ => None,
             })
             .collect()
     }
@@ -129,7 +159,6 @@ impl Outputs {
 mod tests {
     use super::*;
     use crate::board::{OutputSetup, PinPlan, PwmSetup, SimBoard};
-    use std::time::Duration;
 
     fn setup() -> (Outputs, SimBoard, crate::board::SimHandle) {
         let config = vec![Output {
@@ -147,7 +176,7 @@ mod tests {
                 pwm: PwmSetup::None,
             }],
         };
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = crate::board::edges::channel(0);
         let (board, handle) = SimBoard::new(&plan, &[], tx);
         (Outputs::new(&config), board, handle)
     }
@@ -195,5 +224,46 @@ mod tests {
             outputs.due(t0 + Duration::from_secs(1)).is_empty(),
             "a later command wins"
         );
+    }
+
+    #[test]
+    fn a_pulse_storm_leaves_one_pending_end() {
+        let (mut outputs, mut board, pins) = setup();
+        let t0 = Instant::now();
+        for n in 0..10_000u64 {
+            outputs
+                .apply(
+                    &mut board,
+                    0,
+                    &Action::Pulse(Duration::from_secs(60)),
+                    t0 + Duration::from_micros(n),
+                )
+                .unwrap();
+        }
+        let pending: Vec<_> = outputs.driven.iter().filter_map(|d| d.pulse).collect();
+        assert_eq!(pending.len(), 1, "one pending end per output");
+        let last = t0 + Duration::from_micros(9_999) + Duration::from_secs(60);
+        assert_eq!(outputs.next_due(), Some(last));
+        let ends = outputs.due(last);
+        assert_eq!(ends.len(), 1);
+        // 10,000 flips from off: the last one left it off, so it ends on.
+        assert_eq!(pins.level(27), Some(false));
+        assert!(ends[0].level);
+        assert_eq!(outputs.next_due(), None);
+    }
+
+    #[test]
+    fn an_output_is_ready_again_only_after_min_interval() {
+        let (outputs, mut board, _pins) = setup();
+        let mut outputs = outputs.with_min_interval(Duration::from_millis(100));
+        let t0 = Instant::now();
+        assert_eq!(outputs.ready_at(0, t0), None, "never changed: ready");
+        outputs.apply(&mut board, 0, &Action::Toggle, t0).unwrap();
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(
+            outputs.ready_at(0, t0 + Duration::from_millis(30)),
+            Some(later)
+        );
+        assert_eq!(outputs.ready_at(0, later), None);
     }
 }

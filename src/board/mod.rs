@@ -7,12 +7,11 @@
 //! `inputs`), so both backends share that code path. This module knows
 //! nothing of MQTT.
 
+pub mod edges;
 mod error;
 pub mod mux;
 pub mod rppal;
 pub mod sim;
-
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{BoardKind, Config, Pull};
 
@@ -33,8 +32,8 @@ pub trait Board: Send {
 }
 
 /// A sender for "input i may have changed". Backends call it from whatever
-/// thread notices (rppal: its interrupt thread).
-pub type EdgeSender = UnboundedSender<usize>;
+/// thread notices (rppal: its interrupt thread); it coalesces per input.
+pub use edges::{EdgeReceiver, EdgeSender};
 
 /// How each pin is set up, the same for every backend.
 #[derive(Debug, Clone, PartialEq)]

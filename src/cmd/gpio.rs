@@ -16,7 +16,8 @@ pub async fn run(args: GpioArgs) -> Result<(), CmdError> {
         "down" => Pull::Down,
         _ => Pull::None,
     };
-    let (edges, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    // One input at most (read and watch).
+    let (edges, mut changes) = crate::board::edges::channel(1);
     match args.action {
         GpioAction::Read { pin } => {
             let board = open(&args.board, &input_plan(check(pin)?, pull), edges)?;

@@ -156,6 +156,7 @@ pub async fn connect(
         will: None,
         subscriptions,
         tcp_nodelay: false,
+        max_incoming: None,
     };
     let mut link = Link::start(options, tls);
     loop {

@@ -20,7 +20,7 @@ pub async fn run(args: RunArgs) -> Result<(), CmdError> {
         ..Overrides::default()
     };
     let config = config::load(Some(&chosen), &overrides)?;
-    let (edges, edge_events) = tokio::sync::mpsc::unbounded_channel();
+    let (edges, edge_events) = board::edges::channel(config.inputs.len());
     let board = board::open(&config, edges)?;
     agent::run(config, board, edge_events, shutdown_signal()).await?;
     Ok(())

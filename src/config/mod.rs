@@ -207,6 +207,9 @@ pub struct Commands {
     /// With `clean_session = false`, apply commands without `"ts"` anyway
     /// (the broker may have queued them for any length of time).
     pub allow_unstamped: bool,
+    /// The least time between two changes of one output; a command inside
+    /// it waits for the rest (only the latest one waits).
+    pub min_interval: Duration,
 }
 
 /// How much the outbox may hold and where it spills to disk.

@@ -12,6 +12,9 @@ use super::{Board, BoardKind, Commands, ConfigError, Input, Output, Pull};
 /// BCM GPIO numbers on the 40-pin header of every Pi from the B+ to the Pi 5.
 pub const MAX_BCM_PIN: i64 = 27;
 const DEBOUNCE_DEFAULT: Duration = Duration::from_millis(50);
+/// Ten changes a second at most: quick enough for any person or script
+/// driving a relay, far below the kHz a command storm would reach.
+const MIN_INTERVAL_DEFAULT: Duration = Duration::from_millis(100);
 
 pub(super) struct Pins {
     pub board: Board,
@@ -230,12 +233,21 @@ fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<Commands, ConfigError> {
             format!("{max_payload} is out of range; allowed: 16 to 65536 (bytes)"),
         ));
     }
+    let min_interval =
+        duration(&c.min_interval, "commands.min_interval", o)?.unwrap_or(MIN_INTERVAL_DEFAULT);
+    if min_interval > Duration::from_secs(3600) {
+        return Err(o.invalid(
+            "commands.min_interval",
+            "out of range; allowed: \"0ms\" (no limit) to \"1h\"",
+        ));
+    }
     Ok(Commands {
         max_pulse,
         max_age,
         max_future,
         max_payload: usize::try_from(max_payload).unwrap_or(1024),
         allow_unstamped: c.allow_unstamped.unwrap_or(false),
+        min_interval,
     })
 }
 
@@ -243,6 +255,7 @@ fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<Commands, ConfigError> {
 mod tests {
     use crate::config::{Overrides, from_text};
     use std::path::Path;
+    use std::time::Duration;
 
     fn error(text: &str) -> String {
         from_text(text, Some(Path::new("/c.toml")), &Overrides::default())
@@ -354,5 +367,20 @@ mod tests {
             "{HEAD}[[output]]\nname = \"r\"\npin = 27\ninitial = \"maybe\"\n"
         ));
         assert!(e.contains("line 6: output[0].initial"), "{e}");
+    }
+
+    #[test]
+    fn min_interval_defaults_to_100ms_and_zero_turns_it_off() {
+        let c = from_text(HEAD, None, &Overrides::default()).unwrap();
+        assert_eq!(c.commands.min_interval, Duration::from_millis(100));
+        let c = from_text(
+            &format!("{HEAD}[commands]\nmin_interval = \"0ms\"\n"),
+            None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.commands.min_interval, Duration::ZERO);
+        let e = error(&format!("{HEAD}[commands]\nmin_interval = \"2h\"\n"));
+        assert!(e.contains("commands.min_interval: out of range"), "{e}");
     }
 }

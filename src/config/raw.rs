@@ -116,6 +116,7 @@ pub struct RawCommands {
     pub max_future: Option<String>,
     pub max_payload: Option<i64>,
     pub allow_unstamped: Option<bool>,
+    pub min_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -86,7 +86,7 @@ pub async fn run(args: &DemoArgs) -> Result<(), DemoError> {
     }
     say_what_runs(&target, &args.id, dir.path());
 
-    let (edges_tx, edges) = tokio::sync::mpsc::unbounded_channel();
+    let (edges_tx, edges) = crate::board::edges::channel(config.inputs.len());
     let (board, pins) = SimBoard::new(
         &PinPlan::from_config(&config),
         &config.board.wires,
@@ -327,6 +327,7 @@ fn console_link(agent: &Config, t: &Target) -> Result<Link, DemoError> {
             will: None,
             subscriptions: vec![(format!("{prefix}/#"), Qos::AtLeastOnce)],
             tcp_nodelay: false,
+            max_incoming: None,
         },
         setup,
     ))

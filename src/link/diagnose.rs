@@ -24,6 +24,8 @@ pub struct Target {
     pub connect_timeout: Duration,
     pub keep_alive: Duration,
     pub tls: Option<TlsSetup>,
+    /// The largest packet read from the broker (its remaining length).
+    pub max_incoming: usize,
 }
 
 impl Target {
@@ -101,9 +103,26 @@ pub enum LostReason {
     },
     ClosedByBroker,
     Reset,
+    /// The broker sent a packet larger than the link reads: it cannot be
+    /// skipped unread, so the connection was closed.
+    TooLarge {
+        size: usize,
+        limit: usize,
+    },
 }
 
 impl Failure {
+    /// The broker sent a packet over the link's incoming limit.
+    pub fn too_large(&self) -> bool {
+        matches!(
+            self,
+            Failure::Lost {
+                reason: LostReason::TooLarge { .. },
+                ..
+            }
+        )
+    }
+
     /// Stable short name for logs, status lines and tests.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -241,6 +260,12 @@ fn closed(error: &ConnectionError) -> bool {
 
 fn lost_reason(error: &ConnectionError, target: &Target) -> LostReason {
     match error {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) => LostReason::TooLarge {
+            size: *size,
+            limit: target.max_incoming,
+        },
         ConnectionError::MqttState(StateError::AwaitPingResp) => LostReason::KeepAlive {
             secs: target.keep_alive.as_secs(),
         },
@@ -429,6 +454,15 @@ impl fmt::Display for Failure {
                     f,
                     "lost the connection to {addr}: no answer to keep-alive within {secs}s \
                      (network down or broker stalled)"
+                ),
+                LostReason::TooLarge { size, limit } => write!(
+                    f,
+                    "dropped the connection to {addr}: the broker sent a {size}-byte message, \
+                     over the {limit} bytes pinpost reads (commands.max_payload plus the command \
+                     topic), and MQTT 3.1.1 cannot skip it unread; reconnecting with a clean \
+                     session. If this repeats at every connect, it is a retained message on a \
+                     command topic: find it with `mosquitto_sub -v --retained-only -t \
+                     '<prefix>/<id>/cmd/+'` and clear it with `mosquitto_pub -r -n -t <its topic>`"
                 ),
                 LostReason::Reset => write!(
                     f,

@@ -78,6 +78,13 @@ pub struct LinkOptions {
     /// Worth it for a client that sends a stream of commands, and only
     /// when the broker does the same (Mosquitto: `set_tcp_nodelay true`).
     pub tcp_nodelay: bool,
+    /// The largest packet read from the broker (remaining length: topic,
+    /// packet id and payload); `None` for `broker.max_packet_size`. A larger
+    /// one closes the connection, as MQTT 3.1.1 gives no way to skip a
+    /// packet unread, and the next connect starts a clean session so the
+    /// broker does not send it again. It bounds what the broker can make
+    /// this process hold: this times the event and packet queues.
+    pub max_incoming: Option<usize>,
 }
 
 /// What the link reports, in order.
@@ -162,10 +169,13 @@ impl Link {
     /// Starts connecting in the background. `tls` is `None` for plain MQTT.
     pub fn start(options: LinkOptions, tls: Option<TlsSetup>) -> Link {
         let broker = &options.broker;
+        let max_incoming = options
+            .max_incoming
+            .map_or(broker.max_packet_size, |m| m.min(broker.max_packet_size));
         let mut mqtt = MqttOptions::new(&options.client_id, &broker.host, broker.port);
         mqtt.set_keep_alive(broker.keep_alive)
             .set_clean_session(broker.clean_session)
-            .set_max_packet_size(broker.max_packet_size, broker.max_packet_size);
+            .set_max_packet_size(max_incoming, broker.max_packet_size);
         if let Some(c) = &broker.credentials {
             let password = c.password.as_ref().map_or("", |p| p.expose());
             mqtt.set_credentials(&c.username, password);
@@ -197,6 +207,7 @@ impl Link {
             connect_timeout: broker.connect_timeout,
             keep_alive: broker.keep_alive,
             tls,
+            max_incoming,
         };
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
         let handed = Handed::default();
@@ -358,6 +369,13 @@ async fn drive(
     let mut ever_connected = false;
     let silence_limit = silence_limit(target.keep_alive);
     let mut last_heard = tokio::time::Instant::now();
+    // A persistent session is set aside for one connect after a packet too
+    // large to read: the broker would send it again, forever.
+    let mut clean_once = false;
+    // A retained one comes back at every subscribe, whatever the session:
+    // while drops keep being for that, the backoff is not reset on connect,
+    // so reconnects (and their log lines) slow down to reconnect.max.
+    let mut dropped_too_large = false;
     loop {
         if !connected {
             if let Some(tls) = &target.tls {
@@ -390,6 +408,11 @@ async fn drive(
         let event = match outcome {
             Ok(event) => event,
             Err(failure) => {
+                dropped_too_large = failure.too_large();
+                if dropped_too_large && !options.broker.clean_session {
+                    eventloop.mqtt_options.set_clean_session(true);
+                    clean_once = true;
+                }
                 tracker.lost(&mut eventloop.pending);
                 let down = down(
                     failure,
@@ -411,9 +434,14 @@ async fn drive(
         }
         let report = match event {
             Event::Incoming(Packet::ConnAck(ack)) => {
+                if std::mem::take(&mut clean_once) {
+                    eventloop.mqtt_options.set_clean_session(false);
+                }
                 connected = true;
                 ever_connected = true;
-                backoff.reset();
+                if !dropped_too_large {
+                    backoff.reset();
+                }
                 tracker.reconnected(&mut eventloop.pending);
                 if !ack.session_present {
                     resubscribe(&client, &options.subscriptions);

@@ -115,7 +115,12 @@ pub struct Outbox {
     waiting: BTreeMap<u64, Waiting>,
     /// Ids waiting per stream, oldest first: who pays when full.
     streams: HashMap<StreamId, VecDeque<u64>>,
+    /// Names of the streams with messages waiting, both ways. A stream is
+    /// forgotten when its last message leaves, so a flood of distinct
+    /// topics (results for made-up command names) costs nothing after.
     stream_ids: HashMap<String, StreamId>,
+    stream_names: HashMap<StreamId, String>,
+    next_stream: StreamId,
     in_flight: BTreeMap<u64, Flying>,
     next_id: u64,
     seqs: BTreeMap<String, u64>,
@@ -155,6 +160,8 @@ impl Outbox {
             waiting: BTreeMap::new(),
             streams: HashMap::new(),
             stream_ids: HashMap::new(),
+            stream_names: HashMap::new(),
+            next_stream: 0,
             in_flight: BTreeMap::new(),
             next_id: 0,
             seqs: BTreeMap::new(),
@@ -333,8 +340,14 @@ impl Outbox {
         if let Some(id) = self.stream_ids.get(name) {
             return *id;
         }
-        let id = self.stream_ids.len() as StreamId;
+        // Ids are reused after a wrap; skip any still naming a stream.
+        let mut id = self.next_stream;
+        while self.stream_names.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_stream = id.wrapping_add(1);
         self.stream_ids.insert(name.to_string(), id);
+        self.stream_names.insert(id, name.to_string());
         id
     }
 
@@ -351,6 +364,9 @@ impl Outbox {
             }
             if ids.is_empty() {
                 self.streams.remove(&stream);
+                if let Some(name) = self.stream_names.remove(&stream) {
+                    self.stream_ids.remove(&name);
+                }
             }
         }
     }
@@ -759,6 +775,33 @@ mod tests {
                 o.acked(r.id);
             }
         }
+    }
+
+    #[test]
+    fn a_stream_is_forgotten_once_its_last_message_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.online();
+        // Results for 10,000 made-up command names: one stream each.
+        for n in 0..10_000 {
+            let topic = format!("p/d/cmd/x{n}/result");
+            o.push(&topic, b"{}".to_vec(), false, None, 1_000);
+            deliver_all(&mut o);
+        }
+        assert_eq!(
+            (o.streams.len(), o.stream_ids.len(), o.stream_names.len()),
+            (0, 0, 0),
+            "no bookkeeping left for delivered streams"
+        );
+        // A stream with messages waiting keeps its place and its order.
+        o.offline();
+        push(&mut o, "s/a", 1);
+        push(&mut o, "s/b", 2);
+        push(&mut o, "s/a", 3);
+        assert_eq!(o.stream_ids.len(), 2);
+        o.online();
+        assert_eq!(deliver_all(&mut o), ["s/a=1", "s/b=2", "s/a=3"]);
+        assert!(o.stream_ids.is_empty() && o.stream_names.is_empty());
     }
 
     #[test]
