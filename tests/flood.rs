@@ -73,6 +73,9 @@ safe_state = "off"
 
 [commands]
 max_payload = 256
+# These tests send live commands without "ts"; with a persistent session
+# pinpost otherwise refuses them (tests/commands.rs proves that).
+allow_unstamped = true
 "#,
                 port = self.broker.port
             ),
