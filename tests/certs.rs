@@ -50,7 +50,10 @@ impl Fleet {
         for device in ["pi-01", "pi-02", "operator"] {
             let said = certs(&certs_dir, &[&["device", device], key_kind].concat());
             assert!(
-                said.contains(&format!("--certs {}", certs_dir.join("devices").join(device).display())),
+                said.contains(&format!(
+                    "--certs {}",
+                    certs_dir.join("devices").join(device).display()
+                )),
                 "{said}"
             );
         }
@@ -249,9 +252,15 @@ fn certs_never_replace_a_key_without_force_and_need_a_ca_first() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(std::fs::read(dir.path().join("private/ca.key")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(dir.path().join("private/ca.key")).unwrap(),
+        before
+    );
     certs(dir.path(), &["ca", "--force"]);
-    assert_ne!(std::fs::read(dir.path().join("private/ca.key")).unwrap(), before);
+    assert_ne!(
+        std::fs::read(dir.path().join("private/ca.key")).unwrap(),
+        before
+    );
 
     let out = pinpost(&strings(&["certs", "--dir", &d, "device", "../x"]), WAIT);
     assert!(
@@ -326,16 +335,39 @@ fn the_ca_key_stays_apart_and_each_device_folder_holds_exactly_its_own_files() {
     // The folder passes the check the scripts run; the whole tree does not.
     let d = dir.path().display().to_string();
     let out = pinpost(
-        &strings(&["certs", "verify", &format!("{d}/devices/pi-01"), "--device", "pi-01"]),
+        &strings(&[
+            "certs",
+            "verify",
+            &format!("{d}/devices/pi-01"),
+            "--device",
+            "pi-01",
+        ]),
         WAIT,
     );
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
-    let out = pinpost(&strings(&["certs", "verify", &d, "--device", "pi-01"]), WAIT);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let out = pinpost(
+        &strings(&["certs", "verify", &d, "--device", "pi-01"]),
+        WAIT,
+    );
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("private/ca.key is the private key of the CA"), "{said}");
-    assert!(said.contains("broker.key is the private key of 127.0.0.1"), "{said}");
-    assert!(said.contains("operator.key is the private key of operator"), "{said}");
+    assert!(
+        said.contains("private/ca.key is the private key of the CA"),
+        "{said}"
+    );
+    assert!(
+        said.contains("broker.key is the private key of 127.0.0.1"),
+        "{said}"
+    );
+    assert!(
+        said.contains("operator.key is the private key of operator"),
+        "{said}"
+    );
 
     // An older layout's CA key is not used where it lies.
     let old = tempfile::tempdir().unwrap();
@@ -344,7 +376,11 @@ fn the_ca_key_stays_apart_and_each_device_folder_holds_exactly_its_own_files() {
     let o = old.path().display().to_string();
     let out = pinpost(&strings(&["certs", "--dir", &o, "device", "pi-01"]), WAIT);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("move it apart first"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("move it apart first"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -372,7 +408,11 @@ fn no_device_name_overwrites_the_ca_or_the_broker_files_even_with_force() {
                 args.push("--force".into());
             }
             let out = pinpost(&args, WAIT);
-            assert_eq!(out.status.code(), Some(1), "operator {name} --force {force}");
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "operator {name} --force {force}"
+            );
             assert!(
                 stderr(&out).contains("cannot be a operator's name"),
                 "{}",
@@ -393,15 +433,34 @@ fn hostile_names_never_reach_the_brokers_files() {
             &["mosquitto", "--prefix", "pinpost\ntopic readwrite #"],
             "the topic prefix \"pinpost\\ntopic readwrite #\" cannot go into the broker's files: it holds a control character (a newline would start a new line of settings)",
         ),
-        (&["mosquitto", "--prefix", "pin+post"], "it holds an MQTT wildcard"),
-        (&["mosquitto", "--prefix", "%u"], "which the ACL reads as a pattern"),
         (
-            &["mosquitto", "--cert-dir", "/etc/mosquitto/certs\nlistener 1883\nallow_anonymous true"],
+            &["mosquitto", "--prefix", "pin+post"],
+            "it holds an MQTT wildcard",
+        ),
+        (
+            &["mosquitto", "--prefix", "%u"],
+            "which the ACL reads as a pattern",
+        ),
+        (
+            &[
+                "mosquitto",
+                "--cert-dir",
+                "/etc/mosquitto/certs\nlistener 1883\nallow_anonymous true",
+            ],
             "the broker's certificate folder \"/etc/mosquitto/certs\\nlistener 1883\\nallow_anonymous true\" cannot go into the broker's files: it holds a space or a control character",
         ),
-        (&["mosquitto", "--cert-dir", "/etc/../tmp"], "it climbs out with '..'"),
-        (&["mosquitto", "--operator", "op\nuser x"], "cannot be a operator's name: it holds a control character"),
-        (&["device", "pi-01\ntopic readwrite #"], "cannot be a device id: it holds a control character"),
+        (
+            &["mosquitto", "--cert-dir", "/etc/../tmp"],
+            "it climbs out with '..'",
+        ),
+        (
+            &["mosquitto", "--operator", "op\nuser x"],
+            "cannot be a operator's name: it holds a control character",
+        ),
+        (
+            &["device", "pi-01\ntopic readwrite #"],
+            "cannot be a device id: it holds a control character",
+        ),
     ];
     for (args, words) in cases {
         let mut all = strings(&["certs", "--dir", &d]);
@@ -447,7 +506,14 @@ fn one_device_cannot_take_anothers_session_or_write_to_its_topics() {
     for port in [fleet.broker.port, fleet.cli_port()] {
         let mut args = fleet.on_port("pi-01", port);
         args.extend(strings(&[
-            "-i", "pi-02", "-q", "1", "-t", "pinpost/pi-02/cmd/relay", "-m", "on",
+            "-i",
+            "pi-02",
+            "-q",
+            "1",
+            "-t",
+            "pinpost/pi-02/cmd/relay",
+            "-m",
+            "on",
         ]));
         let out = std::process::Command::new("mosquitto_pub")
             .args(&args)
@@ -481,21 +547,46 @@ fn the_cli_runs_beside_the_agent_with_the_same_certificate() {
     let fleet = Fleet::new(false);
     let config = fleet.config("pi-01");
     let witness = Witness::start(&fleet.broker, "#", &fleet.watching("operator"));
-    let mut agent = Background::start(&strings(&["run", "--config", &config.display().to_string()]));
+    let mut agent = Background::start(&strings(&[
+        "run",
+        "--config",
+        &config.display().to_string(),
+    ]));
     witness.wait_until("pi-01 online", WAIT, |l| l == "pinpost/pi-01/status online");
 
     let c = config.display().to_string();
     let out = pinpost(
-        &strings(&["publish", "--config", &c, "-t", "pinpost/pi-01/hello", "-m", "beside"]),
+        &strings(&[
+            "publish",
+            "--config",
+            &c,
+            "-t",
+            "pinpost/pi-01/hello",
+            "-m",
+            "beside",
+        ]),
         WAIT,
     );
     assert_ok(&out, &fleet.broker);
     let out = pinpost(&strings(&["check", "--config", &c]), WAIT);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", stderr(&out));
-    assert!(said.contains(&format!("connected to 127.0.0.1:{}", fleet.cli_port())), "{said}");
+    assert!(
+        said.contains(&format!("connected to 127.0.0.1:{}", fleet.cli_port())),
+        "{said}"
+    );
     let out = pinpost(
-        &strings(&["subscribe", "--config", &c, "-t", "pinpost/pi-01/status", "-C", "1", "-W", "10"]),
+        &strings(&[
+            "subscribe",
+            "--config",
+            &c,
+            "-t",
+            "pinpost/pi-01/status",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ]),
         WAIT,
     );
     assert_ok(&out, &fleet.broker);
@@ -506,7 +597,10 @@ fn the_cli_runs_beside_the_agent_with_the_same_certificate() {
     let seen = witness.wait_until("the relay switched on", WAIT, |l| {
         l.starts_with("pinpost/pi-01/output/relay {\"value\":true")
     });
-    assert!(seen.contains(&"pinpost/pi-01/hello beside".to_string()), "{seen:?}");
+    assert!(
+        seen.contains(&"pinpost/pi-01/hello beside".to_string()),
+        "{seen:?}"
+    );
     assert!(
         !seen.iter().any(|l| l == "pinpost/pi-01/status offline"),
         "the agent went offline: {seen:?}"

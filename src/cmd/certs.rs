@@ -79,7 +79,9 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
                 "Devices must connect with one of these names; add more with --host and run \
                  this again with --force."
             );
-            println!("Next: pinpost certs device <id> for each Pi and the operator, then pinpost certs mosquitto.");
+            println!(
+                "Next: pinpost certs device <id> for each Pi and the operator, then pinpost certs mosquitto."
+            );
         }
         CertsCommand::Device { id, rsa } => {
             check_id(id, "device id")?;
