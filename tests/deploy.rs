@@ -118,6 +118,13 @@ fn stand_ins(dir: &Path) -> (String, PathBuf) {
     (path, log)
 }
 
+/// A folder's name, the files added to pi-01's, and the words of the refusal.
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 fn push(fleet: &Path, certs: &Path, config: Option<&Path>) -> (Option<i32>, String, String) {
     let (path, log) = stand_ins(fleet);
     let _ = std::fs::remove_file(&log);
@@ -137,7 +144,7 @@ fn push(fleet: &Path, certs: &Path, config: Option<&Path>) -> (Option<i32>, Stri
 fn push_sh_refuses_any_key_but_the_devices_own_before_building_or_copying() {
     let fleet = fleet();
     let f = fleet.path();
-    let cases: [(&str, &[(&str, &str)], &str); 5] = [
+    let cases: [Case; 5] = [
         (
             "with-ca-key",
             &[("ca.key", "private/ca.key")],
