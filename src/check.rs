@@ -300,7 +300,7 @@ fn group_name(gid: u32) -> Option<String> {
 }
 
 /// Files larger than this are not certificates or keys; not read.
-const FOLDER_FILE_LIMIT: u64 = 1024 * 1024;
+const FOLDER_FILE_LIMIT: u64 = 64 * 1024;
 /// How many files and how deep a folder is looked through.
 const FOLDER_FILES: usize = 1000;
 const FOLDER_DEPTH: usize = 3;
@@ -321,8 +321,17 @@ pub fn device_folder(dir: &Path, id: &str, known: &[CertificateDer<'static>]) ->
         .collect();
     let mut keys = Vec::new();
     for path in &files {
-        let Ok(bytes) = std::fs::read(path) else {
-            continue;
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                steps.push(Step::warn(format!(
+                    "cannot read {} ({}): it may be a key that does not belong on this \
+                     device; run `sudo pinpost check` to look inside",
+                    path.display(),
+                    crate::config::io_words(&e)
+                )));
+                continue;
+            }
         };
         for der in CertificateDer::pem_slice_iter(&bytes).flatten() {
             certs.push((der, path.clone()));
@@ -439,11 +448,25 @@ pub fn ownership(config: &Config) -> Vec<Step> {
             }
         }
     }
+    // The folders holding them: whoever may replace a file there may
+    // replace the file.
+    let mut folders: Vec<(PathBuf, &str)> = files
+        .iter()
+        .filter_map(|(p, _)| p.parent().map(|d| (d.to_path_buf(), "folder")))
+        .filter(|(d, _)| !d.as_os_str().is_empty())
+        .collect();
+    folders.sort();
+    folders.dedup();
+    files.extend(folders);
     let mut steps = Vec::new();
     for (path, kind) in files {
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
+        // A sticky folder (like /tmp) lets others add files, not replace ours.
+        if kind == "folder" && meta.mode() & 0o1000 != 0 {
+            continue;
+        }
         let shown = path.display();
         let mode = meta.mode() & 0o7777;
         if meta.uid() != 0 && Some(meta.uid()) != me {

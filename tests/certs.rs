@@ -620,3 +620,30 @@ fn the_cli_runs_beside_the_agent_with_the_same_certificate() {
     let log = agent.log(Duration::from_millis(200));
     assert!(!log.contains("retrying"), "{log}");
 }
+
+#[test]
+fn a_device_missing_from_the_acl_is_told_how_to_reach_the_tools_port() {
+    let fleet = Fleet::new(false);
+    // pi-03 comes after the ACL was written: its agent's port works, the
+    // tools' port does not know it yet.
+    certs(&fleet.dir.path().join("certs"), &["device", "pi-03"]);
+    let out = pinpost(
+        &strings(&[
+            "check",
+            "--config",
+            &fleet.config("pi-03").display().to_string(),
+        ]),
+        WAIT,
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "On the tools' port ({}, broker.cli_port) the ACL must also name this certificate: \
+             `user CN=pi-03` with `topic readwrite pinpost/pi-03/#`, which `pinpost certs \
+             mosquitto --force` writes",
+            fleet.cli_port()
+        )),
+        "{said}"
+    );
+}

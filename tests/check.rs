@@ -506,6 +506,18 @@ fn files_others_can_change_or_read_are_flagged() {
     std::fs::set_permissions(&device.key, Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(folder.join("ca.crt"), Permissions::from_mode(0o644)).unwrap();
 
+    // A folder anyone can write to: anyone can replace the files in it.
+    std::fs::set_permissions(&folder, Permissions::from_mode(0o777)).unwrap();
+    let c = offline(&folder, &device, "", 0o640);
+    assert_fault(
+        &c,
+        &[
+            "\u{2717} the folder",
+            "is writable by every user on this machine (mode 0777)",
+        ],
+    );
+    std::fs::set_permissions(&folder, Permissions::from_mode(0o755)).unwrap();
+
     // A certificate another user owns (this test runs as root, or as the
     // files' owner: either way uid 54321 is someone else).
     std::os::unix::fs::chown(&device.cert, Some(54321), None).unwrap();
