@@ -568,13 +568,7 @@ fn the_cli_runs_beside_the_agent_with_the_same_certificate() {
         WAIT,
     );
     assert_ok(&out, &fleet.broker);
-    let out = pinpost(&strings(&["check", "--config", &c]), WAIT);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said}{}", stderr(&out));
-    assert!(
-        said.contains(&format!("connected to 127.0.0.1:{}", fleet.cli_port())),
-        "{said}"
-    );
+    let checked = pinpost(&strings(&["check", "--config", &c]), WAIT);
     let out = pinpost(
         &strings(&[
             "subscribe",
@@ -619,6 +613,12 @@ fn the_cli_runs_beside_the_agent_with_the_same_certificate() {
     );
     let log = agent.log(Duration::from_millis(200));
     assert!(!log.contains("retrying"), "{log}");
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{said}{}", stderr(&checked));
+    assert!(
+        said.contains(&format!("connected to 127.0.0.1:{}", fleet.cli_port())),
+        "{said}"
+    );
 }
 
 #[test]
