@@ -421,9 +421,12 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The service's own user (deploy/pinpost.service), which may own its files.
+const SERVICE_USER: &str = "pinpost";
+
 /// Who may change or read the files pinpost trusts: each must belong to
-/// root or to the user running `check` (anyone else could swap the CA or
-/// the key), be writable by no one else, and the password file (or a config
+/// root, the user running `check` or the service's user (anyone else could
+/// swap the CA or the key), be writable by no one else, and the password file (or a config
 /// with a password in it) readable by no one else. Like ssh and systemd,
 /// which refuse such files; here a finding is ✗, except a config without a
 /// password that others can read (!: it names the broker, nothing secret).
@@ -469,11 +472,12 @@ pub fn ownership(config: &Config) -> Vec<Step> {
         }
         let shown = path.display();
         let mode = meta.mode() & 0o7777;
-        if meta.uid() != 0 && Some(meta.uid()) != me {
+        let owner = user_name(meta.uid());
+        if meta.uid() != 0 && Some(meta.uid()) != me && owner.as_deref() != Some(SERVICE_USER) {
             steps.push(Step::fail(format!(
                 "the {kind} {shown} belongs to user {} (uid {}), who can change it and so \
                  what this device trusts or who it is: `chown root {shown}`",
-                user_name(meta.uid()).unwrap_or_else(|| "?".into()),
+                owner.as_deref().unwrap_or("?"),
                 meta.uid()
             )));
         }
