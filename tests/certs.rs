@@ -414,7 +414,7 @@ fn no_device_name_overwrites_the_ca_or_the_broker_files_even_with_force() {
                 "operator {name} --force {force}"
             );
             assert!(
-                stderr(&out).contains("cannot be a operator's name"),
+                stderr(&out).contains("cannot be the operator's name"),
                 "{}",
                 stderr(&out)
             );
@@ -455,7 +455,7 @@ fn hostile_names_never_reach_the_brokers_files() {
         ),
         (
             &["mosquitto", "--operator", "op\nuser x"],
-            "cannot be a operator's name: it holds a control character",
+            "cannot be the operator's name: it holds a control character",
         ),
         (
             &["device", "pi-01\ntopic readwrite #"],

@@ -84,7 +84,7 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
             );
         }
         CertsCommand::Device { id, rsa } => {
-            check_id(id, "device id")?;
+            check_id(id, "a device id")?;
             let authority = load_ca(dir)?;
             let folder = device_dir(dir, id);
             let (cert, key) = make_pair(
@@ -123,7 +123,7 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
             operator,
             cert_dir,
         } => {
-            check_id(operator, "operator's name")?;
+            check_id(operator, "the operator's name")?;
             let setup = mosquitto::Setup {
                 port: *port,
                 cli_port: *cli_port,
@@ -282,12 +282,12 @@ fn load_ca(dir: &Path) -> Result<Authority, CmdError> {
 fn check_id(id: &str, what: &str) -> Result<(), CmdError> {
     if let Some(why) = mosquitto::id_problem(id) {
         return Err(CmdError::Input(format!(
-            "{id:?} cannot be a {what}: {why}; use letters, digits, '-', '_' and '.', like pi-01"
+            "{id:?} cannot be {what}: {why}; use letters, digits, '-', '_' and '.', like pi-01"
         )));
     }
     if RESERVED.contains(&id.to_ascii_lowercase().as_str()) {
         return Err(CmdError::Input(format!(
-            "{id:?} cannot be a {what}: its files would be taken for the {}'s (ca.crt, \
+            "{id:?} cannot be {what}: its files would be taken for the {}'s (ca.crt, \
              ca.key, broker.crt, broker.key are kept apart); choose another name, like pi-01",
             if id.eq_ignore_ascii_case("ca") {
                 "CA"
