@@ -6,7 +6,9 @@
 #   pinpost.service       the systemd unit
 #   config.example.toml   used as /etc/pinpost/config.toml if there is none
 #   config.toml           (optional) used instead of the example
-#   certs/                (optional) ca.crt, <device>.crt, <device>.key ...
+#   certs/                (optional) ca.crt, <device>.crt, <device>.key: the
+#                         device's folder (pinpost certs device <id>); refused,
+#                         before anything changes, if it holds any other key
 #
 #   sudo ./install.sh             install, enable and (re)start the service
 #   sudo ./install.sh --no-start  install and enable only (no systemd running,
@@ -61,6 +63,22 @@ if ! version=$("$here/pinpost" --version 2>&1); then
 Build it for $want, e.g. deploy/push.sh HOST $want"
 fi
 say "installing $version"
+
+# The certificates must be this device's alone, checked before anything
+# changes: a CA key or another device's key on a Pi lets whoever holds the
+# Pi act as any device, or make new ones. The id is the config's that will
+# be in effect (the kept one, else the one given, else the example's).
+if [ -d "$here/certs" ]; then
+  if [ -e /etc/pinpost/config.toml ]; then
+    config=/etc/pinpost/config.toml
+  elif [ -f "$here/config.toml" ]; then
+    config=$here/config.toml
+  else
+    config=$here/config.example.toml
+  fi
+  "$here/pinpost" certs verify "$here/certs" --config "$config" ||
+    die "refusing to install $here/certs (nothing was changed): it must hold only this device's own key, with its certificate and ca.crt, as in certs/devices/<id>/ made by pinpost certs device <id>"
+fi
 
 for group in gpio i2c spi pinpost; do
   if ! getent group "$group" >/dev/null; then

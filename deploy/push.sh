@@ -5,13 +5,17 @@
 #
 #   deploy/push.sh pi@raspberrypi.local                # target asked of the Pi
 #   deploy/push.sh pi@10.0.0.7 armv7-unknown-linux-gnueabihf
-#   deploy/push.sh pi@10.0.0.7 --config pi-07.toml --certs certs/pi-07
+#   deploy/push.sh pi@10.0.0.7 --config pi-07.toml --certs certs/devices/pi-07
 #
 # TARGET is aarch64-unknown-linux-gnu (64-bit OS), armv7-unknown-linux-gnueabihf
 # (32-bit OS, Pi 2 and newer) or arm-unknown-linux-gnueabihf (Pi Zero / 1);
 # without it the Pi is asked (uname -m, getconf LONG_BIT).
 # --config FILE  becomes /etc/pinpost/config.toml (only if the Pi has none)
-# --certs DIR    its files go to /etc/pinpost/certs (keys 0640, others 0644)
+# --certs DIR    the device's folder from `pinpost certs device <id>`
+#                (ca.crt, <id>.crt, <id>.key); its files go to
+#                /etc/pinpost/certs (keys 0640, others 0644). Refused before
+#                anything is built or copied if it holds the CA's key or any
+#                key but the device's own (checked with openssl).
 # --no-start     install and enable, but do not start yet
 #
 # Builds with `cross` when Docker answers, else with scripts/cross-build.sh
@@ -20,7 +24,7 @@
 set -euo pipefail
 
 die() { echo "push: $*" >&2; exit 1; }
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 host="" target="" config="" certs="" install_args=()
 while (($#)); do
@@ -45,6 +49,57 @@ done
 # Resolve them before changing directory.
 [ -z "$config" ] || config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config")
 [ -z "$certs" ] || certs=$(cd "$certs" && pwd)
+
+# The [device] id in a config file, if it names one.
+config_id() {
+  awk '/^[[:space:]]*\[/ { device = ($0 ~ /^[[:space:]]*\[device\][[:space:]]*(#.*)?$/) }
+       device && /^[[:space:]]*id[[:space:]]*=/ {
+         sub(/^[^=]*=[[:space:]]*["'"'"']/, ""); sub(/["'"'"'].*$/, ""); print; exit }' "$1"
+}
+
+# Refuses a certificate folder holding any private key but device $2's own:
+# a CA key (whoever holds the Pi could make certificates for every device),
+# or a key whose certificate is a CA or names another device.
+check_certs() {
+  local dir=$1 id=$2 file name pub cert found cn
+  refuse() { die "refusing --certs $dir (nothing was built or copied): $*; give the device's own folder, certs/devices/$id, made by pinpost certs device $id"; }
+  command -v openssl >/dev/null ||
+    die "openssl is needed to check what --certs holds before it leaves this machine (apt install openssl)"
+  for file in "$dir"/* "$dir"/.[!.]*; do
+    [ -e "$file" ] || continue
+    name=$(basename "$file")
+    [ -f "$file" ] || refuse "it holds $name, which is not a plain file"
+    grep -q "PRIVATE KEY" "$file" || continue
+    [ "$name" != ca.key ] ||
+      refuse "it holds ca.key, the CA's private key: whoever holds the Pi could make certificates for every device and the operator"
+    pub=$(openssl pkey -in "$file" -pubout 2>/dev/null) ||
+      refuse "$name is a private key openssl cannot read"
+    found=""
+    for cert in "$dir"/*; do
+      if [ -f "$cert" ] && grep -q "BEGIN CERTIFICATE" "$cert" &&
+        [ "$(openssl x509 -in "$cert" -noout -pubkey 2>/dev/null)" = "$pub" ]; then
+        found=$cert
+      fi
+    done
+    [ -n "$found" ] ||
+      refuse "$name is the private key of no certificate in it (another device's, the broker's or the CA's?)"
+    if openssl x509 -in "$found" -noout -text 2>/dev/null | grep -q "CA:TRUE"; then
+      refuse "$name is the private key of the CA certificate $(basename "$found"): whoever holds the Pi could make certificates for every device"
+    fi
+    cn=$(openssl x509 -in "$found" -noout -subject -nameopt RFC2253 |
+      sed -n 's/^subject=//; s/^\(.*,\)\{0,1\}CN=\([^,]*\).*$/\2/p')
+    [ "$cn" = "$id" ] ||
+      refuse "$name is the private key of ${cn:-a certificate without a Common Name} ($(basename "$found")), not of the device $id: whoever holds the Pi could act as ${cn:-it}"
+  done
+}
+
+if [ -n "$certs" ]; then
+  id=""
+  [ -z "$config" ] || id=$(config_id "$config")
+  # Without an id in the config, the folder's name is the device's.
+  [ -n "$id" ] || id=$(basename "$certs")
+  check_certs "$certs" "$id"
+fi
 cd "$(dirname "$0")/.."
 
 if [ -z "$target" ]; then

@@ -135,7 +135,7 @@ pub struct CertsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// A new certificate authority: ca.crt (share it) and ca.key (keep it secret).
+    /// A new certificate authority: ca.crt (share it) and private/ca.key (keep it secret).
     Ca {
         /// The CA's Common Name.
         #[arg(long, default_value = "pinpost CA")]
@@ -153,7 +153,8 @@ pub enum CertsCommand {
         #[arg(long)]
         rsa: bool,
     },
-    /// A client certificate for one device (its id becomes the Common Name).
+    /// A client certificate for one device (its id becomes the Common Name),
+    /// in devices/<id>/ with ca.crt: exactly what that device gets.
     Device {
         /// The device id, as in the config's [device] id.
         id: String,
@@ -161,10 +162,14 @@ pub enum CertsCommand {
         #[arg(long)]
         rsa: bool,
     },
-    /// Mosquitto settings: a mutual-TLS listener and an ACL confining each device.
+    /// Mosquitto settings: mutual-TLS listeners and an ACL confining each device.
     Mosquitto {
+        /// The agents' port.
         #[arg(long, default_value_t = 8883)]
         port: u16,
+        /// The port of pinpost publish, subscribe and check (broker.cli_port).
+        #[arg(long, default_value_t = 8884)]
+        cli_port: u16,
         /// The devices' topic prefix ([device] topic_prefix).
         #[arg(long, default_value = "pinpost")]
         prefix: String,
@@ -174,6 +179,18 @@ pub enum CertsCommand {
         /// Where the broker keeps ca.crt, broker.crt and broker.key.
         #[arg(long, value_name = "DIR", default_value = "/etc/mosquitto/certs")]
         cert_dir: String,
+    },
+    /// Check that a folder holds only what one device may get: no CA key, no
+    /// other device's key (install.sh runs this before installing).
+    Verify {
+        /// The folder to check, like certs/devices/pi-01.
+        folder: PathBuf,
+        /// The device id the key must belong to.
+        #[arg(long, required_unless_present = "config")]
+        device: Option<String>,
+        /// Or the config whose [device] id that is.
+        #[arg(long, value_name = "FILE", conflicts_with = "device")]
+        config: Option<PathBuf>,
     },
 }
 

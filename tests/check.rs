@@ -4,7 +4,9 @@
 
 mod common;
 
-use std::path::Path;
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -32,8 +34,58 @@ fn check(dir: &Path, host: &str, port: u16, ca: &Path, client: Option<&Files>) -
     }
     let path = dir.join("check.toml");
     std::fs::write(&path, config).unwrap();
+    // As install.sh leaves it (check warns of a config others can read).
+    std::fs::set_permissions(&path, Permissions::from_mode(0o640)).unwrap();
     let out = pinpost(
         &strings(&["check", "--config", &path.display().to_string()]),
+        WAIT,
+    );
+    Checked {
+        code: out.status.code(),
+        said: format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)),
+    }
+}
+
+/// `id`'s files alone in a folder of their own, as on a Pi: ca.crt,
+/// `<id>.crt` and `<id>.key` (the Pki's folder also holds the CA's key).
+fn device_folder(pki: &Pki, id: &str) -> (PathBuf, Files) {
+    let dir = pki.path().join("devices").join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = pki.client(id);
+    let files = Files {
+        cert: dir.join(format!("{id}.crt")),
+        key: dir.join(format!("{id}.key")),
+    };
+    std::fs::copy(&pki.ca.cert, dir.join("ca.crt")).unwrap();
+    std::fs::copy(&made.cert, &files.cert).unwrap();
+    std::fs::copy(&made.key, &files.key).unwrap();
+    std::fs::set_permissions(&files.key, Permissions::from_mode(0o600)).unwrap();
+    (dir, files)
+}
+
+/// `check --offline` on a config naming `files` (and `extra` lines in
+/// [broker]), written with `mode`.
+fn offline(dir: &Path, files: &Files, extra: &str, mode: u32) -> Checked {
+    let path = dir.join("offline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[device]\nid = \"pi-01\"\n[broker]\nhost = \"127.0.0.1\"\n{extra}\n\
+             [broker.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            dir.join("ca.crt").display(),
+            files.cert.display(),
+            files.key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
+    let out = pinpost(
+        &strings(&[
+            "check",
+            "--offline",
+            "--config",
+            &path.display().to_string(),
+        ]),
         WAIT,
     );
     Checked {
@@ -71,14 +123,20 @@ fn assert_fault(c: &Checked, lines: &[&str]) {
 fn a_healthy_setup_passes_every_step() {
     let pki = Pki::new("main");
     let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
+    let (folder, device) = device_folder(&pki, "pi-01");
     let c = check(
-        pki.path(),
+        &folder,
         "127.0.0.1",
         broker.port,
-        &pki.ca.cert,
-        Some(&pki.client("pi-01")),
+        &folder.join("ca.crt"),
+        Some(&device),
     );
     assert_eq!(c.code, Some(0), "{}", c.said);
+    assert!(
+        c.said.contains("holds no private key but pi-01's own"),
+        "{}",
+        c.said
+    );
     for fault in FAULT_LINES {
         assert!(
             !c.said.contains(fault),
@@ -316,8 +374,8 @@ fn a_device_certificate_named_like_its_ca() {
 fn offline_checks_only_the_files() {
     let pki = Pki::new("main");
     let port = free_port("127.0.0.1");
-    let path = pki.path().join("offline.toml");
-    let device = pki.client("pi-01");
+    let (folder, device) = device_folder(&pki, "pi-01");
+    let path = folder.join("offline.toml");
     std::fs::write(
         &path,
         format!(
@@ -350,4 +408,125 @@ fn offline_checks_only_the_files() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with('\u{2717}'));
+}
+
+#[test]
+fn a_ca_key_or_another_devices_key_in_the_device_folder_is_a_failure() {
+    let pki = Pki::new("main");
+    let (folder, device) = device_folder(&pki, "pi-01");
+    let clean = offline(&folder, &device, "", 0o640);
+    assert_eq!(clean.code, Some(0), "{}", clean.said);
+
+    // The CA's key, under its own name and renamed.
+    std::fs::copy(&pki.ca.key, folder.join("ca.key")).unwrap();
+    std::fs::copy(&pki.ca.key, folder.join("backup.pem")).unwrap();
+    // Another device's key, with and without its certificate.
+    let other = pki.client("pi-02");
+    std::fs::copy(&other.key, folder.join("pi-02.key")).unwrap();
+    std::fs::copy(&other.cert, folder.join("pi-02.crt")).unwrap();
+    let stray = pki.client("pi-03");
+    std::fs::copy(&stray.key, folder.join("pi-03.key")).unwrap();
+    let c = offline(&folder, &device, "", 0o640);
+    assert_fault(
+        &c,
+        &[
+            "ca.key is the private key of the CA CN=pinpost test CA main: whoever holds this \
+             device can make certificates for every device and the operator; remove it",
+            "backup.pem is the private key of the CA",
+            "pi-02.key is the private key of pi-02 (certificate CN=pi-02), not of this device \
+             (pi-01): whoever holds this device can act as pi-02",
+            "pi-03.key is a private key of no certificate here",
+        ],
+    );
+    let failures = c.said.lines().filter(|l| l.starts_with('\u{2717}')).count();
+    assert_eq!(failures, 4, "{}", c.said);
+}
+
+#[test]
+fn files_others_can_change_or_read_are_flagged() {
+    let pki = Pki::new("main");
+    let (folder, device) = device_folder(&pki, "pi-01");
+    let password = folder.join("password");
+    std::fs::write(&password, "hunter2\n").unwrap();
+    std::fs::set_permissions(&password, Permissions::from_mode(0o600)).unwrap();
+    let login = format!(
+        "username = \"pi-01\"\npassword_file = \"{}\"",
+        password.display()
+    );
+    let fine = offline(&folder, &device, &login, 0o640);
+    assert_eq!(fine.code, Some(0), "{}", fine.said);
+    for words in ["writable by", "belongs to user", "readable by every user"] {
+        assert!(!fine.said.contains(words), "{words:?} in:\n{}", fine.said);
+    }
+
+    // A password file others can read.
+    std::fs::set_permissions(&password, Permissions::from_mode(0o644)).unwrap();
+    let c = offline(&folder, &device, &login, 0o640);
+    assert_fault(
+        &c,
+        &[
+            "\u{2717} the password file",
+            "holds the broker password and is readable by every user on this machine (mode 0644): `chmod o-r",
+        ],
+    );
+    std::fs::set_permissions(&password, Permissions::from_mode(0o600)).unwrap();
+
+    // A config others can read: worth fixing, and a failure once it holds
+    // the password itself.
+    let c = offline(&folder, &device, "", 0o644);
+    assert_eq!(c.code, Some(0), "{}", c.said);
+    assert!(c.said.contains("! the config"), "{}", c.said);
+    assert!(
+        c.said
+            .contains("is readable by every user on this machine (mode 0644)"),
+        "{}",
+        c.said
+    );
+    let c = offline(
+        &folder,
+        &device,
+        "username = \"u\"\npassword = \"hunter2\"",
+        0o644,
+    );
+    assert_fault(&c, &["\u{2717} the config", "holds the broker password"]);
+
+    // A key its group can write, a CA certificate anyone can write.
+    std::fs::set_permissions(&device.key, Permissions::from_mode(0o620)).unwrap();
+    std::fs::set_permissions(folder.join("ca.crt"), Permissions::from_mode(0o666)).unwrap();
+    let c = offline(&folder, &device, "", 0o640);
+    assert_fault(
+        &c,
+        &[
+            "\u{2717} the private key",
+            "is writable by its group (mode 0620): `chmod g-w",
+            "\u{2717} the CA certificate",
+            "is writable by every user on this machine (mode 0666): `chmod o-w",
+        ],
+    );
+    std::fs::set_permissions(&device.key, Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(folder.join("ca.crt"), Permissions::from_mode(0o644)).unwrap();
+
+    // A folder anyone can write to: anyone can replace the files in it.
+    std::fs::set_permissions(&folder, Permissions::from_mode(0o777)).unwrap();
+    let c = offline(&folder, &device, "", 0o640);
+    assert_fault(
+        &c,
+        &[
+            "\u{2717} the folder",
+            "is writable by every user on this machine (mode 0777)",
+        ],
+    );
+    std::fs::set_permissions(&folder, Permissions::from_mode(0o755)).unwrap();
+
+    // A certificate another user owns (this test runs as root, or as the
+    // files' owner: either way uid 54321 is someone else).
+    std::os::unix::fs::chown(&device.cert, Some(54321), None).unwrap();
+    let c = offline(&folder, &device, "", 0o640);
+    assert_fault(
+        &c,
+        &[
+            "\u{2717} the device certificate",
+            "belongs to user ? (uid 54321), who can change it",
+        ],
+    );
 }

@@ -364,7 +364,10 @@ fn install_sh_sets_up_user_files_modes_and_unit_and_runs_again_safely() {
     assert!(said.contains("systemd is not running here"), "{said}");
     assert_installed_by_hand(&root);
 
-    std::fs::write(root.path("/etc/pinpost/config.toml"), "edited").unwrap();
+    // Edited, still pi-01's (install.sh checks the certificates against
+    // the id of the config it keeps).
+    let edited = "[device]\nid = \"pi-01\" # edited\n";
+    std::fs::write(root.path("/etc/pinpost/config.toml"), edited).unwrap();
     let said = root.sh_ok(&format!("sh {dir}/install.sh"));
     assert!(
         said.contains("kept the existing /etc/pinpost/config.toml"),
@@ -373,7 +376,7 @@ fn install_sh_sets_up_user_files_modes_and_unit_and_runs_again_safely() {
     assert!(!said.contains("created"), "{said}");
     assert_eq!(
         std::fs::read_to_string(root.path("/etc/pinpost/config.toml")).unwrap(),
-        "edited"
+        edited
     );
 }
 

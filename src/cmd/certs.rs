@@ -1,14 +1,26 @@
-//! `pinpost certs`: writes what [`crate::certs`] makes into a folder, keys
-//! mode 0600 and nothing replaced without `--force`, then says in plain
-//! words what to copy where.
+//! `pinpost certs`: writes what [`crate::certs`] makes into a folder laid
+//! out so that the safe thing is the easy thing, keys mode 0600 and nothing
+//! replaced without `--force`, then says in plain words what to copy where:
+//!
+//! ```text
+//! certs/ca.crt                 the CA certificate (public)
+//! certs/private/ca.key         the CA key (folder 0700): never leaves the laptop
+//! certs/broker/                everything the broker gets: ca.crt, broker.crt,
+//!                              broker.key, pinpost.conf, pinpost.acl
+//! certs/devices/<id>/          exactly what device <id> gets: ca.crt, <id>.crt, <id>.key
+//! ```
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::CmdError;
 use crate::certs::{self, Authority, Issued, KeyKind, mosquitto};
 use crate::cli::{CertsArgs, CertsCommand};
+
+/// Names a device (or the operator) cannot have: their files would sit
+/// where the CA's or the broker's are expected, or be taken for them.
+const RESERVED: [&str; 2] = ["ca", "broker"];
 
 pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
     let dir = &args.dir;
@@ -22,16 +34,20 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
     };
     match &args.what {
         CertsCommand::Ca { name, rsa } => {
-            let (cert, key) = make_pair(
-                dir,
-                "ca",
+            let (cert, key) = (dir.join("ca.crt"), private_dir(dir).join("ca.key"));
+            refuse_existing(
+                &[&cert, &key],
                 args.force,
                 "devices signed by the old CA stop connecting",
-                || certs::new_ca(name, kind(*rsa), now),
             )?;
+            let issued = certs::new_ca(name, kind(*rsa), now)?;
+            make_private_dir(dir)?;
+            write_file(&key, issued.key_pem.as_bytes(), 0o600)?;
+            write_file(&cert, issued.cert_pem.as_bytes(), 0o644)?;
             println!(
                 "Made the CA {name:?}: {} (share it with the broker and every device) and {} \
-                 (keep it secret, ideally offline: whoever holds it can make devices).",
+                 (keep it secret, ideally offline: whoever holds it can make devices; it \
+                 never goes to the broker or a Pi).",
                 cert.display(),
                 key.display()
             );
@@ -39,21 +55,23 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
         }
         CertsCommand::Broker { hosts, rsa } => {
             let authority = load_ca(dir)?;
+            let folder = dir.join("broker");
             let (cert, key) = make_pair(
                 dir,
+                &folder,
                 "broker",
                 args.force,
                 "the broker keeps its old certificate until you copy the new one",
                 || authority.broker(hosts, kind(*rsa), now),
             )?;
-            let d = dir.display();
+            let d = folder.display();
             println!(
                 "Made the broker certificate for {}: {} and {}.",
                 hosts.join(", "),
                 cert.display(),
                 key.display()
             );
-            println!("On the broker:");
+            println!("On the broker (copy the folder {d} there; nothing else):");
             println!("  sudo install -d /etc/mosquitto/certs");
             println!("  sudo install -m 0644 {d}/ca.crt {d}/broker.crt /etc/mosquitto/certs/");
             println!("  sudo install -m 0640 -g mosquitto {d}/broker.key /etc/mosquitto/certs/");
@@ -61,58 +79,65 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
                 "Devices must connect with one of these names; add more with --host and run \
                  this again with --force."
             );
-            println!("Next: pinpost certs mosquitto, then pinpost certs device <id> for each Pi.");
+            println!(
+                "Next: pinpost certs device <id> for each Pi and the operator, then pinpost certs mosquitto."
+            );
         }
         CertsCommand::Device { id, rsa } => {
-            check_id(id)?;
+            check_id(id, "a device id")?;
             let authority = load_ca(dir)?;
+            let folder = device_dir(dir, id);
             let (cert, key) = make_pair(
                 dir,
+                &folder,
                 id,
                 args.force,
                 "the device keeps its old certificate until you copy the new one",
                 || authority.client(id, kind(*rsa), now),
             )?;
-            let d = dir.display();
+            let d = folder.display();
             println!(
-                "Made the certificate for {id}: {} and {}.",
+                "Made the certificate for {id}: {} and {}, with ca.crt, in {d}: exactly what \
+                 {id} gets (no other key ever goes there).",
                 cert.display(),
                 key.display()
             );
-            println!("On the Pi (deploy/push.sh does this with --certs):");
+            println!("On the Pi (deploy/push.sh HOST --certs {d} does this):");
             println!("  sudo install -d -m 0750 -g pinpost /etc/pinpost/certs");
             println!("  sudo install -m 0644 {d}/ca.crt {d}/{id}.crt /etc/pinpost/certs/");
             println!("  sudo install -m 0640 -g pinpost {d}/{id}.key /etc/pinpost/certs/");
             println!("and in /etc/pinpost/config.toml:");
-            println!("  [device]\n  id = \"{id}\"\n  [broker.tls]");
+            println!("  [device]\n  id = \"{id}\"\n  [broker]\n  cli_port = 8884\n  [broker.tls]");
             println!("  ca_file = \"/etc/pinpost/certs/ca.crt\"");
             println!("  cert_file = \"/etc/pinpost/certs/{id}.crt\"");
             println!("  key_file = \"/etc/pinpost/certs/{id}.key\"");
-            println!("Then: pinpost check");
+            println!(
+                "Then: pinpost check. For {id}'s own pinpost publish/subscribe/check on port \
+                 8884, run pinpost certs mosquitto --force again and copy its pinpost.acl."
+            );
         }
         CertsCommand::Mosquitto {
             port,
+            cli_port,
             prefix,
             operator,
             cert_dir,
         } => {
-            check_id(operator)?;
-            if prefix.is_empty() || prefix.contains(['+', '#']) {
-                return Err(CmdError::Input(format!(
-                    "--prefix {prefix:?} is not a topic prefix: use the [device] topic_prefix \
-                     of the devices, like \"pinpost\""
-                )));
-            }
+            check_id(operator, "the operator's name")?;
             let setup = mosquitto::Setup {
                 port: *port,
+                cli_port: *cli_port,
                 prefix: prefix.clone(),
                 operator: operator.clone(),
+                devices: known_devices(dir)?,
                 cert_dir: cert_dir.trim_end_matches('/').to_string(),
                 acl_path: "/etc/mosquitto/pinpost.acl".into(),
             };
-            let (conf, acl) = (dir.join("pinpost.conf"), dir.join("pinpost.acl"));
+            setup.check().map_err(|e| CmdError::Input(e.to_string()))?;
+            let folder = dir.join("broker");
+            let (conf, acl) = (folder.join("pinpost.conf"), folder.join("pinpost.acl"));
             refuse_existing(&[&conf, &acl], args.force, "edits made to them are lost")?;
-            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+            std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
             write_file(&conf, mosquitto::listener(&setup).as_bytes(), 0o644)?;
             write_file(&acl, mosquitto::acl(&setup).as_bytes(), 0o644)?;
             println!("Wrote {} and {}.", conf.display(), acl.display());
@@ -127,22 +152,117 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
             );
             println!("  sudo systemctl restart mosquitto");
             println!(
-                "Each device may use only {prefix}/<its id>/#. The operator account reads \
+                "Each device may use only {prefix}/<its id>/#, and its client id is its \
+                 certificate's name: no device can take another's session. Agents use port \
+                 {port}; pinpost publish, subscribe and check use port {cli_port} \
+                 (broker.cli_port) so they run beside the agent. The operator account reads \
                  everything and sends commands: `pinpost certs device {operator}` gives it a \
                  certificate."
             );
+            if setup.devices.is_empty() {
+                println!(
+                    "No device in {} yet: after `pinpost certs device <id>`, run this again \
+                     with --force so their tools may use port {cli_port}.",
+                    dir.join("devices").display()
+                );
+            }
+        }
+        CertsCommand::Verify {
+            folder,
+            device,
+            config,
+        } => {
+            let id = match (device, config) {
+                (Some(id), _) => id.clone(),
+                (None, file) => {
+                    let chosen = crate::config::source::choose(file.as_deref(), None);
+                    crate::config::load(chosen.as_ref(), &Default::default())?
+                        .device
+                        .id
+                }
+            };
+            return verify(folder, &id);
         }
     }
     Ok(())
 }
 
+/// `pinpost certs verify`: refuses a folder that holds any private key but
+/// the device's own (what install.sh runs before installing anything).
+fn verify(folder: &Path, id: &str) -> Result<(), CmdError> {
+    if !folder.is_dir() {
+        return Err(CmdError::Input(format!(
+            "{} is not a folder: give the device's folder, like certs/devices/{id}",
+            folder.display()
+        )));
+    }
+    let steps = crate::check::device_folder(folder, id, &[]);
+    let failed = steps
+        .iter()
+        .filter(|s| s.mark == crate::check::Mark::Fail)
+        .count();
+    for step in &steps {
+        println!("{step}");
+    }
+    if failed > 0 {
+        return Err(CmdError::CheckFailed { failed, warned: 0 });
+    }
+    if steps.iter().all(|s| s.mark != crate::check::Mark::Pass) {
+        println!("{} holds no private key", folder.display());
+    }
+    Ok(())
+}
+
+fn private_dir(dir: &Path) -> PathBuf {
+    dir.join("private")
+}
+
+fn device_dir(dir: &Path, id: &str) -> PathBuf {
+    dir.join("devices").join(id)
+}
+
+/// The private folder, 0700: only its owner may even list it.
+fn make_private_dir(dir: &Path) -> Result<(), CmdError> {
+    let private = private_dir(dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| io(&private, e))
+}
+
+/// The device folders made so far (each named for its device).
+fn known_devices(dir: &Path) -> Result<Vec<String>, CmdError> {
+    let devices = dir.join("devices");
+    let Ok(entries) = std::fs::read_dir(&devices) else {
+        return Ok(Vec::new());
+    };
+    let mut found: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
 fn load_ca(dir: &Path) -> Result<Authority, CmdError> {
-    let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let (cert, key) = (dir.join("ca.crt"), private_dir(dir).join("ca.key"));
+    let old = dir.join("ca.key");
+    if !key.exists() && old.exists() {
+        return Err(CmdError::Input(format!(
+            "{} is where older pinpost versions kept the CA key, next to what is copied to \
+             devices; move it apart first: `mkdir -m 700 {p} && mv {o} {p}/`",
+            old.display(),
+            p = private_dir(dir).display(),
+            o = old.display()
+        )));
+    }
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|e| {
             CmdError::Input(format!(
                 "cannot read {}: {}. Make the CA first with `pinpost certs ca` (or pass --dir \
-                 with the folder that holds ca.crt and ca.key)",
+                 with the folder that holds ca.crt and private/ca.key)",
                 path.display(),
                 crate::config::io_words(&e)
             ))
@@ -156,21 +276,27 @@ fn load_ca(dir: &Path) -> Result<Authority, CmdError> {
     )?)
 }
 
-/// Device ids name files and topics: the same rules as the config's id.
-fn check_id(id: &str) -> Result<(), CmdError> {
-    let fine = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !id.starts_with('.');
-    if fine {
-        Ok(())
-    } else {
-        Err(CmdError::Input(format!(
-            "{id:?} cannot be a device id: use letters, digits, '-', '_' and '.', like pi-01"
-        )))
+/// Device ids name files, folders, topics and broker accounts: the same
+/// rules as the broker's files, and none of the names the CA's and the
+/// broker's files have.
+fn check_id(id: &str, what: &str) -> Result<(), CmdError> {
+    if let Some(why) = mosquitto::id_problem(id) {
+        return Err(CmdError::Input(format!(
+            "{id:?} cannot be {what}: {why}; use letters, digits, '-', '_' and '.', like pi-01"
+        )));
     }
+    if RESERVED.contains(&id.to_ascii_lowercase().as_str()) {
+        return Err(CmdError::Input(format!(
+            "{id:?} cannot be {what}: its files would be taken for the {}'s (ca.crt, \
+             ca.key, broker.crt, broker.key are kept apart); choose another name, like pi-01",
+            if id.eq_ignore_ascii_case("ca") {
+                "CA"
+            } else {
+                "broker"
+            }
+        )));
+    }
+    Ok(())
 }
 
 fn refuse_existing(paths: &[&PathBuf], force: bool, consequence: &str) -> Result<(), CmdError> {
@@ -186,24 +312,28 @@ fn refuse_existing(paths: &[&PathBuf], force: bool, consequence: &str) -> Result
     Ok(())
 }
 
-/// `<stem>.crt` and `<stem>.key` in `dir`, made by `make` unless either
-/// exists and `force` is off; returns their paths.
+/// `<stem>.crt` and `<stem>.key` in `folder`, with a copy of `dir`'s
+/// ca.crt, made by `make` unless either exists and `force` is off; returns
+/// their paths.
 fn make_pair(
     dir: &Path,
+    folder: &Path,
     stem: &str,
     force: bool,
     consequence: &str,
     make: impl FnOnce() -> Result<Issued, certs::CertsError>,
 ) -> Result<(PathBuf, PathBuf), CmdError> {
     let (cert, key) = (
-        dir.join(format!("{stem}.crt")),
-        dir.join(format!("{stem}.key")),
+        folder.join(format!("{stem}.crt")),
+        folder.join(format!("{stem}.key")),
     );
     refuse_existing(&[&cert, &key], force, consequence)?;
+    let ca = std::fs::read(dir.join("ca.crt")).map_err(|e| io(&dir.join("ca.crt"), e))?;
     let issued = make()?;
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    std::fs::create_dir_all(folder).map_err(|e| io(folder, e))?;
     write_file(&key, issued.key_pem.as_bytes(), 0o600)?;
     write_file(&cert, issued.cert_pem.as_bytes(), 0o644)?;
+    write_file(&folder.join("ca.crt"), &ca, 0o644)?;
     Ok((cert, key))
 }
 

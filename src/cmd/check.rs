@@ -48,6 +48,18 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
     }
 
     let topic = format!("{}/{}/check", config.device.topic_prefix, config.device.id);
+    // On the tools' port the ACL names each device's certificate subject.
+    let tools_acl = match config.broker.cli_port {
+        Some(port) => format!(
+            ". On the tools' port ({port}, broker.cli_port) the ACL must also name this \
+             certificate: `user CN={id}` with `topic readwrite {prefix}/{id}/#`, which \
+             `pinpost certs mosquitto --force` writes for every device in certs/devices/ \
+             (copy its pinpost.acl to the broker and reload Mosquitto)",
+            id = config.device.id,
+            prefix = config.device.topic_prefix
+        ),
+        None => String::new(),
+    };
     let link = connect(
         &config,
         "check",
@@ -80,7 +92,7 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
                     return Step::fail(format!(
                         "the broker refused the subscription to {topic}: its ACL does not let \
                          this device read its own topics; Mosquitto needs `pattern readwrite \
-                         {}/%u/#` in its acl_file (pinpost certs mosquitto writes one)",
+                         {}/%u/#` in its acl_file (pinpost certs mosquitto writes one){tools_acl}",
                         config.device.topic_prefix
                     ));
                 }
@@ -115,7 +127,7 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
             "the probe published to {topic} did not come back within {}s: the broker accepted \
              it but did not deliver it, which is what Mosquitto does when its ACL forbids \
              the topic. The device must be allowed {}/<its id>/# (`pattern readwrite {}/%u/#` \
-             with use_identity_as_username, as pinpost certs mosquitto writes)",
+             with use_identity_as_username, as pinpost certs mosquitto writes){tools_acl}",
             PROBE_WAIT.as_secs(),
             config.device.topic_prefix,
             config.device.topic_prefix

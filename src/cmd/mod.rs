@@ -104,7 +104,12 @@ pub fn config_for(args: &ConnectionArgs) -> Result<Config, CmdError> {
         Some(c) => tracing::debug!(file = %c.path().display(), "reading config"),
         None => tracing::debug!("no config file; using flags and defaults"),
     }
-    let config = config::load(chosen.as_ref(), &args.overrides())?;
+    let mut config = config::load(chosen.as_ref(), &args.overrides())?;
+    // These one-shot commands use the broker's listener for tools, so the
+    // agent on the same Pi keeps its session (see `broker.cli_port`).
+    if let Some(port) = config.broker.cli_port {
+        config.broker.port = port;
+    }
     if let Some(tls) = config.broker.tls.as_ref().filter(|t| t.skip_name_check) {
         warn_insecure(&config.broker.host, tls);
     }

@@ -322,6 +322,17 @@ fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, Co
             )
         })?,
     };
+    let cli_port = match b.cli_port {
+        // An explicit -p names the listener to use.
+        _ if ov.port.is_some() => None,
+        None => None,
+        Some(p) => Some(u16::try_from(p).ok().filter(|p| *p != 0).ok_or_else(|| {
+            o.invalid(
+                "broker.cli_port",
+                format!("{p} is not a port; allowed: 1 to 65535"),
+            )
+        })?),
+    };
     let client_id = match &b.client_id {
         Some(id) if id.is_empty() || id.len() > 256 => {
             return Err(o.invalid(
@@ -361,6 +372,7 @@ fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, Co
     Ok(Broker {
         host,
         port,
+        cli_port,
         client_id,
         credentials: credentials(raw, o)?,
         keep_alive,
@@ -398,6 +410,11 @@ fn credentials(raw: &RawConfig, o: &Origins<'_>) -> Result<Option<Credentials>, 
         (Some(username), password) => Ok(Some(Credentials {
             username: username.clone(),
             password,
+            password_file: b
+                .password_file
+                .as_ref()
+                .map(|f| o.resolve("broker.password_file", f)),
+            password_inline: b.password.is_some() && !o.flags.contains_key("broker.password"),
         })),
         (None, Some(_)) => Err(o.invalid(
             "broker.username",

@@ -49,6 +49,11 @@ pub struct Device {
 pub struct Broker {
     pub host: String,
     pub port: u16,
+    /// Where `publish`, `subscribe` and `check` connect instead of `port`:
+    /// the broker's second listener, where a certificate's client id is its
+    /// subject, so they run beside the agent (whose id is the device id)
+    /// without taking its place. `None` after `-p`, which wins.
+    pub cli_port: Option<u16>,
     /// `None` lets the caller choose (the agent uses the device id).
     pub client_id: Option<String>,
     pub credentials: Option<Credentials>,
@@ -66,6 +71,10 @@ pub struct Broker {
 pub struct Credentials {
     pub username: String,
     pub password: Option<Secret>,
+    /// Where the password came from (`broker.password_file`), for `check`.
+    pub password_file: Option<PathBuf>,
+    /// The password is written in the config file itself.
+    pub password_inline: bool,
 }
 
 /// A password: shown as `***` in logs and debug output.

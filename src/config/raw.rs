@@ -40,6 +40,7 @@ pub struct RawDevice {
 pub struct RawBroker {
     pub host: Option<String>,
     pub port: Option<i64>,
+    pub cli_port: Option<i64>,
     pub client_id: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,

@@ -472,8 +472,10 @@ impl fmt::Display for Failure {
                 LostReason::ClosedByBroker => write!(
                     f,
                     "lost the connection to {addr}: the broker closed it (broker restarted, or \
-                     another client connected with the same client id {client_id:?}; the \
-                     broker's log says which)"
+                     another client connected with the same client id {client_id:?}, or with \
+                     the same certificate where the broker names clients by their \
+                     certificate, as `pinpost certs mosquitto` sets up; the broker's log says \
+                     which)"
                 ),
             },
             Failure::Other { addr, detail } => {

@@ -23,7 +23,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::{self, TlsVersion};
 
-pub use cert::{CertSummary, issued_by, names_match};
+pub use cert::{CertSummary, issued_by, names_match, public_key_info};
 pub use explain::{TlsFailure, explain, explain_closed};
 pub use observe::{Observation, Observer};
 pub use pem::PemError;

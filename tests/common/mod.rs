@@ -181,6 +181,8 @@ pub struct BrokerSetup {
 /// A running Mosquitto; killed on drop.
 pub struct Broker {
     pub port: u16,
+    /// The ports of a `listener_conf`'s second and later listeners.
+    pub more_ports: Vec<u16>,
     pub host: String,
     child: Child,
     pub dir: tempfile::TempDir,
@@ -225,10 +227,20 @@ impl Broker {
         } else {
             conf.push("persistence false".into());
         }
+        // Listeners after the first in a `listener_conf` (pinpost's tools'
+        // listener) get free ports of their own, in `more_ports`.
+        let mut more_ports = Vec::new();
         if let Some(text) = &setup.listener_conf {
             for line in text.lines() {
                 if line.starts_with("listener ") {
-                    conf.push(format!("listener {port} {host}"));
+                    let this = if conf.iter().any(|l| l.starts_with("listener ")) {
+                        let extra = free_port(&host);
+                        more_ports.push(extra);
+                        extra
+                    } else {
+                        port
+                    };
+                    conf.push(format!("listener {this} {host}"));
                 } else {
                     conf.push(line.to_string());
                 }
@@ -293,6 +305,7 @@ impl Broker {
         let child = spawn_mosquitto(&conf_path, &log, &env, setup.netns.as_deref())?;
         let mut broker = Broker {
             port,
+            more_ports,
             host,
             child,
             dir,
