@@ -40,8 +40,8 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
         Duration::from_secs(30),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let acl = std::fs::read_to_string(dir.path().join("pinpost.acl")).unwrap();
-    let conf = std::fs::read_to_string(dir.path().join("pinpost.conf")).unwrap();
+    let acl = std::fs::read_to_string(dir.path().join("broker/pinpost.acl")).unwrap();
+    let conf = std::fs::read_to_string(dir.path().join("broker/pinpost.conf")).unwrap();
     let has = |text: &str, line: &str| text.lines().any(|l| l.trim() == line);
 
     // A device: its own subtree, read and write.
@@ -50,9 +50,10 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
         POLICY.contains("| a device `pi-01` | `pi-01.crt`/`.key`, CN `pi-01` | `pinpost/pi-01/#` | `pinpost/pi-01/#` |"),
         "{POLICY}"
     );
-    // The operator: reads everything, writes only commands.
+    // The operator: reads everything, writes only commands, on both ports.
     for line in [
         "user operator",
+        "user CN=operator",
         "topic read #",
         "topic write pinpost/+/cmd/#",
     ] {
@@ -74,6 +75,9 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
             "user operator",
             "topic read #",
             "topic write pinpost/+/cmd/#",
+            "user CN=operator",
+            "topic read #",
+            "topic write pinpost/+/cmd/#",
             "pattern readwrite pinpost/%u/#"
         ],
         "SECURITY.md's table lists every rule"
@@ -85,6 +89,10 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
         (
             "use_identity_as_username true",
             "`use_identity_as_username true`",
+        ),
+        (
+            "use_username_as_clientid true",
+            "`use_username_as_clientid true`",
         ),
         ("tls_version tlsv1.2", "TLS 1.2 or newer"),
     ] {
