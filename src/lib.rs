@@ -24,6 +24,7 @@ pub mod cmd;
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod homeassistant;
 pub mod link;
 pub mod logging;
 pub mod outbox;

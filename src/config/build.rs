@@ -131,6 +131,17 @@ pub(super) fn build(
     let pins = super::pins::build(&raw, &origins)?;
     let outbox = super::outbox::build(&raw, &origins)?;
     let sensors = super::sensors::build(&raw, &origins)?;
+    let homeassistant = super::homeassistant::build(
+        &raw,
+        &super::homeassistant::Parts {
+            broker: &broker,
+            commands: &pins.commands,
+            inputs: &pins.inputs,
+            outputs: &pins.outputs,
+            sensors: &sensors,
+        },
+        &origins,
+    )?;
     Ok(Config {
         device,
         broker,
@@ -141,6 +152,7 @@ pub(super) fn build(
         commands: pins.commands,
         outbox,
         sensors,
+        homeassistant,
         file: file.map(Path::to_path_buf),
     })
 }

@@ -8,6 +8,7 @@
 //! the same way as a bad key. This module knows nothing of rumqttc or rustls.
 
 mod build;
+mod homeassistant;
 mod outbox;
 pub mod pins;
 mod raw;
@@ -19,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use build::Overrides;
+pub use homeassistant::{
+    Component, DiscoveryForm, Entity, EntityCategory, HomeAssistant, Published, SensorEntity,
+};
 pub use raw::RawConfig;
 pub use source::{CONFIG_ENV, Chosen, SYSTEM_CONFIG};
 
@@ -34,6 +38,7 @@ pub struct Config {
     pub commands: Commands,
     pub outbox: Outbox,
     pub sensors: Vec<Sensor>,
+    pub homeassistant: HomeAssistant,
     /// The file this came from, if any.
     pub file: Option<PathBuf>,
 }

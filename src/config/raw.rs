@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub outbox: RawOutbox,
     #[serde(default)]
     pub sensor: Vec<RawSensor>,
+    #[serde(default)]
+    pub homeassistant: RawHomeAssistant,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -89,6 +91,7 @@ pub struct RawInput {
     pub debounce: Option<String>,
     pub invert: Option<bool>,
     pub poll_interval: Option<String>,
+    pub homeassistant: Option<RawEntity>,
 }
 
 /// `true`/`false` or `"on"`/`"off"`/`"high"`/`"low"`: people write both.
@@ -107,6 +110,7 @@ pub struct RawOutput {
     pub initial: Option<RawLevel>,
     pub safe_state: Option<RawLevel>,
     pub pwm: Option<bool>,
+    pub homeassistant: Option<RawEntity>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -154,6 +158,7 @@ pub struct RawSensor {
     pub address: Option<RawAddress>,
     pub channels: Option<Vec<i64>>,
     pub gain: Option<f64>,
+    pub homeassistant: Option<RawEntity>,
 }
 
 /// `0x76` is not TOML; people write `address = 0x76` (a TOML hex integer)
@@ -163,4 +168,36 @@ pub struct RawSensor {
 pub enum RawAddress {
     Number(i64),
     Text(String),
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHomeAssistant {
+    pub enabled: Option<bool>,
+    pub discovery_prefix: Option<String>,
+    pub status_topic: Option<String>,
+    pub form: Option<String>,
+    pub name: Option<String>,
+    pub area: Option<String>,
+    pub model: Option<String>,
+    pub manufacturer: Option<String>,
+    pub configuration_url: Option<String>,
+    pub birth_delay: Option<String>,
+    pub diagnostics: Option<bool>,
+}
+
+/// `[output.homeassistant]` (and input, sensor): how one pin or sensor
+/// appears in Home Assistant. `measurement` only under a sensor.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntity {
+    pub enabled: Option<bool>,
+    pub component: Option<String>,
+    pub device_class: Option<String>,
+    pub name: Option<String>,
+    pub icon: Option<String>,
+    pub entity_category: Option<String>,
+    pub unit: Option<String>,
+    pub pulse: Option<String>,
+    pub measurement: Option<std::collections::BTreeMap<String, RawEntity>>,
 }

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Installs the two Home Assistant versions tests/homeassistant.rs runs
+# against, from PyPI, into venvs under target/homeassistant/ (kept between
+# runs: a venv that already holds the right version is left alone):
+#   - HA 2024.3.3 on Python 3.11 (per-entity discovery), `josepy<2` pinned:
+#     otherwise every HTTP request fails with "module 'josepy' has no
+#     attribute 'ComparableX509'";
+#   - HA 2025.4.4 on pyenv's Python 3.13 (device-based discovery), with HA's
+#     own constraints file (inside its wheel): without it pip builds
+#     packages from source for many minutes.
+# HA runs with --skip-pip in the tests, so the requirements of the
+# integrations they use (mqtt, http, api) are installed here.
+# A missing Python is an error saying what to install, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=target/homeassistant
+mkdir -p "$root"
+
+py311=${PINPOST_HA_PYTHON_2024:-}
+py313=${PINPOST_HA_PYTHON_2025:-}
+pyenv_root=$( (command -v pyenv >/dev/null && pyenv root) || echo "$HOME/.pyenv")
+find_python() { # wanted-version candidates...
+  local want=$1 c
+  shift
+  for c in "$@"; do
+    if [ -x "$c" ] || command -v "$c" >/dev/null 2>&1; then
+      if "$c" -c "import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '$want' else 1)" 2>/dev/null; then
+        command -v "$c" 2>/dev/null || echo "$c"
+        return 0
+      fi
+    fi
+  done
+  return 1
+}
+if [ -z "$py311" ]; then
+  py311=$(find_python 3.11 python3.11 "$pyenv_root"/versions/3.11*/bin/python3 python3) || {
+    echo "scripts/homeassistant.sh: Home Assistant 2024.3.3 needs Python 3.11, and none was found." >&2
+    echo "  Install it (Debian 12: sudo apt-get install python3 python3-venv; or: pyenv install 3.11)," >&2
+    echo "  or name one with PINPOST_HA_PYTHON_2024=/path/to/python3.11." >&2
+    exit 1
+  }
+fi
+if [ -z "$py313" ]; then
+  py313=$(find_python 3.13 "$pyenv_root"/versions/3.13*/bin/python3 python3.13) || {
+    echo "scripts/homeassistant.sh: Home Assistant 2025.4.4 needs Python 3.13, and none was found." >&2
+    echo "  Install it with pyenv: pyenv install 3.13.0 (it goes to $pyenv_root/versions/3.13.0)," >&2
+    echo "  or name one with PINPOST_HA_PYTHON_2025=/path/to/python3.13." >&2
+    exit 1
+  }
+fi
+
+# install <version> <python> [extra pip args...]
+install() {
+  local version=$1 python=$2
+  shift 2
+  local venv=$root/ha-$version
+  local stamp=$venv/.pinpost-installed
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$version" ] &&
+    "$venv/bin/python" -c "import sys, homeassistant.const as c; sys.exit(0 if c.__version__ == '$version' else 1)" 2>/dev/null; then
+    echo "scripts/homeassistant.sh: Home Assistant $version already in $venv"
+    return 0
+  fi
+  local started=$SECONDS
+  echo "scripts/homeassistant.sh: installing Home Assistant $version into $venv with $python"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  local pip=("$venv/bin/python" -m pip --disable-pip-version-check --quiet)
+  "${pip[@]}" install --upgrade pip wheel
+  "${pip[@]}" install "$@" "homeassistant==$version"
+  # The integrations the tests load; HA itself would pip-install these at
+  # run time, which --skip-pip turns off.
+  local reqs
+  reqs=$("$venv/bin/python" - <<'PY'
+import json, pathlib, homeassistant
+base = pathlib.Path(homeassistant.__file__).parent / "components"
+reqs = []
+for domain in ("mqtt", "http", "api", "file_upload"):
+    manifest = base / domain / "manifest.json"
+    if manifest.exists():
+        reqs += json.loads(manifest.read_text()).get("requirements", [])
+print("\n".join(sorted(set(reqs))))
+PY
+)
+  if [ -n "$reqs" ]; then
+    # shellcheck disable=SC2086
+    "${pip[@]}" install "$@" $reqs
+  fi
+  echo "$version" >"$stamp"
+  echo "scripts/homeassistant.sh: Home Assistant $version installed in $((SECONDS - started)) s"
+}
+
+install 2024.3.3 "$py311" "josepy<2"
+
+constraints=$root/constraints-2025.4.4.txt
+if [ ! -s "$constraints" ]; then
+  dl=$root/download-2025.4.4
+  rm -rf "$dl"
+  "$py313" -m pip --disable-pip-version-check --quiet download --no-deps --dest "$dl" homeassistant==2025.4.4
+  "$py313" - "$dl" "$constraints.tmp" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/homeassistant-*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    data = z.read("homeassistant/package_constraints.txt")
+open(sys.argv[2], "wb").write(data)
+PY
+  mv "$constraints.tmp" "$constraints"
+  rm -rf "$dl"
+fi
+install 2025.4.4 "$py313" -c "$constraints"

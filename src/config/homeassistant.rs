@@ -1,0 +1,661 @@
+//! `[homeassistant]` and the `[output.homeassistant]`, `[input.homeassistant]`
+//! and `[sensor.homeassistant]` tables under each pin and sensor: whether
+//! pinpost announces itself to Home Assistant, in which discovery form, and
+//! how each entity may differ from what pinpost would choose by itself.
+//!
+//! Only what a person writes is checked here (names, classes, which
+//! component a pin may become); what the discovery messages look like is
+//! `crate::homeassistant`'s business.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::build::{Origins, duration};
+use super::raw::{RawConfig, RawEntity};
+use super::{Broker, Commands, ConfigError, Input, Output, Sensor, SensorKind};
+
+/// At most this long (a random part of it) before answering HA's birth
+/// message, so a fleet does not answer at once.
+const BIRTH_DELAY_DEFAULT: Duration = Duration::from_secs(5);
+const TEXT_MAX_CHARS: usize = 128;
+
+/// Which discovery messages pinpost publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryForm {
+    /// One retained config per entity,
+    /// `<prefix>/<component>/<node>/<object>/config`: every HA since 2021.
+    Entities,
+    /// One retained config for the whole device, `<prefix>/device/<node>/config`
+    /// with `dev`, `o` and `cmps`: HA 2024.12 and newer.
+    Device,
+}
+
+/// What a pin or measurement becomes in Home Assistant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Component {
+    Switch,
+    Light,
+    Fan,
+    Number,
+    Button,
+    BinarySensor,
+    Sensor,
+}
+
+impl Component {
+    /// HA's name for it (the discovery topic's component, `p` in `cmps`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Switch => "switch",
+            Component::Light => "light",
+            Component::Fan => "fan",
+            Component::Number => "number",
+            Component::Button => "button",
+            Component::BinarySensor => "binary_sensor",
+            Component::Sensor => "sensor",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityCategory {
+    Config,
+    Diagnostic,
+}
+
+impl EntityCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityCategory::Config => "config",
+            EntityCategory::Diagnostic => "diagnostic",
+        }
+    }
+}
+
+/// One pin's or measurement's overrides; `None` leaves pinpost's choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entity {
+    /// `false` leaves it out of Home Assistant (and removes it if announced).
+    pub enabled: bool,
+    pub component: Option<Component>,
+    pub device_class: Option<String>,
+    pub name: Option<String>,
+    pub icon: Option<String>,
+    pub entity_category: Option<EntityCategory>,
+    /// Sensors only: the unit HA shows, instead of the one pinpost publishes.
+    pub unit: Option<String>,
+    /// Outputs only: a "Pulse" button that sends a pulse this long.
+    pub pulse: Option<Duration>,
+}
+
+impl Default for Entity {
+    fn default() -> Entity {
+        Entity {
+            enabled: true,
+            component: None,
+            device_class: None,
+            name: None,
+            icon: None,
+            entity_category: None,
+            unit: None,
+            pulse: None,
+        }
+    }
+}
+
+/// A sensor's overrides, and those of each of its measurements.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SensorEntity {
+    pub entity: Entity,
+    pub measurements: BTreeMap<String, Entity>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HomeAssistant {
+    pub enabled: bool,
+    pub discovery_prefix: String,
+    /// Where HA publishes `online` when it starts (its birth message).
+    pub status_topic: String,
+    pub form: DiscoveryForm,
+    /// The device's name in HA; `None` uses the device id.
+    pub name: Option<String>,
+    pub area: Option<String>,
+    pub model: Option<String>,
+    pub manufacturer: Option<String>,
+    pub configuration_url: Option<String>,
+    /// Answers to HA's birth message wait a random time up to this long.
+    pub birth_delay: Duration,
+    /// Announce the outbox counters and the last command result.
+    pub diagnostics: bool,
+    /// Overrides by input, output and sensor name.
+    pub inputs: BTreeMap<String, Entity>,
+    pub outputs: BTreeMap<String, Entity>,
+    pub sensors: BTreeMap<String, SensorEntity>,
+}
+
+/// What a sensor of some kind publishes: one value (`name` `None`, on
+/// `sensor/<name>`) or named measurements (`sensor/<name>/<measurement>`).
+/// Mirrors `crate::sensors` (each driver's `Measurement`s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub name: Option<String>,
+    pub unit: String,
+}
+
+impl SensorKind {
+    /// The measurements this kind publishes, or `None` when only the
+    /// hardware knows (a `ds18b20` without `id` names each chip it finds).
+    pub fn published(&self) -> Option<Vec<Published>> {
+        let one = |unit: &str| {
+            Some(vec![Published {
+                name: None,
+                unit: unit.to_string(),
+            }])
+        };
+        let named = |list: &[(&str, &str)]| {
+            Some(
+                list.iter()
+                    .map(|(name, unit)| Published {
+                        name: Some(name.to_string()),
+                        unit: unit.to_string(),
+                    })
+                    .collect(),
+            )
+        };
+        match self {
+            SensorKind::Sim { unit, .. } | SensorKind::File { unit, .. } => one(unit),
+            SensorKind::Ds18b20 { id: Some(_), .. } | SensorKind::CpuTemperature { .. } => {
+                one("°C")
+            }
+            SensorKind::Ds18b20 { id: None, .. } => None,
+            SensorKind::System { .. } => named(&[
+                ("load1", ""),
+                ("memory_used", "%"),
+                ("memory_available", "MiB"),
+                ("disk_used", "%"),
+                ("uptime", "s"),
+            ]),
+            SensorKind::Bme280 { .. } => named(&[
+                ("temperature", "°C"),
+                ("pressure", "hPa"),
+                ("humidity", "%"),
+            ]),
+            SensorKind::Bmp280 { .. } => named(&[("temperature", "°C"), ("pressure", "hPa")]),
+            SensorKind::Sht3x { .. } => named(&[("temperature", "°C"), ("humidity", "%")]),
+            SensorKind::Ads1115 { channels, .. } => Some(
+                channels
+                    .iter()
+                    .map(|ch| Published {
+                        name: Some(format!("a{ch}")),
+                        unit: "V".into(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+pub(super) struct Parts<'a> {
+    pub broker: &'a Broker,
+    pub commands: &'a Commands,
+    pub inputs: &'a [Input],
+    pub outputs: &'a [Output],
+    pub sensors: &'a [Sensor],
+}
+
+pub(super) fn build(
+    raw: &RawConfig,
+    parts: &Parts<'_>,
+    o: &Origins<'_>,
+) -> Result<HomeAssistant, ConfigError> {
+    let r = &raw.homeassistant;
+    let enabled = r.enabled.unwrap_or(false);
+    let discovery_prefix = r
+        .discovery_prefix
+        .clone()
+        .unwrap_or_else(|| "homeassistant".into());
+    topic(&discovery_prefix, "homeassistant.discovery_prefix", o)?;
+    let status_topic = r
+        .status_topic
+        .clone()
+        .unwrap_or_else(|| format!("{discovery_prefix}/status"));
+    topic(&status_topic, "homeassistant.status_topic", o)?;
+    let form = match r.form.as_deref() {
+        None | Some("entities") => DiscoveryForm::Entities,
+        Some("device") => DiscoveryForm::Device,
+        Some(other) => {
+            return Err(o.invalid(
+                "homeassistant.form",
+                format!(
+                    "{other:?} is not a discovery form; allowed: \"entities\" (one config per \
+                     entity, any Home Assistant since 2021) or \"device\" (one config for the \
+                     whole device, Home Assistant 2024.12 and newer)"
+                ),
+            ));
+        }
+    };
+    let name = text(&r.name, "homeassistant.name", o)?;
+    let area = text(&r.area, "homeassistant.area", o)?;
+    let model = text(&r.model, "homeassistant.model", o)?;
+    let manufacturer = text(&r.manufacturer, "homeassistant.manufacturer", o)?;
+    let configuration_url = text(&r.configuration_url, "homeassistant.configuration_url", o)?;
+    if let Some(url) = &configuration_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(' ') {
+            return Err(o.invalid(
+                "homeassistant.configuration_url",
+                format!("{url:?} is not a web address; write it like \"http://pi-01.local:8080/\""),
+            ));
+        }
+    }
+    let birth_delay =
+        duration(&r.birth_delay, "homeassistant.birth_delay", o)?.unwrap_or(BIRTH_DELAY_DEFAULT);
+    if birth_delay > Duration::from_secs(600) {
+        return Err(o.invalid(
+            "homeassistant.birth_delay",
+            "out of range; allowed: \"0s\" to \"10m\"",
+        ));
+    }
+    if enabled && !parts.broker.clean_session && !parts.commands.allow_unstamped {
+        return Err(o.invalid(
+            "homeassistant.enabled",
+            "Home Assistant sends commands without a \"ts\", and with broker.clean_session = \
+             false pinpost applies only stamped ones, so every switch in Home Assistant would \
+             be refused; set commands.allow_unstamped = true (or use the default clean session)",
+        ));
+    }
+
+    let mut inputs = BTreeMap::new();
+    for (i, (raw_input, input)) in raw.input.iter().zip(parts.inputs).enumerate() {
+        if let Some(e) = &raw_input.homeassistant {
+            let at = format!("input[{i}].homeassistant");
+            let entity = entity(e, &at, Kind::Input, o)?;
+            inputs.insert(input.name.clone(), entity);
+        }
+    }
+    let mut outputs = BTreeMap::new();
+    for (i, (raw_output, output)) in raw.output.iter().zip(parts.outputs).enumerate() {
+        if let Some(e) = &raw_output.homeassistant {
+            let at = format!("output[{i}].homeassistant");
+            let entity = entity(e, &at, Kind::Output, o)?;
+            check_output(&entity, output, parts.commands, &at, o)?;
+            outputs.insert(output.name.clone(), entity);
+        }
+    }
+    let mut sensors = BTreeMap::new();
+    for (i, (raw_sensor, sensor)) in raw.sensor.iter().zip(parts.sensors).enumerate() {
+        if let Some(e) = &raw_sensor.homeassistant {
+            let at = format!("sensor[{i}].homeassistant");
+            let whole = entity(e, &at, Kind::Sensor, o)?;
+            let mut measurements = BTreeMap::new();
+            let published = sensor.kind.published();
+            for (m, raw_m) in e.measurement.iter().flatten() {
+                let at_m = format!("{at}.measurement.{m}");
+                if raw_m.measurement.is_some() {
+                    return Err(o.invalid(&at_m, "a measurement has no measurements of its own"));
+                }
+                if let Some(list) = &published {
+                    let names: Vec<&str> = list.iter().filter_map(|p| p.name.as_deref()).collect();
+                    if !names.contains(&m.as_str()) {
+                        let allowed = if names.is_empty() {
+                            "none: this sensor measures one thing; put the keys in \
+                             [sensor.homeassistant] itself"
+                                .to_string()
+                        } else {
+                            names.join(", ")
+                        };
+                        return Err(o.invalid(
+                            &at_m,
+                            format!("{m:?} is not something this sensor measures; allowed: {allowed}"),
+                        ));
+                    }
+                }
+                measurements.insert(m.clone(), entity(raw_m, &at_m, Kind::Sensor, o)?);
+            }
+            sensors.insert(
+                sensor.name.clone(),
+                SensorEntity {
+                    entity: whole,
+                    measurements,
+                },
+            );
+        }
+    }
+    Ok(HomeAssistant {
+        enabled,
+        discovery_prefix,
+        status_topic,
+        form,
+        name,
+        area,
+        model,
+        manufacturer,
+        configuration_url,
+        birth_delay,
+        diagnostics: r.diagnostics.unwrap_or(true),
+        inputs,
+        outputs,
+        sensors,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Input,
+    Output,
+    Sensor,
+}
+
+fn entity(r: &RawEntity, at: &str, kind: Kind, o: &Origins<'_>) -> Result<Entity, ConfigError> {
+    let key = |field: &str| format!("{at}.{field}");
+    if r.measurement.is_some() && kind != Kind::Sensor {
+        return Err(o.invalid(&key("measurement"), "only sensors have measurements"));
+    }
+    if r.unit.is_some() && kind != Kind::Sensor {
+        return Err(o.invalid(&key("unit"), "only sensors have a unit"));
+    }
+    if r.pulse.is_some() && kind != Kind::Output {
+        return Err(o.invalid(&key("pulse"), "only outputs can be pulsed"));
+    }
+    let component = match (kind, r.component.as_deref()) {
+        (_, None) => None,
+        (Kind::Output, Some("switch")) => Some(Component::Switch),
+        (Kind::Output, Some("light")) => Some(Component::Light),
+        (Kind::Output, Some("fan")) => Some(Component::Fan),
+        (Kind::Output, Some("number")) => Some(Component::Number),
+        (Kind::Input, Some("binary_sensor")) => Some(Component::BinarySensor),
+        (Kind::Sensor, Some("sensor")) => Some(Component::Sensor),
+        (_, Some(other)) => {
+            let allowed = match kind {
+                Kind::Output => {
+                    "\"switch\", or for a PWM output \"light\" (brightness is the duty), \
+                     \"fan\" (speed is the duty) or \"number\" (the duty in %)"
+                }
+                Kind::Input => "\"binary_sensor\"",
+                Kind::Sensor => "\"sensor\"",
+            };
+            return Err(o.invalid(
+                &key("component"),
+                format!("{other:?} is not a component for this; allowed: {allowed}"),
+            ));
+        }
+    };
+    let device_class = match &r.device_class {
+        None => None,
+        Some(c)
+            if !c.is_empty()
+                && c.len() <= 64
+                && c.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') =>
+        {
+            Some(c.clone())
+        }
+        Some(c) => {
+            return Err(o.invalid(
+                &key("device_class"),
+                format!(
+                    "{c:?} is not a device class; Home Assistant's are lower-case words with \
+                     '_', like \"door\", \"motion\", \"temperature\" or \"outlet\""
+                ),
+            ));
+        }
+    };
+    let icon = match &r.icon {
+        None => None,
+        Some(i) => match i.split_once(':') {
+            Some((set, name))
+                if !set.is_empty()
+                    && !name.is_empty()
+                    && i.len() <= 64
+                    && i.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == ':'
+                    }) =>
+            {
+                Some(i.clone())
+            }
+            _ => {
+                return Err(o.invalid(
+                    &key("icon"),
+                    format!("{i:?} is not an icon; write it like \"mdi:garage\""),
+                ));
+            }
+        },
+    };
+    let entity_category = match r.entity_category.as_deref() {
+        None => None,
+        Some("diagnostic") => Some(EntityCategory::Diagnostic),
+        Some("config") if kind == Kind::Output => Some(EntityCategory::Config),
+        Some(other) => {
+            let allowed = if kind == Kind::Output {
+                "\"config\" or \"diagnostic\""
+            } else {
+                "\"diagnostic\" (Home Assistant refuses \"config\" for sensors)"
+            };
+            return Err(o.invalid(
+                &key("entity_category"),
+                format!("{other:?} is not an entity category; allowed: {allowed}"),
+            ));
+        }
+    };
+    let pulse = duration(&r.pulse, &key("pulse"), o)?;
+    Ok(Entity {
+        enabled: r.enabled.unwrap_or(true),
+        component,
+        device_class,
+        name: text(&r.name, &key("name"), o)?,
+        icon,
+        entity_category,
+        unit: text(&r.unit, &key("unit"), o)?,
+        pulse,
+    })
+}
+
+/// What an output's commands can do decides what it may become.
+fn check_output(
+    entity: &Entity,
+    output: &Output,
+    commands: &Commands,
+    at: &str,
+    o: &Origins<'_>,
+) -> Result<(), ConfigError> {
+    if let Some(c @ (Component::Light | Component::Fan | Component::Number)) = entity.component {
+        if !output.pwm {
+            return Err(o.invalid(
+                &format!("{at}.component"),
+                format!(
+                    "{:?} needs a PWM output (its level is the duty); add pwm = true to this \
+                     [[output]], or use \"switch\"",
+                    c.as_str()
+                ),
+            ));
+        }
+    }
+    if let Some(pulse) = entity.pulse {
+        if pulse.is_zero() || pulse > commands.max_pulse || pulse < commands.min_interval {
+            return Err(o.invalid(
+                &format!("{at}.pulse"),
+                format!(
+                    "{} ms is out of range; allowed: from commands.min_interval ({} ms) to \
+                     commands.max_pulse ({} ms), as the agent would refuse any other",
+                    pulse.as_millis(),
+                    commands.min_interval.as_millis().max(1),
+                    commands.max_pulse.as_millis()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A topic (or prefix) pinpost publishes to or subscribes to exactly: no
+/// wildcards, no empty levels at the ends.
+fn topic(value: &str, key: &str, o: &Origins<'_>) -> Result<(), ConfigError> {
+    let problem = if value.is_empty() {
+        "is empty"
+    } else if value.contains(['+', '#']) {
+        "contains a wildcard (+ or #)"
+    } else if value.starts_with('/') || value.ends_with('/') {
+        "starts or ends with '/'"
+    } else if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        "contains a space or control character"
+    } else if value.len() > 256 {
+        "is longer than 256 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(o.invalid(
+        key,
+        format!("{value:?} {problem}; write a topic like \"homeassistant\""),
+    ))
+}
+
+/// A name for people: one line, not empty, not endless.
+fn text(value: &Option<String>, key: &str, o: &Origins<'_>) -> Result<Option<String>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(t) if t.trim().is_empty() => Err(o.invalid(key, "is empty; leave it out instead")),
+        Some(t) if t.chars().any(char::is_control) => {
+            Err(o.invalid(key, format!("{t:?} contains a control character")))
+        }
+        Some(t) if t.chars().count() > TEXT_MAX_CHARS => Err(o.invalid(
+            key,
+            format!("is longer than {TEXT_MAX_CHARS} characters"),
+        )),
+        Some(t) => Ok(Some(t.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Component, DiscoveryForm, EntityCategory, Overrides, from_text};
+    use std::time::Duration;
+
+    const BASE: &str = "[device]\nid = \"pi-01\"\n";
+
+    fn parse(text: &str) -> Result<crate::config::Config, String> {
+        from_text(
+            &format!("{BASE}{text}"),
+            Some(std::path::Path::new("/etc/pinpost/config.toml")),
+            &Overrides::default(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("expected an error for {text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn off_by_default_with_home_assistants_own_topics() {
+        let ha = parse("").unwrap().homeassistant;
+        assert!(!ha.enabled);
+        assert_eq!(ha.discovery_prefix, "homeassistant");
+        assert_eq!(ha.status_topic, "homeassistant/status");
+        assert_eq!(ha.form, DiscoveryForm::Entities);
+        assert_eq!(ha.birth_delay, Duration::from_secs(5));
+        assert!(ha.diagnostics);
+        let ha = parse("[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha\"\nform = \"device\"\n")
+            .unwrap()
+            .homeassistant;
+        assert_eq!(ha.status_topic, "ha/status", "follows the prefix");
+        assert_eq!(ha.form, DiscoveryForm::Device);
+    }
+
+    #[test]
+    fn overrides_sit_under_each_pin_and_sensor() {
+        let c = parse(
+            "[[input]]\nname = \"door\"\npin = 17\n[input.homeassistant]\ndevice_class = \"door\"\n\
+             [[output]]\nname = \"relay\"\npin = 27\n[output.homeassistant]\nname = \"Gate\"\n\
+             icon = \"mdi:gate\"\npulse = \"500ms\"\nentity_category = \"config\"\n\
+             [[output]]\nname = \"lamp\"\npin = 18\npwm = true\n[output.homeassistant]\ncomponent = \"fan\"\n\
+             [[sensor]]\nname = \"room\"\nkind = \"bme280\"\n\
+             [sensor.homeassistant.measurement.pressure]\nunit = \"mbar\"\nenabled = false\n",
+        )
+        .unwrap();
+        let ha = c.homeassistant;
+        assert_eq!(ha.inputs["door"].device_class.as_deref(), Some("door"));
+        let relay = &ha.outputs["relay"];
+        assert_eq!(relay.name.as_deref(), Some("Gate"));
+        assert_eq!(relay.pulse, Some(Duration::from_millis(500)));
+        assert_eq!(relay.entity_category, Some(EntityCategory::Config));
+        assert_eq!(ha.outputs["lamp"].component, Some(Component::Fan));
+        let pressure = &ha.sensors["room"].measurements["pressure"];
+        assert_eq!(pressure.unit.as_deref(), Some("mbar"));
+        assert!(!pressure.enabled);
+    }
+
+    #[test]
+    fn a_dimmable_component_needs_a_pwm_output() {
+        let e = error(
+            "[[output]]\nname = \"relay\"\npin = 27\n[output.homeassistant]\ncomponent = \"light\"\n",
+        );
+        assert!(e.contains("line 7: output[0].homeassistant.component"), "{e}");
+        assert!(e.contains("pwm = true"), "{e}");
+    }
+
+    #[test]
+    fn a_component_that_does_not_fit_the_pin_says_what_does() {
+        let e = error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\ncomponent = \"switch\"\n");
+        assert!(e.contains("input[0].homeassistant.component"), "{e}");
+        assert!(e.contains("\"binary_sensor\""), "{e}");
+    }
+
+    #[test]
+    fn a_pulse_button_must_be_a_pulse_the_agent_accepts() {
+        let e = error(
+            "[commands]\nmax_pulse = \"2s\"\n[[output]]\nname = \"r\"\npin = 27\n\
+             [output.homeassistant]\npulse = \"5s\"\n",
+        );
+        assert!(e.contains("output[0].homeassistant.pulse"), "{e}");
+        assert!(e.contains("commands.max_pulse (2000 ms)"), "{e}");
+        let e = error("[[output]]\nname = \"r\"\npin = 27\n[output.homeassistant]\npulse = \"50ms\"\n");
+        assert!(e.contains("commands.min_interval (100 ms)"), "{e}");
+        let e = error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\npulse = \"1s\"\n");
+        assert!(e.contains("only outputs can be pulsed"), "{e}");
+    }
+
+    #[test]
+    fn a_measurement_the_sensor_does_not_have_is_named_with_those_it_has() {
+        let e = error(
+            "[[sensor]]\nname = \"room\"\nkind = \"bmp280\"\n\
+             [sensor.homeassistant.measurement.humidity]\nname = \"x\"\n",
+        );
+        assert!(e.contains("sensor[0].homeassistant.measurement.humidity"), "{e}");
+        assert!(e.contains("allowed: temperature, pressure"), "{e}");
+    }
+
+    #[test]
+    fn bad_classes_icons_categories_and_topics_are_refused_in_words() {
+        let e = error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\ndevice_class = \"Door\"\n");
+        assert!(e.contains("is not a device class"), "{e}");
+        let e = error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\nicon = \"garage\"\n");
+        assert!(e.contains("\"mdi:garage\""), "{e}");
+        let e = error(
+            "[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\nentity_category = \"config\"\n",
+        );
+        assert!(e.contains("refuses \"config\" for sensors"), "{e}");
+        let e = error("[homeassistant]\nstatus_topic = \"homeassistant/#\"\n");
+        assert!(e.contains("homeassistant.status_topic"), "{e}");
+        assert!(e.contains("wildcard"), "{e}");
+        let e = error("[homeassistant]\nform = \"yaml\"\n");
+        assert!(e.contains("2024.12"), "{e}");
+        let e = error("[homeassistant]\nconfiguration_url = \"pi-01.local\"\n");
+        assert!(e.contains("not a web address"), "{e}");
+        let e = error("[homeassistant]\nenabeld = true\n");
+        assert!(e.contains("unknown field `enabeld`"), "{e}");
+    }
+
+    #[test]
+    fn a_persistent_session_without_unstamped_commands_would_refuse_every_switch() {
+        let e = error("[broker]\nclean_session = false\n[homeassistant]\nenabled = true\n");
+        assert!(e.contains("homeassistant.enabled"), "{e}");
+        assert!(e.contains("commands.allow_unstamped = true"), "{e}");
+        parse(
+            "[broker]\nclean_session = false\n[commands]\nallow_unstamped = true\n\
+             [homeassistant]\nenabled = true\n",
+        )
+        .unwrap();
+    }
+}
