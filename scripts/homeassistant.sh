@@ -9,7 +9,9 @@
 #     own constraints file (inside its wheel): without it pip builds
 #     packages from source for many minutes.
 # HA runs with --skip-pip in the tests, so the requirements of the
-# integrations they use (mqtt, http, api) are installed here.
+# integrations they use (mqtt, api) are installed here, and those of the
+# frontend and what it depends on: without the frontend HA starts in
+# recovery mode, which loads no MQTT.
 # A missing Python is an error saying what to install, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +57,9 @@ install() {
   shift 2
   local venv=$root/ha-$version
   local stamp=$venv/.pinpost-installed
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$version" ] &&
+  # Bump the recipe when what is installed changes: old venvs are redone.
+  local recipe="$version recipe 3"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$recipe" ] &&
     "$venv/bin/python" -c "import sys, homeassistant.const as c; sys.exit(0 if c.__version__ == '$version' else 1)" 2>/dev/null; then
     echo "scripts/homeassistant.sh: Home Assistant $version already in $venv"
     return 0
@@ -67,25 +71,29 @@ install() {
   local pip=("$venv/bin/python" -m pip --disable-pip-version-check --quiet)
   "${pip[@]}" install --upgrade pip wheel
   "${pip[@]}" install "$@" "homeassistant==$version"
-  # The integrations the tests load; HA itself would pip-install these at
-  # run time, which --skip-pip turns off.
+  # The integrations the tests load and everything they depend on; HA
+  # itself would pip-install these at run time, which --skip-pip turns off.
   local reqs
   reqs=$("$venv/bin/python" - <<'PY'
 import json, pathlib, homeassistant
 base = pathlib.Path(homeassistant.__file__).parent / "components"
-reqs = []
-for domain in ("mqtt", "http", "api", "file_upload"):
-    manifest = base / domain / "manifest.json"
-    if manifest.exists():
-        reqs += json.loads(manifest.read_text()).get("requirements", [])
-print("\n".join(sorted(set(reqs))))
+todo, seen, reqs = ["mqtt", "api", "frontend", "hardware", "recorder"], set(), set()
+while todo:
+    domain = todo.pop()
+    if domain in seen:
+        continue
+    seen.add(domain)
+    manifest = json.loads((base / domain / "manifest.json").read_text())
+    reqs.update(manifest.get("requirements", []))
+    todo.extend(manifest.get("dependencies", []))
+print("\n".join(sorted(reqs)))
 PY
 )
   if [ -n "$reqs" ]; then
     # shellcheck disable=SC2086
     "${pip[@]}" install "$@" $reqs
   fi
-  echo "$version" >"$stamp"
+  echo "$recipe" >"$stamp"
   echo "scripts/homeassistant.sh: Home Assistant $version installed in $((SECONDS - started)) s"
 }
 

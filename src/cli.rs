@@ -50,6 +50,9 @@ pub enum Command {
     /// Read every configured sensor once and print what it says (field checks).
     #[command(after_help = SENSORS_HELP)]
     Sensors(SensorsArgs),
+    /// Print the Home Assistant discovery messages the config produces (sends nothing).
+    #[command(after_help = HA_HELP)]
+    Ha(HaArgs),
     /// See pinpost's whole job on this machine: a broker, the agent on a simulated board, a live view.
     #[command(after_help = DEMO_HELP)]
     Demo(DemoArgs),
@@ -90,6 +93,21 @@ pub struct DemoArgs {
     /// Log every step.
     #[arg(short = 'd', long)]
     pub debug: bool,
+}
+
+const HA_HELP: &str = "Prints each retained discovery message the agent publishes with \
+    [homeassistant] enabled = true: the topic, then the JSON. With the agent's state directory \
+    readable, also the empty messages that remove entities taken out of the config since they \
+    were announced. Notes (sensors left out, messages too large) go to stderr.\n\n\
+    Examples:\n  \
+    pinpost ha\n  \
+    pinpost ha --config pi-01.toml | less";
+
+#[derive(Debug, Args)]
+pub struct HaArgs {
+    /// Config file to read instead of the usual places.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 const SENSORS_HELP: &str = "Reads each [[sensor]] of the config once, with its timeout and retries, \
@@ -232,6 +250,7 @@ impl Command {
             Command::Certs(_) => false,
             Command::Check(a) => a.connection.debug,
             Command::Sensors(a) => a.debug,
+            Command::Ha(_) => false,
             Command::Demo(a) => a.debug,
         }
     }

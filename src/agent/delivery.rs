@@ -113,6 +113,13 @@ impl Agent {
         if let Some(id) = token {
             self.outbox.acked(id);
             self.pump();
+            // Everything queued so far has reached the broker, discovery
+            // removals included: their record may forget them.
+            if self.outbox.is_empty() {
+                if let Some(problem) = self.discovery.as_mut().and_then(|d| d.confirmed()) {
+                    tracing::warn!("{problem}");
+                }
+            }
         }
     }
 

@@ -16,12 +16,14 @@
 
 mod applied;
 mod delivery;
+mod discovery;
 mod inputs;
 mod outputs;
 mod refusals;
 mod sampling;
 mod systemd;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -38,6 +40,9 @@ use crate::topics::{self, PinState, Reading, SensorFailure, Topics};
 use crate::utc;
 
 use applied::Applied;
+use discovery::Discovery;
+
+pub use discovery::record as homeassistant_record;
 use inputs::Inputs;
 use outputs::Outputs;
 use refusals::Refusals;
@@ -64,6 +69,20 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let topics = Topics::new(&config.device.topic_prefix, &config.device.id);
     let tls = config.broker.tls.as_ref().map(tls::setup).transpose()?;
+    let (discovery, problems) = Discovery::start(&config, &config.outbox.path);
+    for problem in problems {
+        tracing::warn!("{problem}");
+    }
+    let mut subscriptions = vec![(topics.commands(), Qos::AtLeastOnce)];
+    // HA's birth message: HA has (re)started and needs discovery again.
+    let ha_status = discovery.as_ref().and_then(|d| d.status_topic());
+    if let Some(status) = ha_status {
+        subscriptions.push((status.to_string(), Qos::AtLeastOnce));
+    }
+    let max_incoming = command_packet_limit(&topics, &config.commands).max(
+        // HA's status topic, `online`, the topic's length and a packet id.
+        ha_status.map_or(0, |t| t.len().saturating_add(16)),
+    );
     let options = LinkOptions {
         broker: config.broker.clone(),
         client_id: config
@@ -78,12 +97,12 @@ pub async fn run(
             payload: topics::OFFLINE.as_bytes().to_vec(),
             retain: true,
         }),
-        subscriptions: vec![(topics.commands(), Qos::AtLeastOnce)],
+        subscriptions,
         // Nagle stays on: with no-delay here and Mosquitto's default (Nagle
         // on its side too) every command waited ~43 ms for a delayed ACK in
         // `scripts/bench.sh`; with no-delay on the broker it gained nothing.
         tcp_nodelay: false,
-        max_incoming: Some(command_packet_limit(&topics, &config.commands)),
+        max_incoming: Some(max_incoming),
     };
     let link = Link::start(options, tls);
     let (outbox, opened) = Outbox::open(&config.outbox.path, delivery::limits(&config.outbox));
@@ -95,6 +114,7 @@ pub async fn run(
         "starting"
     );
     let mut agent = Agent::new(config, board, link.publisher(), outbox);
+    agent.discovery = discovery;
     agent.read_all_inputs();
     agent.serve(link, edges, shutdown).await
 }
@@ -129,6 +149,11 @@ struct Agent {
     refusals: Refusals,
     /// Per output, the latest command waiting for `commands.min_interval`.
     waiting: Vec<Option<Waiting>>,
+    /// Home Assistant discovery, when on (or cleaning up after it).
+    discovery: Option<Discovery>,
+    /// With discovery on, each sensor topic's last reading, sent again
+    /// when Home Assistant restarts (readings are not retained).
+    last_readings: BTreeMap<String, Vec<u8>>,
 }
 
 /// A command held until its output may change again.
@@ -207,6 +232,8 @@ impl Agent {
             safe: false,
             refusals: Refusals::new(now),
             waiting,
+            discovery: None,
+            last_readings: BTreeMap::new(),
         }
     }
 
@@ -236,6 +263,7 @@ impl Agent {
                 self.refusals.next_due(),
                 self.sampling.next_due(),
                 self.sensing.next_deadline(&self.config.sensors),
+                self.discovery.as_ref().and_then(Discovery::next_due),
             ]
             .into_iter()
             .flatten()
@@ -321,9 +349,29 @@ impl Agent {
     }
 
     /// On every connect: the broker may have lost retained messages (a
-    /// restart without persistence), so status and all states go again.
+    /// restart without persistence), so status, discovery and all states
+    /// go again.
     fn publish_everything(&mut self) {
         self.publish_status(topics::ONLINE);
+        self.announce();
+        self.publish_states();
+    }
+
+    /// Home Assistant's discovery messages (retained), before the states
+    /// they describe.
+    fn announce(&mut self) {
+        let Some(discovery) = &self.discovery else {
+            return;
+        };
+        let messages = discovery.messages().to_vec();
+        tracing::debug!(messages = messages.len(), "home assistant discovery");
+        for m in messages {
+            self.send(&m.topic, m.payload, true, None);
+        }
+    }
+
+    /// The last state of every pin (same `seq`: a repeat, not a change).
+    fn publish_states(&mut self) {
         for (i, input) in self.config.inputs.clone().iter().enumerate() {
             if let Some((value, seq)) = self.inputs.last(i) {
                 self.send(
@@ -344,6 +392,24 @@ impl Agent {
                     Some(seq),
                 );
             }
+        }
+    }
+
+    /// After Home Assistant restarted: the pins' states, the sensors' last
+    /// readings and the stats again, for entities it has just subscribed to.
+    fn publish_states_for_home_assistant(&mut self) {
+        self.publish_status(topics::ONLINE);
+        self.publish_states();
+        for (topic, payload) in self.last_readings.clone() {
+            self.send(&topic, payload, false, None);
+        }
+        self.publish_stats();
+    }
+
+    fn remember_reading(&mut self, topic: &str, payload: &[u8]) {
+        if self.discovery.is_some() {
+            self.last_readings
+                .insert(topic.to_string(), payload.to_vec());
         }
     }
 
@@ -389,6 +455,7 @@ impl Agent {
                 seq,
             };
             let payload = reading.to_json();
+            self.remember_reading(&topic, &payload);
             self.send(&topic, payload, false, Some(seq));
         }
     }
@@ -410,6 +477,7 @@ impl Agent {
             seq,
         };
         let payload = failure.to_json();
+        self.remember_reading(&topic, &payload);
         self.send(&topic, payload, false, Some(seq));
         self.failing[i] = Some(text);
     }
@@ -465,9 +533,25 @@ impl Agent {
             let timeout = self.config.sensors[i].timeout;
             self.sensor_failed(i, &SensorError::Timeout(timeout));
         }
+        match self.discovery.as_mut().and_then(|d| d.due(now)) {
+            Some(discovery::Due::Announce) => {
+                tracing::info!("answering Home Assistant's birth message: discovery again");
+                self.announce();
+            }
+            Some(discovery::Due::States) => self.publish_states_for_home_assistant(),
+            None => {}
+        }
     }
 
     fn on_message(&mut self, topic: &str, payload: &[u8], retained: bool) {
+        if let Some(discovery) = &mut self.discovery {
+            if discovery.status_topic() == Some(topic) {
+                if discovery.on_status(payload, Instant::now()) {
+                    tracing::debug!("Home Assistant is online: discovery follows shortly");
+                }
+                return;
+            }
+        }
         let Some(name) = self.topics.command_name(topic) else {
             tracing::debug!(topic, "ignoring a message that is not a command");
             return;

@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod check;
 pub mod gpio;
+pub mod ha;
 pub mod publish;
 pub mod run;
 pub mod sensors;
@@ -91,6 +92,7 @@ pub async fn run(command: Command) -> Result<(), CmdError> {
         Command::Certs(args) => certs::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Sensors(args) => sensors::run(args).await,
+        Command::Ha(args) => ha::run(&args),
         Command::Demo(args) => Ok(crate::demo::run(&args).await?),
     }
 }
