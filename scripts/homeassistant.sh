@@ -18,15 +18,15 @@ cd "$(dirname "$0")/.."
 root=target/homeassistant
 mkdir -p "$root"
 
-py311=${PINPOST_HA_PYTHON_2024:-}
-py313=${PINPOST_HA_PYTHON_2025:-}
 pyenv_root=$( (command -v pyenv >/dev/null && pyenv root) || echo "$HOME/.pyenv")
-find_python() { # wanted-version candidates...
+# find_python <version> <candidates...>: the first that is that version and
+# can make a venv (Debian splits venv and ensurepip off into python3-venv).
+find_python() {
   local want=$1 c
   shift
   for c in "$@"; do
     if [ -x "$c" ] || command -v "$c" >/dev/null 2>&1; then
-      if "$c" -c "import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '$want' else 1)" 2>/dev/null; then
+      if "$c" -c "import sys, venv, ensurepip; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '$want' else 1)" 2>/dev/null; then
         command -v "$c" 2>/dev/null || echo "$c"
         return 0
       fi
@@ -34,22 +34,26 @@ find_python() { # wanted-version candidates...
   done
   return 1
 }
-if [ -z "$py311" ]; then
-  py311=$(find_python 3.11 python3.11 "$pyenv_root"/versions/3.11*/bin/python3 python3) || {
-    echo "scripts/homeassistant.sh: Home Assistant 2024.3.3 needs Python 3.11, and none was found." >&2
-    echo "  Install it (Debian 12: sudo apt-get install python3 python3-venv; or: pyenv install 3.11)," >&2
-    echo "  or name one with PINPOST_HA_PYTHON_2024=/path/to/python3.11." >&2
-    exit 1
-  }
-fi
-if [ -z "$py313" ]; then
-  py313=$(find_python 3.13 "$pyenv_root"/versions/3.13*/bin/python3 python3.13) || {
-    echo "scripts/homeassistant.sh: Home Assistant 2025.4.4 needs Python 3.13, and none was found." >&2
-    echo "  Install it with pyenv: pyenv install 3.13.0 (it goes to $pyenv_root/versions/3.13.0)," >&2
-    echo "  or name one with PINPOST_HA_PYTHON_2025=/path/to/python3.13." >&2
-    exit 1
-  }
-fi
+# A Python named in the environment must be the right one; otherwise the
+# usual places are searched.
+py311_candidates=(python3.11 "$pyenv_root"/versions/3.11*/bin/python3 python3)
+py313_candidates=("$pyenv_root"/versions/3.13*/bin/python3 python3.13)
+[ -n "${PINPOST_HA_PYTHON_2024:-}" ] && py311_candidates=("$PINPOST_HA_PYTHON_2024")
+[ -n "${PINPOST_HA_PYTHON_2025:-}" ] && py313_candidates=("$PINPOST_HA_PYTHON_2025")
+py311=$(find_python 3.11 "${py311_candidates[@]}") || {
+  echo "scripts/homeassistant.sh: Home Assistant 2024.3.3 needs Python 3.11 with venv, and none was found" >&2
+  echo "  (looked at: ${py311_candidates[*]})." >&2
+  echo "  Install it (Debian 12: sudo apt-get install python3 python3-venv; or: pyenv install 3.11)," >&2
+  echo "  or name one with PINPOST_HA_PYTHON_2024=/path/to/python3.11." >&2
+  exit 1
+}
+py313=$(find_python 3.13 "${py313_candidates[@]}") || {
+  echo "scripts/homeassistant.sh: Home Assistant 2025.4.4 needs Python 3.13 with venv, and none was found" >&2
+  echo "  (looked at: ${py313_candidates[*]})." >&2
+  echo "  Install it with pyenv: pyenv install 3.13.0 (it goes to $pyenv_root/versions/3.13.0)," >&2
+  echo "  or name one with PINPOST_HA_PYTHON_2025=/path/to/python3.13." >&2
+  exit 1
+}
 
 # install <version> <python> [extra pip args...]
 install() {

@@ -47,6 +47,9 @@ cargo clippy --no-default-features --all-targets -- -D warnings
 # (tests/package.rs).
 scripts/package.sh >/dev/null
 scripts/throwaway-root.sh >/dev/null
+# Home Assistant 2024.3.3 and 2025.4.4 from PyPI, for tests/homeassistant.rs
+# (kept in target/homeassistant/; fails saying which Python to install).
+scripts/homeassistant.sh
 cargo test
 # The README's first command, exactly as a newcomer runs it (timed here).
 cargo run --release -- demo --duration 10s

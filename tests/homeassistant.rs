@@ -41,6 +41,58 @@ fn home_assistant_2025_4_shows_every_pin_and_sensor_from_device_discovery() {
     scenario("2025.4.4", "device");
 }
 
+#[test]
+fn a_missing_python_fails_the_install_in_words_saying_what_to_install() {
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/homeassistant.sh"))
+        .env("PINPOST_HA_PYTHON_2025", "/nonexistent/python3.13")
+        .output()
+        .expect("bash");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Home Assistant 2025.4.4 needs Python 3.13"),
+        "{err}"
+    );
+    assert!(err.contains("pyenv install 3.13.0"), "{err}");
+}
+
+#[test]
+fn pinpost_ha_prints_the_messages_a_config_would_announce() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pinpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[device]\nid = \"pi-01\"\n[outbox]\npath = \"{}\"\n[[output]]\nname = \"relay\"\npin = 27\n\
+             [[sensor]]\nname = \"tank\"\nkind = \"ds18b20\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = pinpost(
+        &strings(&["ha", "--config", &config.display().to_string()]),
+        WAIT,
+    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("does not set [homeassistant] enabled = true"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sensor \"tank\" is not announced"),
+        "{stderr}"
+    );
+    let (topic, rest) = stdout.split_once('\n').unwrap();
+    assert_eq!(topic, "homeassistant/switch/pi-01/output_relay/config");
+    let json_end = rest.find("\n}\n").unwrap() + 2;
+    let body: Value = serde_json::from_str(&rest[..json_end]).unwrap();
+    assert_eq!(body["command_topic"], "pinpost/pi-01/cmd/relay");
+    assert_eq!(body["unique_id"], "pinpost_pi-01_output_relay");
+    assert!(!dir.path().join("state").exists(), "it only prints");
+}
+
 /// What HA should show for the test config, entity id → (device class, unit).
 const ENTITIES: &[(&str, Option<&str>, Option<&str>)] = &[
     ("switch.pi_01_relay", None, None),
@@ -70,7 +122,11 @@ fn scenario(version: &str, form: &str) {
         let s = ha.wait_state(id, "announced and available", |s| {
             s["state"] != "unavailable"
         });
-        assert_eq!(s["attributes"]["device_class"].as_str(), *class, "{id}: {s}");
+        assert_eq!(
+            s["attributes"]["device_class"].as_str(),
+            *class,
+            "{id}: {s}"
+        );
         assert_eq!(
             s["attributes"]["unit_of_measurement"].as_str(),
             *unit,
@@ -98,15 +154,21 @@ fn scenario(version: &str, form: &str) {
     assert_eq!(ha.state("light.pi_01_lamp")["state"], "off");
     // The sensor read once before HA started, and readings are not
     // retained: HA has it because pinpost answered its birth message.
-    ha.wait_state("sensor.pi_01_room", "the reading made before HA started", |s| {
-        s["state"] == "20.0"
-    });
+    ha.wait_state(
+        "sensor.pi_01_room",
+        "the reading made before HA started",
+        |s| s["state"] == "20.0",
+    );
     eprintln!("[{version}] HA shows:\n{}", ha.states_of_device());
     assert_eq!(ha.state("sensor.pi_01_outbox_dropped")["state"], "0");
 
     // A switch in HA moves the pin; the wired door contact follows, and HA
     // shows both.
-    ha.call("switch", "turn_on", json!({ "entity_id": "switch.pi_01_relay" }));
+    ha.call(
+        "switch",
+        "turn_on",
+        json!({ "entity_id": "switch.pi_01_relay" }),
+    );
     witness.wait_until("the relay on", WAIT, |l| {
         l.starts_with("pinpost/pi-01/output/relay {\"value\":true")
     });
@@ -114,7 +176,9 @@ fn scenario(version: &str, form: &str) {
         l.starts_with("pinpost/pi-01/input/door {\"value\":true")
     });
     ha.wait_state("switch.pi_01_relay", "on", |s| s["state"] == "on");
-    ha.wait_state("binary_sensor.pi_01_door", "open (on)", |s| s["state"] == "on");
+    ha.wait_state("binary_sensor.pi_01_door", "open (on)", |s| {
+        s["state"] == "on"
+    });
     ha.wait_state("sensor.pi_01_last_command_result", "ok", |s| {
         s["state"] == "ok"
     });
@@ -133,7 +197,11 @@ fn scenario(version: &str, form: &str) {
     });
 
     // The pulse button: the relay (on) goes off for 300 ms, then back.
-    ha.call("button", "press", json!({ "entity_id": "button.pi_01_pulse_relay" }));
+    ha.call(
+        "button",
+        "press",
+        json!({ "entity_id": "button.pi_01_pulse_relay" }),
+    );
     witness.wait_until("the pulse", WAIT, |l| {
         l.starts_with("pinpost/pi-01/output/relay {\"value\":false")
     });
@@ -144,7 +212,9 @@ fn scenario(version: &str, form: &str) {
     // The Pi dies: the broker's Last Will makes every entity unavailable.
     agent.kill();
     for (id, _, _) in ENTITIES {
-        ha.wait_state(id, "unavailable (Last Will)", |s| s["state"] == "unavailable");
+        ha.wait_state(id, "unavailable (Last Will)", |s| {
+            s["state"] == "unavailable"
+        });
     }
     // It comes back: so do they.
     let mut agent = rig.agent(form, true, state.path());
@@ -163,7 +233,10 @@ fn scenario(version: &str, form: &str) {
     ha.wait_state("light.pi_01_lamp", "on at 40 % again", |s| {
         s["state"] == "on" && s["attributes"]["brightness"] == 102
     });
-    eprintln!("[{version}] LWT and return checked after {:?}", started.elapsed());
+    eprintln!(
+        "[{version}] LWT and return checked after {:?}",
+        started.elapsed()
+    );
 
     // HA restarts, and meanwhile the discovery configs vanish from the
     // broker (a broker without persistence, or someone clearing them): the
@@ -193,15 +266,20 @@ fn scenario(version: &str, form: &str) {
         s["state"] == "on" && s["attributes"]["brightness"] == 102
     });
     assert_eq!(rig.retained_configs(), configs, "announced again, retained");
-    eprintln!("[{version}] HA restart checked after {:?}", started.elapsed());
+    eprintln!(
+        "[{version}] HA restart checked after {:?}",
+        started.elapsed()
+    );
 
     // The lamp is taken out of the config: after the agent's restart it is
     // gone from HA, and no other entity is.
     agent.stop();
     let _agent = rig.agent(form, false, state.path());
-    ha.wait_state("switch.pi_01_relay", "back after the agent's restart", |s| {
-        s["state"] != "unavailable"
-    });
+    ha.wait_state(
+        "switch.pi_01_relay",
+        "back after the agent's restart",
+        |s| s["state"] != "unavailable",
+    );
     ha.wait_gone("light.pi_01_lamp");
     let mut left: Vec<&str> = ENTITIES
         .iter()
@@ -219,7 +297,10 @@ fn scenario(version: &str, form: &str) {
             "its config is cleared on the broker"
         );
     }
-    eprintln!("[{version}] removal checked; whole scenario {:?}", started.elapsed());
+    eprintln!(
+        "[{version}] removal checked; whole scenario {:?}",
+        started.elapsed()
+    );
     ha.stop();
 }
 
@@ -329,11 +410,8 @@ model = "Raspberry Pi 4"
             ),
         )
         .unwrap();
-        let mut process = Background::start(&strings(&[
-            "run",
-            "--config",
-            &path.display().to_string(),
-        ]));
+        let mut process =
+            Background::start(&strings(&["run", "--config", &path.display().to_string()]));
         process.wait_for("connected", WAIT);
         Agent { process }
     }
@@ -342,7 +420,12 @@ model = "Raspberry Pi 4"
     fn retained_configs(&self) -> Vec<String> {
         let mut cmd = Command::new("mosquitto_sub");
         cmd.args(["-h", "127.0.0.1", "-p", &self.broker.port.to_string()])
-            .args(["-t", "homeassistant/+/+/+/config", "-t", "homeassistant/+/+/config"])
+            .args([
+                "-t",
+                "homeassistant/+/+/+/config",
+                "-t",
+                "homeassistant/+/+/config",
+            ])
             .args(["--retained-only", "-v", "-W", "2"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -519,7 +602,11 @@ impl HomeAssistant {
         self.child = Some(child);
         let deadline = Instant::now() + HA_START;
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("HA {} exited with {status}:\n{}", self.version, self.log());
             }
             if matches!(self.request("GET", "/api/", None), Ok((200, _))) {
@@ -551,9 +638,13 @@ impl HomeAssistant {
     }
 
     /// One HTTP/1.0 request (the connection closes after the answer).
-    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .map_err(|e| e.to_string())?;
@@ -665,5 +756,7 @@ impl Drop for HomeAssistant {
 }
 
 fn hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", fastrand::u8(..))).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", fastrand::u8(..)))
+        .collect()
 }

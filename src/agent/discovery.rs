@@ -130,7 +130,10 @@ impl Discovery {
     }
 
     pub fn next_due(&self) -> Option<Instant> {
-        [self.announce_at, self.states_at].into_iter().flatten().min()
+        [self.announce_at, self.states_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn due(&mut self, now: Instant) -> Option<Due> {
@@ -263,8 +266,15 @@ mod tests {
         let (first, problems) = Discovery::start(&config(&["relay", "fan"], true), dir.path());
         assert!(problems.is_empty(), "{problems:?}");
         let mut first = first.unwrap();
-        assert_eq!(first.confirmed(), None, "nothing to remove, nothing to confirm");
-        let mode = fs::metadata(dir.path().join(FILE_NAME)).unwrap().permissions().mode();
+        assert_eq!(
+            first.confirmed(),
+            None,
+            "nothing to remove, nothing to confirm"
+        );
+        let mode = fs::metadata(dir.path().join(FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(
             on_disk(dir.path()),
@@ -285,9 +295,18 @@ mod tests {
         let (again, _) = Discovery::start(&config(&["relay"], true), dir.path());
         assert!(again.unwrap().messages()[0].payload.is_empty());
         assert_eq!(second.confirmed(), None);
-        assert_eq!(on_disk(dir.path()), ["homeassistant/switch/pi/output_relay/config"]);
+        assert_eq!(
+            on_disk(dir.path()),
+            ["homeassistant/switch/pi/output_relay/config"]
+        );
         let (third, _) = Discovery::start(&config(&["relay"], true), dir.path());
-        assert!(third.unwrap().messages().iter().all(|m| !m.payload.is_empty()));
+        assert!(
+            third
+                .unwrap()
+                .messages()
+                .iter()
+                .all(|m| !m.payload.is_empty())
+        );
     }
 
     #[test]
@@ -313,10 +332,13 @@ mod tests {
         let (d, problems) = Discovery::start(&config(&["relay"], true), dir.path());
         assert!(d.is_some());
         assert!(problems[0].contains("is damaged"), "{problems:?}");
-        assert!(problems[0].contains("stay in Home Assistant"), "{problems:?}");
+        assert!(
+            problems[0].contains("stay in Home Assistant"),
+            "{problems:?}"
+        );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn the_birth_message_is_answered_within_the_delay_then_the_states_follow() {
         let dir = tempfile::tempdir().unwrap();
         let (d, _) = Discovery::start(&config(&["relay"], true), dir.path());
@@ -327,7 +349,10 @@ mod tests {
         assert!(d.on_status(b"online", now));
         let at = d.next_due().unwrap();
         assert!(at <= now + Duration::from_secs(5), "within birth_delay");
-        assert_eq!(d.due(at - Duration::from_millis(1)).filter(|_| at > now), None);
+        assert_eq!(
+            d.due(at - Duration::from_millis(1)).filter(|_| at > now),
+            None
+        );
         assert_eq!(d.due(at), Some(Due::Announce));
         assert_eq!(d.next_due(), Some(at + STATES_AFTER));
         assert_eq!(d.due(at + STATES_AFTER), Some(Due::States));

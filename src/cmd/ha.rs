@@ -36,7 +36,10 @@ pub fn run(args: &HaArgs) -> Result<(), CmdError> {
     let plan = homeassistant::plan(&config, &previous);
     for m in &plan.messages {
         if m.payload.is_empty() {
-            println!("{}\n(empty: removes what was announced there before)\n", m.topic);
+            println!(
+                "{}\n(empty: removes what was announced there before)\n",
+                m.topic
+            );
             continue;
         }
         let shown = serde_json::from_slice::<serde_json::Value>(&m.payload)

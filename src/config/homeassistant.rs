@@ -305,7 +305,9 @@ pub(super) fn build(
                         };
                         return Err(o.invalid(
                             &at_m,
-                            format!("{m:?} is not something this sensor measures; allowed: {allowed}"),
+                            format!(
+                                "{m:?} is not something this sensor measures; allowed: {allowed}"
+                            ),
                         ));
                     }
                 }
@@ -516,10 +518,9 @@ fn text(value: &Option<String>, key: &str, o: &Origins<'_>) -> Result<Option<Str
         Some(t) if t.chars().any(char::is_control) => {
             Err(o.invalid(key, format!("{t:?} contains a control character")))
         }
-        Some(t) if t.chars().count() > TEXT_MAX_CHARS => Err(o.invalid(
-            key,
-            format!("is longer than {TEXT_MAX_CHARS} characters"),
-        )),
+        Some(t) if t.chars().count() > TEXT_MAX_CHARS => {
+            Err(o.invalid(key, format!("is longer than {TEXT_MAX_CHARS} characters")))
+        }
         Some(t) => Ok(Some(t.clone())),
     }
 }
@@ -556,9 +557,11 @@ mod tests {
         assert_eq!(ha.form, DiscoveryForm::Entities);
         assert_eq!(ha.birth_delay, Duration::from_secs(5));
         assert!(ha.diagnostics);
-        let ha = parse("[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha\"\nform = \"device\"\n")
-            .unwrap()
-            .homeassistant;
+        let ha = parse(
+            "[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha\"\nform = \"device\"\n",
+        )
+        .unwrap()
+        .homeassistant;
         assert_eq!(ha.status_topic, "ha/status", "follows the prefix");
         assert_eq!(ha.form, DiscoveryForm::Device);
     }
@@ -591,13 +594,18 @@ mod tests {
         let e = error(
             "[[output]]\nname = \"relay\"\npin = 27\n[output.homeassistant]\ncomponent = \"light\"\n",
         );
-        assert!(e.contains("line 7: output[0].homeassistant.component"), "{e}");
+        assert!(
+            e.contains("line 7: output[0].homeassistant.component"),
+            "{e}"
+        );
         assert!(e.contains("pwm = true"), "{e}");
     }
 
     #[test]
     fn a_component_that_does_not_fit_the_pin_says_what_does() {
-        let e = error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\ncomponent = \"switch\"\n");
+        let e = error(
+            "[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\ncomponent = \"switch\"\n",
+        );
         assert!(e.contains("input[0].homeassistant.component"), "{e}");
         assert!(e.contains("\"binary_sensor\""), "{e}");
     }
@@ -610,7 +618,8 @@ mod tests {
         );
         assert!(e.contains("output[0].homeassistant.pulse"), "{e}");
         assert!(e.contains("commands.max_pulse (2000 ms)"), "{e}");
-        let e = error("[[output]]\nname = \"r\"\npin = 27\n[output.homeassistant]\npulse = \"50ms\"\n");
+        let e =
+            error("[[output]]\nname = \"r\"\npin = 27\n[output.homeassistant]\npulse = \"50ms\"\n");
         assert!(e.contains("commands.min_interval (100 ms)"), "{e}");
         let e = error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\npulse = \"1s\"\n");
         assert!(e.contains("only outputs can be pulsed"), "{e}");
@@ -622,15 +631,21 @@ mod tests {
             "[[sensor]]\nname = \"room\"\nkind = \"bmp280\"\n\
              [sensor.homeassistant.measurement.humidity]\nname = \"x\"\n",
         );
-        assert!(e.contains("sensor[0].homeassistant.measurement.humidity"), "{e}");
+        assert!(
+            e.contains("sensor[0].homeassistant.measurement.humidity"),
+            "{e}"
+        );
         assert!(e.contains("allowed: temperature, pressure"), "{e}");
     }
 
     #[test]
     fn bad_classes_icons_categories_and_topics_are_refused_in_words() {
-        let e = error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\ndevice_class = \"Door\"\n");
+        let e = error(
+            "[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\ndevice_class = \"Door\"\n",
+        );
         assert!(e.contains("is not a device class"), "{e}");
-        let e = error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\nicon = \"garage\"\n");
+        let e =
+            error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\nicon = \"garage\"\n");
         assert!(e.contains("\"mdi:garage\""), "{e}");
         let e = error(
             "[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\nentity_category = \"config\"\n",

@@ -248,7 +248,10 @@ fn entities(config: &Config, notes: &mut Vec<String>) -> Vec<Spec> {
             let mut b = Map::new();
             b.insert(
                 "name".into(),
-                json!(format!("Pulse {}", e.name.as_deref().unwrap_or(&output.name))),
+                json!(format!(
+                    "Pulse {}",
+                    e.name.as_deref().unwrap_or(&output.name)
+                )),
             );
             b.insert("command_topic".into(), json!(command));
             b.insert(
@@ -338,7 +341,8 @@ fn entities(config: &Config, notes: &mut Vec<String>) -> Vec<Spec> {
 const DUTY_PERCENT: &str = "{{ ((value_json.duty * 100) | round(0) | int) if value_json.duty \
      is defined else (100 if value_json.value else 0) }}";
 /// A PWM command from a percentage (HA's brightness or speed, 0 to 100).
-const PWM_FROM_PERCENT: &str = "{\"action\":\"pwm\",\"duty\":{{ (value | float(0) / 100) | round(4) }}}";
+const PWM_FROM_PERCENT: &str =
+    "{\"action\":\"pwm\",\"duty\":{{ (value | float(0) / 100) | round(4) }}}";
 
 /// `name`, `icon`, `device_class`, `entity_category` and QoS 1 both ways.
 fn common(e: &Entity, default_name: &str) -> Map<String, Value> {
@@ -386,7 +390,11 @@ fn measurement(
     // HA's sensor takes that as unknown, not as a number.
     c.insert("value_template".into(), json!("{{ value_json.value }}"));
     c.insert("state_class".into(), json!("measurement"));
-    let unit = e.unit.as_deref().or(whole.unit.as_deref()).unwrap_or(&p.unit);
+    let unit = e
+        .unit
+        .as_deref()
+        .or(whole.unit.as_deref())
+        .unwrap_or(&p.unit);
     if !unit.is_empty() {
         c.insert("unit_of_measurement".into(), json!(unit));
     }
@@ -401,13 +409,16 @@ fn measurement(
     if let Some(icon) = e.icon.as_deref().or(whole.icon.as_deref()) {
         c.insert("icon".into(), json!(icon));
     }
-    let category = e.entity_category.or(whole.entity_category).or(match sensor.kind {
-        // The Pi's own health is diagnostics, not the things it measures.
-        SensorKind::CpuTemperature { .. } | SensorKind::System { .. } => {
-            Some(EntityCategory::Diagnostic)
-        }
-        _ => None,
-    });
+    let category = e
+        .entity_category
+        .or(whole.entity_category)
+        .or(match sensor.kind {
+            // The Pi's own health is diagnostics, not the things it measures.
+            SensorKind::CpuTemperature { .. } | SensorKind::System { .. } => {
+                Some(EntityCategory::Diagnostic)
+            }
+            _ => None,
+        });
     if let Some(category) = category {
         c.insert("entity_category".into(), json!(category.as_str()));
     }
@@ -492,8 +503,18 @@ fn diagnostics(topics: &Topics) -> Vec<Spec> {
     last.insert("qos".into(), json!(1));
     vec![
         stat("queued", "Outbox queued", "measurement", "mdi:tray-full"),
-        stat("dropped", "Outbox dropped", "total_increasing", "mdi:delete-alert"),
-        stat("reconnects", "Reconnects", "total_increasing", "mdi:lan-connect"),
+        stat(
+            "dropped",
+            "Outbox dropped",
+            "total_increasing",
+            "mdi:delete-alert",
+        ),
+        stat(
+            "reconnects",
+            "Reconnects",
+            "total_increasing",
+            "mdi:lan-connect",
+        ),
         spec(Component::Sensor, "last", "command_result", last),
     ]
 }

@@ -47,7 +47,9 @@ fn config(text: &str) -> Config {
 }
 
 fn enabled(extra: &str) -> Config {
-    config(&format!("{DEVICE}{extra}\n[homeassistant]\nenabled = true\n"))
+    config(&format!(
+        "{DEVICE}{extra}\n[homeassistant]\nenabled = true\n"
+    ))
 }
 
 fn json_of(m: &Message) -> Value {
@@ -78,14 +80,9 @@ fn accepted(config: &Config, output: &str, payload: &str) -> Action {
         persistent_session: !config.broker.clean_session,
         now_millis: 1_795_430_292_000,
     };
-    commands::parse(
-        incoming,
-        &config.outputs,
-        &config.inputs,
-        &config.commands,
-    )
-    .unwrap_or_else(|r| panic!("{payload} refused: {}", r.error))
-    .action
+    commands::parse(incoming, &config.outputs, &config.inputs, &config.commands)
+        .unwrap_or_else(|r| panic!("{payload} refused: {}", r.error))
+        .action
 }
 
 #[test]
@@ -105,12 +102,27 @@ fn an_output_is_a_switch_that_reads_the_state_and_sends_commands_pinpost_accepts
     assert_eq!(switch["icon"], "mdi:gate");
     assert_eq!(switch["state_topic"], "pinpost/pi-01/output/relay");
     assert_eq!(switch["command_topic"], "pinpost/pi-01/cmd/relay");
-    assert_eq!(switch["value_template"], "{{ 'on' if value_json.value else 'off' }}");
+    assert_eq!(
+        switch["value_template"],
+        "{{ 'on' if value_json.value else 'off' }}"
+    );
     assert_eq!(switch["qos"], 1);
-    assert!(switch.get("retain").is_none(), "HA's default: commands not retained");
-    assert!(switch.get("object_id").is_none(), "object_id stops working in HA 2026.4");
-    assert_eq!(accepted(&c, "relay", switch["payload_on"].as_str().unwrap()), Action::Set(true));
-    assert_eq!(accepted(&c, "relay", switch["payload_off"].as_str().unwrap()), Action::Set(false));
+    assert!(
+        switch.get("retain").is_none(),
+        "HA's default: commands not retained"
+    );
+    assert!(
+        switch.get("object_id").is_none(),
+        "object_id stops working in HA 2026.4"
+    );
+    assert_eq!(
+        accepted(&c, "relay", switch["payload_on"].as_str().unwrap()),
+        Action::Set(true)
+    );
+    assert_eq!(
+        accepted(&c, "relay", switch["payload_off"].as_str().unwrap()),
+        Action::Set(false)
+    );
     // Availability is the status topic and its Last Will.
     assert_eq!(switch["availability_topic"], "pinpost/pi-01/status");
     assert_eq!(switch["payload_available"], "online");
@@ -137,7 +149,9 @@ fn a_pulse_button_sends_the_configured_pulse() {
         Action::Pulse(Duration::from_millis(500))
     );
     assert!(
-        plan.messages.iter().all(|m| !m.topic.contains("pulse_lamp")),
+        plan.messages
+            .iter()
+            .all(|m| !m.topic.contains("pulse_lamp")),
         "only outputs with a pulse get a button"
     );
 }
@@ -151,16 +165,28 @@ fn a_pwm_output_is_a_light_whose_brightness_is_the_duty() {
     assert_eq!(light["brightness_command_topic"], "pinpost/pi-01/cmd/lamp");
     assert_eq!(light["brightness_state_topic"], "pinpost/pi-01/output/lamp");
     assert_eq!(light["brightness_scale"], 100);
-    assert_eq!(light["on_command_type"], "brightness", "no plain `on` after a duty");
+    assert_eq!(
+        light["on_command_type"], "brightness",
+        "no plain `on` after a duty"
+    );
     assert_eq!(light["brightness_value_template"], DUTY_PERCENT);
-    assert_eq!(accepted(&c, "lamp", light["payload_off"].as_str().unwrap()), Action::Set(false));
+    assert_eq!(
+        accepted(&c, "lamp", light["payload_off"].as_str().unwrap()),
+        Action::Set(false)
+    );
     // HA renders the template with value = 40 (percent): what it sends then
     // is a PWM command pinpost accepts, at the default frequency.
     let sent = light["brightness_command_template"]
         .as_str()
         .unwrap()
         .replace("{{ (value | float(0) / 100) | round(4) }}", "0.4");
-    assert_eq!(accepted(&c, "lamp", &sent), Action::Pwm { duty: 0.4, hz: 1000.0 });
+    assert_eq!(
+        accepted(&c, "lamp", &sent),
+        Action::Pwm {
+            duty: 0.4,
+            hz: 1000.0
+        }
+    );
 }
 
 #[test]
@@ -177,7 +203,10 @@ fn a_pwm_output_can_be_a_fan_or_a_number_instead() {
     assert_eq!(fan["percentage_command_topic"], "pinpost/pi-01/cmd/lamp");
     assert_eq!(fan["percentage_command_template"], PWM_FROM_PERCENT);
     assert_eq!(fan["percentage_value_template"], DUTY_PERCENT);
-    assert_eq!(accepted(&c, "lamp", fan["payload_on"].as_str().unwrap()), Action::Set(true));
+    assert_eq!(
+        accepted(&c, "lamp", fan["payload_on"].as_str().unwrap()),
+        Action::Set(true)
+    );
 
     let c = config(&format!(
         "{}\n[homeassistant]\nenabled = true\n",
@@ -188,7 +217,10 @@ fn a_pwm_output_can_be_a_fan_or_a_number_instead() {
     ));
     let plan = super::plan(&c, &Announced::default());
     let number = entity(&plan, "homeassistant/number/pi-01/output_lamp/config");
-    assert_eq!((number["min"].clone(), number["max"].clone()), (json!(0), json!(100)));
+    assert_eq!(
+        (number["min"].clone(), number["max"].clone()),
+        (json!(0), json!(100))
+    );
     assert_eq!(number["unit_of_measurement"], "%");
     assert_eq!(number["command_template"], PWM_FROM_PERCENT);
     assert_eq!(number["value_template"], DUTY_PERCENT);
@@ -201,7 +233,10 @@ fn an_input_is_a_binary_sensor_with_its_class_and_inverted_value() {
     assert_eq!(door["device_class"], "door");
     assert_eq!(door["state_topic"], "pinpost/pi-01/input/door");
     // pinpost publishes the value with `invert` applied: ON is open.
-    assert_eq!(door["value_template"], "{{ 'ON' if value_json.value else 'OFF' }}");
+    assert_eq!(
+        door["value_template"],
+        "{{ 'ON' if value_json.value else 'OFF' }}"
+    );
     assert!(door.get("command_topic").is_none());
 }
 
@@ -213,14 +248,20 @@ fn a_bme280_is_one_sensor_per_measurement_with_class_and_unit() {
         ("pressure", "pressure", "hPa"),
         ("humidity", "humidity", "%"),
     ] {
-        let s = entity(&plan, &format!("homeassistant/sensor/pi-01/sensor_room_{m}/config"));
+        let s = entity(
+            &plan,
+            &format!("homeassistant/sensor/pi-01/sensor_room_{m}/config"),
+        );
         assert_eq!(s["name"], format!("room {m}"));
         assert_eq!(s["state_topic"], format!("pinpost/pi-01/sensor/room/{m}"));
         assert_eq!(s["value_template"], "{{ value_json.value }}");
         assert_eq!(s["device_class"], class);
         assert_eq!(s["unit_of_measurement"], unit);
         assert_eq!(s["state_class"], "measurement");
-        assert!(s.get("entity_category").is_none(), "{m} is not a diagnostic");
+        assert!(
+            s.get("entity_category").is_none(),
+            "{m} is not a diagnostic"
+        );
     }
 }
 
@@ -231,13 +272,25 @@ fn the_pis_own_health_is_diagnostic_and_percentages_there_are_not_humidity() {
     assert_eq!(cpu["entity_category"], "diagnostic");
     assert_eq!(cpu["device_class"], "temperature");
     assert_eq!(cpu["state_topic"], "pinpost/pi-01/sensor/cpu");
-    let memory = entity(&plan, "homeassistant/sensor/pi-01/sensor_health_memory_used/config");
+    let memory = entity(
+        &plan,
+        "homeassistant/sensor/pi-01/sensor_health_memory_used/config",
+    );
     assert_eq!(memory["entity_category"], "diagnostic");
     assert_eq!(memory["unit_of_measurement"], "%");
     assert!(memory.get("device_class").is_none());
-    let load = entity(&plan, "homeassistant/sensor/pi-01/sensor_health_load1/config");
-    assert!(load.get("unit_of_measurement").is_none(), "no unit, no empty unit");
-    let uptime = entity(&plan, "homeassistant/sensor/pi-01/sensor_health_uptime/config");
+    let load = entity(
+        &plan,
+        "homeassistant/sensor/pi-01/sensor_health_load1/config",
+    );
+    assert!(
+        load.get("unit_of_measurement").is_none(),
+        "no unit, no empty unit"
+    );
+    let uptime = entity(
+        &plan,
+        "homeassistant/sensor/pi-01/sensor_health_uptime/config",
+    );
     assert_eq!(uptime["device_class"], "duration");
 }
 
@@ -260,7 +313,11 @@ fn units_say_the_class_and_overrides_win() {
     assert_eq!(raw["device_class"], "temperature", "from the unit given");
     let a0 = entity(&plan, "homeassistant/sensor/pi-01/sensor_adc_a0/config");
     assert_eq!(a0["device_class"], "voltage");
-    assert!(plan.messages.iter().all(|m| !m.topic.contains("sensor_adc_a3")));
+    assert!(
+        plan.messages
+            .iter()
+            .all(|m| !m.topic.contains("sensor_adc_a3"))
+    );
 }
 
 #[test]
@@ -280,14 +337,21 @@ fn expire_after_covers_the_longest_silence_so_a_quiet_sensor_never_flaps() {
     assert!(slow >= Duration::from_secs(2 * 910), "{slow:?}");
     // Only changes and no heartbeat: silence means "unchanged".
     assert_eq!(expire_after(by_name("changes")), None);
-    assert_eq!(expire_after(by_name("fast")), Some(Duration::from_secs(10)), "the floor");
+    assert_eq!(
+        expire_after(by_name("fast")),
+        Some(Duration::from_secs(10)),
+        "the floor"
+    );
 
     let c = config(&format!(
         "{DEVICE}\n[[sensor]]\nname = \"changes\"\nkind = \"sim\"\nchange_threshold = 0.5\n\
          [homeassistant]\nenabled = true\n"
     ));
     let plan = super::plan(&c, &Announced::default());
-    let room = entity(&plan, "homeassistant/sensor/pi-01/sensor_room_pressure/config");
+    let room = entity(
+        &plan,
+        "homeassistant/sensor/pi-01/sensor_room_pressure/config",
+    );
     assert_eq!(room["expire_after"], 73);
     let changes = entity(&plan, "homeassistant/sensor/pi-01/sensor_changes/config");
     assert!(changes.get("expire_after").is_none());
@@ -301,18 +365,26 @@ fn diagnostics_read_the_stats_topic_and_command_results() {
         ("dropped", "total_increasing"),
         ("reconnects", "total_increasing"),
     ] {
-        let s = entity(&plan, &format!("homeassistant/sensor/pi-01/stats_{key}/config"));
+        let s = entity(
+            &plan,
+            &format!("homeassistant/sensor/pi-01/stats_{key}/config"),
+        );
         assert_eq!(s["state_topic"], "pinpost/pi-01/stats");
         assert_eq!(s["value_template"], format!("{{{{ value_json.{key} }}}}"));
         assert_eq!(s["entity_category"], "diagnostic");
         assert_eq!(s["state_class"], class);
     }
-    let last = entity(&plan, "homeassistant/sensor/pi-01/last_command_result/config");
+    let last = entity(
+        &plan,
+        "homeassistant/sensor/pi-01/last_command_result/config",
+    );
     assert_eq!(last["state_topic"], "pinpost/pi-01/cmd/+/result");
     assert_eq!(last["json_attributes_topic"], "pinpost/pi-01/cmd/+/result");
     assert_eq!(last["entity_category"], "diagnostic");
 
-    let c = config(&format!("{DEVICE}\n[homeassistant]\nenabled = true\ndiagnostics = false\n"));
+    let c = config(&format!(
+        "{DEVICE}\n[homeassistant]\nenabled = true\ndiagnostics = false\n"
+    ));
     let plan = super::plan(&c, &Announced::default());
     assert!(plan.messages.iter().all(|m| !m.topic.contains("stats_")));
 }
@@ -325,8 +397,15 @@ fn every_entity_is_under_one_device_with_a_distinct_stable_unique_id() {
     ));
     let plan = super::plan(&c, &Announced::default());
     let bodies: Vec<Value> = plan.messages.iter().map(json_of).collect();
-    assert_eq!(bodies.len(), 2 + 1 + 1 + 3 + 1 + 5 + 4, "outputs, pulse, input, sensors, diagnostics");
-    let mut ids: Vec<&str> = bodies.iter().map(|b| b["unique_id"].as_str().unwrap()).collect();
+    assert_eq!(
+        bodies.len(),
+        2 + 1 + 1 + 3 + 1 + 5 + 4,
+        "outputs, pulse, input, sensors, diagnostics"
+    );
+    let mut ids: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["unique_id"].as_str().unwrap())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), bodies.len());
@@ -367,17 +446,25 @@ fn names_outside_what_discovery_topics_allow_are_made_safe_and_kept_apart() {
         .iter()
         .find(|t| t.contains("output_a_b_"))
         .expect("a.b gets its own id");
-    let valid = |part: &str| part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let valid = |part: &str| {
+        part.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
     for t in &topics {
         let parts: Vec<&str> = t.split('/').collect();
         assert!(valid(parts[2]) && valid(parts[3]), "{t}");
     }
-    assert_ne!(*other, format!("homeassistant/switch/{node}/output_a_b/config"));
+    assert_ne!(
+        *other,
+        format!("homeassistant/switch/{node}/output_a_b/config")
+    );
 }
 
 #[test]
 fn the_device_form_is_one_message_with_every_component() {
-    let c = config(&format!("{DEVICE}\n[homeassistant]\nenabled = true\nform = \"device\"\n"));
+    let c = config(&format!(
+        "{DEVICE}\n[homeassistant]\nenabled = true\nform = \"device\"\n"
+    ));
     let plan = super::plan(&c, &Announced::default());
     assert_eq!(plan.messages.len(), 1);
     let m = &plan.messages[0];
@@ -393,9 +480,18 @@ fn the_device_form_is_one_message_with_every_component() {
     assert_eq!(cmps["pulse_relay"]["p"], "button");
     assert_eq!(cmps["input_door"]["p"], "binary_sensor");
     assert_eq!(cmps["sensor_room_humidity"]["p"], "sensor");
-    assert_eq!(cmps["output_relay"]["unique_id"], "pinpost_pi-01_output_relay");
-    assert!(cmps["output_relay"].get("device").is_none(), "the device is said once");
-    assert_eq!(plan.announced.topics["homeassistant/device/pi-01/config"].len(), 17);
+    assert_eq!(
+        cmps["output_relay"]["unique_id"],
+        "pinpost_pi-01_output_relay"
+    );
+    assert!(
+        cmps["output_relay"].get("device").is_none(),
+        "the device is said once"
+    );
+    assert_eq!(
+        plan.announced.topics["homeassistant/device/pi-01/config"].len(),
+        17
+    );
 }
 
 #[test]
@@ -422,9 +518,18 @@ fn an_output_taken_out_of_the_config_is_removed_and_a_rename_leaves_no_ghost() {
         ],
         "removals first, in one block"
     );
-    assert!(after.messages[removed.len()..].iter().all(|m| !m.payload.is_empty()));
+    assert!(
+        after.messages[removed.len()..]
+            .iter()
+            .all(|m| !m.payload.is_empty())
+    );
     message(&after, "homeassistant/switch/pi-01/output_gate/config");
-    assert!(!after.announced.topics.contains_key("homeassistant/switch/pi-01/output_relay/config"));
+    assert!(
+        !after
+            .announced
+            .topics
+            .contains_key("homeassistant/switch/pi-01/output_relay/config")
+    );
     // Nothing is removed twice.
     let again = plan(&c, &after.announced);
     assert!(again.messages.iter().all(|m| !m.payload.is_empty()));
@@ -439,17 +544,28 @@ fn in_the_device_form_a_removed_component_is_named_by_its_platform_only() {
     assert_eq!(after.messages.len(), 1);
     let cmps = json_of(&after.messages[0])["cmps"].clone();
     assert_eq!(cmps["output_lamp"], json!({ "p": "light" }));
-    assert!(!after.announced.topics["homeassistant/device/pi-01/config"].contains_key("output_lamp"));
+    assert!(
+        !after.announced.topics["homeassistant/device/pi-01/config"].contains_key("output_lamp")
+    );
 }
 
 #[test]
 fn switching_forms_or_disabling_removes_what_was_announced() {
     let entities = plan(&enabled(""), &Announced::default()).announced;
-    let c = config(&format!("{DEVICE}\n[homeassistant]\nenabled = true\nform = \"device\"\n"));
+    let c = config(&format!(
+        "{DEVICE}\n[homeassistant]\nenabled = true\nform = \"device\"\n"
+    ));
     let device = plan(&c, &entities);
-    let empties = device.messages.iter().filter(|m| m.payload.is_empty()).count();
+    let empties = device
+        .messages
+        .iter()
+        .filter(|m| m.payload.is_empty())
+        .count();
     assert_eq!(empties, entities.topics.len());
-    assert_eq!(device.messages.last().unwrap().topic, "homeassistant/device/pi-01/config");
+    assert_eq!(
+        device.messages.last().unwrap().topic,
+        "homeassistant/device/pi-01/config"
+    );
 
     let off = plan(&config(DEVICE), &device.announced);
     assert_eq!(
@@ -469,9 +585,17 @@ fn a_sensor_only_the_hardware_can_name_and_an_oversize_message_are_explained() {
          [broker]\nmax_packet_size = 2048\n[homeassistant]\nenabled = true\nform = \"device\"\n"
     ));
     let plan = super::plan(&c, &Announced::default());
-    assert!(plan.notes.iter().any(|n| n.contains("\"tank\"") && n.contains("id = ")), "{:?}", plan.notes);
     assert!(
-        plan.notes.iter().any(|n| n.contains("broker.max_packet_size (2048)")),
+        plan.notes
+            .iter()
+            .any(|n| n.contains("\"tank\"") && n.contains("id = ")),
+        "{:?}",
+        plan.notes
+    );
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("broker.max_packet_size (2048)")),
         "{:?}",
         plan.notes
     );
@@ -483,5 +607,9 @@ fn the_prefix_is_configurable() {
         "{DEVICE}\n[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha/site1\"\n"
     ));
     let plan = super::plan(&c, &Announced::default());
-    assert!(plan.messages.iter().all(|m| m.topic.starts_with("ha/site1/")));
+    assert!(
+        plan.messages
+            .iter()
+            .all(|m| m.topic.starts_with("ha/site1/"))
+    );
 }
