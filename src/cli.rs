@@ -197,6 +197,11 @@ pub enum CertsCommand {
         /// Where the broker keeps ca.crt, broker.crt and broker.key.
         #[arg(long, value_name = "DIR", default_value = "/etc/mosquitto/certs")]
         cert_dir: String,
+        /// Also let each agent announce itself to Home Assistant (discovery under
+        /// homeassistant/, prefix `homeassistant`) and hear HA's birth message, and
+        /// let the operator (whose certificate HA uses) publish that message.
+        #[arg(long)]
+        homeassistant: bool,
     },
     /// Check that a folder holds only what one device may get: no CA key, no
     /// other device's key (install.sh runs this before installing).

@@ -760,3 +760,85 @@ fn hex(bytes: usize) -> String {
         .map(|_| format!("{:02x}", fastrand::u8(..)))
         .collect()
 }
+
+/// The fleet's broker as `pinpost certs mosquitto --homeassistant` sets it
+/// up: the agent may announce itself and hear HA's birth message, and the
+/// operator's certificate (which HA would use) may send that message.
+#[test]
+fn the_acl_from_certs_mosquitto_homeassistant_lets_an_agent_announce_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let run = |args: &[&str]| {
+        let mut all = strings(&["certs", "--dir", &certs.display().to_string()]);
+        all.extend(strings(args));
+        let out = pinpost(&all, WAIT);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    run(&["ca"]);
+    run(&["broker", "--host", "127.0.0.1"]);
+    run(&["device", "pi-01"]);
+    run(&["device", "operator"]);
+    let broker_dir = certs.join("broker").display().to_string();
+    run(&["mosquitto", "--cert-dir", &broker_dir, "--homeassistant"]);
+    let conf = std::fs::read_to_string(certs.join("broker/pinpost.conf"))
+        .unwrap()
+        .replace(
+            "/etc/mosquitto/pinpost.acl",
+            &certs.join("broker/pinpost.acl").display().to_string(),
+        );
+    let broker = Broker::start(&BrokerSetup {
+        listener_conf: Some(conf),
+        ..BrokerSetup::default()
+    });
+    let files = |id: &str| certs.join("devices").join(id);
+    let operator = |port: u16| {
+        strings(&[
+            "-p",
+            &port.to_string(),
+            "--cafile",
+            &files("operator").join("ca.crt").display().to_string(),
+            "--cert",
+            &files("operator").join("operator.crt").display().to_string(),
+            "--key",
+            &files("operator").join("operator.key").display().to_string(),
+        ])
+    };
+    // The operator watches on the tools' port (one session per port).
+    let witness = Witness::start(&broker, "homeassistant/#", &operator(broker.more_ports[0]));
+    let config = dir.path().join("pi-01.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[device]\nid = \"pi-01\"\n[broker]\nhost = \"127.0.0.1\"\nport = {}\n\
+             [broker.tls]\nca_file = \"{d}/ca.crt\"\ncert_file = \"{d}/pi-01.crt\"\n\
+             key_file = \"{d}/pi-01.key\"\n[outbox]\npath = \"{state}\"\n[board]\nkind = \"sim\"\n\
+             [[output]]\nname = \"relay\"\npin = 27\n\
+             [homeassistant]\nenabled = true\nbirth_delay = \"100ms\"\n",
+            broker.port,
+            d = files("pi-01").display(),
+            state = dir.path().join("state").display(),
+        ),
+    )
+    .unwrap();
+    let mut agent = Background::start(&strings(&[
+        "run",
+        "--config",
+        &config.display().to_string(),
+    ]));
+    agent.wait_for("connected", WAIT);
+    witness.wait_until("the agent's discovery config", WAIT, |l| {
+        l.starts_with("homeassistant/switch/pi-01/output_relay/config {")
+    });
+    // HA's birth message, sent with the operator's certificate.
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1"])
+        .args(operator(broker.port))
+        .args(["-q", "1", "-t", "homeassistant/status", "-m", "online"])
+        .output()
+        .expect("mosquitto_pub");
+    assert!(out.status.success(), "{out:?}");
+    agent.wait_for("answering Home Assistant's birth message", WAIT);
+    witness.wait_until("discovery again", WAIT, |l| {
+        l.starts_with("homeassistant/switch/pi-01/output_relay/config {")
+    });
+}

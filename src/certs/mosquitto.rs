@@ -36,6 +36,8 @@ pub struct Setup {
     pub cert_dir: String,
     /// Where the ACL file lives on the broker.
     pub acl_path: String,
+    /// Rules for Home Assistant discovery (default prefix `homeassistant`).
+    pub homeassistant: bool,
 }
 
 /// Why a name cannot go into the broker's files.
@@ -202,7 +204,12 @@ pub fn acl(setup: &Setup) -> String {
         cli_port,
         ..
     } = setup;
-    let operator_rules = format!("topic read #\ntopic write {prefix}/+/cmd/#\n");
+    let mut operator_rules = format!("topic read #\ntopic write {prefix}/+/cmd/#\n");
+    if setup.homeassistant {
+        // HA, connected with the operator's certificate, publishes its
+        // birth message (and Last Will) there.
+        operator_rules.push_str(&format!("topic write {HA_STATUS}\n"));
+    }
     let mut text = format!(
         "# pinpost: who may use which topics (made by `pinpost certs mosquitto`).\n\
          # Install as {acl_path}.\n\
@@ -234,8 +241,21 @@ pub fn acl(setup: &Setup) -> String {
          # certificate's CN).\n\
          pattern readwrite {prefix}/%u/#\n"
     ));
+    if setup.homeassistant {
+        text.push_str(&format!(
+            "\n# Home Assistant discovery: each agent writes only its own configs\n\
+             # (the node id is its CN), and hears Home Assistant's birth message.\n\
+             pattern write {HA_PREFIX}/+/%u/+/config\n\
+             pattern write {HA_PREFIX}/device/%u/config\n\
+             pattern read {HA_STATUS}\n"
+        ));
+    }
     text
 }
+
+/// Home Assistant's defaults, which `[homeassistant]` uses unless told otherwise.
+const HA_PREFIX: &str = "homeassistant";
+const HA_STATUS: &str = "homeassistant/status";
 
 #[cfg(test)]
 mod tests {
@@ -250,7 +270,31 @@ mod tests {
             devices: vec!["operator".into(), "pi-01".into()],
             cert_dir: "/etc/mosquitto/certs".into(),
             acl_path: "/etc/mosquitto/pinpost.acl".into(),
+            homeassistant: false,
         }
+    }
+
+    #[test]
+    fn home_assistant_rules_are_added_only_when_asked_and_stay_per_device() {
+        assert!(!acl(&setup()).contains("homeassistant"));
+        let text = acl(&Setup {
+            homeassistant: true,
+            ..setup()
+        });
+        for line in [
+            "pattern write homeassistant/+/%u/+/config",
+            "pattern write homeassistant/device/%u/config",
+            "pattern read homeassistant/status",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        assert_eq!(
+            text.lines()
+                .filter(|l| *l == "topic write homeassistant/status")
+                .count(),
+            2,
+            "the operator, on both ports, for HA's birth message:\n{text}"
+        );
     }
 
     #[test]

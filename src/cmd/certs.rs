@@ -122,6 +122,7 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
             prefix,
             operator,
             cert_dir,
+            homeassistant,
         } => {
             check_id(operator, "the operator's name")?;
             let setup = mosquitto::Setup {
@@ -132,6 +133,7 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
                 devices: known_devices(dir)?,
                 cert_dir: cert_dir.trim_end_matches('/').to_string(),
                 acl_path: "/etc/mosquitto/pinpost.acl".into(),
+                homeassistant: *homeassistant,
             };
             setup.check().map_err(|e| CmdError::Input(e.to_string()))?;
             let folder = dir.join("broker");
