@@ -613,3 +613,31 @@ fn the_prefix_is_configurable() {
             .all(|m| m.topic.starts_with("ha/site1/"))
     );
 }
+
+#[test]
+fn the_readme_example_is_a_valid_config_that_announces_what_the_readme_says() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## Home Assistant").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let text = &section[start..start + section[start..].find("```").unwrap()];
+    let c = config(text);
+    let plan = super::plan(&c, &Announced::default());
+    let names: Vec<String> = plan
+        .messages
+        .iter()
+        .map(|m| json_of(m)["name"].as_str().unwrap().to_string())
+        .collect();
+    for name in [
+        "door",
+        "Gate",
+        "Pulse Gate",
+        "lamp",
+        "room temperature",
+        "Air pressure",
+        "cpu",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+    let gate = entity(&plan, "homeassistant/switch/pi-01/output_relay/config");
+    assert_eq!(gate["device"]["name"], "Garage Pi");
+}
