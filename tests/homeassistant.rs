@@ -274,7 +274,7 @@ fn scenario(version: &str, form: &str) {
     // The lamp is taken out of the config: after the agent's restart it is
     // gone from HA, and no other entity is.
     agent.stop();
-    let _agent = rig.agent(form, false, state.path());
+    let agent = rig.agent(form, false, state.path());
     ha.wait_state(
         "switch.pi_01_relay",
         "back after the agent's restart",
@@ -301,6 +301,7 @@ fn scenario(version: &str, form: &str) {
         "[{version}] removal checked; whole scenario {:?}",
         started.elapsed()
     );
+    agent.stop();
     ha.stop();
 }
 
@@ -410,10 +411,7 @@ model = "Raspberry Pi 4"
             ),
         )
         .unwrap();
-        let mut process =
-            Background::start(&strings(&["run", "--config", &path.display().to_string()]));
-        process.wait_for("connected", WAIT);
-        Agent { process }
+        Agent::start(&path)
     }
 
     /// The discovery configs retained on the broker, sorted.
@@ -448,26 +446,56 @@ model = "Raspberry Pi 4"
     }
 }
 
+/// A running agent; killed when dropped, so a failing test leaves none.
 struct Agent {
-    process: Background,
+    process: Option<Background>,
 }
 
 impl Agent {
+    fn start(config: &Path) -> Agent {
+        let mut process = Background::start(&strings(&[
+            "run",
+            "--config",
+            &config.display().to_string(),
+        ]));
+        process.wait_for("connected", WAIT);
+        Agent {
+            process: Some(process),
+        }
+    }
+
     /// As a power cut does: no goodbye, the broker publishes the Last Will.
-    fn kill(self) {
-        signal("KILL", self.process.pid());
-        let _ = self.process.finish(WAIT);
+    fn kill(mut self) {
+        if let Some(process) = self.process.take() {
+            signal("KILL", process.pid());
+            let _ = process.finish(WAIT);
+        }
     }
 
     /// As systemd does.
-    fn stop(self) {
-        signal("TERM", self.process.pid());
-        let (status, _) = self.process.finish(WAIT);
-        assert!(status.success(), "{status}");
+    fn stop(mut self) {
+        if let Some(process) = self.process.take() {
+            signal("TERM", process.pid());
+            let (status, _) = process.finish(WAIT);
+            assert!(status.success(), "{status}");
+        }
     }
 
     fn wait_for(&mut self, needle: &str, wait: Duration) {
-        self.process.wait_for(needle, wait);
+        if let Some(process) = &mut self.process {
+            process.wait_for(needle, wait);
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &process.pid().to_string()])
+                .status();
+            let _ = process.finish(WAIT);
+        }
     }
 }
 
@@ -820,12 +848,7 @@ fn the_acl_from_certs_mosquitto_homeassistant_lets_an_agent_announce_itself() {
         ),
     )
     .unwrap();
-    let mut agent = Background::start(&strings(&[
-        "run",
-        "--config",
-        &config.display().to_string(),
-    ]));
-    agent.wait_for("connected", WAIT);
+    let mut agent = Agent::start(&config);
     witness.wait_until("the agent's discovery config", WAIT, |l| {
         l.starts_with("homeassistant/switch/pi-01/output_relay/config {")
     });
@@ -841,4 +864,5 @@ fn the_acl_from_certs_mosquitto_homeassistant_lets_an_agent_announce_itself() {
     witness.wait_until("discovery again", WAIT, |l| {
         l.starts_with("homeassistant/switch/pi-01/output_relay/config {")
     });
+    agent.stop();
 }
