@@ -7,9 +7,10 @@
 //! words; [`link`] is the one supervised MQTT connection (the only code that
 //! talks to rumqttc); [`topics`] is the topic layout and payloads; [`agent`]
 //! wires it all together for `pinpost run`; [`cmd`] holds the subcommands.
-//! Beside the data flow, [`certs`] makes a fleet's certificates and
+//! Beside the data flow, [`certs`] makes a fleet's certificates,
 //! [`check`] reads a config's certificate files before `pinpost check`
-//! connects.
+//! connects, and [`homeassistant`] turns a config into Home Assistant's
+//! discovery messages (the agent publishes them, `pinpost ha` prints them).
 //!
 //! Start reading at [`agent`], then [`link`]: its [`link::LinkEvent`]s are
 //! what every command consumes, and its failures are explained by
