@@ -452,7 +452,7 @@ pub fn device_class(kind: &SensorKind, unit: &str) -> Option<&'static str> {
 /// How long HA waits for a reading before showing the sensor unavailable:
 /// twice the longest gap between two publications (the interval, or
 /// `report_every` when only changes are published, plus the read's
-/// timeouts and retries), at least [`EXPIRE_AFTER_MIN`], in whole seconds.
+/// timeouts and retries), at least `EXPIRE_AFTER_MIN` (10 s), in whole seconds.
 /// `None` for a sensor that publishes only changes with no heartbeat: its
 /// silence means "unchanged", never "gone" (availability covers that).
 pub fn expire_after(sensor: &Sensor) -> Option<Duration> {
