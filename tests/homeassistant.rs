@@ -112,7 +112,7 @@ fn scenario(version: &str, form: &str) {
     let rig = Rig::new();
     let state = tempfile::tempdir().unwrap();
     let witness = Witness::start(&rig.broker, "pinpost/pi-01/#", &[]);
-    let agent = rig.agent(form, true, state.path());
+    let agent = rig.agent(form, true, "relay", state.path());
     let mut ha = HomeAssistant::new(&venv, version, rig.broker.port);
     ha.start();
     eprintln!("[{version}] HA up after {:?}", started.elapsed());
@@ -217,7 +217,7 @@ fn scenario(version: &str, form: &str) {
         });
     }
     // It comes back: so do they.
-    let mut agent = rig.agent(form, true, state.path());
+    let mut agent = rig.agent(form, true, "relay", state.path());
     for (id, _, _) in ENTITIES {
         ha.wait_state(id, "available again", |s| s["state"] != "unavailable");
     }
@@ -271,31 +271,44 @@ fn scenario(version: &str, form: &str) {
         started.elapsed()
     );
 
-    // The lamp is taken out of the config: after the agent's restart it is
-    // gone from HA, and no other entity is.
+    // The lamp is taken out of the config and the relay renamed "gate":
+    // after the agent's restart the lamp and the relay's entities are gone
+    // from HA (no ghosts), the gate's are there, and nothing else changed.
     agent.stop();
-    let agent = rig.agent(form, false, state.path());
-    ha.wait_state(
+    let agent = rig.agent(form, false, "gate", state.path());
+    ha.wait_state("switch.pi_01_gate", "announced under its new name", |s| {
+        s["state"] != "unavailable"
+    });
+    for gone in [
+        "light.pi_01_lamp",
         "switch.pi_01_relay",
-        "back after the agent's restart",
-        |s| s["state"] != "unavailable",
-    );
-    ha.wait_gone("light.pi_01_lamp");
-    let mut left: Vec<&str> = ENTITIES
+        "button.pi_01_pulse_relay",
+    ] {
+        ha.wait_gone(gone);
+    }
+    let mut left: Vec<String> = ENTITIES
         .iter()
-        .map(|(id, _, _)| *id)
-        .filter(|id| *id != "light.pi_01_lamp")
+        .map(|(id, _, _)| id.replace("relay", "gate"))
+        .filter(|id| id != "light.pi_01_lamp")
         .collect();
     left.sort_unstable();
     assert_eq!(
         ha.template("{{ integration_entities('mqtt') | sort | join(',') }}"),
         left.join(",")
     );
+    ha.wait_state("button.pi_01_pulse_gate", "there", |s| {
+        s["state"] != "unavailable"
+    });
+    let retained = rig.retained_configs();
     if form == "entities" {
         assert!(
-            !rig.retained_configs().iter().any(|t| t.contains("lamp")),
-            "its config is cleared on the broker"
+            !retained
+                .iter()
+                .any(|t| t.contains("lamp") || t.contains("relay")),
+            "their configs are cleared on the broker: {retained:?}"
         );
+    } else {
+        assert_eq!(retained, ["homeassistant/device/pi-01/config"]);
     }
     eprintln!(
         "[{version}] removal checked; whole scenario {:?}",
@@ -347,7 +360,7 @@ impl Rig {
         Rig { pki, broker }
     }
 
-    fn agent(&self, form: &str, lamp: bool, state: &Path) -> Agent {
+    fn agent(&self, form: &str, lamp: bool, relay: &str, state: &Path) -> Agent {
         let lamp = if lamp {
             "[[output]]\nname = \"lamp\"\npin = 18\npwm = true\n"
         } else {
@@ -384,7 +397,7 @@ debounce = "20ms"
 device_class = "door"
 
 [[output]]
-name = "relay"
+name = "{relay}"
 pin = 27
 [output.homeassistant]
 pulse = "300ms"
