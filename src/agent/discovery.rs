@@ -218,7 +218,12 @@ fn read(path: &Path) -> Result<Announced, String> {
 
 fn write(path: &Path, record: &Announced) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
+        // The spool's own directory, as the outbox makes it: ours alone.
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     let text = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("json.tmp");
@@ -323,6 +328,15 @@ mod tests {
         assert!(!dir.path().join(FILE_NAME).exists());
         let (quiet, _) = Discovery::start(&config(&["relay"], false), dir.path());
         assert!(quiet.is_none());
+    }
+
+    #[test]
+    fn the_state_directory_is_made_ours_alone_when_discovery_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state/outbox");
+        Discovery::start(&config(&["relay"], true), &state);
+        let mode = fs::metadata(&state).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]

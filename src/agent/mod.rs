@@ -41,12 +41,13 @@ use crate::utc;
 
 use applied::Applied;
 use discovery::Discovery;
-
-pub use discovery::record as homeassistant_record;
 use inputs::Inputs;
 use outputs::Outputs;
 use refusals::Refusals;
 use sampling::Sampling;
+
+/// What the agent last recorded as announced to Home Assistant, for `pinpost ha`.
+pub use discovery::record as homeassistant_record;
 
 /// How long queued messages (and `offline`) get to reach the broker at shutdown.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
