@@ -521,16 +521,13 @@ impl Agent {
             })
             .await;
         }
-        self.outbox.persist();
-        self.sync_outbox();
-        let left = self.outbox.stats();
-        if left.queued > 0 {
-            tracing::warn!(
-                "{} messages the broker has not acknowledged are kept in {} and will be sent \
-                 first at the next start",
-                left.queued,
-                self.outbox.dir().display()
-            );
+        let persisted = self.outbox.persist();
+        if let Some(words) = persisted.words(self.outbox.dir()) {
+            if persisted.lost > 0 {
+                tracing::error!("{words}");
+            } else {
+                tracing::warn!("{words}");
+            }
         }
     }
 
