@@ -158,7 +158,20 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let lengths = [0u32, 1, 2, 15, 16, 17, 255, 256, 4097, 65_536, 1 << 20, 16 << 20];
+        let lengths = [
+            0u32,
+            1,
+            2,
+            15,
+            16,
+            17,
+            255,
+            256,
+            4097,
+            65_536,
+            1 << 20,
+            16 << 20,
+        ];
         let random: Vec<u32> = (0..20).map(|_| (next() % 300_000) as u32).collect();
         for n in lengths.into_iter().chain(random) {
             let reg = next() as u32;

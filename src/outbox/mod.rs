@@ -1090,7 +1090,13 @@ mod tests {
         pub(crate) fn mount(bytes: u64) -> TinyDisk {
             let dir = tempfile::tempdir().unwrap();
             let status = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={bytes},mode=0700"),
+                    "tmpfs",
+                ])
                 .arg(dir.path())
                 .status()
                 .expect("run mount");
@@ -1130,20 +1136,31 @@ mod tests {
         for n in 0..300 {
             let seq = o.next_seq("s/a");
             let pushed = o.push("s/a", payload(n), false, Some(seq), 1_000);
-            assert_eq!(pushed, Pushed::Queued, "nothing is dropped: max_bytes is 16 MiB");
+            assert_eq!(
+                pushed,
+                Pushed::Queued,
+                "nothing is dropped: max_bytes is 16 MiB"
+            );
         }
         o.sync();
         let persisted = o.persist();
         let Persisted { kept, lost, .. } = persisted;
         assert_eq!(kept + lost, 300, "{persisted:?}");
-        assert!(kept > 50 && lost > 50, "128 KiB holds about 120: {persisted:?}");
+        assert!(
+            kept > 50 && lost > 50,
+            "128 KiB holds about 120: {persisted:?}"
+        );
         let words = persisted.words(&dir).unwrap();
         assert!(
-            words.starts_with(&format!("{kept} messages the broker has not acknowledged are kept in ")),
+            words.starts_with(&format!(
+                "{kept} messages the broker has not acknowledged are kept in "
+            )),
             "{words}"
         );
         assert!(
-            words.contains(&format!("; {lost} could not be written there and are lost (")),
+            words.contains(&format!(
+                "; {lost} could not be written there and are lost ("
+            )),
             "{words}"
         );
         assert!(words.contains("No space left on device"), "{words}");

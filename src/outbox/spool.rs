@@ -766,12 +766,12 @@ fn install<T>(
     let done = make_private(&tmp, &tmp_path)
         .and_then(|()| fill(&tmp, &tmp_path))
         .and_then(|filled| {
-        tmp.sync_all()
-            .map_err(io_err("sync to disk the new outbox spool", &tmp_path))?;
-        fs::rename(&tmp_path, path)
-            .map_err(io_err("rename the new outbox spool into place as", path))?;
-        Ok(filled)
-    });
+            tmp.sync_all()
+                .map_err(io_err("sync to disk the new outbox spool", &tmp_path))?;
+            fs::rename(&tmp_path, path)
+                .map_err(io_err("rename the new outbox spool into place as", path))?;
+            Ok(filled)
+        });
     match done {
         Ok(filled) => Ok((tmp, filled)),
         Err(e) => {
@@ -865,6 +865,9 @@ fn keep_aside(dir: &Path, path: &Path) -> Result<PathBuf, SpoolError> {
         if !taken {
             fs::rename(path, &aside)
                 .map_err(io_err("keep the damaged outbox spool aside as", &aside))?;
+            // Whoever made the file, what it holds stays private.
+            fs::set_permissions(&aside, fs::Permissions::from_mode(0o600))
+                .map_err(io_err("make private (mode 0600)", &aside))?;
             return Ok(aside);
         }
         n += 1;
@@ -1959,7 +1962,10 @@ mod tests {
             middle.extend_from_slice(head);
         }
         middle.truncate(size);
-        write_file(dir, &[&record_frame(&rec(1)), &middle, &record_frame(&rec(2))]);
+        write_file(
+            dir,
+            &[&record_frame(&rec(1)), &middle, &record_frame(&rec(2))],
+        );
         middle
     }
 
@@ -2018,7 +2024,11 @@ mod tests {
         let ratio = times[1] / times[0].max(0.05);
         eprintln!("16 MiB / 4 MiB open time: {ratio:.1}");
         assert!(ratio < 8.0, "{times:?}");
-        assert!(times[1] < HOSTILE_16_MIB_SECS, "16 MiB took {:.2} s", times[1]);
+        assert!(
+            times[1] < HOSTILE_16_MIB_SECS,
+            "16 MiB took {:.2} s",
+            times[1]
+        );
     }
 
     #[test]
@@ -2086,7 +2096,8 @@ mod tests {
             for _ in 0..next(30) {
                 match next(5) {
                     0 => bytes.extend_from_slice(&record_frame(&rec(next(9)))),
-                    1 => bytes.extend_from_slice(&frame(next(7) as u8, &vec![0x50; next(40) as usize])),
+                    1 => bytes
+                        .extend_from_slice(&frame(next(7) as u8, &vec![0x50; next(40) as usize])),
                     2 => {
                         let len = next(600) as u32;
                         bytes.extend_from_slice(&fake_head(len));
@@ -2166,8 +2177,7 @@ mod tests {
         let (spool, _) = open(&spool_dir);
         drop(spool);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        fs::set_permissions(spool_dir.join(FILE_NAME), fs::Permissions::from_mode(0o644))
-            .unwrap();
+        fs::set_permissions(spool_dir.join(FILE_NAME), fs::Permissions::from_mode(0o644)).unwrap();
         let (_, _) = open(&spool_dir);
         assert_eq!(mode(&spool_dir.join(FILE_NAME)), 0o600);
     }
