@@ -623,10 +623,12 @@ impl Outbox {
                 self.forget.clear();
             }
         }
-        if result.is_ok() && self.dirty {
-            result = spool.sync();
-            if result.is_ok() {
-                self.dirty = false;
+        // Even when the forget failed (a full disk): what was written must
+        // still be made durable.
+        if self.dirty {
+            match spool.sync() {
+                Ok(()) => self.dirty = false,
+                Err(e) => result = result.and(Err(e)),
             }
         }
         if let Err(e) = result {

@@ -3,7 +3,8 @@
 //! any instant.
 //!
 //! # What it owns
-//! One directory (created 0700) holding `outbox.wal` (created 0600), plus
+//! One directory (created 0700) holding `outbox.wal` (0600, whatever the
+//! umask, as every file here), plus
 //! `outbox.wal.tmp` while a compaction is being written and
 //! `outbox.wal.damaged` (then `.1`, `.2`, …) for a file whose header was
 //! unreadable. It stores records, forgets them, recovers what is live after a
@@ -15,8 +16,9 @@
 //! MQTT, what topics, payloads or stream names mean, the configuration, or
 //! when anything should be written: the outbox decides what to append,
 //! forget and checkpoint, and keeps its own copies of messages if it wants
-//! them. Nothing here logs; damage is returned in [`Recovered::skipped`] and
-//! a failed automatic compaction through [`Spool::take_compaction_error`].
+//! them. Nothing here logs; damage is returned in [`Recovered::skipped`]
+//! (the first few regions) and [`Recovered::damage`] (all of them, counted),
+//! and a failed automatic compaction through [`Spool::take_compaction_error`].
 //!
 //! # File format
 //! Integers are little-endian; crc32 is IEEE (crc32fast).
@@ -44,20 +46,25 @@
 //! over 64 KiB and its dead bytes outweigh the live ones, so the file stays
 //! within about twice the live set. A `forget` that leaves nothing live
 //! rewrites the file down to the forget frame and checkpoint above instead of
-//! appending, so a drained outbox leaves a file of a few dozen bytes.
+//! appending, so a drained outbox leaves a file of a few dozen bytes. When
+//! that copy cannot be written (a full disk), the file is cut down in place
+//! instead, which needs no free space.
 //!
 //! # Recovery
 //! Damage is reported, never fatal. A torn end (what power loss leaves) is
 //! cut off so later appends follow the last whole frame. Damage with whole
-//! frames after it is skipped up to the next offset where a frame with the
-//! magic and a matching checksum starts; it stays in the file, counted as
-//! dead, until the next compaction. A frame of unknown kind, or whose body
+//! frames after it is skipped up to the whole frame with the magic and a
+//! matching checksum that ends first; it stays in the file, counted as dead,
+//! until the next compaction. Finding that frame takes one pass however many
+//! candidate heads overlap (see `resync`): recovery is linear in the size
+//! of the file, hostile or not. A frame of unknown kind, or whose body
 //! does not parse although its checksum holds, is skipped. A file whose
 //! header is not ours is renamed aside and a new spool started.
 //!
 //! Recovery holds the live records (returned anyway) plus at most one frame
-//! or 64 KiB of file at a time. One process owns the directory: nothing here
-//! locks it.
+//! or 64 KiB of file at a time, and while resynchronising up to
+//! `PENDING_MAX` candidate frames (4 MiB). One process owns the
+//! directory: nothing here locks it.
 
 #![forbid(unsafe_code)]
 
