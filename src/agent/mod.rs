@@ -235,6 +235,10 @@ impl Agent {
                 self.ready();
                 self.publish_everything();
                 self.publish_stats();
+                // What earlier runs or the outage left goes now, even on a
+                // device with no input or output state to send (which is
+                // what used to start the outbox moving).
+                self.pump();
             }
             LinkEvent::Down {
                 failure, retry_in, ..
