@@ -1070,6 +1070,55 @@ mod tests {
     }
 
     #[test]
+    fn a_spool_damaged_in_many_places_is_reported_in_one_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.offline();
+        for n in 0..400 {
+            push(&mut o, "s/a", n);
+        }
+        o.sync();
+        drop(o);
+        // A byte of garbage before every frame after the first.
+        let wal = dir.path().join("outbox.wal");
+        let bytes = std::fs::read(&wal).unwrap();
+        let mut damaged = bytes[..8].to_vec();
+        let mut at = 8;
+        let mut first = true;
+        while at < bytes.len() {
+            let len = u32::from_le_bytes(bytes[at + 3..at + 7].try_into().unwrap()) as usize;
+            if !first {
+                damaged.push(0xee);
+            }
+            first = false;
+            damaged.extend_from_slice(&bytes[at..at + 11 + len]);
+            at += 11 + len;
+        }
+        std::fs::write(&wal, damaged).unwrap();
+        let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        let damage = opened.damage.unwrap();
+        assert!(damage.starts_with("1 damaged bytes at offset "), "{damage}");
+        assert!(damage.contains("(no frame starts here)"), "{damage}");
+        let more = damage
+            .split(", and ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("{damage}"));
+        assert!(
+            more >= 398,
+            "one region before each of 400 frames: {damage}"
+        );
+        assert!(
+            damage.ends_with(&format!("more damaged regions, {} bytes in all", more + 1)),
+            "{damage}"
+        );
+        assert_eq!(opened.replayed, 400);
+        o.online();
+        assert_eq!(deliver_all(&mut o).len(), 400);
+    }
+
+    #[test]
     fn an_unusable_spool_dir_leaves_a_working_memory_outbox() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("not-a-dir");
