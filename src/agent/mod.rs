@@ -526,6 +526,9 @@ impl Agent {
             .await;
         }
         let persisted = self.outbox.persist();
+        // A spool problem not logged yet (a checkpoint that did not fit
+        // costs a gap in seq at the next start even when nothing is lost).
+        self.sync_outbox();
         if let Some(words) = persisted.words(self.outbox.dir()) {
             if persisted.lost > 0 {
                 tracing::error!("{words}");

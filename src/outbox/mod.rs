@@ -663,7 +663,8 @@ impl Outbox {
         Persisted {
             kept,
             lost: queued - kept,
-            problem: self.problem.take(),
+            // Left for take_problem too: the agent logs spool problems.
+            problem: self.problem.clone(),
         }
     }
 

@@ -627,9 +627,10 @@ impl Spool {
     /// then the counters, written over the start of the file, when nothing
     /// is live. Needs no free space, unlike [`Spool::rewrite`]. A crash
     /// between the overwrite and the cut leaves those frames, a damaged
-    /// region, then the old frames' end, where every record that survived
-    /// is forgotten again by its own later forget frame: what was live is
-    /// what is live.
+    /// region, then the old frames' end: records forgotten earlier are
+    /// forgotten again by their own later forget frames, but those of `gone`
+    /// that survive come back and are sent once more (at least once, as
+    /// MQTT's QoS 1 is): nothing unacknowledged is ever lost.
     fn truncate_in_place(&mut self, gone: &BTreeSet<u64>) -> Result<(), SpoolError> {
         let mut ids: Vec<u64> = gone.iter().copied().collect();
         ids.extend(self.next_id.checked_sub(1).filter(|id| !gone.contains(id)));
