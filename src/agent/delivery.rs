@@ -41,8 +41,8 @@ pub(super) fn report_opened(outbox: &Outbox, opened: &Opened) {
              StateDirectory is /var/lib/pinpost)"
         );
     }
-    for skipped in &opened.skipped {
-        tracing::warn!("outbox spool damaged (a crash or power cut mid-write): {skipped}");
+    if let Some(damage) = &opened.damage {
+        tracing::warn!("outbox spool damaged (a crash or power cut mid-write): {damage}");
     }
     if opened.unclean {
         tracing::warn!(

@@ -274,6 +274,10 @@ impl Agent {
                 self.ready();
                 self.publish_everything();
                 self.publish_stats();
+                // What earlier runs or the outage left goes now, even on a
+                // device with no input or output state to send (which is
+                // what used to start the outbox moving).
+                self.pump();
             }
             LinkEvent::Down {
                 failure, retry_in, ..
@@ -661,16 +665,16 @@ impl Agent {
             })
             .await;
         }
-        self.outbox.persist();
+        let persisted = self.outbox.persist();
+        // A spool problem not logged yet (a checkpoint that did not fit
+        // costs a gap in seq at the next start even when nothing is lost).
         self.sync_outbox();
-        let left = self.outbox.stats();
-        if left.queued > 0 {
-            tracing::warn!(
-                "{} messages the broker has not acknowledged are kept in {} and will be sent \
-                 first at the next start",
-                left.queued,
-                self.outbox.dir().display()
-            );
+        if let Some(words) = persisted.words(self.outbox.dir()) {
+            if persisted.lost > 0 {
+                tracing::error!("{words}");
+            } else {
+                tracing::warn!("{words}");
+            }
         }
     }
 
