@@ -66,11 +66,18 @@ fn command_config() -> Config {
 }
 
 /// Parses and checks every promise a parse result makes.
-fn check_command(config: &Config, name: &str, payload: &[u8], retained: bool, now: i64) {
+fn check_command(
+    config: &Config,
+    name: &str,
+    payload: &[u8],
+    (retained, persistent_session): (bool, bool),
+    now: i64,
+) {
     let incoming = Incoming {
         name,
         payload,
         retained,
+        persistent_session,
         now_millis: now,
     };
     match parse(incoming, &config.outputs, &config.inputs, &config.commands) {
@@ -91,6 +98,25 @@ fn check_command(config: &Config, name: &str, payload: &[u8], retained: bool, no
                 .get(command.output)
                 .unwrap_or_else(|| panic!("{}", why()));
             assert_eq!(output.name, name, "{}", why());
+            // Fresh, or not stamped at all (and then neither retained nor
+            // possibly queued by a persistent session).
+            match &command.stamp {
+                Some(stamp) => {
+                    let limits = &config.commands;
+                    let age = now.checked_sub(stamp.at_millis).expect("no overflow");
+                    assert!(
+                        age <= limits.max_age.as_millis() as i64
+                            && -age <= limits.max_future.as_millis() as i64,
+                        "a stale or future command was accepted: {}",
+                        why()
+                    );
+                }
+                None => assert!(
+                    !retained && (!persistent_session || config.commands.allow_unstamped),
+                    "an unstamped command was accepted although it may be a replay: {}",
+                    why()
+                ),
+            }
             match command.action {
                 Action::Pulse(d) => {
                     assert!(!d.is_zero() && d <= config.commands.max_pulse, "{}", why());
@@ -106,15 +132,20 @@ fn check_command(config: &Config, name: &str, payload: &[u8], retained: bool, no
     }
 }
 
-/// Timestamps around now and far from it. Kept within ±10^15 ms (±31,000
-/// years) of zero: today's parser subtracts without checking and overflows
-/// on i64::MIN, which the timestamp work (issue 15, section 2) fixes; widen
-/// to any f64 once it is in.
+/// Timestamps around now and far from it: seconds and milliseconds near
+/// now, micro- and nanoseconds, any finite number and any integer.
 fn ts_value(now: i64) -> impl Strategy<Value = String> {
     prop_oneof![
         (-120_000i64..120_000).prop_map(move |d| format!("{}", (now + d) / 1000)),
         (-120_000i64..120_000).prop_map(move |d| format!("{}", now + d)),
-        (-1e15f64..1e15).prop_map(|t| format!("{t}")),
+        (-120_000i64..120_000).prop_map(move |d| format!("{}", (now + d) * 1000)),
+        (-120_000i64..120_000).prop_map(move |d| format!("{}", (now + d) * 1_000_000)),
+        any::<f64>()
+            .prop_filter("JSON numbers are finite", |f| f.is_finite())
+            .prop_map(|t| format!("{t:e}")),
+        any::<i64>().prop_map(|t| t.to_string()),
+        Just("-1e300".to_string()),
+        Just("1e300".to_string()),
         Just("\"2099-01-01T00:00:00Z\"".to_string()),
         Just("\"1970-01-01T00:00:00Z\"".to_string()),
         "\"[0-9T:Z.+-]{0,30}\"",
@@ -198,8 +229,10 @@ proptest! {
         name in prop_oneof![Just("relay"), Just("fan"), Just("door"), Just("nothing"), Just("")],
         payload in command_payload(1_764_460_800_000),
         retained in any::<bool>(),
+        persistent_session in any::<bool>(),
     ) {
-        check_command(&command_config(), name, &payload, retained, 1_764_460_800_000);
+        let now = 1_764_460_800_000;
+        check_command(&command_config(), name, &payload, (retained, persistent_session), now);
     }
 }
 
@@ -211,7 +244,9 @@ fn corpus_commands_never_panic_and_keep_their_promises() {
         let payload = std::fs::read(&file).unwrap();
         for name in ["relay", "fan", "door", "nothing"] {
             for retained in [false, true] {
-                check_command(&config, name, &payload, retained, now);
+                for persistent in [false, true] {
+                    check_command(&config, name, &payload, (retained, persistent), now);
+                }
             }
         }
     }
