@@ -12,7 +12,7 @@ use crate::utc;
 use super::Agent;
 
 /// Unix milliseconds for the outbox (which counts ages, never before 1970).
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     u64::try_from(utc::now_unix_millis()).unwrap_or(0)
 }
 
