@@ -189,6 +189,7 @@ impl Agent {
         if let Some(problem) = problem {
             tracing::warn!("{problem}");
         }
+        let refusals = Refusals::new(config.outputs.len(), now);
         Agent {
             publisher,
             inputs,
@@ -209,7 +210,7 @@ impl Agent {
             dropped_logged: 0,
             last_spool_problem: None,
             safe: false,
-            refusals: Refusals::new(now),
+            refusals,
             waiting,
         }
     }
@@ -509,7 +510,8 @@ impl Agent {
     /// Answers and logs a refusal, as often as [`Refusals`] allows: the
     /// rest are only counted, so a flood costs neither log nor outbox.
     fn refuse(&mut self, name: &str, id: Option<&str>, error: &str) {
-        if !self.refusals.admit(Instant::now()) {
+        let output = self.config.outputs.iter().position(|o| o.name == name);
+        if !self.refusals.admit(output, Instant::now()) {
             return;
         }
         tracing::warn!(output = name, "command refused: {error}");
@@ -767,8 +769,9 @@ fn log_unanswered(n: u64) {
     tracing::warn!(
         unanswered = n,
         "{n} more commands were refused without an answer or a log line: at most {} refusals \
-         are answered at once and {} a second after that, so a flood of bad commands cannot \
-         fill the log or hold up good ones",
+         are answered at once and {} a second after that, per configured output and for all \
+         other names together, so a flood of bad commands cannot fill the log or hold up good \
+         ones",
         refusals::BURST,
         1000 / refusals::REFILL_EVERY.as_millis()
     );
@@ -967,6 +970,38 @@ mod tests {
         agent.on_command_at(d, t1 + Duration::from_secs(3590), w1 + 3_590_000);
         agent.apply_waiting_at(t1 + hour, w1 + 3_600_000);
         assert_eq!(pins.level(27), Some(true), "10 s old when applied");
+    }
+
+    #[tokio::test]
+    async fn after_a_flood_to_made_up_names_a_refusal_on_a_real_output_is_still_answered() {
+        let (mut agent, _pins, _dir, _link) = relay_agent("");
+        for i in 0..10_000 {
+            let topic = format!("pinpost/pi/cmd/nothing-{i}");
+            agent.on_message(&topic, b"on", false);
+        }
+        let flood = results(&mut agent);
+        assert_eq!(
+            flood.len(),
+            refusals::BURST as usize,
+            "the flood is answered within budget"
+        );
+        agent.on_message(
+            "pinpost/pi/cmd/relay",
+            br#"{"action":"on","id":"late","ts":1000000000000}"#,
+            false,
+        );
+        let answers = results(&mut agent);
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0].0.as_deref(), Some("late"));
+        assert!(!answers[0].1);
+        assert!(
+            answers[0]
+                .2
+                .as_deref()
+                .unwrap()
+                .contains("commands.max_age"),
+            "{answers:?}"
+        );
     }
 
     #[tokio::test]
