@@ -52,6 +52,17 @@ pub(super) fn report_opened(outbox: &Outbox, opened: &Opened) {
             crate::outbox::SEQ_RESERVE
         );
     }
+    if opened.dropped > 0 {
+        tracing::warn!(
+            dropped = opened.dropped,
+            bytes = opened.dropped_bytes,
+            "{} messages ({} bytes) kept in {dir} by an earlier run were dropped: with them the \
+             outbox would be over outbox.max_bytes ({}); outbox.policy chose which",
+            opened.dropped,
+            opened.dropped_bytes,
+            outbox.max_bytes()
+        );
+    }
     if opened.replayed > 0 {
         tracing::info!(
             messages = opened.replayed,

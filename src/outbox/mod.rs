@@ -82,6 +82,11 @@ pub struct Opened {
     /// The last run ended without a clean stop, so seq numbers continue
     /// after those it had reserved: subscribers see a gap, never a reuse.
     pub unclean: bool,
+    /// Messages found in the spool but dropped at once, by `policy`,
+    /// because together they were over `max_bytes` (a spool left by a run
+    /// with a larger `outbox.max_bytes`, or a file put there by hand).
+    pub dropped: usize,
+    pub dropped_bytes: u64,
 }
 
 /// What [`Outbox::persist`] left on disk at shutdown.
@@ -185,6 +190,28 @@ fn size_of(topic: &str, payload: &[u8]) -> u64 {
     (topic.len() + payload.len()) as u64 + OVERHEAD
 }
 
+/// Which recovered records (in id order) fit `max_bytes` together: the
+/// rest are dropped as [`Outbox::push`] would have dropped them had they
+/// arrived one by one (the oldest make room, or the newest are refused).
+fn fitting_max_bytes(records: &[Record], limits: &Limits) -> Vec<bool> {
+    let sizes: Vec<u64> = records
+        .iter()
+        .map(|r| size_of(&r.topic, &r.payload))
+        .collect();
+    let mut total = sizes.iter().fold(0u64, |a, b| a.saturating_add(*b));
+    let mut keep = vec![true; records.len()];
+    let mut order: Box<dyn Iterator<Item = usize>> = match limits.policy {
+        DropPolicy::DropOldest => Box::new(0..records.len()),
+        DropPolicy::DropNewest => Box::new((0..records.len()).rev()),
+    };
+    while total > limits.max_bytes {
+        let Some(i) = order.next() else { break };
+        keep[i] = false;
+        total = total.saturating_sub(sizes[i]);
+    }
+    keep
+}
+
 impl Outbox {
     /// Opens the spool in `dir` and queues what earlier runs left there. A
     /// spool that cannot be opened is reported in [`Opened::unavailable`]
@@ -225,8 +252,17 @@ impl Outbox {
                 outbox.next_id = recovered.next_id;
                 outbox.seqs = recovered.seqs;
                 opened.unclean = recovered.unclean;
-                for record in recovered.records {
+                let kept = fitting_max_bytes(&recovered.records, &outbox.limits);
+                for (record, keep) in recovered.records.into_iter().zip(kept) {
                     let size = size_of(&record.topic, &record.payload);
+                    if !keep {
+                        // Removed from the spool at the next sync.
+                        outbox.forget.push(record.id);
+                        outbox.stats.dropped += 1;
+                        opened.dropped += 1;
+                        opened.dropped_bytes += size;
+                        continue;
+                    }
                     opened.replayed += 1;
                     opened.replayed_bytes += size;
                     outbox.total_bytes += size;
@@ -746,6 +782,11 @@ impl Outbox {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// `outbox.max_bytes`, for the words that report a drop.
+    pub fn max_bytes(&self) -> u64 {
+        self.limits.max_bytes
+    }
 }
 
 /// The damage a spool's recovery skipped, in one sentence: the first
@@ -979,6 +1020,58 @@ mod tests {
         assert_eq!(o.next_seq("s/b"), 2, "sequences continue");
         o.online();
         assert_eq!(deliver_all(&mut o), ["s/a=1", "s/a=2", "s/a=3", "s/b=4"]);
+    }
+
+    #[test]
+    fn a_spool_over_max_bytes_is_cut_to_it_at_open_by_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.offline();
+        for n in 100..200 {
+            push(&mut o, "s/a", n);
+        }
+        o.sync();
+        drop(o);
+        let each = size_of("s/a", b"100");
+        // Restarted with a tenth of the room (outbox.max_bytes lowered).
+        let (mut o, opened) = Outbox::open(dir.path(), limits(each * 10, DropPolicy::DropOldest));
+        assert_eq!((opened.replayed, opened.dropped), (10, 90));
+        assert_eq!(opened.dropped_bytes, each * 90);
+        assert_eq!(o.stats().dropped, 90, "counted as dropped");
+        assert!(o.stats().queued_bytes <= each * 10, "{:?}", o.stats());
+        o.sync();
+        drop(o);
+        // The drop reached the disk: a roomy restart finds only the ten.
+        let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        assert_eq!((opened.replayed, opened.dropped), (10, 0));
+        o.online();
+        let sent = deliver_all(&mut o);
+        assert_eq!(
+            sent.first().map(String::as_str),
+            Some("s/a=190"),
+            "the newest kept"
+        );
+        assert_eq!(sent.len(), 10);
+
+        // Keeping the history instead: the oldest stay.
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropNewest));
+        o.offline();
+        for n in 100..200 {
+            push(&mut o, "s/a", n);
+        }
+        o.sync();
+        drop(o);
+        let (mut o, opened) = Outbox::open(dir.path(), limits(each * 10, DropPolicy::DropNewest));
+        assert_eq!((opened.replayed, opened.dropped), (10, 90));
+        o.online();
+        let sent = deliver_all(&mut o);
+        assert_eq!(sent.last().map(String::as_str), Some("s/a=109"));
+        assert_eq!(
+            o.next_seq("s/a"),
+            101,
+            "seqs continue after the dropped ones"
+        );
     }
 
     #[test]
