@@ -1006,31 +1006,7 @@ mod tests {
 
     #[tokio::test]
     async fn inside_min_interval_only_the_latest_command_waits_and_is_applied() {
-        let config = from_text(
-            "[device]\nid = \"pi\"\n[broker]\nport = 9\n[board]\nkind = \"sim\"\n\
-             [[output]]\nname = \"relay\"\npin = 27\n",
-            None,
-            &Overrides::default(),
-        )
-        .unwrap();
-        let (edges, _) = crate::board::edges::channel(0);
-        let (board, pins) = SimBoard::new(&PinPlan::from_config(&config), &[], edges);
-        let link = Link::start(
-            LinkOptions {
-                broker: config.broker.clone(),
-                client_id: "t".into(),
-                reconnect: config.reconnect.clone(),
-                retry: Retry::Never,
-                will: None,
-                subscriptions: vec![],
-                tcp_nodelay: false,
-                max_incoming: None,
-            },
-            None,
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let (outbox, _) = Outbox::open(dir.path(), delivery::limits(&config.outbox));
-        let mut agent = Agent::new(config, Box::new(board), link.publisher(), outbox);
+        let (mut agent, pins, _dir, _link) = relay_agent("");
         let command = |action, id: &str| commands::Command {
             output: 0,
             action,
