@@ -173,6 +173,10 @@ pub enum CertsCommand {
         /// The devices' topic prefix ([device] topic_prefix).
         #[arg(long, default_value = "pinpost")]
         prefix: String,
+        /// Home Assistant's discovery prefix: each device may publish its own
+        /// discovery configs under it.
+        #[arg(long, default_value = "homeassistant")]
+        ha_prefix: String,
         /// The account that reads everything and sends commands.
         #[arg(long, default_value = "operator")]
         operator: String,
