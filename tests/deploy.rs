@@ -487,6 +487,10 @@ fn verify_lets_through_exactly_the_devices_three_files_and_nothing_hidden() {
     let (code, said) = verify(&folder, "pi-01");
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("pi-01.crt: it is a CA certificate"), "{said}");
+    // An id that would name files elsewhere.
+    let (code, said) = verify(&f.join("devices/pi-01"), "../pi-01/pi-01");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("cannot be a device id"), "{said}");
     // pi-01's certificate with pi-02's key.
     let folder = folder_with(f, "wrong-key", &[("pi-01.key", "devices/pi-02/pi-02.key")]);
     let (code, said) = verify(&folder, "pi-01");

@@ -180,6 +180,8 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
                 (Some(id), _) => id.clone(),
                 (None, file) => config_id(file.as_deref())?,
             };
+            // The id names the files looked for: no path tricks.
+            check_id(&id, "a device id")?;
             return verify(folder, &id);
         }
     }
