@@ -6,9 +6,9 @@
 #   pinpost.service       the systemd unit
 #   config.example.toml   used as /etc/pinpost/config.toml if there is none
 #   config.toml           (optional) used instead of the example
-#   certs/                (optional) ca.crt, <device>.crt, <device>.key: the
+#   certs/                (optional) exactly ca.crt, <id>.crt, <id>.key: the
 #                         device's folder (pinpost certs device <id>); refused,
-#                         before anything changes, if it holds any other key
+#                         before anything changes, if it holds anything else
 #
 #   sudo ./install.sh             install, enable and (re)start the service
 #   sudo ./install.sh --no-start  install and enable only (no systemd running,
@@ -19,7 +19,8 @@
 #   - groups gpio, i2c, spi (Raspberry Pi OS has them; other systems may not)
 #   - system user pinpost in those groups, no login, no home
 #   - /usr/local/bin/pinpost, mode 0755
-#   - /etc/pinpost 0750 root:pinpost; config 0640; certs *.key 0640, others 0644
+#   - /etc/pinpost 0750 root:pinpost; config 0640; certs/<id>.key 0640,
+#     certs/ca.crt and certs/<id>.crt 0644 (only those three files)
 #   - /etc/systemd/system/pinpost.service, enabled
 set -eu
 
@@ -29,7 +30,7 @@ for arg in "$@"; do
   case "$arg" in
     --no-start) start=no ;;
     -h | --help)
-      sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -66,8 +67,11 @@ say "installing $version"
 
 # The certificates must be this device's alone, checked before anything
 # changes: a CA key or another device's key on a Pi lets whoever holds the
-# Pi act as any device, or make new ones. The id is the config's that will
-# be in effect (the kept one, else the one given, else the example's).
+# Pi act as any device, or make new ones. The folder must hold exactly
+# ca.crt, <id>.crt and <id>.key, and only those are installed. The id is
+# the config's that will be in effect (the kept one, else the one given,
+# else the example's); verify reads only its [device] id, since the files
+# the config names are not in place before a first install.
 if [ -d "$here/certs" ]; then
   if [ -e /etc/pinpost/config.toml ]; then
     config=/etc/pinpost/config.toml
@@ -77,7 +81,13 @@ if [ -d "$here/certs" ]; then
     config=$here/config.example.toml
   fi
   "$here/pinpost" certs verify "$here/certs" --config "$config" ||
-    die "refusing to install $here/certs (nothing was changed): it must hold only this device's own key, with its certificate and ca.crt, as in certs/devices/<id>/ made by pinpost certs device <id>"
+    die "refusing to install $here/certs (nothing was changed): it must hold exactly ca.crt, <id>.crt and <id>.key for this device, as in certs/devices/<id>/ made by pinpost certs device <id>"
+  # verify let through exactly one key, <id>.key: its name gives the id.
+  set -- "$here"/certs/*.key
+  if [ "$#" -ne 1 ] || [ ! -f "$1" ]; then
+    die "refusing to install $here/certs (nothing was changed): it must hold exactly one key"
+  fi
+  device=$(basename "$1" .key)
 fi
 
 for group in gpio i2c spi pinpost; do
@@ -114,15 +124,15 @@ fi
 
 if [ -d "$here/certs" ]; then
   install -d -m 0750 -o root -g pinpost /etc/pinpost/certs
-  for file in "$here"/certs/*; do
-    [ -f "$file" ] || continue
-    case "$file" in
-      # Keys are readable by the service's group only, never by others.
+  # Only the three files a device gets, whatever else the folder holds.
+  for name in ca.crt "$device.crt" "$device.key"; do
+    case "$name" in
+      # The key is readable by the service's group only, never by others.
       *.key) mode=0640 ;;
       *) mode=0644 ;;
     esac
-    install -m "$mode" -o root -g pinpost "$file" "/etc/pinpost/certs/$(basename "$file")"
-    say "installed /etc/pinpost/certs/$(basename "$file") ($mode)"
+    install -m "$mode" -o root -g pinpost "$here/certs/$name" "/etc/pinpost/certs/$name"
+    say "installed /etc/pinpost/certs/$name ($mode)"
   done
 fi
 

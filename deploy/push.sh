@@ -11,11 +11,12 @@
 # (32-bit OS, Pi 2 and newer) or arm-unknown-linux-gnueabihf (Pi Zero / 1);
 # without it the Pi is asked (uname -m, getconf LONG_BIT).
 # --config FILE  becomes /etc/pinpost/config.toml (only if the Pi has none)
-# --certs DIR    the device's folder from `pinpost certs device <id>`
-#                (ca.crt, <id>.crt, <id>.key); its files go to
-#                /etc/pinpost/certs (keys 0640, others 0644). Refused before
-#                anything is built or copied if it holds the CA's key or any
-#                key but the device's own (checked with openssl).
+# --certs DIR    the device's folder from `pinpost certs device <id>`:
+#                exactly ca.crt, <id>.crt, <id>.key, which go to
+#                /etc/pinpost/certs (the key 0640, the others 0644). Refused
+#                before anything is built or copied if it holds any other
+#                file, or these hold anything but their certificates and the
+#                device's one key (checked with openssl).
 # --no-start     install and enable, but do not start yet
 #
 # Builds with `cross` when Docker answers, else with scripts/cross-build.sh
@@ -24,7 +25,7 @@
 set -euo pipefail
 
 die() { echo "push: $*" >&2; exit 1; }
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 host="" target="" config="" certs="" install_args=()
 while (($#)); do
@@ -57,40 +58,58 @@ config_id() {
          sub(/^[^=]*=[[:space:]]*["'"'"']/, ""); sub(/["'"'"'].*$/, ""); print; exit }' "$1"
 }
 
-# Refuses a certificate folder holding any private key but device $2's own:
-# a CA key (whoever holds the Pi could make certificates for every device),
-# or a key whose certificate is a CA or names another device.
+# Refuses a certificate folder that is not exactly device $2's: ca.crt,
+# $2.crt and $2.key, nothing else (a CA key or another device's key on a Pi
+# lets whoever holds it make certificates or act as that device, in
+# whatever form it hides: a second PEM section, DER, PKCS#12, encrypted).
+# The certificates hold certificates only; the key file exactly one private
+# key, the one of $2.crt, a certificate for $2 that is not a CA.
 check_certs() {
-  local dir=$1 id=$2 file name pub cert found cn
+  local dir=$1 id=$2 file name pub cn
   refuse() { die "refusing --certs $dir (nothing was built or copied): $*; give the device's own folder, certs/devices/$id, made by pinpost certs device $id"; }
   command -v openssl >/dev/null ||
     die "openssl is needed to check what --certs holds before it leaves this machine (apt install openssl)"
   for file in "$dir"/* "$dir"/.[!.]*; do
-    [ -e "$file" ] || continue
+    [ -e "$file" ] || [ -L "$file" ] || continue
     name=$(basename "$file")
-    [ -f "$file" ] || refuse "it holds $name, which is not a plain file"
-    grep -q "PRIVATE KEY" "$file" || continue
-    [ "$name" != ca.key ] ||
-      refuse "it holds ca.key, the CA's private key: whoever holds the Pi could make certificates for every device and the operator"
-    pub=$(openssl pkey -in "$file" -pubout 2>/dev/null) ||
-      refuse "$name is a private key openssl cannot read"
-    found=""
-    for cert in "$dir"/*; do
-      if [ -f "$cert" ] && grep -q "BEGIN CERTIFICATE" "$cert" &&
-        [ "$(openssl x509 -in "$cert" -noout -pubkey 2>/dev/null)" = "$pub" ]; then
-        found=$cert
-      fi
-    done
-    [ -n "$found" ] ||
-      refuse "$name is the private key of no certificate in it (another device's, the broker's or the CA's?)"
-    if openssl x509 -in "$found" -noout -text 2>/dev/null | grep -q "CA:TRUE"; then
-      refuse "$name is the private key of the CA certificate $(basename "$found"): whoever holds the Pi could make certificates for every device"
+    if [ -L "$file" ] || [ ! -f "$file" ]; then
+      refuse "it holds $name, which is not a plain file"
     fi
-    cn=$(openssl x509 -in "$found" -noout -subject -nameopt RFC2253 |
-      sed -n 's/^subject=//; s/^\(.*,\)\{0,1\}CN=\([^,]*\).*$/\2/p')
-    [ "$cn" = "$id" ] ||
-      refuse "$name is the private key of ${cn:-a certificate without a Common Name} ($(basename "$found")), not of the device $id: whoever holds the Pi could act as ${cn:-it}"
+    case "$name" in
+      ca.crt | "$id.crt" | "$id.key") ;;
+      ca.key) refuse "it holds ca.key, the CA's private key: whoever holds the Pi could make certificates for every device and the operator" ;;
+      *) refuse "it holds $name: a device gets exactly ca.crt, $id.crt and $id.key, nothing else" ;;
+    esac
   done
+  for name in ca.crt "$id.crt" "$id.key"; do
+    file=$dir/$name
+    [ -f "$file" ] || refuse "it has no $name (a device gets exactly ca.crt, $id.crt and $id.key)"
+    [ "$(wc -c <"$file")" -le 65536 ] || refuse "$name is larger than 64 KiB, too large for a certificate or a key"
+    # PEM is text: any other byte is something hidden (DER, a bundle).
+    ! LC_ALL=C grep -q '[^[:print:][:space:]]' "$file" ||
+      refuse "$name holds binary data: it must be PEM text only"
+  done
+  for name in ca.crt "$id.crt"; do
+    grep -- '-----BEGIN ' "$dir/$name" | grep -qv -- '-----BEGIN CERTIFICATE-----' &&
+      refuse "$name holds something other than certificates ($(grep -- '-----BEGIN ' "$dir/$name" | grep -v -- '-----BEGIN CERTIFICATE-----' | head -n 1 | tr -d '-'))"
+    grep -q -- '-----BEGIN CERTIFICATE-----' "$dir/$name" || refuse "$name holds no certificate"
+  done
+  [ "$(grep -c -- '-----BEGIN ' "$dir/$id.key")" -eq 1 ] ||
+    refuse "$id.key must hold exactly one private key, but holds $(grep -c -- '-----BEGIN ' "$dir/$id.key") PEM sections"
+  if grep -q -- '-----BEGIN ENCRYPTED' "$dir/$id.key"; then
+    refuse "$id.key is encrypted: pinpost needs it plain (and no one can tell whose it is)"
+  fi
+  pub=$(openssl pkey -in "$dir/$id.key" -pubout 2>/dev/null) ||
+    refuse "$id.key is not a private key openssl can read"
+  [ "$(openssl x509 -in "$dir/$id.crt" -noout -pubkey 2>/dev/null)" = "$pub" ] ||
+    refuse "$id.key is not the private key of $id.crt (another device's, the broker's or the CA's?)"
+  if openssl x509 -in "$dir/$id.crt" -noout -text 2>/dev/null | grep -q "CA:TRUE"; then
+    refuse "$id.crt is a CA certificate, not the device's: whoever holds the Pi could make certificates for every device"
+  fi
+  cn=$(openssl x509 -in "$dir/$id.crt" -noout -subject -nameopt RFC2253 |
+    sed -n 's/^subject=//; s/^\(.*,\)\{0,1\}CN=\([^,]*\).*$/\2/p')
+  [ "$cn" = "$id" ] ||
+    refuse "$id.crt is the certificate of ${cn:-no Common Name}, not of the device $id: whoever holds the Pi could act as ${cn:-it}"
 }
 
 if [ -n "$certs" ]; then
@@ -140,7 +159,8 @@ cp deploy/pinpost.service deploy/config.example.toml deploy/install.sh "$stage/"
 [ -z "$config" ] || cp "$config" "$stage/config.toml"
 if [ -n "$certs" ]; then
   mkdir "$stage/certs"
-  cp "$certs"/* "$stage/certs/"
+  # Exactly the three files check_certs let through.
+  cp "$certs/ca.crt" "$certs/$id.crt" "$certs/$id.key" "$stage/certs/"
 fi
 remote_dir=pinpost-install
 echo "push: copying to $host:$remote_dir" >&2

@@ -191,6 +191,10 @@ pub enum CertsCommand {
         /// The devices' topic prefix ([device] topic_prefix).
         #[arg(long, default_value = "pinpost")]
         prefix: String,
+        /// Home Assistant's discovery prefix: each device may publish its own
+        /// discovery configs under it.
+        #[arg(long, default_value = "homeassistant")]
+        ha_prefix: String,
         /// The account that reads everything and sends commands.
         #[arg(long, default_value = "operator")]
         operator: String,
@@ -203,15 +207,17 @@ pub enum CertsCommand {
         #[arg(long)]
         homeassistant: bool,
     },
-    /// Check that a folder holds only what one device may get: no CA key, no
-    /// other device's key (install.sh runs this before installing).
+    /// Check that a folder holds exactly what one device gets: ca.crt,
+    /// <id>.crt and <id>.key, nothing else, the key <id>.crt's (install.sh
+    /// runs this before installing).
     Verify {
         /// The folder to check, like certs/devices/pi-01.
         folder: PathBuf,
         /// The device id the key must belong to.
         #[arg(long, required_unless_present = "config")]
         device: Option<String>,
-        /// Or the config whose [device] id that is.
+        /// Or the config whose [device] id that is (only that is read: the
+        /// files it names need not exist yet).
         #[arg(long, value_name = "FILE", conflicts_with = "device")]
         config: Option<PathBuf>,
     },

@@ -184,7 +184,6 @@ pub fn parse(
 /// A stamp from the future is refused too: it would stay "fresh" for as
 /// long as it is ahead, replaying on every reconnect until then.
 fn check_age(incoming: Incoming<'_>, ts: Option<i64>, limits: &Commands) -> Result<(), String> {
-    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let Some(ts) = ts else {
         if incoming.retained {
             return Err(
@@ -200,7 +199,16 @@ fn check_age(incoming: Incoming<'_>, ts: Option<i64>, limits: &Commands) -> Resu
         }
         return Ok(());
     };
-    let now = incoming.now_millis;
+    check_stamp(ts, incoming.now_millis, limits)
+}
+
+/// Whether a command stamped `ts` (Unix milliseconds) is fresh at
+/// `now_millis`: neither older than `commands.max_age` nor further ahead
+/// than `commands.max_future`. Checked on arrival, and again when a command
+/// held for `commands.min_interval` is finally carried out (it may have
+/// gone stale while it waited).
+pub fn check_stamp(ts: i64, now: i64, limits: &Commands) -> Result<(), String> {
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     if ts > now.saturating_add(millis(limits.max_future)) {
         return Err(format!(
             "command is stamped {}, {} s ahead of this device's clock (more than the {} s allowed, commands.max_future); not applied. Check the sender's clock, and this device's",

@@ -161,19 +161,19 @@ impl Fleet {
 fn a_device_made_by_pinpost_certs_publishes_and_stays_in_its_own_topics() {
     let fleet = Fleet::new(false);
     let witness = Witness::start(&fleet.broker, "#", &fleet.watching("operator"));
-    fleet.publish("pi-01", "pinpost/pi-01/hello", "mine");
+    fleet.publish("pi-01", "pinpost/pi-01/sensor/hello", "mine");
     assert_eq!(
-        witness.wait_for("pinpost/pi-01/hello mine", WAIT),
-        ["pinpost/pi-01/hello mine"]
+        witness.wait_for("pinpost/pi-01/sensor/hello mine", WAIT),
+        ["pinpost/pi-01/sensor/hello mine"]
     );
     // Outside its subtree Mosquitto acknowledges and drops; the marker
     // after it proves the subscriber would have seen it by then.
     fleet.publish("pi-01", "pinpost/pi-02/cmd/relay", "on");
     fleet.publish("pi-01", "elsewhere", "x");
-    fleet.publish("pi-01", "pinpost/pi-01/marker", "after");
+    fleet.publish("pi-01", "pinpost/pi-01/sensor/marker", "after");
     assert_eq!(
-        witness.wait_for("pinpost/pi-01/marker after", WAIT),
-        ["pinpost/pi-01/marker after"],
+        witness.wait_for("pinpost/pi-01/sensor/marker after", WAIT),
+        ["pinpost/pi-01/sensor/marker after"],
         "a publish outside pinpost/pi-01/# reached the subscriber"
     );
     // The operator may send commands to any device.
@@ -225,10 +225,10 @@ fn an_rsa_fleet_for_old_brokers_works_the_same() {
     let key = std::fs::read_to_string(fleet.file("pi-01", "pi-01.key")).unwrap();
     assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
     let witness = Witness::start(&fleet.broker, "#", &fleet.watching("operator"));
-    fleet.publish("pi-01", "pinpost/pi-01/hello", "rsa");
+    fleet.publish("pi-01", "pinpost/pi-01/sensor/hello", "rsa");
     assert_eq!(
-        witness.wait_for("pinpost/pi-01/hello rsa", WAIT),
-        ["pinpost/pi-01/hello rsa"]
+        witness.wait_for("pinpost/pi-01/sensor/hello rsa", WAIT),
+        ["pinpost/pi-01/sensor/hello rsa"]
     );
 }
 
@@ -356,18 +356,16 @@ fn the_ca_key_stays_apart_and_each_device_folder_holds_exactly_its_own_files() {
     );
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(
-        said.contains("private/ca.key is the private key of the CA"),
-        "{said}"
-    );
-    assert!(
-        said.contains("broker.key is the private key of 127.0.0.1"),
-        "{said}"
-    );
-    assert!(
-        said.contains("operator.key is the private key of operator"),
-        "{said}"
-    );
+    for name in ["broker", "devices", "private"] {
+        assert!(
+            said.contains(&format!(
+                "holds {name}: a device gets exactly ca.crt, pi-01.crt and pi-01.key, \
+                 nothing else"
+            )),
+            "{said}"
+        );
+    }
+    assert!(said.contains("has no pi-01.crt"), "{said}");
 
     // An older layout's CA key is not used where it lies.
     let old = tempfile::tempdir().unwrap();
@@ -561,7 +559,7 @@ fn the_cli_runs_beside_the_agent_with_the_same_certificate() {
             "--config",
             &c,
             "-t",
-            "pinpost/pi-01/hello",
+            "pinpost/pi-01/sensor/hello",
             "-m",
             "beside",
         ]),
@@ -592,7 +590,7 @@ fn the_cli_runs_beside_the_agent_with_the_same_certificate() {
         l.starts_with("pinpost/pi-01/output/relay {\"value\":true")
     });
     assert!(
-        seen.contains(&"pinpost/pi-01/hello beside".to_string()),
+        seen.contains(&"pinpost/pi-01/sensor/hello beside".to_string()),
         "{seen:?}"
     );
     assert!(
@@ -640,10 +638,193 @@ fn a_device_missing_from_the_acl_is_told_how_to_reach_the_tools_port() {
     assert!(
         said.contains(&format!(
             "On the tools' port ({}, broker.cli_port) the ACL must also name this certificate: \
-             `user CN=pi-03` with `topic readwrite pinpost/pi-03/#`, which `pinpost certs \
+             `user CN=pi-03` with `topic read pinpost/pi-03/#` and `topic write \
+             pinpost/pi-03/check`, which `pinpost certs \
              mosquitto --force` writes",
             fleet.cli_port()
         )),
         "{said}"
     );
+}
+
+/// `mosquitto_pub` with `id`'s certificate on `port`, retained, QoS 1.
+fn mosquitto_pub(fleet: &Fleet, id: &str, port: u16, topic: &str, message: &str) {
+    let mut args = fleet.on_port(id, port);
+    args.extend(strings(&["-q", "1", "-r", "-t", topic, "-m", message]));
+    let out = std::process::Command::new("mosquitto_pub")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mosquitto_pub: {}", stderr(&out));
+}
+
+#[test]
+fn a_device_key_cannot_command_its_own_device_but_publishes_what_the_agent_does() {
+    let fleet = Fleet::new(false);
+    let witness = Witness::start(&fleet.broker, "#", &fleet.watching("operator"));
+    // A key lifted from pi-01, on both listeners: a command to pi-01 itself
+    // (retained, to wait for the agent), and another device's discovery.
+    for port in [fleet.broker.port, fleet.cli_port()] {
+        mosquitto_pub(&fleet, "pi-01", port, "pinpost/pi-01/cmd/relay", "on");
+        mosquitto_pub(&fleet, "pi-01", port, "pinpost/pi-01/cmd/relay/extra", "on");
+        mosquitto_pub(
+            &fleet,
+            "pi-01",
+            port,
+            "homeassistant/switch/pi-02/relay/config",
+            "{}",
+        );
+    }
+    // What the agent and its tools publish is still delivered.
+    let allowed = [
+        "pinpost/pi-01/status",
+        "pinpost/pi-01/input/door",
+        "pinpost/pi-01/output/relay",
+        "pinpost/pi-01/sensor/room/temperature",
+        "pinpost/pi-01/stats",
+        "pinpost/pi-01/check",
+        "pinpost/pi-01/cmd/relay/result",
+        "homeassistant/switch/pi-01/relay/config",
+        "homeassistant/device/pi-01/config",
+    ];
+    for topic in allowed {
+        mosquitto_pub(&fleet, "pi-01", fleet.broker.port, topic, "x");
+    }
+    mosquitto_pub(
+        &fleet,
+        "pi-01",
+        fleet.cli_port(),
+        "pinpost/pi-01/check",
+        "tools",
+    );
+    mosquitto_pub(
+        &fleet,
+        "pi-01",
+        fleet.broker.port,
+        "pinpost/pi-01/sensor/marker",
+        "after",
+    );
+    let seen = witness.wait_for("pinpost/pi-01/sensor/marker after", WAIT);
+    for topic in allowed {
+        assert!(seen.contains(&format!("{topic} x")), "{topic} in {seen:?}");
+    }
+    assert!(
+        seen.contains(&"pinpost/pi-01/check tools".to_string()),
+        "{seen:?}"
+    );
+    for line in &seen {
+        assert!(
+            !line.contains("/cmd/relay on")
+                && !line.contains("/cmd/relay/extra")
+                && !line.contains("pi-02"),
+            "pi-01's key reached {line:?}: {seen:?}"
+        );
+    }
+
+    // The agent works end to end under this ACL, and no command of its own
+    // key's was kept for it.
+    let config = fleet.config("pi-01");
+    let mut agent = Background::start(&strings(&[
+        "run",
+        "--config",
+        &config.display().to_string(),
+    ]));
+    witness.wait_until("pi-01 online", WAIT, |l| l == "pinpost/pi-01/status online");
+    fleet.publish(
+        "operator",
+        "pinpost/pi-01/cmd/relay",
+        r#"{"action":"on","id":"a1"}"#,
+    );
+    let is_result =
+        |l: &str| l.starts_with("pinpost/pi-01/cmd/relay/result ") && l.contains("\"a1\"");
+    let mut seen = witness.wait_until("the relay on", WAIT, |l| {
+        l.starts_with("pinpost/pi-01/output/relay {\"value\":true")
+    });
+    if !seen.iter().any(|l| is_result(l)) {
+        seen.extend(witness.wait_until("the command's result", WAIT, is_result));
+    }
+    let result = seen
+        .iter()
+        .find(|l| is_result(l))
+        .cloned()
+        .unwrap_or_default();
+    assert!(result.contains("\"ok\":true"), "{seen:?}");
+    // Before the operator's command the relay was never switched on.
+    let first_on = seen
+        .iter()
+        .position(|l| l.starts_with("pinpost/pi-01/output/relay {\"value\":true"));
+    let command = seen
+        .iter()
+        .position(|l| l.starts_with("pinpost/pi-01/cmd/relay {"));
+    assert!(first_on > command, "{seen:?}");
+    let log = agent.log(Duration::from_millis(300));
+    assert!(!log.contains("refused"), "{log}");
+    assert!(!log.contains("retrying"), "{log}");
+}
+
+#[test]
+fn the_tools_warn_before_taking_the_agents_place_without_cli_port() {
+    let fleet = Fleet::new(false);
+    let config = fleet.config("pi-01");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let upgraded = fleet.dir.path().join("upgraded.toml");
+    let cli = format!("cli_port = {}\n", fleet.cli_port());
+    assert!(text.contains(&cli));
+    std::fs::write(&upgraded, text.replace(&cli, "")).unwrap();
+    let publish = |config: &Path| {
+        pinpost(
+            &strings(&[
+                "publish",
+                "--config",
+                &config.display().to_string(),
+                "-t",
+                "pinpost/pi-01/sensor/hello",
+                "-m",
+                "x",
+            ]),
+            WAIT,
+        )
+    };
+    let out = publish(&upgraded);
+    assert_ok(&out, &fleet.broker);
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!(
+            "pinpost: warning: broker.cli_port is not set: pinpost publish, subscribe and \
+             check then use the agents' port {}",
+            fleet.broker.port
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("drops the agent's session on this device"),
+        "{said}"
+    );
+    // With cli_port, or with another certificate than the device's, nothing.
+    let out = publish(&config);
+    assert_ok(&out, &fleet.broker);
+    assert!(!stderr(&out).contains("cli_port"), "{}", stderr(&out));
+    let operator = fleet.dir.path().join("operator-no-cli.toml");
+    std::fs::write(
+        &operator,
+        text.replace(&cli, "").replace(
+            "certs/devices/pi-01/pi-01",
+            "certs/devices/operator/operator",
+        ),
+    )
+    .unwrap();
+    let out = pinpost(
+        &strings(&[
+            "publish",
+            "--config",
+            &operator.display().to_string(),
+            "-t",
+            "pinpost/pi-01/cmd/relay",
+            "-m",
+            "on",
+        ]),
+        WAIT,
+    );
+    assert_ok(&out, &fleet.broker);
+    assert!(!stderr(&out).contains("cli_port"), "{}", stderr(&out));
 }

@@ -530,3 +530,112 @@ fn files_others_can_change_or_read_are_flagged() {
         ],
     );
 }
+
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+#[test]
+fn keys_hidden_in_any_form_in_the_device_folder_are_failures() {
+    let pki = Pki::new("main");
+    let (folder, device) = device_folder(&pki, "pi-01");
+    let operator = pki.client("operator");
+    let p = |path: &Path| path.display().to_string();
+    let ca_key = std::fs::read_to_string(&pki.ca.key).unwrap();
+    // (a) the CA's key appended to the device's own.
+    let own = std::fs::read_to_string(&device.key).unwrap();
+    std::fs::write(&device.key, format!("{own}{ca_key}")).unwrap();
+    // (b) the CA's key in DER form.
+    openssl(&[
+        "pkey",
+        "-in",
+        &p(&pki.ca.key),
+        "-outform",
+        "DER",
+        "-out",
+        &p(&folder.join("backup.der")),
+    ]);
+    // (c) the operator's key and certificate as PKCS#12.
+    openssl(&[
+        "pkcs12",
+        "-export",
+        "-inkey",
+        &p(&operator.key),
+        "-in",
+        &p(&operator.cert),
+        "-passout",
+        "pass:secret",
+        "-out",
+        &p(&folder.join("operator.p12")),
+    ]);
+    // (d) a 71 KB note ending in the CA's key.
+    let notes = "meeting notes, nothing to see here\n".repeat(71 * 1024 / 35 + 1);
+    std::fs::write(folder.join("notes.txt"), format!("{notes}{ca_key}")).unwrap();
+    // (e) the operator's key, encrypted.
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-v2",
+        "aes-256-cbc",
+        "-in",
+        &p(&operator.key),
+        "-passout",
+        "pass:secret",
+        "-out",
+        &p(&folder.join("operator.key")),
+    ]);
+    // And a file too large to look through.
+    std::fs::write(folder.join("big.log"), vec![b'x'; 2 * 1024 * 1024]).unwrap();
+    let c = offline(&folder, &device, "", 0o640);
+    assert_fault(
+        &c,
+        &[
+            "pi-01.key (key 2 of 2 in it) is the private key of the CA CN=pinpost test CA main",
+            "backup.der is the private key of the CA",
+            "operator.p12 holds a PKCS#12 bundle (.p12/.pfx), which holds a private key behind \
+             a password: whose it is cannot be told",
+            "notes.txt is the private key of the CA",
+            "operator.key holds an encrypted private key",
+            "big.log is 2097152 bytes, too large to be a certificate or a key, and was not \
+             looked through",
+        ],
+    );
+    let failures = c.said.lines().filter(|l| l.starts_with('\u{2717}')).count();
+    assert_eq!(failures, 6, "{}", c.said);
+    assert!(!c.said.contains("holds no private key but"), "{}", c.said);
+}
+
+#[test]
+fn the_agents_certificate_without_cli_port_is_worth_fixing() {
+    let pki = Pki::new("main");
+    let (folder, device) = device_folder(&pki, "pi-01");
+    let c = offline(&folder, &device, "", 0o640);
+    assert_eq!(c.code, Some(0), "{}", c.said);
+    assert!(
+        c.said.contains(&format!(
+            "! broker.cli_port is not set: pinpost publish, subscribe and check then use the \
+             agents' port 8883 with {}, the certificate of pi-01, the agent's own",
+            device.cert.display()
+        )),
+        "{}",
+        c.said
+    );
+    // Said on stderr too, before connecting, by every tool.
+    assert!(
+        c.said
+            .contains("pinpost: warning: broker.cli_port is not set"),
+        "{}",
+        c.said
+    );
+    let c = offline(&folder, &device, "cli_port = 8884", 0o640);
+    assert_eq!(c.code, Some(0), "{}", c.said);
+    assert!(!c.said.contains("cli_port"), "{}", c.said);
+    // Another certificate than the device's takes no agent's place.
+    let (_, other) = device_folder(&pki, "laptop");
+    let c = offline(&folder, &other, "", 0o640);
+    assert!(!c.said.contains("cli_port"), "{}", c.said);
+}

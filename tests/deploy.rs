@@ -307,7 +307,8 @@ interval = "100ms"
 const PUSH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/push.sh");
 const INSTALL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/install.sh");
 
-/// A fleet made by `pinpost certs` in a temp dir: CA, broker, pi-01, pi-02.
+/// A fleet made by `pinpost certs` in a temp dir: CA, broker, pi-01, pi-02,
+/// operator, and the forms a key was seen hiding in ([`hide_keys`]).
 fn fleet() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
@@ -316,13 +317,188 @@ fn fleet() -> tempfile::TempDir {
         &["broker", "--host", "127.0.0.1"],
         &["device", "pi-01"],
         &["device", "pi-02"],
+        &["device", "operator"],
     ] {
         let mut all = strings(&["certs", "--dir", &d]);
         all.extend(strings(args));
         let out = pinpost(&all, std::time::Duration::from_secs(60));
         assert!(out.status.success(), "{}", stderr(&out));
     }
+    hide_keys(dir.path());
     dir
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+/// Keys in the forms that got past the first key checks, in `hidden/`:
+/// pi-01's key with the CA's appended, the CA key in DER, the operator's
+/// key and certificate as PKCS#12, a 71 KB note ending in the CA key, the
+/// operator's key encrypted (PKCS#8), and pi-01's own key encrypted.
+fn hide_keys(fleet: &Path) {
+    let hidden = fleet.join("hidden");
+    std::fs::create_dir(&hidden).unwrap();
+    let path = |p: &str| fleet.join(p).display().to_string();
+    let ca_key = std::fs::read_to_string(fleet.join("private/ca.key")).unwrap();
+    let own = std::fs::read_to_string(fleet.join("devices/pi-01/pi-01.key")).unwrap();
+    std::fs::write(hidden.join("appended.key"), format!("{own}{ca_key}")).unwrap();
+    openssl(&[
+        "pkey",
+        "-in",
+        &path("private/ca.key"),
+        "-outform",
+        "DER",
+        "-out",
+        &path("hidden/ca.der"),
+    ]);
+    openssl(&[
+        "pkcs12",
+        "-export",
+        "-inkey",
+        &path("devices/operator/operator.key"),
+        "-in",
+        &path("devices/operator/operator.crt"),
+        "-passout",
+        "pass:secret",
+        "-out",
+        &path("hidden/operator.p12"),
+    ]);
+    let notes = "meeting notes, nothing to see here\n".repeat(71 * 1024 / 35 + 1);
+    std::fs::write(hidden.join("notes.txt"), format!("{notes}{ca_key}")).unwrap();
+    assert!(std::fs::metadata(hidden.join("notes.txt")).unwrap().len() > 71 * 1024);
+    for (from, to) in [
+        (
+            "devices/operator/operator.key",
+            "hidden/operator-encrypted.key",
+        ),
+        ("devices/pi-01/pi-01.key", "hidden/pi-01-encrypted.key"),
+    ] {
+        openssl(&[
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-in",
+            &path(from),
+            "-passout",
+            "pass:secret",
+            "-out",
+            &path(to),
+        ]);
+    }
+}
+
+/// A bypass once seen: folder name, files added to or replacing pi-01's
+/// (name, copied from), words of push.sh's refusal, words of `pinpost certs
+/// verify`.
+type Bypass = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static str,
+);
+
+const BYPASSES: [Bypass; 6] = [
+    (
+        "a-appended",
+        &[("pi-01.key", "hidden/appended.key")],
+        "pi-01.key must hold exactly one private key, but holds 2 PEM sections",
+        "pi-01.key: it must hold exactly one private key pinpost can read (PEM, not \
+         encrypted), but holds a PRIVATE KEY section, a PRIVATE KEY section",
+    ),
+    (
+        "b-der",
+        &[("backup.der", "hidden/ca.der")],
+        "it holds backup.der: a device gets exactly ca.crt, pi-01.crt and pi-01.key, nothing else",
+        "holds backup.der (it holds a private key): a device gets exactly ca.crt, pi-01.crt \
+         and pi-01.key, nothing else",
+    ),
+    (
+        "c-p12",
+        &[("operator.p12", "hidden/operator.p12")],
+        "it holds operator.p12: a device gets exactly",
+        "holds operator.p12 (it holds a private key): a device gets exactly",
+    ),
+    (
+        "d-notes",
+        &[("notes.txt", "hidden/notes.txt")],
+        "it holds notes.txt: a device gets exactly",
+        "holds notes.txt (it holds a private key): a device gets exactly",
+    ),
+    (
+        "e-encrypted",
+        &[("operator.key", "hidden/operator-encrypted.key")],
+        "it holds operator.key: a device gets exactly",
+        "holds operator.key (it holds a private key): a device gets exactly",
+    ),
+    (
+        "e-own-encrypted",
+        &[("pi-01.key", "hidden/pi-01-encrypted.key")],
+        "pi-01.key is encrypted",
+        "pi-01.key: it must hold exactly one private key pinpost can read (PEM, not \
+         encrypted), but holds a ENCRYPTED PRIVATE KEY section",
+    ),
+];
+
+#[test]
+fn verify_lets_through_exactly_the_devices_three_files_and_nothing_hidden() {
+    let fleet = fleet();
+    let f = fleet.path();
+    let verify = |folder: &Path, id: &str| {
+        let out = pinpost(
+            &strings(&[
+                "certs",
+                "verify",
+                &folder.display().to_string(),
+                "--device",
+                id,
+            ]),
+            Duration::from_secs(30),
+        );
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        (out.status.code(), said)
+    };
+    let (code, said) = verify(&f.join("devices/pi-01"), "pi-01");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains(
+            "holds exactly ca.crt, pi-01.crt and pi-01.key, and pi-01.key is the key of pi-01.crt"
+        ),
+        "{said}"
+    );
+    for (name, extra, _, words) in BYPASSES {
+        let folder = folder_with(f, name, extra);
+        let (code, said) = verify(&folder, "pi-01");
+        assert_eq!(code, Some(1), "{name}: {said}");
+        assert!(said.contains(words), "{name}: {said}");
+        assert!(said.starts_with('\u{2717}'), "{name}: {said}");
+    }
+    // Another device's folder, for pi-01; the CA's certificate as pi-01's.
+    let (code, said) = verify(&f.join("devices/pi-02"), "pi-01");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("holds pi-02.crt: a device gets exactly"),
+        "{said}"
+    );
+    assert!(said.contains("has no pi-01.crt"), "{said}");
+    let folder = folder_with(f, "ca-as-device", &[("pi-01.crt", "ca.crt")]);
+    let (code, said) = verify(&folder, "pi-01");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("pi-01.crt: it is a CA certificate"), "{said}");
+    // An id that would name files elsewhere.
+    let (code, said) = verify(&f.join("devices/pi-01"), "../pi-01/pi-01");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("cannot be a device id"), "{said}");
+    // pi-01's certificate with pi-02's key.
+    let folder = folder_with(f, "wrong-key", &[("pi-01.key", "devices/pi-02/pi-02.key")]);
+    let (code, said) = verify(&folder, "pi-01");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("pi-01.key: it is not the private key of pi-01.crt"),
+        "{said}"
+    );
 }
 
 /// A copy of pi-01's folder (`<name>/pi-01`) with `extra` files added
@@ -412,7 +588,8 @@ fn push_sh_refuses_any_key_but_the_devices_own_before_building_or_copying() {
         (
             "renamed-ca-key",
             &[("backup.key", "private/ca.key")],
-            "backup.key is the private key of the CA certificate ca.crt",
+            "it holds backup.key: a device gets exactly ca.crt, pi-01.crt and pi-01.key, \
+             nothing else",
         ),
         (
             "other-device",
@@ -420,20 +597,21 @@ fn push_sh_refuses_any_key_but_the_devices_own_before_building_or_copying() {
                 ("pi-02.key", "devices/pi-02/pi-02.key"),
                 ("pi-02.crt", "devices/pi-02/pi-02.crt"),
             ],
-            "pi-02.key is the private key of pi-02 (pi-02.crt), not of the device pi-01",
+            "it holds pi-02.crt: a device gets exactly",
         ),
         (
             "broker-key",
             &[("broker.key", "broker/broker.key")],
-            "broker.key is the private key of no certificate in it",
+            "it holds broker.key: a device gets exactly",
         ),
         (
-            "stray-key",
-            &[("spare.pem", "devices/pi-02/pi-02.key")],
-            "spare.pem is the private key of no certificate in it",
+            "wrong-key",
+            &[("pi-01.key", "devices/pi-02/pi-02.key")],
+            "pi-01.key is not the private key of pi-01.crt",
         ),
     ];
-    for (name, extra, words) in cases {
+    let bypasses = BYPASSES.map(|(name, extra, words, _)| (name, extra, words));
+    for (name, extra, words) in cases.into_iter().chain(bypasses) {
         let folder = folder_with(f, name, extra);
         let (code, said, calls) = push(f, &folder, None);
         assert_eq!(code, Some(1), "{name}: {said}");
@@ -455,7 +633,7 @@ fn push_sh_refuses_any_key_but_the_devices_own_before_building_or_copying() {
     let (code, said, calls) = push(f, &f.join("devices/pi-01"), Some(&config));
     assert_eq!(code, Some(1), "{said}");
     assert!(
-        said.contains("pi-01.key is the private key of pi-01 (pi-01.crt), not of the device pi-02"),
+        said.contains("it holds pi-01.crt: a device gets exactly ca.crt, pi-02.crt and pi-02.key"),
         "{said}"
     );
     assert_eq!(calls, "");
@@ -482,12 +660,23 @@ fn install_sh_refuses_another_key_before_changing_anything() {
         (
             "with-ca-key",
             ("ca.key", "private/ca.key"),
-            "ca.key is the private key of the CA",
+            "holds ca.key (it holds a private key): a device gets exactly ca.crt, pi-01.crt \
+             and pi-01.key",
         ),
         (
             "other-key",
             ("pi-02.key", "devices/pi-02/pi-02.key"),
-            "pi-02.key is a private key of no certificate here",
+            "holds pi-02.key (it holds a private key)",
+        ),
+        (
+            "appended-ca-key",
+            ("pi-01.key", "hidden/appended.key"),
+            "pi-01.key: it must hold exactly one private key",
+        ),
+        (
+            "notes",
+            ("notes.txt", "hidden/notes.txt"),
+            "holds notes.txt (it holds a private key)",
         ),
     ] {
         let stage = f.join(format!("stage-{name}"));
@@ -516,4 +705,111 @@ fn install_sh_refuses_another_key_before_changing_anything() {
         let calls = std::fs::read_to_string(&log).unwrap_or_default();
         assert_eq!(calls, "", "{name}: nothing may change after a refusal");
     }
+}
+
+/// install.sh as it runs on a Pi, with its absolute paths moved under
+/// `root` (so it changes nothing on this machine), `install` copying without
+/// changing owners, and the user and group tools only noting their calls.
+/// Returns its exit code, what it said and the calls noted.
+fn install_under(root: &Path, stage: &Path) -> (Option<i32>, String, String) {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = root.join("calls.log");
+    let script = |tool: &str, then: &str| {
+        let path = bin.join(tool);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\n{then}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    for tool in ["groupadd", "useradd", "usermod", "systemctl", "getent"] {
+        script(tool, if tool == "getent" { "exit 2" } else { "exit 0" });
+    }
+    // The real install, without -o/-g (no pinpost user here).
+    script(
+        "install",
+        "args=''; skip=''\nfor a in \"$@\"; do\n  if [ -n \"$skip\" ]; then skip=''; continue; fi\n  \
+         case \"$a\" in -o|-g) skip=1 ;; *) args=\"$args '$a'\" ;; esac\ndone\n\
+         eval exec /usr/bin/install $args",
+    );
+    let text = std::fs::read_to_string(INSTALL).unwrap();
+    let r = root.display().to_string();
+    let moved = text
+        .replace("/etc/", &format!("{r}/etc/"))
+        .replace("/usr/local/bin", &format!("{r}/usr/local/bin"))
+        .replace("/run/systemd", &format!("{r}/run/systemd"));
+    assert_ne!(moved, text);
+    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
+    std::fs::write(stage.join("install.sh"), moved).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("sh")
+        .arg(stage.join("install.sh"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    (out.status.code(), said, calls)
+}
+
+#[test]
+fn install_sh_installs_the_certificates_on_a_first_install_with_a_tls_config() {
+    let fleet = fleet();
+    let f = fleet.path();
+    let root = f.join("root");
+    let stage = f.join("stage");
+    std::fs::create_dir(&stage).unwrap();
+    std::fs::copy(PINPOST, stage.join("pinpost")).unwrap();
+    std::fs::write(stage.join("pinpost.service"), UNIT).unwrap();
+    // The config names files that are not in place before this install.
+    let config = "[device]\nid = \"pi-01\"\n[broker]\nhost = \"broker.local\"\nport = 8883\n\
+                  cli_port = 8884\n[broker.tls]\nca_file = \"/etc/pinpost/certs/ca.crt\"\n\
+                  cert_file = \"/etc/pinpost/certs/pi-01.crt\"\n\
+                  key_file = \"/etc/pinpost/certs/pi-01.key\"\n";
+    std::fs::write(stage.join("config.toml"), config).unwrap();
+    assert!(!Path::new("/etc/pinpost/certs/pi-01.crt").exists());
+    let certs = folder_with(f, "first", &[]);
+    std::fs::rename(&certs, stage.join("certs")).unwrap();
+    let (code, said, calls) = install_under(&root, &stage);
+    assert_eq!(code, Some(0), "{said}\n{calls}");
+    assert!(!said.contains("refusing"), "{said}");
+    let installed = root.join("etc/pinpost/certs");
+    let mut names: Vec<_> = std::fs::read_dir(&installed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ca.crt", "pi-01.crt", "pi-01.key"], "{said}");
+    for name in ["ca.crt", "pi-01.crt", "pi-01.key"] {
+        assert_eq!(
+            std::fs::read(installed.join(name)).unwrap(),
+            std::fs::read(f.join("devices/pi-01").join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let mode = |name: &str| {
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(installed.join(name))
+                .unwrap()
+                .permissions(),
+        ) & 0o777
+    };
+    assert_eq!(mode("pi-01.key"), 0o640);
+    assert_eq!(mode("pi-01.crt"), 0o644);
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/pinpost/config.toml")).unwrap(),
+        config
+    );
+    assert!(
+        said.contains("installed /etc/pinpost/certs/pi-01.key (0640)")
+            || said.contains("certs/pi-01.key (0640)"),
+        "{said}"
+    );
 }

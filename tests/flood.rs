@@ -42,6 +42,11 @@ impl Rig {
     }
 
     fn config_with(&self, clean_session: bool, reconnect_max: &str) -> std::path::PathBuf {
+        self.config_at(self.broker.port, clean_session, reconnect_max)
+    }
+
+    /// The config with the broker at `port` (a [`Gate`] in front of it).
+    fn config_at(&self, port: u16, clean_session: bool, reconnect_max: &str) -> std::path::PathBuf {
         let path = self.pki.path().join("pinpost.toml");
         std::fs::write(
             &path,
@@ -76,8 +81,7 @@ max_payload = 256
 # These tests send live commands without "ts"; with a persistent session
 # pinpost otherwise refuses them (tests/commands.rs proves that).
 allow_unstamped = true
-"#,
-                port = self.broker.port
+"#
             ),
         )
         .unwrap();
@@ -458,6 +462,53 @@ fn an_oversize_command_is_not_read_and_the_agent_keeps_working() {
 #[test]
 fn an_oversize_command_is_not_replayed_forever_by_a_persistent_session() {
     oversize_command_is_refused_by_the_link(false);
+}
+
+#[test]
+fn after_an_oversize_command_the_session_is_persistent_again() {
+    let rig = Rig::new();
+    let gate = Gate::start("127.0.0.1", rig.broker.port);
+    let witness = Witness::start(&rig.broker, "pinpost/pi-01/#", &rig.operator_args());
+    let mut agent = Background::start(&run_args(&rig.config_at(gate.port, false, "500ms")));
+    witness.wait_until(
+        "the initial relay state",
+        WAIT,
+        is("pinpost/pi-01/output/relay"),
+    );
+    agent.wait_for("connected", WAIT);
+    let big = rig.pki.path().join("big.cmd");
+    std::fs::write(&big, "x".repeat(200 * 1024)).unwrap();
+    rig.command_from("relay", &big, false);
+    agent.wait_for("over the 534 bytes pinpost reads", WAIT);
+    agent.wait_for("Making a new persistent session", WAIT);
+    rig.until_answered(&witness, &mut agent);
+    // The cable is pulled: the broker sees the connection drop, not a
+    // DISCONNECT, and keeps the session only if it is persistent.
+    gate.cut();
+    witness.wait_until("the broker to see the agent gone (its will)", WAIT, |l| {
+        l == "pinpost/pi-01/status offline"
+    });
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    rig.command(
+        "relay",
+        &format!(r#"{{"action":"toggle","id":"queued","ts":{ts}}}"#),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    gate.open();
+    witness.wait_until("the command queued during the outage, applied", WAIT, |l| {
+        is("pinpost/pi-01/cmd/relay/result")(l)
+            && json(l)["id"] == "queued"
+            && json(l)["ok"] == true
+    });
+    sigterm(agent.pid());
+    let log = agent.log(WAIT);
+    assert!(
+        log.contains("any commands it had queued were lost with it"),
+        "{log}"
+    );
 }
 
 #[test]

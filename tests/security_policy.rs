@@ -44,10 +44,16 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
     let conf = std::fs::read_to_string(dir.path().join("broker/pinpost.conf")).unwrap();
     let has = |text: &str, line: &str| text.lines().any(|l| l.trim() == line);
 
-    // A device: its own subtree, read and write.
-    assert!(has(&acl, "pattern readwrite pinpost/%u/#"), "{acl}");
+    // A device: reads its own subtree, writes only what the agent publishes
+    // there (never its own commands) and its Home Assistant discovery.
+    assert!(has(&acl, "pattern read pinpost/%u/#"), "{acl}");
     assert!(
-        POLICY.contains("| a device `pi-01` | `pi-01.crt`/`.key`, CN `pi-01` | `pinpost/pi-01/#` | `pinpost/pi-01/#` |"),
+        POLICY.contains(
+            "| a device `pi-01` | `pi-01.crt`/`.key`, CN `pi-01` | `pinpost/pi-01/#`, \
+             `homeassistant/status` | `pinpost/pi-01/` + `status`, `input/#`, `output/#`, \
+             `sensor/#`, `stats`, `check`, `cmd/+/result`; `homeassistant/+/pi-01/+/config`, \
+             `homeassistant/device/pi-01/config` |"
+        ),
         "{POLICY}"
     );
     // The operator: reads everything, writes only commands, on both ports.
@@ -78,7 +84,17 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
             "user CN=operator",
             "topic read #",
             "topic write pinpost/+/cmd/#",
-            "pattern readwrite pinpost/%u/#"
+            "pattern read pinpost/%u/#",
+            "pattern write pinpost/%u/status",
+            "pattern write pinpost/%u/input/#",
+            "pattern write pinpost/%u/output/#",
+            "pattern write pinpost/%u/sensor/#",
+            "pattern write pinpost/%u/stats",
+            "pattern write pinpost/%u/check",
+            "pattern write pinpost/%u/cmd/+/result",
+            "pattern write homeassistant/+/%u/+/config",
+            "pattern write homeassistant/device/%u/config",
+            "pattern read homeassistant/status"
         ],
         "SECURITY.md's table lists every rule"
     );

@@ -12,7 +12,7 @@ use crate::utc;
 use super::Agent;
 
 /// Unix milliseconds for the outbox (which counts ages, never before 1970).
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     u64::try_from(utc::now_unix_millis()).unwrap_or(0)
 }
 
@@ -41,8 +41,8 @@ pub(super) fn report_opened(outbox: &Outbox, opened: &Opened) {
              StateDirectory is /var/lib/pinpost)"
         );
     }
-    for skipped in &opened.skipped {
-        tracing::warn!("outbox spool damaged (a crash or power cut mid-write): {skipped}");
+    if let Some(damage) = &opened.damage {
+        tracing::warn!("outbox spool damaged (a crash or power cut mid-write): {damage}");
     }
     if opened.unclean {
         tracing::warn!(
@@ -50,6 +50,17 @@ pub(super) fn report_opened(outbox: &Outbox, opened: &Opened) {
              continue after those it had set aside, so subscribers see a gap of up to {} per \
              topic rather than a seq reused for a different reading",
             crate::outbox::SEQ_RESERVE
+        );
+    }
+    if opened.dropped > 0 {
+        tracing::warn!(
+            dropped = opened.dropped,
+            bytes = opened.dropped_bytes,
+            "{} messages ({} bytes) kept in {dir} by an earlier run were dropped: with them the \
+             outbox would be over outbox.max_bytes ({}); outbox.policy chose which",
+            opened.dropped,
+            opened.dropped_bytes,
+            outbox.max_bytes()
         );
     }
     if opened.replayed > 0 {

@@ -164,6 +164,10 @@ struct Waiting {
     id: Option<String>,
     /// Recorded as applied only when it really is carried out.
     stamp: Option<commands::Stamp>,
+    /// When the command was meant (Unix milliseconds): its `"ts"`, or for
+    /// an unstamped live command the moment it arrived. Of two commands
+    /// for the held slot the one meant later wins, whichever arrives last.
+    meant_millis: i64,
     at: Instant,
 }
 
@@ -211,6 +215,7 @@ impl Agent {
         if let Some(problem) = problem {
             tracing::warn!("{problem}");
         }
+        let refusals = Refusals::new(config.outputs.len(), now);
         Agent {
             publisher,
             inputs,
@@ -231,7 +236,7 @@ impl Agent {
             dropped_logged: 0,
             last_spool_problem: None,
             safe: false,
-            refusals: Refusals::new(now),
+            refusals,
             waiting,
             discovery: None,
             last_readings: BTreeMap::new(),
@@ -303,6 +308,10 @@ impl Agent {
                 self.ready();
                 self.publish_everything();
                 self.publish_stats();
+                // What earlier runs or the outage left goes now, even on a
+                // device with no input or output state to send (which is
+                // what used to start the outbox moving).
+                self.pump();
             }
             LinkEvent::Down {
                 failure, retry_in, ..
@@ -586,7 +595,8 @@ impl Agent {
     /// Answers and logs a refusal, as often as [`Refusals`] allows: the
     /// rest are only counted, so a flood costs neither log nor outbox.
     fn refuse(&mut self, name: &str, id: Option<&str>, error: &str) {
-        if !self.refusals.admit(Instant::now()) {
+        let output = self.config.outputs.iter().position(|o| o.name == name);
+        if !self.refusals.admit(output, Instant::now()) {
             return;
         }
         tracing::warn!(output = name, "command refused: {error}");
@@ -596,8 +606,14 @@ impl Agent {
     }
 
     /// Carries out a command now, or holds it until its output may change
-    /// again (`commands.min_interval`); only the latest one is held.
+    /// again (`commands.min_interval`); only the latest one is held: the one
+    /// meant latest (by `"ts"`; an unstamped command counts as meant when it
+    /// arrived), so a late older command cannot replace a newer one.
     fn on_command(&mut self, command: commands::Command, now: Instant) {
+        self.on_command_at(command, now, utc::now_unix_millis());
+    }
+
+    fn on_command_at(&mut self, command: commands::Command, now: Instant, now_millis: i64) {
         let min_interval = self.config.commands.min_interval;
         let name = self.config.outputs[command.output].name.clone();
         if let commands::Action::Pulse(length) = command.action {
@@ -624,6 +640,10 @@ impl Agent {
         let held = Waiting {
             action: command.action,
             id: command.id,
+            meant_millis: command
+                .stamp
+                .as_ref()
+                .map_or(now_millis, |stamp| stamp.at_millis),
             stamp: command.stamp,
             at: now,
         };
@@ -631,7 +651,26 @@ impl Agent {
             return self.carry_out(command.output, held, now);
         };
         let held = Waiting { at, ..held };
-        if let Some(replaced) = self.waiting[command.output].replace(held) {
+        let slot = &mut self.waiting[command.output];
+        let newer = slot
+            .as_ref()
+            .filter(|waiting| waiting.meant_millis > held.meant_millis)
+            .map(|waiting| waiting.meant_millis);
+        if let Some(newer) = newer {
+            // A late older command: the newer one keeps its place.
+            return self.refuse(
+                &name,
+                held.id.as_deref(),
+                &format!(
+                    "a command meant later ({}) is already waiting for the output to be \
+                     allowed to change again (commands.min_interval is {} ms); this older \
+                     one is not applied",
+                    utc::rfc3339_millis(newer),
+                    min_interval.as_millis()
+                ),
+            );
+        }
+        if let Some(replaced) = slot.replace(held) {
             self.refuse(
                 &name,
                 replaced.id.as_deref(),
@@ -646,6 +685,15 @@ impl Agent {
 
     /// Carries out held commands whose output may change again.
     fn apply_waiting(&mut self, now: Instant) {
+        self.apply_waiting_at(now, utc::now_unix_millis());
+    }
+
+    /// A stamped command is checked for freshness again before it is carried
+    /// out: `commands.min_interval` (up to an hour) can be far longer than
+    /// `commands.max_age`. An unstamped one is carried out however long it
+    /// waited: its sender set no limit, and `min_interval` is the wait the
+    /// config asked for.
+    fn apply_waiting_at(&mut self, now: Instant, now_millis: i64) {
         for output in 0..self.waiting.len() {
             let Some(held) = self.waiting[output].take_if(|w| w.at <= now) else {
                 continue;
@@ -654,6 +702,16 @@ impl Agent {
             if let Some(at) = self.outputs.ready_at(output, now) {
                 self.waiting[output] = Some(Waiting { at, ..held });
                 continue;
+            }
+            if let Some(stamp) = &held.stamp {
+                if let Err(error) =
+                    commands::check_stamp(stamp.at_millis, now_millis, &self.config.commands)
+                {
+                    let name = self.config.outputs[output].name.clone();
+                    let error = format!("while it waited for commands.min_interval: {error}");
+                    self.refuse(&name, held.id.as_deref(), &error);
+                    continue;
+                }
             }
             self.carry_out(output, held, now);
         }
@@ -746,16 +804,16 @@ impl Agent {
             })
             .await;
         }
-        self.outbox.persist();
+        let persisted = self.outbox.persist();
+        // A spool problem not logged yet (a checkpoint that did not fit
+        // costs a gap in seq at the next start even when nothing is lost).
         self.sync_outbox();
-        let left = self.outbox.stats();
-        if left.queued > 0 {
-            tracing::warn!(
-                "{} messages the broker has not acknowledged are kept in {} and will be sent \
-                 first at the next start",
-                left.queued,
-                self.outbox.dir().display()
-            );
+        if let Some(words) = persisted.words(self.outbox.dir()) {
+            if persisted.lost > 0 {
+                tracing::error!("{words}");
+            } else {
+                tracing::warn!("{words}");
+            }
         }
     }
 
@@ -796,8 +854,9 @@ fn log_unanswered(n: u64) {
     tracing::warn!(
         unanswered = n,
         "{n} more commands were refused without an answer or a log line: at most {} refusals \
-         are answered at once and {} a second after that, so a flood of bad commands cannot \
-         fill the log or hold up good ones",
+         are answered at once and {} a second after that, per configured output and for all \
+         other names together, so a flood of bad commands cannot fill the log or hold up good \
+         ones",
         refusals::BURST,
         1000 / refusals::REFILL_EVERY.as_millis()
     );
@@ -816,11 +875,14 @@ mod tests {
     use crate::board::{PinPlan, SimBoard};
     use crate::config::{Overrides, from_text};
 
-    #[tokio::test]
-    async fn inside_min_interval_only_the_latest_command_waits_and_is_applied() {
+    /// An agent on a sim board with one output, `relay` on GPIO27, and
+    /// `extra` appended to the config; the link goes nowhere.
+    fn relay_agent(extra: &str) -> (Agent, crate::board::SimHandle, tempfile::TempDir, Link) {
         let config = from_text(
-            "[device]\nid = \"pi\"\n[broker]\nport = 9\n[board]\nkind = \"sim\"\n\
-             [[output]]\nname = \"relay\"\npin = 27\n",
+            &format!(
+                "[device]\nid = \"pi\"\n[broker]\nport = 9\n[board]\nkind = \"sim\"\n\
+                 [[output]]\nname = \"relay\"\npin = 27\n{extra}"
+            ),
             None,
             &Overrides::default(),
         )
@@ -842,7 +904,194 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let (outbox, _) = Outbox::open(dir.path(), delivery::limits(&config.outbox));
-        let mut agent = Agent::new(config, Box::new(board), link.publisher(), outbox);
+        let agent = Agent::new(config, Box::new(board), link.publisher(), outbox);
+        (agent, pins, dir, link)
+    }
+
+    /// The results queued so far, in order, as (id, ok, error); they are
+    /// taken out of the outbox.
+    fn results(agent: &mut Agent) -> Vec<(Option<String>, bool, Option<String>)> {
+        agent.outbox.online();
+        let mut out = Vec::new();
+        while let Some(record) = agent.outbox.next_to_send(delivery::now_ms()) {
+            agent.outbox.acked(record.id);
+            if record.topic.ends_with("/result") {
+                let v: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+                out.push((
+                    v["id"].as_str().map(String::from),
+                    v["ok"].as_bool().unwrap(),
+                    v["error"].as_str().map(String::from),
+                ));
+            }
+        }
+        agent.outbox.offline();
+        out
+    }
+
+    fn stamped(action: commands::Action, id: &str, at_millis: i64) -> commands::Command {
+        commands::Command {
+            output: 0,
+            action,
+            id: Some(id.into()),
+            stamp: Some(commands::Stamp {
+                at_millis,
+                key: format!("id:{id}"),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_older_command_does_not_replace_a_newer_one_waiting() {
+        let (mut agent, pins, _dir, _link) = relay_agent("");
+        let ms = |n| Duration::from_millis(n);
+        let t0 = Instant::now();
+        let wall = utc::now_unix_millis();
+        agent.on_command_at(
+            stamped(commands::Action::Set(true), "a", wall - 300),
+            t0,
+            wall,
+        );
+        // "b" (off, meant at -100) waits; "c" (on, meant at -200) arrives later.
+        let b = stamped(commands::Action::Set(false), "b", wall - 100);
+        agent.on_command_at(b, t0 + ms(10), wall + 10);
+        let c = stamped(commands::Action::Set(true), "c", wall - 200);
+        agent.on_command_at(c, t0 + ms(20), wall + 20);
+        assert_eq!(
+            agent.waiting[0].as_ref().and_then(|w| w.id.as_deref()),
+            Some("b"),
+            "the newer command keeps its place"
+        );
+        agent.apply_waiting_at(t0 + ms(100), wall + 100);
+        assert_eq!(pins.level(27), Some(false), "the newer \"off\" is applied");
+        let results = results(&mut agent);
+        let c = results
+            .iter()
+            .find(|r| r.0.as_deref() == Some("c"))
+            .unwrap();
+        assert!(!c.1, "the older one is refused: {c:?}");
+        assert!(c.2.as_deref().unwrap().contains("already waiting"), "{c:?}");
+        let b = results
+            .iter()
+            .find(|r| r.0.as_deref() == Some("b"))
+            .unwrap();
+        assert!(b.1, "{b:?}");
+
+        // An unstamped command counts as meant when it arrived: it replaces
+        // a waiting command stamped earlier, not one stamped later.
+        let unstamped = |id: &str| commands::Command {
+            output: 0,
+            action: commands::Action::Toggle,
+            id: Some(id.into()),
+            stamp: None,
+        };
+        let t1 = t0 + ms(1000);
+        agent.on_command_at(
+            stamped(commands::Action::Set(true), "d", wall + 900),
+            t1,
+            wall + 1000,
+        );
+        agent.on_command_at(
+            stamped(commands::Action::Set(false), "e", wall + 1000),
+            t1 + ms(1),
+            wall + 1001,
+        );
+        agent.on_command_at(unstamped("f"), t1 + ms(2), wall + 1002);
+        assert_eq!(
+            agent.waiting[0].as_ref().and_then(|w| w.id.as_deref()),
+            Some("f")
+        );
+        agent.on_command_at(
+            stamped(commands::Action::Set(false), "g", wall + 1500),
+            t1 + ms(3),
+            wall + 1003,
+        );
+        assert_eq!(
+            agent.waiting[0].as_ref().and_then(|w| w.id.as_deref()),
+            Some("g")
+        );
+        agent.on_command_at(unstamped("h"), t1 + ms(4), wall + 1004);
+        assert_eq!(
+            agent.waiting[0].as_ref().and_then(|w| w.id.as_deref()),
+            Some("g"),
+            "a command stamped ahead (within max_future) is newer than one arriving now"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_held_stamped_command_that_went_stale_while_waiting_is_refused() {
+        let (mut agent, pins, _dir, _link) =
+            relay_agent("[commands]\nmin_interval = \"1h\"\nmax_age = \"30s\"\n");
+        let t0 = Instant::now();
+        let wall = utc::now_unix_millis();
+        agent.on_command_at(stamped(commands::Action::Set(true), "a", wall), t0, wall);
+        let b = stamped(commands::Action::Set(false), "b", wall + 1000);
+        agent.on_command_at(b, t0 + Duration::from_secs(1), wall + 1000);
+        assert!(agent.waiting[0].is_some(), "held for min_interval");
+        let hour = Duration::from_secs(3600);
+        agent.apply_waiting_at(t0 + hour, wall + 3_600_000);
+        assert_eq!(
+            pins.level(27),
+            Some(true),
+            "a stale command does not move the pin"
+        );
+        assert!(agent.waiting[0].is_none());
+        let results = results(&mut agent);
+        let b = results
+            .iter()
+            .find(|r| r.0.as_deref() == Some("b"))
+            .unwrap();
+        assert!(!b.1, "{b:?}");
+        assert!(
+            b.2.as_deref().unwrap().contains("commands.max_age"),
+            "{b:?}"
+        );
+
+        // Still fresh when its turn comes: carried out.
+        let t1 = t0 + hour * 2;
+        let w1 = wall + 7_200_000;
+        agent.on_command_at(stamped(commands::Action::Set(false), "c", w1), t1, w1);
+        assert_eq!(pins.level(27), Some(false));
+        let d = stamped(commands::Action::Set(true), "d", w1 + 3_590_000);
+        agent.on_command_at(d, t1 + Duration::from_secs(3590), w1 + 3_590_000);
+        agent.apply_waiting_at(t1 + hour, w1 + 3_600_000);
+        assert_eq!(pins.level(27), Some(true), "10 s old when applied");
+    }
+
+    #[tokio::test]
+    async fn after_a_flood_to_made_up_names_a_refusal_on_a_real_output_is_still_answered() {
+        let (mut agent, _pins, _dir, _link) = relay_agent("");
+        for i in 0..10_000 {
+            let topic = format!("pinpost/pi/cmd/nothing-{i}");
+            agent.on_message(&topic, b"on", false);
+        }
+        let flood = results(&mut agent);
+        assert_eq!(
+            flood.len(),
+            refusals::BURST as usize,
+            "the flood is answered within budget"
+        );
+        agent.on_message(
+            "pinpost/pi/cmd/relay",
+            br#"{"action":"on","id":"late","ts":1000000000000}"#,
+            false,
+        );
+        let answers = results(&mut agent);
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(answers[0].0.as_deref(), Some("late"));
+        assert!(!answers[0].1);
+        assert!(
+            answers[0]
+                .2
+                .as_deref()
+                .unwrap()
+                .contains("commands.max_age"),
+            "{answers:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn inside_min_interval_only_the_latest_command_waits_and_is_applied() {
+        let (mut agent, pins, _dir, _link) = relay_agent("");
         let command = |action, id: &str| commands::Command {
             output: 0,
             action,

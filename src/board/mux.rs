@@ -80,6 +80,8 @@ pub enum Step {
     },
     EnableChannel,
     DisableChannel,
+    /// Close the channel: it is not opened again for this pin.
+    ReleaseChannel,
     SoftwarePwm {
         hz: f64,
         duty: f64,
@@ -97,6 +99,19 @@ pub enum Request {
 /// leaves 12/13/18/19 in ALT), the latch first, then output mode.
 pub fn take(initial: bool) -> Vec<Step> {
     vec![Step::Latch(initial), Step::SetFunction(Function::Output)]
+}
+
+/// Giving up a hardware channel that failed part way through starting
+/// (e.g. enabled, but the pin refused its ALT function): the pin back in
+/// output mode, the channel disabled and closed, so no half-started
+/// channel keeps running beside the software PWM that replaces it. Each
+/// step is tried even if one before it failed.
+pub fn abandon_hardware() -> Vec<Step> {
+    vec![
+        Step::SetFunction(Function::Output),
+        Step::DisableChannel,
+        Step::ReleaseChannel,
+    ]
 }
 
 /// The steps from `now` to `request`, and what drives the pin after them.
@@ -175,6 +190,29 @@ mod tests {
             ]
         );
         assert_eq!(after, Drive::Hardware);
+    }
+
+    #[test]
+    fn a_channel_that_failed_to_start_is_disabled_and_closed_before_software_pwm() {
+        let steps = abandon_hardware();
+        let disable = steps.iter().position(|s| *s == DisableChannel);
+        let release = steps.iter().position(|s| *s == ReleaseChannel);
+        assert!(disable.is_some() && disable < release, "{steps:?}");
+        assert_eq!(
+            steps[0],
+            SetFunction(Function::Output),
+            "the pin leaves ALT first"
+        );
+        // Then, without the channel, the same request runs in software.
+        let (steps, after) = plan(Drive::Level(false), None, pwm(0.25, 1000.0));
+        assert_eq!(
+            steps,
+            vec![SoftwarePwm {
+                hz: 1000.0,
+                duty: 0.25
+            }]
+        );
+        assert_eq!(after, Drive::Software);
     }
 
     #[test]

@@ -105,9 +105,15 @@ impl Driven {
                     return Err(e);
                 }
                 // Needs the pwm overlay in config.txt; without it, fall
-                // back to software PWM rather than refuse. The pin is still
-                // in output mode: its ALT function is the plan's last step.
+                // back to software PWM rather than refuse. The channel may
+                // have been opened and even enabled before the failing
+                // step: disable and close it, or it would keep running.
                 tracing::warn!(pin = self.pin.pin(), error = %e, "hardware PWM unavailable (dtoverlay=pwm-2chan?); using software PWM");
+                for step in mux::abandon_hardware() {
+                    if let Err(e) = self.carry_out(step) {
+                        tracing::warn!(pin = self.pin.pin(), error = %e, ?step, "while giving up hardware PWM");
+                    }
+                }
                 self.hardware = None;
                 self.drive = Drive::Level(false);
                 return self.request(request);
@@ -146,6 +152,8 @@ impl Driven {
                     pwm.disable().map_err(channel_error)?;
                 }
             }
+            // Dropping rppal's Pwm also disables and unexports it.
+            Step::ReleaseChannel => self.channel = None,
             Step::SoftwarePwm { hz, duty } => self
                 .pin
                 .set_pwm_frequency(hz, duty)

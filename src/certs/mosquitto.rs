@@ -28,6 +28,9 @@ pub struct Setup {
     pub cli_port: u16,
     /// The topic prefix the devices use (`device.topic_prefix`).
     pub prefix: String,
+    /// Home Assistant's discovery prefix, under which each device may
+    /// publish its own discovery configs.
+    pub ha_prefix: String,
     /// The account that reads everything and sends commands.
     pub operator: String,
     /// Devices whose tools may use the tools' listener.
@@ -109,6 +112,11 @@ impl Setup {
         }
         // One topic level, as the config's [device] topic_prefix.
         name("the topic prefix", &self.prefix, "pinpost")?;
+        name(
+            "the Home Assistant discovery prefix",
+            &self.ha_prefix,
+            "homeassistant",
+        )?;
         for (what, value) in [
             ("the broker's certificate folder", &self.cert_dir),
             ("the ACL file", &self.acl_path),
@@ -193,12 +201,29 @@ pub fn listener(setup: &Setup) -> String {
     )
 }
 
-/// The ACL: each device reads and writes only `<prefix>/<its id>/#`; the
-/// operator reads everything and may send commands. The caller has
-/// [`Setup::check`]ed it.
+/// What a device itself publishes under `<prefix>/<id>/` (see
+/// [`crate::topics`]): its state, readings, counters, command results and
+/// `pinpost check`'s probe. Never `cmd/<name>`: a key lifted from one Pi
+/// must not switch that Pi's outputs, nor park a retained message on its
+/// command topics.
+pub const DEVICE_WRITES: [&str; 7] = [
+    "status",
+    "input/#",
+    "output/#",
+    "sensor/#",
+    "stats",
+    "check",
+    "cmd/+/result",
+];
+
+/// The ACL: each device reads its own `<prefix>/<its id>/#` and writes only
+/// what it publishes there ([`DEVICE_WRITES`]) and its Home Assistant
+/// discovery configs; the operator reads everything and may send commands.
+/// The caller has [`Setup::check`]ed it.
 pub fn acl(setup: &Setup) -> String {
     let Setup {
         prefix,
+        ha_prefix,
         operator,
         port,
         cli_port,
@@ -226,20 +251,34 @@ pub fn acl(setup: &Setup) -> String {
     );
     if !setup.devices.is_empty() {
         text.push_str(&format!(
-            "\n# Each device's tools on port {cli_port}: its own subtree only.\n\
+            "\n# Each device's tools on port {cli_port}: read its own subtree, write\n\
+             # only what the device itself publishes (never its commands).\n\
              # (Run `pinpost certs mosquitto --force` after adding a device.)\n"
         ));
     }
     for device in setup.devices.iter().filter(|d| *d != operator) {
         text.push_str(&format!(
-            "user {}\ntopic readwrite {prefix}/{device}/#\n",
+            "user {}\ntopic read {prefix}/{device}/#\n",
             subject_name(device)
         ));
+        for sub in DEVICE_WRITES {
+            text.push_str(&format!("topic write {prefix}/{device}/{sub}\n"));
+        }
     }
     text.push_str(&format!(
-        "\n# Every agent on port {port}: its own subtree only (%u is its\n\
-         # certificate's CN).\n\
-         pattern readwrite {prefix}/%u/#\n"
+        "\n# Every agent on port {port} (%u is its certificate's CN): reads its own\n\
+         # subtree (its commands), writes only what it publishes; commands come\n\
+         # from the operator alone.\n\
+         pattern read {prefix}/%u/#\n"
+    ));
+    for sub in DEVICE_WRITES {
+        text.push_str(&format!("pattern write {prefix}/%u/{sub}\n"));
+    }
+    text.push_str(&format!(
+        "# Home Assistant discovery: its own configs only, and HA's status.\n\
+         pattern write {ha_prefix}/+/%u/+/config\n\
+         pattern write {ha_prefix}/device/%u/config\n\
+         pattern read {ha_prefix}/status\n"
     ));
     if setup.homeassistant {
         text.push_str(&format!(
@@ -266,6 +305,7 @@ mod tests {
             port: 8883,
             cli_port: 8884,
             prefix: "pinpost".into(),
+            ha_prefix: "homeassistant".into(),
             operator: "operator".into(),
             devices: vec!["operator".into(), "pi-01".into()],
             cert_dir: "/etc/mosquitto/certs".into(),
@@ -324,14 +364,36 @@ mod tests {
     fn the_acl_confines_devices_to_their_subtree() {
         let text = acl(&setup());
         for line in [
-            "pattern readwrite pinpost/%u/#",
+            "pattern read pinpost/%u/#",
+            "pattern write pinpost/%u/status",
+            "pattern write pinpost/%u/cmd/+/result",
+            "pattern write homeassistant/+/%u/+/config",
             "user operator",
             "user CN=operator",
             "topic write pinpost/+/cmd/#",
             "user CN=pi-01",
-            "topic readwrite pinpost/pi-01/#",
+            "topic read pinpost/pi-01/#",
+            "topic write pinpost/pi-01/output/#",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        // No device may write its own commands, on either port: the
+        // operator's rules are the only ones reaching cmd/<name>.
+        let mut user = "";
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("user ") {
+                user = name;
+            }
+            let device_rule = line.starts_with("pattern ") || user == "CN=pi-01";
+            let topic = line.rsplit(' ').next().unwrap_or_default();
+            let reaches_cmd = topic.ends_with("%u/#")
+                || topic.ends_with("pi-01/#")
+                || (topic.contains("/cmd/") && !topic.ends_with("/cmd/+/result"));
+            assert!(
+                !(device_rule && line.contains(" write ") && reaches_cmd),
+                "{line:?} lets a device write its commands:\n{text}"
+            );
+            assert!(!line.contains("readwrite"), "{line:?}:\n{text}");
         }
         assert_eq!(
             text.lines().filter(|l| *l == "user CN=operator").count(),
@@ -366,6 +428,9 @@ mod tests {
             let mut s = setup();
             s.prefix = bad.into();
             assert!(s.check().is_err(), "prefix {bad:?}");
+            let mut s = setup();
+            s.ha_prefix = bad.into();
+            assert!(s.check().is_err(), "HA prefix {bad:?}");
         }
         for bad in [
             "/etc/certs\nlistener 1883",

@@ -120,6 +120,7 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
             port,
             cli_port,
             prefix,
+            ha_prefix,
             operator,
             cert_dir,
             homeassistant,
@@ -129,6 +130,7 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
                 port: *port,
                 cli_port: *cli_port,
                 prefix: prefix.clone(),
+                ha_prefix: ha_prefix.clone(),
                 operator: operator.clone(),
                 devices: known_devices(dir)?,
                 cert_dir: cert_dir.trim_end_matches('/').to_string(),
@@ -154,8 +156,10 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
             );
             println!("  sudo systemctl restart mosquitto");
             println!(
-                "Each device may use only {prefix}/<its id>/#, and its client id is its \
-                 certificate's name: no device can take another's session. Agents use port \
+                "Each device may read only {prefix}/<its id>/# and write there only what it \
+                 publishes (status, input, output, sensor, stats, command results; never \
+                 commands: those come from the operator), plus its Home Assistant discovery \
+                 configs under {ha_prefix}/; its client id is its certificate's name: no device can take another's session. Agents use port \
                  {port}; pinpost publish, subscribe and check use port {cli_port} \
                  (broker.cli_port) so they run beside the agent. The operator account reads \
                  everything and sends commands: `pinpost certs device {operator}` gives it a \
@@ -176,21 +180,66 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
         } => {
             let id = match (device, config) {
                 (Some(id), _) => id.clone(),
-                (None, file) => {
-                    let chosen = crate::config::source::choose(file.as_deref(), None);
-                    crate::config::load(chosen.as_ref(), &Default::default())?
-                        .device
-                        .id
-                }
+                (None, file) => config_id(file.as_deref())?,
             };
+            // The id names the files looked for: no path tricks.
+            check_id(&id, "a device id")?;
             return verify(folder, &id);
         }
     }
     Ok(())
 }
 
-/// `pinpost certs verify`: refuses a folder that holds any private key but
-/// the device's own (what install.sh runs before installing anything).
+/// The `[device] id` of the config `file` (or the usual one), read from the
+/// TOML alone: on a first install the files the config names (its
+/// certificate and key) are not in place yet, so the config cannot be
+/// loaded whole. Without an id, the device's id is this machine's name, as
+/// for the agent.
+fn config_id(file: Option<&Path>) -> Result<String, CmdError> {
+    let env = std::env::var_os(crate::config::CONFIG_ENV);
+    let chosen = crate::config::source::choose(file, env.as_deref());
+    let Some(chosen) = chosen else {
+        return crate::config::hostname().ok_or_else(|| {
+            CmdError::Input(
+                "no config file and no host name to take the device id from: pass --device <id>"
+                    .into(),
+            )
+        });
+    };
+    let path = chosen.path();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CmdError::Input(format!(
+            "cannot read {}: {}",
+            path.display(),
+            crate::config::io_words(&e)
+        ))
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        CmdError::Input(format!(
+            "{} is not a valid config ({}): fix it, or pass --device <id>",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    match table.get("device").and_then(|d| d.get("id")) {
+        Some(toml::Value::String(id)) => Ok(id.clone()),
+        Some(_) => Err(CmdError::Input(format!(
+            "{}: device.id must be a string like \"pi-01\"",
+            path.display()
+        ))),
+        None => crate::config::hostname().ok_or_else(|| {
+            CmdError::Input(format!(
+                "{} has no [device] id and this machine has no name to use instead: set \
+                 device.id, or pass --device <id>",
+                path.display()
+            ))
+        }),
+    }
+}
+
+/// `pinpost certs verify`: refuses a folder that holds anything but
+/// exactly the device's ca.crt, `<id>.crt` and `<id>.key` (what install.sh
+/// runs before installing anything).
 fn verify(folder: &Path, id: &str) -> Result<(), CmdError> {
     if !folder.is_dir() {
         return Err(CmdError::Input(format!(
@@ -198,7 +247,7 @@ fn verify(folder: &Path, id: &str) -> Result<(), CmdError> {
             folder.display()
         )));
     }
-    let steps = crate::check::device_folder(folder, id, &[]);
+    let steps = crate::check::device_bundle(folder, id);
     let failed = steps
         .iter()
         .filter(|s| s.mark == crate::check::Mark::Fail)
@@ -208,9 +257,6 @@ fn verify(folder: &Path, id: &str) -> Result<(), CmdError> {
     }
     if failed > 0 {
         return Err(CmdError::CheckFailed { failed, warned: 0 });
-    }
-    if steps.iter().all(|s| s.mark != crate::check::Mark::Pass) {
-        println!("{} holds no private key", folder.display());
     }
     Ok(())
 }

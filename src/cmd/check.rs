@@ -52,7 +52,8 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
     let tools_acl = match config.broker.cli_port {
         Some(port) => format!(
             ". On the tools' port ({port}, broker.cli_port) the ACL must also name this \
-             certificate: `user CN={id}` with `topic readwrite {prefix}/{id}/#`, which \
+             certificate: `user CN={id}` with `topic read {prefix}/{id}/#` and `topic write \
+             {prefix}/{id}/check`, which \
              `pinpost certs mosquitto --force` writes for every device in certs/devices/ \
              (copy its pinpost.acl to the broker and reload Mosquitto)",
             id = config.device.id,
@@ -91,7 +92,7 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
                 Some(LinkEvent::Subscribed { refused }) if !refused.is_empty() => {
                     return Step::fail(format!(
                         "the broker refused the subscription to {topic}: its ACL does not let \
-                         this device read its own topics; Mosquitto needs `pattern readwrite \
+                         this device read its own topics; Mosquitto needs `pattern read \
                          {}/%u/#` in its acl_file (pinpost certs mosquitto writes one){tools_acl}",
                         config.device.topic_prefix
                     ));
@@ -126,11 +127,11 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
         Step::fail(format!(
             "the probe published to {topic} did not come back within {}s: the broker accepted \
              it but did not deliver it, which is what Mosquitto does when its ACL forbids \
-             the topic. The device must be allowed {}/<its id>/# (`pattern readwrite {}/%u/#` \
-             with use_identity_as_username, as pinpost certs mosquitto writes){tools_acl}",
+             the topic. The device must be allowed to read {p}/<its id>/# and write \
+             {p}/<its id>/check (`pattern read {p}/%u/#` and `pattern write {p}/%u/check` with \
+             use_identity_as_username, as pinpost certs mosquitto writes){tools_acl}",
             PROBE_WAIT.as_secs(),
-            config.device.topic_prefix,
-            config.device.topic_prefix
+            p = config.device.topic_prefix
         ))
     }));
     let _ = link.disconnect().await;

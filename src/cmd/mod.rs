@@ -111,6 +111,8 @@ pub fn config_for(args: &ConnectionArgs) -> Result<Config, CmdError> {
     // agent on the same Pi keeps its session (see `broker.cli_port`).
     if let Some(port) = config.broker.cli_port {
         config.broker.port = port;
+    } else if let Some(words) = crate::check::agents_port_clash(&config) {
+        eprintln!("pinpost: warning: {words}");
     }
     if let Some(tls) = config.broker.tls.as_ref().filter(|t| t.skip_name_check) {
         warn_insecure(&config.broker.host, tls);

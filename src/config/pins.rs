@@ -71,10 +71,15 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
         });
     }
     let mut outputs = Vec::new();
+    // Hardware PWM channel → the pwm output already on it.
+    let mut channels: HashMap<u8, (u8, String)> = HashMap::new();
     for (i, r) in raw.output.iter().enumerate() {
         let at = |field: &str| format!("output[{i}].{field}");
         let name = name(r.name.as_deref(), &at("name"), &mut names, o)?;
         let pin = pin(r.pin, &at("pin"), &name, &mut pins, o)?;
+        if r.pwm == Some(true) {
+            pwm_channel(pin, &name, &at("pwm"), &mut channels, o)?;
+        }
         outputs.push(Output {
             name,
             pin,
@@ -134,6 +139,43 @@ fn pin(
         ));
     }
     Ok(pin)
+}
+
+/// Two `pwm = true` outputs on one hardware PWM channel (GPIO12 and 18 are
+/// both channel 0 on a Pi 1–4, GPIO13 and 19 both channel 1) would share one
+/// peripheral: a command to one retunes or stops the other. Refused on every
+/// model (a Pi 5 has four channels) so a config moved between Pis keeps
+/// working; a software-PWM pin is the way to a third PWM output.
+fn pwm_channel(
+    pin: u8,
+    name: &str,
+    key: &str,
+    seen: &mut HashMap<u8, (u8, String)>,
+    o: &Origins<'_>,
+) -> Result<(), ConfigError> {
+    let Some(channel) = crate::board::hardware_pwm_channel(pin) else {
+        return Ok(());
+    };
+    if let Some((first_pin, first)) = seen.get(&channel) {
+        let others: Vec<String> = [12u8, 13, 18, 19]
+            .into_iter()
+            .filter(|p| crate::board::hardware_pwm_channel(*p) != Some(channel))
+            .map(|p| format!("GPIO{p}"))
+            .collect();
+        return Err(o.invalid(
+            key,
+            format!(
+                "{name:?} on GPIO{pin} and {first:?} on GPIO{first_pin} would both use hardware \
+                 PWM channel {channel} (on a Pi 1–4 they are one channel: a command to one \
+                 would retune or stop the other); move one of them to {} (channel {}), or to \
+                 any other GPIO for software PWM (up to 10 kHz)",
+                others.join(" or "),
+                1 - channel.min(1)
+            ),
+        ));
+    }
+    seen.insert(channel, (pin, name.to_string()));
+    Ok(())
 }
 
 fn level(
@@ -295,6 +337,41 @@ mod tests {
             e.contains("line 5: output[0].pin: 40 is not a GPIO pin; allowed: BCM numbers 0 to 27"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn two_pwm_outputs_on_one_hardware_channel_are_refused() {
+        let out = |name: &str, pin: u8, pwm: bool| {
+            format!("[[output]]\nname = \"{name}\"\npin = {pin}\npwm = {pwm}\n")
+        };
+        let e = error(&format!(
+            "{HEAD}{}{}",
+            out("fan", 12, true),
+            out("led", 18, true)
+        ));
+        assert!(
+            e.contains("output[1].pwm: \"led\" on GPIO18 and \"fan\" on GPIO12 would both use hardware PWM channel 0"),
+            "{e}"
+        );
+        assert!(
+            e.contains("move one of them to GPIO13 or GPIO19 (channel 1)"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{HEAD}{}{}",
+            out("a", 19, true),
+            out("b", 13, true)
+        ));
+        assert!(e.contains("channel 1"), "{e}");
+        assert!(e.contains("GPIO12 or GPIO18 (channel 0)"), "{e}");
+        // One per channel is fine, and so is a plain output on the twin pin.
+        for ok in [
+            format!("{HEAD}{}{}", out("a", 12, true), out("b", 19, true)),
+            format!("{HEAD}{}{}", out("a", 12, true), out("b", 18, false)),
+            format!("{HEAD}{}{}", out("a", 18, true), out("b", 17, true)),
+        ] {
+            from_text(&ok, None, &Overrides::default()).unwrap();
+        }
     }
 
     #[test]

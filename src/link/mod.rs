@@ -353,6 +353,23 @@ pub fn check_topic(topic: &str) -> Result<(), LinkError> {
     })
 }
 
+/// Ends the current connection politely (DISCONNECT, so the broker does
+/// not publish the will) and drops it; the next poll connects again with
+/// the options as they are now. Whatever rumqttc held for the connection
+/// is kept in `pending`, for the tracker to take.
+async fn renew_session(eventloop: &mut EventLoop) {
+    if let Some(network) = eventloop.network.as_mut() {
+        // A DISCONNECT is two bytes: if they do not leave in this long, the
+        // connection is as good as dead anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            network.write(Packet::Disconnect).await?;
+            network.flush().await
+        })
+        .await;
+    }
+    eventloop.clean();
+}
+
 /// The poll loop: owns the event loop, reports events, sleeps between
 /// attempts. Ends on a requested disconnect, on giving up, or when nobody
 /// listens any more.
@@ -433,10 +450,24 @@ async fn drive(
             last_heard = tokio::time::Instant::now();
         }
         let report = match event {
+            Event::Incoming(Packet::ConnAck(_)) if std::mem::take(&mut clean_once) => {
+                // The clean connect threw the broker's session away, and
+                // the session it made ends with this connection: commands
+                // sent during the next outage would be lost too. Leave at
+                // once (a DISCONNECT, so the will is not published) and
+                // connect again with clean_session = false, which makes a
+                // new persistent session before anything is subscribed.
+                eventloop.mqtt_options.set_clean_session(false);
+                tracing::warn!(
+                    "the broker's session for pinpost was discarded to get rid of the packet too \
+                     large to read; any commands it had queued were lost with it (MQTT does \
+                     not say how many). Making a new persistent session"
+                );
+                renew_session(&mut eventloop).await;
+                tracker.lost(&mut eventloop.pending);
+                continue;
+            }
             Event::Incoming(Packet::ConnAck(ack)) => {
-                if std::mem::take(&mut clean_once) {
-                    eventloop.mqtt_options.set_clean_session(false);
-                }
                 connected = true;
                 ever_connected = true;
                 if !dropped_too_large {

@@ -17,9 +17,10 @@
 //! It knows topics as strings and nothing of MQTT packets or rumqttc: the
 //! agent moves messages from here to the link and acknowledgements back.
 
+mod crc;
 pub mod spool;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -73,13 +74,55 @@ pub struct Opened {
     /// Unacknowledged messages from earlier runs, to be sent first.
     pub replayed: usize,
     pub replayed_bytes: u64,
-    /// Damaged parts of the spool that were skipped, in words.
-    pub skipped: Vec<String>,
+    /// Damaged parts of the spool that were skipped, in one sentence
+    /// however many there were (a hostile file can hold millions).
+    pub damage: Option<String>,
     /// Why the spool could not be used (messages then live in memory only).
     pub unavailable: Option<String>,
     /// The last run ended without a clean stop, so seq numbers continue
     /// after those it had reserved: subscribers see a gap, never a reuse.
     pub unclean: bool,
+    /// Messages found in the spool but dropped at once, by `policy`,
+    /// because together they were over `max_bytes` (a spool left by a run
+    /// with a larger `outbox.max_bytes`, or a file put there by hand).
+    pub dropped: usize,
+    pub dropped_bytes: u64,
+}
+
+/// What [`Outbox::persist`] left on disk at shutdown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persisted {
+    /// Unacknowledged messages durably in the spool, sent first at the
+    /// next start.
+    pub kept: usize,
+    /// Unacknowledged messages the spool could not take (a full or broken
+    /// disk, or no spool at all): lost when the process ends.
+    pub lost: usize,
+    /// Why some were lost, in words.
+    pub problem: Option<String>,
+}
+
+impl Persisted {
+    /// The shutdown's last words about the outbox, if anything was left.
+    pub fn words(&self, dir: &Path) -> Option<String> {
+        let kept = format!(
+            "{} messages the broker has not acknowledged are kept in {} and will be sent first \
+             at the next start",
+            self.kept,
+            dir.display()
+        );
+        match (self.kept, self.lost) {
+            (0, 0) => None,
+            (_, 0) => Some(kept),
+            (_, lost) => Some(format!(
+                "{kept}; {lost} could not be written there and are lost{}",
+                self.problem
+                    .as_deref()
+                    .map(|why| format!(" ({why})"))
+                    .unwrap_or_default()
+            )),
+        }
+    }
 }
 
 /// Where a waiting message is.
@@ -147,6 +190,28 @@ fn size_of(topic: &str, payload: &[u8]) -> u64 {
     (topic.len() + payload.len()) as u64 + OVERHEAD
 }
 
+/// Which recovered records (in id order) fit `max_bytes` together: the
+/// rest are dropped as [`Outbox::push`] would have dropped them had they
+/// arrived one by one (the oldest make room, or the newest are refused).
+fn fitting_max_bytes(records: &[Record], limits: &Limits) -> Vec<bool> {
+    let sizes: Vec<u64> = records
+        .iter()
+        .map(|r| size_of(&r.topic, &r.payload))
+        .collect();
+    let mut total = sizes.iter().fold(0u64, |a, b| a.saturating_add(*b));
+    let mut keep = vec![true; records.len()];
+    let mut order: Box<dyn Iterator<Item = usize>> = match limits.policy {
+        DropPolicy::DropOldest => Box::new(0..records.len()),
+        DropPolicy::DropNewest => Box::new((0..records.len()).rev()),
+    };
+    while total > limits.max_bytes {
+        let Some(i) = order.next() else { break };
+        keep[i] = false;
+        total = total.saturating_sub(sizes[i]);
+    }
+    keep
+}
+
 impl Outbox {
     /// Opens the spool in `dir` and queues what earlier runs left there. A
     /// spool that cannot be opened is reported in [`Opened::unavailable`]
@@ -183,24 +248,21 @@ impl Outbox {
         }
         match Spool::open(dir) {
             Ok((spool, recovered)) => {
+                opened.damage = damage_words(&recovered, spool.path());
                 outbox.next_id = recovered.next_id;
                 outbox.seqs = recovered.seqs;
                 opened.unclean = recovered.unclean;
-                opened.skipped = recovered
-                    .skipped
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{} damaged bytes at offset {} of {} ({}) were skipped",
-                            c.bytes,
-                            c.offset,
-                            spool.path().display(),
-                            c.why
-                        )
-                    })
-                    .collect();
-                for record in recovered.records {
+                let kept = fitting_max_bytes(&recovered.records, &outbox.limits);
+                for (record, keep) in recovered.records.into_iter().zip(kept) {
                     let size = size_of(&record.topic, &record.payload);
+                    if !keep {
+                        // Removed from the spool at the next sync.
+                        outbox.forget.push(record.id);
+                        outbox.stats.dropped += 1;
+                        opened.dropped += 1;
+                        opened.dropped_bytes += size;
+                        continue;
+                    }
                     opened.replayed += 1;
                     opened.replayed_bytes += size;
                     outbox.total_bytes += size;
@@ -549,13 +611,23 @@ impl Outbox {
             return;
         }
         records.sort_by_key(|r| r.id);
-        if !self.write_to_spool(&records) {
-            return;
+        let written: BTreeSet<u64> = if self.write_to_spool(&records) {
+            records.iter().map(|r| r.id).collect()
+        } else {
+            // A full disk may still take some of them: as many as fit,
+            // oldest first, rather than none.
+            records
+                .iter()
+                .take_while(|r| self.write_to_spool(std::slice::from_ref(*r)))
+                .map(|r| r.id)
+                .collect()
+        };
+        for (id, flying) in self.in_flight.iter_mut() {
+            if written.contains(id) {
+                flying.on_disk = true;
+            }
         }
-        for flying in self.in_flight.values_mut() {
-            flying.on_disk = true;
-        }
-        for id in memory_ids {
+        for id in memory_ids.into_iter().filter(|id| written.contains(id)) {
             if let Some(Waiting::Memory(record)) = self.waiting.remove(&id) {
                 let size = size_of(&record.topic, &record.payload);
                 self.memory_bytes -= size;
@@ -603,10 +675,12 @@ impl Outbox {
                 self.forget.clear();
             }
         }
-        if result.is_ok() && self.dirty {
-            result = spool.sync();
-            if result.is_ok() {
-                self.dirty = false;
+        // Even when the forget failed (a full disk): what was written must
+        // still be made durable.
+        if self.dirty {
+            match spool.sync() {
+                Ok(()) => self.dirty = false,
+                Err(e) => result = result.and(Err(e)),
             }
         }
         if let Err(e) = result {
@@ -620,11 +694,30 @@ impl Outbox {
     }
 
     /// At shutdown: every unacknowledged message and the sequence counters
-    /// to disk, durably.
-    pub fn persist(&mut self) {
+    /// to disk, durably, as far as the disk takes them. Says how many
+    /// messages are kept and how many are lost (only in memory, so gone
+    /// when the process ends).
+    pub fn persist(&mut self) -> Persisted {
         self.spill();
         self.release_reservations();
         self.sync();
+        let durable = !self.dirty;
+        let on_disk = self
+            .waiting
+            .values()
+            .filter(|w| matches!(w, Waiting::Disk { .. }))
+            .count()
+            + self.in_flight.values().filter(|f| f.on_disk).count();
+        let queued = self.waiting.len() + self.in_flight.len();
+        // Written but not synced: the kernel may still write them out, but
+        // nothing promises it, so they are not counted as kept.
+        let kept = if durable { on_disk } else { 0 };
+        Persisted {
+            kept,
+            lost: queued - kept,
+            // Left for take_problem too: the agent logs spool problems.
+            problem: self.problem.clone(),
+        }
     }
 
     /// Writes the exact seqs, then voids the reservations (only once the
@@ -689,29 +782,64 @@ impl Outbox {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// `outbox.max_bytes`, for the words that report a drop.
+    pub fn max_bytes(&self) -> u64 {
+        self.limits.max_bytes
+    }
+}
+
+/// The damage a spool's recovery skipped, in one sentence: the first
+/// region in full, the rest counted.
+fn damage_words(recovered: &spool::Recovered, path: &Path) -> Option<String> {
+    let first = recovered.skipped.first()?;
+    let mut words = format!(
+        "{} damaged bytes at offset {} of {} ({}) were skipped",
+        first.bytes,
+        first.offset,
+        path.display(),
+        first.why
+    );
+    let more = recovered.damage.regions.saturating_sub(1);
+    if more > 0 {
+        words.push_str(&format!(
+            ", and {more} more damaged regions, {} bytes in all",
+            recovered.damage.bytes
+        ));
+    }
+    Some(words)
 }
 
 /// Takes `dir/outbox.lock` (an advisory lock the kernel drops when the
 /// process dies, so a `kill -9` leaves nothing stale).
 fn lock(dir: &Path) -> Result<std::fs::File, String> {
     use rustix::fs::{FlockOperation, flock};
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let cannot_create = |e: std::io::Error| {
+        format!(
+            "cannot create the outbox spool directory {}: {}",
+            dir.display(),
+            crate::config::io_words(&e)
+        )
+    };
+    let existed = dir.is_dir();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| {
-            format!(
-                "cannot create the outbox spool directory {}: {}",
-                dir.display(),
-                crate::config::io_words(&e)
-            )
-        })?;
+        .map_err(cannot_create)?;
+    if !existed {
+        // The mode given at creation is cut by the umask; this is not. A
+        // directory that was there already is the operator's to set.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(cannot_create)?;
+    }
     let path = dir.join("outbox.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| {
             format!(
@@ -720,6 +848,7 @@ fn lock(dir: &Path) -> Result<std::fs::File, String> {
                 crate::config::io_words(&e)
             )
         })?;
+    spool::make_private(&file, &path).map_err(|e| e.to_string())?;
     flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|_| {
         format!(
             "another pinpost is using the outbox spool {}; give each agent its own \
@@ -894,6 +1023,58 @@ mod tests {
     }
 
     #[test]
+    fn a_spool_over_max_bytes_is_cut_to_it_at_open_by_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.offline();
+        for n in 100..200 {
+            push(&mut o, "s/a", n);
+        }
+        o.sync();
+        drop(o);
+        let each = size_of("s/a", b"100");
+        // Restarted with a tenth of the room (outbox.max_bytes lowered).
+        let (mut o, opened) = Outbox::open(dir.path(), limits(each * 10, DropPolicy::DropOldest));
+        assert_eq!((opened.replayed, opened.dropped), (10, 90));
+        assert_eq!(opened.dropped_bytes, each * 90);
+        assert_eq!(o.stats().dropped, 90, "counted as dropped");
+        assert!(o.stats().queued_bytes <= each * 10, "{:?}", o.stats());
+        o.sync();
+        drop(o);
+        // The drop reached the disk: a roomy restart finds only the ten.
+        let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        assert_eq!((opened.replayed, opened.dropped), (10, 0));
+        o.online();
+        let sent = deliver_all(&mut o);
+        assert_eq!(
+            sent.first().map(String::as_str),
+            Some("s/a=190"),
+            "the newest kept"
+        );
+        assert_eq!(sent.len(), 10);
+
+        // Keeping the history instead: the oldest stay.
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropNewest));
+        o.offline();
+        for n in 100..200 {
+            push(&mut o, "s/a", n);
+        }
+        o.sync();
+        drop(o);
+        let (mut o, opened) = Outbox::open(dir.path(), limits(each * 10, DropPolicy::DropNewest));
+        assert_eq!((opened.replayed, opened.dropped), (10, 90));
+        o.online();
+        let sent = deliver_all(&mut o);
+        assert_eq!(sent.last().map(String::as_str), Some("s/a=109"));
+        assert_eq!(
+            o.next_seq("s/a"),
+            101,
+            "seqs continue after the dropped ones"
+        );
+    }
+
+    #[test]
     fn acknowledged_messages_are_not_replayed() {
         let dir = tempfile::tempdir().unwrap();
         let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
@@ -1018,10 +1199,60 @@ mod tests {
         bytes.extend_from_slice(&[0x50, 0x50, 1, 200, 0, 0]);
         std::fs::write(&wal, bytes).unwrap();
         let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
-        assert_eq!(opened.skipped.len(), 1, "{opened:?}");
-        assert!(opened.skipped[0].contains("damaged bytes"), "{opened:?}");
+        let damage = opened.damage.unwrap();
+        assert!(damage.starts_with("6 damaged bytes at offset "), "{damage}");
+        assert!(!damage.contains("more damaged regions"), "{damage}");
         o.online();
         assert_eq!(deliver_all(&mut o), ["s/a=0", "s/a=1", "s/a=2"]);
+    }
+
+    #[test]
+    fn a_spool_damaged_in_many_places_is_reported_in_one_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        o.offline();
+        for n in 0..400 {
+            push(&mut o, "s/a", n);
+        }
+        o.sync();
+        drop(o);
+        // A byte of garbage before every frame after the first.
+        let wal = dir.path().join("outbox.wal");
+        let bytes = std::fs::read(&wal).unwrap();
+        let mut damaged = bytes[..8].to_vec();
+        let mut at = 8;
+        let mut first = true;
+        while at < bytes.len() {
+            let len = u32::from_le_bytes(bytes[at + 3..at + 7].try_into().unwrap()) as usize;
+            if !first {
+                damaged.push(0xee);
+            }
+            first = false;
+            damaged.extend_from_slice(&bytes[at..at + 11 + len]);
+            at += 11 + len;
+        }
+        std::fs::write(&wal, damaged).unwrap();
+        let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
+        let damage = opened.damage.unwrap();
+        assert!(damage.starts_with("1 damaged bytes at offset "), "{damage}");
+        assert!(damage.contains("(no frame starts here)"), "{damage}");
+        let more = damage
+            .split(", and ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("{damage}"));
+        assert!(
+            more >= 398,
+            "one region before each of 400 frames: {damage}"
+        );
+        assert!(
+            damage.ends_with(&format!("more damaged regions, {} bytes in all", more + 1)),
+            "{damage}"
+        );
+        assert_eq!(opened.replayed, 400);
+        o.online();
+        assert_eq!(deliver_all(&mut o).len(), 400);
     }
 
     #[test]
@@ -1035,5 +1266,128 @@ mod tests {
         push(&mut o, "s/a", 1);
         o.online();
         assert_eq!(deliver_all(&mut o), ["s/a=1"]);
+    }
+
+    /// A tmpfs of `bytes` bytes: a disk that really fills up. Unmounted when
+    /// dropped. Needs root (as the tests run here and in CI).
+    pub(crate) struct TinyDisk {
+        dir: tempfile::TempDir,
+    }
+
+    impl TinyDisk {
+        pub(crate) fn mount(bytes: u64) -> TinyDisk {
+            let dir = tempfile::tempdir().unwrap();
+            let status = std::process::Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={bytes},mode=0700"),
+                    "tmpfs",
+                ])
+                .arg(dir.path())
+                .status()
+                .expect("run mount");
+            assert!(status.success(), "mount a tmpfs (this test needs root)");
+            TinyDisk { dir }
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Takes every free byte left with a file of its own.
+        pub(crate) fn fill(&self) {
+            use std::io::Write;
+            let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+            let block = [0xa5u8; 512];
+            while f.write_all(&block).is_ok() {}
+            while f.write_all(&block[..1]).is_ok() {}
+        }
+    }
+
+    impl Drop for TinyDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn on_a_full_disk_shutdown_says_exactly_how_many_messages_are_kept_and_lost() {
+        let disk = TinyDisk::mount(128 << 10);
+        let dir = disk.path().join("outbox");
+        let mut o = open(&dir, limits(16 << 20, DropPolicy::DropOldest));
+        o.offline();
+        let payload = |n: u64| format!("{n:0>1000}").into_bytes();
+        for n in 0..300 {
+            let seq = o.next_seq("s/a");
+            let pushed = o.push("s/a", payload(n), false, Some(seq), 1_000);
+            assert_eq!(
+                pushed,
+                Pushed::Queued,
+                "nothing is dropped: max_bytes is 16 MiB"
+            );
+        }
+        o.sync();
+        let persisted = o.persist();
+        let Persisted { kept, lost, .. } = persisted;
+        assert_eq!(kept + lost, 300, "{persisted:?}");
+        assert!(
+            kept > 50 && lost > 50,
+            "128 KiB holds about 120: {persisted:?}"
+        );
+        let words = persisted.words(&dir).unwrap();
+        assert!(
+            words.starts_with(&format!(
+                "{kept} messages the broker has not acknowledged are kept in "
+            )),
+            "{words}"
+        );
+        assert!(
+            words.contains(&format!(
+                "; {lost} could not be written there and are lost ("
+            )),
+            "{words}"
+        );
+        assert!(words.contains("No space left on device"), "{words}");
+        drop(o);
+
+        // Exactly those kept come back, oldest first.
+        let (mut o, opened) = Outbox::open(&dir, limits(16 << 20, DropPolicy::DropOldest));
+        assert_eq!(opened.replayed, kept);
+        assert!(opened.damage.is_none(), "{opened:?}");
+        o.online();
+        let sent = deliver_all(&mut o);
+        let want: Vec<String> = (0..kept as u64)
+            .map(|n| format!("s/a={}", String::from_utf8(payload(n)).unwrap()))
+            .collect();
+        assert_eq!(sent, want);
+    }
+
+    #[test]
+    fn what_is_left_at_shutdown_is_said_in_numbers() {
+        let dir = Path::new("/var/lib/pinpost");
+        let said = |kept, lost, problem: Option<&str>| {
+            Persisted {
+                kept,
+                lost,
+                problem: problem.map(str::to_owned),
+            }
+            .words(dir)
+        };
+        assert_eq!(said(0, 0, None), None);
+        assert_eq!(
+            said(7, 0, None).unwrap(),
+            "7 messages the broker has not acknowledged are kept in /var/lib/pinpost and will \
+             be sent first at the next start"
+        );
+        assert_eq!(
+            said(0, 3, Some("disk full")).unwrap(),
+            "0 messages the broker has not acknowledged are kept in /var/lib/pinpost and will \
+             be sent first at the next start; 3 could not be written there and are lost (disk \
+             full)"
+        );
     }
 }

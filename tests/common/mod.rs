@@ -796,6 +796,8 @@ pub fn assert_ok(out: &Output, broker: &Broker) {
 pub struct Gate {
     pub port: u16,
     open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Both ends of every connection let through, for [`Gate::cut`].
+    through: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
 impl Gate {
@@ -806,6 +808,8 @@ impl Gate {
         let port = listener.local_addr().expect("gate address").port();
         let open = Arc::new(AtomicBool::new(true));
         let is_open = open.clone();
+        let through = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = through.clone();
         let host = host.to_string();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -819,9 +823,16 @@ impl Gate {
                 };
                 pipe(&client, &server);
                 pipe(&server, &client);
+                if let Ok(mut kept) = kept.lock() {
+                    kept.extend([client, server]);
+                }
             }
         });
-        Gate { port, open }
+        Gate {
+            port,
+            open,
+            through,
+        }
     }
 
     pub fn open(&self) {
@@ -830,6 +841,18 @@ impl Gate {
 
     pub fn close(&self) {
         self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes the gate and cuts every connection through it, as a cable
+    /// pulled out would (the broker sees the socket close, not a
+    /// DISCONNECT).
+    pub fn cut(&self) {
+        self.close();
+        if let Ok(mut through) = self.through.lock() {
+            for stream in through.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 }
 
