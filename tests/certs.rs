@@ -58,7 +58,10 @@ impl Fleet {
             );
         }
         let cert_dir = certs_dir.join("broker").display().to_string();
-        let said = certs(&certs_dir, &["mosquitto", "--cert-dir", &cert_dir]);
+        let said = certs(
+            &certs_dir,
+            &["mosquitto", "--cert-dir", &cert_dir, "--homeassistant"],
+        );
         assert!(
             said.contains("/etc/mosquitto/conf.d/pinpost.conf"),
             "{said}"

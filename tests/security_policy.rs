@@ -45,14 +45,13 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
     let has = |text: &str, line: &str| text.lines().any(|l| l.trim() == line);
 
     // A device: reads its own subtree, writes only what the agent publishes
-    // there (never its own commands) and its Home Assistant discovery.
+    // there (never its own commands).
     assert!(has(&acl, "pattern read pinpost/%u/#"), "{acl}");
     assert!(
         POLICY.contains(
-            "| a device `pi-01` | `pi-01.crt`/`.key`, CN `pi-01` | `pinpost/pi-01/#`, \
-             `homeassistant/status` | `pinpost/pi-01/` + `status`, `input/#`, `output/#`, \
-             `sensor/#`, `stats`, `check`, `cmd/+/result`; `homeassistant/+/pi-01/+/config`, \
-             `homeassistant/device/pi-01/config` |"
+            "| a device `pi-01` | `pi-01.crt`/`.key`, CN `pi-01` | `pinpost/pi-01/#` | \
+             `pinpost/pi-01/` + `status`, `input/#`, `output/#`, `sensor/#`, `stats`, `check`, \
+             `cmd/+/result` |"
         ),
         "{POLICY}"
     );
@@ -92,9 +91,6 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
             "pattern write pinpost/%u/stats",
             "pattern write pinpost/%u/check",
             "pattern write pinpost/%u/cmd/+/result",
-            "pattern write homeassistant/+/%u/+/config",
-            "pattern write homeassistant/device/%u/config",
-            "pattern read homeassistant/status"
         ],
         "SECURITY.md's table lists every rule"
     );
@@ -113,6 +109,46 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
         ("tls_version tlsv1.2", "TLS 1.2 or newer"),
     ] {
         assert!(has(&conf, line), "{line:?} in:\n{conf}");
+        assert!(POLICY.contains(words), "{words:?} in SECURITY.md");
+    }
+}
+
+#[test]
+fn home_assistant_rules_are_opt_in_and_each_device_announces_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pinpost(
+        &strings(&[
+            "certs",
+            "--dir",
+            &dir.path().display().to_string(),
+            "mosquitto",
+            "--homeassistant",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let acl = std::fs::read_to_string(dir.path().join("broker/pinpost.acl")).unwrap();
+    let ha: Vec<_> = acl
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains("homeassistant"))
+        .collect();
+    assert_eq!(
+        ha,
+        [
+            "topic write homeassistant/status",
+            "topic write homeassistant/status",
+            "pattern write homeassistant/+/%u/+/config",
+            "pattern write homeassistant/device/%u/config",
+            "pattern read homeassistant/status",
+        ],
+        "{acl}"
+    );
+    for words in [
+        "`homeassistant/+/pi-01/+/config`",
+        "`homeassistant/device/pi-01/config`",
+        "may write\n`homeassistant/status`",
+    ] {
         assert!(POLICY.contains(words), "{words:?} in SECURITY.md");
     }
 }

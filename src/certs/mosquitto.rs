@@ -233,7 +233,7 @@ pub fn acl(setup: &Setup) -> String {
     if setup.homeassistant {
         // HA, connected with the operator's certificate, publishes its
         // birth message (and Last Will) there.
-        operator_rules.push_str(&format!("topic write {HA_STATUS}\n"));
+        operator_rules.push_str(&format!("topic write {ha_prefix}/status\n"));
     }
     let mut text = format!(
         "# pinpost: who may use which topics (made by `pinpost certs mosquitto`).\n\
@@ -274,27 +274,17 @@ pub fn acl(setup: &Setup) -> String {
     for sub in DEVICE_WRITES {
         text.push_str(&format!("pattern write {prefix}/%u/{sub}\n"));
     }
-    text.push_str(&format!(
-        "# Home Assistant discovery: its own configs only, and HA's status.\n\
-         pattern write {ha_prefix}/+/%u/+/config\n\
-         pattern write {ha_prefix}/device/%u/config\n\
-         pattern read {ha_prefix}/status\n"
-    ));
     if setup.homeassistant {
         text.push_str(&format!(
             "\n# Home Assistant discovery: each agent writes only its own configs\n\
              # (the node id is its CN), and hears Home Assistant's birth message.\n\
-             pattern write {HA_PREFIX}/+/%u/+/config\n\
-             pattern write {HA_PREFIX}/device/%u/config\n\
-             pattern read {HA_STATUS}\n"
+             pattern write {ha_prefix}/+/%u/+/config\n\
+             pattern write {ha_prefix}/device/%u/config\n\
+             pattern read {ha_prefix}/status\n"
         ));
     }
     text
 }
-
-/// Home Assistant's defaults, which `[homeassistant]` uses unless told otherwise.
-const HA_PREFIX: &str = "homeassistant";
-const HA_STATUS: &str = "homeassistant/status";
 
 #[cfg(test)]
 mod tests {
@@ -367,7 +357,6 @@ mod tests {
             "pattern read pinpost/%u/#",
             "pattern write pinpost/%u/status",
             "pattern write pinpost/%u/cmd/+/result",
-            "pattern write homeassistant/+/%u/+/config",
             "user operator",
             "user CN=operator",
             "topic write pinpost/+/cmd/#",
