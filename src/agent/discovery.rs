@@ -32,6 +32,9 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// later: HA subscribes to an entity's topics only once it has processed
 /// its config, and sensor readings are not retained.
 pub const STATES_AFTER: Duration = Duration::from_secs(2);
+/// Least time between two answers to birth messages: whoever may publish
+/// on HA's status topic cannot make the agent re-send everything in a loop.
+pub const MIN_ANSWER_GAP: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Discovery {
@@ -46,6 +49,8 @@ pub struct Discovery {
     announce_at: Option<Instant>,
     /// When to publish the states again after that.
     states_at: Option<Instant>,
+    /// When the last answer to a birth message went out.
+    answered_at: Option<Instant>,
 }
 
 /// What the agent should do now.
@@ -88,6 +93,7 @@ impl Discovery {
             birth_delay: ha.birth_delay,
             announce_at: None,
             states_at: None,
+            answered_at: None,
         };
         let record = if removes {
             union(&previous, &discovery.plan.announced)
@@ -123,8 +129,14 @@ impl Discovery {
         if payload.trim_ascii() != b"online" {
             return false;
         }
+        // One answer pending at a time, and answers at least
+        // MIN_ANSWER_GAP apart, however many birth messages arrive.
+        if self.announce_at.is_some() {
+            return true;
+        }
         let delay = self.birth_delay.mul_f64(fastrand::f64());
-        self.announce_at = Some(now + delay);
+        let earliest = self.answered_at.map(|at| at + MIN_ANSWER_GAP);
+        self.announce_at = Some((now + delay).max(earliest.unwrap_or(now)));
         self.states_at = None;
         true
     }
@@ -139,6 +151,7 @@ impl Discovery {
     pub fn due(&mut self, now: Instant) -> Option<Due> {
         if self.announce_at.is_some_and(|at| at <= now) {
             self.announce_at = None;
+            self.answered_at = Some(now);
             self.states_at = Some(now + STATES_AFTER);
             return Some(Due::Announce);
         }
@@ -371,5 +384,34 @@ mod tests {
         assert_eq!(d.next_due(), Some(at + STATES_AFTER));
         assert_eq!(d.due(at + STATES_AFTER), Some(Due::States));
         assert_eq!(d.next_due(), None);
+    }
+
+    #[test]
+    fn a_flood_of_birth_messages_is_answered_once_per_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, _) = Discovery::start(&config(&["relay"], true), dir.path());
+        let mut d = d.unwrap();
+        let t0 = Instant::now();
+        let mut answers = Vec::new();
+        // 1000 births a second for 30 s.
+        for ms in 0..30_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            d.on_status(b"online", now);
+            while let Some(due) = d.due(now) {
+                if due == Due::Announce {
+                    answers.push(ms);
+                }
+            }
+        }
+        assert!(
+            (2..=3).contains(&answers.len()),
+            "answered at {answers:?} ms"
+        );
+        for pair in answers.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= MIN_ANSWER_GAP.as_millis() as u64,
+                "{answers:?}"
+            );
+        }
     }
 }
