@@ -398,15 +398,15 @@ async fn network_connect(
             Some(proxy) => proxy.connect(&domain, port, network_options).await?,
             None => {
                 let addr = format!("{domain}:{port}");
-                let tcp = socket_connect(addr, network_options).await?;
-                Box::new(tcp)
+                let tcp = socket_connect(addr, network_options.clone()).await?;
+                network_options.wrap_tcp_stream(tcp)
             }
         }
         #[cfg(not(feature = "proxy"))]
         {
             let addr = format!("{domain}:{port}");
-            let tcp = socket_connect(addr, network_options).await?;
-            Box::new(tcp)
+            let tcp = socket_connect(addr, network_options.clone()).await?;
+            network_options.wrap_tcp_stream(tcp)
         }
     };
 

@@ -138,6 +138,8 @@ pub use client::{
     AsyncClient, Client, ClientError, Connection, Iter, RecvError, RecvTimeoutError, TryRecvError,
 };
 pub use eventloop::{ConnectionError, Event, EventLoop};
+pub use framed::AsyncReadWrite;
+use tokio::net::TcpStream;
 pub use mqttbytes::v4::*;
 pub use mqttbytes::*;
 #[cfg(feature = "use-rustls-no-provider")]
@@ -391,9 +393,15 @@ impl From<TlsConnector> for TlsConfiguration {
     }
 }
 
+/// Wraps the connected TCP stream before TLS and MQTT run over it, to
+/// touch the socket on every read or write (pinpost: re-arming
+/// TCP_QUICKACK). Not applied to streams from a proxy or a Unix socket.
+pub type TcpStreamWrapper = fn(TcpStream) -> Box<dyn AsyncReadWrite>;
+
 /// Provides a way to configure low level network connection configurations
 #[derive(Clone, Default)]
 pub struct NetworkOptions {
+    tcp_stream_wrapper: Option<TcpStreamWrapper>,
     tcp_send_buffer_size: Option<u32>,
     tcp_recv_buffer_size: Option<u32>,
     tcp_nodelay: bool,
@@ -405,6 +413,7 @@ pub struct NetworkOptions {
 impl NetworkOptions {
     pub fn new() -> Self {
         NetworkOptions {
+            tcp_stream_wrapper: None,
             tcp_send_buffer_size: None,
             tcp_recv_buffer_size: None,
             tcp_nodelay: false,
@@ -416,6 +425,19 @@ impl NetworkOptions {
 
     pub fn set_tcp_nodelay(&mut self, nodelay: bool) {
         self.tcp_nodelay = nodelay;
+    }
+
+    /// Sets the function each connected TCP stream is passed through.
+    pub fn set_tcp_stream_wrapper(&mut self, wrapper: TcpStreamWrapper) {
+        self.tcp_stream_wrapper = Some(wrapper);
+    }
+
+    /// Passes a connected TCP stream through the wrapper, if any.
+    pub(crate) fn wrap_tcp_stream(&self, tcp: TcpStream) -> Box<dyn AsyncReadWrite> {
+        match self.tcp_stream_wrapper {
+            Some(wrap) => wrap(tcp),
+            None => Box::new(tcp),
+        }
     }
 
     pub fn set_tcp_send_buffer_size(&mut self, size: u32) {

@@ -327,14 +327,14 @@ async fn network_connect(options: &MqttOptions) -> Result<Network, ConnectionErr
             None => {
                 let addr = format!("{domain}:{port}");
                 let tcp = socket_connect(addr, options.network_options()).await?;
-                Box::new(tcp)
+                options.network_options().wrap_tcp_stream(tcp)
             }
         }
         #[cfg(not(feature = "proxy"))]
         {
             let addr = format!("{domain}:{port}");
             let tcp = socket_connect(addr, options.network_options()).await?;
-            Box::new(tcp)
+            options.network_options().wrap_tcp_stream(tcp)
         }
     };
 
