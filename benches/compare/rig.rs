@@ -187,7 +187,6 @@ pub async fn client(rig: &Rig, files: &Files, id: &str, subs: Vec<(String, Qos)>
             retry: Retry::Forever,
             will: None,
             subscriptions: subs.clone(),
-            tcp_nodelay: rig.nodelay,
             max_incoming: None,
         },
         tls,

@@ -79,10 +79,6 @@ pub async fn run(
             retain: true,
         }),
         subscriptions: vec![(topics.commands(), Qos::AtLeastOnce)],
-        // Nagle stays on: with no-delay here and Mosquitto's default (Nagle
-        // on its side too) every command waited ~43 ms for a delayed ACK in
-        // `scripts/bench.sh`; with no-delay on the broker it gained nothing.
-        tcp_nodelay: false,
         max_incoming: Some(command_packet_limit(&topics, &config.commands)),
     };
     let link = Link::start(options, tls);
@@ -812,7 +808,6 @@ mod tests {
                 retry: Retry::Never,
                 will: None,
                 subscriptions: vec![],
-                tcp_nodelay: false,
                 max_incoming: None,
             },
             None,
@@ -1059,7 +1054,6 @@ mod tests {
                 retry: Retry::Never,
                 will: None,
                 subscriptions: vec![],
-                tcp_nodelay: false,
                 max_incoming: None,
             },
             None,
