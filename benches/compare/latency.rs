@@ -63,8 +63,10 @@ pub async fn command(rig: &Rig, rows: &mut Vec<Row>) {
     // A thread watching the pin, so the moment it changes is seen at once.
     let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let watcher = pins.clone();
+    // Read before the thread starts: a command can change the pin before
+    // a new thread first runs, which then waited for a change forever.
+    let mut last = watcher.level(27);
     let watching = std::thread::spawn(move || {
-        let mut last = watcher.level(27);
         for _ in 0..COMMANDS {
             loop {
                 let now = watcher.level(27);
