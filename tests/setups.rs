@@ -292,3 +292,112 @@ fn subscribe_reconnects_and_resubscribes_after_the_broker_restarts() {
     assert!(status.success());
     assert_eq!(stdout, "heal/x before\nheal/x after\n");
 }
+
+/// The link's own socket to the broker, found among this process's open
+/// files by its peer's port.
+fn socket_to(port: u16) -> std::os::fd::OwnedFd {
+    let fds = std::fs::read_dir("/proc/self/fd").expect("list open files");
+    for entry in fds.flatten() {
+        let Ok(n) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: `n` is open in this process (listed just now) and only
+        // duplicated here, never closed; the duplicate is owned.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(n) };
+        let peer = rustix::net::getpeername(fd)
+            .ok()
+            .flatten()
+            .and_then(|a| std::net::SocketAddr::try_from(a).ok());
+        if peer.is_some_and(|p| p.port() == port) {
+            return fd.try_clone_to_owned().expect("duplicate the socket");
+        }
+    }
+    panic!("no socket connected to port {port} in this process");
+}
+
+#[test]
+fn the_link_to_mosquitto_as_installed_sends_and_acknowledges_at_once() {
+    // Mosquitto as installed keeps Nagle on: a link that delays its ACKs
+    // (or holds small packets) waits 40 ms for its CONNACK and commands.
+    let pki = Pki::new("prompt");
+    let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
+    let device = pki.client("pi-01");
+    let text = format!(
+        "[device]\nid = \"pi-01\"\n[broker]\nhost = \"127.0.0.1\"\nport = {}\n[broker.tls]\n\
+         ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        broker.port,
+        pki.ca.cert.display(),
+        device.cert.display(),
+        device.key.display()
+    );
+    let config = pinpost::config::from_text(&text, None, &pinpost::config::Overrides::default())
+        .expect("config");
+    let tls = config
+        .broker
+        .tls
+        .as_ref()
+        .map(pinpost::tls::setup)
+        .transpose();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut link = pinpost::link::Link::start(
+            pinpost::link::LinkOptions {
+                broker: config.broker.clone(),
+                client_id: "pi-01".into(),
+                reconnect: config.reconnect.clone(),
+                retry: pinpost::link::Retry::Never,
+                will: None,
+                subscriptions: Vec::new(),
+                max_incoming: None,
+            },
+            tls.expect("tls setup"),
+        );
+        let connected = tokio::time::timeout(WAIT, link.next_event()).await;
+        assert!(
+            matches!(
+                connected,
+                Ok(Some(pinpost::link::LinkEvent::Connected { .. }))
+            ),
+            "the link connects: {connected:?}"
+        );
+        // An interactive exchange, after which Linux turns to delayed ACKs
+        // unless they are re-armed: publish, PUBACK, publish at once...
+        let publisher = link.publisher();
+        for _ in 0..5 {
+            publisher
+                .publish(
+                    "prompt/t",
+                    b"x".to_vec(),
+                    pinpost::link::Qos::AtLeastOnce,
+                    false,
+                )
+                .await
+                .expect("queue a publish");
+            loop {
+                match tokio::time::timeout(WAIT, link.next_event()).await {
+                    Ok(Some(pinpost::link::LinkEvent::Acked { .. })) => break,
+                    Ok(Some(_)) => {}
+                    other => panic!("waiting for a PUBACK: {other:?}"),
+                }
+            }
+        }
+        let socket = socket_to(broker.port);
+        assert!(
+            rustix::net::sockopt::tcp_nodelay(&socket).expect("getsockopt"),
+            "small packets go out at once (TCP_NODELAY)"
+        );
+        // The last PUBACK's read must have re-armed quick ACKs.
+        assert!(
+            rustix::net::sockopt::tcp_quickack(&socket).expect("getsockopt"),
+            "what arrived is acknowledged at once (TCP_QUICKACK re-armed)"
+        );
+    });
+}

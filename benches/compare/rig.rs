@@ -20,8 +20,8 @@ pub struct Rig {
     pub device: Files,
     /// A second identity, for the clients that watch or command the Pi.
     pub operator: Files,
-    /// The broker and the bench's own clients send small packets at once
-    /// (Mosquitto's `set_tcp_nodelay true`, TCP_NODELAY on the clients).
+    /// The broker sends small packets at once (Mosquitto's
+    /// `set_tcp_nodelay true`); pinpost's links always do.
     pub nodelay: bool,
 }
 
@@ -59,6 +59,17 @@ impl Rig {
             device,
             operator,
             nodelay,
+        }
+    }
+}
+
+impl Rig {
+    /// How the broker is set up, for a row's name.
+    pub fn setup(&self) -> &'static str {
+        if self.nodelay {
+            "Nagle off (set_tcp_nodelay)"
+        } else {
+            "Mosquitto defaults"
         }
     }
 }
@@ -187,7 +198,6 @@ pub async fn client(rig: &Rig, files: &Files, id: &str, subs: Vec<(String, Qos)>
             retry: Retry::Forever,
             will: None,
             subscriptions: subs.clone(),
-            tcp_nodelay: rig.nodelay,
             max_incoming: None,
         },
         tls,

@@ -148,7 +148,10 @@ pub fn one_shot(rig: &Rig, rows: &mut Vec<Row>) {
     };
     let (a, b) = (median(ours), median(theirs));
     rows.push(row(
-        &format!("one-shot publish, mutual TLS, QoS 1, median of {ONE_SHOTS}"),
+        &format!(
+            "one-shot publish, {}, mutual TLS, QoS 1, median of {ONE_SHOTS}",
+            rig.setup()
+        ),
         ms(a),
         &format!("mosquitto_pub: {}", ms(b)),
         Some(a.as_secs_f64() / b.as_secs_f64()),

@@ -99,10 +99,6 @@ pub async fn run(
             retain: true,
         }),
         subscriptions,
-        // Nagle stays on: with no-delay here and Mosquitto's default (Nagle
-        // on its side too) every command waited ~43 ms for a delayed ACK in
-        // `scripts/bench.sh`; with no-delay on the broker it gained nothing.
-        tcp_nodelay: false,
         max_incoming: Some(max_incoming),
     };
     let link = Link::start(options, tls);
@@ -280,7 +276,7 @@ impl Agent {
                     Some(event) => self.on_link(event),
                     None => return Err(AgentError::LinkStopped),
                 },
-                Some(input) = edges.recv() => self.inputs.edge(input, Instant::now()),
+                Some(input) = edges.recv() => self.on_edge(input, Instant::now()),
                 Some(outcome) = self.sensing.next() => self.on_reading(outcome),
                 () = sleep_until(wake) => self.on_timers(Instant::now()),
                 () = sleep_until(sync_at) => {
@@ -521,6 +517,18 @@ impl Agent {
                 }
             }
             Err(e) => tracing::warn!(input = %self.config.inputs[i].name, "cannot read: {e}"),
+        }
+    }
+
+    /// An input may have changed. With no debounce it is read at once:
+    /// tokio's timers tick in whole milliseconds, so even a wait until
+    /// `now` cost ~1 ms on the edge → subscriber path (issue 17).
+    fn on_edge(&mut self, input: usize, now: Instant) {
+        self.inputs.edge(input, now);
+        if self.inputs.next_due().is_some_and(|at| at <= now) {
+            for i in self.inputs.due(now) {
+                self.read_input(i);
+            }
         }
     }
 
@@ -897,7 +905,6 @@ mod tests {
                 retry: Retry::Never,
                 will: None,
                 subscriptions: vec![],
-                tcp_nodelay: false,
                 max_incoming: None,
             },
             None,
@@ -938,6 +945,30 @@ mod tests {
                 key: format!("id:{id}"),
             }),
         }
+    }
+
+    #[tokio::test]
+    async fn an_edge_without_debounce_is_read_at_once_not_on_a_timer_tick() {
+        let input = |debounce: &str| {
+            format!("[[input]]\nname = \"door\"\npin = 17\ndebounce = \"{debounce}\"\n")
+        };
+        let (mut agent, pins, _dir, _link) = relay_agent(&input("0ms"));
+        pins.set_input(17, true);
+        agent.on_edge(0, Instant::now());
+        assert_eq!(
+            agent.inputs.last(0).map(|(value, _)| value),
+            Some(true),
+            "read and published in the same turn"
+        );
+        assert_eq!(agent.inputs.next_due(), None, "nothing left for a timer");
+
+        let (mut agent, pins, _dir, _link) = relay_agent(&input("20ms"));
+        pins.set_input(17, true);
+        let t0 = Instant::now();
+        agent.on_edge(0, t0);
+        assert_eq!(agent.inputs.last(0), None, "a debounced edge waits");
+        agent.on_timers(t0 + Duration::from_millis(20));
+        assert_eq!(agent.inputs.last(0).map(|(value, _)| value), Some(true));
     }
 
     #[tokio::test]
@@ -1144,7 +1175,6 @@ mod tests {
                 retry: Retry::Never,
                 will: None,
                 subscriptions: vec![],
-                tcp_nodelay: false,
                 max_incoming: None,
             },
             None,

@@ -164,7 +164,6 @@ pub async fn connect(
         retry,
         will: None,
         subscriptions,
-        tcp_nodelay: false,
         max_incoming: None,
     };
     let mut link = Link::start(options, tls);

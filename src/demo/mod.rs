@@ -326,7 +326,6 @@ fn console_link(agent: &Config, t: &Target) -> Result<Link, DemoError> {
             retry: Retry::Forever,
             will: None,
             subscriptions: vec![(format!("{prefix}/#"), Qos::AtLeastOnce)],
-            tcp_nodelay: false,
             max_incoming: None,
         },
         setup,

@@ -9,6 +9,7 @@
 
 mod backoff;
 mod diagnose;
+mod prompt;
 mod tracking;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ use tracking::{Handed, Tracker};
 
 pub use backoff::Backoff;
 pub use diagnose::{Failure, LostReason, Rejection, Target};
+pub use prompt::PromptAcks;
 
 /// Delivery guarantee of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,11 +75,6 @@ pub struct LinkOptions {
     pub will: Option<Will>,
     /// Filters subscribed on every connect that has no session.
     pub subscriptions: Vec<(String, Qos)>,
-    /// Sends each packet at once (TCP_NODELAY) instead of letting Nagle's
-    /// algorithm hold small ones while earlier data is unacknowledged.
-    /// Worth it for a client that sends a stream of commands, and only
-    /// when the broker does the same (Mosquitto: `set_tcp_nodelay true`).
-    pub tcp_nodelay: bool,
     /// The largest packet read from the broker (remaining length: topic,
     /// packet id and payload); `None` for `broker.max_packet_size`. A larger
     /// one closes the connection, as MQTT 3.1.1 gives no way to skip a
@@ -197,7 +194,11 @@ impl Link {
         let mut network = eventloop.network_options();
         // rumqttc counts in whole seconds; round up so "1500ms" is not 1s.
         network.set_connection_timeout(broker.connect_timeout.as_secs_f64().ceil() as u64);
-        network.set_tcp_nodelay(options.tcp_nodelay);
+        // Small packets go out at once and what arrives is acknowledged at
+        // once: either alone still leaves 40 ms stalls against a broker
+        // that keeps Nagle on (Mosquitto as installed); see `prompt`.
+        network.set_tcp_nodelay(true);
+        network.set_tcp_stream_wrapper(prompt::wrap);
         eventloop.set_network_options(network);
         let target = Target {
             host: broker.host.clone(),
