@@ -1158,30 +1158,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_still_leaves_outputs_in_their_safe_state() {
-        let config = from_text(
-            "[device]\nid = \"pi\"\n[broker]\nport = 9\n[board]\nkind = \"sim\"\n\
-             [[output]]\nname = \"relay\"\npin = 27\ninitial = \"on\"\nsafe_state = \"off\"\n",
-            None,
-            &Overrides::default(),
-        )
-        .unwrap();
-        let (edges, _) = crate::board::edges::channel(config.inputs.len());
-        let (board, pins) = SimBoard::new(&PinPlan::from_config(&config), &[], edges);
-        let link = Link::start(
-            LinkOptions {
-                broker: config.broker.clone(),
-                client_id: "t".into(),
-                reconnect: config.reconnect.clone(),
-                retry: Retry::Never,
-                will: None,
-                subscriptions: vec![],
-                max_incoming: None,
-            },
-            None,
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let (outbox, _) = Outbox::open(dir.path(), delivery::limits(&config.outbox));
-        let agent = Agent::new(config, Box::new(board), link.publisher(), outbox);
+        let (agent, pins, _dir, _link) = relay_agent("initial = \"on\"\nsafe_state = \"off\"\n");
         assert_eq!(pins.level(27), Some(true));
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _agent = agent;
