@@ -58,7 +58,10 @@ fn every_file_pinpost_creates_is_0600_and_every_directory_0700_under_umask_000()
         let seq = outbox.next_seq("s/a");
         outbox.push("s/a", vec![n], false, Some(seq), 1_000);
     }
-    let persisted = outbox.persist();
+    let persisted = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(outbox.persist(|e| panic!("{e}")));
     assert_eq!((persisted.kept, persisted.lost), (10, 0));
 
     // A spool that has been compacted (its file is the compaction's copy),

@@ -58,12 +58,19 @@ pub async fn sustained(rig: &Rig, rows: &mut Vec<Row>) {
     };
     pump(&mut outbox);
     while !outbox.is_empty() {
-        if let Some(LinkEvent::Acked {
-            token: Some(id), ..
-        }) = link.next_event().await
-        {
-            outbox.acked(id);
-            pump(&mut outbox);
+        tokio::select! {
+            event = link.next_event() => {
+                if let Some(LinkEvent::Acked { token: Some(id), .. }) = event {
+                    outbox.acked(id);
+                    pump(&mut outbox);
+                }
+            }
+            // Seq reservations (and any read back) come from the spool
+            // thread, as in the agent.
+            answer = outbox.next_answer() => {
+                outbox.on_answer(answer);
+                pump(&mut outbox);
+            }
         }
     }
     let ours = t0.elapsed();

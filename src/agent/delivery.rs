@@ -1,25 +1,17 @@
 //! The agent's side of delivery: messages go into the outbox, the outbox
-//! feeds the link as acknowledgements come back, and the counters are
-//! published on `stats`. Everything here runs on the agent's loop.
+//! feeds the link as acknowledgements come back, the spool thread's answers
+//! are applied, and the counters are published on `stats`. Everything here
+//! runs on the agent's loop and never waits on the disk.
 
-use std::time::Duration;
-
-use crate::link::{LinkError, Qos};
-use crate::outbox::{Limits, Opened, Outbox, Pushed};
+use crate::link::{LinkError, Publisher, Qos};
+use crate::outbox::{Answer, Limits, Opened, Outbox, Pushed, SpoolError};
 use crate::topics::StatsReport;
 use crate::utc;
-
-use super::Agent;
 
 /// Unix milliseconds for the outbox (which counts ages, never before 1970).
 pub(super) fn now_ms() -> u64 {
     u64::try_from(utc::now_unix_millis()).unwrap_or(0)
 }
-
-/// How often spool writes are made durable and acknowledged messages
-/// removed from it: one disk sync per interval, not one per message. A
-/// power cut can lose at most this much of an outage's readings.
-pub(super) const SYNC_INTERVAL: Duration = Duration::from_millis(200);
 
 pub(super) fn limits(config: &crate::config::Outbox) -> Limits {
     Limits {
@@ -73,16 +65,43 @@ pub(super) fn report_opened(outbox: &Outbox, opened: &Opened) {
     }
 }
 
-impl Agent {
+/// Everything between the agent's messages and the broker's
+/// acknowledgements: the outbox (with its spool thread), the link's
+/// publisher, and what was already said in the log about drops and disk
+/// trouble.
+pub(super) struct Delivery {
+    outbox: Outbox,
+    publisher: Publisher,
+    /// Drops already reported in the log.
+    dropped_logged: u64,
+    /// The last disk trouble logged, to log each kind once in a row.
+    last_spool_problem: Option<String>,
+}
+
+impl Delivery {
+    pub(super) fn new(outbox: Outbox, publisher: Publisher) -> Delivery {
+        Delivery {
+            outbox,
+            publisher,
+            dropped_logged: 0,
+            last_spool_problem: None,
+        }
+    }
+
     /// Queues a message for the broker; it is sent when the link has room.
     pub(super) fn send(&mut self, topic: &str, payload: Vec<u8>, retain: bool, seq: Option<u64>) {
-        let now = now_ms();
-        match self.outbox.push(topic, payload, retain, seq, now) {
+        match self.outbox.push(topic, payload, retain, seq, now_ms()) {
             Pushed::Queued => {}
             Pushed::QueuedDropping(n) => self.note_dropped(n as u64, "oldest"),
             Pushed::Dropped => self.note_dropped(1, "newest"),
         }
         self.pump();
+    }
+
+    /// Sends a message past the outbox (QoS 0 or a status), for the caller
+    /// to say what a refusal means.
+    pub(super) fn publisher(&self) -> &Publisher {
+        &self.publisher
     }
 
     fn note_dropped(&mut self, n: u64, which: &str) {
@@ -120,39 +139,66 @@ impl Agent {
         }
     }
 
-    pub(super) fn on_acked(&mut self, token: Option<u64>) {
-        if let Some(id) = token {
-            self.outbox.acked(id);
-            self.pump();
-            // Everything queued so far has reached the broker, discovery
-            // removals included: their record may forget them.
-            if self.outbox.is_empty() {
-                if let Some(problem) = self.discovery.as_mut().and_then(|d| d.confirmed()) {
-                    tracing::warn!("{problem}");
-                }
-            }
+    /// The broker acknowledged the message with this token; true if it was
+    /// one of the outbox's.
+    pub(super) fn acked(&mut self, token: Option<u64>) -> bool {
+        let Some(id) = token else {
+            return false;
+        };
+        self.outbox.acked(id);
+        self.pump();
+        true
+    }
+
+    /// The link is up: what waits goes out.
+    pub(super) fn online(&mut self) {
+        self.outbox.online();
+        self.pump();
+    }
+
+    /// The link is down: what is in memory goes to disk.
+    pub(super) fn offline(&mut self) {
+        self.outbox.offline();
+    }
+
+    /// What the spool thread did next (cancel-safe, for `select!`).
+    pub(super) async fn next_answer(&mut self) -> Answer {
+        self.outbox.next_answer().await
+    }
+
+    /// Applies the spool thread's answer: messages read back or reserved
+    /// may leave now, and disk trouble is logged.
+    pub(super) fn on_answer(&mut self, answer: Answer) {
+        if let Some(error) = self.outbox.on_answer(answer) {
+            self.spool_problem(&error);
+        }
+        self.pump();
+    }
+
+    /// Logs disk trouble in words, once per kind in a row.
+    fn spool_problem(&mut self, error: &SpoolError) {
+        let problem = error.to_string();
+        if self.last_spool_problem.as_deref() != Some(problem.as_str()) {
+            tracing::error!(
+                "{problem}; unacknowledged messages stay in memory (bounded by \
+                 outbox.max_bytes) until the disk works again"
+            );
+            self.last_spool_problem = Some(problem);
         }
     }
 
-    /// Group commit of the spool, and a log line for a spool failure.
-    pub(super) fn sync_outbox(&mut self) {
-        if self.outbox.needs_sync() {
-            self.outbox.sync();
-        }
-        if let Some(problem) = self.outbox.take_problem() {
-            if self.last_spool_problem.as_deref() != Some(problem.as_str()) {
-                tracing::error!(
-                    "{problem}; unacknowledged messages stay in memory (bounded by \
-                     outbox.max_bytes) until the disk works again"
-                );
-                self.last_spool_problem = Some(problem);
-            }
-        }
+    pub(super) fn next_seq(&mut self, stream: &str) -> u64 {
+        self.outbox.next_seq(stream)
+    }
+
+    /// Nothing waits and nothing is in flight.
+    pub(super) fn is_empty(&self) -> bool {
+        self.outbox.is_empty()
     }
 
     /// The counters on `<prefix>/<id>/stats`: retained and QoS 0, since a
     /// stale copy is worthless and must never wait in the outbox.
-    pub(super) fn publish_stats(&mut self) {
+    pub(super) fn publish_stats(&mut self, topic: &str, connected: bool, reconnects: u64) {
         let s = self.outbox.stats();
         let report = StatsReport {
             queued: s.queued,
@@ -162,17 +208,36 @@ impl Agent {
             spool_bytes: s.spool_file_bytes,
             dropped: s.dropped,
             expired: s.expired,
-            reconnects: self.connections.saturating_sub(1),
+            reconnects,
             ts: utc::rfc3339_millis(utc::now_unix_millis()),
         };
         tracing::debug!(?report, "stats");
-        if self.connected {
-            let _ = self.publisher.try_publish(
-                &self.topics.stats(),
-                report.to_json(),
-                Qos::AtMostOnce,
-                true,
-            );
+        if connected {
+            let _ = self
+                .publisher
+                .try_publish(topic, report.to_json(), Qos::AtMostOnce, true);
         }
+    }
+
+    /// At shutdown: what is unacknowledged to disk, and the last words
+    /// about it.
+    pub(super) async fn persist(&mut self) {
+        let mut problems = Vec::new();
+        let persisted = self.outbox.persist(|e| problems.push(e)).await;
+        for problem in &problems {
+            self.spool_problem(problem);
+        }
+        if let Some(words) = persisted.words(self.outbox.dir()) {
+            if persisted.lost > 0 {
+                tracing::error!("{words}");
+            } else {
+                tracing::warn!("{words}");
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
     }
 }

@@ -38,6 +38,7 @@ use crate::sensors::{Outcome, Reporting, Sensing, SensorError};
 use crate::tls::{self, TlsError};
 use crate::topics::{self, PinState, Reading, SensorFailure, Topics};
 use crate::utc;
+use delivery::Delivery;
 
 use applied::Applied;
 use discovery::Discovery;
@@ -119,7 +120,6 @@ pub async fn run(
 struct Agent {
     config: Config,
     board: Box<dyn Board>,
-    publisher: Publisher,
     topics: Topics,
     inputs: Inputs,
     outputs: Outputs,
@@ -128,7 +128,8 @@ struct Agent {
     notified_ready: bool,
     /// The kind of the last failure logged, to log each outage once.
     last_failure: Option<&'static str>,
-    outbox: Outbox,
+    /// The outbox, its spool thread and the link's publisher.
+    delivery: Delivery,
     sensing: Sensing,
     sampling: Sampling,
     reporting: Reporting,
@@ -137,9 +138,6 @@ struct Agent {
     connected: bool,
     /// Connections made (CONNACKs), for the reconnect count.
     connections: u64,
-    /// Drops already reported in the log.
-    dropped_logged: u64,
-    last_spool_problem: Option<String>,
     /// Outputs have been put in their safe state (by shutdown).
     safe: bool,
     /// Which refusals are answered and logged.
@@ -213,7 +211,7 @@ impl Agent {
         }
         let refusals = Refusals::new(config.outputs.len(), now);
         Agent {
-            publisher,
+            delivery: Delivery::new(outbox, publisher),
             inputs,
             outputs,
             applied,
@@ -226,11 +224,8 @@ impl Agent {
             config,
             notified_ready: false,
             last_failure: None,
-            outbox,
             connected: false,
             connections: 0,
-            dropped_logged: 0,
-            last_spool_problem: None,
             safe: false,
             refusals,
             waiting,
@@ -250,14 +245,7 @@ impl Agent {
         let mut watchdog_tick =
             tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut stats_tick = tokio::time::interval(self.config.outbox.stats_interval);
-        // The spool is synced SYNC_INTERVAL after its first unsynced write
-        // rather than on a fixed tick, so an idle agent has no timer of its
-        // own to wake for (a 200 ms tick was most of its idle CPU time).
-        let mut sync_at: Option<Instant> = None;
         loop {
-            if sync_at.is_none() && (self.outbox.needs_sync() || self.outbox.has_problem()) {
-                sync_at = Some(Instant::now() + delivery::SYNC_INTERVAL);
-            }
             let wake = [
                 self.inputs.next_due(),
                 self.outputs.next_due(),
@@ -279,10 +267,7 @@ impl Agent {
                 Some(input) = edges.recv() => self.on_edge(input, Instant::now()),
                 Some(outcome) = self.sensing.next() => self.on_reading(outcome),
                 () = sleep_until(wake) => self.on_timers(Instant::now()),
-                () = sleep_until(sync_at) => {
-                    sync_at = None;
-                    self.sync_outbox();
-                }
+                answer = self.delivery.next_answer() => self.delivery.on_answer(answer),
                 _ = stats_tick.tick() => self.publish_stats(),
                 _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
             }
@@ -300,14 +285,12 @@ impl Agent {
                 self.last_failure = None;
                 self.connected = true;
                 self.connections += 1;
-                self.outbox.online();
+                // What earlier runs or the outage left goes now, even on a
+                // device with no input or output state to send.
+                self.delivery.online();
                 self.ready();
                 self.publish_everything();
                 self.publish_stats();
-                // What earlier runs or the outage left goes now, even on a
-                // device with no input or output state to send (which is
-                // what used to start the outbox moving).
-                self.pump();
             }
             LinkEvent::Down {
                 failure, retry_in, ..
@@ -315,7 +298,7 @@ impl Agent {
                 self.connected = false;
                 // Whatever is in memory goes to disk now, so a crash or a
                 // power cut during the outage loses nothing.
-                self.outbox.offline();
+                self.delivery.offline();
                 self.on_down(&failure, retry_in);
             }
             LinkEvent::Acked { token, .. } => self.on_acked(token),
@@ -331,6 +314,24 @@ impl Agent {
             ),
             _ => {}
         }
+    }
+
+    fn on_acked(&mut self, token: Option<u64>) {
+        // Everything queued so far has reached the broker, discovery
+        // removals included: their record may forget them.
+        if self.delivery.acked(token) && self.delivery.is_empty() {
+            if let Some(problem) = self.discovery.as_mut().and_then(|d| d.confirmed()) {
+                tracing::warn!("{problem}");
+            }
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        self.delivery.publish_stats(
+            &self.topics.stats(),
+            self.connected,
+            self.connections.saturating_sub(1),
+        );
     }
 
     fn on_down(&mut self, failure: &Failure, retry_in: Option<Duration>) {
@@ -372,15 +373,15 @@ impl Agent {
         let messages = discovery.messages().to_vec();
         tracing::debug!(messages = messages.len(), "home assistant discovery");
         for m in messages {
-            self.send(&m.topic, m.payload, true, None);
+            self.delivery.send(&m.topic, m.payload, true, None);
         }
     }
 
     /// The last state of every pin (same `seq`: a repeat, not a change).
     fn publish_states(&mut self) {
-        for (i, input) in self.config.inputs.clone().iter().enumerate() {
+        for (i, input) in self.config.inputs.iter().enumerate() {
             if let Some((value, seq)) = self.inputs.last(i) {
-                self.send(
+                self.delivery.send(
                     &self.topics.input(&input.name),
                     PinState::level(value, seq).to_json(),
                     true,
@@ -388,10 +389,10 @@ impl Agent {
                 );
             }
         }
-        for (i, output) in self.config.outputs.clone().iter().enumerate() {
+        for (i, output) in self.config.outputs.iter().enumerate() {
             if let Some(state) = self.outputs.state(i) {
                 let seq = state.seq;
-                self.send(
+                self.delivery.send(
                     &self.topics.output(&output.name),
                     state.to_json(),
                     true,
@@ -406,8 +407,8 @@ impl Agent {
     fn publish_states_for_home_assistant(&mut self) {
         self.publish_status(topics::ONLINE);
         self.publish_states();
-        for (topic, payload) in self.last_readings.clone() {
-            self.send(&topic, payload, false, None);
+        for (topic, payload) in &self.last_readings {
+            self.delivery.send(topic, payload.clone(), false, None);
         }
         self.publish_stats();
     }
@@ -422,7 +423,7 @@ impl Agent {
     /// `online`/`offline` bypass the outbox: a status kept on disk and
     /// replayed after the next `online` would say the opposite of the truth.
     fn publish_status(&mut self, status: &str) {
-        if let Err(e) = self.publisher.try_publish(
+        if let Err(e) = self.delivery.publisher().try_publish(
             &self.topics.status(),
             status.as_bytes().to_vec(),
             Qos::AtLeastOnce,
@@ -453,7 +454,7 @@ impl Agent {
                 Some(part) => format!("{}/{part}", self.topics.sensor(&config.name)),
                 None => self.topics.sensor(&config.name),
             };
-            let seq = self.outbox.next_seq(&topic);
+            let seq = self.delivery.next_seq(&topic);
             let reading = Reading {
                 value: m.value,
                 unit: &m.unit,
@@ -462,7 +463,7 @@ impl Agent {
             };
             let payload = reading.to_json();
             self.remember_reading(&topic, &payload);
-            self.send(&topic, payload, false, Some(seq));
+            self.delivery.send(&topic, payload, false, Some(seq));
         }
     }
 
@@ -476,7 +477,7 @@ impl Agent {
         let name = self.config.sensors[i].name.clone();
         tracing::warn!(sensor = %name, "cannot read: {text}");
         let topic = self.topics.sensor(&name);
-        let seq = self.outbox.next_seq(&topic);
+        let seq = self.delivery.next_seq(&topic);
         let failure = SensorFailure {
             error: &text,
             ts: utc::rfc3339_millis(utc::now_unix_millis()),
@@ -484,7 +485,7 @@ impl Agent {
         };
         let payload = failure.to_json();
         self.remember_reading(&topic, &payload);
-        self.send(&topic, payload, false, Some(seq));
+        self.delivery.send(&topic, payload, false, Some(seq));
         self.failing[i] = Some(text);
     }
 
@@ -508,7 +509,7 @@ impl Agent {
                     let name = &self.config.inputs[i].name;
                     tracing::info!(input = %name, value, seq, "input changed");
                     let topic = self.topics.input(name);
-                    self.send(
+                    self.delivery.send(
                         &topic,
                         PinState::level(value, seq).to_json(),
                         true,
@@ -610,7 +611,7 @@ impl Agent {
         tracing::warn!(output = name, "command refused: {error}");
         let body = topics::result_json(id, Err(error));
         let topic = self.topics.result(name);
-        self.send(&topic, body, false, None);
+        self.delivery.send(&topic, body, false, None);
     }
 
     /// Carries out a command now, or holds it until its output may change
@@ -758,13 +759,14 @@ impl Agent {
         if let Some((topic, id)) = reply {
             let body =
                 topics::result_json(id, outcome.as_ref().map(|_| ()).map_err(String::as_str));
-            self.send(topic, body, false, None);
+            self.delivery.send(topic, body, false, None);
         }
         match outcome {
             Ok(state) => {
                 tracing::info!(output = %name, ?action, "applied");
                 let topic = self.topics.output(&name);
-                self.send(&topic, state.to_json(), true, Some(state.seq));
+                self.delivery
+                    .send(&topic, state.to_json(), true, Some(state.seq));
             }
             Err(e) => tracing::error!(output = %name, "cannot drive: {e}"),
         }
@@ -812,23 +814,13 @@ impl Agent {
             })
             .await;
         }
-        let persisted = self.outbox.persist();
-        // A spool problem not logged yet (a checkpoint that did not fit
-        // costs a gap in seq at the next start even when nothing is lost).
-        self.sync_outbox();
-        if let Some(words) = persisted.words(self.outbox.dir()) {
-            if persisted.lost > 0 {
-                tracing::error!("{words}");
-            } else {
-                tracing::warn!("{words}");
-            }
-        }
+        self.delivery.persist().await;
     }
 
     /// Until the outbox is empty, the link drops, or the deadline passes.
     async fn drain(&mut self, link: &mut Link, deadline: Instant) {
         let _ = tokio::time::timeout_at(deadline, async {
-            while !self.outbox.is_empty() {
+            while !self.delivery.is_empty() {
                 match link.next_event().await {
                     Some(LinkEvent::Acked { token, .. }) => self.on_acked(token),
                     Some(LinkEvent::Down { .. }) | None => return,
@@ -918,10 +910,22 @@ mod tests {
     /// The results queued so far, in order, as (id, ok, error); they are
     /// taken out of the outbox.
     fn results(agent: &mut Agent) -> Vec<(Option<String>, bool, Option<String>)> {
-        agent.outbox.online();
+        let outbox = agent.delivery.outbox();
+        outbox.online();
         let mut out = Vec::new();
-        while let Some(record) = agent.outbox.next_to_send(delivery::now_ms()) {
-            agent.outbox.acked(record.id);
+        loop {
+            let record = match outbox.next_to_send(delivery::now_ms()) {
+                Some(record) => record,
+                // Waiting for the spool thread (a seq to reserve).
+                None if !outbox.is_empty() && outbox.settle().is_empty() => {
+                    match outbox.next_to_send(delivery::now_ms()) {
+                        Some(record) => record,
+                        None => break,
+                    }
+                }
+                None => break,
+            };
+            outbox.acked(record.id);
             if record.topic.ends_with("/result") {
                 let v: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
                 out.push((
@@ -931,7 +935,7 @@ mod tests {
                 ));
             }
         }
-        agent.outbox.offline();
+        outbox.offline();
         out
     }
 
@@ -1147,7 +1151,11 @@ mod tests {
         assert_eq!(pins.level(27), Some(false), "the toggle, once allowed");
         assert!(agent.waiting[0].is_none());
         // "b" was answered as replaced, "a" and "c" as done.
-        assert_eq!(agent.outbox.stats().queued, 5, "3 results and 2 states");
+        assert_eq!(
+            agent.delivery.outbox().stats().queued,
+            5,
+            "3 results and 2 states"
+        );
         agent.on_command(command(commands::Action::Pulse(ms(50)), "d"), t0 + ms(500));
         assert_eq!(
             pins.level(27),

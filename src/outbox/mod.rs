@@ -14,18 +14,28 @@
 //! Per-stream sequence numbers are handed out here, and survive restarts in
 //! the spool, so consumers can see gaps and duplicates.
 //!
+//! It is split the way rumqttc splits `state.rs` from its event loop: the
+//! [`queue`] is the state (what waits where, seqs, byte counts) and says
+//! what the disk must do; [`disk`] does it on a thread of its own, so the
+//! agent's loop never waits on an SD card; the [`spool`] is the file.
+//!
 //! It knows topics as strings and nothing of MQTT packets or rumqttc: the
 //! agent moves messages from here to the link and acknowledgements back.
 
 mod crc;
+pub mod disk;
+pub mod queue;
 pub mod spool;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::DropPolicy;
 
+use disk::SpoolThread;
+pub use disk::{Answer, SYNC_INTERVAL};
+pub use queue::{Queue, SEQ_RESERVE, SpoolDone, SpoolOp};
 use spool::Spool;
 pub use spool::{Record, SpoolError};
 
@@ -125,196 +135,116 @@ impl Persisted {
     }
 }
 
-/// Where a waiting message is.
-#[derive(Debug)]
-enum Waiting {
-    Memory(Box<Record>),
-    /// Only on disk: its size and stream, to account without reading it.
-    /// Kept small: a long outage holds one of these per message.
-    Disk {
-        size: u32,
-        stream: StreamId,
-    },
-}
-
-/// A stream (topic) by number, so per-message bookkeeping holds no string.
-type StreamId = u32;
-
-#[derive(Debug)]
-struct Flying {
-    record: Record,
-    /// Also in the spool, so the ack must remove it there.
-    on_disk: bool,
-}
-
+/// The outbox: the [`Queue`]'s state, and the spool thread that carries
+/// out its disk work. Everything here is called from the agent's loop and
+/// returns at once; the disk's answers come back through
+/// [`Outbox::next_answer`].
 pub struct Outbox {
-    limits: Limits,
+    queue: Queue,
     dir: PathBuf,
-    spool: Option<Spool>,
+    /// The spool, on its own thread; `None` when it could not be opened or
+    /// the thread died.
+    disk: Option<SpoolThread>,
     /// Held while the spool is ours: two agents writing one log would
     /// corrupt it.
     _lock: Option<std::fs::File>,
-    /// Not yet handed to the link, by id (= creation order).
-    waiting: BTreeMap<u64, Waiting>,
-    /// Ids waiting per stream, oldest first: who pays when full.
-    streams: HashMap<StreamId, VecDeque<u64>>,
-    /// Names of the streams with messages waiting, both ways. A stream is
-    /// forgotten when its last message leaves, so a flood of distinct
-    /// topics (results for made-up command names) costs nothing after.
-    stream_ids: HashMap<String, StreamId>,
-    stream_names: HashMap<StreamId, String>,
-    next_stream: StreamId,
-    in_flight: BTreeMap<u64, Flying>,
-    next_id: u64,
-    seqs: BTreeMap<String, u64>,
-    online: bool,
-    memory_bytes: u64,
-    total_bytes: u64,
-    /// Ids acknowledged or dropped whose spool entries await [`Outbox::sync`].
-    forget: Vec<u64>,
-    /// Records written to the spool but not yet made durable.
-    dirty: bool,
-    stats: Stats,
-    /// The last spool failure, reported once by [`Outbox::take_problem`].
-    problem: Option<String>,
-}
-
-/// Seqs of one stream reserved on disk at a time: a crash leaves a gap of
-/// at most this many, and a stream costs one durable write per this many.
-pub const SEQ_RESERVE: u64 = 1024;
-
-/// Bookkeeping a message costs beyond its topic and payload.
-const OVERHEAD: u64 = 48;
-
-fn size_of(topic: &str, payload: &[u8]) -> u64 {
-    (topic.len() + payload.len()) as u64 + OVERHEAD
-}
-
-/// Which recovered records (in id order) fit `max_bytes` together: the
-/// rest are dropped as [`Outbox::push`] would have dropped them had they
-/// arrived one by one (the oldest make room, or the newest are refused).
-fn fitting_max_bytes(records: &[Record], limits: &Limits) -> Vec<bool> {
-    let sizes: Vec<u64> = records
-        .iter()
-        .map(|r| size_of(&r.topic, &r.payload))
-        .collect();
-    let mut total = sizes.iter().fold(0u64, |a, b| a.saturating_add(*b));
-    let mut keep = vec![true; records.len()];
-    let mut order: Box<dyn Iterator<Item = usize>> = match limits.policy {
-        DropPolicy::DropOldest => Box::new(0..records.len()),
-        DropPolicy::DropNewest => Box::new((0..records.len()).rev()),
-    };
-    while total > limits.max_bytes {
-        let Some(i) = order.next() else { break };
-        keep[i] = false;
-        total = total.saturating_sub(sizes[i]);
-    }
-    keep
 }
 
 impl Outbox {
-    /// Opens the spool in `dir` and queues what earlier runs left there. A
-    /// spool that cannot be opened is reported in [`Opened::unavailable`]
-    /// and the outbox works from memory alone.
+    /// Opens the spool in `dir` (recovery runs here, before the agent's
+    /// loop starts) and queues what earlier runs left there. A spool that
+    /// cannot be opened is reported in [`Opened::unavailable`] and the
+    /// outbox works from memory alone.
     pub fn open(dir: &Path, limits: Limits) -> (Outbox, Opened) {
-        let mut outbox = Outbox {
-            limits,
-            dir: dir.to_path_buf(),
-            spool: None,
-            _lock: None,
-            waiting: BTreeMap::new(),
-            streams: HashMap::new(),
-            stream_ids: HashMap::new(),
-            stream_names: HashMap::new(),
-            next_stream: 0,
-            in_flight: BTreeMap::new(),
-            next_id: 0,
-            seqs: BTreeMap::new(),
-            online: false,
-            memory_bytes: 0,
-            total_bytes: 0,
-            forget: Vec::new(),
-            dirty: false,
-            stats: Stats::default(),
-            problem: None,
-        };
         let mut opened = Opened::default();
-        match lock(dir) {
-            Ok(file) => outbox._lock = Some(file),
+        let memory_only = |limits: Limits| Queue::new(limits, false, 0, BTreeMap::new());
+        let lock = match lock(dir) {
+            Ok(file) => file,
             Err(why) => {
                 opened.unavailable = Some(why);
-                return (outbox, opened);
+                return (Outbox::without_disk(dir, memory_only(limits)), opened);
             }
-        }
-        match Spool::open(dir) {
-            Ok((spool, recovered)) => {
-                opened.damage = damage_words(&recovered, spool.path());
-                outbox.next_id = recovered.next_id;
-                outbox.seqs = recovered.seqs;
-                opened.unclean = recovered.unclean;
-                let kept = fitting_max_bytes(&recovered.records, &outbox.limits);
-                for (record, keep) in recovered.records.into_iter().zip(kept) {
-                    let size = size_of(&record.topic, &record.payload);
-                    if !keep {
-                        // Removed from the spool at the next sync.
-                        outbox.forget.push(record.id);
-                        outbox.stats.dropped += 1;
-                        opened.dropped += 1;
-                        opened.dropped_bytes += size;
-                        continue;
-                    }
-                    opened.replayed += 1;
-                    opened.replayed_bytes += size;
-                    outbox.total_bytes += size;
-                    let stream = outbox.stream_id(&record.topic);
-                    outbox.index(record.id, stream);
-                    outbox.waiting.insert(
-                        record.id,
-                        Waiting::Disk {
-                            size: size as u32,
-                            stream,
-                        },
-                    );
-                }
-                outbox.spool = Some(spool);
+        };
+        let (spool, recovered) = match Spool::open(dir) {
+            Ok(opened) => opened,
+            Err(e) => {
+                opened.unavailable = Some(e.to_string());
+                return (Outbox::without_disk(dir, memory_only(limits)), opened);
             }
-            Err(e) => opened.unavailable = Some(e.to_string()),
-        }
+        };
+        opened.damage = damage_words(&recovered, spool.path());
+        opened.unclean = recovered.unclean;
+        let mut queue = Queue::new(limits, true, recovered.next_id, recovered.seqs);
+        let ((replayed, replayed_bytes), (dropped, dropped_bytes)) =
+            queue.recover(&recovered.records);
+        opened.replayed = replayed;
+        opened.replayed_bytes = replayed_bytes;
+        opened.dropped = dropped;
+        opened.dropped_bytes = dropped_bytes;
+        let disk = match SpoolThread::start(spool) {
+            Ok(thread) => thread,
+            Err(e) => {
+                opened.unavailable = Some(format!(
+                    "cannot start the outbox spool's thread: {}",
+                    crate::config::io_words(&e)
+                ));
+                queue.spool_lost();
+                return (Outbox::without_disk(dir, queue), opened);
+            }
+        };
+        let mut outbox = Outbox {
+            queue,
+            dir: dir.to_path_buf(),
+            disk: Some(disk),
+            _lock: Some(lock),
+        };
+        outbox.flush();
         (outbox, opened)
+    }
+
+    fn without_disk(dir: &Path, queue: Queue) -> Outbox {
+        Outbox {
+            queue,
+            dir: dir.to_path_buf(),
+            disk: None,
+            _lock: None,
+        }
+    }
+
+    /// Hands the queue's ops to the spool thread.
+    fn flush(&mut self) {
+        let ops = self.queue.take_ops();
+        if ops.is_empty() {
+            return;
+        }
+        if let Some(disk) = self.disk.as_mut() {
+            if !disk.send(ops) {
+                self.lose_disk();
+            }
+        }
+    }
+
+    fn lose_disk(&mut self) {
+        self.disk = None;
+        let lost = self.queue.spool_lost();
+        tracing::error!(
+            lost,
+            "the outbox spool's thread stopped; {lost} messages that were only on disk are \
+             counted as dropped, and messages are kept in memory only from now on"
+        );
     }
 
     /// The next sequence number of `stream`, continuing from earlier runs.
     pub fn next_seq(&mut self, stream: &str) -> u64 {
-        let seq = self.seqs.entry(stream.to_string()).or_insert(0);
-        *seq += 1;
-        *seq
-    }
-
-    /// Makes sure the spool has reserved `seq` of `stream` before a message
-    /// carrying it is taken: while connected nothing else reaches the disk,
-    /// and a kill -9 must not let the next run hand out the same seq for
-    /// another reading. One durable write per [`SEQ_RESERVE`] seqs.
-    fn reserve(&mut self, stream: &str, seq: u64) {
-        // Offline, the record itself goes to disk with its seq.
-        if !self.online {
-            return;
-        }
-        if let Some(Err(e)) = self
-            .spool
-            .as_mut()
-            .map(|spool| spool.reserve(stream, seq, SEQ_RESERVE))
-        {
-            self.problem = Some(e.to_string());
-        }
+        self.queue.next_seq(stream)
     }
 
     /// The last sequence number handed out for `stream`, in any run.
     pub fn last_seq(&self, stream: &str) -> Option<u64> {
-        self.seqs.get(stream).copied()
+        self.queue.last_seq(stream)
     }
 
-    /// Takes a message. `seq` is the stream's sequence number in the
-    /// payload, if it has one (from [`Outbox::next_seq`]).
+    /// See [`Queue::push`].
     pub fn push(
         &mut self,
         topic: &str,
@@ -323,460 +253,129 @@ impl Outbox {
         seq: Option<u64>,
         now_ms: u64,
     ) -> Pushed {
-        let size = size_of(topic, &payload);
-        if let Some(seq) = seq {
-            let last = self.seqs.entry(topic.to_string()).or_insert(0);
-            *last = (*last).max(seq);
-            self.reserve(topic, seq);
-        }
-        let mut evicted = 0;
-        while self.total_bytes + size > self.limits.max_bytes {
-            let victim = match self.limits.policy {
-                DropPolicy::DropNewest => None,
-                DropPolicy::DropOldest => self.oldest_waiting(topic),
-            };
-            match victim {
-                Some(id) => {
-                    self.drop_waiting(id);
-                    self.stats.dropped += 1;
-                    evicted += 1;
-                }
-                None => {
-                    self.stats.dropped += 1;
-                    return Pushed::Dropped;
-                }
-            }
-        }
-        let record = Record {
-            id: self.next_id,
-            created_ms: now_ms,
-            topic: topic.to_string(),
-            payload,
-            retain,
-            stream: seq.map(|s| (topic.to_string(), s)),
-        };
-        self.next_id += 1;
-        self.total_bytes += size;
-        let stream = self.stream_id(topic);
-        self.index(record.id, stream);
-        let to_memory = self.spool.is_none()
-            || (self.online && self.memory_bytes + size <= self.limits.memory_limit);
-        if to_memory || !self.write_to_spool(std::slice::from_ref(&record)) {
-            self.memory_bytes += size;
-            self.waiting
-                .insert(record.id, Waiting::Memory(Box::new(record)));
-        } else {
-            self.waiting.insert(
-                record.id,
-                Waiting::Disk {
-                    size: size as u32,
-                    stream,
-                },
-            );
-        }
-        if evicted > 0 {
-            Pushed::QueuedDropping(evicted)
-        } else {
-            Pushed::Queued
-        }
+        let pushed = self.queue.push(topic, payload, retain, seq, now_ms);
+        self.flush();
+        pushed
     }
 
-    /// The oldest waiting message of `stream`, or, if it has none waiting,
-    /// of the stream holding the most messages.
-    fn oldest_waiting(&self, stream: &str) -> Option<u64> {
-        let own = self
-            .stream_ids
-            .get(stream)
-            .and_then(|s| self.streams.get(s))
-            .and_then(|ids| ids.front());
-        if let Some(id) = own {
-            return Some(*id);
-        }
-        self.streams
-            .values()
-            .max_by_key(|ids| ids.len())
-            .and_then(|ids| ids.front().copied())
-    }
-
-    fn stream_id(&mut self, name: &str) -> StreamId {
-        if let Some(id) = self.stream_ids.get(name) {
-            return *id;
-        }
-        // Ids are reused after a wrap; skip any still naming a stream.
-        let mut id = self.next_stream;
-        while self.stream_names.contains_key(&id) {
-            id = id.wrapping_add(1);
-        }
-        self.next_stream = id.wrapping_add(1);
-        self.stream_ids.insert(name.to_string(), id);
-        self.stream_names.insert(id, name.to_string());
-        id
-    }
-
-    fn index(&mut self, id: u64, stream: StreamId) {
-        self.streams.entry(stream).or_default().push_back(id);
-    }
-
-    fn unindex(&mut self, id: u64, stream: StreamId) {
-        if let Some(ids) = self.streams.get_mut(&stream) {
-            if ids.front() == Some(&id) {
-                ids.pop_front();
-            } else {
-                ids.retain(|i| *i != id);
-            }
-            if ids.is_empty() {
-                self.streams.remove(&stream);
-                if let Some(name) = self.stream_names.remove(&stream) {
-                    self.stream_ids.remove(&name);
-                }
-            }
-        }
-    }
-
-    fn drop_waiting(&mut self, id: u64) {
-        match self.waiting.remove(&id) {
-            Some(Waiting::Memory(record)) => {
-                let size = size_of(&record.topic, &record.payload);
-                self.memory_bytes -= size;
-                self.total_bytes -= size;
-                let stream = self.stream_id(&record.topic);
-                self.unindex(id, stream);
-            }
-            Some(Waiting::Disk { size, stream }) => {
-                self.total_bytes -= u64::from(size);
-                self.unindex(id, stream);
-                self.forget.push(id);
-            }
-            None => {}
-        }
-    }
-
-    /// The next message to hand to the link, if the window has room; it
-    /// stays here, in flight, until [`Outbox::acked`]. Messages past
-    /// `max_age` are dropped on the way.
+    /// See [`Queue::next_to_send`].
     pub fn next_to_send(&mut self, now_ms: u64) -> Option<Record> {
-        if !self.online || self.in_flight.len() >= self.limits.window {
-            return None;
-        }
-        let max_age = self.limits.max_age.as_millis() as u64;
-        while let Some((&id, _)) = self.waiting.first_key_value() {
-            let (record, on_disk) = match self.waiting.remove(&id) {
-                Some(Waiting::Memory(record)) => (*record, false),
-                Some(Waiting::Disk { size, stream }) => match self.read_back(id) {
-                    Some(record) => (record, true),
-                    None => {
-                        // Unreadable (the spool failed or was damaged):
-                        // counted as dropped rather than retried forever.
-                        self.total_bytes -= u64::from(size);
-                        self.unindex(id, stream);
-                        self.stats.dropped += 1;
-                        continue;
-                    }
-                },
-                None => continue,
-            };
-            let stream = self.stream_id(&record.topic);
-            self.unindex(id, stream);
-            let size = size_of(&record.topic, &record.payload);
-            if now_ms.saturating_sub(record.created_ms) > max_age {
-                if !on_disk {
-                    self.memory_bytes -= size;
-                } else {
-                    self.forget.push(id);
-                }
-                self.total_bytes -= size;
-                self.stats.expired += 1;
-                continue;
-            }
-            if on_disk {
-                // In memory again while it flies.
-                self.memory_bytes += size;
-            }
-            self.in_flight.insert(
-                id,
-                Flying {
-                    record: record.clone(),
-                    on_disk,
-                },
-            );
-            return Some(record);
-        }
-        None
-    }
-
-    fn read_back(&mut self, id: u64) -> Option<Record> {
-        let spool = self.spool.as_mut()?;
-        match spool.read(id) {
-            Ok(record) => record,
-            Err(e) => {
-                self.problem = Some(e.to_string());
-                None
-            }
-        }
+        let record = self.queue.next_to_send(now_ms);
+        self.flush();
+        record
     }
 
     /// The broker acknowledged message `id`.
     pub fn acked(&mut self, id: u64) {
-        if let Some(flying) = self.in_flight.remove(&id) {
-            let size = size_of(&flying.record.topic, &flying.record.payload);
-            self.memory_bytes -= size;
-            self.total_bytes -= size;
-            self.stats.acked += 1;
-            if flying.on_disk {
-                self.forget.push(id);
-            }
-        }
+        self.queue.acked(id);
+        self.flush();
     }
 
-    /// A message from [`Outbox::next_to_send`] the link could not take
-    /// (its queue was full): it goes back to the front.
+    /// See [`Queue::requeue`].
     pub fn requeue(&mut self, id: u64) {
-        let Some(flying) = self.in_flight.remove(&id) else {
-            return;
-        };
-        let record = flying.record;
-        let size = size_of(&record.topic, &record.payload);
-        // Oldest of its stream again.
-        let stream = self.stream_id(&record.topic);
-        self.streams.entry(stream).or_default().push_front(id);
-        if flying.on_disk {
-            self.memory_bytes -= size;
-            self.waiting.insert(
-                id,
-                Waiting::Disk {
-                    size: size as u32,
-                    stream,
-                },
-            );
-        } else {
-            self.waiting.insert(id, Waiting::Memory(Box::new(record)));
-        }
+        self.queue.requeue(id);
+        self.flush();
     }
 
-    /// A message from [`Outbox::next_to_send`] that can never be sent (the
-    /// link refused it as too large); counted as dropped.
+    /// See [`Queue::discard`].
     pub fn discard(&mut self, id: u64) {
-        if let Some(flying) = self.in_flight.remove(&id) {
-            let size = size_of(&flying.record.topic, &flying.record.payload);
-            self.memory_bytes -= size;
-            self.total_bytes -= size;
-            self.stats.dropped += 1;
-            if flying.on_disk {
-                self.forget.push(id);
-            }
-        }
+        self.queue.discard(id);
+        self.flush();
     }
 
-    /// The link is up: messages may be handed to it again. Those in flight
-    /// when it went down are the link's to resend (it keeps them).
+    /// See [`Queue::online`].
     pub fn online(&mut self) {
-        self.online = true;
+        self.queue.online();
+        self.flush();
     }
 
-    /// The link is down: everything in memory goes to disk, so a crash or
-    /// power cut while offline loses nothing, and new messages follow it.
+    /// See [`Queue::offline`].
     pub fn offline(&mut self) {
-        self.online = false;
-        self.spill();
-        // From here on every seq handed out is in a record on disk, so the
-        // reservations can go: a kill -9 while offline then continues the
-        // seqs exactly, without a gap.
-        self.release_reservations();
+        self.queue.offline();
+        self.flush();
     }
 
-    /// Writes every message that is only in memory to the spool (in flight
-    /// ones stay in memory too: the link still holds them).
-    fn spill(&mut self) {
-        if self.spool.is_none() {
-            return;
-        }
-        let mut records: Vec<Record> = self
-            .in_flight
-            .values()
-            .filter(|f| !f.on_disk)
-            .map(|f| f.record.clone())
-            .collect();
-        let memory_ids: Vec<u64> = self
-            .waiting
-            .iter()
-            .filter(|(_, w)| matches!(w, Waiting::Memory(_)))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &memory_ids {
-            if let Some(Waiting::Memory(record)) = self.waiting.get(id) {
-                records.push(Record::clone(record));
-            }
-        }
-        if records.is_empty() {
-            return;
-        }
-        records.sort_by_key(|r| r.id);
-        let written: BTreeSet<u64> = if self.write_to_spool(&records) {
-            records.iter().map(|r| r.id).collect()
-        } else {
-            // A full disk may still take some of them: as many as fit,
-            // oldest first, rather than none.
-            records
-                .iter()
-                .take_while(|r| self.write_to_spool(std::slice::from_ref(*r)))
-                .map(|r| r.id)
-                .collect()
+    /// What the spool thread did next: pending forever when there is no
+    /// spool. Cancel-safe, for the agent's `select!`.
+    pub async fn next_answer(&mut self) -> Answer {
+        let answer = match self.disk.as_mut() {
+            Some(disk) => disk.next().await,
+            None => std::future::pending().await,
         };
-        for (id, flying) in self.in_flight.iter_mut() {
-            if written.contains(id) {
-                flying.on_disk = true;
-            }
-        }
-        for id in memory_ids.into_iter().filter(|id| written.contains(id)) {
-            if let Some(Waiting::Memory(record)) = self.waiting.remove(&id) {
-                let size = size_of(&record.topic, &record.payload);
-                self.memory_bytes -= size;
-                let stream = self.stream_id(&record.topic);
-                self.waiting.insert(
-                    id,
-                    Waiting::Disk {
-                        size: size as u32,
-                        stream,
-                    },
-                );
-            }
-        }
+        answer.unwrap_or(Answer::Gone)
     }
 
-    /// Appends to the spool (durable at the next [`Outbox::sync`]); false,
-    /// with the problem recorded, when the disk refuses.
-    fn write_to_spool(&mut self, records: &[Record]) -> bool {
-        let Some(spool) = self.spool.as_mut() else {
-            return false;
+    /// Applies an answer from [`Outbox::next_answer`]; the error the disk
+    /// met, if any, is the caller's to report.
+    pub fn on_answer(&mut self, answer: Answer) -> Option<SpoolError> {
+        let error = match answer {
+            Answer::Done(done) => self.queue.on_done(done),
+            Answer::Settled { .. } => None,
+            Answer::Gone => {
+                if self.disk.is_some() {
+                    self.lose_disk();
+                }
+                None
+            }
         };
-        match spool.write(records) {
-            Ok(()) => {
-                self.dirty = true;
-                true
-            }
-            Err(e) => {
-                self.problem = Some(e.to_string());
-                false
-            }
-        }
-    }
-
-    /// Makes what was written durable and removes acknowledged messages
-    /// from the spool. Called on a short timer, so disk writes are grouped
-    /// rather than one per message.
-    pub fn sync(&mut self) {
-        let Some(spool) = self.spool.as_mut() else {
-            return;
-        };
-        let mut result = Ok(());
-        if !self.forget.is_empty() {
-            result = spool.forget(&self.forget);
-            if result.is_ok() {
-                self.forget.clear();
-            }
-        }
-        // Even when the forget failed (a full disk): what was written must
-        // still be made durable.
-        if self.dirty {
-            match spool.sync() {
-                Ok(()) => self.dirty = false,
-                Err(e) => result = result.and(Err(e)),
-            }
-        }
-        if let Err(e) = result {
-            self.problem = Some(e.to_string());
-        }
-    }
-
-    /// Whether [`Outbox::sync`] has anything to do.
-    pub fn needs_sync(&self) -> bool {
-        self.dirty || !self.forget.is_empty()
+        self.flush();
+        error
     }
 
     /// At shutdown: every unacknowledged message and the sequence counters
     /// to disk, durably, as far as the disk takes them. Says how many
     /// messages are kept and how many are lost (only in memory, so gone
-    /// when the process ends).
-    pub fn persist(&mut self) -> Persisted {
-        self.spill();
-        self.release_reservations();
-        self.sync();
-        let durable = !self.dirty;
-        let on_disk = self
-            .waiting
-            .values()
-            .filter(|w| matches!(w, Waiting::Disk { .. }))
-            .count()
-            + self.in_flight.values().filter(|f| f.on_disk).count();
-        let queued = self.waiting.len() + self.in_flight.len();
+    /// when the process ends); the errors met on the way go to `report`.
+    pub async fn persist(&mut self, mut report: impl FnMut(SpoolError)) -> Persisted {
+        self.queue.persist();
+        self.flush();
+        let mut durable = false;
+        let mut problem = None;
+        if let Some(disk) = self.disk.as_mut() {
+            if disk.finish() {
+                while let Some(answer) = disk.next().await {
+                    match answer {
+                        Answer::Settled { durable: d } => {
+                            durable = d;
+                            break;
+                        }
+                        Answer::Done(done) => {
+                            if let Some(e) = self.queue.on_done(done) {
+                                problem = Some(e.to_string());
+                                report(e);
+                            }
+                        }
+                        Answer::Gone => break,
+                    }
+                }
+            }
+        }
+        self.disk = None;
+        let (on_disk, queued) = self.queue.on_disk_and_queued();
         // Written but not synced: the kernel may still write them out, but
         // nothing promises it, so they are not counted as kept.
         let kept = if durable { on_disk } else { 0 };
         Persisted {
             kept,
             lost: queued - kept,
-            // Left for take_problem too: the agent logs spool problems.
-            problem: self.problem.clone(),
+            problem,
         }
-    }
-
-    /// Writes the exact seqs, then voids the reservations (only once the
-    /// exact seqs are on disk, or a crash could reuse seqs).
-    fn release_reservations(&mut self) {
-        // The spool may hold an earlier, killed run's reservations too.
-        if !self.checkpoint() {
-            return;
-        }
-        if let Some(Err(e)) = self.spool.as_mut().map(Spool::close) {
-            self.problem = Some(e.to_string());
-        }
-    }
-
-    /// Records the sequence counters on disk (so a restart continues them
-    /// even when every message was acknowledged). False if the disk refused.
-    fn checkpoint(&mut self) -> bool {
-        if let Some(spool) = self.spool.as_mut() {
-            if let Err(e) = spool.checkpoint(&self.seqs) {
-                self.problem = Some(e.to_string());
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Whether a spool failure is waiting for [`Outbox::take_problem`].
-    pub fn has_problem(&self) -> bool {
-        self.problem.is_some()
-    }
-
-    /// The last spool failure since this was last called, in words.
-    pub fn take_problem(&mut self) -> Option<String> {
-        self.problem.take()
     }
 
     pub fn stats(&self) -> Stats {
-        let spooled = self
-            .waiting
-            .values()
-            .filter(|w| matches!(w, Waiting::Disk { .. }))
-            .count();
         Stats {
-            queued: self.waiting.len() + self.in_flight.len(),
-            queued_bytes: self.total_bytes,
-            in_flight: self.in_flight.len(),
-            spooled,
-            spool_file_bytes: self.spool.as_ref().map_or(0, Spool::file_bytes),
-            ..self.stats.clone()
+            spool_file_bytes: self.disk.as_ref().map_or(0, SpoolThread::file_bytes),
+            ..self.queue.stats()
         }
     }
 
     /// Bytes of messages held in memory (waiting or in flight).
     pub fn memory_bytes(&self) -> u64 {
-        self.memory_bytes
+        self.queue.memory_bytes()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty() && self.in_flight.is_empty()
+        self.queue.is_empty()
     }
 
     pub fn dir(&self) -> &Path {
@@ -785,7 +384,30 @@ impl Outbox {
 
     /// `outbox.max_bytes`, for the words that report a drop.
     pub fn max_bytes(&self) -> u64 {
-        self.limits.max_bytes
+        self.queue.max_bytes()
+    }
+
+    /// Waits until the spool thread has applied and committed everything
+    /// sent so far, applying its answers; false if it is gone. Blocking:
+    /// for tests, which drive the outbox without the agent's loop.
+    #[cfg(test)]
+    pub(crate) fn settle(&mut self) -> Vec<SpoolError> {
+        let mut errors = Vec::new();
+        let Some(disk) = self.disk.as_mut() else {
+            return errors;
+        };
+        if !disk.settle() {
+            return errors;
+        }
+        while let Some(answer) = disk.wait_next() {
+            match answer {
+                Answer::Settled { .. } => break,
+                Answer::Done(done) => errors.extend(self.queue.on_done(done)),
+                Answer::Gone => break,
+            }
+        }
+        self.flush();
+        errors
     }
 }
 
@@ -861,6 +483,7 @@ fn lock(dir: &Path) -> Result<std::fs::File, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::queue::size_of;
     use super::*;
 
     fn limits(max_bytes: u64, policy: DropPolicy) -> Limits {
@@ -884,7 +507,9 @@ mod tests {
         o.push(topic, format!("{n}").into_bytes(), false, Some(seq), 1_000);
     }
 
-    /// Sends everything it can, acknowledging as the broker would.
+    /// Sends everything it can, acknowledging as the broker would, and
+    /// waiting for the spool thread whenever the next message needs it
+    /// (read back, or its seq reserved).
     fn deliver_all(o: &mut Outbox) -> Vec<String> {
         let mut out = Vec::new();
         loop {
@@ -893,7 +518,11 @@ mod tests {
                 batch.push(r);
             }
             if batch.is_empty() {
-                return out;
+                o.settle();
+                match o.next_to_send(2_000) {
+                    Some(r) => batch.push(r),
+                    None => return out,
+                }
             }
             for r in batch {
                 out.push(format!(
@@ -904,6 +533,23 @@ mod tests {
                 o.acked(r.id);
             }
         }
+    }
+
+    /// The next message to send, waiting for the spool thread if it must
+    /// read it back or reserve its seq first.
+    fn next(o: &mut Outbox, now_ms: u64) -> Option<Record> {
+        o.next_to_send(now_ms).or_else(|| {
+            o.settle();
+            o.next_to_send(now_ms)
+        })
+    }
+
+    /// The stop, as the agent does it, from a test without a runtime.
+    fn persist(o: &mut Outbox) -> Persisted {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(o.persist(|_| {}))
     }
 
     #[test]
@@ -918,8 +564,8 @@ mod tests {
             deliver_all(&mut o);
         }
         assert_eq!(
-            (o.streams.len(), o.stream_ids.len(), o.stream_names.len()),
-            (0, 0, 0),
+            o.queue.stream_count(),
+            0,
             "no bookkeeping left for delivered streams"
         );
         // A stream with messages waiting keeps its place and its order.
@@ -927,10 +573,10 @@ mod tests {
         push(&mut o, "s/a", 1);
         push(&mut o, "s/b", 2);
         push(&mut o, "s/a", 3);
-        assert_eq!(o.stream_ids.len(), 2);
+        assert_eq!(o.queue.stream_count(), 2);
         o.online();
         assert_eq!(deliver_all(&mut o), ["s/a=1", "s/b=2", "s/a=3"]);
-        assert!(o.stream_ids.is_empty() && o.stream_names.is_empty());
+        assert_eq!(o.queue.stream_count(), 0);
     }
 
     #[test]
@@ -938,19 +584,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
         o.online();
+        o.settle();
         let empty = o.stats().spool_file_bytes;
         push(&mut o, "s/a", 0);
+        o.settle();
         let reservation = o.stats().spool_file_bytes - empty;
         assert!(reservation > 0 && reservation < 64, "{reservation} bytes");
         for n in 1..SEQ_RESERVE + 10 {
             push(&mut o, "s/a", n);
             let _ = deliver_all(&mut o);
         }
-        o.sync();
+        o.settle();
+        // The next block is asked for half a block ahead, so it is durable
+        // before a message needs it: seqs 1, 513 and 1025 asked.
         assert_eq!(
             o.stats().spool_file_bytes,
-            empty + 2 * reservation,
-            "no message, one reservation per {SEQ_RESERVE} seqs"
+            empty + 3 * reservation,
+            "no message, one reservation per {} seqs",
+            SEQ_RESERVE / 2
         );
         assert_eq!(o.stats().acked, SEQ_RESERVE + 10);
         assert!(o.is_empty());
@@ -974,7 +625,7 @@ mod tests {
         o.push("s/a", b"x".to_vec(), false, Some(seq), 1_000);
         o.online();
         let _ = deliver_all(&mut o);
-        o.persist();
+        persist(&mut o);
         drop(o);
         let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
         assert!(!opened.unclean);
@@ -989,12 +640,12 @@ mod tests {
         for n in 0..6 {
             push(&mut o, if n % 2 == 0 { "s/a" } else { "s/b" }, n);
         }
-        let first: Vec<Record> = std::iter::from_fn(|| o.next_to_send(1_000)).collect();
+        let first: Vec<Record> = std::iter::from_fn(|| next(&mut o, 1_000)).collect();
         assert_eq!(first.len(), 4, "window of 4");
         assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), [0, 1, 2, 3]);
         o.acked(0);
-        assert_eq!(o.next_to_send(1_000).map(|r| r.id), Some(4));
-        assert_eq!(o.next_to_send(1_000), None);
+        assert_eq!(next(&mut o, 1_000).map(|r| r.id), Some(4));
+        assert_eq!(next(&mut o, 1_000), None);
     }
 
     #[test]
@@ -1003,12 +654,12 @@ mod tests {
         let mut o = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
         o.online();
         push(&mut o, "s/a", 1);
-        let flying = o.next_to_send(1_000).unwrap();
+        let flying = next(&mut o, 1_000).unwrap();
         push(&mut o, "s/a", 2);
         o.offline();
         push(&mut o, "s/a", 3);
         push(&mut o, "s/b", 4);
-        o.sync();
+        o.settle();
         assert_eq!(o.memory_bytes(), size_of(&flying.topic, &flying.payload));
         // kill -9 here: nothing more is done with `o`.
         drop(o);
@@ -1030,7 +681,7 @@ mod tests {
         for n in 100..200 {
             push(&mut o, "s/a", n);
         }
-        o.sync();
+        o.settle();
         drop(o);
         let each = size_of("s/a", b"100");
         // Restarted with a tenth of the room (outbox.max_bytes lowered).
@@ -1039,7 +690,7 @@ mod tests {
         assert_eq!(opened.dropped_bytes, each * 90);
         assert_eq!(o.stats().dropped, 90, "counted as dropped");
         assert!(o.stats().queued_bytes <= each * 10, "{:?}", o.stats());
-        o.sync();
+        o.settle();
         drop(o);
         // The drop reached the disk: a roomy restart finds only the ten.
         let (mut o, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
@@ -1060,7 +711,7 @@ mod tests {
         for n in 100..200 {
             push(&mut o, "s/a", n);
         }
-        o.sync();
+        o.settle();
         drop(o);
         let (mut o, opened) = Outbox::open(dir.path(), limits(each * 10, DropPolicy::DropNewest));
         assert_eq!((opened.replayed, opened.dropped), (10, 90));
@@ -1084,10 +735,10 @@ mod tests {
         }
         o.online();
         for _ in 0..4 {
-            let r = o.next_to_send(1_000).unwrap();
+            let r = next(&mut o, 1_000).unwrap();
             o.acked(r.id);
         }
-        o.sync();
+        o.settle();
         drop(o);
         let (_, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
         assert_eq!(opened.replayed, 6);
@@ -1140,7 +791,7 @@ mod tests {
         o.push("s/a", b"old".to_vec(), false, None, 1_000);
         o.push("s/a", b"new".to_vec(), false, None, 5_000);
         o.online();
-        let r = o.next_to_send(5_500).unwrap();
+        let r = next(&mut o, 5_500).unwrap();
         assert_eq!(r.payload, b"new");
         assert_eq!(o.stats().expired, 1);
     }
@@ -1169,7 +820,7 @@ mod tests {
         o.online();
         push(&mut o, "s/a", 1);
         push(&mut o, "s/a", 2);
-        let r = o.next_to_send(1_000).unwrap();
+        let r = next(&mut o, 1_000).unwrap();
         o.requeue(r.id);
         assert_eq!(deliver_all(&mut o), ["s/a=1", "s/a=2"]);
     }
@@ -1191,7 +842,7 @@ mod tests {
         for n in 0..3 {
             push(&mut o, "s/a", n);
         }
-        o.sync();
+        o.settle();
         drop(o);
         // Power lost in the middle of the next write.
         let wal = dir.path().join("outbox.wal");
@@ -1214,7 +865,7 @@ mod tests {
         for n in 0..400 {
             push(&mut o, "s/a", n);
         }
-        o.sync();
+        o.settle();
         drop(o);
         // A byte of garbage before every frame after the first.
         let wal = dir.path().join("outbox.wal");
@@ -1330,8 +981,8 @@ mod tests {
                 "nothing is dropped: max_bytes is 16 MiB"
             );
         }
-        o.sync();
-        let persisted = o.persist();
+        o.settle();
+        let persisted = persist(&mut o);
         let Persisted { kept, lost, .. } = persisted;
         assert_eq!(kept + lost, 300, "{persisted:?}");
         assert!(

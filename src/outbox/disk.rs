@@ -1,0 +1,361 @@
+//! The spool's side of the outbox: applies the queue's [`SpoolOp`]s to the
+//! [`Spool`] on a thread of its own, so a slow disk (an SD card's fsync can
+//! take hundreds of milliseconds) never stalls the agent's loop: commands
+//! are applied, edges published and pings sent while the card works.
+//!
+//! Writes reach the kernel as they arrive (so they survive a `kill -9`) and
+//! are made durable by one sync at most [`SYNC_INTERVAL`] after the first
+//! unsynced one (a group commit: a power cut loses at most that much);
+//! forgets are grouped the same way. Reservations and releases are durable
+//! before they are answered. Answers go back in the order of the ops.
+//!
+//! It must not know what the messages are, when they should be written or
+//! read (the queue decides), or anything of the agent, MQTT or the config.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::queue::{SpoolDone, SpoolOp};
+use super::spool::{Record, Spool, SpoolError};
+
+/// How long a write may wait for its sync, and forgets for theirs: one
+/// disk sync per interval, not one per message.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The spool and what it owes the disk.
+pub struct Disk {
+    spool: Spool,
+    /// Acknowledged or dropped ids not yet forgotten on disk.
+    forget: Vec<u64>,
+    /// Written but not yet synced.
+    dirty: bool,
+    /// When the oldest unsynced write or unwritten forget arrived.
+    since: Option<Instant>,
+}
+
+impl Disk {
+    pub fn new(spool: Spool) -> Disk {
+        Disk {
+            spool,
+            forget: Vec::new(),
+            dirty: false,
+            since: None,
+        }
+    }
+
+    /// Applies one op; what it did, if anything needs saying, goes to `done`.
+    pub fn apply(&mut self, op: SpoolOp, done: &mut Vec<SpoolDone>) {
+        match op {
+            SpoolOp::Write(records) => {
+                if let Some(unwritten) = self.write(records) {
+                    done.push(unwritten);
+                }
+            }
+            SpoolOp::Forget(ids) => {
+                self.forget.extend(ids);
+                self.since.get_or_insert_with(Instant::now);
+            }
+            SpoolOp::Read(ids) => done.push(self.read(&ids)),
+            SpoolOp::Reserve { seqs, epoch } => {
+                let mut error = None;
+                for (name, upto) in &seqs {
+                    if let Err(e) = self.spool.reserve(name, *upto, 1) {
+                        error = Some(e);
+                        break;
+                    }
+                }
+                done.push(SpoolDone::Reserved { seqs, epoch, error });
+            }
+            SpoolOp::Release(seqs) => {
+                if let Err(e) = self.release(&seqs) {
+                    done.push(SpoolDone::Failed(e));
+                }
+            }
+        }
+        if let Some(e) = self.spool.take_compaction_error() {
+            done.push(SpoolDone::Failed(e));
+        }
+    }
+
+    /// Writes a batch; on failure (a full disk may still take some) as many
+    /// as fit, oldest first, and the rest go back.
+    fn write(&mut self, records: Vec<Record>) -> Option<SpoolDone> {
+        let error = match self.spool.write(&records) {
+            Ok(()) => {
+                self.wrote();
+                return None;
+            }
+            Err(e) => e,
+        };
+        let mut rest = records.into_iter();
+        let mut written_any = false;
+        let mut unwritten = Vec::new();
+        for record in rest.by_ref() {
+            if self.spool.write(std::slice::from_ref(&record)).is_err() {
+                unwritten.push(record);
+                break;
+            }
+            written_any = true;
+        }
+        unwritten.extend(rest);
+        if written_any {
+            self.wrote();
+        }
+        Some(SpoolDone::Unwritten {
+            records: unwritten,
+            error,
+        })
+    }
+
+    fn wrote(&mut self) {
+        self.dirty = true;
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn read(&mut self, ids: &[u64]) -> SpoolDone {
+        let mut records = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        let mut error = None;
+        for id in ids {
+            match self.spool.read(*id) {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => missing.push(*id),
+                Err(e) => {
+                    missing.push(*id);
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        SpoolDone::Read {
+            records,
+            missing,
+            error,
+        }
+    }
+
+    /// The exact seqs, then the end of the reservations (only once the
+    /// exact seqs are on disk, or a crash could reuse seqs).
+    fn release(&mut self, seqs: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
+        self.spool.checkpoint(seqs)?;
+        self.spool.close()
+    }
+
+    /// When [`Disk::commit`] is due, if anything waits for it.
+    pub fn due(&self) -> Option<Instant> {
+        self.since.map(|since| since + SYNC_INTERVAL)
+    }
+
+    /// Removes forgotten ids from the spool and makes every write durable.
+    /// True when nothing written is left unsynced.
+    pub fn commit(&mut self, done: &mut Vec<SpoolDone>) -> bool {
+        self.since = None;
+        if !self.forget.is_empty() {
+            match self.spool.forget(&self.forget) {
+                Ok(()) => self.forget.clear(),
+                // Kept for the next commit; a full disk may have room then.
+                Err(e) => done.push(SpoolDone::Failed(e)),
+            }
+        }
+        // Even when the forget failed: what was written must still be made
+        // durable.
+        if self.dirty {
+            match self.spool.sync() {
+                Ok(()) => self.dirty = false,
+                Err(e) => done.push(SpoolDone::Failed(e)),
+            }
+        }
+        if let Some(e) = self.spool.take_compaction_error() {
+            done.push(SpoolDone::Failed(e));
+        }
+        if !self.forget.is_empty() || self.dirty {
+            // Try again later rather than never.
+            self.since = Some(Instant::now());
+        }
+        !self.dirty
+    }
+
+    pub fn file_bytes(&self) -> u64 {
+        self.spool.file_bytes()
+    }
+}
+
+/// What the outbox sends the spool thread.
+enum Message {
+    Ops(Vec<SpoolOp>),
+    /// Commit now and answer [`Answer::Settled`] (tests, and the stop).
+    Settle,
+    /// Commit, answer [`Answer::Settled`] and end the thread.
+    Finish,
+}
+
+/// What the spool thread sends back.
+#[derive(Debug)]
+pub enum Answer {
+    Done(SpoolDone),
+    /// Everything sent before was applied and committed; `durable` when
+    /// nothing written is left unsynced.
+    Settled {
+        durable: bool,
+    },
+    /// The thread is gone (it panicked, or was finished).
+    Gone,
+}
+
+/// The outbox's handle on the spool thread.
+pub struct SpoolThread {
+    /// `None` once dropped, which ends the thread.
+    to: Option<mpsc::Sender<Message>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    from: UnboundedReceiver<Answer>,
+    file_bytes: Arc<AtomicU64>,
+    alive: bool,
+}
+
+impl SpoolThread {
+    /// Moves `spool` to a thread of its own. Fails only if the system
+    /// cannot start a thread.
+    pub fn start(spool: Spool) -> std::io::Result<SpoolThread> {
+        let (to, inbox) = mpsc::channel();
+        let (outbox, from) = unbounded_channel();
+        let mut disk = Disk::new(spool);
+        let file_bytes = Arc::new(AtomicU64::new(disk.file_bytes()));
+        let bytes = Arc::clone(&file_bytes);
+        let thread = std::thread::Builder::new()
+            .name("pinpost-spool".into())
+            // Nothing deep happens here: the default 2 MiB would only be
+            // address space, but say so.
+            .stack_size(256 << 10)
+            .spawn(move || serve(&mut disk, &inbox, &outbox, &bytes))?;
+        Ok(SpoolThread {
+            to: Some(to),
+            thread: Some(thread),
+            from,
+            file_bytes,
+            alive: true,
+        })
+    }
+
+    /// Hands ops over; false if the thread is gone.
+    pub fn send(&mut self, ops: Vec<SpoolOp>) -> bool {
+        self.alive = self.alive && self.post(Message::Ops(ops));
+        self.alive
+    }
+
+    /// The next answer; `None` once the thread is gone. Cancel-safe.
+    pub async fn next(&mut self) -> Option<Answer> {
+        self.from.recv().await
+    }
+
+    /// Asks for a commit now, answered by [`Answer::Settled`] after every
+    /// answer to the ops sent before.
+    pub fn settle(&mut self) -> bool {
+        self.alive = self.alive && self.post(Message::Settle);
+        self.alive
+    }
+
+    /// Like [`SpoolThread::settle`], and the thread ends after answering.
+    pub fn finish(&mut self) -> bool {
+        let sent = self.alive && self.post(Message::Finish);
+        self.alive = false;
+        sent
+    }
+
+    /// Waits for the next answer without a runtime (tests only): `None`
+    /// once the thread is gone.
+    #[cfg(test)]
+    pub(crate) fn wait_next(&mut self) -> Option<Answer> {
+        use tokio::sync::mpsc::error::TryRecvError;
+        for tries in 0u32.. {
+            match self.from.try_recv() {
+                Ok(answer) => return Some(answer),
+                Err(TryRecvError::Disconnected) => return None,
+                // The thread usually answers within microseconds.
+                Err(TryRecvError::Empty) if tries < 10_000 => std::thread::yield_now(),
+                Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        None
+    }
+
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes.load(Ordering::Relaxed)
+    }
+
+    fn post(&self, message: Message) -> bool {
+        self.to.as_ref().is_some_and(|to| to.send(message).is_ok())
+    }
+}
+
+impl Drop for SpoolThread {
+    /// Waits for the thread to apply what it was sent and commit: the
+    /// spool's lock is released only after, so the next owner of the
+    /// directory never meets a file still being written.
+    fn drop(&mut self) {
+        self.to = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(
+    disk: &mut Disk,
+    inbox: &mpsc::Receiver<Message>,
+    answers: &UnboundedSender<Answer>,
+    file_bytes: &AtomicU64,
+) {
+    let mut done = Vec::new();
+    loop {
+        let message = match disk.due() {
+            Some(due) => {
+                match inbox.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    Ok(message) => Some(message),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        // The outbox is gone (the agent ended without a
+                        // clean stop): keep what was written.
+                        disk.commit(&mut done);
+                        return;
+                    }
+                }
+            }
+            None => match inbox.recv() {
+                Ok(message) => Some(message),
+                Err(_) => return,
+            },
+        };
+        let mut settled = None;
+        let mut last = false;
+        match message {
+            None => {
+                disk.commit(&mut done);
+            }
+            Some(Message::Ops(ops)) => {
+                for op in ops {
+                    disk.apply(op, &mut done);
+                }
+            }
+            Some(Message::Settle) => settled = Some(disk.commit(&mut done)),
+            Some(Message::Finish) => {
+                settled = Some(disk.commit(&mut done));
+                last = true;
+            }
+        }
+        file_bytes.store(disk.file_bytes(), Ordering::Relaxed);
+        for d in done.drain(..) {
+            // Nobody listening means the agent is ending: nothing to tell.
+            let _ = answers.send(Answer::Done(d));
+        }
+        if let Some(durable) = settled {
+            let _ = answers.send(Answer::Settled { durable });
+        }
+        if last {
+            return;
+        }
+    }
+}
