@@ -491,7 +491,6 @@ impl Spool {
     /// `sync` is set. On failure whatever part landed is cut off again, so
     /// that a batch reported as failed can never be read back later and the
     /// next write starts on a frame boundary.
-
     fn write_at_end(&mut self, bytes: &[u8], sync: bool) -> Result<(), SpoolError> {
         let at = self.file_bytes;
         let done = self

@@ -208,3 +208,43 @@ fn every_file_of_the_spool_is_0600_and_its_directory_0700_whatever_the_umask() {
     let (_, _) = open(&spool_dir);
     assert_eq!(mode(&spool_dir.join(FILE_NAME)), 0o600);
 }
+
+/// A frame as the format table lays it out, written by hand rather than
+/// through the codec, so a change to either shows here.
+fn frame_by_hand(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[kind]);
+    crc.update(body);
+    let mut out = vec![0x50, 0x50, kind];
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn reserve_and_close_write_kinds_4_and_5_as_the_format_table_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path());
+    spool.reserve("door", 7, 1024).unwrap();
+    // Already reserved: nothing is written.
+    spool.reserve("door", 500, 1024).unwrap();
+    spool.close().unwrap();
+    // No reservation is open any more: nothing is written.
+    spool.close().unwrap();
+    drop(spool);
+
+    // kind 4: count u32 | name_len u16 | name | upto u64; kind 5: no body.
+    let mut reserve = 1u32.to_le_bytes().to_vec();
+    reserve.extend_from_slice(&4u16.to_le_bytes());
+    reserve.extend_from_slice(b"door");
+    reserve.extend_from_slice(&1030u64.to_le_bytes());
+    let mut want = b"PPSPOOL\x01".to_vec();
+    want.extend(frame_by_hand(4, &reserve));
+    want.extend(frame_by_hand(5, &[]));
+    assert_eq!(fs::read(dir.path().join(FILE_NAME)).unwrap(), want);
+
+    // A closed frame voids the reservation before it.
+    let (_, got) = open(dir.path());
+    assert!(!got.unclean && got.seqs.is_empty(), "{got:?}");
+}
