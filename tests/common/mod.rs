@@ -750,24 +750,36 @@ impl Background {
     }
 
     /// Waits for the process to end by itself and returns its stdout.
-    pub fn finish(self, wait: Duration) -> (std::process::ExitStatus, String) {
-        let mut child = self.child;
+    pub fn finish(mut self, wait: Duration) -> (std::process::ExitStatus, String) {
         let deadline = Instant::now() + wait;
-        while child.try_wait().expect("wait").is_none() {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
             if Instant::now() > deadline {
-                let _ = child.kill();
                 panic!(
                     "pinpost did not finish within {wait:?}:\n{}",
                     self.seen.join("\n")
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut out = Vec::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            std::io::Read::read_to_end(&mut stdout, &mut out).expect("read stdout");
         }
-        let out = child.wait_with_output().expect("output");
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        (status, String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+impl Drop for Background {
+    /// A test that ends, passes or panics, takes its pinpost with it: none
+    /// is left running to hold ports, spools or CPU for the tests after.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
