@@ -74,6 +74,8 @@ pub(super) struct Delivery {
     publisher: Publisher,
     /// Drops already reported in the log.
     dropped_logged: u64,
+    /// Drops for a disk that fell behind, reported in the log.
+    behind_logged: u64,
     /// The last disk trouble logged, to log each kind once in a row.
     last_spool_problem: Option<String>,
 }
@@ -84,6 +86,7 @@ impl Delivery {
             outbox,
             publisher,
             dropped_logged: 0,
+            behind_logged: 0,
             last_spool_problem: None,
         }
     }
@@ -94,6 +97,7 @@ impl Delivery {
             Pushed::Queued => {}
             Pushed::QueuedDropping(n) => self.note_dropped(n as u64, "oldest"),
             Pushed::Dropped => self.note_dropped(1, "newest"),
+            Pushed::DiskBehind => self.disk_behind(),
         }
         self.pump();
     }
@@ -114,6 +118,21 @@ impl Delivery {
                 dropped = self.dropped_logged,
                 "the outbox is full (outbox.max_bytes); dropping the {which} messages \
                  (outbox.policy)"
+            );
+        }
+    }
+
+    /// Messages dropped because the disk stopped keeping up: said once per
+    /// doubling, like drops for a full outbox.
+    fn disk_behind(&mut self) {
+        let before = self.behind_logged;
+        self.behind_logged += 1;
+        if (before + 1).next_power_of_two() <= self.behind_logged {
+            tracing::error!(
+                dropped = self.behind_logged,
+                "the outbox spool's disk is not keeping up (writes are not returning); \
+                 new messages are dropped rather than piled up in memory until it does \
+                 (check the SD card: dmesg, and a card that is failing or full)"
             );
         }
     }

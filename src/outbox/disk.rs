@@ -51,11 +51,7 @@ impl Disk {
     /// Applies one op; what it did, if anything needs saying, goes to `done`.
     pub fn apply(&mut self, op: SpoolOp, done: &mut Vec<SpoolDone>) {
         match op {
-            SpoolOp::Write(records) => {
-                if let Some(unwritten) = self.write(records) {
-                    done.push(unwritten);
-                }
-            }
+            SpoolOp::Write(records) => done.push(self.write(records)),
             SpoolOp::Forget(ids) => {
                 self.forget.extend(ids);
                 self.since.get_or_insert_with(Instant::now);
@@ -84,11 +80,11 @@ impl Disk {
 
     /// Writes a batch; on failure (a full disk may still take some) as many
     /// as fit, oldest first, and the rest go back.
-    fn write(&mut self, records: Vec<Record>) -> Option<SpoolDone> {
+    fn write(&mut self, records: Vec<Record>) -> SpoolDone {
         let error = match self.spool.write(&records) {
             Ok(()) => {
                 self.wrote();
-                return None;
+                return SpoolDone::Written;
             }
             Err(e) => e,
         };
@@ -106,10 +102,10 @@ impl Disk {
         if written_any {
             self.wrote();
         }
-        Some(SpoolDone::Unwritten {
+        SpoolDone::Unwritten {
             records: unwritten,
             error,
-        })
+        }
     }
 
     fn wrote(&mut self) {

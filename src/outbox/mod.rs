@@ -76,6 +76,9 @@ pub enum Pushed {
     QueuedDropping(usize),
     /// Not queued: the outbox is full and the policy keeps what it has.
     Dropped,
+    /// Not queued: the disk is too far behind (a card that stopped
+    /// answering), so the message could only pile up in memory.
+    DiskBehind,
 }
 
 /// What a start found on disk.

@@ -23,6 +23,12 @@ pub const SEQ_RESERVE: u64 = 1024;
 /// Bookkeeping a message costs beyond its topic and payload.
 const OVERHEAD: u64 = 48;
 
+/// Bytes handed to the disk side and not yet written there are held in
+/// memory (in the channel to it). A card that stops answering must not let
+/// them grow without bound: past this many (or twice `memory_limit`, if
+/// more) new messages are dropped and counted until it catches up.
+const TRANSIT_FLOOR: u64 = 1 << 20;
+
 /// At most this many records, or [`READ_BYTES`], are read back at once: a
 /// long outage's backlog comes back in slices, never all into memory.
 const READ_RECORDS: usize = 64;
@@ -59,8 +65,11 @@ pub enum SpoolOp {
 /// What the disk did with an op, in the order of the ops.
 #[derive(Debug)]
 pub enum SpoolDone {
+    /// A [`SpoolOp::Write`] reached the kernel whole.
+    Written,
     /// Records a [`SpoolOp::Write`] could not take (a full or failing
-    /// disk): they are kept in memory instead.
+    /// disk): they are kept in memory instead. Answers the write, like
+    /// [`SpoolDone::Written`]; its other records reached the kernel.
     Unwritten {
         records: Vec<Record>,
         error: SpoolError,
@@ -129,17 +138,17 @@ impl Tally {
         debug_assert!(self.total >= size, "{self:?} - {size}");
         self.total = self.total.saturating_sub(size);
         if in_memory {
-            self.to_disk(size);
+            self.spilled(size);
         }
     }
 
     /// The bytes stay counted but leave memory (the disk holds them).
-    fn to_disk(&mut self, size: u64) {
+    fn spilled(&mut self, size: u64) {
         debug_assert!(self.memory >= size, "{self:?} - {size}");
         self.memory = self.memory.saturating_sub(size);
     }
 
-    fn to_memory(&mut self, size: u64) {
+    fn loaded_back(&mut self, size: u64) {
         self.memory = self.memory.saturating_add(size);
     }
 }
@@ -250,6 +259,10 @@ pub struct Queue {
     online: bool,
     bytes: Tally,
     ops: Vec<SpoolOp>,
+    /// Bytes of each [`SpoolOp::Write`] taken and not yet answered, oldest
+    /// first (one entry per write op), and their sum.
+    transit: VecDeque<u64>,
+    transit_bytes: u64,
     stats: Stats,
 }
 
@@ -269,6 +282,8 @@ impl Queue {
             online: false,
             bytes: Tally::default(),
             ops: Vec::new(),
+            transit: VecDeque::new(),
+            transit_bytes: 0,
             stats: Stats::default(),
         }
     }
@@ -368,6 +383,12 @@ impl Queue {
                 None => return Pushed::Dropped,
             }
         }
+        let to_memory = !self.spool
+            || (self.online && self.bytes.memory.saturating_add(size) <= self.limits.memory_limit);
+        if !to_memory && self.disk_behind(size) {
+            self.stats.dropped += 1;
+            return Pushed::DiskBehind;
+        }
         let record = Record {
             id: self.next_id,
             created_ms: now_ms,
@@ -379,8 +400,6 @@ impl Queue {
         self.next_id += 1;
         let stream = self.streams.id(topic);
         self.streams.push_back(stream, record.id);
-        let to_memory = !self.spool
-            || (self.online && self.bytes.memory.saturating_add(size) <= self.limits.memory_limit);
         if to_memory {
             self.bytes.add(size, true);
             self.waiting.insert(
@@ -641,7 +660,7 @@ impl Queue {
             };
             let size = size_of(&record.topic, &record.payload);
             let stream = self.streams.id(&record.topic);
-            self.bytes.to_disk(size);
+            self.bytes.spilled(size);
             self.waiting.insert(
                 id,
                 Waiting::Disk {
@@ -673,7 +692,12 @@ impl Queue {
     /// Applies what the disk did. Returns the error it met, for the log.
     pub fn on_done(&mut self, done: SpoolDone) -> Option<SpoolError> {
         match done {
+            SpoolDone::Written => {
+                self.write_answered();
+                None
+            }
             SpoolDone::Unwritten { records, error } => {
+                self.write_answered();
                 for record in records {
                     self.unwritten(record);
                 }
@@ -705,6 +729,26 @@ impl Queue {
         }
     }
 
+    /// Whether `size` more bytes for the disk would put it too far behind.
+    fn disk_behind(&self, size: u64) -> bool {
+        let limit = self
+            .limits
+            .memory_limit
+            .saturating_mul(2)
+            .max(TRANSIT_FLOOR);
+        self.transit_bytes.saturating_add(size) > limit
+    }
+
+    fn write_answered(&mut self) {
+        let bytes = self.transit.pop_front().unwrap_or(0);
+        self.transit_bytes = self.transit_bytes.saturating_sub(bytes);
+    }
+
+    /// Bytes handed to the disk side and not yet written there.
+    pub fn transit_bytes(&self) -> u64 {
+        self.transit_bytes
+    }
+
     /// The disk refused `record`: memory keeps it, unless it left meanwhile.
     fn unwritten(&mut self, record: Record) {
         if let Some(flying) = self.in_flight.get_mut(&record.id) {
@@ -713,7 +757,7 @@ impl Queue {
         }
         let id = record.id;
         if let Some(Waiting::Disk { size, .. }) = self.waiting.get(&id) {
-            self.bytes.to_memory(u64::from(*size));
+            self.bytes.loaded_back(u64::from(*size));
             self.waiting.insert(
                 id,
                 Waiting::Memory {
@@ -732,7 +776,7 @@ impl Queue {
             ..
         }) = self.waiting.get(&id)
         {
-            self.bytes.to_memory(u64::from(*size));
+            self.bytes.loaded_back(u64::from(*size));
             self.waiting.insert(
                 id,
                 Waiting::Memory {
@@ -757,6 +801,8 @@ impl Queue {
     pub fn spool_lost(&mut self) -> usize {
         self.spool = false;
         self.ops.clear();
+        self.transit.clear();
+        self.transit_bytes = 0;
         let disk_only: Vec<u64> = self
             .waiting
             .iter()
@@ -788,6 +834,18 @@ impl Queue {
     fn op(&mut self, op: SpoolOp) {
         if !self.spool {
             return;
+        }
+        if let SpoolOp::Write(records) = &op {
+            let bytes = records
+                .iter()
+                .map(|r| size_of(&r.topic, &r.payload))
+                .sum::<u64>();
+            self.transit_bytes = self.transit_bytes.saturating_add(bytes);
+            match (self.ops.last(), self.transit.back_mut()) {
+                // Merged below into the write op this entry stands for.
+                (Some(SpoolOp::Write(_)), Some(last)) => *last += bytes,
+                _ => self.transit.push_back(bytes),
+            }
         }
         match (self.ops.last_mut(), op) {
             (Some(SpoolOp::Write(last)), SpoolOp::Write(more)) => last.extend(more),

@@ -36,7 +36,7 @@ fn disk_answers(q: &mut Queue, disk: &mut BTreeMap<u64, Record>) -> Vec<SpoolOp>
                 for r in records {
                     assert!(disk.insert(r.id, r.clone()).is_none(), "written twice");
                 }
-                None
+                Some(SpoolDone::Written)
             }
             SpoolOp::Forget(ids) => {
                 for id in ids {
@@ -396,4 +396,39 @@ fn without_its_disk_the_queue_keeps_what_is_in_memory() {
         q.next_to_send(1_000).map(|r| r.payload),
         Some(b"after".to_vec())
     );
+}
+
+#[test]
+fn a_disk_that_stops_answering_costs_bounded_memory_and_drops_are_counted() {
+    let mut l = limits(64 << 20);
+    l.memory_limit = 64 << 10;
+    let mut q = Queue::new(l, true, 0, BTreeMap::new());
+    q.offline();
+    let payload = vec![b'x'; 1000];
+    let mut taken = Vec::new();
+    let mut behind = 0;
+    for _ in 0..5_000 {
+        // The disk side takes the ops and never answers (a hung card).
+        match q.push("s/a", payload.clone(), false, None, 1_000) {
+            Pushed::DiskBehind => behind += 1,
+            pushed => assert_eq!(pushed, Pushed::Queued),
+        }
+        taken.extend(q.take_ops());
+    }
+    assert!(
+        q.transit_bytes() <= TRANSIT_FLOOR,
+        "{} bytes wait for the disk",
+        q.transit_bytes()
+    );
+    assert!(behind > 3_000, "{behind} dropped");
+    assert_eq!(q.stats().dropped, behind);
+    // The card comes back: every write is answered, and messages flow
+    // to it again.
+    for op in &taken {
+        if let SpoolOp::Write(_) = op {
+            q.on_done(SpoolDone::Written);
+        }
+    }
+    assert_eq!(q.transit_bytes(), 0);
+    assert_eq!(q.push("s/a", payload, false, None, 1_000), Pushed::Queued);
 }
