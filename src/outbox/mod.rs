@@ -91,7 +91,7 @@ pub struct Opened {
     /// however many there were (a hostile file can hold millions).
     pub damage: Option<String>,
     /// Why the spool could not be used (messages then live in memory only).
-    pub unavailable: Option<String>,
+    pub unavailable: Option<Unavailable>,
     /// The last run ended without a clean stop, so seq numbers continue
     /// after those it had reserved: subscribers see a gap, never a reuse.
     pub unclean: bool,
@@ -100,6 +100,31 @@ pub struct Opened {
     /// with a larger `outbox.max_bytes`, or a file put there by hand).
     pub dropped: usize,
     pub dropped_bytes: u64,
+}
+
+/// Why an outbox has no spool; it then keeps messages in memory only.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error(
+        "cannot create the outbox spool directory {}: {}",
+        dir.display(),
+        crate::config::io_words(err)
+    )]
+    CreateDir { dir: PathBuf, err: std::io::Error },
+    #[error("cannot open {}: {}", path.display(), crate::config::io_words(err))]
+    OpenLock { path: PathBuf, err: std::io::Error },
+    #[error(
+        "another pinpost is using the outbox spool {}; give each agent its own outbox.path",
+        dir.display()
+    )]
+    InUse { dir: PathBuf },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(
+        "cannot start the outbox spool's thread: {}",
+        crate::config::io_words(.0)
+    )]
+    Thread(std::io::Error),
 }
 
 /// What [`Outbox::persist`] left on disk at shutdown.
@@ -171,7 +196,7 @@ impl Outbox {
         let (spool, recovered) = match Spool::open(dir) {
             Ok(opened) => opened,
             Err(e) => {
-                opened.unavailable = Some(e.to_string());
+                opened.unavailable = Some(e.into());
                 return (Outbox::without_disk(dir, memory_only(limits)), opened);
             }
         };
@@ -187,10 +212,7 @@ impl Outbox {
         let disk = match SpoolThread::start(spool) {
             Ok(thread) => thread,
             Err(e) => {
-                opened.unavailable = Some(format!(
-                    "cannot start the outbox spool's thread: {}",
-                    crate::config::io_words(&e)
-                ));
+                opened.unavailable = Some(Unavailable::Thread(e));
                 queue.spool_lost();
                 return (Outbox::without_disk(dir, queue), opened);
             }
@@ -437,15 +459,12 @@ fn damage_words(recovered: &spool::Recovered, path: &Path) -> Option<String> {
 
 /// Takes `dir/outbox.lock` (an advisory lock the kernel drops when the
 /// process dies, so a `kill -9` leaves nothing stale).
-fn lock(dir: &Path) -> Result<std::fs::File, String> {
+fn lock(dir: &Path) -> Result<std::fs::File, Unavailable> {
     use rustix::fs::{FlockOperation, flock};
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    let cannot_create = |e: std::io::Error| {
-        format!(
-            "cannot create the outbox spool directory {}: {}",
-            dir.display(),
-            crate::config::io_words(&e)
-        )
+    let cannot_create = |err| Unavailable::CreateDir {
+        dir: dir.to_path_buf(),
+        err,
     };
     let existed = dir.is_dir();
     std::fs::DirBuilder::new()
@@ -466,20 +485,13 @@ fn lock(dir: &Path) -> Result<std::fs::File, String> {
         .write(true)
         .mode(0o600)
         .open(&path)
-        .map_err(|e| {
-            format!(
-                "cannot open {}: {}",
-                path.display(),
-                crate::config::io_words(&e)
-            )
+        .map_err(|err| Unavailable::OpenLock {
+            path: path.clone(),
+            err,
         })?;
-    spool::make_private(&file, &path).map_err(|e| e.to_string())?;
-    flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-        format!(
-            "another pinpost is using the outbox spool {}; give each agent its own \
-             outbox.path",
-            dir.display()
-        )
+    spool::make_private(&file, &path)?;
+    flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|_| Unavailable::InUse {
+        dir: dir.to_path_buf(),
     })?;
     Ok(file)
 }
@@ -833,7 +845,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _first = open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
         let (_, opened) = Outbox::open(dir.path(), limits(1 << 20, DropPolicy::DropOldest));
-        let why = opened.unavailable.unwrap();
+        let why = opened.unavailable.unwrap().to_string();
         assert!(why.contains("another pinpost is using"), "{why}");
     }
 
