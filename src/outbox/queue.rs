@@ -9,7 +9,7 @@
 //! MQTT, or the agent. It trusts the disk side to apply ops in the order
 //! they were taken and to answer in that order.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::config::DropPolicy;
 
@@ -238,6 +238,10 @@ impl Streams {
 struct Reservations {
     /// Asked of the disk, per stream: reserved up to here once answered.
     asked: HashMap<String, u64>,
+    /// Streams that carried a seq in this run, asked for again at once on
+    /// every reconnect (not every stream a spool ever named: an old or
+    /// crafted spool may name any number).
+    used: BTreeSet<String>,
     /// Answered.
     durable: HashMap<String, u64>,
     /// Raised by every release, so an answer to a reservation the release
@@ -364,6 +368,9 @@ impl Queue {
         if let Some(seq) = seq {
             let last = self.seqs.entry(topic.to_string()).or_insert(0);
             *last = (*last).max(seq);
+            if !self.reservations.used.contains(topic) {
+                self.reservations.used.insert(topic.to_string());
+            }
             if self.online {
                 self.reserve_ahead(topic, seq);
             }
@@ -499,6 +506,11 @@ impl Queue {
                     return None;
                 }
                 Waiting::Memory { record, on_disk } if !self.reserved(record, *on_disk) => {
+                    // Asked for already, normally; if not (it was made
+                    // offline and the disk refused it), now.
+                    if let Some((name, seq)) = record.stream.clone() {
+                        self.reserve_ahead(&name, seq);
+                    }
                     return None;
                 }
                 Waiting::Memory { .. } => {}
@@ -600,14 +612,21 @@ impl Queue {
     /// flight when it went down are the link's to resend (it keeps them).
     pub fn online(&mut self) {
         self.online = true;
-        if !self.spool || self.seqs.is_empty() {
+        if !self.spool {
             return;
         }
         let seqs: BTreeMap<String, u64> = self
-            .seqs
+            .reservations
+            .used
             .iter()
-            .map(|(name, seq)| (name.clone(), seq.saturating_add(SEQ_RESERVE)))
+            .filter_map(|name| {
+                let seq = self.seqs.get(name)?;
+                Some((name.clone(), seq.saturating_add(SEQ_RESERVE)))
+            })
             .collect();
+        if seqs.is_empty() {
+            return;
+        }
         for (name, upto) in &seqs {
             self.reservations.asked.insert(name.clone(), *upto);
         }

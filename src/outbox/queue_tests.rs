@@ -432,3 +432,25 @@ fn a_disk_that_stops_answering_costs_bounded_memory_and_drops_are_counted() {
     assert_eq!(q.transit_bytes(), 0);
     assert_eq!(q.push("s/a", payload, false, None, 1_000), Pushed::Queued);
 }
+
+#[test]
+fn a_reconnect_asks_at_once_for_the_streams_this_run_uses_and_no_others() {
+    // A spool (old, or crafted) naming many streams.
+    let seqs: BTreeMap<String, u64> = (0..10_000).map(|n| (format!("old/{n}"), 7)).collect();
+    let mut q = Queue::new(limits(1 << 20), true, 0, seqs);
+    q.online();
+    assert!(q.take_ops().is_empty(), "nothing used yet, nothing asked");
+    push(&mut q, "s/a", 1);
+    q.take_ops();
+    q.offline();
+    q.take_ops();
+    q.online();
+    let ops = q.take_ops();
+    let [SpoolOp::Reserve { seqs, .. }] = &ops[..] else {
+        panic!("{ops:?}");
+    };
+    assert_eq!(
+        seqs,
+        &BTreeMap::from([("s/a".to_string(), 1 + SEQ_RESERVE)])
+    );
+}

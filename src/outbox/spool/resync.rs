@@ -258,10 +258,18 @@ mod tests {
     /// take far longer than either (minutes at 4 MiB).
     const HOSTILE_16_MIB_SECS: f64 = if cfg!(debug_assertions) { 10.0 } else { 2.0 };
 
+    /// The best of three opens: a shared machine's load only ever adds
+    /// time, so the fastest is the one that says what the code costs.
     fn time_open(dir: &Path) -> (f64, Recovered) {
-        let started = std::time::Instant::now();
-        let (_, got) = open(dir);
-        (started.elapsed().as_secs_f64(), got)
+        let mut best = f64::MAX;
+        let mut last = None;
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let (_, got) = open(dir);
+            best = best.min(started.elapsed().as_secs_f64());
+            last = Some(got);
+        }
+        (best, last.expect("opened three times"))
     }
 
     #[test]
