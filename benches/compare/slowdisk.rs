@@ -118,9 +118,15 @@ async fn run(delay: Option<u32>, rows: &mut Vec<Row>) {
             let (p50, p99, max) = percentiles(answered.samples.clone());
             format!("{} / {} / {}", ms(p50), ms(p99), ms(max))
         };
+        // How often a command met a stall, beside how long the worst took.
+        let over = answered
+            .samples
+            .iter()
+            .filter(|d| **d > Duration::from_millis(5))
+            .count();
         rows.push(row(
             &format!(
-                "slow disk ({setup}): command → result, {kind}, {} answered{}, p50 / p99 / max",
+                "slow disk ({setup}): command → result, {kind}, {} answered ({over} over 5 ms){}, p50 / p99 / max",
                 answered.samples.len(),
                 answered.trouble()
             ),
