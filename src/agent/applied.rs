@@ -124,56 +124,58 @@ impl Applied {
         boot: &str,
         sync: SyncStep,
     ) -> (Applied, Vec<String>) {
-        let path = dir.join(FILE_NAME);
-        let mut problems = Vec::new();
-        let mut records = vec![None; names.len()];
-        let mut marked = false;
-        match read(&path) {
-            Ok(None) => {}
-            Ok(Some(file)) => {
-                for (i, name) in names.iter().enumerate() {
-                    records[i] = file.outputs.get(name).cloned();
-                }
-                marked = !boot.is_empty() && file.boot.as_deref() == Some(boot) && !file.clean;
-                if let Some(why) = distrust(&file, boot) {
-                    floor(&mut records, now_millis);
-                    problems.push(format!(
-                        "the record of applied commands {} {why}, so commands applied just \
-                         before may be missing from it; commands stamped before now are \
-                         refused, since any of them might be a replay",
-                        path.display()
-                    ));
-                }
-            }
-            Err(why) => {
-                floor(&mut records, now_millis);
-                problems.push(format!(
-                    "the record of applied commands {} {why}; commands stamped before now are \
-                     refused, since any of them might be a replay",
-                    path.display()
-                ));
-            }
-        }
         let mut applied = Applied {
-            path,
+            path: dir.join(FILE_NAME),
             names: names.to_vec(),
-            records,
+            records: vec![None; names.len()],
             boot: boot.to_string(),
-            marked,
+            marked: false,
             syncer: Syncer::start(WHAT, IF_SYNC_FAILS, sync),
         };
+        if names.is_empty() {
+            // No output, no command to record: nothing to read or write.
+            return (applied, Vec::new());
+        }
+        let mut problems: Vec<String> = applied.take_over(now_millis).into_iter().collect();
         if !applied.marked {
             match applied.write_durably(false) {
                 Ok(()) => applied.marked = true,
                 Err(e) => problems.push(format!(
-                    "cannot write the record of applied commands {} ({e}); until it can be \
+                    "cannot write the record of applied commands {} ({}); until it can be \
                      written, each stamped command waits for the disk and is refused if it \
                      cannot be recorded",
-                    applied.path.display()
+                    applied.path.display(),
+                    crate::config::io_words(&e)
                 )),
             }
         }
         (applied, problems)
+    }
+
+    /// The records the last run left, floored when they cannot be trusted
+    /// whole (the text says why, for the log).
+    fn take_over(&mut self, now_millis: i64) -> Option<String> {
+        let why = match read(&self.path) {
+            Ok(None) => return None,
+            Ok(Some(file)) => {
+                for (i, name) in self.names.iter().enumerate() {
+                    self.records[i] = file.outputs.get(name).cloned();
+                }
+                let boot = self.boot.as_str();
+                self.marked = !boot.is_empty() && file.boot.as_deref() == Some(boot) && !file.clean;
+                format!(
+                    "{}, so commands applied just before may be missing from it",
+                    distrust(&file, boot)?
+                )
+            }
+            Err(why) => why,
+        };
+        floor(&mut self.records, now_millis);
+        Some(format!(
+            "the record of applied commands {} {why}; commands stamped before now are \
+             refused, since any of them might be a replay",
+            self.path.display()
+        ))
     }
 
     /// `Ok` when `stamp` has not been applied to `output` and nothing newer has.
@@ -247,6 +249,9 @@ impl Applied {
     /// At a clean stop, after the last command: the record, durably, marked
     /// clean, so the next boot trusts it. The text is a problem for the log.
     pub fn close(&mut self) -> Option<String> {
+        if self.names.is_empty() {
+            return None;
+        }
         self.syncer.flush();
         self.marked = false;
         self.write_durably(true).err().map(|e| {
@@ -642,6 +647,16 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(after.check(0, &stamp(T + 1, "id:c2")), Ok(()));
         assert_eq!(after.check(1, &stamp(T - 1, "id:c3")), Ok(()));
+    }
+
+    #[test]
+    fn a_device_without_outputs_writes_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, problems) =
+            Applied::load_with(dir.path(), &[], T, BOOT_A, syncer::fsync());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(applied.close(), None);
+        assert!(!dir.path().join(FILE_NAME).exists());
     }
 
     #[test]
