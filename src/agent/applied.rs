@@ -47,6 +47,9 @@ pub const FILE_NAME: &str = "applied-commands.json";
 pub const MAX_KEYS: usize = 16;
 /// Larger than any file this module writes (outputs × keys × key size).
 const MAX_FILE_BYTES: u64 = 256 * 1024;
+/// A step of the wall clock larger than this is the clock being set, not
+/// the jitter of reading two clocks.
+const CLOCK_STEP_MILLIS: i64 = 1000;
 /// Changes at every boot; the same for every process of one boot.
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 /// For the syncer's log lines.
@@ -99,6 +102,10 @@ pub struct Applied {
     /// records may be written without waiting for the disk.
     marked: bool,
     syncer: Syncer,
+    /// The monotonic and the wall clock when loaded, and the wall clock
+    /// (a parameter for tests), to see the wall clock being set.
+    loaded: (std::time::Instant, i64),
+    wall: fn() -> i64,
 }
 
 impl Applied {
@@ -131,6 +138,8 @@ impl Applied {
             boot: boot.to_string(),
             marked: false,
             syncer: Syncer::start(WHAT, IF_SYNC_FAILS, sync),
+            loaded: (std::time::Instant::now(), utc::now_unix_millis()),
+            wall: utc::now_unix_millis,
         };
         if names.is_empty() {
             // No output, no command to record: nothing to read or write.
@@ -184,23 +193,24 @@ impl Applied {
             return Ok(());
         };
         let when = utc::rfc3339_millis(stamp.at_millis);
-        if stamp.at_millis < last.ts {
+        let last_ts = self.ts_of(last);
+        if stamp.at_millis < last_ts {
             return Err(if last.lost {
                 format!(
                     "not applied: stamped {when}, before {}, when pinpost started without a \
                      complete record of applied commands (see its log then); send it again \
                      with a new \"ts\"",
-                    utc::rfc3339_millis(last.ts)
+                    utc::rfc3339_millis(last_ts)
                 )
             } else {
                 format!(
                     "not applied: stamped {when}, but a command stamped {} has already been \
                      applied to this output",
-                    utc::rfc3339_millis(last.ts)
+                    utc::rfc3339_millis(last_ts)
                 )
             });
         }
-        if stamp.at_millis == last.ts {
+        if stamp.at_millis == last_ts {
             if last.keys.contains(&stamp.key) {
                 return Err(format!(
                     "already applied: this command (stamped {when}) was applied before and is \
@@ -263,6 +273,25 @@ impl Applied {
         })
     }
 
+    /// A record's stamp; for a floor, the start time as the clock now
+    /// knows it. A Pi without a real-time clock may start with a clock
+    /// hours behind (fake-hwclock's last save): when the clock is later set
+    /// forward by more than [`CLOCK_STEP_MILLIS`], the floor moves with it,
+    /// so that the commands of the run before a power cut stay refused.
+    fn ts_of(&self, record: &Record) -> i64 {
+        if !record.lost {
+            return record.ts;
+        }
+        let (at, wall) = self.loaded;
+        let elapsed = i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let step = (self.wall)().saturating_sub(wall).saturating_sub(elapsed);
+        if step > CLOCK_STEP_MILLIS {
+            record.ts.saturating_add(step)
+        } else {
+            record.ts
+        }
+    }
+
     /// Without waiting for the disk when it may (the syncer catches up),
     /// or durably, when the disk does not yet hold this boot's mark or the
     /// last sync failed.
@@ -299,7 +328,11 @@ impl Applied {
                 .names
                 .iter()
                 .zip(&self.records)
-                .filter_map(|(name, r)| Some((name.clone(), r.clone()?)))
+                .filter_map(|(name, r)| {
+                    let r = r.as_ref()?;
+                    let ts = self.ts_of(r);
+                    Some((name.clone(), Record { ts, ..r.clone() }))
+                })
                 .collect(),
         };
         let text = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
@@ -647,6 +680,43 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(after.check(0, &stamp(T + 1, "id:c2")), Ok(()));
         assert_eq!(after.check(1, &stamp(T - 1, "id:c3")), Ok(()));
+    }
+
+    static FAKE_WALL: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+    #[test]
+    fn a_floor_moves_with_the_clock_when_it_is_set_after_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = load_in(dir.path(), BOOT_A, T);
+        applied.record(0, &stamp(T, "id:c1")).unwrap();
+        drop(applied);
+        // A Pi without a real-time clock after a power cut: it starts an
+        // hour behind (fake-hwclock), and the clock is set a while later.
+        let hour = 3_600_000;
+        let behind = T - hour;
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            fs::read_to_string(dir.path().join(FILE_NAME))
+                .unwrap()
+                .replace(BOOT_A, BOOT_B),
+        )
+        .unwrap();
+        let (mut after, problems) = load_in(dir.path(), BOOT_A, behind);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        FAKE_WALL.store(behind, Ordering::SeqCst);
+        after.loaded.1 = behind;
+        after.wall = || FAKE_WALL.load(Ordering::SeqCst);
+        assert_eq!(after.check(1, &stamp(behind, "id:x")), Ok(()));
+        // Set: now an hour and a minute on, which the start really was.
+        FAKE_WALL.store(behind + hour + 60_000, Ordering::SeqCst);
+        let e = after.check(1, &stamp(T + 1000, "id:c2")).unwrap_err();
+        assert!(e.contains("without a complete record"), "{e}");
+        assert_eq!(after.check(1, &stamp(T + 60_000, "id:c3")), Ok(()));
+        // And the floor that is written is the one the clock knows now.
+        after.record(0, &stamp(T + 60_000, "id:c3")).unwrap();
+        drop(after);
+        let (restarted, _) = load_in(dir.path(), BOOT_A, T + 61_000);
+        assert!(restarted.check(1, &stamp(T + 1000, "id:c2")).is_err());
     }
 
     #[test]
