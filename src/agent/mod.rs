@@ -21,6 +21,7 @@ mod inputs;
 mod outputs;
 mod refusals;
 mod sampling;
+mod syncer;
 mod systemd;
 
 use std::collections::BTreeMap;
@@ -205,8 +206,8 @@ impl Agent {
             }
         }
         let names: Vec<String> = config.outputs.iter().map(|o| o.name.clone()).collect();
-        let (applied, problem) = Applied::load(outbox.dir(), &names, utc::now_unix_millis());
-        if let Some(problem) = problem {
+        let (applied, problems) = Applied::load(outbox.dir(), &names, utc::now_unix_millis());
+        for problem in problems {
             tracing::warn!("{problem}");
         }
         let refusals = Refusals::new(config.outputs.len(), now);
@@ -791,6 +792,11 @@ impl Agent {
                     "not applied: pinpost is stopping (the output goes to its safe state)",
                 );
             }
+        }
+        // No command is carried out from here on: the record goes to the
+        // disk marked clean, which the next boot trusts.
+        if let Some(problem) = self.applied.close() {
+            tracing::warn!("{problem}");
         }
         if let Some(n) = self.refusals.take_unanswered() {
             log_unanswered(n);
