@@ -454,3 +454,49 @@ fn a_reconnect_asks_at_once_for_the_streams_this_run_uses_and_no_others() {
         &BTreeMap::from([("s/a".to_string(), 1 + SEQ_RESERVE)])
     );
 }
+
+#[test]
+fn a_message_the_hung_disk_cannot_take_does_not_evict_one_already_kept() {
+    // Room for about 2 MiB; the disk may fall 1 MiB behind.
+    let mut l = limits(2 << 20);
+    l.memory_limit = 64 << 10;
+    let mut q = Queue::new(l, true, 0, BTreeMap::new());
+    q.offline();
+    let payload = vec![b'x'; 1000];
+    // A long outage fills the outbox, the card keeping up.
+    while q.stats().queued_bytes + size_of("s/a", &payload) <= 2 << 20 {
+        assert_eq!(
+            q.push("s/a", payload.clone(), false, None, 1_000),
+            Pushed::Queued
+        );
+        for op in q.take_ops() {
+            if let SpoolOp::Write(_) = op {
+                q.on_done(SpoolDone::Written);
+            }
+        }
+    }
+    // Then the card slows down and answers only some writes: the outbox
+    // stays full and the disk falls 1 MiB behind, where new messages are
+    // refused.
+    let mut refused = 0;
+    for n in 0..4_000 {
+        let (queued, dropped) = (q.stats().queued, q.stats().dropped);
+        let pushed = q.push("s/a", payload.clone(), false, None, 1_000);
+        for (i, op) in q.take_ops().into_iter().enumerate() {
+            if let SpoolOp::Write(_) = op {
+                if (n + i) % 2 == 0 {
+                    q.on_done(SpoolDone::Written);
+                }
+            }
+        }
+        if pushed == Pushed::DiskBehind {
+            refused += 1;
+            assert_eq!(
+                (q.stats().queued, q.stats().dropped),
+                (queued, dropped + 1),
+                "a message refused for a hung disk evicts none already kept"
+            );
+        }
+    }
+    assert!(refused > 100, "{refused}");
+}
