@@ -58,13 +58,9 @@ impl Disk {
             }
             SpoolOp::Read(ids) => done.push(self.read(&ids)),
             SpoolOp::Reserve { seqs, epoch } => {
-                let mut error = None;
-                for (name, upto) in &seqs {
-                    if let Err(e) = self.spool.reserve(name, *upto, 1) {
-                        error = Some(e);
-                        break;
-                    }
-                }
+                // One frame and one sync for every stream a reconnect asks
+                // for, not one each.
+                let error = self.spool.reserve_upto(&seqs).err();
                 done.push(SpoolDone::Reserved { seqs, epoch, error });
             }
             SpoolOp::Release(seqs) => {
@@ -353,5 +349,44 @@ fn serve(
         if last {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconnect_reserves_every_stream_in_one_durable_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let mut disk = Disk::new(spool);
+        let seqs: BTreeMap<String, u64> = [("s/a", 1025), ("s/b", 1030), ("sensor/cpu", 2000)]
+            .into_iter()
+            .map(|(name, upto)| (name.to_string(), upto))
+            .collect();
+        let before = disk.file_bytes();
+        let mut done = Vec::new();
+        disk.apply(SpoolOp::Reserve { seqs, epoch: 3 }, &mut done);
+        assert!(
+            matches!(
+                &done[..],
+                [SpoolDone::Reserved {
+                    epoch: 3,
+                    error: None,
+                    ..
+                }]
+            ),
+            "{done:?}"
+        );
+        // Each durable write is one frame and one sync: one frame (head,
+        // count, then each name and seq) means one sync for all three.
+        let one_frame = 11 + 4 + [3u64, 3, 10].iter().map(|n| 2 + n + 8).sum::<u64>();
+        assert_eq!(disk.file_bytes() - before, one_frame);
+        drop(disk);
+        let (_, got) = Spool::open(dir.path()).unwrap();
+        assert!(got.unclean, "the reservation is on disk");
+        assert_eq!(got.seqs["s/b"], 1030);
+        assert_eq!(got.seqs["sensor/cpu"], 2000);
     }
 }
