@@ -304,6 +304,10 @@ fn serve(
     let mut done = Vec::new();
     loop {
         let message = match disk.due() {
+            // Due already: commit before taking more, or ops that keep
+            // coming (a card whose every write crawls) would put the sync
+            // and the forgets off for as long as they come.
+            Some(due) if due <= Instant::now() => None,
             Some(due) => {
                 match inbox.recv_timeout(due.saturating_duration_since(Instant::now())) {
                     Ok(message) => Some(message),
@@ -388,5 +392,50 @@ mod tests {
         assert!(got.unclean, "the reservation is on disk");
         assert_eq!(got.seqs["s/b"], 1030);
         assert_eq!(got.seqs["sensor/cpu"], 2000);
+    }
+
+    #[test]
+    fn ops_that_keep_coming_do_not_put_off_the_group_commit() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let wal = dir.path().join("outbox.wal");
+        let inode = || std::fs::metadata(&wal).unwrap().ino();
+        let before = inode();
+        let mut thread = SpoolThread::start(spool).unwrap();
+        let record = Record {
+            id: 1,
+            created_ms: 0,
+            topic: "s/a".into(),
+            payload: b"1".to_vec(),
+            retain: false,
+            stream: None,
+        };
+        assert!(thread.send(vec![SpoolOp::Write(vec![record])]));
+        // Forgetting the only record rewrites the file (a new inode) at
+        // the commit due SYNC_INTERVAL from now.
+        assert!(thread.send(vec![SpoolOp::Forget(vec![1])]));
+        // Meanwhile ops keep coming, each a durable write (as on a card
+        // whose writes crawl): the thread never finds its inbox empty.
+        let start = Instant::now();
+        let (mut outstanding, mut upto) = (0i64, 0);
+        while start.elapsed() < SYNC_INTERVAL * 5 {
+            while outstanding < 32 {
+                upto += 1;
+                let seqs = BTreeMap::from([("s/a".to_string(), upto)]);
+                assert!(thread.send(vec![SpoolOp::Reserve { seqs, epoch: 0 }]));
+                outstanding += 1;
+            }
+            match thread.wait_next() {
+                Some(Answer::Done(_)) => outstanding -= 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_ne!(
+            inode(),
+            before,
+            "the forget was committed within {:?} while {upto} ops came",
+            SYNC_INTERVAL * 5
+        );
     }
 }
