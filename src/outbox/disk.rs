@@ -302,8 +302,11 @@ fn serve(
     file_bytes: &AtomicU64,
 ) {
     let mut done = Vec::new();
+    // A message taken while gathering a batch, to handle next.
+    let mut taken = None;
     loop {
         let message = match disk.due() {
+            _ if taken.is_some() => taken.take(),
             // Due already: commit before taking more, or ops that keep
             // coming (a card whose every write crawls) would put the sync
             // and the forgets off for as long as they come.
@@ -331,8 +334,22 @@ fn serve(
             None => {
                 disk.commit(&mut done);
             }
-            Some(Message::Ops(ops)) => {
-                for op in ops {
+            Some(Message::Ops(mut ops)) => {
+                // Ops that came while the disk was busy are applied as one
+                // batch, so reservations asked one push at a time (the
+                // first states of several outputs) cost one sync. Bounded,
+                // so a commit that falls due is not put off.
+                for _ in 0..BATCH_MESSAGES {
+                    match inbox.try_recv() {
+                        Ok(Message::Ops(more)) => ops.extend(more),
+                        Ok(other) => {
+                            taken = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                for op in merge_reservations(ops) {
                     disk.apply(op, &mut done);
                 }
             }
@@ -354,6 +371,33 @@ fn serve(
             return;
         }
     }
+}
+
+/// Messages of ops gathered into one batch at most.
+const BATCH_MESSAGES: usize = 256;
+
+/// Merges reservations that follow one another (of one epoch) into one:
+/// the answer then covers every stream, in the same place among the ops.
+fn merge_reservations(ops: Vec<SpoolOp>) -> Vec<SpoolOp> {
+    let mut merged: Vec<SpoolOp> = Vec::with_capacity(ops.len());
+    for op in ops {
+        match (merged.last_mut(), op) {
+            (
+                Some(SpoolOp::Reserve { seqs, epoch }),
+                SpoolOp::Reserve {
+                    seqs: more,
+                    epoch: same,
+                },
+            ) if *epoch == same => {
+                for (name, upto) in more {
+                    let seq = seqs.entry(name).or_insert(upto);
+                    *seq = (*seq).max(upto);
+                }
+            }
+            (_, op) => merged.push(op),
+        }
+    }
+    merged
 }
 
 #[cfg(test)]
@@ -416,14 +460,16 @@ mod tests {
         // the commit due SYNC_INTERVAL from now.
         assert!(thread.send(vec![SpoolOp::Forget(vec![1])]));
         // Meanwhile ops keep coming, each a durable write (as on a card
-        // whose writes crawl): the thread never finds its inbox empty.
+        // whose writes crawl; each of its own epoch, so none are merged):
+        // the thread never finds its inbox empty.
         let start = Instant::now();
         let (mut outstanding, mut upto) = (0i64, 0);
         while start.elapsed() < SYNC_INTERVAL * 5 {
-            while outstanding < 32 {
+            // More than a batch waits at any time.
+            while outstanding < 2 * BATCH_MESSAGES as i64 {
                 upto += 1;
                 let seqs = BTreeMap::from([("s/a".to_string(), upto)]);
-                assert!(thread.send(vec![SpoolOp::Reserve { seqs, epoch: 0 }]));
+                assert!(thread.send(vec![SpoolOp::Reserve { seqs, epoch: upto }]));
                 outstanding += 1;
             }
             match thread.wait_next() {
@@ -436,6 +482,54 @@ mod tests {
             before,
             "the forget was committed within {:?} while {upto} ops came",
             SYNC_INTERVAL * 5
+        );
+    }
+
+    #[test]
+    fn reservations_asked_one_by_one_while_the_disk_is_busy_cost_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let wal = dir.path().join("outbox.wal");
+        let len = || std::fs::metadata(&wal).unwrap().len();
+        let mut thread = SpoolThread::start(spool).unwrap();
+        // The disk is busy: 40 durable writes that cannot be merged (each
+        // of its own epoch).
+        let busy: Vec<SpoolOp> = (1..=40)
+            .map(|n| SpoolOp::Reserve {
+                seqs: BTreeMap::from([("busy".to_string(), n)]),
+                epoch: n,
+            })
+            .collect();
+        let start = len();
+        assert!(thread.send(busy));
+        while len() == start {
+            std::thread::yield_now();
+        }
+        // Meanwhile four messages each ask for a stream of their own, as
+        // the first states of four outputs do.
+        let streams = ["output/a", "output/b", "output/c", "output/d"];
+        for name in streams {
+            let seqs = BTreeMap::from([(name.to_string(), 1024)]);
+            assert!(thread.send(vec![SpoolOp::Reserve { seqs, epoch: 99 }]));
+        }
+        assert!(thread.settle());
+        let mut answered = Vec::new();
+        loop {
+            match thread.wait_next() {
+                Some(Answer::Done(SpoolDone::Reserved {
+                    seqs, epoch: 99, ..
+                })) => {
+                    answered.push(seqs.into_keys().collect::<Vec<_>>());
+                }
+                Some(Answer::Done(_)) => {}
+                Some(Answer::Settled { .. }) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            answered,
+            [streams.map(String::from).to_vec()],
+            "one reservation, so one sync, for the four"
         );
     }
 }
