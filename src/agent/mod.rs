@@ -827,10 +827,17 @@ impl Agent {
     async fn drain(&mut self, link: &mut Link, deadline: Instant) {
         let _ = tokio::time::timeout_at(deadline, async {
             while !self.delivery.is_empty() {
-                match link.next_event().await {
-                    Some(LinkEvent::Acked { token, .. }) => self.on_acked(token),
-                    Some(LinkEvent::Down { .. }) | None => return,
-                    Some(_) => {}
+                tokio::select! {
+                    event = link.next_event() => match event {
+                        Some(LinkEvent::Acked { token, .. }) => self.on_acked(token),
+                        Some(LinkEvent::Down { .. }) | None => return,
+                        Some(_) => {}
+                    },
+                    // Messages only on disk leave once the spool thread has
+                    // read them back, and new ones once their seq is
+                    // reserved: without its answers the rest would wait
+                    // out the deadline here.
+                    answer = self.delivery.next_answer() => self.delivery.on_answer(answer),
                 }
             }
         })

@@ -58,13 +58,9 @@ impl Disk {
             }
             SpoolOp::Read(ids) => done.push(self.read(&ids)),
             SpoolOp::Reserve { seqs, epoch } => {
-                let mut error = None;
-                for (name, upto) in &seqs {
-                    if let Err(e) = self.spool.reserve(name, *upto, 1) {
-                        error = Some(e);
-                        break;
-                    }
-                }
+                // One frame and one sync for every stream a reconnect asks
+                // for, not one each.
+                let error = self.spool.reserve_upto(&seqs).err();
                 done.push(SpoolDone::Reserved { seqs, epoch, error });
             }
             SpoolOp::Release(seqs) => {
@@ -306,8 +302,15 @@ fn serve(
     file_bytes: &AtomicU64,
 ) {
     let mut done = Vec::new();
+    // A message taken while gathering a batch, to handle next.
+    let mut taken = None;
     loop {
         let message = match disk.due() {
+            _ if taken.is_some() => taken.take(),
+            // Due already: commit before taking more, or ops that keep
+            // coming (a card whose every write crawls) would put the sync
+            // and the forgets off for as long as they come.
+            Some(due) if due <= Instant::now() => None,
             Some(due) => {
                 match inbox.recv_timeout(due.saturating_duration_since(Instant::now())) {
                     Ok(message) => Some(message),
@@ -331,8 +334,22 @@ fn serve(
             None => {
                 disk.commit(&mut done);
             }
-            Some(Message::Ops(ops)) => {
-                for op in ops {
+            Some(Message::Ops(mut ops)) => {
+                // Ops that came while the disk was busy are applied as one
+                // batch, so reservations asked one push at a time (the
+                // first states of several outputs) cost one sync. Bounded,
+                // so a commit that falls due is not put off.
+                for _ in 0..BATCH_MESSAGES {
+                    match inbox.try_recv() {
+                        Ok(Message::Ops(more)) => ops.extend(more),
+                        Ok(other) => {
+                            taken = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                for op in merge_reservations(ops) {
                     disk.apply(op, &mut done);
                 }
             }
@@ -353,5 +370,166 @@ fn serve(
         if last {
             return;
         }
+    }
+}
+
+/// Messages of ops gathered into one batch at most.
+const BATCH_MESSAGES: usize = 256;
+
+/// Merges reservations that follow one another (of one epoch) into one:
+/// the answer then covers every stream, in the same place among the ops.
+fn merge_reservations(ops: Vec<SpoolOp>) -> Vec<SpoolOp> {
+    let mut merged: Vec<SpoolOp> = Vec::with_capacity(ops.len());
+    for op in ops {
+        match (merged.last_mut(), op) {
+            (
+                Some(SpoolOp::Reserve { seqs, epoch }),
+                SpoolOp::Reserve {
+                    seqs: more,
+                    epoch: same,
+                },
+            ) if *epoch == same => {
+                for (name, upto) in more {
+                    let seq = seqs.entry(name).or_insert(upto);
+                    *seq = (*seq).max(upto);
+                }
+            }
+            (_, op) => merged.push(op),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconnect_reserves_every_stream_in_one_durable_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let mut disk = Disk::new(spool);
+        let seqs: BTreeMap<String, u64> = [("s/a", 1025), ("s/b", 1030), ("sensor/cpu", 2000)]
+            .into_iter()
+            .map(|(name, upto)| (name.to_string(), upto))
+            .collect();
+        let before = disk.file_bytes();
+        let mut done = Vec::new();
+        disk.apply(SpoolOp::Reserve { seqs, epoch: 3 }, &mut done);
+        assert!(
+            matches!(
+                &done[..],
+                [SpoolDone::Reserved {
+                    epoch: 3,
+                    error: None,
+                    ..
+                }]
+            ),
+            "{done:?}"
+        );
+        // Each durable write is one frame and one sync: one frame (head,
+        // count, then each name and seq) means one sync for all three.
+        let one_frame = 11 + 4 + [3u64, 3, 10].iter().map(|n| 2 + n + 8).sum::<u64>();
+        assert_eq!(disk.file_bytes() - before, one_frame);
+        drop(disk);
+        let (_, got) = Spool::open(dir.path()).unwrap();
+        assert!(got.unclean, "the reservation is on disk");
+        assert_eq!(got.seqs["s/b"], 1030);
+        assert_eq!(got.seqs["sensor/cpu"], 2000);
+    }
+
+    #[test]
+    fn ops_that_keep_coming_do_not_put_off_the_group_commit() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let wal = dir.path().join("outbox.wal");
+        let inode = || std::fs::metadata(&wal).unwrap().ino();
+        let before = inode();
+        let mut thread = SpoolThread::start(spool).unwrap();
+        let record = Record {
+            id: 1,
+            created_ms: 0,
+            topic: "s/a".into(),
+            payload: b"1".to_vec(),
+            retain: false,
+            stream: None,
+        };
+        assert!(thread.send(vec![SpoolOp::Write(vec![record])]));
+        // Forgetting the only record rewrites the file (a new inode) at
+        // the commit due SYNC_INTERVAL from now.
+        assert!(thread.send(vec![SpoolOp::Forget(vec![1])]));
+        // Meanwhile ops keep coming, each a durable write (as on a card
+        // whose writes crawl; each of its own epoch, so none are merged):
+        // the thread never finds its inbox empty.
+        let start = Instant::now();
+        let (mut outstanding, mut upto) = (0i64, 0);
+        while start.elapsed() < SYNC_INTERVAL * 5 {
+            // More than a batch waits at any time.
+            while outstanding < 2 * BATCH_MESSAGES as i64 {
+                upto += 1;
+                let seqs = BTreeMap::from([("s/a".to_string(), upto)]);
+                assert!(thread.send(vec![SpoolOp::Reserve { seqs, epoch: upto }]));
+                outstanding += 1;
+            }
+            match thread.wait_next() {
+                Some(Answer::Done(_)) => outstanding -= 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_ne!(
+            inode(),
+            before,
+            "the forget was committed within {:?} while {upto} ops came",
+            SYNC_INTERVAL * 5
+        );
+    }
+
+    #[test]
+    fn reservations_asked_one_by_one_while_the_disk_is_busy_cost_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let wal = dir.path().join("outbox.wal");
+        let len = || std::fs::metadata(&wal).unwrap().len();
+        let mut thread = SpoolThread::start(spool).unwrap();
+        // The disk is busy: 40 durable writes that cannot be merged (each
+        // of its own epoch).
+        let busy: Vec<SpoolOp> = (1..=40)
+            .map(|n| SpoolOp::Reserve {
+                seqs: BTreeMap::from([("busy".to_string(), n)]),
+                epoch: n,
+            })
+            .collect();
+        let start = len();
+        assert!(thread.send(busy));
+        while len() == start {
+            std::thread::yield_now();
+        }
+        // Meanwhile four messages each ask for a stream of their own, as
+        // the first states of four outputs do.
+        let streams = ["output/a", "output/b", "output/c", "output/d"];
+        for name in streams {
+            let seqs = BTreeMap::from([(name.to_string(), 1024)]);
+            assert!(thread.send(vec![SpoolOp::Reserve { seqs, epoch: 99 }]));
+        }
+        assert!(thread.settle());
+        let mut answered = Vec::new();
+        loop {
+            match thread.wait_next() {
+                Some(Answer::Done(SpoolDone::Reserved {
+                    seqs, epoch: 99, ..
+                })) => {
+                    answered.push(seqs.into_keys().collect::<Vec<_>>());
+                }
+                Some(Answer::Done(_)) => {}
+                Some(Answer::Settled { .. }) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            answered,
+            [streams.map(String::from).to_vec()],
+            "one reservation, so one sync, for the four"
+        );
     }
 }

@@ -46,9 +46,9 @@
 //! - [`Spool::write`] reaches the kernel only; [`Spool::sync`] makes it
 //!   durable.
 //! - [`Spool::append`] (a write and a sync), [`Spool::forget`],
-//!   [`Spool::checkpoint`], [`Spool::reserve`], [`Spool::close`] and
-//!   [`Spool::compact`] are durable.
-//! - `write`, `append`, `forget`, `checkpoint` and `reserve` may then compact
+//!   [`Spool::checkpoint`], [`Spool::reserve`], [`Spool::reserve_upto`],
+//!   [`Spool::close`] and [`Spool::compact`] are durable.
+//! - `write`, `append`, `forget`, `checkpoint` and the reserves may then compact
 //!   the file on their own (see `compaction`); `close`, `sync` and `read`
 //!   never do. A compaction that succeeds leaves the whole file durable.
 //!   One that fails does not fail the write that triggered it: it is kept
@@ -387,6 +387,32 @@ impl Spool {
         put_frame(&mut bytes, KIND_RESERVE, &body);
         self.write_durably(&bytes)?;
         raise(&mut self.reserved, name, upto);
+        self.maybe_compact();
+        Ok(())
+    }
+
+    /// Reserves each stream's seqs up to its value in one reserve frame,
+    /// durable on disk before it returns Ok: one sync however many streams
+    /// (a reconnect asks for every stream at once, and on an SD card each
+    /// sync can take hundreds of milliseconds). Streams already reserved
+    /// that far are left out; if none is left nothing is written. May
+    /// compact afterwards, as `write` does.
+    pub fn reserve_upto(&mut self, upto: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
+        let new: Vec<(&String, u64)> = upto
+            .iter()
+            .filter(|(name, upto)| self.reserved.get(*name).is_none_or(|known| **upto > *known))
+            .map(|(name, upto)| (name, *upto))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let body = checkpoint_body(new.iter().copied()).map_err(|what| self.too_large(what))?;
+        let mut bytes = Vec::new();
+        put_frame(&mut bytes, KIND_RESERVE, &body);
+        self.write_durably(&bytes)?;
+        for (name, upto) in new {
+            raise(&mut self.reserved, name, upto);
+        }
         self.maybe_compact();
         Ok(())
     }
