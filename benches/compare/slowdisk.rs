@@ -79,6 +79,13 @@ async fn run(delay: Option<u32>, rows: &mut Vec<Row>) {
     let stamped = commands(&publisher, &mut answers, device, true).await;
     let unstamped = commands(&publisher, &mut answers, device, false).await;
 
+    // The pin moved when the agent logged "applied" (right after the
+    // board write); its log line carries the time to the microsecond.
+    let applied = applied_times(&tokio::task::block_in_place(|| {
+        agent.log(Duration::from_millis(300))
+    }));
+    let to_pin = pin_latencies(&[&stamped, &unstamped], &applied);
+
     // B: the broker away for OUTAGE, the agent spooling all the while.
     tokio::task::block_in_place(|| {
         // SIGTERM: Mosquitto saves the witness's session and what is queued
@@ -111,6 +118,34 @@ async fn run(delay: Option<u32>, rows: &mut Vec<Row>) {
     let seen = witness.finish();
 
     let target = "target: p99 ≤ 5 ms";
+    for (kind, samples) in ["stamped", "unstamped"].into_iter().zip(&to_pin) {
+        let figure = match samples {
+            Some(samples) if !samples.is_empty() => {
+                let (p50, p99, max) = percentiles(samples.clone());
+                format!("{} / {} / {}", ms(p50), ms(p99), ms(max))
+            }
+            Some(_) => "no command applied".to_string(),
+            None => format!(
+                "unmatched: {} applied lines for {} commands",
+                applied.len(),
+                stamped.sent_us.len() + unstamped.sent_us.len()
+            ),
+        };
+        let over = samples
+            .iter()
+            .flatten()
+            .filter(|d| **d > Duration::from_millis(5))
+            .count();
+        rows.push(row(
+            &format!(
+                "slow disk ({setup}): command → pin, {kind}, {} applied ({over} over 5 ms), p50 / p99 / max",
+                samples.as_ref().map_or(0, Vec::len)
+            ),
+            figure,
+            target,
+            None,
+        ));
+    }
     for (kind, answered) in [("stamped", &stamped), ("unstamped", &unstamped)] {
         let figure = if answered.samples.is_empty() {
             "no command answered".to_string()
@@ -126,7 +161,7 @@ async fn run(delay: Option<u32>, rows: &mut Vec<Row>) {
             .count();
         rows.push(row(
             &format!(
-                "slow disk ({setup}): command → result, {kind}, {} answered ({over} over 5 ms){}, p50 / p99 / max",
+                "slow disk ({setup}): command → result (through the spool), {kind}, {} answered ({over} over 5 ms){}, p50 / p99 / max",
                 answered.samples.len(),
                 answered.trouble()
             ),
@@ -237,6 +272,9 @@ fn child_of(parent: u32) -> Option<u32> {
 #[derive(Default)]
 struct Answered {
     samples: Vec<Duration>,
+    /// When each command answered `ok` was published (Unix µs), in order:
+    /// matched to the agent's "applied" log lines for command → pin.
+    sent_us: Vec<i64>,
     refused: usize,
     unanswered: usize,
 }
@@ -283,6 +321,7 @@ async fn commands(
             format!(r#"{{"action":"{action}","id":"{id}"}}"#)
         };
         let t0 = Instant::now();
+        let sent_us = unix_us();
         publisher
             .publish(&topic, payload.into(), Qos::AtLeastOnce, false)
             .await
@@ -293,6 +332,7 @@ async fn commands(
                 Ok(Some((answered, ok, at))) if answered == id => {
                     if ok {
                         out.samples.push(at - t0);
+                        out.sent_us.push(sent_us);
                     } else {
                         out.refused += 1;
                     }
@@ -401,4 +441,52 @@ impl Readings {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *seen)
     }
+}
+
+/// Now, in Unix microseconds.
+fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The times (Unix µs) of the agent's "applied" log lines, in order. A line
+/// starts with its RFC 3339 time to the microsecond (tracing's default).
+fn applied_times(log: &str) -> Vec<i64> {
+    log.lines()
+        .filter(|line| line.contains(" applied"))
+        .filter_map(|line| {
+            let stamp = line.split_whitespace().next()?;
+            let (seconds, fraction) = stamp.trim_end_matches('Z').split_once('.')?;
+            let whole = pinpost::utc::parse_rfc3339_millis(&format!("{seconds}Z"))?;
+            let digits: String = fraction.chars().take(6).collect();
+            let micros: i64 = format!("{digits:0<6}").parse().ok()?;
+            Some(whole * 1000 + micros)
+        })
+        .collect()
+}
+
+/// Command → pin for each kind, pairing the commands answered `ok`, in the
+/// order sent, with the "applied" lines in order; `None` for both when the
+/// counts differ (a line lost or an extra one: no honest pairing).
+fn pin_latencies(kinds: &[&Answered], applied: &[i64]) -> Vec<Option<Vec<Duration>>> {
+    let total: usize = kinds.iter().map(|a| a.sent_us.len()).sum();
+    if total != applied.len() {
+        return vec![None; kinds.len()];
+    }
+    let mut at = applied.iter();
+    kinds
+        .iter()
+        .map(|a| {
+            Some(
+                a.sent_us
+                    .iter()
+                    .zip(at.by_ref())
+                    .map(|(sent, done)| {
+                        Duration::from_micros(u64::try_from(done - sent).unwrap_or(0))
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
 }

@@ -532,4 +532,55 @@ mod tests {
             "one reservation, so one sync, for the four"
         );
     }
+
+    fn big(id: u64) -> Record {
+        Record {
+            id,
+            created_ms: 1,
+            topic: "s/a".into(),
+            payload: vec![b'x'; 1000],
+            retain: false,
+            stream: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_automatic_compaction_is_answered_so_the_agent_logs_it() {
+        let tiny = crate::outbox::tests::TinyDisk::mount(256 << 10);
+        let (spool, _) = Spool::open(&tiny.path().join("outbox")).unwrap();
+        let mut disk = Disk::new(spool);
+        let mut done = Vec::new();
+        disk.apply(SpoolOp::Write((1..=120).map(big).collect()), &mut done);
+        assert!(disk.commit(&mut done));
+        assert!(matches!(done[..], [SpoolDone::Written]), "{done:?}");
+        done.clear();
+        // Room for a forget frame, none for a compacted copy of 40 records.
+        tiny.fill();
+        let filler = tiny.path().join("filler");
+        let size = std::fs::metadata(&filler).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .unwrap()
+            .set_len(size - 8192)
+            .unwrap();
+        disk.apply(SpoolOp::Forget((1..=80).collect()), &mut done);
+        disk.commit(&mut done);
+        let said: Vec<String> = done
+            .iter()
+            .map(|d| match d {
+                SpoolDone::Failed(e) => e.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert!(
+            said.iter().any(|s| s.contains("No space left on device")),
+            "the compaction's failure is answered: {said:?}"
+        );
+        assert_eq!(
+            disk.spool.live_count(),
+            40,
+            "the forget itself went through"
+        );
+    }
 }
