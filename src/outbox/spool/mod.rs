@@ -136,6 +136,9 @@ pub struct Spool {
     reserved: BTreeMap<String, u64>,
     next_id: u64,
     compaction_error: Option<SpoolError>,
+    /// Frames that would be durable on return only reach the kernel; the
+    /// owner syncs (see [`Spool::defer_syncs`]).
+    deferred: bool,
     /// After a failed automatic compaction, none is tried again before the
     /// file reaches this size, so a full disk does not cost a rewrite per call.
     retry_compaction_at: u64,
@@ -210,6 +213,7 @@ impl Spool {
             reserved: scan.reserved.clone(),
             next_id: scan.next_id,
             compaction_error: None,
+            deferred: false,
             retry_compaction_at: 0,
         };
         // A run that did not stop cleanly may have used every seq it had
@@ -508,9 +512,27 @@ impl Spool {
         Ok(Some(record))
     }
 
-    /// Writes at the end of the file and syncs: durable on Ok.
+    /// Writes at the end of the file and syncs: durable on Ok, unless syncs
+    /// are deferred to the owner.
     fn write_durably(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
-        self.write_at_end(bytes, true)
+        self.write_at_end(bytes, !self.deferred)
+    }
+
+    /// From here on, the frames `forget`, `checkpoint`, `reserve_upto` and
+    /// `close` append only reach the kernel when they return; the owner
+    /// makes them durable with [`Spool::sync`], or from another thread
+    /// through [`Spool::sync_handle`], so that a slow disk's sync does not
+    /// hold up the next read or write. Compaction still syncs its copy and
+    /// the directory itself.
+    pub fn defer_syncs(&mut self) {
+        self.deferred = true;
+    }
+
+    /// A second handle on the current file, to sync it from elsewhere (it
+    /// stays on this file when a compaction replaces it: take a new one
+    /// for each sync).
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
     }
 
     /// Writes at the end of the file (reaching the kernel), and syncs when
