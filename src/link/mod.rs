@@ -8,6 +8,8 @@
 //! link knows nothing of pins, sensors or what messages mean.
 
 mod backoff;
+#[cfg(test)]
+mod batching;
 mod diagnose;
 mod prompt;
 mod tracking;

@@ -10,6 +10,9 @@ use tokio::select;
 use tokio::time::{self, Instant, Sleep};
 
 use std::collections::VecDeque;
+
+/// pinpost: most requests written before one flush (see `select`).
+const MAX_WRITE_BATCH: usize = 64;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -242,8 +245,31 @@ impl EventLoop {
                 self.mqtt_options.pending_throttle
             ), if !self.pending.is_empty() || (!inflight_full && !collision) => match o {
                 Ok(request) => {
+                    let publish = matches!(request, Request::Publish(_));
                     if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
                         network.write(outgoing).await?;
+                    }
+                    // pinpost: write the publishes already queued behind this
+                    // one before a single flush (one TLS record, one write),
+                    // within the same flow control as the branch's guard.
+                    if publish && self.pending.is_empty() {
+                        for _ in 1..MAX_WRITE_BATCH {
+                            if self.state.inflight >= self.mqtt_options.inflight
+                                || self.state.collision.is_some()
+                            {
+                                break;
+                            }
+                            let Ok(request) = self.requests_rx.try_recv() else {
+                                break;
+                            };
+                            let publish = matches!(request, Request::Publish(_));
+                            if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
+                                network.write(outgoing).await?;
+                            }
+                            if !publish {
+                                break;
+                            }
+                        }
                     }
                     match time::timeout(network_timeout, network.flush()).await {
                         Ok(inner) => inner?,
