@@ -108,7 +108,13 @@ pub async fn run(
     tracing::info!(
         device = %config.device.id,
         board = board.name(),
-        broker = %format!("{}:{}", config.broker.host, config.broker.port),
+        broker = %config
+            .broker
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         "starting"
     );
     let mut agent = Agent::new(config, board, link.publisher(), outbox);
@@ -278,8 +284,8 @@ impl Agent {
 
     fn on_link(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Connected { .. } => {
-                let target = format!("{}:{}", self.config.broker.host, self.config.broker.port);
+            LinkEvent::Connected { broker, .. } => {
+                let target = broker.to_string();
                 tracing::info!(broker = %target, "connected");
                 systemd::status(&format!("connected to {target}"));
                 self.last_failure = None;

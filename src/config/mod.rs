@@ -8,6 +8,7 @@
 //! the same way as a bad key. This module knows nothing of rumqttc or rustls.
 
 mod build;
+pub mod endpoints;
 mod homeassistant;
 mod outbox;
 pub mod pins;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use build::Overrides;
+pub use endpoints::{Endpoint, Order};
 pub use homeassistant::{
     Component, DiscoveryForm, Entity, EntityCategory, HomeAssistant, Published, SensorEntity,
 };
@@ -52,8 +54,15 @@ pub struct Device {
 
 #[derive(Debug, Clone)]
 pub struct Broker {
+    /// The first of [`Broker::endpoints`]: where a single broker is, and
+    /// the name the words use when there is one.
     pub host: String,
     pub port: u16,
+    /// Every broker to try, in the order this device tries them (`hosts`,
+    /// arranged by `order`); one entry, `host:port`, for a single broker.
+    pub endpoints: Vec<Endpoint>,
+    /// Which endpoint a device tries first.
+    pub order: Order,
     /// Where `publish`, `subscribe` and `check` connect instead of `port`:
     /// the broker's second listener, where a certificate's client id is its
     /// subject, so they run beside the agent (whose id is the device id)

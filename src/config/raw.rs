@@ -41,6 +41,8 @@ pub struct RawDevice {
 #[serde(deny_unknown_fields)]
 pub struct RawBroker {
     pub host: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub order: Option<String>,
     pub port: Option<i64>,
     pub cli_port: Option<i64>,
     pub client_id: Option<String>,
