@@ -284,3 +284,49 @@ fn publish_tries_each_broker_once_at_once_and_says_which_answered() {
     });
     assert_eq!(got, ["t/hosts via the second"]);
 }
+
+#[test]
+fn check_tries_every_broker_and_names_the_one_that_fails() {
+    let pki = Pki::new("check-hosts");
+    let server = pki.server(&["127.0.0.1"]);
+    let device = pki.client("pi-01");
+    let broker = Broker::mutual(&pki, server);
+    let dead = free_port("127.0.0.1");
+    let config = pki.path().join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[device]\nid = \"pi-01\"\n[broker]\nhosts = [\"127.0.0.1:{}\", \
+             \"127.0.0.1:{dead}\"]\n[broker.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\n\
+             key_file = \"{}\"\n",
+            broker.port,
+            pki.ca.cert.display(),
+            device.cert.display(),
+            device.key.display()
+        ),
+    )
+    .unwrap();
+    let out = pinpost(
+        &strings(&["check", "--config", &config.display().to_string()]),
+        Duration::from_secs(20),
+    );
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "broker mqtts://127.0.0.1:{}, mqtts://127.0.0.1:{dead}",
+            broker.port
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("\u{2713} connected to 127.0.0.1:{}", broker.port)),
+        "the good one passes: {said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "\u{2717} connecting to 127.0.0.1:{dead}: connection refused"
+        )),
+        "the dead one is named: {said}"
+    );
+}

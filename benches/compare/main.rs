@@ -84,6 +84,9 @@ fn main() {
         for n in [100, 1000] {
             runtime.block_on(fleet::storm(&mut rig, n, &mut rows));
         }
+        for n in [100, 1000] {
+            runtime.block_on(fleet::failover(&rig, n, &mut rows));
+        }
     }
     print_table(&rows);
     println!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());

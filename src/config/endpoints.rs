@@ -157,3 +157,92 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+
+    use crate::config::{Overrides, from_text};
+
+    fn config(broker: &str, overrides: &Overrides) -> Result<crate::config::Config, String> {
+        from_text(
+            &format!("[device]\nid = \"pi\"\n[broker]\n{broker}\n[broker.tls]\n"),
+            None,
+            overrides,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn endpoints(c: &crate::config::Config) -> Vec<String> {
+        c.broker.endpoints.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn hosts_take_the_port_unless_they_name_one_and_the_first_is_host() {
+        let c = config(
+            "hosts = [\"node1\", \"node2:1884\"]\nport = 9883",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(endpoints(&c), ["node1:9883", "node2:1884"]);
+        assert_eq!((c.broker.host.as_str(), c.broker.port), ("node1", 9883));
+        let c = config("host = \"node1\"", &Overrides::default()).unwrap();
+        assert_eq!(endpoints(&c), ["node1:8883"], "TLS's default port");
+    }
+
+    #[test]
+    fn host_and_hosts_together_an_empty_list_and_repeats_are_refused() {
+        let e = config("host = \"a\"\nhosts = [\"b\"]", &Overrides::default()).unwrap_err();
+        assert!(
+            e.contains("set broker.host (one broker) or broker.hosts (several), not both"),
+            "{e}"
+        );
+        let e = config("hosts = []", &Overrides::default()).unwrap_err();
+        assert!(e.contains("lists 0 brokers; allowed: 1 to 16"), "{e}");
+        let e = config("hosts = [\"a\", \"a:8883\"]", &Overrides::default()).unwrap_err();
+        assert!(e.contains("names a:8883 twice"), "{e}");
+        let e = config("hosts = [\"a b\"]", &Overrides::default()).unwrap_err();
+        assert!(
+            e.contains("broker.hosts") && e.contains("is not a broker address"),
+            "{e}"
+        );
+        let e = config("hosts = [\"a\"]\norder = \"random\"", &Overrides::default()).unwrap_err();
+        assert!(
+            e.contains("\"random\" is not an order; allowed: \"in_order\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plain_mqtt_to_any_listed_host_off_this_machine_is_refused() {
+        let e = from_text(
+            "[device]\nid = \"pi\"\n[broker]\nhosts = [\"127.0.0.1\", \"10.0.0.9\"]\n",
+            None,
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("broker.hosts") && e.contains("plain MQTT without TLS to 10.0.0.9"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn h_given_twice_replaces_the_configs_brokers() {
+        let flags = Overrides {
+            hosts: vec!["x:1".into(), "y".into()],
+            ..Overrides::default()
+        };
+        let c = config("host = \"node1\"", &flags).unwrap();
+        assert_eq!(endpoints(&c), ["x:1", "y:8883"]);
+        let c = config(
+            "hosts = [\"a\", \"b\"]",
+            &Overrides {
+                hosts: vec!["z".into()],
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(endpoints(&c), ["z:8883"]);
+    }
+}
