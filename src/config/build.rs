@@ -63,7 +63,7 @@ fn steps_of(key: &str) -> Vec<Step<'_>> {
 }
 
 /// Where each key's value came from, to point errors at the right place.
-pub(super) struct Origins<'t> {
+pub(in crate::config) struct Origins<'t> {
     file: Option<PathBuf>,
     layout: Layout<'t>,
     flags: HashMap<&'static str, &'static str>,
@@ -127,8 +127,12 @@ pub(super) fn build(
         layout,
         flags,
     };
+    let profile = super::profile::parse(&raw.broker, &origins)?;
+    super::profile::defaults(profile, &mut raw.broker);
     let device = device(&raw, &origins)?;
-    let broker = broker(&raw, overrides, &origins)?;
+    let mut broker = broker(&raw, overrides, &origins)?;
+    super::profile::check(profile, &broker, &device.id, &origins)?;
+    broker.profile = profile;
     let reconnect = reconnect(&raw, &origins)?;
     let pins = super::pins::build(&raw, &origins)?;
     let outbox = super::outbox::build(&raw, &origins)?;
@@ -413,6 +417,7 @@ fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, Co
         port,
         endpoints,
         order,
+        profile: super::Profile::Mqtt,
         cli_port,
         client_id,
         credentials: credentials(raw, o)?,
@@ -598,8 +603,19 @@ fn tls(t: &RawTls, ov: &Overrides, o: &Origins<'_>) -> Result<Tls, ConfigError> 
             ));
         }
     }
+    let alpn = t.alpn.clone().unwrap_or_default();
+    if let Some(bad) = alpn
+        .iter()
+        .find(|p| p.is_empty() || p.len() > 255 || !p.is_ascii())
+    {
+        return Err(o.invalid(
+            "broker.tls.alpn",
+            format!("{bad:?} is not an ALPN protocol name (1 to 255 ASCII characters)"),
+        ));
+    }
     Ok(Tls {
         ca_file: file("broker.tls.ca_file", &t.ca_file)?,
+        alpn,
         cert_file,
         key_file,
         server_name: t.server_name.clone(),

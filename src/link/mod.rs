@@ -259,6 +259,8 @@ impl Link {
         // that keeps Nagle on (Mosquitto as installed); see `prompt`.
         network.set_tcp_nodelay(true);
         network.set_tcp_stream_wrapper(prompt::wrap);
+        // A name-based service reached by address still gets its name.
+        network.set_tls_server_name(broker.tls.as_ref().and_then(|t| t.server_name.clone()));
         eventloop.set_network_options(network);
         let target = Target {
             host: first.host.clone(),
@@ -269,6 +271,7 @@ impl Link {
             keep_alive: broker.keep_alive,
             tls,
             max_incoming,
+            profile: broker.profile,
         };
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
         let handed = Handed::default();

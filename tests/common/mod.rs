@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod front;
 pub mod subscriber;
 
 use std::io::{BufRead, BufReader};
