@@ -209,6 +209,21 @@ fn a_node_cut_then_killed_costs_no_reading_the_other_node_takes_over() {
     );
     let moved = cut.elapsed();
     witness.read(Duration::from_secs(3));
+    // Node 1 gives up on the cut connection (1.5 x keep-alive) and
+    // publishes the agent's Last Will, which the bridge carries to node 2:
+    // a stale "offline" about an agent that is online there.
+    witness.read((cut + Duration::from_secs(10)).saturating_duration_since(Instant::now()));
+    let status = Netns::exec(&net.n2, "mosquitto_sub")
+        .args(["-C", "1", "-W", "10", "-h", &net.n2_addr])
+        .args(["-p", &n2.port.to_string(), "-t", "pinpost/pi-01/status"])
+        .args(tls_args(&pki.ca.cert, Some(&operator)))
+        .output()
+        .expect("mosquitto_sub");
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout).trim(),
+        "online",
+        "the retained status on the node the agent uses"
+    );
     // Node 1 dies for good; what it acknowledged has long been bridged.
     n1.stop();
     witness.read(Duration::from_secs(3));
