@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every benchmark in one go and prints a table of figures and ratios
 # (see BENCHMARKS.md): pinpost beside mosquitto_pub on one Mosquitto with
-# mutual TLS, its footprint beside mqtt-io's, the Pi binaries' sizes, and a
-# fleet's reconnect storm. Installs Mosquitto, its clients and Python's venv
-# if missing (Debian, as root) and mqtt-io from PyPI into target/bench;
-# builds the Pi binaries with scripts/cross-build.sh. Arguments name the
-# figures to run (edge, command, throughput, one-shot, footprint, fleet).
+# mutual TLS, its footprint beside mqtt-io's, the Pi binaries' sizes, a
+# fleet's reconnect storm, and the agent on a slow disk. Installs Mosquitto,
+# its clients, strace and Python's venv if missing (Debian, as root) and
+# mqtt-io from PyPI into target/bench; builds the Pi binaries with
+# scripts/cross-build.sh. Arguments name the figures to run (edge, command,
+# throughput, one-shot, footprint, fleet, slow-disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ missing=()
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
+# The slow-disk figure delays the agent's fsyncs with strace's inject.
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then

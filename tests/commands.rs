@@ -312,3 +312,222 @@ fn with_a_persistent_session_queued_commands_without_ts_are_not_applied() {
     assert_eq!(result, serde_json::json!({"id": "q3", "ok": true}));
     stop(agent);
 }
+
+/// The pid of pinpost started under strace (strace's only child).
+fn traced_pinpost(strace: &Background) -> String {
+    let children = format!("/proc/{0}/task/{0}/children", strace.pid());
+    let pids = std::fs::read_to_string(&children).unwrap();
+    pids.split_whitespace()
+        .next()
+        .expect("pinpost under strace")
+        .to_string()
+}
+
+/// With every fsync and fdatasync delayed by 300 ms, as a slow SD card
+/// does, stamped commands sent back to back are all applied, and the
+/// event loop never waits for the disk to apply one: between the first
+/// command's record and the last one's, the loop's thread (pinpost's main
+/// thread, which runs the current-thread runtime) makes no fsync or
+/// fdatasync at all; the record's fsyncs are made by another thread. This
+/// is an ordering fact read from strace, not a timing: it holds however
+/// slow the machine is.
+#[test]
+fn with_a_slow_disk_stamped_commands_are_applied_without_the_loop_waiting_for_fsync() {
+    require_tool("strace", "strace");
+    let rig = Rig::new(false);
+    let config = rig.config("", "min_interval = \"0ms\"");
+    let witness = rig.witness();
+    let trace = rig.pki.path().join("strace.txt");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-tt", "-y", "-o"])
+        .arg(&trace)
+        .args(["-e", "trace=fsync,fdatasync,rename,renameat,renameat2"])
+        .args(["-e", "inject=fsync:delay_exit=300000"])
+        .args(["-e", "inject=fdatasync:delay_exit=300000"])
+        .args([PINPOST, "run", "--config"])
+        .arg(&config)
+        .env("STATE_DIRECTORY", rig.state.path());
+    let agent = Background::spawn(cmd);
+    witness.wait_until("online", WAIT, |l| l == "pinpost/pi-01/status online");
+
+    // Back to back, on one connection: on, off, on, off, on.
+    const N: usize = 5;
+    let ts = now_millis();
+    let lines: Vec<String> = (0..N)
+        .map(|i| {
+            let action = if i % 2 == 0 { "on" } else { "off" };
+            format!(
+                r#"{{"action":"{action}","id":"s{i}","ts":{}}}"#,
+                ts + i as u128
+            )
+        })
+        .collect();
+    let out = run_limited(
+        {
+            let mut cmd = Command::new("mosquitto_pub");
+            cmd.args(rig.operator_args())
+                .args(["-q", "1", "-t", "pinpost/pi-01/cmd/relay", "-l"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd
+        },
+        Some(&(lines.join("\n") + "\n")),
+        WAIT,
+    );
+    assert!(out.status.success(), "mosquitto_pub: {out:?}");
+    let mut seen = Vec::new();
+    for i in 0..N {
+        let (result, upto) = next_result(&witness, &format!("s{i} answered"));
+        assert_eq!(
+            result,
+            serde_json::json!({"id": format!("s{i}"), "ok": true})
+        );
+        seen.extend(upto);
+    }
+    // The start publishes the relay's first state (seq 1); each command
+    // one more.
+    seen.extend(witness.wait_until("the relay's last state", WAIT, |l| {
+        is(RELAY)(l) && payload(l)["seq"] == 1 + N as u64
+    }));
+    let moved: Vec<String> = seen
+        .into_iter()
+        .filter(|l| payload(l)["seq"].as_u64().is_some_and(|seq| seq > 1))
+        .collect();
+    assert_eq!(
+        relay_values(&moved),
+        [true, false, true, false, true],
+        "each command moved the pin"
+    );
+
+    let pid = traced_pinpost(&agent);
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let (status, _) = agent.finish(WAIT);
+    assert!(status.success(), "pinpost under strace: {status}");
+
+    let text = std::fs::read_to_string(&trace).unwrap();
+    // "<pid> <time> <call>(...": each system call with the thread making it.
+    let calls: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let (thread, rest) = l.split_once(' ')?;
+            let (_, call) = rest.trim_start().split_once(' ')?;
+            Some((thread, call))
+        })
+        .collect();
+    // The loop's last N renames of the record before SIGTERM: one per
+    // command (the others are the start's and the clean stop's).
+    let stop = calls
+        .iter()
+        .position(|(thread, call)| *thread == pid && call.starts_with("--- SIGTERM"))
+        .unwrap_or_else(|| panic!("no SIGTERM in the trace:\n{text}"));
+    let loop_renames: Vec<usize> = calls[..stop]
+        .iter()
+        .enumerate()
+        .filter(|(_, (thread, call))| {
+            *thread == pid && call.starts_with("rename") && call.contains("applied-commands.json")
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert!(loop_renames.len() >= N, "{text}");
+    let (first, last) = (
+        loop_renames[loop_renames.len() - N],
+        loop_renames[loop_renames.len() - 1],
+    );
+    let loop_syncs: Vec<&str> = calls[first..=last]
+        .iter()
+        .filter(|(thread, call)| *thread == pid && call.starts_with("f") && call.contains("sync"))
+        .map(|(_, call)| *call)
+        .collect();
+    assert!(
+        loop_syncs.is_empty(),
+        "the loop waited on the disk while applying commands: {loop_syncs:?}\n{text}"
+    );
+    let record_syncs = calls
+        .iter()
+        .filter(|(thread, call)| {
+            *thread != pid && call.starts_with("fsync(") && call.contains("applied-commands.json")
+        })
+        .count();
+    assert!(
+        record_syncs >= 1,
+        "the record was never synced off the loop:\n{text}"
+    );
+}
+
+/// The record of applied commands as another boot would have left it.
+fn as_if_from_another_boot(state: &Path, boot: &str) -> serde_json::Value {
+    let path = state.join("outbox/applied-commands.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let left = record.clone();
+    record["boot"] = boot.into();
+    std::fs::write(&path, record.to_string()).unwrap();
+    left
+}
+
+/// The record is written before the pin moves without waiting for the disk;
+/// what a power cut could lose is covered by the boot the record names.
+/// After a clean stop (SIGTERM) the next boot trusts it; after a crash
+/// (kill -9) followed by a reboot, every command stamped before the start
+/// is refused, and the log says why.
+#[test]
+fn after_a_reboot_only_a_record_left_without_a_clean_stop_refuses_older_commands() {
+    let rig = Rig::new(false);
+    let config = rig.config("", "");
+    let witness = rig.witness();
+    let ts = now_millis();
+    let mut agent = rig.start(&config);
+    witness.wait_until("online", WAIT, |l| l == "pinpost/pi-01/status online");
+    rig.command(&format!(r#"{{"action":"on","id":"c1","ts":{ts}}}"#), false);
+    let (result, _) = next_result(&witness, "c1 applied");
+    assert_eq!(result["ok"], true, "{result}");
+    stop(agent);
+    let left = as_if_from_another_boot(rig.state.path(), "00000000-0000-4000-8000-0000000000b1");
+    assert_eq!(left["clean"], true, "a clean stop says so: {left}");
+
+    // A clean reboot: a command stamped before this start (but after the
+    // last one applied) is still applied.
+    agent = rig.start(&config);
+    witness.wait_until("online", WAIT, |l| l == "pinpost/pi-01/status online");
+    rig.command(
+        &format!(r#"{{"action":"off","id":"c2","ts":{}}}"#, ts + 1),
+        false,
+    );
+    let (result, _) = next_result(&witness, "c2 applied");
+    assert_eq!(result, serde_json::json!({"id": "c2", "ok": true}));
+    let killed = Command::new("kill")
+        .args(["-KILL", &agent.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = agent.finish(WAIT);
+    let left = as_if_from_another_boot(rig.state.path(), "00000000-0000-4000-8000-0000000000b2");
+    assert_eq!(left["clean"], false, "killed: {left}");
+
+    // The same after a crash and a reboot: older commands are refused.
+    agent = rig.start(&config);
+    agent.wait_for("was left by an earlier boot without a clean stop", WAIT);
+    witness.wait_until("online", WAIT, |l| l == "pinpost/pi-01/status online");
+    rig.command(
+        &format!(r#"{{"action":"on","id":"c3","ts":{}}}"#, ts + 2),
+        false,
+    );
+    let (result, _) = next_result(&witness, "c3 refused");
+    assert_eq!(result["ok"], false, "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap()
+            .contains("when pinpost started without a complete record of applied commands"),
+        "{result}"
+    );
+    rig.command(
+        &format!(r#"{{"action":"on","id":"c4","ts":{}}}"#, now_millis()),
+        false,
+    );
+    let (result, _) = next_result(&witness, "c4 applied");
+    assert_eq!(result, serde_json::json!({"id": "c4", "ok": true}));
+    stop(agent);
+}

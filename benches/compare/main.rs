@@ -8,7 +8,7 @@
 //! same harness the integration tests use. Figures, not pass/fail.
 //!
 //! `cargo bench --bench compare -- command fleet` runs only the figures
-//! named (edge, command, throughput, one-shot, footprint, fleet).
+//! named (edge, command, throughput, one-shot, footprint, fleet, slow-disk).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -18,6 +18,7 @@ mod latency;
 #[path = "../shared/process.rs"]
 mod process;
 mod rig;
+mod slowdisk;
 mod throughput;
 
 use std::time::Instant;
@@ -25,13 +26,14 @@ use std::time::Instant;
 use common::*;
 use rig::{Rig, Row};
 
-const FIGURES: [&str; 6] = [
+const FIGURES: [&str; 7] = [
     "edge",
     "command",
     "throughput",
     "one-shot",
     "footprint",
     "fleet",
+    "slow-disk",
 ];
 
 fn main() {
@@ -87,6 +89,10 @@ fn main() {
         for n in [100, 1000] {
             runtime.block_on(fleet::failover(&rig, n, &mut rows));
         }
+    }
+    if wanted("slow-disk") {
+        // Its own broker, which it stops and starts again.
+        runtime.block_on(slowdisk::measure(&mut rows));
     }
     print_table(&rows);
     println!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());

@@ -36,7 +36,18 @@ impl Rig {
         Rig::with(true)
     }
 
+    /// Mosquitto as installed, keeping sessions and their queued messages
+    /// across a graceful restart, so a subscriber with a session of its own
+    /// misses nothing while the broker is down (the slow-disk outage).
+    pub fn persistent() -> Rig {
+        Rig::with_setup(false, true)
+    }
+
     fn with(nodelay: bool) -> Rig {
+        Rig::with_setup(nodelay, false)
+    }
+
+    fn with_setup(nodelay: bool, persistence: bool) -> Rig {
         let pki = Pki::new("bench");
         let server = pki.server(&["127.0.0.1"]);
         let device = pki.client("pi-01");
@@ -51,6 +62,7 @@ impl Rig {
             tls: Some((pki.ca.cert.clone(), server)),
             require_certificate: true,
             extra,
+            persistence,
             ..BrokerSetup::default()
         });
         Rig {

@@ -7,9 +7,27 @@
 //! payload checksum) of the commands applied at exactly that instant. The
 //! file (`applied-commands.json` in the state directory, next to the spool)
 //! is written whole, 0600, through a temporary file and a rename, before the
-//! pin moves: a crash in between loses a switch, never repeats one. It knows
-//! nothing of MQTT or pins; unstamped commands are none of its business
-//! (`commands` decides when those are acceptable at all).
+//! pin moves, so a crash in between loses a switch, never repeats one.
+//!
+//! Before the pin moves the new record only has to reach the kernel: the
+//! page cache outlives the process (kill -9, a panic, the OOM killer), so a
+//! restart in the same boot reads it. Making it durable (fsync of the file
+//! and the directory) is left to a [`Syncer`] thread, so a slow SD card
+//! never holds up the event loop. What remains is a power cut (or a kernel
+//! crash) before that sync, which can leave an older record on the disk.
+//! That is closed by the file itself: it names the boot it was written in
+//! (`/proc/sys/kernel/random/boot_id`) and is marked `clean` only by the
+//! synchronous write of a clean stop. At start, a record from another boot
+//! that was not closed cleanly (or one that cannot be read) may miss commands
+//! applied just before, so every output then refuses commands stamped before
+//! this start. Before anything is written without waiting for the disk, the
+//! file is made durable as "this boot, not clean", so whatever older content
+//! a power cut leaves on the disk is distrusted at the next boot. When a
+//! sync fails, records wait for the disk again (and a command is refused
+//! when its record cannot be made durable) until one succeeds.
+//!
+//! It knows nothing of MQTT or pins; unstamped commands are none of its
+//! business (`commands` decides when those are acceptable at all).
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -19,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::syncer::{self, SyncStep, Syncer};
 use crate::commands::Stamp;
 use crate::utc;
 
@@ -28,6 +47,17 @@ pub const FILE_NAME: &str = "applied-commands.json";
 pub const MAX_KEYS: usize = 16;
 /// Larger than any file this module writes (outputs × keys × key size).
 const MAX_FILE_BYTES: u64 = 256 * 1024;
+/// A step of the wall clock larger than this is the clock being set, not
+/// the jitter of reading two clocks.
+const CLOCK_STEP_MILLIS: i64 = 1000;
+/// Changes at every boot; the same for every process of one boot.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+/// For the syncer's log lines.
+const WHAT: &str = "the record of applied commands";
+const IF_SYNC_FAILS: &str = "until it can, each stamped command waits for the disk before its pin \
+                             moves and is refused if it cannot be recorded; check the storage \
+                             (after a power cut, commands stamped before the next start are \
+                             refused)";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Record {
@@ -35,15 +65,27 @@ struct Record {
     ts: i64,
     /// Keys of the commands applied at `ts`.
     keys: Vec<String>,
-    /// Set when the file could not be read at start: `ts` is then the start
-    /// time, a floor rather than a command.
-    #[serde(skip)]
+    /// `ts` is a floor rather than a command: the start time of a run that
+    /// found the record unreadable or possibly incomplete.
+    #[serde(default, skip_serializing_if = "is_false")]
     lost: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// The boot this was written in. Files of earlier versions have none:
+    /// they made every record durable before the pin moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot: Option<String>,
+    /// Written by the synchronous write of a clean stop: nothing was applied
+    /// after it, whatever happened to the system since.
+    #[serde(default)]
+    clean: bool,
     outputs: BTreeMap<String, Record>,
 }
 
@@ -53,43 +95,96 @@ pub struct Applied {
     /// Output names, in config order.
     names: Vec<String>,
     records: Vec<Option<Record>>,
+    /// This boot's id; empty when it cannot be read (then no record left
+    /// unclean is trusted, since a restart cannot be told from a reboot).
+    boot: String,
+    /// The disk durably holds a record of this boot that is not clean, so
+    /// records may be written without waiting for the disk.
+    marked: bool,
+    syncer: Syncer,
+    /// The monotonic and the wall clock when loaded, and the wall clock
+    /// (a parameter for tests), to see the wall clock being set.
+    loaded: (std::time::Instant, i64),
+    wall: fn() -> i64,
 }
 
 impl Applied {
+    /// Loads the record in `dir` (see [`Applied::load_with`]), syncing with
+    /// fsync, in the boot the kernel names.
+    pub fn load(dir: &Path, names: &[String], now_millis: i64) -> (Applied, Vec<String>) {
+        let boot = fs::read_to_string(BOOT_ID)
+            .map(|id| id.trim().to_string())
+            .unwrap_or_default();
+        Applied::load_with(dir, names, now_millis, &boot, syncer::fsync())
+    }
+
     /// Loads the record in `dir`. A missing file is a first start. A file
-    /// that cannot be read is reported (the returned text) and every output
-    /// then refuses commands stamped before `now_millis`: without the record,
-    /// any of them might be a replay.
-    pub fn load(dir: &Path, names: &[String], now_millis: i64) -> (Applied, Option<String>) {
-        let path = dir.join(FILE_NAME);
+    /// that cannot be read, or one left by another boot without a clean
+    /// stop, is reported (the returned texts) and every output then refuses
+    /// commands stamped before `now_millis`: any of them might be a replay.
+    /// The record is then made durable as this boot's, not clean, before
+    /// anything is written without waiting for the disk.
+    pub fn load_with(
+        dir: &Path,
+        names: &[String],
+        now_millis: i64,
+        boot: &str,
+        sync: SyncStep,
+    ) -> (Applied, Vec<String>) {
         let mut applied = Applied {
-            path,
+            path: dir.join(FILE_NAME),
             names: names.to_vec(),
             records: vec![None; names.len()],
+            boot: boot.to_string(),
+            marked: false,
+            syncer: Syncer::start(WHAT, IF_SYNC_FAILS, sync),
+            loaded: (std::time::Instant::now(), utc::now_unix_millis()),
+            wall: utc::now_unix_millis,
         };
-        match read(&applied.path) {
-            Ok(None) => (applied, None),
-            Ok(Some(file)) => {
-                for (i, name) in names.iter().enumerate() {
-                    applied.records[i] = file.outputs.get(name).cloned();
-                }
-                (applied, None)
-            }
-            Err(why) => {
-                let floor = Record {
-                    ts: now_millis,
-                    keys: Vec::new(),
-                    lost: true,
-                };
-                applied.records = vec![Some(floor); names.len()];
-                let problem = format!(
-                    "the record of applied commands {} {why}; commands stamped before now are \
-                     refused, since any of them might be a replay",
-                    applied.path.display()
-                );
-                (applied, Some(problem))
+        if names.is_empty() {
+            // No output, no command to record: nothing to read or write.
+            return (applied, Vec::new());
+        }
+        let mut problems: Vec<String> = applied.take_over(now_millis).into_iter().collect();
+        if !applied.marked {
+            match applied.write_durably(false) {
+                Ok(()) => applied.marked = true,
+                Err(e) => problems.push(format!(
+                    "cannot write the record of applied commands {} ({}); until it can be \
+                     written, each stamped command waits for the disk and is refused if it \
+                     cannot be recorded",
+                    applied.path.display(),
+                    crate::config::io_words(&e)
+                )),
             }
         }
+        (applied, problems)
+    }
+
+    /// The records the last run left, floored when they cannot be trusted
+    /// whole (the text says why, for the log).
+    fn take_over(&mut self, now_millis: i64) -> Option<String> {
+        let why = match read(&self.path) {
+            Ok(None) => return None,
+            Ok(Some(file)) => {
+                for (i, name) in self.names.iter().enumerate() {
+                    self.records[i] = file.outputs.get(name).cloned();
+                }
+                let boot = self.boot.as_str();
+                self.marked = !boot.is_empty() && file.boot.as_deref() == Some(boot) && !file.clean;
+                format!(
+                    "{}, so commands applied just before may be missing from it",
+                    distrust(&file, boot)?
+                )
+            }
+            Err(why) => why,
+        };
+        floor(&mut self.records, now_millis);
+        Some(format!(
+            "the record of applied commands {} {why}; commands stamped before now are \
+             refused, since any of them might be a replay",
+            self.path.display()
+        ))
     }
 
     /// `Ok` when `stamp` has not been applied to `output` and nothing newer has.
@@ -98,21 +193,24 @@ impl Applied {
             return Ok(());
         };
         let when = utc::rfc3339_millis(stamp.at_millis);
-        if stamp.at_millis < last.ts {
+        let last_ts = self.ts_of(last);
+        if stamp.at_millis < last_ts {
             return Err(if last.lost {
                 format!(
-                    "not applied: stamped {when}, before this agent started, and the record of \
-                     applied commands was lost (see the log); send it again with a new \"ts\""
+                    "not applied: stamped {when}, before {}, when pinpost started without a \
+                     complete record of applied commands (see its log then); send it again \
+                     with a new \"ts\"",
+                    utc::rfc3339_millis(last_ts)
                 )
             } else {
                 format!(
                     "not applied: stamped {when}, but a command stamped {} has already been \
                      applied to this output",
-                    utc::rfc3339_millis(last.ts)
+                    utc::rfc3339_millis(last_ts)
                 )
             });
         }
-        if stamp.at_millis == last.ts {
+        if stamp.at_millis == last_ts {
             if last.keys.contains(&stamp.key) {
                 return Err(format!(
                     "already applied: this command (stamped {when}) was applied before and is \
@@ -129,15 +227,16 @@ impl Applied {
         Ok(())
     }
 
-    /// Remembers `stamp` as applied to `output`, durably, before the pin
-    /// moves. On an error nothing is applied: a record that did not reach the
-    /// disk would let a restart apply the command again.
+    /// Remembers `stamp` as applied to `output`, before the pin moves: on
+    /// the kernel's side at least, durable soon after (see the module's
+    /// docs). On an error nothing is applied: a record that was not written
+    /// would let a restart apply the command again.
     pub fn record(&mut self, output: usize, stamp: &Stamp) -> Result<(), String> {
         self.check(output, stamp)?;
         let slot = self.records.get_mut(output).ok_or("no such output")?;
         let before = slot.clone();
         match slot {
-            Some(r) if r.ts == stamp.at_millis => r.keys.push(stamp.key.clone()),
+            Some(r) if r.ts == stamp.at_millis && !r.lost => r.keys.push(stamp.key.clone()),
             _ => {
                 *slot = Some(Record {
                     ts: stamp.at_millis,
@@ -157,13 +256,83 @@ impl Applied {
         Ok(())
     }
 
-    fn write(&self) -> std::io::Result<()> {
+    /// At a clean stop, after the last command: the record, durably, marked
+    /// clean, so the next boot trusts it. The text is a problem for the log.
+    pub fn close(&mut self) -> Option<String> {
+        if self.names.is_empty() {
+            return None;
+        }
+        self.syncer.flush();
+        self.marked = false;
+        self.write_durably(true).err().map(|e| {
+            format!(
+                "cannot close the record of applied commands {} cleanly ({e}); after a reboot, \
+                 commands stamped before pinpost starts again are refused",
+                self.path.display()
+            )
+        })
+    }
+
+    /// A record's stamp; for a floor, the start time as the clock now
+    /// knows it. A Pi without a real-time clock may start with a clock
+    /// hours behind (fake-hwclock's last save): when the clock is later set
+    /// forward by more than [`CLOCK_STEP_MILLIS`], the floor moves with it,
+    /// so that the commands of the run before a power cut stay refused.
+    fn ts_of(&self, record: &Record) -> i64 {
+        if !record.lost {
+            return record.ts;
+        }
+        let (at, wall) = self.loaded;
+        let elapsed = i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let step = (self.wall)().saturating_sub(wall).saturating_sub(elapsed);
+        if step > CLOCK_STEP_MILLIS {
+            record.ts.saturating_add(step)
+        } else {
+            record.ts
+        }
+    }
+
+    /// Without waiting for the disk when it may (the syncer catches up),
+    /// or durably, when the disk does not yet hold this boot's mark or the
+    /// last sync failed.
+    fn write(&mut self) -> std::io::Result<()> {
+        if self.marked && !self.syncer.failing() {
+            let file = self.write_file(false, false)?;
+            if let Some(dir) = self.path.parent() {
+                self.syncer.request(file, dir);
+            }
+            return Ok(());
+        }
+        self.write_durably(false)?;
+        self.marked = true;
+        self.syncer.recovered();
+        Ok(())
+    }
+
+    fn write_durably(&self, clean: bool) -> std::io::Result<()> {
+        self.write_file(clean, true)?;
+        if let Some(dir) = self.path.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The whole record to a fresh temporary file, renamed over the old
+    /// one; `durable` syncs the data before the rename. Returns the file,
+    /// still open, for the syncer.
+    fn write_file(&self, clean: bool, durable: bool) -> std::io::Result<fs::File> {
         let file = File {
+            boot: Some(self.boot.clone()),
+            clean,
             outputs: self
                 .names
                 .iter()
                 .zip(&self.records)
-                .filter_map(|(name, r)| Some((name.clone(), r.clone()?)))
+                .filter_map(|(name, r)| {
+                    let r = r.as_ref()?;
+                    let ts = self.ts_of(r);
+                    Some((name.clone(), Record { ts, ..r.clone() }))
+                })
                 .collect(),
         };
         let text = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
@@ -176,13 +345,49 @@ impl Applied {
             .mode(0o600)
             .open(&tmp)?;
         out.write_all(&text)?;
-        out.sync_all()?;
-        drop(out);
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            fs::File::open(dir)?.sync_all()?;
+        if durable {
+            out.sync_all()?;
         }
-        Ok(())
+        fs::rename(&tmp, &self.path)?;
+        Ok(out)
+    }
+}
+
+/// Why a record that could be read may still miss applied commands.
+fn distrust(file: &File, boot: &str) -> Option<&'static str> {
+    let Some(written_in) = file.boot.as_deref() else {
+        // From a version that synced every record before the pin moved.
+        return None;
+    };
+    if file.clean {
+        return None;
+    }
+    if boot.is_empty() {
+        return Some(
+            "was not closed by a clean stop, and this system's boot id cannot be read to tell \
+             a restart from a reboot",
+        );
+    }
+    if written_in != boot {
+        return Some(
+            "was left by an earlier boot without a clean stop (a power cut or a system crash)",
+        );
+    }
+    None
+}
+
+/// Every output refuses commands stamped before `now_millis`, unless its
+/// record already refuses more.
+fn floor(records: &mut [Option<Record>], now_millis: i64) {
+    for record in records {
+        if record.as_ref().is_some_and(|r| r.ts >= now_millis) {
+            continue;
+        }
+        *record = Some(Record {
+            ts: now_millis,
+            keys: Vec::new(),
+            lost: true,
+        });
     }
 }
 
@@ -213,7 +418,10 @@ fn read(path: &Path) -> Result<Option<File>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::syncer::testing::{Gate, OpenOnDrop};
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const T: i64 = 1_795_430_292_000;
 
@@ -231,8 +439,11 @@ mod tests {
     #[test]
     fn a_command_is_applied_once_even_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut applied, problem) = Applied::load(dir.path(), &names(), T);
-        assert_eq!(problem, None, "no file yet is a first start");
+        let (mut applied, problems) = Applied::load(dir.path(), &names(), T);
+        assert!(
+            problems.is_empty(),
+            "no file yet is a first start: {problems:?}"
+        );
         let on = stamp(T, "id:c1");
         assert_eq!(applied.check(0, &on), Ok(()));
         applied.record(0, &on).unwrap();
@@ -240,8 +451,8 @@ mod tests {
         assert!(e.starts_with("already applied"), "{e}");
         assert_eq!(applied.check(1, &on), Ok(()), "outputs are apart");
 
-        let (again, problem) = Applied::load(dir.path(), &names(), T + 60_000);
-        assert_eq!(problem, None);
+        let (again, problems) = Applied::load(dir.path(), &names(), T + 60_000);
+        assert!(problems.is_empty(), "{problems:?}");
         assert!(
             again
                 .check(0, &on)
@@ -292,18 +503,24 @@ mod tests {
     fn a_damaged_record_refuses_everything_stamped_before_the_start() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(FILE_NAME), b"{\"outputs\":{\"relay\":").unwrap();
-        let (applied, problem) = Applied::load(dir.path(), &names(), T);
-        assert!(problem.unwrap().contains("is damaged"));
+        let (applied, problems) = Applied::load(dir.path(), &names(), T);
+        assert!(problems[0].contains("is damaged"), "{problems:?}");
         let e = applied.check(0, &stamp(T - 1000, "id:old")).unwrap_err();
         assert!(
-            e.contains("before this agent started, and the record of applied commands was lost"),
+            e.contains(
+                "before 2026-11-23T10:38:12.000Z, when pinpost started without a complete \
+                 record of applied commands"
+            ),
             "{e}"
         );
         assert_eq!(applied.check(1, &stamp(T + 1, "id:new")), Ok(()));
 
         fs::write(dir.path().join(FILE_NAME), vec![b' '; 300 * 1024]).unwrap();
-        let (_, problem) = Applied::load(dir.path(), &names(), T);
-        assert!(problem.unwrap().contains("larger than pinpost ever writes"));
+        let (_, problems) = Applied::load(dir.path(), &names(), T);
+        assert!(
+            problems[0].contains("larger than pinpost ever writes"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -328,5 +545,239 @@ mod tests {
         renamed.record(0, &stamp(T, "id:r")).unwrap();
         let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert!(text.contains("relay") && !text.contains("fan"), "{text}");
+    }
+
+    const BOOT_A: &str = "3f1d6a2e-0000-4000-8000-00000000000a";
+    const BOOT_B: &str = "3f1d6a2e-0000-4000-8000-00000000000b";
+
+    fn load_in(dir: &Path, boot: &str, now: i64) -> (Applied, Vec<String>) {
+        Applied::load_with(dir, &names(), now, boot, syncer::fsync())
+    }
+
+    #[test]
+    fn the_record_reaches_the_kernel_before_the_pin_moves_even_while_the_disk_is_stuck() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Gate::default();
+        let (mut applied, problems) =
+            Applied::load_with(dir.path(), &names(), T, BOOT_A, disk.step());
+        let _release = OpenOnDrop(disk.clone());
+        assert!(problems.is_empty(), "{problems:?}");
+        applied.record(0, &stamp(T, "id:c1")).unwrap();
+        // The syncer is now stuck in fsync, and stays stuck...
+        disk.wait_until_held();
+        // ...while more commands are recorded, each without waiting for it.
+        applied.record(0, &stamp(T + 1, "id:c2")).unwrap();
+        applied.record(1, &stamp(T + 2, "id:c3")).unwrap();
+        // A restart in the same boot (kill -9, a panic) reads what the
+        // kernel holds: every one of them is a replay.
+        let (again, problems) = load_in(dir.path(), BOOT_A, T + 10);
+        assert!(problems.is_empty(), "{problems:?}");
+        for (output, c) in [(0, stamp(T + 1, "id:c2")), (1, stamp(T + 2, "id:c3"))] {
+            let e = again.check(output, &c).unwrap_err();
+            assert!(e.starts_with("already applied"), "{e}");
+        }
+        assert!(again.check(0, &stamp(T, "id:c1")).is_err(), "older than c2");
+    }
+
+    #[test]
+    fn after_a_power_cut_an_unsynced_record_from_the_last_boot_floors_every_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(FILE_NAME);
+        let (mut applied, _) = load_in(dir.path(), BOOT_A, T);
+        applied.record(0, &stamp(T, "id:c1")).unwrap();
+        // What the start made durable, before c2 was recorded.
+        let durable = fs::read(&file).unwrap();
+        applied.record(0, &stamp(T + 1000, "id:c2")).unwrap();
+        drop(applied);
+        // The power cut: c2's record never reached the disk.
+        fs::write(&file, &durable).unwrap();
+
+        let start = T + 60_000;
+        let (after, problems) = load_in(dir.path(), BOOT_B, start);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("was left by an earlier boot without a clean stop")
+                && problems[0].contains("commands stamped before now are refused"),
+            "{problems:?}"
+        );
+        let e = after.check(0, &stamp(T + 1000, "id:c2")).unwrap_err();
+        assert!(
+            e.contains("without a complete record"),
+            "c2 is not applied again: {e}"
+        );
+        let e = after.check(1, &stamp(start - 1, "id:c3")).unwrap_err();
+        assert!(e.contains("without a complete record"), "every output: {e}");
+        assert_eq!(
+            after.check(0, &stamp(start, "id:c4")),
+            Ok(()),
+            "fresh ones go"
+        );
+        assert_eq!(after.check(1, &stamp(start + 1, "id:c5")), Ok(()));
+
+        // The floor is kept: a restart in the same boot refuses no more.
+        drop(after);
+        let (restarted, problems) = load_in(dir.path(), BOOT_B, start + 5000);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(restarted.check(0, &stamp(start + 1, "id:c6")), Ok(()));
+        assert!(restarted.check(0, &stamp(start - 1, "id:c7")).is_err());
+    }
+
+    #[test]
+    fn a_first_start_is_made_durable_before_any_command_so_a_power_cut_cannot_hide_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(FILE_NAME);
+        let (mut applied, problems) = load_in(dir.path(), BOOT_A, T);
+        assert!(problems.is_empty(), "{problems:?}");
+        let durable = fs::read(&file).expect("written at start");
+        applied.record(0, &stamp(T, "id:c1")).unwrap();
+        drop(applied);
+        fs::write(&file, &durable).unwrap();
+        let (after, problems) = load_in(dir.path(), BOOT_B, T + 60_000);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(after.check(0, &stamp(T, "id:c1")).is_err());
+    }
+
+    #[test]
+    fn a_record_closed_by_a_clean_stop_is_trusted_after_a_reboot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = load_in(dir.path(), BOOT_A, T);
+        applied.record(0, &stamp(T, "id:c1")).unwrap();
+        assert_eq!(applied.close(), None);
+        drop(applied);
+
+        let start = T + 60_000;
+        let (mut after, problems) = load_in(dir.path(), BOOT_B, start);
+        assert!(problems.is_empty(), "a clean reboot: {problems:?}");
+        assert!(
+            after
+                .check(0, &stamp(T, "id:c1"))
+                .unwrap_err()
+                .starts_with("already applied")
+        );
+        assert_eq!(
+            after.check(0, &stamp(T + 1, "id:c2")),
+            Ok(()),
+            "stamped before this start, and still not refused"
+        );
+        assert_eq!(after.check(1, &stamp(start - 1, "id:c3")), Ok(()));
+        // Started, it is this boot's and not clean on the disk again: a
+        // power cut now must not leave a "clean" record behind.
+        let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert!(
+            text.contains(BOOT_B) && text.contains("\"clean\":false"),
+            "{text}"
+        );
+        after.record(0, &stamp(T + 1, "id:c2")).unwrap();
+    }
+
+    #[test]
+    fn a_restart_in_the_same_boot_without_a_clean_stop_floors_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = load_in(dir.path(), BOOT_A, T);
+        applied.record(0, &stamp(T, "id:c1")).unwrap();
+        drop(applied); // as kill -9 leaves it
+        let (after, problems) = load_in(dir.path(), BOOT_A, T + 60_000);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(after.check(0, &stamp(T + 1, "id:c2")), Ok(()));
+        assert_eq!(after.check(1, &stamp(T - 1, "id:c3")), Ok(()));
+    }
+
+    static FAKE_WALL: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+    #[test]
+    fn a_floor_moves_with_the_clock_when_it_is_set_after_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = load_in(dir.path(), BOOT_A, T);
+        applied.record(0, &stamp(T, "id:c1")).unwrap();
+        drop(applied);
+        // A Pi without a real-time clock after a power cut: it starts an
+        // hour behind (fake-hwclock), and the clock is set a while later.
+        let hour = 3_600_000;
+        let behind = T - hour;
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            fs::read_to_string(dir.path().join(FILE_NAME))
+                .unwrap()
+                .replace(BOOT_A, BOOT_B),
+        )
+        .unwrap();
+        let (mut after, problems) = load_in(dir.path(), BOOT_A, behind);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        FAKE_WALL.store(behind, Ordering::SeqCst);
+        after.loaded.1 = behind;
+        after.wall = || FAKE_WALL.load(Ordering::SeqCst);
+        assert_eq!(after.check(1, &stamp(behind, "id:x")), Ok(()));
+        // Set: now an hour and a minute on, which the start really was.
+        FAKE_WALL.store(behind + hour + 60_000, Ordering::SeqCst);
+        let e = after.check(1, &stamp(T + 1000, "id:c2")).unwrap_err();
+        assert!(e.contains("without a complete record"), "{e}");
+        assert_eq!(after.check(1, &stamp(T + 60_000, "id:c3")), Ok(()));
+        // And the floor that is written is the one the clock knows now.
+        after.record(0, &stamp(T + 60_000, "id:c3")).unwrap();
+        drop(after);
+        let (restarted, _) = load_in(dir.path(), BOOT_A, T + 61_000);
+        assert!(restarted.check(1, &stamp(T + 1000, "id:c2")).is_err());
+    }
+
+    #[test]
+    fn a_device_without_outputs_writes_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, problems) =
+            Applied::load_with(dir.path(), &[], T, BOOT_A, syncer::fsync());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(applied.close(), None);
+        assert!(!dir.path().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_record_written_before_boot_ids_is_trusted_as_it_was_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(FILE_NAME),
+            r#"{"outputs":{"relay":{"ts":1795430292000,"keys":["id:c1"]}}}"#,
+        )
+        .unwrap();
+        let (after, problems) = load_in(dir.path(), BOOT_B, T + 60_000);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(after.check(0, &stamp(T, "id:c1")).is_err());
+        assert_eq!(after.check(0, &stamp(T + 1, "id:c2")), Ok(()));
+    }
+
+    #[test]
+    fn without_a_boot_id_only_a_clean_stop_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = load_in(dir.path(), "", T);
+        applied.record(0, &stamp(T, "id:c1")).unwrap();
+        drop(applied);
+        let (after, problems) = load_in(dir.path(), "", T + 60_000);
+        assert!(
+            problems[0].contains("boot id cannot be read"),
+            "{problems:?}"
+        );
+        assert!(after.check(0, &stamp(T + 1, "id:c2")).is_err());
+    }
+
+    #[test]
+    fn after_a_failed_sync_records_wait_for_the_disk_until_it_works_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let dying: SyncStep = Arc::new(move |_: &fs::File| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Err(std::io::Error::from_raw_os_error(5))
+        });
+        let (mut applied, _) = Applied::load_with(dir.path(), &names(), T, BOOT_A, dying);
+        applied.record(0, &stamp(T, "id:c1")).unwrap();
+        applied.syncer.flush();
+        assert!(applied.syncer.failing());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Now written and synced before the pin moves, not by the syncer.
+        applied.record(0, &stamp(T + 1, "id:c2")).unwrap();
+        applied.syncer.flush();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the syncer was not asked");
+        assert!(!applied.syncer.failing(), "the disk took it");
+        applied.record(0, &stamp(T + 2, "id:c3")).unwrap();
+        applied.syncer.flush();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "back in the background");
     }
 }

@@ -13,6 +13,15 @@
 //! acknowledged (the outbox is empty): a crash in between means the next
 //! start removes those again, never that an entity is forgotten and left
 //! behind as a ghost.
+//!
+//! The rename puts the record on the kernel's side, which a crash of the
+//! process does not lose; the fsync that makes it durable runs on a
+//! [`Syncer`] thread, best effort, so a slow disk never holds up the event
+//! loop. Only a power cut before that sync can lose a write: a lost
+//! confirmation repeats a removal at the next start (harmless), a lost
+//! record from the start can leave an entity announced in that run behind
+//! if it leaves the config before the next start (it can be deleted in Home
+//! Assistant). A failed sync is logged.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -22,6 +31,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::syncer::{self, SyncStep, Syncer};
 use crate::config::Config;
 use crate::homeassistant::{self, Announced, Plan};
 
@@ -35,6 +45,10 @@ pub const STATES_AFTER: Duration = Duration::from_secs(2);
 /// Least time between two answers to birth messages: whoever may publish
 /// on HA's status topic cannot make the agent re-send everything in a loop.
 pub const MIN_ANSWER_GAP: Duration = Duration::from_secs(10);
+/// For the syncer's log lines.
+const WHAT: &str = "the record of Home Assistant entities announced";
+const IF_SYNC_FAILS: &str = "after a power cut, entities taken out of the config may stay in \
+                             Home Assistant (delete them there); check the storage";
 
 #[derive(Debug)]
 pub struct Discovery {
@@ -51,6 +65,7 @@ pub struct Discovery {
     states_at: Option<Instant>,
     /// When the last answer to a birth message went out.
     answered_at: Option<Instant>,
+    syncer: Syncer,
 }
 
 /// What the agent should do now.
@@ -64,6 +79,15 @@ impl Discovery {
     /// `None` when discovery is off and nothing was ever announced. The
     /// text is a problem for the log.
     pub fn start(config: &Config, dir: &Path) -> (Option<Discovery>, Vec<String>) {
+        Discovery::start_with(config, dir, syncer::fsync())
+    }
+
+    /// [`Discovery::start`], making the record durable with `sync`.
+    pub fn start_with(
+        config: &Config,
+        dir: &Path,
+        sync: SyncStep,
+    ) -> (Option<Discovery>, Vec<String>) {
         let path = dir.join(FILE_NAME);
         let mut problems = Vec::new();
         let previous = match read(&path) {
@@ -94,6 +118,7 @@ impl Discovery {
             announce_at: None,
             states_at: None,
             answered_at: None,
+            syncer: Syncer::start(WHAT, IF_SYNC_FAILS, sync),
         };
         let record = if removes {
             union(&previous, &discovery.plan.announced)
@@ -101,7 +126,7 @@ impl Discovery {
             discovery.plan.announced.clone()
         };
         if record != previous {
-            if let Err(e) = write(&discovery.path, &record) {
+            if let Err(e) = discovery.write(&record) {
                 problems.push(format!(
                     "cannot record the Home Assistant entities announced in {} ({e}); if they \
                      are taken out of the config later, they stay in Home Assistant",
@@ -141,6 +166,15 @@ impl Discovery {
         true
     }
 
+    /// To the kernel now, to the disk soon (see the module's docs).
+    fn write(&self, record: &Announced) -> std::io::Result<()> {
+        let file = write(&self.path, record)?;
+        if let Some(dir) = self.path.parent() {
+            self.syncer.request(file, dir);
+        }
+        Ok(())
+    }
+
     pub fn next_due(&self) -> Option<Instant> {
         [self.announce_at, self.states_at]
             .into_iter()
@@ -175,7 +209,7 @@ impl Discovery {
                 _ => Ok(()),
             }
         } else {
-            write(&self.path, &self.plan.announced)
+            self.write(&self.plan.announced)
         };
         result.err().map(|e| {
             format!(
@@ -229,7 +263,9 @@ fn read(path: &Path) -> Result<Announced, String> {
     serde_json::from_slice(&text).map_err(|e| format!("is damaged ({e})"))
 }
 
-fn write(path: &Path, record: &Announced) -> std::io::Result<()> {
+/// Writes `record` whole and renames it into place, without waiting for
+/// the disk; returns the file, still open, for the syncer.
+fn write(path: &Path, record: &Announced) -> std::io::Result<fs::File> {
     if let Some(dir) = path.parent() {
         // The spool's own directory, as the outbox makes it: ours alone.
         use std::os::unix::fs::DirBuilderExt;
@@ -248,18 +284,14 @@ fn write(path: &Path, record: &Announced) -> std::io::Result<()> {
         .mode(0o600)
         .open(&tmp)?;
     out.write_all(&text)?;
-    out.sync_all()?;
-    drop(out);
     fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::syncer::testing::{Gate, OpenOnDrop};
     use crate::config::{Overrides, from_text};
     use std::os::unix::fs::PermissionsExt;
 
@@ -324,6 +356,32 @@ mod tests {
                 .messages()
                 .iter()
                 .all(|m| !m.payload.is_empty())
+        );
+    }
+
+    #[test]
+    fn the_record_is_written_without_waiting_for_a_stuck_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Gate::default();
+        let (first, _) =
+            Discovery::start_with(&config(&["relay", "fan"], true), dir.path(), disk.step());
+        let _first_release = OpenOnDrop(disk.clone());
+        assert!(first.is_some());
+        disk.wait_until_held();
+        assert_eq!(on_disk(dir.path()).len(), 2, "on the kernel's side already");
+
+        let stuck = Gate::default();
+        let (second, problems) =
+            Discovery::start_with(&config(&["relay"], true), dir.path(), stuck.step());
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut second = second.unwrap();
+        let _second_release = OpenOnDrop(stuck.clone());
+        // The gate stays shut: waiting for the disk here would never return.
+        assert_eq!(second.confirmed(), None, "returns with the disk stuck");
+        stuck.wait_until_held();
+        assert_eq!(
+            on_disk(dir.path()),
+            ["homeassistant/switch/pi/output_relay/config"]
         );
     }
 

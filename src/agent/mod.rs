@@ -21,6 +21,7 @@ mod inputs;
 mod outputs;
 mod refusals;
 mod sampling;
+mod syncer;
 mod systemd;
 
 use std::collections::BTreeMap;
@@ -218,8 +219,8 @@ impl Agent {
             }
         }
         let names: Vec<String> = config.outputs.iter().map(|o| o.name.clone()).collect();
-        let (applied, problem) = Applied::load(outbox.dir(), &names, utc::now_unix_millis());
-        if let Some(problem) = problem {
+        let (applied, problems) = Applied::load(outbox.dir(), &names, utc::now_unix_millis());
+        for problem in problems {
             tracing::warn!("{problem}");
         }
         let refusals = Refusals::new(config.outputs.len(), now);
@@ -816,6 +817,11 @@ impl Agent {
                 );
             }
         }
+        // No command is carried out from here on: the record goes to the
+        // disk marked clean, which the next boot trusts.
+        if let Some(problem) = self.applied.close() {
+            tracing::warn!("{problem}");
+        }
         if let Some(n) = self.refusals.take_unanswered() {
             log_unanswered(n);
         }
@@ -845,10 +851,17 @@ impl Agent {
     async fn drain(&mut self, link: &mut Link, deadline: Instant) {
         let _ = tokio::time::timeout_at(deadline, async {
             while !self.delivery.is_empty() {
-                match link.next_event().await {
-                    Some(LinkEvent::Acked { token, .. }) => self.on_acked(token),
-                    Some(LinkEvent::Down { .. }) | None => return,
-                    Some(_) => {}
+                tokio::select! {
+                    event = link.next_event() => match event {
+                        Some(LinkEvent::Acked { token, .. }) => self.on_acked(token),
+                        Some(LinkEvent::Down { .. }) | None => return,
+                        Some(_) => {}
+                    },
+                    // Messages only on disk leave once the spool thread has
+                    // read them back, and new ones once their seq is
+                    // reserved: without its answers the rest would wait
+                    // out the deadline here.
+                    answer = self.delivery.next_answer() => self.delivery.on_answer(answer),
                 }
             }
         })

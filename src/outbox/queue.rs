@@ -375,6 +375,14 @@ impl Queue {
                 self.reserve_ahead(topic, seq);
             }
         }
+        // Refused for a disk too far behind before anything is evicted for
+        // it: evicting frees no room on the disk's side, so a refused
+        // message would cost a kept one too. (Evicting only lowers `memory`:
+        // a message for memory now still is after.)
+        if !self.to_memory(size) && self.disk_behind(size) {
+            self.stats.dropped += 1;
+            return Pushed::DiskBehind;
+        }
         let mut evicted = 0;
         while self.bytes.total.saturating_add(size) > self.limits.max_bytes {
             let victim = match self.limits.policy {
@@ -390,12 +398,7 @@ impl Queue {
                 None => return Pushed::Dropped,
             }
         }
-        let to_memory = !self.spool
-            || (self.online && self.bytes.memory.saturating_add(size) <= self.limits.memory_limit);
-        if !to_memory && self.disk_behind(size) {
-            self.stats.dropped += 1;
-            return Pushed::DiskBehind;
-        }
+        let to_memory = self.to_memory(size);
         let record = Record {
             id: self.next_id,
             created_ms: now_ms,
@@ -746,6 +749,13 @@ impl Queue {
             }
             SpoolDone::Failed(error) => Some(error),
         }
+    }
+
+    /// Whether a new message of `size` bytes stays in memory rather than
+    /// going to disk.
+    fn to_memory(&self, size: u64) -> bool {
+        !self.spool
+            || (self.online && self.bytes.memory.saturating_add(size) <= self.limits.memory_limit)
     }
 
     /// Whether `size` more bytes for the disk would put it too far behind.

@@ -37,7 +37,8 @@
 //!   to `upto` before it writes another: until a closed frame follows, the
 //!   next run continues after `upto` (leaving a gap rather than reusing a
 //!   seq a crash may have published). `Spool::reserve` writes one stream
-//!   per frame; a compaction writes every open reservation in one.
+//!   per frame, `Spool::reserve_upto` every stream it is given in one, and
+//!   a compaction every open reservation in one.
 //! - A closed frame marks a clean stop: every reservation before it is
 //!   void, since the checkpoint written before it holds the exact seqs. It
 //!   is written with an empty body; a body there would be ignored.

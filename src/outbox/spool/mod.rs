@@ -46,9 +46,9 @@
 //! - [`Spool::write`] reaches the kernel only; [`Spool::sync`] makes it
 //!   durable.
 //! - [`Spool::append`] (a write and a sync), [`Spool::forget`],
-//!   [`Spool::checkpoint`], [`Spool::reserve`], [`Spool::close`] and
-//!   [`Spool::compact`] are durable.
-//! - `write`, `append`, `forget`, `checkpoint` and `reserve` may then compact
+//!   [`Spool::checkpoint`], [`Spool::reserve`], [`Spool::reserve_upto`],
+//!   [`Spool::close`] and [`Spool::compact`] are durable.
+//! - `write`, `append`, `forget`, `checkpoint` and the reserves may then compact
 //!   the file on their own (see `compaction`); `close`, `sync` and `read`
 //!   never do. A compaction that succeeds leaves the whole file durable.
 //!   One that fails does not fail the write that triggered it: it is kept
@@ -136,6 +136,9 @@ pub struct Spool {
     reserved: BTreeMap<String, u64>,
     next_id: u64,
     compaction_error: Option<SpoolError>,
+    /// Frames that would be durable on return only reach the kernel; the
+    /// owner syncs (see [`Spool::defer_syncs`]).
+    deferred: bool,
     /// After a failed automatic compaction, none is tried again before the
     /// file reaches this size, so a full disk does not cost a rewrite per call.
     retry_compaction_at: u64,
@@ -210,6 +213,7 @@ impl Spool {
             reserved: scan.reserved.clone(),
             next_id: scan.next_id,
             compaction_error: None,
+            deferred: false,
             retry_compaction_at: 0,
         };
         // A run that did not stop cleanly may have used every seq it had
@@ -391,6 +395,32 @@ impl Spool {
         Ok(())
     }
 
+    /// Reserves each stream's seqs up to its value in one reserve frame,
+    /// durable on disk before it returns Ok: one sync however many streams
+    /// (a reconnect asks for every stream at once, and on an SD card each
+    /// sync can take hundreds of milliseconds). Streams already reserved
+    /// that far are left out; if none is left nothing is written. May
+    /// compact afterwards, as `write` does.
+    pub fn reserve_upto(&mut self, upto: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
+        let new: Vec<(&String, u64)> = upto
+            .iter()
+            .filter(|(name, upto)| self.reserved.get(*name).is_none_or(|known| **upto > *known))
+            .map(|(name, upto)| (name, *upto))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let body = checkpoint_body(new.iter().copied()).map_err(|what| self.too_large(what))?;
+        let mut bytes = Vec::new();
+        put_frame(&mut bytes, KIND_RESERVE, &body);
+        self.write_durably(&bytes)?;
+        for (name, upto) in new {
+            raise(&mut self.reserved, name, upto);
+        }
+        self.maybe_compact();
+        Ok(())
+    }
+
     /// Marks a clean stop, after the final [`Spool::checkpoint`]: the next
     /// run continues from the exact seqs instead of after the reservations.
     /// One closed frame, durable on disk when it returns Ok; nothing is
@@ -482,9 +512,27 @@ impl Spool {
         Ok(Some(record))
     }
 
-    /// Writes at the end of the file and syncs: durable on Ok.
+    /// Writes at the end of the file and syncs: durable on Ok, unless syncs
+    /// are deferred to the owner.
     fn write_durably(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
-        self.write_at_end(bytes, true)
+        self.write_at_end(bytes, !self.deferred)
+    }
+
+    /// From here on, the frames `forget`, `checkpoint`, `reserve_upto` and
+    /// `close` append only reach the kernel when they return; the owner
+    /// makes them durable with [`Spool::sync`], or from another thread
+    /// through [`Spool::sync_handle`], so that a slow disk's sync does not
+    /// hold up the next read or write. Compaction still syncs its copy and
+    /// the directory itself.
+    pub fn defer_syncs(&mut self) {
+        self.deferred = true;
+    }
+
+    /// A second handle on the current file, to sync it from elsewhere (it
+    /// stays on this file when a compaction replaces it: take a new one
+    /// for each sync).
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
     }
 
     /// Writes at the end of the file (reaching the kernel), and syncs when
