@@ -326,9 +326,11 @@ pub struct ConnectionArgs {
     /// Config file to read instead of the usual places.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Broker host name or IP address.
+    /// Broker host name or IP address, optionally with ":port". Give it
+    /// more than once for several brokers (a cluster or a pair), tried in
+    /// turn until one answers.
     #[arg(short = 'h', long, value_name = "HOST")]
-    pub host: Option<String>,
+    pub host: Vec<String>,
     /// Broker port [default: 8883 with TLS, 1883 without].
     #[arg(short = 'p', long)]
     pub port: Option<u16>,
@@ -379,7 +381,7 @@ pub struct ConnectionArgs {
 impl ConnectionArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
-            host: self.host.clone(),
+            hosts: self.host.clone(),
             port: self.port,
             client_id: self.client_id.clone(),
             username: self.username.clone(),

@@ -32,6 +32,11 @@ impl Topics {
         }
     }
 
+    /// Every topic of this device, as a filter (what its ACL must let it read).
+    pub fn own(&self) -> String {
+        format!("{}/#", self.base)
+    }
+
     pub fn status(&self) -> String {
         format!("{}/status", self.base)
     }

@@ -86,6 +86,9 @@ fn main() {
         for n in [100, 1000] {
             runtime.block_on(fleet::storm(&mut rig, n, &mut rows));
         }
+        for n in [100, 1000] {
+            runtime.block_on(fleet::failover(&rig, n, &mut rows));
+        }
     }
     if wanted("slow-disk") {
         // Its own broker, which it stops and starts again.

@@ -76,7 +76,14 @@ pub async fn run(
     for problem in problems {
         tracing::warn!("{problem}");
     }
-    let mut subscriptions = vec![(topics.commands(), Qos::AtLeastOnce)];
+    let mut subscriptions = vec![
+        (topics.commands(), Qos::AtLeastOnce),
+        // Its own status: a broker that lost track of an earlier connection
+        // (a cut it noticed late, a node of a pair or cluster left behind)
+        // publishes the Last Will while this one is up; seen, it is put
+        // right at once.
+        (topics.status(), Qos::AtLeastOnce),
+    ];
     // HA's birth message: HA has (re)started and needs discovery again.
     let ha_status = discovery.as_ref().and_then(|d| d.status_topic());
     if let Some(status) = ha_status {
@@ -109,7 +116,13 @@ pub async fn run(
     tracing::info!(
         device = %config.device.id,
         board = board.name(),
-        broker = %format!("{}:{}", config.broker.host, config.broker.port),
+        broker = %config
+            .broker
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         "starting"
     );
     let mut agent = Agent::new(config, board, link.publisher(), outbox);
@@ -279,8 +292,8 @@ impl Agent {
 
     fn on_link(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Connected { .. } => {
-                let target = format!("{}:{}", self.config.broker.host, self.config.broker.port);
+            LinkEvent::Connected { broker, .. } => {
+                let target = broker.to_string();
                 tracing::info!(broker = %target, "connected");
                 systemd::status(&format!("connected to {target}"));
                 self.last_failure = None;
@@ -309,9 +322,10 @@ impl Agent {
                 retain,
             } => self.on_message(&topic, &payload, retain),
             LinkEvent::Subscribed { refused } if !refused.is_empty() => tracing::error!(
-                "the broker refused the command subscription {}: this device may not read its own \
-                 commands (check the broker's ACL)",
-                refused.join(", ")
+                "the broker refused the subscription to {}: this device may not read its own \
+                 commands or status (check the broker's ACL: it must let the device read {})",
+                refused.join(", "),
+                self.topics.own()
             ),
             _ => {}
         }
@@ -564,6 +578,16 @@ impl Agent {
     }
 
     fn on_message(&mut self, topic: &str, payload: &[u8], retained: bool) {
+        if topic == self.topics.status() {
+            if payload == topics::OFFLINE.as_bytes() && self.connected {
+                tracing::info!(
+                    "the broker says this device is offline (a Last Will from a connection it \
+                     had given up on late, or from another node); saying online again"
+                );
+                self.publish_status(topics::ONLINE);
+            }
+            return;
+        }
         if let Some(discovery) = &mut self.discovery {
             if discovery.status_topic() == Some(topic) {
                 if discovery.on_status(payload, Instant::now()) {

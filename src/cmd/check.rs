@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::{CmdError, config_for, connect};
 use crate::check::{self, Mark, Step};
 use crate::cli::CheckArgs;
+use crate::config::Config;
 use crate::link::{LinkEvent, Qos, Retry};
 
 /// How long a probe may take to come back from the broker.
@@ -29,16 +30,20 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
     } else {
         "mqtt"
     };
+    let brokers = broker
+        .endpoints
+        .iter()
+        .map(|e| format!("{scheme}://{e}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     report.say(Step::pass(format!(
-        "config {}: device {}, broker {scheme}://{}:{}",
+        "config {}: device {}, broker {brokers}",
         config
             .file
             .as_ref()
             .map(|f| f.display().to_string())
             .unwrap_or_else(|| "(flags only)".into()),
         config.device.id,
-        broker.host,
-        broker.port
     )));
     for step in check::files(&config, crate::utc::now_unix()) {
         report.say(step);
@@ -46,7 +51,24 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
     if args.offline {
         return report.finish();
     }
+    // Each broker of several in turn: the device must be able to use
+    // whichever it fails over to.
+    let several = config.broker.endpoints.len() > 1;
+    for endpoint in &config.broker.endpoints {
+        let mut one = config.clone();
+        one.broker.host = endpoint.host.clone();
+        one.broker.port = endpoint.port;
+        one.broker.endpoints = vec![endpoint.clone()];
+        probe(&one, several, &mut report).await;
+    }
+    report.finish()
+}
 
+/// Connects to the (one) broker of `config`, subscribes to the device's own
+/// topic and publishes a probe there, saying each step.
+/// `name_it`: there are several, so the failures say which.
+async fn probe(config: &Config, name_it: bool, report: &mut Report) {
+    let broker = &config.broker;
     let topic = format!("{}/{}/check", config.device.topic_prefix, config.device.id);
     // On the tools' port the ACL names each device's certificate subject.
     let tools_acl = match config.broker.cli_port {
@@ -62,7 +84,7 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
         None => String::new(),
     };
     let link = connect(
-        &config,
+        config,
         "check",
         Retry::Never,
         vec![(topic.clone(), Qos::AtLeastOnce)],
@@ -75,9 +97,14 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
             report.say(Step::fail(if report.already_said(&words) {
                 "not connecting until the problem above is fixed".to_string()
             } else {
-                format!("connecting: {words}")
+                let to = if name_it {
+                    format!(" to {}:{}", broker.host, broker.port)
+                } else {
+                    String::new()
+                };
+                format!("connecting{to}: {words}")
             }));
-            return report.finish();
+            return;
         }
     };
     report.say(Step::pass(format!(
@@ -135,7 +162,6 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
         ))
     }));
     let _ = link.disconnect().await;
-    report.finish()
 }
 
 #[derive(Default)]

@@ -110,6 +110,12 @@ pub fn config_for(args: &ConnectionArgs) -> Result<Config, CmdError> {
     // These one-shot commands use the broker's listener for tools, so the
     // agent on the same Pi keeps its session (see `broker.cli_port`).
     if let Some(port) = config.broker.cli_port {
+        let agents = config.broker.port;
+        for endpoint in &mut config.broker.endpoints {
+            if endpoint.port == agents {
+                endpoint.port = port;
+            }
+        }
         config.broker.port = port;
     } else if let Some(words) = crate::check::agents_port_clash(&config) {
         eprintln!("pinpost: warning: {words}");
@@ -170,6 +176,13 @@ pub async fn connect(
     loop {
         match link.next_event().await {
             Some(LinkEvent::Connected { .. }) => return Ok(link),
+            // Several brokers: each is tried once, at once, before
+            // giving up; the last one's failure is the error.
+            Some(LinkEvent::Down {
+                failure,
+                retry_in: Some(_),
+                ..
+            }) => eprintln!("pinpost: {failure}; trying the next broker"),
             Some(LinkEvent::Down { failure, .. }) => {
                 return Err(CmdError::Connect(Box::new(failure)));
             }

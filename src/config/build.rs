@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::endpoints::{self, Endpoint, Order};
 use super::raw::{RawConfig, RawTls};
 use super::source::{Layout, Step};
 use super::{
@@ -17,7 +18,8 @@ use super::{
 /// Values given on the command line; each wins over the file's.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
-    pub host: Option<String>,
+    /// `-h`, given once or more (several brokers, tried in turn).
+    pub hosts: Vec<String>,
     pub port: Option<u16>,
     pub client_id: Option<String>,
     pub username: Option<String>,
@@ -61,7 +63,7 @@ fn steps_of(key: &str) -> Vec<Step<'_>> {
 }
 
 /// Where each key's value came from, to point errors at the right place.
-pub(super) struct Origins<'t> {
+pub(in crate::config) struct Origins<'t> {
     file: Option<PathBuf>,
     layout: Layout<'t>,
     flags: HashMap<&'static str, &'static str>,
@@ -125,8 +127,12 @@ pub(super) fn build(
         layout,
         flags,
     };
+    let profile = super::profile::parse(&raw.broker, &origins)?;
+    super::profile::defaults(profile, &mut raw.broker);
     let device = device(&raw, &origins)?;
-    let broker = broker(&raw, overrides, &origins)?;
+    let mut broker = broker(&raw, overrides, &origins)?;
+    super::profile::check(profile, &broker, &device.id, &origins)?;
+    broker.profile = profile;
     let reconnect = reconnect(&raw, &origins)?;
     let pins = super::pins::build(&raw, &origins)?;
     let outbox = super::outbox::build(&raw, &origins)?;
@@ -182,7 +188,8 @@ fn apply(raw: &mut RawConfig, o: &Overrides) -> HashMap<&'static str, &'static s
             flags.insert(key, flag);
         }
     };
-    set("broker.host", "-h/--host", o.host.is_some());
+    set("broker.host", "-h/--host", !o.hosts.is_empty());
+    set("broker.hosts", "-h/--host", !o.hosts.is_empty());
     set("broker.port", "-p/--port", o.port.is_some());
     set("broker.client_id", "-i/--id", o.client_id.is_some());
     set("broker.username", "-u/--username", o.username.is_some());
@@ -205,7 +212,17 @@ fn apply(raw: &mut RawConfig, o: &Overrides) -> HashMap<&'static str, &'static s
 
     override_with(&mut raw.board.kind, &o.board);
     let b = &mut raw.broker;
-    override_with(&mut b.host, &o.host);
+    match &o.hosts[..] {
+        [] => {}
+        [one] => {
+            b.host = Some(one.clone());
+            b.hosts = None;
+        }
+        several => {
+            b.host = None;
+            b.hosts = Some(several.to_vec());
+        }
+    }
     override_with(&mut b.port, &o.port.map(i64::from));
     override_with(&mut b.client_id, &o.client_id);
     override_with(&mut b.username, &o.username);
@@ -299,30 +316,12 @@ pub(super) fn check_topic_level(
 
 fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, ConfigError> {
     let b = &raw.broker;
-    let host = b.host.clone().unwrap_or_else(|| "localhost".into());
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(o.invalid(
-            "broker.host",
-            format!("{host:?} is not a host name or address"),
-        ));
-    }
     let tls = match &b.tls {
         Some(t) => Some(tls(t, ov, o)?),
         None => None,
     };
     if ov.skip_name_check {
         check_insecure(tls.as_ref())?;
-    }
-    if tls.is_none() && !b.allow_insecure.unwrap_or(false) && !is_loopback(&host) {
-        return Err(o.invalid(
-            "broker.host",
-            format!(
-                "plain MQTT without TLS to {host} would send readings, commands and passwords \
-                 in clear. Add a [broker.tls] section (ca_file, cert_file, key_file) or \
-                 --cafile/--cert/--key, or, on a network you trust, set \
-                 broker.allow_insecure = true (--allow-insecure)"
-            ),
-        ));
     }
     let default_port = if tls.is_some() { 8883 } else { 1883 };
     let port = match b.port {
@@ -334,6 +333,38 @@ fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, Co
             )
         })?,
     };
+    let (endpoints, key) = endpoints(b, port, o)?;
+    let host = endpoints[0].host.clone();
+    let port = endpoints[0].port;
+    let order = match b.order.as_deref() {
+        None | Some("in_order") => Order::InOrder,
+        Some("spread") => Order::Spread,
+        Some(other) => {
+            return Err(o.invalid(
+                "broker.order",
+                format!(
+                    "{other:?} is not an order; allowed: \"in_order\" (the first listed \
+                     first, then the next: a primary and its standby) or \"spread\" (each \
+                     device starts at its own node, so a fleet spreads over a cluster)"
+                ),
+            ));
+        }
+    };
+    let insecure = endpoints
+        .iter()
+        .find(|e| !is_loopback(&e.host))
+        .filter(|_| tls.is_none() && !b.allow_insecure.unwrap_or(false));
+    if let Some(Endpoint { host, .. }) = insecure {
+        return Err(o.invalid(
+            key,
+            format!(
+                "plain MQTT without TLS to {host} would send readings, commands and passwords \
+                 in clear. Add a [broker.tls] section (ca_file, cert_file, key_file) or \
+                 --cafile/--cert/--key, or, on a network you trust, set \
+                 broker.allow_insecure = true (--allow-insecure)"
+            ),
+        ));
+    }
     let cli_port = match b.cli_port {
         // An explicit -p names the listener to use.
         _ if ov.port.is_some() => None,
@@ -384,6 +415,9 @@ fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, Co
     Ok(Broker {
         host,
         port,
+        endpoints,
+        order,
+        profile: super::Profile::Mqtt,
         cli_port,
         client_id,
         credentials: credentials(raw, o)?,
@@ -393,6 +427,53 @@ fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, Co
         max_packet_size: max_packet_size as usize,
         tls,
     })
+}
+
+/// `host`/`port`, or `hosts` (each `host` or `host:port`, `port` the
+/// default), never both. Returns them with the key to name in words.
+fn endpoints(
+    b: &super::raw::RawBroker,
+    port: u16,
+    o: &Origins<'_>,
+) -> Result<(Vec<Endpoint>, &'static str), ConfigError> {
+    let Some(hosts) = &b.hosts else {
+        let host = b.host.clone().unwrap_or_else(|| "localhost".into());
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(o.invalid(
+                "broker.host",
+                format!("{host:?} is not a host name or address"),
+            ));
+        }
+        return Ok((vec![Endpoint { host, port }], "broker.host"));
+    };
+    if b.host.is_some() {
+        return Err(o.invalid(
+            "broker.hosts",
+            "set broker.host (one broker) or broker.hosts (several), not both",
+        ));
+    }
+    if hosts.is_empty() || hosts.len() > endpoints::MAX_ENDPOINTS {
+        return Err(o.invalid(
+            "broker.hosts",
+            format!(
+                "lists {} brokers; allowed: 1 to {}",
+                hosts.len(),
+                endpoints::MAX_ENDPOINTS
+            ),
+        ));
+    }
+    let mut parsed: Vec<Endpoint> = Vec::with_capacity(hosts.len());
+    for text in hosts {
+        let endpoint = endpoints::parse(text, port).map_err(|e| o.invalid("broker.hosts", e))?;
+        if parsed.contains(&endpoint) {
+            return Err(o.invalid(
+                "broker.hosts",
+                format!("names {endpoint} twice; list each broker once"),
+            ));
+        }
+        parsed.push(endpoint);
+    }
+    Ok((parsed, "broker.hosts"))
 }
 
 fn credentials(raw: &RawConfig, o: &Origins<'_>) -> Result<Option<Credentials>, ConfigError> {
@@ -522,8 +603,19 @@ fn tls(t: &RawTls, ov: &Overrides, o: &Origins<'_>) -> Result<Tls, ConfigError> 
             ));
         }
     }
+    let alpn = t.alpn.clone().unwrap_or_default();
+    if let Some(bad) = alpn
+        .iter()
+        .find(|p| p.is_empty() || p.len() > 255 || !p.is_ascii())
+    {
+        return Err(o.invalid(
+            "broker.tls.alpn",
+            format!("{bad:?} is not an ALPN protocol name (1 to 255 ASCII characters)"),
+        ));
+    }
     Ok(Tls {
         ca_file: file("broker.tls.ca_file", &t.ca_file)?,
+        alpn,
         cert_file,
         key_file,
         server_name: t.server_name.clone(),
@@ -729,7 +821,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_file() {
         let overrides = Overrides {
-            host: Some("127.0.0.9".into()),
+            hosts: vec!["127.0.0.9".into()],
             port: Some(1999),
             ..Overrides::default()
         };

@@ -8,9 +8,11 @@
 //! the same way as a bad key. This module knows nothing of rumqttc or rustls.
 
 mod build;
+pub mod endpoints;
 mod homeassistant;
 mod outbox;
 pub mod pins;
+mod profile;
 mod raw;
 mod sensors;
 pub mod source;
@@ -20,9 +22,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use build::Overrides;
+pub use endpoints::{Endpoint, Order};
 pub use homeassistant::{
     Component, DiscoveryForm, Entity, EntityCategory, HomeAssistant, Published, SensorEntity,
 };
+pub use profile::{AWS_ALPN, Profile};
 pub use raw::RawConfig;
 pub use source::{CONFIG_ENV, Chosen, SYSTEM_CONFIG};
 
@@ -52,8 +56,17 @@ pub struct Device {
 
 #[derive(Debug, Clone)]
 pub struct Broker {
+    /// The first of [`Broker::endpoints`]: where a single broker is, and
+    /// the name the words use when there is one.
     pub host: String,
     pub port: u16,
+    /// Every broker to try, in the order this device tries them (`hosts`,
+    /// arranged by `order`); one entry, `host:port`, for a single broker.
+    pub endpoints: Vec<Endpoint>,
+    /// Which endpoint a device tries first.
+    pub order: Order,
+    /// A service with rules of its own (AWS IoT Core), or any MQTT broker.
+    pub profile: Profile,
     /// Where `publish`, `subscribe` and `check` connect instead of `port`:
     /// the broker's second listener, where a certificate's client id is its
     /// subject, so they run beside the agent (whose id is the device id)
@@ -107,9 +120,12 @@ pub struct Tls {
     pub ca_file: Option<SourcedPath>,
     pub cert_file: Option<SourcedPath>,
     pub key_file: Option<SourcedPath>,
-    /// The name to check the broker's certificate against, when it differs
-    /// from the host connected to.
+    /// The name TLS sends (SNI) and checks the broker's certificate
+    /// against, when it differs from the host connected to.
     pub server_name: Option<String>,
+    /// ALPN protocols offered in the handshake (AWS IoT Core on 443 needs
+    /// `x-amzn-mqtt-ca`); empty offers none.
+    pub alpn: Vec<String>,
     pub min_version: TlsVersion,
     pub legacy_common_name: bool,
     /// Skip the name check only (`--insecure`); the chain is still verified.
@@ -435,6 +451,14 @@ pub fn hostname() -> Option<String> {
 }
 
 /// Whether traffic to `host` stays on this machine.
+/// Whether `host` is an IP address (to which TLS cannot send a server name).
+pub fn is_ip(host: &str) -> bool {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+}
+
 pub fn is_loopback(host: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
         return true;

@@ -41,6 +41,9 @@ pub struct RawDevice {
 #[serde(deny_unknown_fields)]
 pub struct RawBroker {
     pub host: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub order: Option<String>,
+    pub profile: Option<String>,
     pub port: Option<i64>,
     pub cli_port: Option<i64>,
     pub client_id: Option<String>,
@@ -62,6 +65,7 @@ pub struct RawTls {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     pub server_name: Option<String>,
+    pub alpn: Option<Vec<String>>,
     pub min_version: Option<String>,
     pub legacy_common_name: Option<bool>,
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rumqttc::{ConnectReturnCode, ConnectionError, StateError};
 
+use crate::config::Profile;
 use crate::tls::{self, TlsFailure, TlsSetup};
 
 /// What a connection attempt was aimed at, to word failures with.
@@ -26,6 +27,8 @@ pub struct Target {
     pub tls: Option<TlsSetup>,
     /// The largest packet read from the broker (its remaining length).
     pub max_incoming: usize,
+    /// A service whose silent refusals have known causes (AWS IoT Core).
+    pub profile: Profile,
 }
 
 impl Target {
@@ -77,6 +80,23 @@ pub enum Failure {
     Other {
         addr: String,
         detail: String,
+    },
+    /// AWS IoT Core closed the connection: it never says why.
+    Aws {
+        addr: String,
+        client_id: String,
+        /// After CONNACK (a publish or subscribe) rather than at connect.
+        connected: bool,
+    },
+    /// A TLS handshake to an IP address failed or was cut: no server name
+    /// (SNI) could be sent, which a name-based service needs.
+    NoServerName {
+        addr: String,
+        host: String,
+    },
+    /// Port 443 closed the connection and no ALPN protocol was offered.
+    NoAlpn {
+        addr: String,
     },
 }
 
@@ -135,6 +155,9 @@ impl Failure {
             Failure::ClosedBeforeConnAck { .. } => "closed",
             Failure::Lost { .. } => "lost",
             Failure::Other { .. } => "other",
+            Failure::Aws { .. } => "aws",
+            Failure::NoServerName { .. } => "sni",
+            Failure::NoAlpn { .. } => "alpn",
         }
     }
 }
@@ -157,6 +180,9 @@ pub fn silent(target: &Target, silence: std::time::Duration) -> Failure {
 pub async fn diagnose(error: &ConnectionError, was_connected: bool, target: &Target) -> Failure {
     let addr = target.addr();
     let tls_on = target.tls.is_some();
+    if let Some(failure) = service_failure(error, was_connected, target) {
+        return failure;
+    }
     if let (Some(rustls_error), Some(setup)) = (find::<rustls::Error>(error), &target.tls) {
         let seen = setup.observer.snapshot();
         return Failure::Tls(tls::explain(
@@ -238,6 +264,48 @@ fn chain<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'st
 
 fn find<T: StdError + 'static>(error: &ConnectionError) -> Option<&T> {
     chain(error).into_iter().find_map(|e| e.downcast_ref::<T>())
+}
+
+/// What a name-based or managed service's silent refusal most likely
+/// means, before the general diagnosis.
+fn service_failure(
+    error: &ConnectionError,
+    was_connected: bool,
+    target: &Target,
+) -> Option<Failure> {
+    let setup = target.tls.as_ref()?;
+    let addr = target.addr();
+    let refused_handshake = matches!(
+        find::<rustls::Error>(error),
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure
+                | rustls::AlertDescription::UnrecognisedName
+                | rustls::AlertDescription::AccessDenied
+        ))
+    );
+    let cut = closed(error) || refused_handshake;
+    if !was_connected
+        && cut
+        && setup.facts.server_name.is_none()
+        && crate::config::is_ip(&target.host)
+        && setup.observer.snapshot().server_chain.is_empty()
+    {
+        return Some(Failure::NoServerName {
+            addr,
+            host: target.host.clone(),
+        });
+    }
+    if !was_connected && cut && target.port == 443 && setup.facts.alpn.is_empty() {
+        return Some(Failure::NoAlpn { addr });
+    }
+    if target.profile == Profile::AwsIot && closed(error) {
+        return Some(Failure::Aws {
+            addr,
+            client_id: target.client_id.clone(),
+            connected: was_connected,
+        });
+    }
+    None
 }
 
 fn closed(error: &ConnectionError) -> bool {
@@ -481,6 +549,48 @@ impl fmt::Display for Failure {
             Failure::Other { addr, detail } => {
                 write!(f, "cannot connect to {addr}: {detail}")
             }
+            Failure::Aws {
+                addr,
+                client_id,
+                connected: false,
+            } => write!(
+                f,
+                "AWS IoT Core ({addr}) closed the connection before accepting it (no CONNACK). \
+                 It says no more than that when: the certificate is not registered in this \
+                 account and region, or is not ACTIVE; no policy is attached to it; or the \
+                 policy does not allow iot:Connect for client id {client_id:?} (resource \
+                 arn:aws:iot:<region>:<account>:client/{client_id}). Check with `aws iot \
+                 describe-certificate`, `aws iot list-attached-policies --target <certificate \
+                 ARN>` and the policy's iot:Connect resource"
+            ),
+            Failure::Aws {
+                addr,
+                client_id,
+                connected: true,
+            } => write!(
+                f,
+                "AWS IoT Core ({addr}) closed the connection. It says no more than that when \
+                 the device publishes where its policy does not allow iot:Publish (a retained \
+                 message also needs iot:RetainPublish), subscribes where it does not allow \
+                 iot:Subscribe, or when another connection takes client id {client_id:?}; \
+                 AWS IoT's logs (CloudWatch, AWSIotLogsV2) say which"
+            ),
+            Failure::NoServerName { addr, host } => write!(
+                f,
+                "{addr} refused the TLS connection: {host} is an IP address, so no server \
+                 name (SNI) could be sent, and a broker that serves several names by one \
+                 address (AWS IoT Core, HiveMQ Cloud, a TLS proxy) needs it. Connect by the \
+                 broker's name, or keep the address and set broker.tls.server_name to the \
+                 name"
+            ),
+            Failure::NoAlpn { addr } => write!(
+                f,
+                "{addr} closed the connection during or right after the TLS handshake, and \
+                 pinpost offered no ALPN protocol: on port 443 a broker shares the port with \
+                 HTTPS and picks MQTT by ALPN. For AWS IoT Core set broker.profile = \
+                 \"aws-iot\" (it offers \"x-amzn-mqtt-ca\"); for another service set \
+                 broker.tls.alpn to the protocol its documentation names"
+            ),
         }
     }
 }

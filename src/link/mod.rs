@@ -23,7 +23,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{Broker, Reconnect};
+use crate::config::{Broker, Endpoint, Reconnect};
 use crate::tls::TlsSetup;
 
 use tracking::{Handed, Tracker};
@@ -91,6 +91,8 @@ pub struct LinkOptions {
 pub enum LinkEvent {
     Connected {
         session_present: bool,
+        /// Which broker (of several, the one that answered).
+        broker: Endpoint,
     },
     Message {
         topic: String,
@@ -164,6 +166,79 @@ const REQUEST_BUFFER: usize = WINDOW + 16;
 /// little. Below rumqttc's in-flight limit (100) so it never stalls.
 pub const WINDOW: usize = 48;
 
+/// The MQTT options for one broker of the config's.
+fn mqtt_options(
+    options: &LinkOptions,
+    endpoint: &Endpoint,
+    max_incoming: usize,
+    tls: Option<&TlsSetup>,
+) -> MqttOptions {
+    let broker = &options.broker;
+    let mut mqtt = MqttOptions::new(&options.client_id, &endpoint.host, endpoint.port);
+    mqtt.set_keep_alive(broker.keep_alive)
+        .set_clean_session(broker.clean_session)
+        .set_max_packet_size(max_incoming, broker.max_packet_size);
+    if let Some(c) = &broker.credentials {
+        let password = c.password.as_ref().map_or("", |p| p.expose());
+        mqtt.set_credentials(&c.username, password);
+    }
+    if let Some(will) = &options.will {
+        mqtt.set_last_will(LastWill::new(
+            &will.topic,
+            will.payload.clone(),
+            QoS::AtLeastOnce,
+            will.retain,
+        ));
+    }
+    if let Some(setup) = tls {
+        mqtt.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            setup.config.clone(),
+        )));
+    }
+    mqtt
+}
+
+/// The brokers a link may use, and which one it is on. It stays on a
+/// broker while it works and moves to the next only when a connection to
+/// it fails or dies, so it goes back to an earlier one only by going round:
+/// no flapping between nodes.
+struct Brokers {
+    endpoints: Vec<Endpoint>,
+    at: usize,
+    /// Attempts that failed since the last connect.
+    failed: usize,
+    max_incoming: usize,
+}
+
+impl Brokers {
+    fn current(&self) -> &Endpoint {
+        &self.endpoints[self.at]
+    }
+
+    /// Whether every broker has failed once since the last connect.
+    fn all_failed(&self) -> bool {
+        self.failed >= self.endpoints.len()
+    }
+
+    /// After a failure: the next broker is the one to try.
+    fn next(&mut self, eventloop: &mut EventLoop, options: &LinkOptions, target: &mut Target) {
+        self.failed += 1;
+        if self.endpoints.len() < 2 {
+            return;
+        }
+        self.at = (self.at + 1) % self.endpoints.len();
+        let endpoint = self.endpoints[self.at].clone();
+        // The session choice of the moment (a one-off clean connect after
+        // a packet too large to read) carries over.
+        let clean = eventloop.mqtt_options.clean_session();
+        let mut mqtt = mqtt_options(options, &endpoint, self.max_incoming, target.tls.as_ref());
+        mqtt.set_clean_session(clean);
+        eventloop.mqtt_options = mqtt;
+        target.host = endpoint.host;
+        target.port = endpoint.port;
+    }
+}
+
 impl Link {
     /// Starts connecting in the background. `tls` is `None` for plain MQTT.
     pub fn start(options: LinkOptions, tls: Option<TlsSetup>) -> Link {
@@ -171,27 +246,12 @@ impl Link {
         let max_incoming = options
             .max_incoming
             .map_or(broker.max_packet_size, |m| m.min(broker.max_packet_size));
-        let mut mqtt = MqttOptions::new(&options.client_id, &broker.host, broker.port);
-        mqtt.set_keep_alive(broker.keep_alive)
-            .set_clean_session(broker.clean_session)
-            .set_max_packet_size(max_incoming, broker.max_packet_size);
-        if let Some(c) = &broker.credentials {
-            let password = c.password.as_ref().map_or("", |p| p.expose());
-            mqtt.set_credentials(&c.username, password);
-        }
-        if let Some(will) = &options.will {
-            mqtt.set_last_will(LastWill::new(
-                &will.topic,
-                will.payload.clone(),
-                QoS::AtLeastOnce,
-                will.retain,
-            ));
-        }
-        if let Some(setup) = &tls {
-            mqtt.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                setup.config.clone(),
-            )));
-        }
+        let endpoints = broker.order.arrange(&broker.endpoints, &options.client_id);
+        let first = endpoints.first().cloned().unwrap_or_else(|| Endpoint {
+            host: broker.host.clone(),
+            port: broker.port,
+        });
+        let mqtt = mqtt_options(&options, &first, max_incoming, tls.as_ref());
         let (client, mut eventloop) = AsyncClient::new(mqtt, REQUEST_BUFFER);
         let mut network = eventloop.network_options();
         // rumqttc counts in whole seconds; round up so "1500ms" is not 1s.
@@ -201,16 +261,19 @@ impl Link {
         // that keeps Nagle on (Mosquitto as installed); see `prompt`.
         network.set_tcp_nodelay(true);
         network.set_tcp_stream_wrapper(prompt::wrap);
+        // A name-based service reached by address still gets its name.
+        network.set_tls_server_name(broker.tls.as_ref().and_then(|t| t.server_name.clone()));
         eventloop.set_network_options(network);
         let target = Target {
-            host: broker.host.clone(),
-            port: broker.port,
+            host: first.host.clone(),
+            port: first.port,
             client_id: options.client_id.clone(),
             username: broker.credentials.as_ref().map(|c| c.username.clone()),
             connect_timeout: broker.connect_timeout,
             keep_alive: broker.keep_alive,
             tls,
             max_incoming,
+            profile: broker.profile,
         };
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
         let handed = Handed::default();
@@ -220,7 +283,15 @@ impl Link {
             handed: handed.clone(),
         };
         let tracker = Tracker::new(handed);
-        let task = tokio::spawn(drive(eventloop, client, options, target, tracker, tx));
+        let brokers = Brokers {
+            endpoints,
+            at: 0,
+            failed: 0,
+            max_incoming,
+        };
+        let task = tokio::spawn(drive(
+            eventloop, client, options, target, brokers, tracker, tx,
+        ));
         Link {
             publisher,
             events,
@@ -380,7 +451,8 @@ async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     options: LinkOptions,
-    target: Target,
+    mut target: Target,
+    mut brokers: Brokers,
     mut tracker: Tracker,
     tx: mpsc::Sender<LinkEvent>,
 ) {
@@ -434,10 +506,12 @@ async fn drive(
                     clean_once = true;
                 }
                 tracker.lost(&mut eventloop.pending);
+                brokers.next(&mut eventloop, &options, &mut target);
                 let down = down(
                     failure,
                     connected,
                     ever_connected,
+                    brokers.all_failed(),
                     &options,
                     &mut backoff,
                     &tx,
@@ -480,8 +554,10 @@ async fn drive(
                 if !ack.session_present {
                     resubscribe(&client, &options.subscriptions);
                 }
+                brokers.failed = 0;
                 Some(LinkEvent::Connected {
                     session_present: ack.session_present,
+                    broker: brokers.current().clone(),
                 })
             }
             Event::Incoming(Packet::Publish(p)) => Some(LinkEvent::Message {
@@ -526,20 +602,27 @@ fn silence_limit(keep_alive: Duration) -> Option<Duration> {
 
 /// Reports a failure and waits before the next attempt. `None` when the
 /// link gives up (or nobody listens), else the new `connected` (false).
+/// `all_failed`: every broker has failed since the last connect; a link
+/// that would give up tries each of several brokers once first, at once.
 async fn down(
     failure: Failure,
     connected: bool,
     ever_connected: bool,
+    all_failed: bool,
     options: &LinkOptions,
     backoff: &mut Backoff,
     tx: &mpsc::Sender<LinkEvent>,
 ) -> Option<bool> {
-    let give_up = match options.retry {
+    let would_give_up = match options.retry {
         Retry::Never => true,
         Retry::OnceConnected => !connected && !ever_connected,
         Retry::Forever => false,
     };
-    let retry_in = (!give_up).then(|| backoff.next_delay(fastrand::f64()));
+    let retry_in = match (would_give_up, all_failed) {
+        (true, true) => None,
+        (true, false) => Some(Duration::ZERO),
+        (false, _) => Some(backoff.next_delay(fastrand::f64())),
+    };
     let down = LinkEvent::Down {
         failure,
         retry_in,

@@ -45,6 +45,8 @@ pub struct TlsFacts {
     pub min_version: Option<TlsVersion>,
     pub legacy_common_name: bool,
     pub server_name: Option<String>,
+    /// ALPN protocols offered.
+    pub alpn: Vec<String>,
 }
 
 /// A ready rustls config plus the observer its checks report to.
@@ -114,12 +116,14 @@ pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    facts.alpn = tls.alpn.clone();
     Ok(TlsSetup {
         config: Arc::new(config),
         observer,

@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod front;
+pub mod subscriber;
+
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

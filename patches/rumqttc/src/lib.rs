@@ -402,6 +402,7 @@ pub type TcpStreamWrapper = fn(TcpStream) -> Box<dyn AsyncReadWrite>;
 #[derive(Clone, Default)]
 pub struct NetworkOptions {
     tcp_stream_wrapper: Option<TcpStreamWrapper>,
+    tls_server_name: Option<String>,
     tcp_send_buffer_size: Option<u32>,
     tcp_recv_buffer_size: Option<u32>,
     tcp_nodelay: bool,
@@ -414,6 +415,7 @@ impl NetworkOptions {
     pub fn new() -> Self {
         NetworkOptions {
             tcp_stream_wrapper: None,
+            tls_server_name: None,
             tcp_send_buffer_size: None,
             tcp_recv_buffer_size: None,
             tcp_nodelay: false,
@@ -430,6 +432,18 @@ impl NetworkOptions {
     /// Sets the function each connected TCP stream is passed through.
     pub fn set_tcp_stream_wrapper(&mut self, wrapper: TcpStreamWrapper) {
         self.tcp_stream_wrapper = Some(wrapper);
+    }
+
+    /// Sets the name TLS sends (SNI) and checks the broker's certificate
+    /// against, instead of the host connected to: a name-based service
+    /// reached by its IP address (pinpost: `broker.tls.server_name`).
+    pub fn set_tls_server_name(&mut self, name: Option<String>) {
+        self.tls_server_name = name;
+    }
+
+    /// The name TLS uses for a connection to `host`.
+    pub(crate) fn tls_server_name<'a>(&'a self, host: &'a str) -> &'a str {
+        self.tls_server_name.as_deref().unwrap_or(host)
     }
 
     /// Passes a connected TCP stream through the wrapper, if any.
