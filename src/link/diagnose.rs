@@ -284,8 +284,10 @@ fn service_failure(
         ))
     );
     let cut = closed(error) || refused_handshake;
+    // Only an alert: a close without one is as likely a plain-MQTT port
+    // (which the TLS diagnosis says better).
     if !was_connected
-        && cut
+        && refused_handshake
         && setup.facts.server_name.is_none()
         && crate::config::is_ip(&target.host)
         && setup.observer.snapshot().server_chain.is_empty()
