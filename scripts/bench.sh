@@ -42,4 +42,4 @@ done
 ulimit -n 8192 2>/dev/null || true
 # Without the demo's broker, as the packages are built: the bench's own
 # pinpost binary is then the one whose size it reports for this machine.
-cargo bench --no-default-features --bench compare "$@"
+cargo bench --no-default-features --bench compare -- "$@"
