@@ -166,7 +166,7 @@ async fn run(delay: Option<u32>, rows: &mut Vec<Row>) {
                 answered.trouble()
             ),
             figure,
-            target,
+            "no target: the result is spooled too",
             None,
         ));
     }
