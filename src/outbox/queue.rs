@@ -651,11 +651,10 @@ impl Queue {
     }
 
     /// At shutdown: every unacknowledged message to disk, then the exact
-    /// seqs. The disk side's answers then say what was kept.
+    /// seqs, as when the link goes down. The disk side's answers then say
+    /// what was kept.
     pub fn persist(&mut self) {
-        self.online = false;
-        self.spill();
-        self.release();
+        self.offline();
     }
 
     /// Writes every message that is only in memory to the spool (in flight
