@@ -33,11 +33,11 @@ pub struct Target {
 
 impl Target {
     fn addr(&self) -> String {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
+        crate::config::Endpoint {
+            host: self.host.clone(),
+            port: self.port,
         }
+        .to_string()
     }
 }
 
