@@ -1,14 +1,14 @@
 //! pinpost: Raspberry Pi GPIO and sensors over MQTT with mutual TLS.
 //!
 //! Data flows one way: [`board`] and [`sensors`] → [`outbox`] → [`link`] →
-//! broker, and broker → [`commands`] → outputs. The outbox owns every
+//! broker, and broker → [`control`] → outputs. The outbox owns every
 //! message until the broker acknowledges it, spilling to disk when offline.
 //! [`config`] is the TOML file, checked once at start-up; [`tls`] sets up rustls and explains handshake failures in
 //! words; [`link`] is the one supervised MQTT connection (the only code that
 //! talks to rumqttc); [`topics`] is the topic layout and payloads; [`agent`]
-//! wires it all together for `pinpost run`; [`cmd`] holds the subcommands.
+//! wires it all together for `pinpost run`; [`cli`] is the command line and its subcommands.
 //! Beside the data flow, [`certs`] makes a fleet's certificates,
-//! [`check`] reads a config's certificate files before `pinpost check`
+//! [`preflight`] reads a config's certificate files before `pinpost check`
 //! connects, and [`homeassistant`] turns a config into Home Assistant's
 //! discovery messages (the agent publishes them, `pinpost ha` prints them).
 //!
@@ -19,16 +19,15 @@
 pub mod agent;
 pub mod board;
 pub mod certs;
-pub mod check;
 pub mod cli;
-pub mod cmd;
-pub mod commands;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod homeassistant;
 pub mod link;
 pub mod logging;
 pub mod outbox;
+pub mod preflight;
 pub mod sensors;
 pub mod tls;
 pub mod topics;

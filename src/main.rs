@@ -4,15 +4,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pinpost::cli::Cli;
-use pinpost::{cmd, logging};
+use pinpost::cli::args::{Cli, Subcommand};
+use pinpost::{cli, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        pinpost::cli::Command::Run(_) => "info",
+        Subcommand::Run(_) => "info",
         // The built-in broker logs every client that leaves as an error.
-        pinpost::cli::Command::Demo(_) => "warn,rumqttd=off",
+        Subcommand::Demo(_) => "warn,rumqttd=off",
         _ => "warn",
     };
     logging::init(cli.command.debug(), default_level);
@@ -26,5 +26,5 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    cmd::report(runtime.block_on(cmd::run(cli.command)))
+    cli::report(runtime.block_on(cli::run(cli.command)))
 }

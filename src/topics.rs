@@ -6,7 +6,7 @@
 //! | `pinpost/pi-01/status` | `online` / `offline` (retained; `offline` is also the Last Will) |
 //! | `pinpost/pi-01/input/<name>` | `{"value":true,"ts":"…","seq":N}` (retained) |
 //! | `pinpost/pi-01/output/<name>` | `{"value":true,"ts":"…","seq":N}` (+ `duty`, `hz` under PWM; retained) |
-//! | `pinpost/pi-01/cmd/<name>` | commands in (see `commands`) |
+//! | `pinpost/pi-01/cmd/<name>` | commands in (see `control`) |
 //! | `pinpost/pi-01/cmd/<name>/result` | `{"id":"…","ok":true}` / `{"id":"…","ok":false,"error":"…"}` |
 //! | `pinpost/pi-01/sensor/<name>` | `{"value":21.4,"unit":"°C","ts":"…","seq":N}` |
 //! | `pinpost/pi-01/stats` | outbox and link counters (retained, QoS 0, see [`StatsReport`]) |

@@ -15,8 +15,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pinpost::commands::{Action, Incoming, parse};
 use pinpost::config::{Config, Overrides, from_text};
+use pinpost::control::{Action, Incoming, parse};
 use pinpost::outbox::spool::{Record, Spool};
 use proptest::prelude::*;
 

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::syncer::{self, SyncStep, Syncer};
-use crate::commands::Stamp;
+use crate::control::Stamp;
 use crate::utc;
 
 pub const FILE_NAME: &str = "applied-commands.json";

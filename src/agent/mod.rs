@@ -31,8 +31,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::board::{Board, EdgeReceiver};
-use crate::commands::{self, Incoming};
 use crate::config::Config;
+use crate::control::{self, Incoming};
 use crate::link::{Failure, Link, LinkEvent, LinkOptions, Publisher, Qos, Retry, Will};
 use crate::outbox::Outbox;
 use crate::sensors::{Outcome, Reporting, Sensing, SensorError};
@@ -168,10 +168,10 @@ struct Agent {
 /// A command held until its output may change again.
 #[derive(Debug)]
 struct Waiting {
-    action: commands::Action,
+    action: control::Action,
     id: Option<String>,
     /// Recorded as applied only when it really is carried out.
-    stamp: Option<commands::Stamp>,
+    stamp: Option<control::Stamp>,
     /// When the command was meant (Unix milliseconds): its `"ts"`, or for
     /// an unstamped live command the moment it arrived. Of two commands
     /// for the held slot the one meant later wins, whichever arrives last.
@@ -553,7 +553,7 @@ impl Agent {
             self.read_input(i);
         }
         for end in self.outputs.due(now) {
-            let action = commands::Action::Set(end.level);
+            let action = control::Action::Set(end.level);
             self.drive(end.output, &action, None, now);
         }
         self.apply_waiting(now);
@@ -615,7 +615,7 @@ impl Agent {
             persistent_session: !self.config.broker.clean_session,
             now_millis: utc::now_unix_millis(),
         };
-        match commands::parse(
+        match control::parse(
             incoming,
             &self.config.outputs,
             &self.config.inputs,
@@ -643,14 +643,14 @@ impl Agent {
     /// again (`commands.min_interval`); only the latest one is held: the one
     /// meant latest (by `"ts"`; an unstamped command counts as meant when it
     /// arrived), so a late older command cannot replace a newer one.
-    fn on_command(&mut self, command: commands::Command, now: Instant) {
+    fn on_command(&mut self, command: control::PinCommand, now: Instant) {
         self.on_command_at(command, now, utc::now_unix_millis());
     }
 
-    fn on_command_at(&mut self, command: commands::Command, now: Instant, now_millis: i64) {
+    fn on_command_at(&mut self, command: control::PinCommand, now: Instant, now_millis: i64) {
         let min_interval = self.config.commands.min_interval;
         let name = self.config.outputs[command.output].name.clone();
-        if let commands::Action::Pulse(length) = command.action {
+        if let control::Action::Pulse(length) = command.action {
             if length < min_interval {
                 return self.refuse(
                     &name,
@@ -739,7 +739,7 @@ impl Agent {
             }
             if let Some(stamp) = &held.stamp {
                 if let Err(error) =
-                    commands::check_stamp(stamp.at_millis, now_millis, &self.config.commands)
+                    control::check_stamp(stamp.at_millis, now_millis, &self.config.commands)
                 {
                     let name = self.config.outputs[output].name.clone();
                     let error = format!("while it waited for commands.min_interval: {error}");
@@ -775,7 +775,7 @@ impl Agent {
     fn drive(
         &mut self,
         output: usize,
-        action: &commands::Action,
+        action: &control::Action,
         reply: Option<(&str, Option<&str>)>,
         now: Instant,
     ) {
@@ -803,7 +803,7 @@ impl Agent {
         let now = Instant::now();
         for (i, output) in self.config.outputs.clone().iter().enumerate() {
             if let Some(level) = output.safe_state {
-                self.drive(i, &commands::Action::Set(level), None, now);
+                self.drive(i, &control::Action::Set(level), None, now);
             }
         }
         self.safe = true;
@@ -878,7 +878,7 @@ const NAME_ROOM: usize = 256;
 /// the topic's length and the packet id (2 bytes each), and a payload of
 /// `commands.max_payload`. The broker's other messages to the agent are its
 /// acknowledgements, far smaller. Anything larger is not read at all.
-fn command_packet_limit(topics: &Topics, commands: &crate::config::Commands) -> usize {
+fn command_packet_limit(topics: &Topics, commands: &crate::config::CommandRules) -> usize {
     // "<prefix>/<id>/cmd/+" without the "+".
     let base = topics.commands().len().saturating_sub(1);
     base.saturating_add(NAME_ROOM)
@@ -976,12 +976,12 @@ mod tests {
         out
     }
 
-    fn stamped(action: commands::Action, id: &str, at_millis: i64) -> commands::Command {
-        commands::Command {
+    fn stamped(action: control::Action, id: &str, at_millis: i64) -> control::PinCommand {
+        control::PinCommand {
             output: 0,
             action,
             id: Some(id.into()),
-            stamp: Some(commands::Stamp {
+            stamp: Some(control::Stamp {
                 at_millis,
                 key: format!("id:{id}"),
             }),
@@ -1019,14 +1019,14 @@ mod tests {
         let t0 = Instant::now();
         let wall = utc::now_unix_millis();
         agent.on_command_at(
-            stamped(commands::Action::Set(true), "a", wall - 300),
+            stamped(control::Action::Set(true), "a", wall - 300),
             t0,
             wall,
         );
         // "b" (off, meant at -100) waits; "c" (on, meant at -200) arrives later.
-        let b = stamped(commands::Action::Set(false), "b", wall - 100);
+        let b = stamped(control::Action::Set(false), "b", wall - 100);
         agent.on_command_at(b, t0 + ms(10), wall + 10);
-        let c = stamped(commands::Action::Set(true), "c", wall - 200);
+        let c = stamped(control::Action::Set(true), "c", wall - 200);
         agent.on_command_at(c, t0 + ms(20), wall + 20);
         assert_eq!(
             agent.waiting[0].as_ref().and_then(|w| w.id.as_deref()),
@@ -1050,20 +1050,20 @@ mod tests {
 
         // An unstamped command counts as meant when it arrived: it replaces
         // a waiting command stamped earlier, not one stamped later.
-        let unstamped = |id: &str| commands::Command {
+        let unstamped = |id: &str| control::PinCommand {
             output: 0,
-            action: commands::Action::Toggle,
+            action: control::Action::Toggle,
             id: Some(id.into()),
             stamp: None,
         };
         let t1 = t0 + ms(1000);
         agent.on_command_at(
-            stamped(commands::Action::Set(true), "d", wall + 900),
+            stamped(control::Action::Set(true), "d", wall + 900),
             t1,
             wall + 1000,
         );
         agent.on_command_at(
-            stamped(commands::Action::Set(false), "e", wall + 1000),
+            stamped(control::Action::Set(false), "e", wall + 1000),
             t1 + ms(1),
             wall + 1001,
         );
@@ -1073,7 +1073,7 @@ mod tests {
             Some("f")
         );
         agent.on_command_at(
-            stamped(commands::Action::Set(false), "g", wall + 1500),
+            stamped(control::Action::Set(false), "g", wall + 1500),
             t1 + ms(3),
             wall + 1003,
         );
@@ -1095,8 +1095,8 @@ mod tests {
             relay_agent("[commands]\nmin_interval = \"1h\"\nmax_age = \"30s\"\n");
         let t0 = Instant::now();
         let wall = utc::now_unix_millis();
-        agent.on_command_at(stamped(commands::Action::Set(true), "a", wall), t0, wall);
-        let b = stamped(commands::Action::Set(false), "b", wall + 1000);
+        agent.on_command_at(stamped(control::Action::Set(true), "a", wall), t0, wall);
+        let b = stamped(control::Action::Set(false), "b", wall + 1000);
         agent.on_command_at(b, t0 + Duration::from_secs(1), wall + 1000);
         assert!(agent.waiting[0].is_some(), "held for min_interval");
         let hour = Duration::from_secs(3600);
@@ -1121,9 +1121,9 @@ mod tests {
         // Still fresh when its turn comes: carried out.
         let t1 = t0 + hour * 2;
         let w1 = wall + 7_200_000;
-        agent.on_command_at(stamped(commands::Action::Set(false), "c", w1), t1, w1);
+        agent.on_command_at(stamped(control::Action::Set(false), "c", w1), t1, w1);
         assert_eq!(pins.level(27), Some(false));
-        let d = stamped(commands::Action::Set(true), "d", w1 + 3_590_000);
+        let d = stamped(control::Action::Set(true), "d", w1 + 3_590_000);
         agent.on_command_at(d, t1 + Duration::from_secs(3590), w1 + 3_590_000);
         agent.apply_waiting_at(t1 + hour, w1 + 3_600_000);
         assert_eq!(pins.level(27), Some(true), "10 s old when applied");
@@ -1164,7 +1164,7 @@ mod tests {
     #[tokio::test]
     async fn inside_min_interval_only_the_latest_command_waits_and_is_applied() {
         let (mut agent, pins, _dir, _link) = relay_agent("");
-        let command = |action, id: &str| commands::Command {
+        let command = |action, id: &str| control::PinCommand {
             output: 0,
             action,
             id: Some(id.into()),
@@ -1172,10 +1172,10 @@ mod tests {
         };
         let ms = |n| Duration::from_millis(n);
         let t0 = Instant::now();
-        agent.on_command(command(commands::Action::Set(true), "a"), t0);
+        agent.on_command(command(control::Action::Set(true), "a"), t0);
         assert_eq!(pins.level(27), Some(true), "the first one at once");
-        agent.on_command(command(commands::Action::Set(false), "b"), t0 + ms(10));
-        agent.on_command(command(commands::Action::Toggle, "c"), t0 + ms(20));
+        agent.on_command(command(control::Action::Set(false), "b"), t0 + ms(10));
+        agent.on_command(command(control::Action::Toggle, "c"), t0 + ms(20));
         assert_eq!(pins.level(27), Some(true), "held, not applied");
         assert_eq!(
             agent.waiting[0].as_ref().map(|w| (w.id.as_deref(), w.at)),
@@ -1193,7 +1193,7 @@ mod tests {
             5,
             "3 results and 2 states"
         );
-        agent.on_command(command(commands::Action::Pulse(ms(50)), "d"), t0 + ms(500));
+        agent.on_command(command(control::Action::Pulse(ms(50)), "d"), t0 + ms(500));
         assert_eq!(
             pins.level(27),
             Some(false),

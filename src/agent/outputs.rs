@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::board::Board;
-use crate::commands::Action;
 use crate::config::Output;
+use crate::control::Action;
 use crate::topics::PinState;
 
 #[derive(Debug, Clone)]

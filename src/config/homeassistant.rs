@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::build::{Origins, duration};
 use super::raw::{RawConfig, RawEntity};
-use super::{Broker, Commands, ConfigError, Input, Output, Sensor, SensorKind};
+use super::{Broker, CommandRules, ConfigError, Input, Output, Sensor, SensorKind};
 
 /// At most this long (a random part of it) before answering HA's birth
 /// message, so a fleet does not answer at once.
@@ -197,7 +197,7 @@ impl SensorKind {
 
 pub(super) struct Parts<'a> {
     pub broker: &'a Broker,
-    pub commands: &'a Commands,
+    pub commands: &'a CommandRules,
     pub inputs: &'a [Input],
     pub outputs: &'a [Output],
     pub sensors: &'a [Sensor],
@@ -455,7 +455,7 @@ fn entity(r: &RawEntity, at: &str, kind: Kind, o: &Origins<'_>) -> Result<Entity
 fn check_output(
     entity: &Entity,
     output: &Output,
-    commands: &Commands,
+    commands: &CommandRules,
     at: &str,
     o: &Origins<'_>,
 ) -> Result<(), ConfigError> {

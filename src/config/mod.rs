@@ -39,7 +39,7 @@ pub struct Config {
     pub board: Board,
     pub inputs: Vec<Input>,
     pub outputs: Vec<Output>,
-    pub commands: Commands,
+    pub commands: CommandRules,
     pub outbox: Outbox,
     pub sensors: Vec<Sensor>,
     pub homeassistant: HomeAssistant,
@@ -227,7 +227,7 @@ pub struct Output {
 
 /// Limits on what the command topic may ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Commands {
+pub struct CommandRules {
     pub max_pulse: Duration,
     /// Commands stamped (`"ts"`) earlier than this, and retained commands, are refused.
     pub max_age: Duration,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::build::{Origins, check_topic_level, duration};
 use super::raw::{RawConfig, RawLevel};
-use super::{Board, BoardKind, Commands, ConfigError, Input, Output, Pull};
+use super::{Board, BoardKind, CommandRules, ConfigError, Input, Output, Pull};
 
 /// BCM GPIO numbers on the 40-pin header of every Pi from the B+ to the Pi 5.
 pub const MAX_BCM_PIN: i64 = 27;
@@ -20,7 +20,7 @@ pub(super) struct Pins {
     pub board: Board,
     pub inputs: Vec<Input>,
     pub outputs: Vec<Output>,
-    pub commands: Commands,
+    pub commands: CommandRules,
 }
 
 pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigError> {
@@ -228,7 +228,7 @@ fn wires(
         .collect()
 }
 
-fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<Commands, ConfigError> {
+fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<CommandRules, ConfigError> {
     let c = &raw.commands;
     // Bounded so every `now + duration` on them stays far from overflow,
     // and so a typo ("60000s") cannot hold a relay on for most of a day.
@@ -283,7 +283,7 @@ fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<Commands, ConfigError> {
             "out of range; allowed: \"0ms\" (no limit) to \"1h\"",
         ));
     }
-    Ok(Commands {
+    Ok(CommandRules {
         max_pulse,
         max_age,
         max_future,

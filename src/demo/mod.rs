@@ -21,7 +21,7 @@ use crate::agent;
 use crate::board::{PinPlan, SimBoard};
 #[cfg(feature = "demo")]
 use crate::certs::{self, Authority, KeyKind};
-use crate::cli::DemoArgs;
+use crate::cli::args::DemoArgs;
 use crate::config::{self, Config, Overrides};
 use crate::link::{Link, LinkEvent, LinkOptions, Qos, Retry};
 use crate::tls;

@@ -1,6 +1,6 @@
 use super::*;
-use crate::commands::{self, Action, Incoming};
 use crate::config::{Overrides, from_text};
+use crate::control::{self, Action, Incoming};
 
 const DEVICE: &str = r#"[device]
 id = "pi-01"
@@ -80,7 +80,7 @@ fn accepted(config: &Config, output: &str, payload: &str) -> Action {
         persistent_session: !config.broker.clean_session,
         now_millis: 1_795_430_292_000,
     };
-    commands::parse(incoming, &config.outputs, &config.inputs, &config.commands)
+    control::parse(incoming, &config.outputs, &config.inputs, &config.commands)
         .unwrap_or_else(|r| panic!("{payload} refused: {}", r.error))
         .action
 }

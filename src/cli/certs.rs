@@ -14,15 +14,15 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::CmdError;
+use super::CliError;
 use crate::certs::{self, Authority, Issued, KeyKind, mosquitto};
-use crate::cli::{CertsArgs, CertsCommand};
+use crate::cli::args::{CertsArgs, CertsCommand};
 
 /// Names a device (or the operator) cannot have: their files would sit
 /// where the CA's or the broker's are expected, or be taken for them.
 const RESERVED: [&str; 2] = ["ca", "broker"];
 
-pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
+pub async fn run(args: CertsArgs) -> Result<(), CliError> {
     let dir = &args.dir;
     let now = crate::utc::now_unix();
     let kind = |rsa: bool| {
@@ -137,7 +137,7 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
                 acl_path: "/etc/mosquitto/pinpost.acl".into(),
                 homeassistant: *homeassistant,
             };
-            setup.check().map_err(|e| CmdError::Input(e.to_string()))?;
+            setup.check().map_err(|e| CliError::Input(e.to_string()))?;
             let folder = dir.join("broker");
             let (conf, acl) = (folder.join("pinpost.conf"), folder.join("pinpost.acl"));
             refuse_existing(&[&conf, &acl], args.force, "edits made to them are lost")?;
@@ -195,12 +195,12 @@ pub async fn run(args: CertsArgs) -> Result<(), CmdError> {
 /// certificate and key) are not in place yet, so the config cannot be
 /// loaded whole. Without an id, the device's id is this machine's name, as
 /// for the agent.
-fn config_id(file: Option<&Path>) -> Result<String, CmdError> {
+fn config_id(file: Option<&Path>) -> Result<String, CliError> {
     let env = std::env::var_os(crate::config::CONFIG_ENV);
     let chosen = crate::config::source::choose(file, env.as_deref());
     let Some(chosen) = chosen else {
         return crate::config::hostname().ok_or_else(|| {
-            CmdError::Input(
+            CliError::Input(
                 "no config file and no host name to take the device id from: pass --device <id>"
                     .into(),
             )
@@ -208,14 +208,14 @@ fn config_id(file: Option<&Path>) -> Result<String, CmdError> {
     };
     let path = chosen.path();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        CmdError::Input(format!(
+        CliError::Input(format!(
             "cannot read {}: {}",
             path.display(),
             crate::config::io_words(&e)
         ))
     })?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
-        CmdError::Input(format!(
+        CliError::Input(format!(
             "{} is not a valid config ({}): fix it, or pass --device <id>",
             path.display(),
             e.message()
@@ -223,12 +223,12 @@ fn config_id(file: Option<&Path>) -> Result<String, CmdError> {
     })?;
     match table.get("device").and_then(|d| d.get("id")) {
         Some(toml::Value::String(id)) => Ok(id.clone()),
-        Some(_) => Err(CmdError::Input(format!(
+        Some(_) => Err(CliError::Input(format!(
             "{}: device.id must be a string like \"pi-01\"",
             path.display()
         ))),
         None => crate::config::hostname().ok_or_else(|| {
-            CmdError::Input(format!(
+            CliError::Input(format!(
                 "{} has no [device] id and this machine has no name to use instead: set \
                  device.id, or pass --device <id>",
                 path.display()
@@ -240,23 +240,23 @@ fn config_id(file: Option<&Path>) -> Result<String, CmdError> {
 /// `pinpost certs verify`: refuses a folder that holds anything but
 /// exactly the device's ca.crt, `<id>.crt` and `<id>.key` (what install.sh
 /// runs before installing anything).
-fn verify(folder: &Path, id: &str) -> Result<(), CmdError> {
+fn verify(folder: &Path, id: &str) -> Result<(), CliError> {
     if !folder.is_dir() {
-        return Err(CmdError::Input(format!(
+        return Err(CliError::Input(format!(
             "{} is not a folder: give the device's folder, like certs/devices/{id}",
             folder.display()
         )));
     }
-    let steps = crate::check::device_bundle(folder, id);
+    let steps = crate::preflight::device_bundle(folder, id);
     let failed = steps
         .iter()
-        .filter(|s| s.mark == crate::check::Mark::Fail)
+        .filter(|s| s.mark == crate::preflight::Mark::Fail)
         .count();
     for step in &steps {
         println!("{step}");
     }
     if failed > 0 {
-        return Err(CmdError::CheckFailed { failed, warned: 0 });
+        return Err(CliError::CheckFailed { failed, warned: 0 });
     }
     Ok(())
 }
@@ -270,7 +270,7 @@ fn device_dir(dir: &Path, id: &str) -> PathBuf {
 }
 
 /// The private folder, 0700: only its owner may even list it.
-fn make_private_dir(dir: &Path) -> Result<(), CmdError> {
+fn make_private_dir(dir: &Path) -> Result<(), CliError> {
     let private = private_dir(dir);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -280,7 +280,7 @@ fn make_private_dir(dir: &Path) -> Result<(), CmdError> {
 }
 
 /// The device folders made so far (each named for its device).
-fn known_devices(dir: &Path) -> Result<Vec<String>, CmdError> {
+fn known_devices(dir: &Path) -> Result<Vec<String>, CliError> {
     let devices = dir.join("devices");
     let Ok(entries) = std::fs::read_dir(&devices) else {
         return Ok(Vec::new());
@@ -294,11 +294,11 @@ fn known_devices(dir: &Path) -> Result<Vec<String>, CmdError> {
     Ok(found)
 }
 
-fn load_ca(dir: &Path) -> Result<Authority, CmdError> {
+fn load_ca(dir: &Path) -> Result<Authority, CliError> {
     let (cert, key) = (dir.join("ca.crt"), private_dir(dir).join("ca.key"));
     let old = dir.join("ca.key");
     if !key.exists() && old.exists() {
-        return Err(CmdError::Input(format!(
+        return Err(CliError::Input(format!(
             "{} is where older pinpost versions kept the CA key, next to what is copied to \
              devices; move it apart first: `mkdir -m 700 {p} && mv {o} {p}/`",
             old.display(),
@@ -308,7 +308,7 @@ fn load_ca(dir: &Path) -> Result<Authority, CmdError> {
     }
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|e| {
-            CmdError::Input(format!(
+            CliError::Input(format!(
                 "cannot read {}: {}. Make the CA first with `pinpost certs ca` (or pass --dir \
                  with the folder that holds ca.crt and private/ca.key)",
                 path.display(),
@@ -327,14 +327,14 @@ fn load_ca(dir: &Path) -> Result<Authority, CmdError> {
 /// Device ids name files, folders, topics and broker accounts: the same
 /// rules as the broker's files, and none of the names the CA's and the
 /// broker's files have.
-fn check_id(id: &str, what: &str) -> Result<(), CmdError> {
+fn check_id(id: &str, what: &str) -> Result<(), CliError> {
     if let Some(why) = mosquitto::id_problem(id) {
-        return Err(CmdError::Input(format!(
+        return Err(CliError::Input(format!(
             "{id:?} cannot be {what}: {why}; use letters, digits, '-', '_' and '.', like pi-01"
         )));
     }
     if RESERVED.contains(&id.to_ascii_lowercase().as_str()) {
-        return Err(CmdError::Input(format!(
+        return Err(CliError::Input(format!(
             "{id:?} cannot be {what}: its files would be taken for the {}'s (ca.crt, \
              ca.key, broker.crt, broker.key are kept apart); choose another name, like pi-01",
             if id.eq_ignore_ascii_case("ca") {
@@ -347,12 +347,12 @@ fn check_id(id: &str, what: &str) -> Result<(), CmdError> {
     Ok(())
 }
 
-fn refuse_existing(paths: &[&PathBuf], force: bool, consequence: &str) -> Result<(), CmdError> {
+fn refuse_existing(paths: &[&PathBuf], force: bool, consequence: &str) -> Result<(), CliError> {
     if force {
         return Ok(());
     }
     if let Some(existing) = paths.iter().find(|p| p.exists()) {
-        return Err(CmdError::Input(format!(
+        return Err(CliError::Input(format!(
             "{} exists and was left alone; pass --force to replace it ({consequence})",
             existing.display()
         )));
@@ -370,7 +370,7 @@ fn make_pair(
     force: bool,
     consequence: &str,
     make: impl FnOnce() -> Result<Issued, certs::CertsError>,
-) -> Result<(PathBuf, PathBuf), CmdError> {
+) -> Result<(PathBuf, PathBuf), CliError> {
     let (cert, key) = (
         folder.join(format!("{stem}.crt")),
         folder.join(format!("{stem}.key")),
@@ -387,7 +387,7 @@ fn make_pair(
 
 /// Writes through a temporary file so a crash leaves the old file or the
 /// new one, never half of either; the mode is set before any byte lands.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CmdError> {
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
@@ -402,8 +402,8 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CmdError> {
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
-fn io(path: &Path, e: std::io::Error) -> CmdError {
-    CmdError::Input(format!(
+fn io(path: &Path, e: std::io::Error) -> CliError {
+    CliError::Input(format!(
         "cannot write {}: {}",
         path.display(),
         crate::config::io_words(&e)

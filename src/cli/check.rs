@@ -1,21 +1,21 @@
 //! `pinpost check`: the config, then every certificate and key file
-//! (offline, [`crate::check`]), then a real connection that subscribes to
+//! (offline, [`crate::preflight`]), then a real connection that subscribes to
 //! the device's own topic and publishes a probe there. Each step is printed
 //! as it is known; a connection failure is worded by the same diagnosis as
 //! `publish` and `run`.
 
 use std::time::Duration;
 
-use super::{CmdError, config_for, connect};
-use crate::check::{self, Mark, Step};
-use crate::cli::CheckArgs;
+use super::{CliError, config_for, connect};
+use crate::cli::args::CheckArgs;
 use crate::config::Config;
 use crate::link::{LinkEvent, Qos, Retry};
+use crate::preflight::{self, Mark, Step};
 
 /// How long a probe may take to come back from the broker.
 const PROBE_WAIT: Duration = Duration::from_secs(5);
 
-pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
+pub async fn run(args: CheckArgs) -> Result<(), CliError> {
     let mut report = Report::default();
     let config = match config_for(&args.connection) {
         Ok(c) => c,
@@ -45,7 +45,7 @@ pub async fn run(args: CheckArgs) -> Result<(), CmdError> {
             .unwrap_or_else(|| "(flags only)".into()),
         config.device.id,
     )));
-    for step in check::files(&config, crate::utc::now_unix()) {
+    for step in preflight::files(&config, crate::utc::now_unix()) {
         report.say(step);
     }
     if args.offline {
@@ -186,9 +186,9 @@ impl Report {
         println!("{step}");
     }
 
-    fn finish(self) -> Result<(), CmdError> {
+    fn finish(self) -> Result<(), CliError> {
         if self.failed > 0 {
-            Err(CmdError::CheckFailed {
+            Err(CliError::CheckFailed {
                 failed: self.failed,
                 warned: self.warned,
             })

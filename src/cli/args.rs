@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser};
 
 use crate::config::Overrides;
 
@@ -25,11 +25,11 @@ use crate::config::Overrides;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Subcommand,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
     /// Run the agent: publish inputs, carry out commands (what the systemd unit runs).
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
@@ -151,7 +151,7 @@ pub struct CertsArgs {
     pub force: bool,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, clap::Subcommand)]
 pub enum CertsCommand {
     /// A new certificate authority: ca.crt (share it) and private/ca.key (keep it secret).
     Ca {
@@ -251,18 +251,18 @@ const SUBSCRIBE_EXAMPLES: &str = "Examples:\n  \
     pinpost subscribe -t 'pinpost/#' -v\n  \
     pinpost subscribe -t pinpost/pi-01/status -C 1 -W 10";
 
-impl Command {
+impl Subcommand {
     pub fn debug(&self) -> bool {
         match self {
-            Command::Run(a) => a.debug,
-            Command::Publish(a) => a.connection.debug,
-            Command::Subscribe(a) => a.connection.debug,
-            Command::Gpio(a) => a.debug,
-            Command::Certs(_) => false,
-            Command::Check(a) => a.connection.debug,
-            Command::Sensors(a) => a.debug,
-            Command::Ha(_) => false,
-            Command::Demo(a) => a.debug,
+            Subcommand::Run(a) => a.debug,
+            Subcommand::Publish(a) => a.connection.debug,
+            Subcommand::Subscribe(a) => a.connection.debug,
+            Subcommand::Gpio(a) => a.debug,
+            Subcommand::Certs(_) => false,
+            Subcommand::Check(a) => a.connection.debug,
+            Subcommand::Sensors(a) => a.debug,
+            Subcommand::Ha(_) => false,
+            Subcommand::Demo(a) => a.debug,
         }
     }
 }
@@ -295,7 +295,7 @@ pub struct GpioArgs {
     pub debug: bool,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, clap::Subcommand)]
 pub enum GpioAction {
     /// Print a pin's level: high or low.
     Read {

@@ -3,14 +3,14 @@
 
 use tokio::io::AsyncWriteExt;
 
-use super::CmdError;
+use super::CliError;
 use crate::board::{
     Board, EdgeSender, InputSetup, OutputSetup, PinPlan, PwmSetup, SimBoard, rppal::RppalBoard,
 };
-use crate::cli::{GpioAction, GpioArgs};
+use crate::cli::args::{GpioAction, GpioArgs};
 use crate::config::{Pull, pins::MAX_BCM_PIN};
 
-pub async fn run(args: GpioArgs) -> Result<(), CmdError> {
+pub async fn run(args: GpioArgs) -> Result<(), CliError> {
     let pull = match args.pull.as_str() {
         "up" => Pull::Up,
         "down" => Pull::Down,
@@ -76,27 +76,27 @@ fn input_plan(pin: u8, pull: Pull) -> PinPlan {
     }
 }
 
-fn open(kind: &str, plan: &PinPlan, edges: EdgeSender) -> Result<Box<dyn Board>, CmdError> {
+fn open(kind: &str, plan: &PinPlan, edges: EdgeSender) -> Result<Box<dyn Board>, CliError> {
     Ok(match kind {
         "sim" => Box::new(SimBoard::new(plan, &[], edges).0),
         _ => Box::new(RppalBoard::open(plan, edges)?),
     })
 }
 
-fn check(pin: u8) -> Result<u8, CmdError> {
+fn check(pin: u8) -> Result<u8, CliError> {
     if i64::from(pin) > MAX_BCM_PIN {
-        return Err(CmdError::Input(format!(
+        return Err(CliError::Input(format!(
             "{pin} is not a GPIO pin; allowed: BCM numbers 0 to {MAX_BCM_PIN} (GPIO17 is 17, physical pin 11)"
         )));
     }
     Ok(pin)
 }
 
-fn parse_level(text: &str) -> Result<bool, CmdError> {
+fn parse_level(text: &str) -> Result<bool, CliError> {
     match text.to_ascii_lowercase().as_str() {
         "on" | "high" | "1" | "true" => Ok(true),
         "off" | "low" | "0" | "false" => Ok(false),
-        other => Err(CmdError::Input(format!(
+        other => Err(CliError::Input(format!(
             "{other:?} is not a level; use on or off"
         ))),
     }
@@ -106,7 +106,7 @@ fn words(high: bool) -> &'static str {
     if high { "high" } else { "low" }
 }
 
-async fn say(text: &str) -> Result<(), CmdError> {
+async fn say(text: &str) -> Result<(), CliError> {
     let mut out = tokio::io::stdout();
     let written = async {
         out.write_all(text.as_bytes()).await?;
@@ -114,5 +114,5 @@ async fn say(text: &str) -> Result<(), CmdError> {
     };
     written
         .await
-        .map_err(|e| CmdError::Input(format!("cannot write to standard output: {e}")))
+        .map_err(|e| CliError::Input(format!("cannot write to standard output: {e}")))
 }

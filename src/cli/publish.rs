@@ -5,8 +5,8 @@
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::task::JoinHandle;
 
-use super::{CmdError, config_for, connect};
-use crate::cli::{MessageSource, PublishArgs};
+use super::{CliError, config_for, connect};
+use crate::cli::args::{MessageSource, PublishArgs};
 use crate::link::{self, LinkError, LinkEvent, Publisher, Qos, Retry};
 
 /// The messages to send: known up front, or read line by line while connected.
@@ -15,7 +15,7 @@ enum Messages {
     Lines,
 }
 
-pub async fn run(args: PublishArgs) -> Result<(), CmdError> {
+pub async fn run(args: PublishArgs) -> Result<(), CliError> {
     let config = config_for(&args.connection)?;
     link::check_topic(&args.topic)?;
     // Read files and stdin before connecting, so a wrong path costs no
@@ -40,14 +40,14 @@ pub async fn run(args: PublishArgs) -> Result<(), CmdError> {
         }
         tokio::select! {
             result = &mut producer, if total.is_none() => {
-                let count = result.map_err(|e| CmdError::Input(format!("reading input failed: {e}")))??;
+                let count = result.map_err(|e| CliError::Input(format!("reading input failed: {e}")))??;
                 total = Some(count);
             }
             event = link.next_event() => match event {
                 Some(LinkEvent::Sent { .. }) => written += 1,
                 Some(LinkEvent::Acked { .. }) => confirmed += 1,
                 Some(LinkEvent::Down { failure, .. }) => {
-                    return Err(CmdError::Unconfirmed {
+                    return Err(CliError::Unconfirmed {
                         confirmed: if qos == Qos::AtMostOnce { 0 } else { confirmed },
                         sent: total.unwrap_or(written),
                         failure: Box::new(failure),
@@ -67,7 +67,7 @@ pub async fn run(args: PublishArgs) -> Result<(), CmdError> {
         match link.next_event().await {
             Some(LinkEvent::Closed) | None => return Ok(()),
             Some(LinkEvent::Down { failure, .. }) if qos == Qos::AtMostOnce => {
-                return Err(CmdError::Unconfirmed {
+                return Err(CliError::Unconfirmed {
                     confirmed: 0,
                     sent: written,
                     failure: Box::new(failure),
@@ -78,7 +78,7 @@ pub async fn run(args: PublishArgs) -> Result<(), CmdError> {
     }
 }
 
-async fn read_source(source: &MessageSource) -> Result<Messages, CmdError> {
+async fn read_source(source: &MessageSource) -> Result<Messages, CliError> {
     if let Some(text) = &source.message {
         return Ok(Messages::Ready(text.clone().into_bytes()));
     }
@@ -87,7 +87,7 @@ async fn read_source(source: &MessageSource) -> Result<Messages, CmdError> {
             .await
             .map(Messages::Ready)
             .map_err(|e| {
-                CmdError::Input(format!(
+                CliError::Input(format!(
                     "cannot read message file {}: {}",
                     path.display(),
                     crate::config::io_words(&e)
@@ -99,7 +99,7 @@ async fn read_source(source: &MessageSource) -> Result<Messages, CmdError> {
         tokio::io::stdin()
             .read_to_end(&mut all)
             .await
-            .map_err(|e| CmdError::Input(format!("cannot read standard input: {e}")))?;
+            .map_err(|e| CliError::Input(format!("cannot read standard input: {e}")))?;
         return Ok(Messages::Ready(all));
     }
     if source.stdin_line {
@@ -115,7 +115,7 @@ fn produce(
     topic: String,
     qos: Qos,
     retain: bool,
-) -> JoinHandle<Result<u64, CmdError>> {
+) -> JoinHandle<Result<u64, CliError>> {
     tokio::spawn(async move {
         match messages {
             Messages::Ready(payload) => {
@@ -128,7 +128,7 @@ fn produce(
                 while let Some(line) = lines
                     .next_line()
                     .await
-                    .map_err(|e| CmdError::Input(format!("cannot read standard input: {e}")))?
+                    .map_err(|e| CliError::Input(format!("cannot read standard input: {e}")))?
                 {
                     if line.is_empty() {
                         continue;

@@ -1,12 +1,12 @@
 //! `pinpost ha`: the Home Assistant discovery messages a config produces,
 //! printed for a person to read before enabling it. Nothing is sent.
 
-use super::CmdError;
-use crate::cli::HaArgs;
+use super::CliError;
+use crate::cli::args::HaArgs;
 use crate::config::{self, ConfigError, Overrides};
 use crate::homeassistant;
 
-pub fn run(args: &HaArgs) -> Result<(), CmdError> {
+pub fn run(args: &HaArgs) -> Result<(), CliError> {
     let env = std::env::var_os(config::CONFIG_ENV);
     let chosen =
         config::source::choose(args.config.as_deref(), env.as_deref()).ok_or_else(|| {

@@ -1,13 +1,13 @@
 //! `pinpost run`: the agent, as the systemd unit runs it. Reads the config
 //! (which must exist), opens the board, and runs until SIGTERM or Ctrl-C.
 
-use super::CmdError;
+use super::CliError;
 use crate::agent;
 use crate::board;
-use crate::cli::RunArgs;
+use crate::cli::args::RunArgs;
 use crate::config::{self, ConfigError, Overrides};
 
-pub async fn run(args: RunArgs) -> Result<(), CmdError> {
+pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let env = std::env::var_os(config::CONFIG_ENV);
     let chosen =
         config::source::choose(args.config.as_deref(), env.as_deref()).ok_or_else(|| {

@@ -2,6 +2,7 @@
 //! share: turning connection flags plus the config file into a link, and the
 //! error type whose words reach the user and whose kind sets the exit code.
 
+pub mod args;
 pub mod certs;
 pub mod check;
 pub mod gpio;
@@ -15,14 +16,14 @@ use std::process::ExitCode;
 
 use crate::agent::AgentError;
 use crate::board::BoardError;
-use crate::cli::{Command, ConnectionArgs};
+use crate::cli::args::{ConnectionArgs, Subcommand};
 use crate::config::{self, Config, ConfigError};
 use crate::link::{Failure, Link, LinkError, LinkEvent, LinkOptions, Qos, Retry};
 use crate::tls::{self, TlsError};
 
 /// Why a command failed, worded for the person who ran it.
 #[derive(Debug, thiserror::Error)]
-pub enum CmdError {
+pub enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -60,46 +61,46 @@ pub enum CmdError {
     SensorsFailed { failed: usize, total: usize },
 }
 
-impl CmdError {
+impl CliError {
     /// The process exit code: stable, documented in `--help`.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            CmdError::Config(_) | CmdError::Tls(_) => 3,
-            CmdError::Connect(_) | CmdError::SubscriptionRefused(_) => 4,
-            CmdError::Unconfirmed { .. } => 5,
-            CmdError::Link(LinkError::BadTopic { .. }) => 2,
-            CmdError::TimedOut { .. } => 27,
-            CmdError::Board(_) => 6,
-            CmdError::Agent(AgentError::Tls(_)) => 3,
-            CmdError::Certs(_) => 3,
-            CmdError::Demo(crate::demo::DemoError::Usage(_)) => 2,
-            CmdError::Link(_)
-            | CmdError::Input(_)
-            | CmdError::Agent(_)
-            | CmdError::CheckFailed { .. }
-            | CmdError::SensorsFailed { .. }
-            | CmdError::Demo(_) => 1,
+            CliError::Config(_) | CliError::Tls(_) => 3,
+            CliError::Connect(_) | CliError::SubscriptionRefused(_) => 4,
+            CliError::Unconfirmed { .. } => 5,
+            CliError::Link(LinkError::BadTopic { .. }) => 2,
+            CliError::TimedOut { .. } => 27,
+            CliError::Board(_) => 6,
+            CliError::Agent(AgentError::Tls(_)) => 3,
+            CliError::Certs(_) => 3,
+            CliError::Demo(crate::demo::DemoError::Usage(_)) => 2,
+            CliError::Link(_)
+            | CliError::Input(_)
+            | CliError::Agent(_)
+            | CliError::CheckFailed { .. }
+            | CliError::SensorsFailed { .. }
+            | CliError::Demo(_) => 1,
         })
     }
 }
 
-pub async fn run(command: Command) -> Result<(), CmdError> {
+pub async fn run(command: Subcommand) -> Result<(), CliError> {
     match command {
-        Command::Run(args) => run::run(args).await,
-        Command::Publish(args) => publish::run(args).await,
-        Command::Subscribe(args) => subscribe::run(args).await,
-        Command::Gpio(args) => gpio::run(args).await,
-        Command::Certs(args) => certs::run(args).await,
-        Command::Check(args) => check::run(args).await,
-        Command::Sensors(args) => sensors::run(args).await,
-        Command::Ha(args) => ha::run(&args),
-        Command::Demo(args) => Ok(crate::demo::run(&args).await?),
+        Subcommand::Run(args) => run::run(args).await,
+        Subcommand::Publish(args) => publish::run(args).await,
+        Subcommand::Subscribe(args) => subscribe::run(args).await,
+        Subcommand::Gpio(args) => gpio::run(args).await,
+        Subcommand::Certs(args) => certs::run(args).await,
+        Subcommand::Check(args) => check::run(args).await,
+        Subcommand::Sensors(args) => sensors::run(args).await,
+        Subcommand::Ha(args) => ha::run(&args),
+        Subcommand::Demo(args) => Ok(crate::demo::run(&args).await?),
     }
 }
 
 /// Reads the config the flags point to (or the usual places; none at all
 /// is fine for a one-shot command given -h) with the flags applied.
-pub fn config_for(args: &ConnectionArgs) -> Result<Config, CmdError> {
+pub fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
     let env = std::env::var_os(config::CONFIG_ENV);
     let chosen = config::source::choose(args.config.as_deref(), env.as_deref());
     match &chosen {
@@ -117,7 +118,7 @@ pub fn config_for(args: &ConnectionArgs) -> Result<Config, CmdError> {
             }
         }
         config.broker.port = port;
-    } else if let Some(words) = crate::check::agents_port_clash(&config) {
+    } else if let Some(words) = crate::preflight::agents_port_clash(&config) {
         eprintln!("pinpost: warning: {words}");
     }
     if let Some(tls) = config.broker.tls.as_ref().filter(|t| t.skip_name_check) {
@@ -147,7 +148,7 @@ pub async fn connect(
     role: &str,
     retry: Retry,
     subscriptions: Vec<(String, Qos)>,
-) -> Result<Link, CmdError> {
+) -> Result<Link, CliError> {
     let tls = config.broker.tls.as_ref().map(tls::setup).transpose()?;
     let client_id = config
         .broker
@@ -184,16 +185,16 @@ pub async fn connect(
                 ..
             }) => eprintln!("pinpost: {failure}; trying the next broker"),
             Some(LinkEvent::Down { failure, .. }) => {
-                return Err(CmdError::Connect(Box::new(failure)));
+                return Err(CliError::Connect(Box::new(failure)));
             }
             Some(_) => continue,
-            None => return Err(CmdError::Link(LinkError::Stopped)),
+            None => return Err(CliError::Link(LinkError::Stopped)),
         }
     }
 }
 
 /// `main`'s edge: run, print the error once in words, pick the exit code.
-pub fn report(result: Result<(), CmdError>) -> ExitCode {
+pub fn report(result: Result<(), CliError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,5 +1,5 @@
-//! Commands from the network: parse a payload, check it against the config,
-//! and hand back a typed [`Command`] or a [`Refusal`] that says why, in words
+//! Pin commands from the network: parse a payload, check it against the config,
+//! and hand back a typed [`PinCommand`] or a [`Refusal`] that says why, in words
 //! the sender will read on the result topic.
 //!
 //! This is the only code that decides what the network may do to a pin:
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::{Commands, Input, Output};
+use crate::config::{CommandRules, Input, Output};
 use crate::utc;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +26,7 @@ pub enum Action {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Command {
+pub struct PinCommand {
     /// Index of the output in the config.
     pub output: usize,
     pub action: Action,
@@ -88,8 +88,8 @@ pub fn parse(
     incoming: Incoming<'_>,
     outputs: &[Output],
     inputs: &[Input],
-    limits: &Commands,
-) -> Result<Command, Refusal> {
+    limits: &CommandRules,
+) -> Result<PinCommand, Refusal> {
     let refuse = |id: Option<String>, error: String| Refusal { id, error };
     if incoming.payload.len() > limits.max_payload {
         return Err(refuse(
@@ -171,7 +171,7 @@ pub fn parse(
             None => format!("crc:{:08x}", crc32fast::hash(incoming.payload)),
         },
     });
-    Ok(Command {
+    Ok(PinCommand {
         output,
         action,
         id,
@@ -183,7 +183,7 @@ pub fn parse(
 /// long after they were meant: either is applied only with a fresh `"ts"`.
 /// A stamp from the future is refused too: it would stay "fresh" for as
 /// long as it is ahead, replaying on every reconnect until then.
-fn check_age(incoming: Incoming<'_>, ts: Option<i64>, limits: &Commands) -> Result<(), String> {
+fn check_age(incoming: Incoming<'_>, ts: Option<i64>, limits: &CommandRules) -> Result<(), String> {
     let Some(ts) = ts else {
         if incoming.retained {
             return Err(
@@ -207,7 +207,7 @@ fn check_age(incoming: Incoming<'_>, ts: Option<i64>, limits: &Commands) -> Resu
 /// than `commands.max_future`. Checked on arrival, and again when a command
 /// held for `commands.min_interval` is finally carried out (it may have
 /// gone stale while it waited).
-pub fn check_stamp(ts: i64, now: i64, limits: &Commands) -> Result<(), String> {
+pub fn check_stamp(ts: i64, now: i64, limits: &CommandRules) -> Result<(), String> {
     let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     if ts > now.saturating_add(millis(limits.max_future)) {
         return Err(format!(
@@ -410,8 +410,8 @@ mod tests {
         }]
     }
 
-    fn limits() -> Commands {
-        Commands {
+    fn limits() -> CommandRules {
+        CommandRules {
             max_pulse: Duration::from_secs(10),
             max_age: Duration::from_secs(30),
             max_future: Duration::from_secs(5),
@@ -423,11 +423,11 @@ mod tests {
 
     const NOW: i64 = 1_795_430_292_000;
 
-    fn send(name: &str, payload: &str) -> Result<Command, Refusal> {
+    fn send(name: &str, payload: &str) -> Result<PinCommand, Refusal> {
         send_as(name, payload, false)
     }
 
-    fn send_as(name: &str, payload: &str, retained: bool) -> Result<Command, Refusal> {
+    fn send_as(name: &str, payload: &str, retained: bool) -> Result<PinCommand, Refusal> {
         let incoming = Incoming {
             name,
             payload: payload.as_bytes(),
@@ -439,7 +439,7 @@ mod tests {
     }
 
     /// As it arrives with `clean_session = false`.
-    fn send_with_session(payload: &str, limits: &Commands) -> Result<Command, Refusal> {
+    fn send_with_session(payload: &str, limits: &CommandRules) -> Result<PinCommand, Refusal> {
         let incoming = Incoming {
             name: "relay",
             payload: payload.as_bytes(),
@@ -641,7 +641,7 @@ mod tests {
             &stamped(&format!("\"{}\"", utc::rfc3339_millis(NOW))),
         )
         .unwrap();
-        let at = |c: &Command| c.stamp.as_ref().map(|s| s.at_millis);
+        let at = |c: &PinCommand| c.stamp.as_ref().map(|s| s.at_millis);
         assert_eq!(
             (at(&secs), at(&millis), at(&text)),
             (Some(NOW), Some(NOW), Some(NOW))
@@ -678,7 +678,7 @@ mod tests {
         );
         assert!(send_with_session(r#"{"action":"toggle"}"#, &limits()).is_err());
         assert!(send_with_session(&stamped(&NOW.to_string()), &limits()).is_ok());
-        let lenient = Commands {
+        let lenient = CommandRules {
             allow_unstamped: true,
             ..limits()
         };

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use super::{CmdError, config_for, connect};
-use crate::cli::SubscribeArgs;
+use super::{CliError, config_for, connect};
+use crate::cli::args::SubscribeArgs;
 use crate::link::{LinkError, LinkEvent, Qos, Retry};
 
-pub async fn run(args: SubscribeArgs) -> Result<(), CmdError> {
+pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
     let config = config_for(&args.connection)?;
     for filter in &args.topics {
-        check_filter(filter).map_err(CmdError::Input)?;
+        check_filter(filter).map_err(CliError::Input)?;
     }
     let qos = if args.qos == 0 {
         Qos::AtMostOnce
@@ -57,7 +57,7 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CmdError> {
             }
             Some(LinkEvent::Subscribed { refused }) => {
                 if refused.len() == args.topics.len() {
-                    return Err(CmdError::SubscriptionRefused(refused));
+                    return Err(CliError::SubscriptionRefused(refused));
                 }
                 if !refused.is_empty() {
                     tracing::warn!(
@@ -82,7 +82,7 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CmdError> {
                 retry_in: None,
                 ..
             }) => {
-                return Err(CmdError::Connect(Box::new(failure)));
+                return Err(CliError::Connect(Box::new(failure)));
             }
             Some(LinkEvent::Connected { .. }) => tracing::warn!("reconnected"),
             Some(_) => {}
@@ -91,21 +91,21 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CmdError> {
     }
 }
 
-fn timed_out(args: &SubscribeArgs, received: u64) -> CmdError {
-    CmdError::TimedOut {
+fn timed_out(args: &SubscribeArgs, received: u64) -> CliError {
+    CliError::TimedOut {
         secs: args.timeout.unwrap_or(0),
         received,
     }
 }
 
-async fn write_out(stdout: &mut tokio::io::Stdout, bytes: &[u8]) -> Result<(), CmdError> {
+async fn write_out(stdout: &mut tokio::io::Stdout, bytes: &[u8]) -> Result<(), CliError> {
     let result = async {
         stdout.write_all(bytes).await?;
         stdout.flush().await
     };
     result
         .await
-        .map_err(|e| CmdError::Input(format!("cannot write to standard output: {e}")))
+        .map_err(|e| CliError::Input(format!("cannot write to standard output: {e}")))
 }
 
 fn round(d: Duration) -> Duration {

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::CmdError;
-use crate::cli::SensorsArgs;
+use super::CliError;
+use crate::cli::args::SensorsArgs;
 use crate::config::{self, ConfigError, Overrides};
 use crate::sensors::Sensing;
 
-pub async fn run(args: SensorsArgs) -> Result<(), CmdError> {
+pub async fn run(args: SensorsArgs) -> Result<(), CliError> {
     let env = std::env::var_os(config::CONFIG_ENV);
     let chosen =
         config::source::choose(args.config.as_deref(), env.as_deref()).ok_or_else(|| {
@@ -89,7 +89,7 @@ pub async fn run(args: SensorsArgs) -> Result<(), CmdError> {
         }
     }
     if failed > 0 {
-        return Err(CmdError::SensorsFailed {
+        return Err(CliError::SensorsFailed {
             failed,
             total: sensors.len(),
         });
