@@ -17,58 +17,58 @@ use serde::Serialize;
 
 use crate::utc;
 
-pub const ONLINE: &str = "online";
-pub const OFFLINE: &str = "offline";
+pub(crate) const ONLINE: &str = "online";
+pub(crate) const OFFLINE: &str = "offline";
 
 #[derive(Debug, Clone)]
-pub struct Topics {
+pub(crate) struct Topics {
     base: String,
 }
 
 impl Topics {
-    pub fn new(prefix: &str, device: &str) -> Topics {
+    pub(crate) fn new(prefix: &str, device: &str) -> Topics {
         Topics {
             base: format!("{prefix}/{device}"),
         }
     }
 
     /// Every topic of this device, as a filter (what its ACL must let it read).
-    pub fn own(&self) -> String {
+    pub(crate) fn own(&self) -> String {
         format!("{}/#", self.base)
     }
 
-    pub fn status(&self) -> String {
+    pub(crate) fn status(&self) -> String {
         format!("{}/status", self.base)
     }
 
-    pub fn input(&self, name: &str) -> String {
+    pub(crate) fn input(&self, name: &str) -> String {
         format!("{}/input/{name}", self.base)
     }
 
-    pub fn output(&self, name: &str) -> String {
+    pub(crate) fn output(&self, name: &str) -> String {
         format!("{}/output/{name}", self.base)
     }
 
-    pub fn sensor(&self, name: &str) -> String {
+    pub(crate) fn sensor(&self, name: &str) -> String {
         format!("{}/sensor/{name}", self.base)
     }
 
-    pub fn stats(&self) -> String {
+    pub(crate) fn stats(&self) -> String {
         format!("{}/stats", self.base)
     }
 
     /// The filter the agent subscribes to; `+` is one level, so results
     /// (`cmd/<name>/result`) never come back as commands.
-    pub fn commands(&self) -> String {
+    pub(crate) fn commands(&self) -> String {
         format!("{}/cmd/+", self.base)
     }
 
-    pub fn result(&self, name: &str) -> String {
+    pub(crate) fn result(&self, name: &str) -> String {
         format!("{}/cmd/{name}/result", self.base)
     }
 
     /// The output name in a command topic, if it is one of ours.
-    pub fn command_name<'a>(&self, topic: &'a str) -> Option<&'a str> {
+    pub(crate) fn command_name<'a>(&self, topic: &'a str) -> Option<&'a str> {
         let rest = topic.strip_prefix(&self.base)?.strip_prefix("/cmd/")?;
         (!rest.is_empty() && !rest.contains('/')).then_some(rest)
     }
@@ -76,18 +76,18 @@ impl Topics {
 
 /// A pin's state as published on `input/…` and `output/…`.
 #[derive(Debug, Clone, Serialize)]
-pub struct PinState {
-    pub value: bool,
+pub(crate) struct PinState {
+    pub(crate) value: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub duty: Option<f64>,
+    pub(crate) duty: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hz: Option<f64>,
-    pub ts: String,
-    pub seq: u64,
+    pub(crate) hz: Option<f64>,
+    pub(crate) ts: String,
+    pub(crate) seq: u64,
 }
 
 impl PinState {
-    pub fn level(value: bool, seq: u64) -> PinState {
+    pub(crate) fn level(value: bool, seq: u64) -> PinState {
         PinState {
             value,
             duty: None,
@@ -97,22 +97,22 @@ impl PinState {
         }
     }
 
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 }
 
 /// One sensor reading as published on `sensor/<name>`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Reading<'a> {
-    pub value: f64,
-    pub unit: &'a str,
-    pub ts: String,
-    pub seq: u64,
+pub(crate) struct Reading<'a> {
+    pub(crate) value: f64,
+    pub(crate) unit: &'a str,
+    pub(crate) ts: String,
+    pub(crate) seq: u64,
 }
 
 impl Reading<'_> {
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         // A NaN or infinite value has no JSON form; publish null, not garbage.
         if self.value.is_finite() {
             serde_json::to_vec(self).unwrap_or_default()
@@ -130,14 +130,14 @@ impl Reading<'_> {
 /// `{"value":null,"error":"…","ts":"…","seq":N}`. `value` is null so a
 /// consumer plotting it sees a gap, not a number.
 #[derive(Debug, Clone)]
-pub struct SensorFailure<'a> {
-    pub error: &'a str,
-    pub ts: String,
-    pub seq: u64,
+pub(crate) struct SensorFailure<'a> {
+    pub(crate) error: &'a str,
+    pub(crate) ts: String,
+    pub(crate) seq: u64,
 }
 
 impl SensorFailure<'_> {
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "value": null, "error": self.error, "ts": self.ts, "seq": self.seq
         }))
@@ -147,26 +147,26 @@ impl SensorFailure<'_> {
 
 /// What `stats` carries: how much is waiting to leave and what was lost.
 #[derive(Debug, Clone, Serialize)]
-pub struct StatsReport {
+pub(crate) struct StatsReport {
     /// Messages not yet acknowledged by the broker.
-    pub queued: usize,
-    pub queued_bytes: u64,
-    pub in_flight: usize,
+    pub(crate) queued: usize,
+    pub(crate) queued_bytes: u64,
+    pub(crate) in_flight: usize,
     /// Of `queued`, how many are only on disk.
-    pub spooled: usize,
+    pub(crate) spooled: usize,
     /// Size of the spool file on disk.
-    pub spool_bytes: u64,
+    pub(crate) spool_bytes: u64,
     /// Dropped because the outbox was full (see `outbox.policy`).
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// Dropped because older than `outbox.max_age`.
-    pub expired: u64,
+    pub(crate) expired: u64,
     /// Connections made after the first.
-    pub reconnects: u64,
-    pub ts: String,
+    pub(crate) reconnects: u64,
+    pub(crate) ts: String,
 }
 
 impl StatsReport {
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 }
@@ -181,7 +181,7 @@ struct CommandResult<'a> {
 }
 
 /// The answer to one command.
-pub fn result_json(id: Option<&str>, outcome: Result<(), &str>) -> Vec<u8> {
+pub(crate) fn result_json(id: Option<&str>, outcome: Result<(), &str>) -> Vec<u8> {
     let r = CommandResult {
         id,
         ok: outcome.is_ok(),

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch now; 0 if the clock is before 1970.
-pub fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -18,7 +18,7 @@ pub fn now_unix_millis() -> i64 {
 }
 
 /// `2026-11-23T08:58:12.345Z`: RFC 3339 with milliseconds, for readings.
-pub fn rfc3339_millis(unix_millis: i64) -> String {
+pub(crate) fn rfc3339_millis(unix_millis: i64) -> String {
     let secs = unix_millis.div_euclid(1000);
     let (y, m, d, hh, mm, ss) = civil(secs);
     let ms = unix_millis.rem_euclid(1000);
@@ -117,19 +117,21 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// `2026-11-23 08:58 UTC`: for people reading certificate dates.
-pub fn human(unix: i64) -> String {
+pub(crate) fn human(unix: i64) -> String {
     let (y, m, d, hh, mm, _) = civil(unix);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
 }
 
-/// `2026-11-23T08:58:12Z`: RFC 3339, for payloads.
-pub fn rfc3339(unix: i64) -> String {
+/// `2026-11-23T08:58:12Z`: whole seconds, so tests can check the calendar
+/// to the second.
+#[cfg(test)]
+fn rfc3339(unix: i64) -> String {
     let (y, m, d, hh, mm, ss) = civil(unix);
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 /// The calendar date (year, month, day) of a Unix time, in UTC.
-pub fn date(unix: i64) -> (i64, u32, u32) {
+pub(crate) fn date(unix: i64) -> (i64, u32, u32) {
     let (y, m, d, _, _, _) = civil(unix);
     (y, m, d)
 }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 /// The receiving side is gone (the agent stopped), or no such input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("nobody reads input edges any more, or there is no such input")]
-pub struct EdgesClosed;
+pub(crate) struct EdgesClosed;
 
 /// Sends notices; cheap to clone into interrupt callbacks.
 #[derive(Clone, Debug)]
@@ -48,7 +48,7 @@ pub fn channel(inputs: usize) -> (EdgeSender, EdgeReceiver) {
 
 impl EdgeSender {
     /// Input `input` may have changed. Never blocks.
-    pub fn send(&self, input: usize) -> Result<(), EdgesClosed> {
+    pub(crate) fn send(&self, input: usize) -> Result<(), EdgesClosed> {
         let flag = self.pending.get(input).ok_or(EdgesClosed)?;
         if flag.swap(true, Ordering::AcqRel) {
             // Already waiting to be read: this edge adds nothing.
@@ -66,14 +66,15 @@ impl EdgeSender {
 impl EdgeReceiver {
     /// The next input that may have changed; `None` when every sender is
     /// gone. Cancel-safe (for `select!`).
-    pub async fn recv(&mut self) -> Option<usize> {
+    pub(crate) async fn recv(&mut self) -> Option<usize> {
         let input = self.rx.recv().await?;
         self.read(input);
         Some(input)
     }
 
     /// A notice already waiting, if any.
-    pub fn try_recv(&mut self) -> Option<usize> {
+    #[cfg(test)]
+    pub(crate) fn try_recv(&mut self) -> Option<usize> {
         let input = self.rx.try_recv().ok()?;
         self.read(input);
         Some(input)

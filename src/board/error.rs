@@ -1,34 +1,55 @@
 //! GPIO failures in words that say what to do.
 
+/// Why the pins could not be opened or driven; each message says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BoardError {
+    /// rppal could not identify a Raspberry Pi model.
     #[error(
         "this machine is not a Raspberry Pi (its model could not be identified): on a laptop, \
          in tests or in the demo use the simulated board: [board] kind = \"sim\" (or --board sim)"
     )]
     NotAPi,
+    /// The GPIO device file may not be opened by this user.
     #[error(
         "permission denied opening {path}: add the user to the gpio group \
          (`sudo usermod -aG gpio $USER`, then log in again); the pinpost service gets it \
          from SupplementaryGroups=gpio"
     )]
-    PermissionDenied { path: String },
+    PermissionDenied {
+        /// The device file, e.g. `/dev/gpiomem`.
+        path: String,
+    },
+    /// Another program or a kernel driver holds the pin.
     #[error(
         "GPIO{pin} is already in use, by another program or a kernel driver (1-Wire, I2C, SPI \
          or UART overlays claim pins): free it or choose another pin"
     )]
-    PinInUse { pin: u8 },
+    PinInUse {
+        /// BCM number.
+        pin: u8,
+    },
+    /// The pin number does not exist on this model.
     #[error("GPIO{pin} does not exist on this Raspberry Pi model: check the pin number (BCM)")]
-    NoSuchPin { pin: u8 },
+    NoSuchPin {
+        /// BCM number.
+        pin: u8,
+    },
+    /// Any other failure on one pin.
     #[error("GPIO{pin}: {what}")]
-    Pin { pin: u8, what: String },
+    Pin {
+        /// BCM number.
+        pin: u8,
+        /// What went wrong, in words.
+        what: String,
+    },
+    /// A failure not tied to one pin.
     #[error("GPIO: {0}")]
     Other(String),
 }
 
 impl BoardError {
     /// rppal's error for an operation on `pin` (if one) → words.
-    pub fn from_rppal(e: ::rppal::gpio::Error, pin: Option<u8>) -> BoardError {
+    pub(crate) fn from_rppal(e: ::rppal::gpio::Error, pin: Option<u8>) -> BoardError {
         use ::rppal::gpio::Error as E;
         match e {
             E::UnknownModel => BoardError::NotAPi,

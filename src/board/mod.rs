@@ -9,9 +9,9 @@
 
 pub mod edges;
 mod error;
-pub mod mux;
-pub mod rppal;
-pub mod sim;
+pub(crate) mod mux;
+pub(crate) mod rppal;
+mod sim;
 
 use crate::config::{BoardKind, Config, Pull};
 
@@ -38,43 +38,48 @@ pub use edges::{EdgeReceiver, EdgeSender};
 /// How each pin is set up, the same for every backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PinPlan {
-    pub inputs: Vec<InputSetup>,
-    pub outputs: Vec<OutputSetup>,
+    pub(crate) inputs: Vec<InputSetup>,
+    pub(crate) outputs: Vec<OutputSetup>,
 }
 
+/// How one input pin is set up.
 #[derive(Debug, Clone, PartialEq)]
-pub struct InputSetup {
-    pub pin: u8,
-    pub pull: Pull,
+pub(crate) struct InputSetup {
+    pub(crate) pin: u8,
+    pub(crate) pull: Pull,
     /// Interrupts on both edges (always, so a change is seen at once).
-    pub interrupt: bool,
+    pub(crate) interrupt: bool,
 }
 
+/// How one output pin is set up.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutputSetup {
-    pub pin: u8,
+pub(crate) struct OutputSetup {
+    pub(crate) pin: u8,
     /// Level written before the pin becomes an output: no click at start.
-    pub initial_high: bool,
-    pub pwm: PwmSetup,
+    pub(crate) initial_high: bool,
+    pub(crate) pwm: PwmSetup,
 }
 
+/// Which PWM, if any, an output may be driven with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PwmSetup {
+pub(crate) enum PwmSetup {
+    /// Levels only.
     None,
     /// The pin has a PWM peripheral channel (Pi 1–4 numbering).
-    Hardware {
-        channel: u8,
-    },
+    Hardware { channel: u8 },
+    /// rppal's software PWM thread, on any pin.
     Software,
 }
 
 /// GPIO12/18 are PWM0 and GPIO13/19 are PWM1 on the BCM283x header (the
 /// rppal backend renumbers them for a Pi 5, see [`mux::hardware_pwm`]).
-pub fn hardware_pwm_channel(pin: u8) -> Option<u8> {
+pub(crate) fn hardware_pwm_channel(pin: u8) -> Option<u8> {
     mux::hardware_pwm(pin, mux::Soc::Bcm283x).map(|h| h.channel)
 }
 
 impl PinPlan {
+    /// The plan for the config's `[[input]]` and `[[output]]` pins, in
+    /// their order (the indices the [`Board`] methods take).
     pub fn from_config(config: &Config) -> PinPlan {
         PinPlan {
             inputs: config
@@ -105,7 +110,7 @@ impl PinPlan {
 
 /// Opens the board the config asks for. `auto` means a Raspberry Pi, and
 /// says to use `sim` anywhere else.
-pub fn open(config: &Config, edges: EdgeSender) -> Result<Box<dyn Board>, BoardError> {
+pub(crate) fn open(config: &Config, edges: EdgeSender) -> Result<Box<dyn Board>, BoardError> {
     let plan = PinPlan::from_config(config);
     match config.board.kind {
         BoardKind::Sim => Ok(Box::new(SimBoard::new(&plan, &config.board.wires, edges).0)),

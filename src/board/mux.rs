@@ -17,7 +17,7 @@
 
 /// A pin's function select.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Function {
+pub(crate) enum Function {
     Output,
     Alt0,
     Alt3,
@@ -26,7 +26,7 @@ pub enum Function {
 
 /// The SoC family, for which ALT function and channel a pin's PWM is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Soc {
+pub(crate) enum Soc {
     /// BCM2835/6/7 and BCM2711: Pi 1 to 4, Zero.
     Bcm283x,
     /// BCM2712 with RP1: Pi 5.
@@ -35,15 +35,15 @@ pub enum Soc {
 
 /// A hardware PWM channel and the function that connects it to its pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HardwarePwm {
-    pub channel: u8,
-    pub function: Function,
+pub(crate) struct HardwarePwm {
+    pub(crate) channel: u8,
+    pub(crate) function: Function,
 }
 
 /// From the BCM2835 peripherals manual (GPIO12/13 ALT0, GPIO18/19 ALT5 on
 /// one two-channel PWM) and the RP1 datasheet (PWM0 channels 0-3 on
 /// GPIO12/13 as a0 and GPIO18/19 as a3).
-pub fn hardware_pwm(pin: u8, soc: Soc) -> Option<HardwarePwm> {
+pub(crate) fn hardware_pwm(pin: u8, soc: Soc) -> Option<HardwarePwm> {
     let (channel, function) = match (soc, pin) {
         (_, 12) => (0, Function::Alt0),
         (_, 13) => (1, Function::Alt0),
@@ -58,7 +58,7 @@ pub fn hardware_pwm(pin: u8, soc: Soc) -> Option<HardwarePwm> {
 
 /// What drives the pin now.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Drive {
+pub(crate) enum Drive {
     /// Output mode at this level.
     Level(bool),
     /// The hardware channel, the pin in its ALT function.
@@ -68,7 +68,7 @@ pub enum Drive {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Write the output latch: the pin's level in output mode, kept (and
     /// not shown) while in an ALT function.
     Latch(bool),
@@ -90,14 +90,14 @@ pub enum Step {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Request {
+pub(crate) enum Request {
     Level(bool),
     Pwm { duty: f64, hz: f64 },
 }
 
 /// Taking the pin at start: whatever function it had (the PWM overlay
 /// leaves 12/13/18/19 in ALT), the latch first, then output mode.
-pub fn take(initial: bool) -> Vec<Step> {
+pub(crate) fn take(initial: bool) -> Vec<Step> {
     vec![Step::Latch(initial), Step::SetFunction(Function::Output)]
 }
 
@@ -106,7 +106,7 @@ pub fn take(initial: bool) -> Vec<Step> {
 /// output mode, the channel disabled and closed, so no half-started
 /// channel keeps running beside the software PWM that replaces it. Each
 /// step is tried even if one before it failed.
-pub fn abandon_hardware() -> Vec<Step> {
+pub(crate) fn abandon_hardware() -> Vec<Step> {
     vec![
         Step::SetFunction(Function::Output),
         Step::DisableChannel,
@@ -117,7 +117,11 @@ pub fn abandon_hardware() -> Vec<Step> {
 /// The steps from `now` to `request`, and what drives the pin after them.
 /// `hardware` is `None` for a pin without a channel, or whose channel
 /// turned out unavailable (software PWM is then used).
-pub fn plan(now: Drive, hardware: Option<HardwarePwm>, request: Request) -> (Vec<Step>, Drive) {
+pub(crate) fn plan(
+    now: Drive,
+    hardware: Option<HardwarePwm>,
+    request: Request,
+) -> (Vec<Step>, Drive) {
     use Step::*;
     match (request, now, hardware) {
         (Request::Level(high), Drive::Level(_), _) => (vec![Latch(high)], Drive::Level(high)),

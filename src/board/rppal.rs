@@ -16,7 +16,7 @@ use super::mux::{self, Drive, Function, HardwarePwm, Request, Soc, Step};
 use super::{Board, BoardError, EdgeSender, PinPlan, PwmSetup};
 use crate::config::Pull;
 
-pub struct RppalBoard {
+pub(crate) struct RppalBoard {
     inputs: Vec<InputPin>,
     outputs: Vec<Driven>,
 }
@@ -33,7 +33,7 @@ struct Driven {
 }
 
 impl RppalBoard {
-    pub fn open(plan: &PinPlan, edges: EdgeSender) -> Result<RppalBoard, BoardError> {
+    pub(crate) fn open(plan: &PinPlan, edges: EdgeSender) -> Result<RppalBoard, BoardError> {
         let gpio = Gpio::new().map_err(|e| BoardError::from_rppal(e, None))?;
         let mut inputs = Vec::new();
         for (index, setup) in plan.inputs.iter().enumerate() {

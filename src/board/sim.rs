@@ -18,7 +18,6 @@ struct SimState {
     input_pins: Vec<u8>,
     output_pins: Vec<u8>,
     wires: Vec<(u8, u8)>,
-    pwm: HashMap<u8, (f64, f64)>,
     /// Per output: what drives it and its channel, as on a Pi 1-4.
     mux: Vec<(Drive, Option<HardwarePwm>)>,
     /// Every mux step carried out, per pin, for tests to read.
@@ -55,6 +54,8 @@ impl SimState {
     }
 }
 
+/// The simulated [`Board`]; its pins are driven and inspected through the
+/// [`SimHandle`] made with it.
 pub struct SimBoard {
     state: Arc<Mutex<SimState>>,
 }
@@ -72,6 +73,9 @@ fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
 }
 
 impl SimBoard {
+    /// A board set up as `plan` says, with `wires` (output pin, input pin)
+    /// joining outputs to inputs, and its handle. Input changes are
+    /// announced on `edges`.
     pub fn new(plan: &PinPlan, wires: &[(u8, u8)], edges: EdgeSender) -> (SimBoard, SimHandle) {
         let mut levels = HashMap::new();
         for i in &plan.inputs {
@@ -89,7 +93,6 @@ impl SimBoard {
             input_pins: plan.inputs.iter().map(|i| i.pin).collect(),
             output_pins: plan.outputs.iter().map(|o| o.pin).collect(),
             wires: wires.to_vec(),
-            pwm: HashMap::new(),
             mux: plan
                 .outputs
                 .iter()
@@ -134,7 +137,6 @@ impl Board for SimBoard {
             .get(output)
             .ok_or_else(|| BoardError::Other(format!("no output {output}")))?;
         s.request(output, pin, Request::Level(high));
-        s.pwm.remove(&pin);
         s.set(pin, high);
         Ok(())
     }
@@ -146,7 +148,6 @@ impl Board for SimBoard {
             .get(output)
             .ok_or_else(|| BoardError::Other(format!("no output {output}")))?;
         s.request(output, pin, Request::Pwm { duty, hz });
-        s.pwm.insert(pin, (duty, hz));
         // A wired input sees the mean: high while the duty is over half.
         s.set(pin, duty > 0.5);
         Ok(())
@@ -163,16 +164,14 @@ impl SimHandle {
         lock(&self.state).set(pin, high);
     }
 
+    /// A pin's electrical level, `None` for a pin this board does not have.
     pub fn level(&self, pin: u8) -> Option<bool> {
         lock(&self.state).levels.get(&pin).copied()
     }
 
-    pub fn pwm(&self, pin: u8) -> Option<(f64, f64)> {
-        lock(&self.state).pwm.get(&pin).copied()
-    }
-
     /// The pin-mux steps carried out on an output pin so far, from taking it.
-    pub fn steps(&self, pin: u8) -> Vec<Step> {
+    #[cfg(test)]
+    pub(crate) fn steps(&self, pin: u8) -> Vec<Step> {
         lock(&self.state)
             .steps
             .get(&pin)

@@ -7,7 +7,7 @@
 //! cannot generate them). It does not know files, the config or MQTT
 //! connections: the `certs` command writes what this returns.
 
-pub mod mosquitto;
+pub(crate) mod mosquitto;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
@@ -20,24 +20,39 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// How long what we make is valid. A CA outlives many device certificates;
 /// leaf certificates are renewed more often (and `pinpost check` warns 30
 /// days ahead).
-pub const CA_DAYS: u32 = 3650;
-pub const LEAF_DAYS: u32 = 825;
+pub(crate) const CA_DAYS: u32 = 3650;
+/// See [`CA_DAYS`].
+pub(crate) const LEAF_DAYS: u32 = 825;
 
+/// Why a key or certificate could not be made (the `certs` command's
+/// failures that are not about files).
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
+    /// Key generation failed.
     #[error("cannot make the key: {0}")]
     KeyGen(String),
+    /// Building or signing the certificate failed.
     #[error("cannot make the certificate: {0}")]
     Sign(String),
+    /// A broker name that is neither a DNS name nor an IP address.
     #[error("{what} is not a valid host name or IP address")]
-    BadHost { what: String },
+    BadHost {
+        /// The name as given.
+        what: String,
+    },
+    /// An existing CA certificate or key that cannot be used to sign.
     #[error("{file}: {detail}")]
-    BadCa { file: String, detail: String },
+    BadCa {
+        /// The file as given.
+        file: String,
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 /// The key algorithm of a new key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
+pub(crate) enum KeyKind {
     /// ECDSA P-256: small, fast, what every current broker accepts.
     EcdsaP256,
     /// RSA 2048 with SHA-256, for old brokers and devices.
@@ -46,13 +61,13 @@ pub enum KeyKind {
 
 /// A certificate and its private key, both PEM.
 #[derive(Debug, Clone)]
-pub struct Issued {
-    pub cert_pem: String,
-    pub key_pem: String,
+pub(crate) struct Issued {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
 }
 
 /// A CA that can sign: its certificate (as read) and key.
-pub struct Authority {
+pub(crate) struct Authority {
     /// What rcgen signs with: the CA's subject and key, rebuilt once.
     issuer: rcgen::Certificate,
     key: KeyPair,
@@ -64,7 +79,7 @@ pub struct Authority {
 }
 
 /// Makes a new self-signed CA named `name`.
-pub fn new_ca(name: &str, kind: KeyKind, now_unix: i64) -> Result<Issued, CertsError> {
+pub(crate) fn new_ca(name: &str, kind: KeyKind, now_unix: i64) -> Result<Issued, CertsError> {
     let key = new_key(kind)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = names(&[
@@ -90,7 +105,7 @@ pub fn new_ca(name: &str, kind: KeyKind, now_unix: i64) -> Result<Issued, CertsE
 impl Authority {
     /// Loads a CA from its PEM certificate and key. `file` names the
     /// certificate file in errors.
-    pub fn load(file: &str, cert_pem: &str, key_pem: &str) -> Result<Authority, CertsError> {
+    pub(crate) fn load(file: &str, cert_pem: &str, key_pem: &str) -> Result<Authority, CertsError> {
         let bad = |detail: String| CertsError::BadCa {
             file: file.to_string(),
             detail,
@@ -133,7 +148,12 @@ impl Authority {
 
     /// A broker certificate valid for every one of `hosts` (IP addresses
     /// and DNS names); the first is also the Common Name.
-    pub fn broker(&self, hosts: &[String], kind: KeyKind, now: i64) -> Result<Issued, CertsError> {
+    pub(crate) fn broker(
+        &self,
+        hosts: &[String],
+        kind: KeyKind,
+        now: i64,
+    ) -> Result<Issued, CertsError> {
         let first = hosts.first().ok_or_else(|| CertsError::BadHost {
             what: "(none)".into(),
         })?;
@@ -149,7 +169,7 @@ impl Authority {
 
     /// A client certificate for device (or operator) `id`: the CN is the id,
     /// which Mosquitto's `use_identity_as_username` makes the user name.
-    pub fn client(&self, id: &str, kind: KeyKind, now: i64) -> Result<Issued, CertsError> {
+    pub(crate) fn client(&self, id: &str, kind: KeyKind, now: i64) -> Result<Issued, CertsError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = names(&[(DnType::CommonName, id)]);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

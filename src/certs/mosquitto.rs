@@ -21,31 +21,31 @@
 
 /// What the listeners and the ACL are made for.
 #[derive(Debug, Clone)]
-pub struct Setup {
+pub(crate) struct Setup {
     /// The agents' listener.
-    pub port: u16,
+    pub(crate) port: u16,
     /// The tools' listener (`broker.cli_port`).
-    pub cli_port: u16,
+    pub(crate) cli_port: u16,
     /// The topic prefix the devices use (`device.topic_prefix`).
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Home Assistant's discovery prefix, under which each device may
     /// publish its own discovery configs.
-    pub ha_prefix: String,
+    pub(crate) ha_prefix: String,
     /// The account that reads everything and sends commands.
-    pub operator: String,
+    pub(crate) operator: String,
     /// Devices whose tools may use the tools' listener.
-    pub devices: Vec<String>,
+    pub(crate) devices: Vec<String>,
     /// Where ca.crt, broker.crt and broker.key live on the broker.
-    pub cert_dir: String,
+    pub(crate) cert_dir: String,
     /// Where the ACL file lives on the broker.
-    pub acl_path: String,
+    pub(crate) acl_path: String,
     /// Rules for Home Assistant discovery (default prefix `homeassistant`).
-    pub homeassistant: bool,
+    pub(crate) homeassistant: bool,
 }
 
 /// Why a name cannot go into the broker's files.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadName {
+pub(crate) enum BadName {
     #[error(
         "{what} {value:?} cannot go into the broker's files: {why}; use letters, digits, \
          '-', '_' and '.', like {example}"
@@ -71,7 +71,7 @@ pub enum BadName {
 
 /// Why `name` is not a device id (or account name) the broker can use, if
 /// it is not: one MQTT topic level, one ACL user name, one file name.
-pub fn id_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn id_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("it is empty")
     } else if name.len() > 64 {
@@ -96,7 +96,7 @@ pub fn id_problem(name: &str) -> Option<&'static str> {
 
 impl Setup {
     /// Refuses any name that could change what the files say.
-    pub fn check(&self) -> Result<(), BadName> {
+    pub(crate) fn check(&self) -> Result<(), BadName> {
         let name = |what, value: &str, example| match id_problem(value) {
             Some(why) => Err(BadName::Name {
                 what,
@@ -148,13 +148,13 @@ impl Setup {
 
 /// The user name Mosquitto gives a pinpost certificate (subject CN only)
 /// with `use_subject_as_username` (OpenSSL's RFC 2253 form).
-pub fn subject_name(id: &str) -> String {
+pub(crate) fn subject_name(id: &str) -> String {
     format!("CN={id}")
 }
 
 /// A `conf.d` snippet with the agents' and the tools' listeners. The caller
 /// has [`Setup::check`]ed it.
-pub fn listener(setup: &Setup) -> String {
+pub(crate) fn listener(setup: &Setup) -> String {
     let Setup {
         port,
         cli_port,
@@ -206,7 +206,7 @@ pub fn listener(setup: &Setup) -> String {
 /// `pinpost check`'s probe. Never `cmd/<name>`: a key lifted from one Pi
 /// must not switch that Pi's outputs, nor park a retained message on its
 /// command topics.
-pub const DEVICE_WRITES: [&str; 7] = [
+pub(crate) const DEVICE_WRITES: [&str; 7] = [
     "status",
     "input/#",
     "output/#",
@@ -220,7 +220,7 @@ pub const DEVICE_WRITES: [&str; 7] = [
 /// what it publishes there ([`DEVICE_WRITES`]) and its Home Assistant
 /// discovery configs; the operator reads everything and may send commands.
 /// The caller has [`Setup::check`]ed it.
-pub fn acl(setup: &Setup) -> String {
+pub(crate) fn acl(setup: &Setup) -> String {
     let Setup {
         prefix,
         ha_prefix,

@@ -14,7 +14,7 @@ use std::path::Path;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 
 /// Starts the broker on a free loopback port and returns the port.
-pub fn start(ca: &Path, cert: &Path, key: &Path) -> Result<u16, String> {
+pub(crate) fn start(ca: &Path, cert: &Path, key: &Path) -> Result<u16, String> {
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

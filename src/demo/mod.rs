@@ -28,19 +28,24 @@ use crate::tls;
 #[cfg(feature = "demo")]
 use crate::utc;
 
-pub use view::{Stage, View};
+pub use view::Stage;
+pub(crate) use view::View;
 
 /// The button's pin; the relay (27) is wired to the door contact (17).
 const BUTTON_PIN: u8 = 22;
 const COMMAND_EVERY: Duration = Duration::from_secs(3);
 const BUTTON_EVERY: Duration = Duration::from_secs(4);
 
+/// Why the demo did not run to the end, in words for the person watching.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
+    /// The flags do not make sense together (exit code 2).
     #[error("{0}")]
     Usage(String),
+    /// Something the demo needs could not be set up, or the agent stopped.
     #[error("{0}")]
     Setup(String),
+    /// The run ended before every stage had been seen.
     #[error(
         "the demo ended without showing {}: {}",
         if .0.len() == 1 { "one stage" } else { "some stages" },
@@ -59,7 +64,7 @@ struct Target {
     built_in: bool,
 }
 
-pub async fn run(args: &DemoArgs) -> Result<(), DemoError> {
+pub(crate) async fn run(args: &DemoArgs) -> Result<(), DemoError> {
     let duration = match &args.duration {
         Some(text) => Some(humantime::parse_duration(text).map_err(|_| {
             DemoError::Usage(format!(

@@ -7,17 +7,24 @@ use std::time::Duration;
 /// The parts of pinpost's job a demo run should show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
+    /// The agent's retained `online`.
     Online,
+    /// A sensor reading.
     Reading,
+    /// An input changing because the simulated button was pressed.
     Button,
+    /// A command to the relay.
     Command,
+    /// The command's result.
     Result,
+    /// The relay's new state.
     Output,
+    /// The door contact wired to the relay following it.
     Wired,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub(crate) const ALL: [Stage; 7] = [
         Stage::Online,
         Stage::Reading,
         Stage::Button,
@@ -27,7 +34,7 @@ impl Stage {
         Stage::Wired,
     ];
 
-    pub fn words(self) -> &'static str {
+    pub(crate) fn words(self) -> &'static str {
         match self {
             Stage::Online => "the agent's status online",
             Stage::Reading => "a sensor reading",
@@ -40,27 +47,27 @@ impl Stage {
     }
 }
 
-pub struct View {
+pub(crate) struct View {
     prefix: String,
     seen: Vec<Stage>,
 }
 
 impl View {
     /// `prefix` is `<topic_prefix>/<device id>`.
-    pub fn new(prefix: &str) -> View {
+    pub(crate) fn new(prefix: &str) -> View {
         View {
             prefix: prefix.to_string(),
             seen: Vec::new(),
         }
     }
 
-    pub fn saw(&mut self, stage: Stage) {
+    pub(crate) fn saw(&mut self, stage: Stage) {
         if !self.seen.contains(&stage) {
             self.seen.push(stage);
         }
     }
 
-    pub fn missing(&self) -> Vec<Stage> {
+    pub(crate) fn missing(&self) -> Vec<Stage> {
         Stage::ALL
             .into_iter()
             .filter(|s| !self.seen.contains(s))
@@ -68,13 +75,13 @@ impl View {
     }
 
     /// A line for a command the demo sends.
-    pub fn command(&mut self, at: Duration, output: &str, payload: &str) -> String {
+    pub(crate) fn command(&mut self, at: Duration, output: &str, payload: &str) -> String {
         self.saw(Stage::Command);
         line(at, "command", &format!("→ {output}: {payload}"))
     }
 
     /// A line for a message from the broker, if it is one of the agent's.
-    pub fn message(&mut self, at: Duration, topic: &str, payload: &[u8]) -> Option<String> {
+    pub(crate) fn message(&mut self, at: Duration, topic: &str, payload: &[u8]) -> Option<String> {
         let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
         let text = String::from_utf8_lossy(payload);
         let json: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();

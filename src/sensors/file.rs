@@ -9,7 +9,7 @@ use regex_lite::Regex;
 
 use super::{Measurement, Sensor, SensorError, read_text};
 
-pub struct FileSensor {
+pub(crate) struct FileSensor {
     path: PathBuf,
     regex: Option<Regex>,
     scale: f64,
@@ -20,7 +20,7 @@ pub struct FileSensor {
 impl FileSensor {
     /// `regex` was checked when the config was read; a pattern that still
     /// fails to compile is treated as absent.
-    pub fn new(
+    pub(crate) fn new(
         path: &Path,
         regex: Option<&str>,
         scale: f64,

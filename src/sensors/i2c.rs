@@ -24,7 +24,7 @@ use super::{Measurement, Sensor, SensorError};
 
 /// A sensor configured on a bus that was never opened: placeholder until
 /// [`open_bus`] replaces it (kept for `open`'s exhaustive match).
-pub struct Unopened;
+pub(crate) struct Unopened;
 
 impl Sensor for Unopened {
     fn read(&mut self) -> Result<Vec<Measurement>, SensorError> {
@@ -35,14 +35,14 @@ impl Sensor for Unopened {
 }
 
 /// An I2C bus opened on first use.
-pub enum Bus<B> {
+pub(crate) enum Bus<B> {
     Closed(u8),
     Open(B),
     Failed(u8, String),
 }
 
 /// The chips of every configured sensor on `bus`, sharing it.
-pub fn open_bus(bus: u8, sensors: &[&config::Sensor]) -> Vec<Box<dyn Sensor>> {
+pub(crate) fn open_bus(bus: u8, sensors: &[&config::Sensor]) -> Vec<Box<dyn Sensor>> {
     let shared = Arc::new(Mutex::new(Bus::<rppal::i2c::I2c>::Closed(bus)));
     sensors
         .iter()
@@ -67,7 +67,7 @@ enum Model {
     Sht3x,
 }
 
-pub struct Chip<B> {
+pub(crate) struct Chip<B> {
     model: Model,
     address: u8,
     bus: Arc<Mutex<Bus<B>>>,
@@ -75,7 +75,7 @@ pub struct Chip<B> {
 }
 
 impl<B: I2c + Send> Chip<B> {
-    pub fn new(
+    pub(crate) fn new(
         kind: &SensorKind,
         bus: Arc<Mutex<Bus<B>>>,
         opener: fn(u8) -> Result<B, String>,
@@ -136,7 +136,7 @@ impl<B: I2c + Send> Sensor for Chip<B> {
 }
 
 /// `DelayNs` by sleeping the thread: reads run on a worker thread.
-pub struct Sleep;
+pub(crate) struct Sleep;
 
 impl DelayNs for Sleep {
     fn delay_ns(&mut self, ns: u32) {
@@ -291,7 +291,7 @@ fn read_sht3x<I: I2c>(
 }
 
 /// Groups I2C sensors by bus, keeping their indexes.
-pub fn by_bus(sensors: &[config::Sensor]) -> HashMap<u8, Vec<usize>> {
+pub(crate) fn by_bus(sensors: &[config::Sensor]) -> HashMap<u8, Vec<usize>> {
     let mut map: HashMap<u8, Vec<usize>> = HashMap::new();
     for (i, s) in sensors.iter().enumerate() {
         if let Some(bus) = s.kind.i2c_bus() {

@@ -15,23 +15,23 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{self, SensorKind};
 
-pub use file::FileSensor;
-pub use sim::Sim;
-pub use system::{CpuTemperature, SystemHealth};
-pub use w1::Ds18b20;
-pub use workers::{Outcome, Reporting, Sensing};
+pub(crate) use file::FileSensor;
+pub(crate) use sim::Sim;
+pub(crate) use system::{CpuTemperature, SystemHealth};
+pub(crate) use w1::Ds18b20;
+pub(crate) use workers::{Outcome, Reporting, Sensing};
 
 /// One value read from a sensor. `name` is `None` for a sensor that
 /// measures one thing; multi-value sensors name each (`temperature`, …).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Measurement {
-    pub name: Option<String>,
-    pub value: f64,
-    pub unit: String,
+pub(crate) struct Measurement {
+    pub(crate) name: Option<String>,
+    pub(crate) value: f64,
+    pub(crate) unit: String,
 }
 
 impl Measurement {
-    pub fn single(value: f64, unit: &str) -> Measurement {
+    pub(crate) fn single(value: f64, unit: &str) -> Measurement {
         Measurement {
             name: None,
             value,
@@ -39,7 +39,7 @@ impl Measurement {
         }
     }
 
-    pub fn named(name: &str, value: f64, unit: &str) -> Measurement {
+    pub(crate) fn named(name: &str, value: f64, unit: &str) -> Measurement {
         Measurement {
             name: Some(name.to_string()),
             value,
@@ -50,7 +50,7 @@ impl Measurement {
 
 /// Why a read failed, in words for the log and the sensor's topic.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SensorError {
+pub(crate) enum SensorError {
     #[error("{} does not exist{hint}", path.display())]
     Missing { path: PathBuf, hint: &'static str },
     #[error("cannot read {}: {why}", path.display())]
@@ -83,14 +83,14 @@ impl SensorError {
     }
 }
 
-pub trait Sensor: Send {
+pub(crate) trait Sensor: Send {
     /// Takes one reading of everything the sensor measures. May block.
     fn read(&mut self) -> Result<Vec<Measurement>, SensorError>;
 }
 
 /// The driver for a configured sensor that needs no bus of its own. I2C
 /// sensors are opened per bus by [`open_bus`].
-pub fn open(sensor: &config::Sensor) -> Box<dyn Sensor> {
+pub(crate) fn open(sensor: &config::Sensor) -> Box<dyn Sensor> {
     match &sensor.kind {
         SensorKind::Sim { start, step, unit } => Box::new(Sim::new(*start, *step, unit)),
         SensorKind::File {
@@ -116,7 +116,7 @@ pub fn open(sensor: &config::Sensor) -> Box<dyn Sensor> {
     }
 }
 
-pub use i2c::{by_bus, open_bus};
+pub(crate) use i2c::{by_bus, open_bus};
 
 /// Reads a whole small file as text, with the errors people meet.
 fn read_text(path: &Path, hint: &'static str) -> Result<String, SensorError> {

@@ -3,14 +3,14 @@
 
 use super::{Measurement, Sensor, SensorError};
 
-pub struct Sim {
+pub(crate) struct Sim {
     next: f64,
     step: f64,
     unit: String,
 }
 
 impl Sim {
-    pub fn new(start: f64, step: f64, unit: &str) -> Sim {
+    pub(crate) fn new(start: f64, step: f64, unit: &str) -> Sim {
         Sim {
             next: start,
             step,

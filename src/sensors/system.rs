@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use super::{Measurement, Sensor, SensorError, read_text};
 
-pub struct CpuTemperature {
+pub(crate) struct CpuTemperature {
     path: PathBuf,
 }
 
 impl CpuTemperature {
-    pub fn new(path: &Path) -> CpuTemperature {
+    pub(crate) fn new(path: &Path) -> CpuTemperature {
         CpuTemperature {
             path: path.to_path_buf(),
         }
@@ -30,13 +30,13 @@ impl Sensor for CpuTemperature {
     }
 }
 
-pub struct SystemHealth {
+pub(crate) struct SystemHealth {
     proc: PathBuf,
     disk: PathBuf,
 }
 
 impl SystemHealth {
-    pub fn new(proc: &Path, disk: &Path) -> SystemHealth {
+    pub(crate) fn new(proc: &Path, disk: &Path) -> SystemHealth {
         SystemHealth {
             proc: proc.to_path_buf(),
             disk: disk.to_path_buf(),

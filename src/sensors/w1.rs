@@ -14,14 +14,14 @@ const POWER_ON_MILLIDEGREES: i64 = 85_000;
 const HINT: &str = " (is 1-Wire enabled? add dtoverlay=w1-gpio to /boot/firmware/config.txt and \
                     check `ls /sys/bus/w1/devices`)";
 
-pub struct Ds18b20 {
+pub(crate) struct Ds18b20 {
     dir: PathBuf,
     id: Option<String>,
 }
 
 impl Ds18b20 {
     /// One chip by `id`, or every `28-*` found under `dir` at each read.
-    pub fn new(dir: &Path, id: Option<&str>) -> Ds18b20 {
+    pub(crate) fn new(dir: &Path, id: Option<&str>) -> Ds18b20 {
         Ds18b20 {
             dir: dir.to_path_buf(),
             id: id.map(str::to_string),

@@ -18,9 +18,9 @@ use crate::sensors;
 
 /// What one request produced.
 #[derive(Debug)]
-pub struct Outcome {
-    pub sensor: usize,
-    pub result: Result<Vec<Measurement>, SensorError>,
+pub(crate) struct Outcome {
+    pub(crate) sensor: usize,
+    pub(crate) result: Result<Vec<Measurement>, SensorError>,
 }
 
 /// Pause between a failed read and its retry (1-Wire CRC errors and I2C
@@ -29,7 +29,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Drivers keep little on the stack; a small stack keeps threads cheap.
 const WORKER_STACK: usize = 256 * 1024;
 
-pub struct Sensing {
+pub(crate) struct Sensing {
     requests: Vec<std_mpsc::Sender<usize>>,
     worker_of: Vec<usize>,
     busy_since: Vec<Option<Instant>>,
@@ -37,7 +37,7 @@ pub struct Sensing {
 }
 
 impl Sensing {
-    pub fn start(sensors: &[config::Sensor]) -> Sensing {
+    pub(crate) fn start(sensors: &[config::Sensor]) -> Sensing {
         let (tx, results) = mpsc::unbounded_channel();
         let mut opened: Vec<Option<Box<dyn Sensor>>> =
             sensors.iter().map(|s| Some(sensors::open(s))).collect();
@@ -88,7 +88,7 @@ impl Sensing {
     }
 
     /// Asks for a reading of `sensor` unless one is still being taken.
-    pub fn request(&mut self, sensor: usize, now: Instant) {
+    pub(crate) fn request(&mut self, sensor: usize, now: Instant) {
         if self.busy_since.get(sensor).copied().flatten().is_some() {
             return;
         }
@@ -105,7 +105,7 @@ impl Sensing {
     }
 
     /// Sensors busy for longer than their timeout, reported once each.
-    pub fn overdue(&mut self, sensors: &[config::Sensor], now: Instant) -> Vec<usize> {
+    pub(crate) fn overdue(&mut self, sensors: &[config::Sensor], now: Instant) -> Vec<usize> {
         let mut out = Vec::new();
         for (i, since) in self.busy_since.iter_mut().enumerate() {
             if let Some(at) = since {
@@ -121,7 +121,7 @@ impl Sensing {
     }
 
     /// The next finished reading.
-    pub async fn next(&mut self) -> Option<Outcome> {
+    pub(crate) async fn next(&mut self) -> Option<Outcome> {
         let outcome = self.results.recv().await?;
         if let Some(b) = self.busy_since.get_mut(outcome.sensor) {
             *b = None;
@@ -130,7 +130,7 @@ impl Sensing {
     }
 
     /// The earliest moment a busy sensor becomes overdue.
-    pub fn next_deadline(&self, sensors: &[config::Sensor]) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self, sensors: &[config::Sensor]) -> Option<Instant> {
         self.busy_since
             .iter()
             .enumerate()
@@ -166,12 +166,12 @@ fn work(
 /// `change_threshold` only those that moved enough, plus one every
 /// `report_every` as a heartbeat. Pure, with times passed in.
 #[derive(Debug, Default)]
-pub struct Reporting {
+pub(crate) struct Reporting {
     last: HashMap<(usize, Option<String>), (f64, Instant)>,
 }
 
 impl Reporting {
-    pub fn worth_it(
+    pub(crate) fn worth_it(
         &mut self,
         sensor: usize,
         config: &config::Sensor,

@@ -7,21 +7,28 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// The parts of a certificate that explanations refer to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSummary {
-    pub subject: String,
-    pub issuer: String,
-    pub common_name: Option<String>,
+    /// The subject, as `CN=…, O=…`.
+    pub(crate) subject: String,
+    /// The issuer, in the same form.
+    pub(crate) issuer: String,
+    /// The subject's Common Name.
+    pub(crate) common_name: Option<String>,
     /// DNS names and IP addresses from subjectAltName.
-    pub alt_names: Vec<String>,
-    pub has_alt_names: bool,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub is_ca: bool,
+    pub(crate) alt_names: Vec<String>,
+    /// Whether there is a subjectAltName extension at all.
+    pub(crate) has_alt_names: bool,
+    /// Unix seconds.
+    pub(crate) not_before: i64,
+    /// Unix seconds.
+    pub(crate) not_after: i64,
+    /// Whether basicConstraints says CA.
+    pub(crate) is_ca: bool,
     /// 1 for the old X.509 v1 certificates (no extensions at all), else 3.
-    pub version: u32,
+    pub(crate) version: u32,
 }
 
 impl CertSummary {
-    pub fn from_der(der: &[u8]) -> Option<Self> {
+    pub(crate) fn from_der(der: &[u8]) -> Option<Self> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
         let san = cert.subject_alternative_name().ok().flatten();
         let alt_names = san
@@ -56,13 +63,13 @@ impl CertSummary {
         })
     }
 
-    pub fn self_signed(&self) -> bool {
+    pub(crate) fn self_signed(&self) -> bool {
         self.subject == self.issuer
     }
 
     /// Whether the Common Name alone names `host` (DNS case-insensitively,
     /// IP addresses by value).
-    pub fn common_name_matches(&self, host: &str) -> bool {
+    pub(crate) fn common_name_matches(&self, host: &str) -> bool {
         self.common_name
             .as_deref()
             .is_some_and(|cn| names_match(cn, host))
@@ -70,14 +77,14 @@ impl CertSummary {
 }
 
 /// The DER SubjectPublicKeyInfo of a certificate, whatever its version.
-pub fn public_key_info(der: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn public_key_info(der: &[u8]) -> Option<Vec<u8>> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     Some(cert.public_key().raw.to_vec())
 }
 
 /// Whether `ca_der` signed `leaf_der`: the issuer names the CA's subject and
 /// the CA's key verifies the signature.
-pub fn issued_by(leaf_der: &[u8], ca_der: &[u8]) -> bool {
+pub(crate) fn issued_by(leaf_der: &[u8], ca_der: &[u8]) -> bool {
     let (Ok((_, leaf)), Ok((_, ca))) = (
         X509Certificate::from_der(leaf_der),
         X509Certificate::from_der(ca_der),
@@ -88,7 +95,7 @@ pub fn issued_by(leaf_der: &[u8], ca_der: &[u8]) -> bool {
         && leaf.verify_signature(Some(ca.public_key())).is_ok()
 }
 
-pub fn names_match(a: &str, b: &str) -> bool {
+pub(crate) fn names_match(a: &str, b: &str) -> bool {
     match (a.parse::<std::net::IpAddr>(), b.parse::<std::net::IpAddr>()) {
         (Ok(x), Ok(y)) => x == y,
         _ => a

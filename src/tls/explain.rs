@@ -13,60 +13,97 @@ use super::strength::{self, MIN_RSA_BITS, Weakness};
 use crate::config::TlsVersion;
 use crate::utc;
 
-/// A TLS failure, explained.
+/// A TLS failure, explained: what the handshake showed, kept as data so the
+/// words (its `Display`) can name certificates, files and what to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TlsFailure {
+    /// The broker's certificate is not signed by a CA pinpost trusts.
     UnknownCa {
+        /// The broker's certificate, if it sent one that parses.
         leaf: Option<CertSummary>,
+        /// The configured CA file, `None` for the system's CAs.
         ca_file: Option<String>,
+        /// Subjects of the CAs in `ca_file`.
         ca_subjects: Vec<String>,
     },
+    /// The broker's certificate is not valid for the name connected to.
     NameMismatch {
+        /// The name checked: `server_name`, or the host connected to.
         used: String,
+        /// The subjectAltName entries the certificate has.
         valid_for: Vec<String>,
+        /// Its Common Name (rustls never checks it).
         common_name: Option<String>,
+        /// Whether it has a subjectAltName extension at all.
         has_alt_names: bool,
     },
+    /// The broker's certificate has expired (or the clock is wrong).
     Expired {
+        /// Unix seconds.
         not_after: i64,
+        /// Unix seconds, this machine's clock.
         now: i64,
     },
+    /// The broker's certificate is not valid yet (or the clock is wrong).
     NotYetValid {
+        /// Unix seconds.
         not_before: i64,
+        /// Unix seconds, this machine's clock.
         now: i64,
     },
+    /// The broker asked for a client certificate and none was configured.
     ClientCertRequired {
+        /// The CA names the broker said it accepts.
         accepted: Vec<String>,
     },
+    /// The broker refused the client certificate that was sent.
     ClientCertRejected {
+        /// The broker's TLS alert in words, if it sent one (TLS 1.3
+        /// brokers often just close the connection).
         alert: Option<String>,
+        /// The client certificate sent.
         ours: Option<CertSummary>,
+        /// Where it was read from.
         file: Option<String>,
+        /// The CA names the broker said it accepts.
         accepted: Vec<String>,
     },
+    /// The broker's certificate is X.509 version 1, which webpki refuses.
     VersionOne {
+        /// Its Common Name.
         common_name: Option<String>,
     },
     /// A certificate signed with a broken hash or with a small RSA key.
     Weak {
+        /// The broker certificate's Common Name.
         common_name: Option<String>,
+        /// Its X.509 version (1 or 3).
         version: u32,
+        /// What is too weak.
         weakness: Weakness,
     },
+    /// No TLS version both sides accept.
     NoCommonVersion {
+        /// `broker.tls.min_version`.
         min: Option<TlsVersion>,
+        /// What rustls or the broker said.
         detail: String,
     },
+    /// The other end does not speak TLS (a plain MQTT port, or something
+    /// else altogether).
     NotTls {
+        /// What was seen.
         detail: String,
     },
+    /// Any other TLS failure, with rustls's own words.
     Other {
+        /// What rustls or the broker said.
         detail: String,
     },
 }
 
 /// Explains a rustls error raised during the handshake with `host`.
-pub fn explain(
+pub(crate) fn explain(
     error: &rustls::Error,
     seen: &Observation,
     facts: &TlsFacts,
@@ -186,7 +223,7 @@ fn weakness(
 
 /// Explains a connection closed by the broker after the handshake and before
 /// CONNACK: with TLS 1.3 that is how a refused client certificate shows.
-pub fn explain_closed(seen: &Observation, facts: &TlsFacts) -> Option<TlsFailure> {
+pub(crate) fn explain_closed(seen: &Observation, facts: &TlsFacts) -> Option<TlsFailure> {
     if seen.server_chain.is_empty() {
         // Closed before any certificate: the handshake never really began.
         return Some(TlsFailure::NotTls {

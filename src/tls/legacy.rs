@@ -20,24 +20,32 @@ use super::cert::names_match;
 use super::strength;
 
 #[derive(Debug)]
-pub struct LegacyV1 {
+pub(crate) struct LegacyV1 {
     cas: Vec<CertificateDer<'static>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 /// Whether `der` is an X.509 version 1 certificate.
-pub fn is_v1(der: &[u8]) -> bool {
+pub(crate) fn is_v1(der: &[u8]) -> bool {
     X509Certificate::from_der(der).is_ok_and(|(_, c)| c.version().0 == 0)
 }
 
 impl LegacyV1 {
-    pub fn new(cas: Vec<CertificateDer<'static>>, algorithms: WebPkiSupportedAlgorithms) -> Self {
+    pub(crate) fn new(
+        cas: Vec<CertificateDer<'static>>,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> Self {
         LegacyV1 { cas, algorithms }
     }
 
     /// Checks the strength of its signature and keys, then issuer
     /// signature, dates and Common Name of a v1 leaf.
-    pub fn verify(&self, der: &[u8], name: &str, now: UnixTime) -> Result<(), rustls::Error> {
+    pub(crate) fn verify(
+        &self,
+        der: &[u8],
+        name: &str,
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
         let bad = |e: CertificateError| rustls::Error::InvalidCertificate(e);
         let (_, leaf) =
             X509Certificate::from_der(der).map_err(|_| bad(CertificateError::BadEncoding))?;
@@ -77,7 +85,7 @@ impl LegacyV1 {
     }
 
     /// Checks a TLS 1.2 or 1.3 handshake signature with the leaf's key.
-    pub fn verify_signature(
+    pub(crate) fn verify_signature(
         &self,
         der: &[u8],
         message: &[u8],

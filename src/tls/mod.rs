@@ -23,61 +23,90 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::{self, TlsVersion};
 
-pub use cert::{CertSummary, issued_by, names_match, public_key_info};
-pub use explain::{TlsFailure, explain, explain_closed};
-pub use observe::{Observation, Observer};
+pub use cert::CertSummary;
+pub(crate) use cert::{issued_by, names_match, public_key_info};
+pub use explain::TlsFailure;
+pub(crate) use explain::{explain, explain_closed};
+pub(crate) use observe::Observer;
 pub use pem::PemError;
-pub use pem::{certificates, private_key};
-pub use strength::{MIN_RSA_BITS, Weakness};
+pub(crate) use pem::certificates;
+pub(crate) use strength::MIN_RSA_BITS;
+pub use strength::Weakness;
 
 /// What a TLS setup was built from, kept to explain failures later.
 #[derive(Debug, Clone, Default)]
-pub struct TlsFacts {
+pub(crate) struct TlsFacts {
     /// The CA file as the user named it, or `None` for the system's CAs.
-    pub ca_file: Option<String>,
+    pub(crate) ca_file: Option<String>,
     /// Subjects of the trusted CAs from `ca_file`.
-    pub ca_subjects: Vec<String>,
+    pub(crate) ca_subjects: Vec<String>,
     /// Subjects and key sizes of the CAs from `ca_file` whose RSA keys are
     /// too small to verify anything they signed.
-    pub weak_cas: Vec<(String, usize)>,
-    pub client_cert: Option<CertSummary>,
-    pub client_cert_file: Option<String>,
-    pub min_version: Option<TlsVersion>,
-    pub legacy_common_name: bool,
-    pub server_name: Option<String>,
+    pub(crate) weak_cas: Vec<(String, usize)>,
+    pub(crate) client_cert: Option<CertSummary>,
+    pub(crate) client_cert_file: Option<String>,
+    pub(crate) min_version: Option<TlsVersion>,
+    pub(crate) server_name: Option<String>,
     /// ALPN protocols offered.
-    pub alpn: Vec<String>,
+    pub(crate) alpn: Vec<String>,
 }
 
-/// A ready rustls config plus the observer its checks report to.
+/// A ready rustls config plus the observer its checks report to and the
+/// facts it was built from: what [`setup`] makes and the link connects with.
 #[derive(Debug, Clone)]
 pub struct TlsSetup {
+    /// The rustls client configuration, for rumqttc or any other client.
     pub config: Arc<ClientConfig>,
-    pub observer: Observer,
-    pub facts: TlsFacts,
+    pub(crate) observer: Observer,
+    pub(crate) facts: TlsFacts,
 }
 
+/// Why the TLS configuration could not be built, in words naming the file
+/// or key to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate or key file could not be read as PEM.
     #[error(transparent)]
     File(#[from] PemError),
+    /// The CA file holds something rustls will not trust.
     #[error("{file}: {detail}")]
-    BadCa { file: String, detail: String },
+    BadCa {
+        /// The CA file as the user named it.
+        file: String,
+        /// Which certificate in it is refused, and why.
+        detail: String,
+    },
+    /// No `ca_file` is set and the system has no CA certificates.
     #[error(
         "no trusted CA certificates found on this system; install the ca-certificates \
          package, or name the broker's CA with broker.tls.ca_file (--cafile)"
     )]
     NoSystemRoots,
+    /// The client key is not the certificate's key.
     #[error("{key_file} does not belong to the certificate in {cert_file}: {detail}")]
     KeyMismatch {
+        /// The key file as the user named it.
         key_file: String,
+        /// The certificate file as the user named it.
         cert_file: String,
+        /// What to do about it.
         detail: String,
     },
+    /// A key of a type the ring provider cannot sign handshakes with.
     #[error("{file}: {detail}")]
-    UnsupportedKey { file: String, detail: String },
+    UnsupportedKey {
+        /// The key file as the user named it.
+        file: String,
+        /// Why, and which key types work.
+        detail: String,
+    },
+    /// `broker.tls.server_name` is neither a DNS name nor an IP address.
     #[error("broker.tls.server_name {name:?} is not a valid DNS name or IP address")]
-    BadServerName { name: String },
+    BadServerName {
+        /// The name as configured.
+        name: String,
+    },
+    /// rustls refused the assembled configuration.
     #[error("cannot set up TLS: {0}")]
     Setup(String),
 }
@@ -87,7 +116,6 @@ pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut facts = TlsFacts {
         min_version: Some(tls.min_version),
-        legacy_common_name: tls.legacy_common_name,
         server_name: tls.server_name.clone(),
         ..TlsFacts::default()
     };
@@ -134,7 +162,7 @@ pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
 /// Loads the client certificate and key as a connection would, so that a
 /// check reports a key that does not belong to its certificate in the same
 /// words. `Ok(false)` when no client certificate is configured.
-pub fn client_key_loads(tls: &config::Tls) -> Result<bool, TlsError> {
+pub(crate) fn client_key_loads(tls: &config::Tls) -> Result<bool, TlsError> {
     let provider = rustls::crypto::ring::default_provider();
     Ok(client_key(tls, &provider, &mut TlsFacts::default())?.is_some())
 }

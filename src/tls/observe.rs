@@ -21,23 +21,23 @@ use super::legacy::{self, LegacyV1};
 
 /// What one connection attempt's handshake showed.
 #[derive(Debug, Default, Clone)]
-pub struct Observation {
+pub(crate) struct Observation {
     /// The broker's certificate chain, leaf first (empty if none arrived).
-    pub server_chain: Vec<CertificateDer<'static>>,
+    pub(crate) server_chain: Vec<CertificateDer<'static>>,
     /// pinpost's verdict on it (after any relaxation the user asked for).
-    pub verdict: Option<Result<(), rustls::Error>>,
+    pub(crate) verdict: Option<Result<(), rustls::Error>>,
     /// The name check failed but was relaxed (`legacy_common_name`/`--insecure`).
-    pub relaxed_name_check: Option<&'static str>,
+    pub(crate) relaxed_name_check: Option<&'static str>,
     /// The broker sent a CertificateRequest.
-    pub client_cert_requested: bool,
+    pub(crate) client_cert_requested: bool,
     /// The CA names the broker said it accepts client certificates from.
-    pub accepted_issuers: Vec<String>,
+    pub(crate) accepted_issuers: Vec<String>,
     /// pinpost answered the request with a certificate.
-    pub client_cert_sent: bool,
+    pub(crate) client_cert_sent: bool,
 }
 
 impl Observation {
-    pub fn server_leaf(&self) -> Option<CertSummary> {
+    pub(crate) fn server_leaf(&self) -> Option<CertSummary> {
         self.server_chain
             .first()
             .and_then(|der| CertSummary::from_der(der))
@@ -47,14 +47,14 @@ impl Observation {
 /// Shared between the TLS config (which writes) and the link (which resets
 /// it before each attempt and reads it after a failure).
 #[derive(Debug, Default, Clone)]
-pub struct Observer(Arc<Mutex<Observation>>);
+pub(crate) struct Observer(Arc<Mutex<Observation>>);
 
 impl Observer {
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         *self.lock() = Observation::default();
     }
 
-    pub fn snapshot(&self) -> Observation {
+    pub(crate) fn snapshot(&self) -> Observation {
         self.lock().clone()
     }
 
@@ -68,13 +68,13 @@ impl Observer {
 
 /// How the broker's name is checked.
 #[derive(Debug, Clone, Default)]
-pub struct NamePolicy {
+pub(crate) struct NamePolicy {
     /// Check against this name instead of the host connected to.
-    pub server_name: Option<ServerName<'static>>,
+    pub(crate) server_name: Option<ServerName<'static>>,
     /// Accept a certificate without subjectAltName whose Common Name matches.
-    pub legacy_common_name: bool,
+    pub(crate) legacy_common_name: bool,
     /// Accept any name (the chain must still verify).
-    pub skip: bool,
+    pub(crate) skip: bool,
 }
 
 impl NamePolicy {
@@ -84,7 +84,7 @@ impl NamePolicy {
 }
 
 #[derive(Debug)]
-pub struct ObservingVerifier {
+pub(crate) struct ObservingVerifier {
     inner: Arc<WebPkiServerVerifier>,
     names: NamePolicy,
     /// Checks for X.509 v1 broker certificates, used only when the policy
@@ -94,7 +94,7 @@ pub struct ObservingVerifier {
 }
 
 impl ObservingVerifier {
-    pub fn new(
+    pub(crate) fn new(
         inner: Arc<WebPkiServerVerifier>,
         names: NamePolicy,
         v1: Option<LegacyV1>,
@@ -226,13 +226,13 @@ impl ServerCertVerifier for ObservingVerifier {
 
 /// Offers the device certificate (if any) and records that it was asked for.
 #[derive(Debug)]
-pub struct ObservingResolver {
+pub(crate) struct ObservingResolver {
     key: Option<Arc<CertifiedKey>>,
     observer: Observer,
 }
 
 impl ObservingResolver {
-    pub fn new(key: Option<Arc<CertifiedKey>>, observer: Observer) -> Self {
+    pub(crate) fn new(key: Option<Arc<CertifiedKey>>, observer: Observer) -> Self {
         ObservingResolver { key, observer }
     }
 }

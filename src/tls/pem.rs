@@ -7,36 +7,78 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{SourcedPath, io_words};
 
+/// Why a certificate or key file could not be used, one variant per way a
+/// real file goes wrong, each worded with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum PemError {
+    /// The file could not be read at all.
     #[error("cannot read {file}: {reason}")]
-    Read { file: String, reason: String },
+    Read {
+        /// The file and where it was named (config line or flag).
+        file: String,
+        /// The operating system's reason, in words.
+        reason: String,
+    },
+    /// No PEM block at all (binary DER, or some other file).
     #[error("{file} is not a PEM file: {what}")]
-    NotPem { file: String, what: String },
+    NotPem {
+        /// The file and where it was named (config line or flag).
+        file: String,
+        /// What it looks like instead, and how to convert it.
+        what: String,
+    },
+    /// A PEM block that does not decode.
     #[error(
         "{file} has a damaged PEM block ({detail}); copy the file again from where it was made"
     )]
-    Damaged { file: String, detail: String },
+    Damaged {
+        /// The file and where it was named (config line or flag).
+        file: String,
+        /// What the PEM parser found.
+        detail: String,
+    },
+    /// A key where a certificate was expected.
     #[error(
         "{file} holds a private key, not a certificate: are cert_file and key_file \
          (--cert and --key) swapped?"
     )]
-    KeyInsteadOfCert { file: String },
+    KeyInsteadOfCert {
+        /// The file and where it was named (config line or flag).
+        file: String,
+    },
+    /// A certificate where a key was expected.
     #[error(
         "{file} holds a certificate, not a private key: are cert_file and key_file \
          (--cert and --key) swapped?"
     )]
-    CertInsteadOfKey { file: String },
+    CertInsteadOfKey {
+        /// The file and where it was named (config line or flag).
+        file: String,
+    },
+    /// PEM, but no certificate block.
     #[error("{file} holds no certificate (no \"BEGIN CERTIFICATE\" block)")]
-    NoCertificate { file: String },
+    NoCertificate {
+        /// The file and where it was named (config line or flag).
+        file: String,
+    },
+    /// PEM, but no private key block.
     #[error("{file} holds no private key (no \"BEGIN ... PRIVATE KEY\" block)")]
-    NoKey { file: String },
+    NoKey {
+        /// The file and where it was named (config line or flag).
+        file: String,
+    },
+    /// A key under a passphrase, which an unattended agent cannot enter.
     #[error(
         "{file} is encrypted with a passphrase, and pinpost runs unattended so it cannot \
          ask for one. Write a decrypted copy and point key_file at it: \
          `openssl pkey -in {path} -out device.key && chmod 600 device.key`"
     )]
-    EncryptedKey { file: String, path: String },
+    EncryptedKey {
+        /// The file and where it was named (config line or flag).
+        file: String,
+        /// The bare path, for the `openssl` command to paste.
+        path: String,
+    },
 }
 
 fn read(file: &SourcedPath) -> Result<Vec<u8>, PemError> {
@@ -70,7 +112,7 @@ fn require_pem(file: &SourcedPath, bytes: &[u8], kind: &str) -> Result<(), PemEr
 }
 
 /// Every certificate in a PEM file (a CA bundle, or a client chain).
-pub fn certificates(file: &SourcedPath) -> Result<Vec<CertificateDer<'static>>, PemError> {
+pub(crate) fn certificates(file: &SourcedPath) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let bytes = read(file)?;
     require_pem(file, &bytes, "certificate")?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
@@ -95,7 +137,7 @@ pub fn certificates(file: &SourcedPath) -> Result<Vec<CertificateDer<'static>>, 
 
 /// The private key in a PEM file: PKCS#1 (`BEGIN RSA PRIVATE KEY`), PKCS#8
 /// (`BEGIN PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`).
-pub fn private_key(file: &SourcedPath) -> Result<PrivateKeyDer<'static>, PemError> {
+pub(crate) fn private_key(file: &SourcedPath) -> Result<PrivateKeyDer<'static>, PemError> {
     let bytes = read(file)?;
     require_pem(file, &bytes, "key")?;
     if contains(&bytes, b"ENCRYPTED PRIVATE KEY") || contains(&bytes, b"Proc-Type: 4,ENCRYPTED") {

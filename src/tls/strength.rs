@@ -13,7 +13,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 /// The smallest RSA key accepted.
-pub const MIN_RSA_BITS: usize = 2048;
+pub(crate) const MIN_RSA_BITS: usize = 2048;
 
 /// Signature algorithms whose hash is broken (collisions can be made, so a
 /// CA's signature on one certificate can be reused on a forged one).
@@ -32,28 +32,39 @@ const WEAK_SIGNATURES: &[(&str, &str)] = &[
 /// right.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Weakness {
+    /// Signed over a broken hash.
     #[error("it is signed with {hash} ({algorithm}), a broken hash")]
     Signature {
+        /// The hash's name, e.g. `SHA-1`.
         hash: &'static str,
+        /// The signature algorithm's short name (its OID when unnamed).
         algorithm: String,
     },
+    /// The certificate's own RSA key is too small.
     #[error("its RSA key has {bits} bits, fewer than the {MIN_RSA_BITS} required")]
-    LeafKey { bits: usize },
+    LeafKey {
+        /// The key's size.
+        bits: usize,
+    },
+    /// The signing CA's RSA key is too small.
     #[error(
         "the CA that signed it has an RSA key of {bits} bits, fewer than the {MIN_RSA_BITS} \
          required"
     )]
-    CaKey { bits: usize },
+    CaKey {
+        /// The CA key's size.
+        bits: usize,
+    },
 }
 
 impl Weakness {
     /// As a rustls certificate error, to be found again by [`Weakness::of`].
-    pub fn into_error(self) -> rustls::Error {
+    pub(crate) fn into_error(self) -> rustls::Error {
         rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(self))))
     }
 
     /// The weakness a rustls error carries, if it is one of ours.
-    pub fn of(error: &rustls::Error) -> Option<&Weakness> {
+    pub(crate) fn of(error: &rustls::Error) -> Option<&Weakness> {
         match error {
             rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
                 other.0.downcast_ref::<Weakness>()
@@ -64,7 +75,7 @@ impl Weakness {
 }
 
 /// The RSA key size of `cert`, if its key is RSA.
-pub fn rsa_bits(cert: &X509Certificate<'_>) -> Option<usize> {
+pub(crate) fn rsa_bits(cert: &X509Certificate<'_>) -> Option<usize> {
     match cert.public_key().parsed() {
         Ok(PublicKey::RSA(rsa)) => Some(rsa.key_size()),
         _ => None,
@@ -73,7 +84,7 @@ pub fn rsa_bits(cert: &X509Certificate<'_>) -> Option<usize> {
 
 /// What is too weak about a certificate by itself: its signature's hash,
 /// then its own RSA key.
-pub fn of_leaf(leaf: &X509Certificate<'_>) -> Option<Weakness> {
+pub(crate) fn of_leaf(leaf: &X509Certificate<'_>) -> Option<Weakness> {
     let oid = leaf.signature_algorithm.algorithm.to_id_string();
     if let Some((_, hash)) = WEAK_SIGNATURES.iter().find(|(weak, _)| *weak == oid) {
         let algorithm = x509_parser::objects::oid2sn(
@@ -89,7 +100,7 @@ pub fn of_leaf(leaf: &X509Certificate<'_>) -> Option<Weakness> {
 }
 
 /// What is too weak about a certificate and the CA that signed it.
-pub fn of_issued(leaf: &X509Certificate<'_>, ca: &X509Certificate<'_>) -> Option<Weakness> {
+pub(crate) fn of_issued(leaf: &X509Certificate<'_>, ca: &X509Certificate<'_>) -> Option<Weakness> {
     of_leaf(leaf).or_else(|| {
         rsa_bits(ca)
             .filter(|bits| *bits < MIN_RSA_BITS)
@@ -98,14 +109,14 @@ pub fn of_issued(leaf: &X509Certificate<'_>, ca: &X509Certificate<'_>) -> Option
 }
 
 /// [`of_leaf`] for a DER certificate (none if it does not parse).
-pub fn of_leaf_der(der: &[u8]) -> Option<Weakness> {
+pub(crate) fn of_leaf_der(der: &[u8]) -> Option<Weakness> {
     X509Certificate::from_der(der)
         .ok()
         .and_then(|(_, cert)| of_leaf(&cert))
 }
 
 /// The RSA key size of a DER certificate, if it parses and is RSA.
-pub fn rsa_bits_der(der: &[u8]) -> Option<usize> {
+pub(crate) fn rsa_bits_der(der: &[u8]) -> Option<usize> {
     X509Certificate::from_der(der)
         .ok()
         .and_then(|(_, cert)| rsa_bits(&cert))
