@@ -1,20 +1,25 @@
 //! pinpost: Raspberry Pi GPIO and sensors over MQTT with mutual TLS.
 //!
-//! Data flows one way: [`board`] and [`sensors`] → [`outbox`] → [`link`] →
-//! broker, and broker → [`control`] → outputs. The outbox owns every
-//! message until the broker acknowledges it, spilling to disk when offline.
-//! [`config`] is the TOML file, checked once at start-up; [`tls`] sets up rustls and explains handshake failures in
-//! words; [`link`] is the one supervised MQTT connection (the only code that
-//! talks to rumqttc); [`topics`] is the topic layout and payloads; [`agent`]
-//! wires it all together for `pinpost run`; [`cli`] is the command line and its subcommands.
-//! Beside the data flow, [`certs`] makes a fleet's certificates,
-//! [`preflight`] reads a config's certificate files before `pinpost check`
-//! connects, and [`homeassistant`] turns a config into Home Assistant's
-//! discovery messages (the agent publishes them, `pinpost ha` prints them).
+//! Data flows one way: [`board`] and `sensors` → [`outbox`] → [`link`] →
+//! broker, and broker → [`link`] → [`control`] → outputs on the [`board`].
+//! The outbox owns every message until the broker acknowledges it, spilling
+//! to disk when offline; the link is the only code that talks to rumqttc;
+//! `control` is the only code that decides what the network may do to a
+//! pin. [`agent`] wires it together for `pinpost run`, in one loop.
 //!
-//! Start reading at [`agent`], then [`link`]: its [`link::LinkEvent`]s are
-//! what every command consumes, and its failures are explained by
-//! `link::diagnose` and `tls::explain`.
+//! Around the flow: [`config`] is the TOML file, checked once at start-up;
+//! [`tls`] builds the rustls config and explains handshake failures in
+//! words; `topics` is the topic layout and every payload; [`cli`] is the
+//! command line and its subcommands. Beside it, `certs` makes a fleet's
+//! certificates, `preflight` reads a config's certificate files before
+//! `pinpost check` connects, `homeassistant` turns a config into Home
+//! Assistant's discovery messages, and `demo` runs it all on one machine.
+//!
+//! Start reading at `docs/ARCHITECTURE.md` (module boundaries, the topic
+//! contract, a reading's and a command's path through the code, and the
+//! facts about rumqttc, rustls, rppal and Mosquitto that cost us time),
+//! then [`agent`], then [`link`]: its [`link::LinkEvent`]s are what every
+//! network-facing command consumes.
 
 pub mod agent;
 pub mod board;
