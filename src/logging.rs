@@ -1,6 +1,7 @@
 //! Where log lines go: the systemd journal when systemd started us, stderr
-//! otherwise. `-d` or `RUST_LOG` raise the level. Nothing here, or anywhere,
-//! logs passwords or key material (the config's `Secret` prints as `***`).
+//! otherwise. `-d` raises the level to debug; `RUST_LOG`, when set, replaces
+//! the filter. Nothing here, or anywhere, logs passwords or key material
+//! (the config's `Secret` prints as `***`).
 
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;

@@ -1,5 +1,6 @@
 //! The topic layout and payload encoding, in one place (documented in the
-//! README). With prefix `pinpost` and device `pi-01`:
+//! README and docs/ARCHITECTURE.md). With prefix `pinpost` and device
+//! `pi-01`:
 //!
 //! | topic | payload |
 //! |---|---|
@@ -8,8 +9,13 @@
 //! | `pinpost/pi-01/output/<name>` | `{"value":true,"ts":"…","seq":N}` (+ `duty`, `hz` under PWM; retained) |
 //! | `pinpost/pi-01/cmd/<name>` | commands in (see `control`) |
 //! | `pinpost/pi-01/cmd/<name>/result` | `{"id":"…","ok":true}` / `{"id":"…","ok":false,"error":"…"}` |
-//! | `pinpost/pi-01/sensor/<name>` | `{"value":21.4,"unit":"°C","ts":"…","seq":N}` |
-//! | `pinpost/pi-01/stats` | outbox and link counters (retained, QoS 0, see [`StatsReport`]) |
+//! | `pinpost/pi-01/sensor/<name>` | `{"value":21.4,"unit":"°C","ts":"…","seq":N}`; a sensor that measures several things publishes each on `sensor/<name>/<measurement>` |
+//! | `pinpost/pi-01/stats` | outbox and link counters (retained, QoS 0, see `StatsReport`) |
+//!
+//! Everything but `stats` is QoS 1. Two topics are still built elsewhere:
+//! `sensor/<name>/<measurement>` (in the agent) and `check`, the probe of
+//! `pinpost check`. The broker's ACL (`certs::mosquitto`) must allow what a
+//! device publishes here.
 //!
 //! It knows names and JSON, not the transport.
 

@@ -4,7 +4,7 @@
 //! Backends are thin: they set pins up from one shared [`PinPlan`], report
 //! "input i may have changed" on a channel, and read or drive levels.
 //! Debounce, inversion and deciding what to publish live above them (in
-//! `inputs`), so both backends share that code path. This module knows
+//! `agent::inputs`), so both backends share that code path. This module knows
 //! nothing of MQTT.
 
 pub mod edges;
@@ -31,8 +31,8 @@ pub trait Board: Send {
     fn name(&self) -> &'static str;
 }
 
-/// A sender for "input i may have changed". Backends call it from whatever
-/// thread notices (rppal: its interrupt thread); it coalesces per input.
+/// The two ends of the "input i may have changed" channel ([`edges`]):
+/// backends send from whatever thread notices, the agent receives.
 pub use edges::{EdgeReceiver, EdgeSender};
 
 /// How each pin is set up, the same for every backend.

@@ -1,6 +1,6 @@
 //! Making the certificates a pinpost fleet needs: a CA, a broker certificate
 //! for every name the broker is reached by, and one client certificate per
-//! device, plus the Mosquitto settings that use them ([`mosquitto`]).
+//! device, plus the Mosquitto settings that use them (`mosquitto`).
 //!
 //! It knows X.509 and key generation (rcgen on ring, so the binary carries
 //! one crypto library; RSA keys come from the `rsa` crate because ring

@@ -1,8 +1,9 @@
 //! Sensors: things sampled on a schedule that yield numbers with units.
-//! Each kind is one file behind the [`Sensor`] trait (sysfs files, 1-Wire,
+//! Each kind is one file behind the `Sensor` trait (sysfs files, 1-Wire,
 //! the Pi's own health, I2C chips through embedded-hal driver crates, and
-//! a simulated source). Reads may block, so [`Sensing`] runs them on
-//! worker threads. It knows no MQTT and no topics.
+//! a simulated source). Reads may block, so `Sensing` runs them on
+//! worker threads; `Reporting` decides which readings are worth sending
+//! (a change threshold, a heartbeat). It knows no MQTT and no topics.
 
 mod file;
 mod i2c;
