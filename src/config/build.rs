@@ -19,15 +19,25 @@ use super::{broker, device, outbox, pins, profile, reconnect, sensors};
 /// A checked configuration, made once at start-up.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `[device]`.
     pub device: Device,
+    /// `[broker]` and `[broker.tls]`.
     pub broker: Broker,
+    /// `[reconnect]`.
     pub reconnect: Reconnect,
+    /// `[board]`.
     pub board: Board,
+    /// Every `[[input]]`, in the file's order.
     pub inputs: Vec<Input>,
+    /// Every `[[output]]`, in the file's order.
     pub outputs: Vec<Output>,
+    /// `[commands]`.
     pub commands: CommandRules,
+    /// `[outbox]`.
     pub outbox: Outbox,
+    /// Every `[[sensor]]`, in the file's order.
     pub sensors: Vec<Sensor>,
+    /// `[homeassistant]` and each pin's and sensor's `homeassistant` table.
     pub homeassistant: HomeAssistant,
     /// The file this came from, if any.
     pub file: Option<PathBuf>,

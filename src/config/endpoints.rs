@@ -10,7 +10,9 @@ use std::str::FromStr;
 /// One broker address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// A host name or IP address (IPv6 without brackets).
     pub host: String,
+    /// The TCP port.
     pub port: u16,
 }
 

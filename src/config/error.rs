@@ -12,8 +12,16 @@ use super::source::CONFIG_ENV;
 /// Where a bad value was set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Place {
-    File { path: PathBuf, line: Option<usize> },
+    /// A key in a file, at a line when it could be found.
+    File {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based; `None` when the key could not be found in the text.
+        line: Option<usize>,
+    },
+    /// A command-line flag (`-p/--port`).
     Flag(&'static str),
+    /// Nowhere: the default value, with no file and no flag.
     Default,
 }
 
@@ -31,6 +39,7 @@ impl fmt::Display for Place {
     }
 }
 
+/// Why a configuration could not be made, in words for a person.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
@@ -38,19 +47,37 @@ pub enum ConfigError {
          Pass --config PATH, or copy deploy/config.example.toml to /etc/pinpost/config.toml",
         searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or ")
     )]
-    NotFound { searched: Vec<PathBuf> },
+    /// No file was named, and none is in the places searched.
+    NotFound {
+        /// The places looked in, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// The named file could not be read.
     #[error("cannot read config file {}: {reason}. {hint}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why, in words (`no such file`).
         reason: String,
+        /// What to do about it.
         hint: &'static str,
     },
+    /// Not TOML, or a key of the wrong type or unknown (serde's words).
     #[error("{place}: {what}")]
-    Syntax { place: Place, what: String },
+    Syntax {
+        /// Where, as near as the parser could say.
+        place: Place,
+        /// What is wrong, with the key when it is known.
+        what: String,
+    },
+    /// A value outside what the key allows.
     #[error("{place}: {key}: {problem}")]
     Invalid {
+        /// Where it was set.
         place: Place,
+        /// The key, as a path (`input[0].pin`).
         key: String,
+        /// What is wrong and what is allowed.
         problem: String,
     },
 }

@@ -14,18 +14,22 @@ use std::time::Duration;
 
 use super::endpoints::{Endpoint, Order};
 
+/// `[device]`: who this device is in topics.
 #[derive(Debug, Clone)]
 pub struct Device {
     /// The device's name in topics; never contains `+`, `#` or `/`.
     pub id: String,
+    /// The first level of every topic (`pinpost`); never contains `+`, `#` or `/`.
     pub topic_prefix: String,
 }
 
+/// `[broker]`: where the broker is and how pinpost connects and logs in.
 #[derive(Debug, Clone)]
 pub struct Broker {
     /// The first of [`Broker::endpoints`]: where a single broker is, and
     /// the name the words use when there is one.
     pub host: String,
+    /// The port of [`Broker::host`] (the first endpoint's).
     pub port: u16,
     /// Every broker to try, in the order this device tries them (`hosts`,
     /// arranged by `order`); one entry, `host:port`, for a single broker.
@@ -41,11 +45,15 @@ pub struct Broker {
     pub cli_port: Option<u16>,
     /// `None` lets the caller choose (the agent uses the device id).
     pub client_id: Option<String>,
+    /// Username and password; `None` logs in without (a client certificate may still identify it).
     pub credentials: Option<Credentials>,
     /// Zero turns keep-alive pings off.
     pub keep_alive: Duration,
+    /// `false` asks the broker to keep this client's session (and queue its QoS 1 commands) while it is offline.
     pub clean_session: bool,
+    /// How long one attempt to connect to the broker may take before it is given up.
     pub connect_timeout: Duration,
+    /// The largest MQTT packet pinpost exchanges with the broker, in bytes.
     pub max_packet_size: usize,
     /// `None` is plain MQTT over TCP.
     pub tls: Option<Tls>,
@@ -80,7 +88,9 @@ impl FromStr for Profile {
 /// Username and password; the password's `Debug` shows `***`.
 #[derive(Debug, Clone)]
 pub struct Credentials {
+    /// The MQTT username.
     pub username: String,
+    /// The password, if any, read from `password` or `password_file`.
     pub password: Option<Secret>,
     /// Where the password came from (`broker.password_file`), for `check`.
     pub password_file: Option<PathBuf>,
@@ -93,9 +103,11 @@ pub struct Credentials {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a password.
     pub(crate) fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }
+    /// The password itself, for the one place that sends it.
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
@@ -107,11 +119,14 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `[broker.tls]`: the files and rules of the TLS connection.
 #[derive(Debug, Clone)]
 pub struct Tls {
     /// `None` trusts the system's certificate authorities.
     pub ca_file: Option<SourcedPath>,
+    /// The client certificate (PEM) this device logs in with, if any.
     pub cert_file: Option<SourcedPath>,
+    /// The client certificate's private key (PEM).
     pub key_file: Option<SourcedPath>,
     /// The name TLS sends (SNI) and checks the broker's certificate
     /// against, when it differs from the host connected to.
@@ -119,7 +134,10 @@ pub struct Tls {
     /// ALPN protocols offered in the handshake (AWS IoT Core on 443 needs
     /// `x-amzn-mqtt-ca`); empty offers none.
     pub alpn: Vec<String>,
+    /// The oldest TLS version accepted.
     pub min_version: TlsVersion,
+    /// Accept a broker certificate that names its host only in the
+    /// Common Name (no subjectAltName), as old Mosquitto guides make them.
     pub legacy_common_name: bool,
     /// Skip the name check only (`--insecure`); the chain is still verified.
     pub skip_name_check: bool,
@@ -164,11 +182,14 @@ impl fmt::Display for TlsVersion {
 /// contents can point back at the line or flag that named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcedPath {
+    /// The file, resolved against the config file's folder.
     pub path: PathBuf,
+    /// Where it was set, in words: a flag, or a key with file and line.
     pub origin: String,
 }
 
 impl SourcedPath {
+    /// The file.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -180,10 +201,14 @@ impl fmt::Display for SourcedPath {
     }
 }
 
+/// `[reconnect]`: the back-off between attempts to reach the broker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reconnect {
+    /// The first wait after a connection is lost.
     pub initial: Duration,
+    /// The longest wait, however many attempts failed.
     pub max: Duration,
+    /// Each failed attempt multiplies the wait by this (1.0 to 10.0).
     pub multiplier: f64,
     /// Up to this fraction of each delay is randomly taken off, 0.0 to 0.9.
     pub jitter: f64,
@@ -217,8 +242,10 @@ impl FromStr for BoardKind {
     }
 }
 
+/// `[board]`: which GPIO backend drives the pins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Board {
+    /// The backend.
     pub kind: BoardKind,
     /// Simulated wires: setting output pin `.0` drives input pin `.1`.
     pub wires: Vec<(u8, u8)>,
@@ -252,11 +279,14 @@ impl FromStr for Pull {
     }
 }
 
+/// An `[[input]]`: a GPIO pin read and published on `input/<name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Input {
+    /// Its name in topics (`input/<name>`), unique among inputs, outputs and sensors.
     pub name: String,
     /// BCM GPIO number.
     pub pin: u8,
+    /// The pin's pull resistor.
     pub pull: Pull,
     /// A change must hold this long before it is published.
     pub debounce: Duration,
@@ -266,9 +296,12 @@ pub struct Input {
     pub poll_interval: Option<Duration>,
 }
 
+/// An `[[output]]`: a GPIO pin set by commands on `output/<name>/set`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
+    /// Its name in topics (`output/<name>`), unique among inputs, outputs and sensors.
     pub name: String,
+    /// BCM GPIO number.
     pub pin: u8,
     /// Level set before the pin becomes an output, so relays do not click at start.
     pub initial: bool,
@@ -281,11 +314,13 @@ pub struct Output {
 /// Limits on what the command topic may ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandRules {
+    /// The longest pulse a command may ask for.
     pub max_pulse: Duration,
     /// Commands stamped (`"ts"`) earlier than this, and retained commands, are refused.
     pub max_age: Duration,
     /// Clock skew allowed: commands stamped further ahead than this are refused.
     pub max_future: Duration,
+    /// Longer command payloads are refused unread (bytes).
     pub max_payload: usize,
     /// With `clean_session = false`, apply commands without `"ts"` anyway
     /// (the broker may have queued them for any length of time).
@@ -306,6 +341,7 @@ pub struct Outbox {
     pub max_bytes: u64,
     /// Messages older than this are dropped rather than sent.
     pub max_age: Duration,
+    /// Whose message gives way when the outbox is full.
     pub policy: DropPolicy,
     /// How often `<prefix>/<id>/stats` is published.
     pub stats_interval: Duration,
@@ -341,7 +377,9 @@ impl FromStr for DropPolicy {
 /// `sensor/<name>/<measurement>` for sensors that measure several things).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sensor {
+    /// Its name in topics (`sensor/<name>`), unique among inputs, outputs and sensors.
     pub name: String,
+    /// How often it is read.
     pub interval: Duration,
     /// A read that takes longer is reported as failed.
     pub timeout: Duration,
@@ -351,58 +389,85 @@ pub struct Sensor {
     pub change_threshold: Option<f64>,
     /// ...or this long has passed since it was last published.
     pub report_every: Option<Duration>,
+    /// What is read, and where from.
     pub kind: SensorKind,
 }
 
+/// What a sensor reads, with what its driver needs to read it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SensorKind {
     /// A made-up value: `start`, then `step` more on each reading.
     Sim {
+        /// The first value.
         start: f64,
+        /// Added at each reading.
         step: f64,
+        /// The unit published with it.
         unit: String,
     },
     /// A number in a file (sysfs, IIO, hwmon): `value * scale + offset`.
     File {
+        /// The file read at each reading.
         path: PathBuf,
         /// Where in the text the number is: the first capture group, or
         /// the whole match.
         regex: Option<String>,
+        /// The number read is multiplied by this...
         scale: f64,
+        /// ...and then this is added.
         offset: f64,
+        /// The unit published with it.
         unit: String,
     },
     /// 1-Wire DS18B20 thermometers under `dir` (one, or all found).
     Ds18b20 {
+        /// The 1-Wire devices folder (`/sys/bus/w1/devices`).
         dir: PathBuf,
+        /// One chip's id (`28-…`); `None` reads every chip found.
         id: Option<String>,
     },
     /// The SoC temperature from a thermal zone (millidegrees).
     CpuTemperature {
+        /// The thermal zone's `temp` file.
         path: PathBuf,
     },
     /// Load, memory, disk and uptime, from `proc` and `statvfs(disk)`.
     System {
+        /// Where `proc` is mounted (`/proc`).
         proc: PathBuf,
+        /// A path on the disk whose use is reported (`/`).
         disk: PathBuf,
     },
+    /// Bosch BME280: temperature, pressure and humidity over I2C.
     Bme280 {
+        /// The I2C bus (`/dev/i2c-1` is bus 1).
         bus: u8,
+        /// The chip's I2C address.
         address: u8,
     },
+    /// Bosch BMP280: temperature and pressure over I2C.
     Bmp280 {
+        /// The I2C bus (`/dev/i2c-1` is bus 1).
         bus: u8,
+        /// The chip's I2C address.
         address: u8,
     },
+    /// TI ADS1115: four analogue inputs, in volts, over I2C.
     Ads1115 {
+        /// The I2C bus (`/dev/i2c-1` is bus 1).
         bus: u8,
+        /// The chip's I2C address.
         address: u8,
+        /// The inputs read (0 to 3), each published as `a<n>`.
         channels: Vec<u8>,
         /// Full-scale range in volts: 6.144, 4.096, 2.048, 1.024, 0.512, 0.256.
         gain: f64,
     },
+    /// Sensirion SHT3x: temperature and humidity over I2C.
     Sht3x {
+        /// The I2C bus (`/dev/i2c-1` is bus 1).
         bus: u8,
+        /// The chip's I2C address.
         address: u8,
     },
 }

@@ -15,21 +15,35 @@ use super::raw::{RawConfig, RawTls};
 pub struct Overrides {
     /// `-h`, given once or more (several brokers, tried in turn).
     pub hosts: Vec<String>,
+    /// `-p`: `broker.port` (and no `cli_port`).
     pub port: Option<u16>,
+    /// `-i`: `broker.client_id`.
     pub client_id: Option<String>,
+    /// `-u`: `broker.username`.
     pub username: Option<String>,
+    /// `-P`: `broker.password` (and no `password_file`).
     pub password: Option<String>,
+    /// `--cafile`: `broker.tls.ca_file`.
     pub ca_file: Option<PathBuf>,
+    /// `--cert`: `broker.tls.cert_file`.
     pub cert_file: Option<PathBuf>,
+    /// `--key`: `broker.tls.key_file`.
     pub key_file: Option<PathBuf>,
+    /// `--tls-version`: `broker.tls.min_version` (`tlsv1.2` or `1.2`).
     pub tls_version: Option<String>,
     /// Use TLS even when no TLS file is named (system CAs).
     pub tls: bool,
+    /// `--insecure`: skip the check that the broker's certificate names its host.
     pub skip_name_check: bool,
+    /// `--legacy-common-name`: `broker.tls.legacy_common_name`.
     pub legacy_common_name: bool,
+    /// `--allow-insecure`: `broker.allow_insecure`.
     pub allow_insecure: bool,
+    /// `--keepalive`: `broker.keep_alive`, a duration (`"60s"`).
     pub keep_alive: Option<String>,
+    /// `--connect-timeout`: `broker.connect_timeout`, a duration.
     pub connect_timeout: Option<String>,
+    /// `--board`: `board.kind`.
     pub board: Option<String>,
 }
 

@@ -54,12 +54,19 @@ impl FromStr for DiscoveryForm {
 /// What a pin or measurement becomes in Home Assistant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Component {
+    /// On and off (any output).
     Switch,
+    /// A dimmable light, brightness as duty (PWM outputs).
     Light,
+    /// A fan, speed as duty (PWM outputs).
     Fan,
+    /// The duty as a number in % (PWM outputs).
     Number,
+    /// A button that sends a pulse (an output's `pulse`).
     Button,
+    /// On and off, read (inputs).
     BinarySensor,
+    /// A value with a unit (sensors and diagnostics).
     Sensor,
 }
 
@@ -124,10 +131,15 @@ impl EntityCategory {
 pub struct Entity {
     /// `false` leaves it out of Home Assistant (and removes it if announced).
     pub enabled: bool,
+    /// What it becomes in HA.
     pub component: Option<Component>,
+    /// HA's device class (`door`, `temperature`, …).
     pub device_class: Option<String>,
+    /// The name HA shows.
     pub name: Option<String>,
+    /// The icon HA shows (`mdi:garage`).
     pub icon: Option<String>,
+    /// Where HA files it, if not with the main controls.
     pub entity_category: Option<EntityCategory>,
     /// Sensors only: the unit HA shows, instead of the one pinpost publishes.
     pub unit: Option<String>,
@@ -153,22 +165,32 @@ impl Default for Entity {
 /// A sensor's overrides, and those of each of its measurements.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SensorEntity {
+    /// The sensor's own overrides (its only value, or all measurements).
     pub entity: Entity,
+    /// Overrides by measurement name (`temperature`).
     pub measurements: BTreeMap<String, Entity>,
 }
 
+/// `[homeassistant]`: whether and how pinpost announces itself to Home Assistant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HomeAssistant {
+    /// Publish discovery messages at all.
     pub enabled: bool,
+    /// The first level of discovery topics (`homeassistant`).
     pub discovery_prefix: String,
     /// Where HA publishes `online` when it starts (its birth message).
     pub status_topic: String,
+    /// Which discovery messages are published.
     pub form: DiscoveryForm,
     /// The device's name in HA; `None` uses the device id.
     pub name: Option<String>,
+    /// The area HA suggests for the device.
     pub area: Option<String>,
+    /// The device's model, shown in HA.
     pub model: Option<String>,
+    /// The device's manufacturer, shown in HA.
     pub manufacturer: Option<String>,
+    /// A web page about the device, linked from HA.
     pub configuration_url: Option<String>,
     /// Answers to HA's birth message wait a random time up to this long.
     pub birth_delay: Duration,
@@ -176,7 +198,9 @@ pub struct HomeAssistant {
     pub diagnostics: bool,
     /// Overrides by input, output and sensor name.
     pub inputs: BTreeMap<String, Entity>,
+    /// Overrides by output name.
     pub outputs: BTreeMap<String, Entity>,
+    /// Overrides by sensor name.
     pub sensors: BTreeMap<String, SensorEntity>,
 }
 
