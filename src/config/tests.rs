@@ -189,3 +189,51 @@ fn the_example_config_is_valid() {
     assert_eq!(c.broker.port, 8883);
     assert!(c.broker.tls.is_some());
 }
+
+/// Enum-like keys are read into enums once; a word none of them takes is
+/// still refused with every allowed word and what it means.
+#[test]
+fn a_bad_word_in_an_enum_like_key_lists_the_words_allowed() {
+    let at = "/etc/pinpost/config.toml line";
+    for (section, expected) in [
+        (
+            "[board]\nkind = \"pi\"\n",
+            "4: board.kind: \"pi\" is not a board; allowed: \"auto\" (a Raspberry Pi when on \
+             one), \"rppal\" or \"sim\"",
+        ),
+        (
+            "[[input]]\nname = \"b\"\npin = 17\npull = \"sideways\"\n",
+            "6: input[0].pull: \"sideways\" is not a pull; allowed: \"up\", \"down\" or \"none\"",
+        ),
+        (
+            "[outbox]\npolicy = \"drop_all\"\n",
+            "4: outbox.policy: \"drop_all\" is not a policy; allowed: \"drop_oldest\" (keep the \
+             newest readings) or \"drop_newest\" (keep what is already queued)",
+        ),
+        (
+            "[broker]\nprofile = \"azure\"\n",
+            "4: broker.profile: \"azure\" is not a profile; allowed: \"mqtt\" (any MQTT broker, \
+             the default) or \"aws-iot\" (AWS IoT Core)",
+        ),
+        (
+            "[broker.tls]\nmin_version = \"1.1\"\n",
+            "4: broker.tls.min_version: \"1.1\" is not a TLS version pinpost speaks; allowed: \
+             \"1.2\" or \"1.3\"",
+        ),
+        (
+            "[[sensor]]\nname = \"t\"\nkind = \"dht22\"\n",
+            "5: sensor[0].kind: \"dht22\" is not a sensor kind; allowed: \"file\", \"ds18b20\", \
+             \"cpu_temperature\", \"system\", \"bme280\", \"bmp280\", \"ads1115\", \"sht3x\" or \
+             \"sim\"",
+        ),
+        (
+            "[homeassistant]\nform = \"yaml\"\n",
+            "4: homeassistant.form: \"yaml\" is not a discovery form; allowed: \"entities\" (one \
+             config per entity, any Home Assistant since 2021) or \"device\" (one config for the \
+             whole device, Home Assistant 2024.12 and newer)",
+        ),
+    ] {
+        let e = error(&format!("[device]\nid = \"a\"\n{section}"));
+        assert_eq!(e, format!("{at} {expected}"));
+    }
+}
