@@ -7,201 +7,201 @@ use serde::Deserialize;
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawConfig {
+pub struct RawConfig {
     #[serde(default)]
-    pub(super) device: RawDevice,
+    pub device: RawDevice,
     #[serde(default)]
-    pub(super) broker: RawBroker,
+    pub broker: RawBroker,
     #[serde(default)]
-    pub(super) reconnect: RawReconnect,
+    pub reconnect: RawReconnect,
     #[serde(default)]
-    pub(super) board: RawBoard,
+    pub board: RawBoard,
     #[serde(default)]
-    pub(super) input: Vec<RawInput>,
+    pub input: Vec<RawInput>,
     #[serde(default)]
-    pub(super) output: Vec<RawOutput>,
+    pub output: Vec<RawOutput>,
     #[serde(default)]
-    pub(super) commands: RawCommands,
+    pub commands: RawCommands,
     #[serde(default)]
-    pub(super) outbox: RawOutbox,
+    pub outbox: RawOutbox,
     #[serde(default)]
-    pub(super) sensor: Vec<RawSensor>,
+    pub sensor: Vec<RawSensor>,
     #[serde(default)]
-    pub(super) homeassistant: RawHomeAssistant,
+    pub homeassistant: RawHomeAssistant,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawDevice {
-    pub(super) id: Option<String>,
-    pub(super) topic_prefix: Option<String>,
+pub struct RawDevice {
+    pub id: Option<String>,
+    pub topic_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawBroker {
-    pub(super) host: Option<String>,
-    pub(super) hosts: Option<Vec<String>>,
-    pub(super) order: Option<String>,
-    pub(super) profile: Option<String>,
-    pub(super) port: Option<i64>,
-    pub(super) cli_port: Option<i64>,
-    pub(super) client_id: Option<String>,
-    pub(super) username: Option<String>,
-    pub(super) password: Option<String>,
-    pub(super) password_file: Option<PathBuf>,
-    pub(super) keep_alive: Option<String>,
-    pub(super) clean_session: Option<bool>,
-    pub(super) connect_timeout: Option<String>,
-    pub(super) allow_insecure: Option<bool>,
-    pub(super) max_packet_size: Option<i64>,
-    pub(super) tls: Option<RawTls>,
+pub struct RawBroker {
+    pub host: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub order: Option<String>,
+    pub profile: Option<String>,
+    pub port: Option<i64>,
+    pub cli_port: Option<i64>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub keep_alive: Option<String>,
+    pub clean_session: Option<bool>,
+    pub connect_timeout: Option<String>,
+    pub allow_insecure: Option<bool>,
+    pub max_packet_size: Option<i64>,
+    pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawTls {
-    pub(super) ca_file: Option<PathBuf>,
-    pub(super) cert_file: Option<PathBuf>,
-    pub(super) key_file: Option<PathBuf>,
-    pub(super) server_name: Option<String>,
-    pub(super) alpn: Option<Vec<String>>,
-    pub(super) min_version: Option<String>,
-    pub(super) legacy_common_name: Option<bool>,
+pub struct RawTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub min_version: Option<String>,
+    pub legacy_common_name: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawReconnect {
-    pub(super) initial: Option<String>,
-    pub(super) max: Option<String>,
-    pub(super) multiplier: Option<f64>,
-    pub(super) jitter: Option<f64>,
+pub struct RawReconnect {
+    pub initial: Option<String>,
+    pub max: Option<String>,
+    pub multiplier: Option<f64>,
+    pub jitter: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawBoard {
-    pub(super) kind: Option<String>,
-    pub(super) wires: Option<Vec<(i64, i64)>>,
+pub struct RawBoard {
+    pub kind: Option<String>,
+    pub wires: Option<Vec<(i64, i64)>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawInput {
-    pub(super) name: Option<String>,
-    pub(super) pin: Option<i64>,
-    pub(super) pull: Option<String>,
-    pub(super) debounce: Option<String>,
-    pub(super) invert: Option<bool>,
-    pub(super) poll_interval: Option<String>,
-    pub(super) homeassistant: Option<RawEntity>,
+pub struct RawInput {
+    pub name: Option<String>,
+    pub pin: Option<i64>,
+    pub pull: Option<String>,
+    pub debounce: Option<String>,
+    pub invert: Option<bool>,
+    pub poll_interval: Option<String>,
+    pub homeassistant: Option<RawEntity>,
 }
 
 /// `true`/`false` or `"on"`/`"off"`/`"high"`/`"low"`: people write both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub(super) enum RawLevel {
+pub enum RawLevel {
     Bool(bool),
     Text(String),
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawOutput {
-    pub(super) name: Option<String>,
-    pub(super) pin: Option<i64>,
-    pub(super) initial: Option<RawLevel>,
-    pub(super) safe_state: Option<RawLevel>,
-    pub(super) pwm: Option<bool>,
-    pub(super) homeassistant: Option<RawEntity>,
+pub struct RawOutput {
+    pub name: Option<String>,
+    pub pin: Option<i64>,
+    pub initial: Option<RawLevel>,
+    pub safe_state: Option<RawLevel>,
+    pub pwm: Option<bool>,
+    pub homeassistant: Option<RawEntity>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawCommands {
-    pub(super) max_pulse: Option<String>,
-    pub(super) max_age: Option<String>,
-    pub(super) max_future: Option<String>,
-    pub(super) max_payload: Option<i64>,
-    pub(super) allow_unstamped: Option<bool>,
-    pub(super) min_interval: Option<String>,
+pub struct RawCommands {
+    pub max_pulse: Option<String>,
+    pub max_age: Option<String>,
+    pub max_future: Option<String>,
+    pub max_payload: Option<i64>,
+    pub allow_unstamped: Option<bool>,
+    pub min_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawOutbox {
-    pub(super) path: Option<PathBuf>,
-    pub(super) memory_limit: Option<String>,
-    pub(super) max_bytes: Option<String>,
-    pub(super) max_age: Option<String>,
-    pub(super) policy: Option<String>,
-    pub(super) stats_interval: Option<String>,
+pub struct RawOutbox {
+    pub path: Option<PathBuf>,
+    pub memory_limit: Option<String>,
+    pub max_bytes: Option<String>,
+    pub max_age: Option<String>,
+    pub policy: Option<String>,
+    pub stats_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawSensor {
-    pub(super) name: Option<String>,
-    pub(super) kind: Option<String>,
-    pub(super) interval: Option<String>,
-    pub(super) timeout: Option<String>,
-    pub(super) retries: Option<i64>,
-    pub(super) change_threshold: Option<f64>,
-    pub(super) report_every: Option<String>,
-    pub(super) unit: Option<String>,
-    pub(super) start: Option<f64>,
-    pub(super) step: Option<f64>,
-    pub(super) path: Option<PathBuf>,
-    pub(super) regex: Option<String>,
-    pub(super) scale: Option<f64>,
-    pub(super) offset: Option<f64>,
-    pub(super) id: Option<String>,
-    pub(super) disk: Option<PathBuf>,
-    pub(super) bus: Option<i64>,
-    pub(super) address: Option<RawAddress>,
-    pub(super) channels: Option<Vec<i64>>,
-    pub(super) gain: Option<f64>,
-    pub(super) homeassistant: Option<RawEntity>,
+pub struct RawSensor {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub retries: Option<i64>,
+    pub change_threshold: Option<f64>,
+    pub report_every: Option<String>,
+    pub unit: Option<String>,
+    pub start: Option<f64>,
+    pub step: Option<f64>,
+    pub path: Option<PathBuf>,
+    pub regex: Option<String>,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+    pub id: Option<String>,
+    pub disk: Option<PathBuf>,
+    pub bus: Option<i64>,
+    pub address: Option<RawAddress>,
+    pub channels: Option<Vec<i64>>,
+    pub gain: Option<f64>,
+    pub homeassistant: Option<RawEntity>,
 }
 
 /// `0x76` is not TOML; people write `address = 0x76` (a TOML hex integer)
 /// or `"0x76"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub(super) enum RawAddress {
+pub enum RawAddress {
     Number(i64),
     Text(String),
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawHomeAssistant {
-    pub(super) enabled: Option<bool>,
-    pub(super) discovery_prefix: Option<String>,
-    pub(super) status_topic: Option<String>,
-    pub(super) form: Option<String>,
-    pub(super) name: Option<String>,
-    pub(super) area: Option<String>,
-    pub(super) model: Option<String>,
-    pub(super) manufacturer: Option<String>,
-    pub(super) configuration_url: Option<String>,
-    pub(super) birth_delay: Option<String>,
-    pub(super) diagnostics: Option<bool>,
+pub struct RawHomeAssistant {
+    pub enabled: Option<bool>,
+    pub discovery_prefix: Option<String>,
+    pub status_topic: Option<String>,
+    pub form: Option<String>,
+    pub name: Option<String>,
+    pub area: Option<String>,
+    pub model: Option<String>,
+    pub manufacturer: Option<String>,
+    pub configuration_url: Option<String>,
+    pub birth_delay: Option<String>,
+    pub diagnostics: Option<bool>,
 }
 
 /// `[output.homeassistant]` (and input, sensor): how one pin or sensor
 /// appears in Home Assistant. `measurement` only under a sensor.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawEntity {
-    pub(super) enabled: Option<bool>,
-    pub(super) component: Option<String>,
-    pub(super) device_class: Option<String>,
-    pub(super) name: Option<String>,
-    pub(super) icon: Option<String>,
-    pub(super) entity_category: Option<String>,
-    pub(super) unit: Option<String>,
-    pub(super) pulse: Option<String>,
-    pub(super) measurement: Option<std::collections::BTreeMap<String, RawEntity>>,
+pub struct RawEntity {
+    pub enabled: Option<bool>,
+    pub component: Option<String>,
+    pub device_class: Option<String>,
+    pub name: Option<String>,
+    pub icon: Option<String>,
+    pub entity_category: Option<String>,
+    pub unit: Option<String>,
+    pub pulse: Option<String>,
+    pub measurement: Option<std::collections::BTreeMap<String, RawEntity>>,
 }
