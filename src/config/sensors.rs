@@ -38,23 +38,27 @@ impl FromStr for Kind {
     type Err = String;
 
     fn from_str(word: &str) -> Result<Self, String> {
-        Ok(match word {
-            "sim" => Kind::Sim,
-            "file" => Kind::File,
-            "ds18b20" => Kind::Ds18b20,
-            "cpu_temperature" => Kind::CpuTemperature,
-            "system" => Kind::System,
-            "bme280" => Kind::Bme280,
-            "bmp280" => Kind::Bmp280,
-            "sht3x" => Kind::Sht3x,
-            "ads1115" => Kind::Ads1115,
-            other => return Err(format!("{other:?} is not a sensor kind; allowed: {KINDS}")),
-        })
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == word)
+            .ok_or_else(|| format!("{word:?} is not a sensor kind; allowed: {KINDS}"))
     }
 }
 
 impl Kind {
-    /// The word the file says, for messages.
+    const ALL: [Kind; 9] = [
+        Kind::Sim,
+        Kind::File,
+        Kind::Ds18b20,
+        Kind::CpuTemperature,
+        Kind::System,
+        Kind::Bme280,
+        Kind::Bmp280,
+        Kind::Sht3x,
+        Kind::Ads1115,
+    ];
+
+    /// The word the file says.
     fn as_str(self) -> &'static str {
         match self {
             Kind::Sim => "sim",
