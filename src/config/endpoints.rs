@@ -5,11 +5,14 @@
 //! link connects or fails over (that is the link's).
 
 use std::fmt;
+use std::str::FromStr;
 
 /// One broker address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// A host name or IP address (IPv6 without brackets).
     pub host: String,
+    /// The TCP port.
     pub port: u16,
 }
 
@@ -37,13 +40,30 @@ pub enum Order {
 
 impl Order {
     /// The endpoints in the order `client_id` tries them.
-    pub fn arrange(self, endpoints: &[Endpoint], client_id: &str) -> Vec<Endpoint> {
+    pub(crate) fn arrange(self, endpoints: &[Endpoint], client_id: &str) -> Vec<Endpoint> {
         let mut arranged = endpoints.to_vec();
         if self == Order::Spread && !arranged.is_empty() {
             let start = fnv1a(client_id.as_bytes()) % arranged.len() as u64;
             arranged.rotate_left(start as usize);
         }
         arranged
+    }
+}
+
+impl FromStr for Order {
+    type Err = String;
+
+    /// `broker.order`: `"in_order"` or `"spread"`.
+    fn from_str(word: &str) -> Result<Self, String> {
+        match word {
+            "in_order" => Ok(Order::InOrder),
+            "spread" => Ok(Order::Spread),
+            other => Err(format!(
+                "{other:?} is not an order; allowed: \"in_order\" (the first listed \
+                 first, then the next: a primary and its standby) or \"spread\" (each \
+                 device starts at its own node, so a fleet spreads over a cluster)"
+            )),
+        }
     }
 }
 
@@ -57,7 +77,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Parses `"host"`, `"host:port"`, `"[v6]"` or `"[v6]:port"`; a missing
 /// port is `default_port`. The error says what is wrong, in words.
-pub fn parse(text: &str, default_port: u16) -> Result<Endpoint, String> {
+pub(crate) fn parse(text: &str, default_port: u16) -> Result<Endpoint, String> {
     let bad = || {
         format!(
             "{text:?} is not a broker address; write \"host\" or \"host:port\" (an IPv6 \
@@ -95,9 +115,27 @@ pub fn parse(text: &str, default_port: u16) -> Result<Endpoint, String> {
     })
 }
 
+/// Whether `host` is an IP address (to which TLS cannot send a server name).
+pub(crate) fn is_ip(host: &str) -> bool {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+}
+
+/// Whether traffic to `host` stays on this machine.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// At most this many brokers: a config listing more is a mistake, and each
 /// costs an attempt per round.
-pub const MAX_ENDPOINTS: usize = 16;
+pub(crate) const MAX_ENDPOINTS: usize = 16;
 
 #[cfg(test)]
 mod tests {

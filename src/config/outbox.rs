@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::build::{Origins, duration};
+use super::error::ConfigError;
+use super::model::Outbox;
+use super::origins::Origins;
 use super::raw::RawConfig;
-use super::{ConfigError, DropPolicy, Outbox};
+use super::values::{duration, word};
 
 /// While connected, a backlog this large stays in RAM; a Pi Zero has 512 MiB.
 const MEMORY_LIMIT_DEFAULT: u64 = 1024 * 1024;
@@ -15,6 +17,7 @@ const MAX_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 const MAX_AGE_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
 const STATS_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 
+/// The outbox section, its sizes and ages in range.
 pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Outbox, ConfigError> {
     let r = &raw.outbox;
     let path = match &r.path {
@@ -43,19 +46,7 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Outbox, ConfigEr
     if max_age < Duration::from_secs(1) {
         return Err(o.invalid("outbox.max_age", "too short; allowed: \"1s\" or more"));
     }
-    let policy = match r.policy.as_deref() {
-        None | Some("drop_oldest") => DropPolicy::DropOldest,
-        Some("drop_newest") => DropPolicy::DropNewest,
-        Some(other) => {
-            return Err(o.invalid(
-                "outbox.policy",
-                format!(
-                    "{other:?} is not a policy; allowed: \"drop_oldest\" (keep the newest \
-                     readings) or \"drop_newest\" (keep what is already queued)"
-                ),
-            ));
-        }
-    };
+    let policy = word(r.policy.as_deref(), "outbox.policy", o)?.unwrap_or_default();
     let stats_interval =
         duration(&r.stats_interval, "outbox.stats_interval", o)?.unwrap_or(STATS_INTERVAL_DEFAULT);
     if stats_interval < Duration::from_secs(1) {
@@ -140,7 +131,7 @@ fn parse_bytes(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Overrides, from_text};
+    use crate::config::{DropPolicy, Overrides, from_text};
 
     fn error(text: &str) -> String {
         from_text(text, None, &Overrides::default())

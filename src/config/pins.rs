@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::build::{Origins, check_topic_level, duration};
+use super::error::ConfigError;
+use super::model::{Board, BoardKind, CommandRules, Input, Output};
+use super::origins::Origins;
 use super::raw::{RawConfig, RawLevel};
-use super::{Board, BoardKind, CommandRules, ConfigError, Input, Output, Pull};
+use super::values::{duration, name, word};
 
 /// BCM GPIO numbers on the 40-pin header of every Pi from the B+ to the Pi 5.
-pub const MAX_BCM_PIN: i64 = 27;
+pub(crate) const MAX_BCM_PIN: i64 = 27;
 const DEBOUNCE_DEFAULT: Duration = Duration::from_millis(50);
 /// Ten changes a second at most: quick enough for any person or script
 /// driving a relay, far below the kHz a command storm would reach.
@@ -24,17 +26,7 @@ pub(super) struct Pins {
 }
 
 pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigError> {
-    let kind = match raw.board.kind.as_deref() {
-        None | Some("auto") => BoardKind::Auto,
-        Some("rppal") => BoardKind::Rppal,
-        Some("sim") => BoardKind::Sim,
-        Some(other) => {
-            return Err(o.invalid(
-                "board.kind",
-                format!("{other:?} is not a board; allowed: \"auto\" (a Raspberry Pi when on one), \"rppal\" or \"sim\""),
-            ));
-        }
-    };
+    let kind = word(raw.board.kind.as_deref(), "board.kind", o)?.unwrap_or_default();
     let mut names: HashMap<String, String> = HashMap::new();
     let mut pins: HashMap<u8, String> = HashMap::new();
     let mut inputs = Vec::new();
@@ -42,17 +34,7 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
         let at = |field: &str| format!("input[{i}].{field}");
         let name = name(r.name.as_deref(), &at("name"), &mut names, o)?;
         let pin = pin(r.pin, &at("pin"), &name, &mut pins, o)?;
-        let pull = match r.pull.as_deref() {
-            None | Some("none") => Pull::None,
-            Some("up") => Pull::Up,
-            Some("down") => Pull::Down,
-            Some(other) => {
-                return Err(o.invalid(
-                    &at("pull"),
-                    format!("{other:?} is not a pull; allowed: \"up\", \"down\" or \"none\""),
-                ));
-            }
-        };
+        let pull = word(r.pull.as_deref(), &at("pull"), o)?.unwrap_or_default();
         let debounce = duration(&r.debounce, &at("debounce"), o)?.unwrap_or(DEBOUNCE_DEFAULT);
         if debounce > Duration::from_secs(10) {
             return Err(o.invalid(&at("debounce"), "out of range; allowed: \"0ms\" to \"10s\""));
@@ -95,28 +77,6 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
         outputs,
         commands: commands(raw, o)?,
     })
-}
-
-pub(super) fn name(
-    value: Option<&str>,
-    key: &str,
-    seen: &mut HashMap<String, String>,
-    o: &Origins<'_>,
-) -> Result<String, ConfigError> {
-    let Some(name) = value else {
-        return Err(o.invalid(
-            key,
-            "missing; every input, output and sensor needs a name (e.g. name = \"door\")",
-        ));
-    };
-    check_topic_level(name, key, o)?;
-    if let Some(first) = seen.insert(name.to_string(), key.to_string()) {
-        return Err(o.invalid(
-            key,
-            format!("{name:?} is already used by {first}; names must be unique"),
-        ));
-    }
-    Ok(name.to_string())
 }
 
 fn pin(

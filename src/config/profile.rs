@@ -9,40 +9,18 @@
 
 use std::time::Duration;
 
-use super::build::Origins;
+use super::endpoints::is_ip;
+use super::error::ConfigError;
+use super::model::{Broker, Profile};
+use super::origins::Origins;
 use super::raw::{RawBroker, RawTls};
-use super::{Broker, ConfigError, is_ip};
-
-/// Which broker pinpost talks to, where that changes the rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Profile {
-    /// Any MQTT 3.1.1 broker (Mosquitto, EMQX, HiveMQ, VerneMQ, …).
-    #[default]
-    Mqtt,
-    /// AWS IoT Core.
-    AwsIot,
-}
 
 /// AWS IoT Core's ALPN protocol for MQTT with a client certificate on 443.
-pub const AWS_ALPN: &str = "x-amzn-mqtt-ca";
+const AWS_ALPN: &str = "x-amzn-mqtt-ca";
 /// AWS IoT Core's limit on a publish's payload.
-pub const AWS_MAX_PAYLOAD: i64 = 128 * 1024;
+const AWS_MAX_PAYLOAD: i64 = 128 * 1024;
 const AWS_CLIENT_ID_BYTES: usize = 128;
 const AWS_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(1200));
-
-pub(super) fn parse(raw: &RawBroker, o: &Origins<'_>) -> Result<Profile, ConfigError> {
-    match raw.profile.as_deref() {
-        None | Some("mqtt") => Ok(Profile::Mqtt),
-        Some("aws-iot") => Ok(Profile::AwsIot),
-        Some(other) => Err(o.invalid(
-            "broker.profile",
-            format!(
-                "{other:?} is not a profile; allowed: \"mqtt\" (any MQTT broker, the default) \
-                 or \"aws-iot\" (AWS IoT Core)"
-            ),
-        )),
-    }
-}
 
 /// Fills in what the profile sets and the config left out, before the
 /// broker section is built.

@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-use super::build::{Origins, duration};
-use super::pins::name;
+use super::error::ConfigError;
+use super::model::{Sensor, SensorKind};
+use super::origins::Origins;
 use super::raw::{RawAddress, RawConfig, RawSensor};
-use super::{ConfigError, Sensor, SensorKind};
+use super::values::{duration, name, word};
 
 const INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
 const TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
@@ -17,6 +19,75 @@ const RETRIES_DEFAULT: i64 = 2;
 const KINDS: &str = "\"file\", \"ds18b20\", \"cpu_temperature\", \"system\", \"bme280\", \
                      \"bmp280\", \"ads1115\", \"sht3x\" or \"sim\"";
 
+/// The word of `kind`: which driver reads the sensor, and so which keys
+/// mean something to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sim,
+    File,
+    Ds18b20,
+    CpuTemperature,
+    System,
+    Bme280,
+    Bmp280,
+    Sht3x,
+    Ads1115,
+}
+
+impl FromStr for Kind {
+    type Err = String;
+
+    fn from_str(word: &str) -> Result<Self, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == word)
+            .ok_or_else(|| format!("{word:?} is not a sensor kind; allowed: {KINDS}"))
+    }
+}
+
+impl Kind {
+    const ALL: [Kind; 9] = [
+        Kind::Sim,
+        Kind::File,
+        Kind::Ds18b20,
+        Kind::CpuTemperature,
+        Kind::System,
+        Kind::Bme280,
+        Kind::Bmp280,
+        Kind::Sht3x,
+        Kind::Ads1115,
+    ];
+
+    /// The word the file says.
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sim => "sim",
+            Kind::File => "file",
+            Kind::Ds18b20 => "ds18b20",
+            Kind::CpuTemperature => "cpu_temperature",
+            Kind::System => "system",
+            Kind::Bme280 => "bme280",
+            Kind::Bmp280 => "bmp280",
+            Kind::Sht3x => "sht3x",
+            Kind::Ads1115 => "ads1115",
+        }
+    }
+
+    /// Which keys this kind understands, beyond the common ones.
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Kind::Sim => &["unit", "start", "step"],
+            Kind::File => &["path", "regex", "scale", "offset", "unit"],
+            Kind::Ds18b20 => &["path", "id"],
+            Kind::CpuTemperature => &["path"],
+            Kind::System => &["path", "disk"],
+            Kind::Bme280 | Kind::Bmp280 | Kind::Sht3x => &["bus", "address"],
+            Kind::Ads1115 => &["bus", "address", "channels", "gain"],
+        }
+    }
+}
+
+/// Every `[[sensor]]`, checked, in the file's order.
 pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Vec<Sensor>, ConfigError> {
     let mut names = HashMap::new();
     let mut sensors = Vec::new();
@@ -63,28 +134,13 @@ fn kind(
     at: &dyn Fn(&str) -> String,
     o: &Origins<'_>,
 ) -> Result<SensorKind, ConfigError> {
-    let Some(kind) = r.kind.as_deref() else {
+    let Some(kind) = word::<Kind>(r.kind.as_deref(), &at("kind"), o)? else {
         return Err(o.invalid(
             &at("kind"),
             format!("missing; say what to read (kind = one of {KINDS})"),
         ));
     };
-    // Which keys each kind understands, beyond the common ones.
-    let allowed: &[&str] = match kind {
-        "sim" => &["unit", "start", "step"],
-        "file" => &["path", "regex", "scale", "offset", "unit"],
-        "ds18b20" => &["path", "id"],
-        "cpu_temperature" => &["path"],
-        "system" => &["path", "disk"],
-        "bme280" | "bmp280" | "sht3x" => &["bus", "address"],
-        "ads1115" => &["bus", "address", "channels", "gain"],
-        other => {
-            return Err(o.invalid(
-                &at("kind"),
-                format!("{other:?} is not a sensor kind; allowed: {KINDS}"),
-            ));
-        }
-    };
+    let allowed = kind.keys();
     let given = [
         ("unit", r.unit.is_some()),
         ("start", r.start.is_some()),
@@ -104,7 +160,8 @@ fn kind(
         return Err(o.invalid(
             &at(key),
             format!(
-                "does not apply to kind = {kind:?}; it takes {}",
+                "does not apply to kind = {:?}; it takes {}",
+                kind.as_str(),
                 allowed.join(", ")
             ),
         ));
@@ -124,12 +181,12 @@ fn kind(
         })
     };
     Ok(match kind {
-        "sim" => SensorKind::Sim {
+        Kind::Sim => SensorKind::Sim {
             start: r.start.unwrap_or(0.0),
             step: r.step.unwrap_or(1.0),
             unit: r.unit.clone().unwrap_or_default(),
         },
-        "file" => {
+        Kind::File => {
             let Some(p) = &r.path else {
                 return Err(o.invalid(
                     &at("path"),
@@ -150,7 +207,7 @@ fn kind(
                 unit: r.unit.clone().unwrap_or_default(),
             }
         }
-        "ds18b20" => {
+        Kind::Ds18b20 => {
             if let Some(id) = &r.id {
                 if !id.starts_with("28-") || id.contains('/') {
                     return Err(o.invalid(
@@ -164,29 +221,29 @@ fn kind(
                 id: r.id.clone(),
             }
         }
-        "cpu_temperature" => SensorKind::CpuTemperature {
+        Kind::CpuTemperature => SensorKind::CpuTemperature {
             path: path("/sys/class/thermal/thermal_zone0/temp"),
         },
-        "system" => SensorKind::System {
+        Kind::System => SensorKind::System {
             proc: path("/proc"),
             disk: r
                 .disk
                 .as_ref()
                 .map_or_else(|| PathBuf::from("/"), |d| o.resolve(&at("disk"), d)),
         },
-        "bme280" => SensorKind::Bme280 {
+        Kind::Bme280 => SensorKind::Bme280 {
             bus: bus()?,
             address: address(&r.address, &[0x76, 0x77], &at("address"), o)?,
         },
-        "bmp280" => SensorKind::Bmp280 {
+        Kind::Bmp280 => SensorKind::Bmp280 {
             bus: bus()?,
             address: address(&r.address, &[0x76, 0x77], &at("address"), o)?,
         },
-        "sht3x" => SensorKind::Sht3x {
+        Kind::Sht3x => SensorKind::Sht3x {
             bus: bus()?,
             address: address(&r.address, &[0x44, 0x45], &at("address"), o)?,
         },
-        "ads1115" => {
+        Kind::Ads1115 => {
             let channels = r.channels.clone().unwrap_or_else(|| vec![0, 1, 2, 3]);
             if channels.is_empty() || channels.iter().any(|c| !(0..=3).contains(c)) {
                 return Err(o.invalid(
@@ -208,7 +265,6 @@ fn kind(
                 gain,
             }
         }
-        _ => unreachable!("kinds are checked above"),
     })
 }
 

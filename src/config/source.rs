@@ -11,21 +11,21 @@ use std::path::{Path, PathBuf};
 use toml_edit::TableLike;
 
 /// The environment variable that names a config file when `--config` is absent.
-pub const CONFIG_ENV: &str = "PINPOST_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "PINPOST_CONFIG";
 
 /// The system-wide config file used by the systemd unit.
-pub const SYSTEM_CONFIG: &str = "/etc/pinpost/config.toml";
+pub(crate) const SYSTEM_CONFIG: &str = "/etc/pinpost/config.toml";
 
 /// How a config file was chosen, so errors can say why pinpost read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Chosen {
+pub(crate) enum Chosen {
     Flag(PathBuf),
     Env(PathBuf),
     Found(PathBuf),
 }
 
 impl Chosen {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             Chosen::Flag(p) | Chosen::Env(p) | Chosen::Found(p) => p,
         }
@@ -34,7 +34,7 @@ impl Chosen {
 
 /// The places searched, in order, when neither `--config` nor the environment
 /// variable names a file.
-pub fn search_path() -> Vec<PathBuf> {
+pub(crate) fn search_path() -> Vec<PathBuf> {
     let mut places = vec![PathBuf::from(SYSTEM_CONFIG)];
     if let Some(dirs) = directories::ProjectDirs::from("", "", "pinpost") {
         places.push(dirs.config_dir().join("config.toml"));
@@ -44,7 +44,7 @@ pub fn search_path() -> Vec<PathBuf> {
 
 /// Picks the config file: `--config`, then `$PINPOST_CONFIG`, then the first
 /// of [`search_path`] that exists. `None` when nothing names or holds one.
-pub fn choose(flag: Option<&Path>, env: Option<&std::ffi::OsStr>) -> Option<Chosen> {
+pub(crate) fn choose(flag: Option<&Path>, env: Option<&std::ffi::OsStr>) -> Option<Chosen> {
     if let Some(path) = flag {
         return Some(Chosen::Flag(path.to_path_buf()));
     }
@@ -59,20 +59,20 @@ pub fn choose(flag: Option<&Path>, env: Option<&std::ffi::OsStr>) -> Option<Chos
 
 /// One step of a path into the TOML tree: a table key or an array index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step<'a> {
+pub(crate) enum Step<'a> {
     Key(&'a str),
     Index(usize),
 }
 
 /// The text of a config file with its parsed layout, for turning key paths
 /// into line numbers and byte offsets into key paths.
-pub struct Layout<'t> {
+pub(crate) struct Layout<'t> {
     text: &'t str,
     doc: Option<toml_edit::ImDocument<&'t str>>,
 }
 
 impl<'t> Layout<'t> {
-    pub fn new(text: &'t str) -> Self {
+    pub(crate) fn new(text: &'t str) -> Self {
         Layout {
             text,
             doc: toml_edit::ImDocument::parse(text).ok(),
@@ -80,7 +80,7 @@ impl<'t> Layout<'t> {
     }
 
     /// 1-based line of a byte offset.
-    pub fn line_of(&self, offset: usize) -> usize {
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
             .iter()
@@ -91,7 +91,7 @@ impl<'t> Layout<'t> {
 
     /// The line where `path` is set (the key itself), or where the nearest
     /// table that holds it starts when the key is absent.
-    pub fn line_of_path(&self, path: &[Step<'_>]) -> Option<usize> {
+    pub(crate) fn line_of_path(&self, path: &[Step<'_>]) -> Option<usize> {
         let doc = self.doc.as_ref()?;
         let span = span_of(doc.as_table(), path, None)?;
         Some(self.line_of(span.start))
@@ -99,7 +99,7 @@ impl<'t> Layout<'t> {
 
     /// The dotted key whose value or name covers `offset`, for errors that
     /// come with a byte span but no key (serde type errors).
-    pub fn key_at(&self, offset: usize) -> Option<String> {
+    pub(crate) fn key_at(&self, offset: usize) -> Option<String> {
         let doc = self.doc.as_ref()?;
         let mut found = None;
         walk(doc.as_table(), &mut Vec::new(), offset, &mut found);

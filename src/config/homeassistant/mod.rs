@@ -8,11 +8,14 @@
 //! `crate::homeassistant`'s business.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::Duration;
 
-use super::build::{Origins, duration};
+use super::error::ConfigError;
+use super::model::{Broker, CommandRules, Input, Output, Sensor};
+use super::origins::Origins;
 use super::raw::{RawConfig, RawEntity};
-use super::{Broker, CommandRules, ConfigError, Input, Output, Sensor, SensorKind};
+use super::values::{duration, word};
 
 /// At most this long (a random part of it) before answering HA's birth
 /// message, so a fleet does not answer at once.
@@ -20,31 +23,71 @@ const BIRTH_DELAY_DEFAULT: Duration = Duration::from_secs(5);
 const TEXT_MAX_CHARS: usize = 128;
 
 /// Which discovery messages pinpost publishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DiscoveryForm {
     /// One retained config per entity,
     /// `<prefix>/<component>/<node>/<object>/config`: every HA since 2021.
+    #[default]
     Entities,
     /// One retained config for the whole device, `<prefix>/device/<node>/config`
     /// with `dev`, `o` and `cmps`: HA 2024.12 and newer.
     Device,
 }
 
+impl FromStr for DiscoveryForm {
+    type Err = String;
+
+    /// `homeassistant.form`: `"entities"` or `"device"`.
+    fn from_str(word: &str) -> Result<Self, String> {
+        match word {
+            "entities" => Ok(DiscoveryForm::Entities),
+            "device" => Ok(DiscoveryForm::Device),
+            other => Err(format!(
+                "{other:?} is not a discovery form; allowed: \"entities\" (one config per \
+                 entity, any Home Assistant since 2021) or \"device\" (one config for the \
+                 whole device, Home Assistant 2024.12 and newer)"
+            )),
+        }
+    }
+}
+
 /// What a pin or measurement becomes in Home Assistant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Component {
+    /// On and off (any output).
     Switch,
+    /// A dimmable light, brightness as duty (PWM outputs).
     Light,
+    /// A fan, speed as duty (PWM outputs).
     Fan,
+    /// The duty as a number in % (PWM outputs).
     Number,
+    /// A button that sends a pulse (an output's `pulse`).
     Button,
+    /// On and off, read (inputs).
     BinarySensor,
+    /// A value with a unit (sensors and diagnostics).
     Sensor,
 }
 
 impl Component {
+    const ALL: [Component; 7] = [
+        Component::Switch,
+        Component::Light,
+        Component::Fan,
+        Component::Number,
+        Component::Button,
+        Component::BinarySensor,
+        Component::Sensor,
+    ];
+
+    /// The component HA calls `name`, if any.
+    fn named(name: &str) -> Option<Component> {
+        Component::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// HA's name for it (the discovery topic's component, `p` in `cmps`).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Component::Switch => "switch",
             Component::Light => "light",
@@ -57,14 +100,25 @@ impl Component {
     }
 }
 
+/// Where HA files an entity apart from the device's main controls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntityCategory {
+    /// A setting of the device (outputs only; HA refuses it for sensors).
     Config,
+    /// A reading about the device itself rather than what it measures.
     Diagnostic,
 }
 
 impl EntityCategory {
-    pub fn as_str(self) -> &'static str {
+    /// The category HA calls `name`, if any.
+    fn named(name: &str) -> Option<EntityCategory> {
+        [EntityCategory::Config, EntityCategory::Diagnostic]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
+
+    /// HA's name for it (`entity_category` in discovery).
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EntityCategory::Config => "config",
             EntityCategory::Diagnostic => "diagnostic",
@@ -77,10 +131,15 @@ impl EntityCategory {
 pub struct Entity {
     /// `false` leaves it out of Home Assistant (and removes it if announced).
     pub enabled: bool,
+    /// What it becomes in HA.
     pub component: Option<Component>,
+    /// HA's device class (`door`, `temperature`, …).
     pub device_class: Option<String>,
+    /// The name HA shows.
     pub name: Option<String>,
+    /// The icon HA shows (`mdi:garage`).
     pub icon: Option<String>,
+    /// Where HA files it, if not with the main controls.
     pub entity_category: Option<EntityCategory>,
     /// Sensors only: the unit HA shows, instead of the one pinpost publishes.
     pub unit: Option<String>,
@@ -106,22 +165,32 @@ impl Default for Entity {
 /// A sensor's overrides, and those of each of its measurements.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SensorEntity {
+    /// The sensor's own overrides (its only value, or all measurements).
     pub entity: Entity,
+    /// Overrides by measurement name (`temperature`).
     pub measurements: BTreeMap<String, Entity>,
 }
 
+/// `[homeassistant]`: whether and how pinpost announces itself to Home Assistant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HomeAssistant {
+    /// Publish discovery messages at all.
     pub enabled: bool,
+    /// The first level of discovery topics (`homeassistant`).
     pub discovery_prefix: String,
     /// Where HA publishes `online` when it starts (its birth message).
     pub status_topic: String,
+    /// Which discovery messages are published.
     pub form: DiscoveryForm,
     /// The device's name in HA; `None` uses the device id.
     pub name: Option<String>,
+    /// The area HA suggests for the device.
     pub area: Option<String>,
+    /// The device's model, shown in HA.
     pub model: Option<String>,
+    /// The device's manufacturer, shown in HA.
     pub manufacturer: Option<String>,
+    /// A web page about the device, linked from HA.
     pub configuration_url: Option<String>,
     /// Answers to HA's birth message wait a random time up to this long.
     pub birth_delay: Duration,
@@ -129,70 +198,10 @@ pub struct HomeAssistant {
     pub diagnostics: bool,
     /// Overrides by input, output and sensor name.
     pub inputs: BTreeMap<String, Entity>,
+    /// Overrides by output name.
     pub outputs: BTreeMap<String, Entity>,
+    /// Overrides by sensor name.
     pub sensors: BTreeMap<String, SensorEntity>,
-}
-
-/// What a sensor of some kind publishes: one value (`name` `None`, on
-/// `sensor/<name>`) or named measurements (`sensor/<name>/<measurement>`).
-/// Mirrors `crate::sensors` (each driver's `Measurement`s).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub name: Option<String>,
-    pub unit: String,
-}
-
-impl SensorKind {
-    /// The measurements this kind publishes, or `None` when only the
-    /// hardware knows (a `ds18b20` without `id` names each chip it finds).
-    pub fn published(&self) -> Option<Vec<Published>> {
-        let one = |unit: &str| {
-            Some(vec![Published {
-                name: None,
-                unit: unit.to_string(),
-            }])
-        };
-        let named = |list: &[(&str, &str)]| {
-            Some(
-                list.iter()
-                    .map(|(name, unit)| Published {
-                        name: Some(name.to_string()),
-                        unit: unit.to_string(),
-                    })
-                    .collect(),
-            )
-        };
-        match self {
-            SensorKind::Sim { unit, .. } | SensorKind::File { unit, .. } => one(unit),
-            SensorKind::Ds18b20 { id: Some(_), .. } | SensorKind::CpuTemperature { .. } => {
-                one("°C")
-            }
-            SensorKind::Ds18b20 { id: None, .. } => None,
-            SensorKind::System { .. } => named(&[
-                ("load1", ""),
-                ("memory_used", "%"),
-                ("memory_available", "MiB"),
-                ("disk_used", "%"),
-                ("uptime", "s"),
-            ]),
-            SensorKind::Bme280 { .. } => named(&[
-                ("temperature", "°C"),
-                ("pressure", "hPa"),
-                ("humidity", "%"),
-            ]),
-            SensorKind::Bmp280 { .. } => named(&[("temperature", "°C"), ("pressure", "hPa")]),
-            SensorKind::Sht3x { .. } => named(&[("temperature", "°C"), ("humidity", "%")]),
-            SensorKind::Ads1115 { channels, .. } => Some(
-                channels
-                    .iter()
-                    .map(|ch| Published {
-                        name: Some(format!("a{ch}")),
-                        unit: "V".into(),
-                    })
-                    .collect(),
-            ),
-        }
-    }
 }
 
 pub(super) struct Parts<'a> {
@@ -220,20 +229,7 @@ pub(super) fn build(
         .clone()
         .unwrap_or_else(|| format!("{discovery_prefix}/status"));
     topic(&status_topic, "homeassistant.status_topic", o)?;
-    let form = match r.form.as_deref() {
-        None | Some("entities") => DiscoveryForm::Entities,
-        Some("device") => DiscoveryForm::Device,
-        Some(other) => {
-            return Err(o.invalid(
-                "homeassistant.form",
-                format!(
-                    "{other:?} is not a discovery form; allowed: \"entities\" (one config per \
-                     entity, any Home Assistant since 2021) or \"device\" (one config for the \
-                     whole device, Home Assistant 2024.12 and newer)"
-                ),
-            ));
-        }
-    };
+    let form = word(r.form.as_deref(), "homeassistant.form", o)?.unwrap_or_default();
     let name = text(&r.name, "homeassistant.name", o)?;
     let area = text(&r.area, "homeassistant.area", o)?;
     let model = text(&r.model, "homeassistant.model", o)?;
@@ -358,27 +354,34 @@ fn entity(r: &RawEntity, at: &str, kind: Kind, o: &Origins<'_>) -> Result<Entity
     if r.pulse.is_some() && kind != Kind::Output {
         return Err(o.invalid(&key("pulse"), "only outputs can be pulsed"));
     }
-    let component = match (kind, r.component.as_deref()) {
-        (_, None) => None,
-        (Kind::Output, Some("switch")) => Some(Component::Switch),
-        (Kind::Output, Some("light")) => Some(Component::Light),
-        (Kind::Output, Some("fan")) => Some(Component::Fan),
-        (Kind::Output, Some("number")) => Some(Component::Number),
-        (Kind::Input, Some("binary_sensor")) => Some(Component::BinarySensor),
-        (Kind::Sensor, Some("sensor")) => Some(Component::Sensor),
-        (_, Some(other)) => {
-            let allowed = match kind {
-                Kind::Output => {
+    let component = match r.component.as_deref() {
+        None => None,
+        Some(given) => {
+            // What a pin of this kind may become; anything else is refused
+            // with the list, whether HA knows the word or not.
+            let (fits, allowed): (&[Component], &str) = match kind {
+                Kind::Output => (
+                    &[
+                        Component::Switch,
+                        Component::Light,
+                        Component::Fan,
+                        Component::Number,
+                    ],
                     "\"switch\", or for a PWM output \"light\" (brightness is the duty), \
-                     \"fan\" (speed is the duty) or \"number\" (the duty in %)"
-                }
-                Kind::Input => "\"binary_sensor\"",
-                Kind::Sensor => "\"sensor\"",
+                     \"fan\" (speed is the duty) or \"number\" (the duty in %)",
+                ),
+                Kind::Input => (&[Component::BinarySensor], "\"binary_sensor\""),
+                Kind::Sensor => (&[Component::Sensor], "\"sensor\""),
             };
-            return Err(o.invalid(
-                &key("component"),
-                format!("{other:?} is not a component for this; allowed: {allowed}"),
-            ));
+            match Component::named(given).filter(|c| fits.contains(c)) {
+                Some(c) => Some(c),
+                None => {
+                    return Err(o.invalid(
+                        &key("component"),
+                        format!("{given:?} is not a component for this; allowed: {allowed}"),
+                    ));
+                }
+            }
         }
     };
     let device_class = match &r.device_class {
@@ -424,19 +427,21 @@ fn entity(r: &RawEntity, at: &str, kind: Kind, o: &Origins<'_>) -> Result<Entity
     };
     let entity_category = match r.entity_category.as_deref() {
         None => None,
-        Some("diagnostic") => Some(EntityCategory::Diagnostic),
-        Some("config") if kind == Kind::Output => Some(EntityCategory::Config),
-        Some(other) => {
-            let allowed = if kind == Kind::Output {
-                "\"config\" or \"diagnostic\""
-            } else {
-                "\"diagnostic\" (Home Assistant refuses \"config\" for sensors)"
-            };
-            return Err(o.invalid(
-                &key("entity_category"),
-                format!("{other:?} is not an entity category; allowed: {allowed}"),
-            ));
-        }
+        Some(given) => match EntityCategory::named(given) {
+            Some(EntityCategory::Diagnostic) => Some(EntityCategory::Diagnostic),
+            Some(EntityCategory::Config) if kind == Kind::Output => Some(EntityCategory::Config),
+            _ => {
+                let allowed = if kind == Kind::Output {
+                    "\"config\" or \"diagnostic\""
+                } else {
+                    "\"diagnostic\" (Home Assistant refuses \"config\" for sensors)"
+                };
+                return Err(o.invalid(
+                    &key("entity_category"),
+                    format!("{given:?} is not an entity category; allowed: {allowed}"),
+                ));
+            }
+        },
     };
     let pulse = duration(&r.pulse, &key("pulse"), o)?;
     Ok(Entity {
@@ -526,151 +531,4 @@ fn text(value: &Option<String>, key: &str, o: &Origins<'_>) -> Result<Option<Str
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::config::{Component, DiscoveryForm, EntityCategory, Overrides, from_text};
-    use std::time::Duration;
-
-    const BASE: &str = "[device]\nid = \"pi-01\"\n";
-
-    fn parse(text: &str) -> Result<crate::config::Config, String> {
-        from_text(
-            &format!("{BASE}{text}"),
-            Some(std::path::Path::new("/etc/pinpost/config.toml")),
-            &Overrides::default(),
-        )
-        .map_err(|e| e.to_string())
-    }
-
-    fn error(text: &str) -> String {
-        match parse(text) {
-            Ok(_) => panic!("expected an error for {text}"),
-            Err(e) => e,
-        }
-    }
-
-    #[test]
-    fn off_by_default_with_home_assistants_own_topics() {
-        let ha = parse("").unwrap().homeassistant;
-        assert!(!ha.enabled);
-        assert_eq!(ha.discovery_prefix, "homeassistant");
-        assert_eq!(ha.status_topic, "homeassistant/status");
-        assert_eq!(ha.form, DiscoveryForm::Entities);
-        assert_eq!(ha.birth_delay, Duration::from_secs(5));
-        assert!(ha.diagnostics);
-        let ha = parse(
-            "[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha\"\nform = \"device\"\n",
-        )
-        .unwrap()
-        .homeassistant;
-        assert_eq!(ha.status_topic, "ha/status", "follows the prefix");
-        assert_eq!(ha.form, DiscoveryForm::Device);
-    }
-
-    #[test]
-    fn overrides_sit_under_each_pin_and_sensor() {
-        let c = parse(
-            "[[input]]\nname = \"door\"\npin = 17\n[input.homeassistant]\ndevice_class = \"door\"\n\
-             [[output]]\nname = \"relay\"\npin = 27\n[output.homeassistant]\nname = \"Gate\"\n\
-             icon = \"mdi:gate\"\npulse = \"500ms\"\nentity_category = \"config\"\n\
-             [[output]]\nname = \"lamp\"\npin = 18\npwm = true\n[output.homeassistant]\ncomponent = \"fan\"\n\
-             [[sensor]]\nname = \"room\"\nkind = \"bme280\"\n\
-             [sensor.homeassistant.measurement.pressure]\nunit = \"mbar\"\nenabled = false\n",
-        )
-        .unwrap();
-        let ha = c.homeassistant;
-        assert_eq!(ha.inputs["door"].device_class.as_deref(), Some("door"));
-        let relay = &ha.outputs["relay"];
-        assert_eq!(relay.name.as_deref(), Some("Gate"));
-        assert_eq!(relay.pulse, Some(Duration::from_millis(500)));
-        assert_eq!(relay.entity_category, Some(EntityCategory::Config));
-        assert_eq!(ha.outputs["lamp"].component, Some(Component::Fan));
-        let pressure = &ha.sensors["room"].measurements["pressure"];
-        assert_eq!(pressure.unit.as_deref(), Some("mbar"));
-        assert!(!pressure.enabled);
-    }
-
-    #[test]
-    fn a_dimmable_component_needs_a_pwm_output() {
-        let e = error(
-            "[[output]]\nname = \"relay\"\npin = 27\n[output.homeassistant]\ncomponent = \"light\"\n",
-        );
-        assert!(
-            e.contains("line 7: output[0].homeassistant.component"),
-            "{e}"
-        );
-        assert!(e.contains("pwm = true"), "{e}");
-    }
-
-    #[test]
-    fn a_component_that_does_not_fit_the_pin_says_what_does() {
-        let e = error(
-            "[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\ncomponent = \"switch\"\n",
-        );
-        assert!(e.contains("input[0].homeassistant.component"), "{e}");
-        assert!(e.contains("\"binary_sensor\""), "{e}");
-    }
-
-    #[test]
-    fn a_pulse_button_must_be_a_pulse_the_agent_accepts() {
-        let e = error(
-            "[commands]\nmax_pulse = \"2s\"\n[[output]]\nname = \"r\"\npin = 27\n\
-             [output.homeassistant]\npulse = \"5s\"\n",
-        );
-        assert!(e.contains("output[0].homeassistant.pulse"), "{e}");
-        assert!(e.contains("commands.max_pulse (2000 ms)"), "{e}");
-        let e =
-            error("[[output]]\nname = \"r\"\npin = 27\n[output.homeassistant]\npulse = \"50ms\"\n");
-        assert!(e.contains("commands.min_interval (100 ms)"), "{e}");
-        let e = error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\npulse = \"1s\"\n");
-        assert!(e.contains("only outputs can be pulsed"), "{e}");
-    }
-
-    #[test]
-    fn a_measurement_the_sensor_does_not_have_is_named_with_those_it_has() {
-        let e = error(
-            "[[sensor]]\nname = \"room\"\nkind = \"bmp280\"\n\
-             [sensor.homeassistant.measurement.humidity]\nname = \"x\"\n",
-        );
-        assert!(
-            e.contains("sensor[0].homeassistant.measurement.humidity"),
-            "{e}"
-        );
-        assert!(e.contains("allowed: temperature, pressure"), "{e}");
-    }
-
-    #[test]
-    fn bad_classes_icons_categories_and_topics_are_refused_in_words() {
-        let e = error(
-            "[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\ndevice_class = \"Door\"\n",
-        );
-        assert!(e.contains("is not a device class"), "{e}");
-        let e =
-            error("[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\nicon = \"garage\"\n");
-        assert!(e.contains("\"mdi:garage\""), "{e}");
-        let e = error(
-            "[[input]]\nname = \"b\"\npin = 17\n[input.homeassistant]\nentity_category = \"config\"\n",
-        );
-        assert!(e.contains("refuses \"config\" for sensors"), "{e}");
-        let e = error("[homeassistant]\nstatus_topic = \"homeassistant/#\"\n");
-        assert!(e.contains("homeassistant.status_topic"), "{e}");
-        assert!(e.contains("wildcard"), "{e}");
-        let e = error("[homeassistant]\nform = \"yaml\"\n");
-        assert!(e.contains("2024.12"), "{e}");
-        let e = error("[homeassistant]\nconfiguration_url = \"pi-01.local\"\n");
-        assert!(e.contains("not a web address"), "{e}");
-        let e = error("[homeassistant]\nenabeld = true\n");
-        assert!(e.contains("unknown field `enabeld`"), "{e}");
-    }
-
-    #[test]
-    fn a_persistent_session_without_unstamped_commands_would_refuse_every_switch() {
-        let e = error("[broker]\nclean_session = false\n[homeassistant]\nenabled = true\n");
-        assert!(e.contains("homeassistant.enabled"), "{e}");
-        assert!(e.contains("commands.allow_unstamped = true"), "{e}");
-        parse(
-            "[broker]\nclean_session = false\n[commands]\nallow_unstamped = true\n\
-             [homeassistant]\nenabled = true\n",
-        )
-        .unwrap();
-    }
-}
+mod tests;
