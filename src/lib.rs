@@ -27,7 +27,7 @@ pub mod homeassistant;
 pub mod link;
 pub mod logging;
 pub mod outbox;
-pub mod preflight;
+pub(crate) mod preflight;
 pub mod sensors;
 pub mod tls;
 pub mod topics;
