@@ -23,7 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
-pub mod homeassistant;
+pub(crate) mod homeassistant;
 pub mod link;
 pub mod logging;
 pub mod outbox;
