@@ -134,9 +134,8 @@ impl Agent {
         }
     }
 
-    /// An input may have changed. With no debounce it is read at once:
-    /// tokio's timers tick in whole milliseconds, so even a wait until
-    /// `now` cost ~1 ms on the edge → subscriber path (issue 17).
+    /// An input may have changed. With no debounce it is read at once, not
+    /// on a timer: tokio's timers tick in whole milliseconds.
     pub(super) fn on_edge(&mut self, input: usize, now: Instant) {
         self.inputs.edge(input, now);
         if self.inputs.next_due().is_some_and(|at| at <= now) {
