@@ -27,7 +27,7 @@
 //! when its record cannot be made durable) until one succeeds.
 //!
 //! It knows nothing of MQTT or pins; unstamped commands are none of its
-//! business (`commands` decides when those are acceptable at all).
+//! business ([`control`](crate::control) decides when those are acceptable at all).
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -41,10 +41,10 @@ use super::syncer::{self, SyncStep, Syncer};
 use crate::control::Stamp;
 use crate::utc;
 
-pub const FILE_NAME: &str = "applied-commands.json";
+pub(super) const FILE_NAME: &str = "applied-commands.json";
 /// Commands applied to one output at one instant; more are refused (each
 /// command should carry its own time). Keeps the file bounded.
-pub const MAX_KEYS: usize = 16;
+pub(super) const MAX_KEYS: usize = 16;
 /// Larger than any file this module writes (outputs × keys × key size).
 const MAX_FILE_BYTES: u64 = 256 * 1024;
 /// A step of the wall clock larger than this is the clock being set, not
@@ -90,7 +90,7 @@ struct File {
 }
 
 #[derive(Debug)]
-pub struct Applied {
+pub(super) struct Applied {
     path: PathBuf,
     /// Output names, in config order.
     names: Vec<String>,
@@ -111,7 +111,7 @@ pub struct Applied {
 impl Applied {
     /// Loads the record in `dir` (see [`Applied::load_with`]), syncing with
     /// fsync, in the boot the kernel names.
-    pub fn load(dir: &Path, names: &[String], now_millis: i64) -> (Applied, Vec<String>) {
+    pub(super) fn load(dir: &Path, names: &[String], now_millis: i64) -> (Applied, Vec<String>) {
         let boot = fs::read_to_string(BOOT_ID)
             .map(|id| id.trim().to_string())
             .unwrap_or_default();
@@ -124,7 +124,7 @@ impl Applied {
     /// commands stamped before `now_millis`: any of them might be a replay.
     /// The record is then made durable as this boot's, not clean, before
     /// anything is written without waiting for the disk.
-    pub fn load_with(
+    pub(super) fn load_with(
         dir: &Path,
         names: &[String],
         now_millis: i64,
@@ -188,7 +188,7 @@ impl Applied {
     }
 
     /// `Ok` when `stamp` has not been applied to `output` and nothing newer has.
-    pub fn check(&self, output: usize, stamp: &Stamp) -> Result<(), String> {
+    pub(super) fn check(&self, output: usize, stamp: &Stamp) -> Result<(), String> {
         let Some(Some(last)) = self.records.get(output) else {
             return Ok(());
         };
@@ -231,7 +231,7 @@ impl Applied {
     /// the kernel's side at least, durable soon after (see the module's
     /// docs). On an error nothing is applied: a record that was not written
     /// would let a restart apply the command again.
-    pub fn record(&mut self, output: usize, stamp: &Stamp) -> Result<(), String> {
+    pub(super) fn record(&mut self, output: usize, stamp: &Stamp) -> Result<(), String> {
         self.check(output, stamp)?;
         let slot = self.records.get_mut(output).ok_or("no such output")?;
         let before = slot.clone();
@@ -258,7 +258,7 @@ impl Applied {
 
     /// At a clean stop, after the last command: the record, durably, marked
     /// clean, so the next boot trusts it. The text is a problem for the log.
-    pub fn close(&mut self) -> Option<String> {
+    pub(super) fn close(&mut self) -> Option<String> {
         if self.names.is_empty() {
             return None;
         }
