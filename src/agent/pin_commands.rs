@@ -1,11 +1,10 @@
-//! A message from the broker to the output it drives: the device's own
-//! `status` and Home Assistant's birth message are recognised, a command is
-//! parsed ([`control`]), refused within the [`refusals`](super::refusals)
-//! budget, held for `commands.min_interval` (only the latest waits),
-//! recorded once ([`Applied`](super::applied)) and carried out, and its
-//! result answered.
+//! What the agent does with a message from the broker: its own `status`
+//! and Home Assistant's birth message are recognised; a command is parsed
+//! ([`control`]), refused within the [`refusals`](super::refusals) budget,
+//! held for `commands.min_interval` (only the latest waits), recorded once
+//! ([`applied`](super::applied)), carried out on its output, and answered.
 //!
-//! It drives outputs through [`Outputs`](super::outputs); it does not
+//! It drives outputs through [`outputs`](super::outputs); it does not
 //! decide when timers fire or how messages reach the broker.
 
 use tokio::time::Instant;
