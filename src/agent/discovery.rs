@@ -35,23 +35,23 @@ use super::syncer::{self, SyncStep, Syncer};
 use crate::config::Config;
 use crate::homeassistant::{self, Announced, Plan};
 
-pub const FILE_NAME: &str = "homeassistant-announced.json";
+pub(super) const FILE_NAME: &str = "homeassistant-announced.json";
 /// Larger than any record pinpost writes (topics of a few hundred entities).
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// After answering HA's birth message, the states go again this much
 /// later: HA subscribes to an entity's topics only once it has processed
 /// its config, and sensor readings are not retained.
-pub const STATES_AFTER: Duration = Duration::from_secs(2);
+pub(super) const STATES_AFTER: Duration = Duration::from_secs(2);
 /// Least time between two answers to birth messages: whoever may publish
 /// on HA's status topic cannot make the agent re-send everything in a loop.
-pub const MIN_ANSWER_GAP: Duration = Duration::from_secs(10);
+pub(super) const MIN_ANSWER_GAP: Duration = Duration::from_secs(10);
 /// For the syncer's log lines.
 const WHAT: &str = "the record of Home Assistant entities announced";
 const IF_SYNC_FAILS: &str = "after a power cut, entities taken out of the config may stay in \
                              Home Assistant (delete them there); check the storage";
 
 #[derive(Debug)]
-pub struct Discovery {
+pub(super) struct Discovery {
     path: PathBuf,
     plan: Plan,
     /// The record on disk still lists removals not yet acknowledged.
@@ -70,7 +70,7 @@ pub struct Discovery {
 
 /// What the agent should do now.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Due {
+pub(super) enum Due {
     Announce,
     States,
 }
@@ -78,12 +78,12 @@ pub enum Due {
 impl Discovery {
     /// `None` when discovery is off and nothing was ever announced. The
     /// text is a problem for the log.
-    pub fn start(config: &Config, dir: &Path) -> (Option<Discovery>, Vec<String>) {
+    pub(super) fn start(config: &Config, dir: &Path) -> (Option<Discovery>, Vec<String>) {
         Discovery::start_with(config, dir, syncer::fsync())
     }
 
     /// [`Discovery::start`], making the record durable with `sync`.
-    pub fn start_with(
+    pub(super) fn start_with(
         config: &Config,
         dir: &Path,
         sync: SyncStep,
@@ -138,19 +138,19 @@ impl Discovery {
     }
 
     /// HA's status topic, to subscribe to.
-    pub fn status_topic(&self) -> Option<&str> {
+    pub(super) fn status_topic(&self) -> Option<&str> {
         self.status_topic.as_deref()
     }
 
     /// The messages to queue on connect (and when HA asks again).
-    pub fn messages(&self) -> &[homeassistant::Message] {
+    pub(super) fn messages(&self) -> &[homeassistant::Message] {
         &self.plan.messages
     }
 
     /// A message on HA's status topic: `online` (its birth message) means
     /// HA has just (re)started and needs everything again, after a random
     /// part of `birth_delay` so a fleet does not answer at once.
-    pub fn on_status(&mut self, payload: &[u8], now: Instant) -> bool {
+    pub(super) fn on_status(&mut self, payload: &[u8], now: Instant) -> bool {
         if payload.trim_ascii() != b"online" {
             return false;
         }
@@ -175,14 +175,14 @@ impl Discovery {
         Ok(())
     }
 
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(super) fn next_due(&self) -> Option<Instant> {
         [self.announce_at, self.states_at]
             .into_iter()
             .flatten()
             .min()
     }
 
-    pub fn due(&mut self, now: Instant) -> Option<Due> {
+    pub(super) fn due(&mut self, now: Instant) -> Option<Due> {
         if self.announce_at.is_some_and(|at| at <= now) {
             self.announce_at = None;
             self.answered_at = Some(now);
@@ -198,7 +198,7 @@ impl Discovery {
 
     /// Called when the outbox has emptied: every removal queued before has
     /// been acknowledged, so the record may forget them.
-    pub fn confirmed(&mut self) -> Option<String> {
+    pub(super) fn confirmed(&mut self) -> Option<String> {
         if !self.unconfirmed {
             return None;
         }
@@ -242,7 +242,7 @@ fn union(a: &Announced, b: &Announced) -> Announced {
 }
 
 /// The record in `dir`, for `pinpost ha`: `Ok(default)` when there is none.
-pub fn record(dir: &Path) -> Result<Announced, String> {
+pub(crate) fn record(dir: &Path) -> Result<Announced, String> {
     read(&dir.join(FILE_NAME))
 }
 

@@ -27,12 +27,12 @@ struct Tracked {
 }
 
 #[derive(Debug)]
-pub struct Inputs {
+pub(super) struct Inputs {
     tracked: Vec<Tracked>,
 }
 
 impl Inputs {
-    pub fn new(inputs: &[Input], now: Instant) -> Inputs {
+    pub(super) fn new(inputs: &[Input], now: Instant) -> Inputs {
         Inputs {
             tracked: inputs
                 .iter()
@@ -51,14 +51,14 @@ impl Inputs {
 
     /// Input `i` may have changed: read it again once it has settled. A
     /// further edge before then restarts the wait.
-    pub fn edge(&mut self, i: usize, now: Instant) {
+    pub(super) fn edge(&mut self, i: usize, now: Instant) {
         if let Some(t) = self.tracked.get_mut(i) {
             t.settle_at = Some(now + t.debounce);
         }
     }
 
     /// The earliest moment something is due.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(super) fn next_due(&self) -> Option<Instant> {
         self.tracked
             .iter()
             .flat_map(|t| [t.settle_at, t.poll_at])
@@ -67,7 +67,7 @@ impl Inputs {
     }
 
     /// Inputs to read now (settled or due for a poll); reschedules polls.
-    pub fn due(&mut self, now: Instant) -> Vec<usize> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<usize> {
         let mut out = Vec::new();
         for (i, t) in self.tracked.iter_mut().enumerate() {
             let mut read = false;
@@ -90,7 +90,7 @@ impl Inputs {
 
     /// Continues input `i`'s sequence after `last` (from an earlier run), so
     /// consumers do not see numbers reused.
-    pub fn resume(&mut self, i: usize, last: u64) {
+    pub(super) fn resume(&mut self, i: usize, last: u64) {
         if let Some(t) = self.tracked.get_mut(i) {
             t.resumed_from = last;
         }
@@ -98,7 +98,7 @@ impl Inputs {
 
     /// Records the electrical level read from input `i`; returns the logical
     /// value and its sequence number when it is news worth publishing.
-    pub fn observe(&mut self, i: usize, high: bool) -> Option<(bool, u64)> {
+    pub(super) fn observe(&mut self, i: usize, high: bool) -> Option<(bool, u64)> {
         let t = self.tracked.get_mut(i)?;
         let value = high != t.invert;
         match t.published {
@@ -116,7 +116,7 @@ impl Inputs {
 
     /// The last published reading of input `i`, to publish again on a new
     /// connection (same seq: it is the same reading).
-    pub fn last(&self, i: usize) -> Option<(bool, u64)> {
+    pub(super) fn last(&self, i: usize) -> Option<(bool, u64)> {
         self.tracked.get(i).and_then(|t| t.published)
     }
 }

@@ -31,22 +31,22 @@ struct Driven {
 /// A pulse's end: put `output` back to `level` at `at`, unless another
 /// command came first (`generation` differs).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PulseEnd {
-    pub at: Instant,
-    pub output: usize,
-    pub level: bool,
+pub(super) struct PulseEnd {
+    pub(super) at: Instant,
+    pub(super) output: usize,
+    pub(super) level: bool,
     generation: u64,
 }
 
 #[derive(Debug)]
-pub struct Outputs {
+pub(super) struct Outputs {
     driven: Vec<Driven>,
     min_interval: Duration,
 }
 
 impl Outputs {
     /// Outputs as the board set them up: at their initial levels.
-    pub fn new(outputs: &[Output]) -> Outputs {
+    pub(super) fn new(outputs: &[Output]) -> Outputs {
         Outputs {
             driven: outputs
                 .iter()
@@ -65,26 +65,26 @@ impl Outputs {
 
     /// The least time between two changes of one output
     /// (`commands.min_interval`).
-    pub fn with_min_interval(mut self, min_interval: Duration) -> Outputs {
+    pub(super) fn with_min_interval(mut self, min_interval: Duration) -> Outputs {
         self.min_interval = min_interval;
         self
     }
 
     /// When output `i` may change again, if that is later than `now`.
-    pub fn ready_at(&self, i: usize, now: Instant) -> Option<Instant> {
+    pub(super) fn ready_at(&self, i: usize, now: Instant) -> Option<Instant> {
         let at = self.driven.get(i)?.changed_at? + self.min_interval;
         (at > now).then_some(at)
     }
 
     /// Continues output `i`'s sequence after `last` (from an earlier run).
-    pub fn resume(&mut self, i: usize, last: u64) {
+    pub(super) fn resume(&mut self, i: usize, last: u64) {
         if let Some(d) = self.driven.get_mut(i) {
             d.seq = d.seq.max(last + 1);
         }
     }
 
     /// Carries out `action` on `output`; returns the new state to publish.
-    pub fn apply(
+    pub(super) fn apply(
         &mut self,
         board: &mut dyn Board,
         output: usize,
@@ -125,7 +125,7 @@ impl Outputs {
     }
 
     /// The earliest pulse end, if any.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(super) fn next_due(&self) -> Option<Instant> {
         self.driven
             .iter()
             .filter_map(|d| d.pulse)
@@ -134,7 +134,7 @@ impl Outputs {
     }
 
     /// Pulses whose time has come and that no later command cancelled.
-    pub fn due(&mut self, now: Instant) -> Vec<PulseEnd> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<PulseEnd> {
         self.driven
             .iter_mut()
             .filter_map(|d| match d.pulse {
@@ -144,7 +144,7 @@ impl Outputs {
             .collect()
     }
 
-    pub fn state(&self, output: usize) -> Option<PinState> {
+    pub(super) fn state(&self, output: usize) -> Option<PinState> {
         let d = self.driven.get(output)?;
         let mut state = PinState::level(d.level, d.seq);
         if let Some((duty, hz)) = d.pwm {

@@ -24,14 +24,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Refusals answered back to back, enough for a person trying things.
-pub const BURST: u32 = 20;
+pub(super) const BURST: u32 = 20;
 /// One more refusal is answered per this much time (5 a second).
-pub const REFILL_EVERY: Duration = Duration::from_millis(200);
+pub(super) const REFILL_EVERY: Duration = Duration::from_millis(200);
 /// At most one summary line of unanswered refusals per this much time.
-pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+pub(super) const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
-pub struct Refusals {
+pub(super) struct Refusals {
     /// Refusals about names that are not configured outputs.
     others: Bucket,
     /// One per configured output, in config order.
@@ -49,7 +49,7 @@ struct Bucket {
 
 impl Refusals {
     /// Budgets for `outputs` configured outputs, plus one for the rest.
-    pub fn new(outputs: usize, now: Instant) -> Refusals {
+    pub(super) fn new(outputs: usize, now: Instant) -> Refusals {
         Refusals {
             others: Bucket::new(now),
             outputs: std::iter::repeat_with(|| Bucket::new(now))
@@ -63,7 +63,7 @@ impl Refusals {
     /// Whether this refusal is answered and logged; if not, it is counted
     /// for the next summary. `output` is the configured output it is about,
     /// if any.
-    pub fn admit(&mut self, output: Option<usize>, now: Instant) -> bool {
+    pub(super) fn admit(&mut self, output: Option<usize>, now: Instant) -> bool {
         let bucket = match output.and_then(|i| self.outputs.get_mut(i)) {
             Some(bucket) => bucket,
             None => &mut self.others,
@@ -79,20 +79,20 @@ impl Refusals {
     }
 
     /// When the next summary is due, if refusals went unanswered.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(super) fn next_due(&self) -> Option<Instant> {
         self.summary_at
     }
 
     /// How many refusals went unanswered since the last summary, if any,
     /// whether or not a summary is due (for the last one, at shutdown).
-    pub fn take_unanswered(&mut self) -> Option<u64> {
+    pub(super) fn take_unanswered(&mut self) -> Option<u64> {
         self.summary_at = None;
         Some(std::mem::take(&mut self.unanswered)).filter(|n| *n > 0)
     }
 
     /// How many refusals went unanswered since the last summary, once a
     /// summary is due.
-    pub fn due(&mut self, now: Instant) -> Option<u64> {
+    pub(super) fn due(&mut self, now: Instant) -> Option<u64> {
         if self.summary_at.is_some_and(|at| at <= now) {
             self.summary_at = None;
             return Some(std::mem::take(&mut self.unanswered));

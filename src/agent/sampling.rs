@@ -7,24 +7,24 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug)]
-pub struct Sampling {
+pub(super) struct Sampling {
     plan: Vec<(Duration, Instant)>,
 }
 
 impl Sampling {
     /// The first reading of each sensor is due at once.
-    pub fn new(intervals: impl IntoIterator<Item = Duration>, now: Instant) -> Sampling {
+    pub(super) fn new(intervals: impl IntoIterator<Item = Duration>, now: Instant) -> Sampling {
         Sampling {
             plan: intervals.into_iter().map(|every| (every, now)).collect(),
         }
     }
 
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(super) fn next_due(&self) -> Option<Instant> {
         self.plan.iter().map(|(_, at)| *at).min()
     }
 
     /// Sensors to read now; each is rescheduled.
-    pub fn due(&mut self, now: Instant) -> Vec<usize> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<usize> {
         let mut out = Vec::new();
         for (i, (every, at)) in self.plan.iter_mut().enumerate() {
             if *at <= now {

@@ -22,10 +22,10 @@ use std::thread::JoinHandle;
 
 /// The step that makes one open file (or directory) durable: `sync_all`,
 /// or in tests a step that blocks or fails on purpose.
-pub type SyncStep = Arc<dyn Fn(&fs::File) -> io::Result<()> + Send + Sync>;
+pub(super) type SyncStep = Arc<dyn Fn(&fs::File) -> io::Result<()> + Send + Sync>;
 
 /// fsync, as the real thing does it.
-pub fn fsync() -> SyncStep {
+pub(super) fn fsync() -> SyncStep {
     Arc::new(|file: &fs::File| file.sync_all())
 }
 
@@ -39,7 +39,7 @@ enum Job {
     Flush(mpsc::Sender<()>),
 }
 
-pub struct Syncer {
+pub(super) struct Syncer {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     failing: Arc<AtomicBool>,
@@ -57,7 +57,7 @@ impl Syncer {
     /// A thread syncing the file described by `what` (for the log, e.g.
     /// "the record of applied commands") with `step`. `consequence` says in
     /// the log what a failure means and what to do.
-    pub fn start(what: &'static str, consequence: &'static str, step: SyncStep) -> Syncer {
+    pub(super) fn start(what: &'static str, consequence: &'static str, step: SyncStep) -> Syncer {
         let (jobs, rx) = mpsc::channel();
         let failing = Arc::new(AtomicBool::new(false));
         let flag = failing.clone();
@@ -84,7 +84,7 @@ impl Syncer {
     }
 
     /// Makes `file`, just renamed into `dir`, durable soon. Never waits.
-    pub fn request(&self, file: fs::File, dir: &Path) {
+    pub(super) fn request(&self, file: fs::File, dir: &Path) {
         let job = Job::Sync {
             file,
             dir: dir.to_path_buf(),
@@ -100,19 +100,19 @@ impl Syncer {
 
     /// The last sync failed (and was logged), or there is no thread to
     /// sync at all: what was written may not be on the disk.
-    pub fn failing(&self) -> bool {
+    pub(super) fn failing(&self) -> bool {
         self.failing.load(Ordering::SeqCst)
     }
 
     /// The owner made its file durable itself: the background may be
     /// trusted again.
-    pub fn recovered(&self) {
+    pub(super) fn recovered(&self) {
         self.failing.store(false, Ordering::SeqCst);
     }
 
     /// Waits until every request made so far has been carried out (or has
     /// failed): at shutdown, before the last, synchronous write.
-    pub fn flush(&self) {
+    pub(super) fn flush(&self) {
         let (done, wait) = mpsc::channel();
         if let Some(jobs) = &self.jobs {
             if jobs.send(Job::Flush(done)).is_ok() {
@@ -181,7 +181,7 @@ fn sync(step: &SyncStep, file: &fs::File, dir: &Path) -> Result<(), String> {
 }
 
 #[cfg(test)]
-pub mod testing {
+pub(super) mod testing {
     //! Sync steps that misbehave on purpose, and a log to read back.
 
     use super::*;

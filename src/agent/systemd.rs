@@ -5,24 +5,24 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-pub fn ready() {
+pub(super) fn ready() {
     send(&[NotifyState::Ready]);
 }
 
-pub fn status(line: &str) {
+pub(super) fn status(line: &str) {
     send(&[NotifyState::Status(line)]);
 }
 
-pub fn stopping() {
+pub(super) fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
-pub fn watchdog() {
+pub(super) fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }
 
 /// How often to ping: half of `WatchdogSec`, as systemd recommends.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(super) fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|d| d / 2)
 }
 

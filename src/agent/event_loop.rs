@@ -1,0 +1,183 @@
+//! The agent's event loop: one `select!` over the link's events, the
+//! board's edges, sensor readings, timers, the spool's answers, stats and
+//! the systemd watchdog, each handed to its handler until shutdown.
+//!
+//! It decides when things happen, not what a command or a report says
+//! (those are [`pin_commands`](super::pin_commands) and
+//! [`reports`](super::reports)); it never waits on the network.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::discovery::{self, Discovery};
+use super::pin_commands::log_unanswered;
+use super::{Agent, AgentError, systemd};
+use crate::board::EdgeReceiver;
+use crate::control;
+use crate::link::{Failure, Link, LinkEvent};
+use crate::sensors::SensorError;
+
+impl Agent {
+    pub(super) async fn serve(
+        &mut self,
+        mut link: Link,
+        mut edges: EdgeReceiver,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AgentError> {
+        tokio::pin!(shutdown);
+        let watchdog = systemd::watchdog_interval();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut stats_tick = tokio::time::interval(self.config.outbox.stats_interval);
+        loop {
+            let wake = [
+                self.inputs.next_due(),
+                self.outputs.next_due(),
+                self.waiting.iter().flatten().map(|w| w.at).min(),
+                self.refusals.next_due(),
+                self.sampling.next_due(),
+                self.sensing.next_deadline(&self.config.sensors),
+                self.discovery.as_ref().and_then(Discovery::next_due),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            tokio::select! {
+                () = &mut shutdown => break,
+                event = link.next_event() => match event {
+                    Some(event) => self.on_link(event),
+                    None => return Err(AgentError::LinkStopped),
+                },
+                Some(input) = edges.recv() => self.on_edge(input, Instant::now()),
+                Some(outcome) = self.sensing.next() => self.on_reading(outcome),
+                () = sleep_until(wake) => self.on_timers(Instant::now()),
+                answer = self.delivery.next_answer() => self.delivery.on_answer(answer),
+                _ = stats_tick.tick() => self.publish_stats(),
+                _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
+            }
+        }
+        self.shut_down(link).await;
+        Ok(())
+    }
+
+    fn on_link(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connected { broker, .. } => {
+                let target = broker.to_string();
+                tracing::info!(broker = %target, "connected");
+                systemd::status(&format!("connected to {target}"));
+                self.last_failure = None;
+                self.connected = true;
+                self.connections += 1;
+                // What earlier runs or the outage left goes now, even on a
+                // device with no input or output state to send.
+                self.delivery.online();
+                self.ready();
+                self.publish_everything();
+                self.publish_stats();
+            }
+            LinkEvent::Down {
+                failure, retry_in, ..
+            } => {
+                self.connected = false;
+                // Whatever is in memory goes to disk now, so a crash or a
+                // power cut during the outage loses nothing.
+                self.delivery.offline();
+                self.on_down(&failure, retry_in);
+            }
+            LinkEvent::Acked { token, .. } => self.on_acked(token),
+            LinkEvent::Message {
+                topic,
+                payload,
+                retain,
+            } => self.on_message(&topic, &payload, retain),
+            LinkEvent::Subscribed { refused } if !refused.is_empty() => tracing::error!(
+                "the broker refused the subscription to {}: this device may not read its own \
+                 commands or status (check the broker's ACL: it must let the device read {})",
+                refused.join(", "),
+                self.topics.own()
+            ),
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_acked(&mut self, token: Option<u64>) {
+        // Everything queued so far has reached the broker, discovery
+        // removals included: their record may forget them.
+        if self.delivery.acked(token) && self.delivery.is_empty() {
+            if let Some(problem) = self.discovery.as_mut().and_then(|d| d.confirmed()) {
+                tracing::warn!("{problem}");
+            }
+        }
+    }
+
+    fn on_down(&mut self, failure: &Failure, retry_in: Option<Duration>) {
+        let wait = retry_in.map_or("0s".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
+        // Once per outage (or when the reason changes), not every attempt.
+        if self.last_failure != Some(failure.kind()) {
+            tracing::warn!("{failure}; retrying in {wait}");
+            self.last_failure = Some(failure.kind());
+        } else {
+            tracing::debug!("{failure}; retrying in {wait}");
+        }
+        systemd::status(&format!("retrying in {wait}: {failure}"));
+        // Do not hold up boot waiting for the network.
+        self.ready();
+    }
+
+    fn ready(&mut self) {
+        if !self.notified_ready {
+            systemd::ready();
+            self.notified_ready = true;
+        }
+    }
+
+    /// An input may have changed. With no debounce it is read at once, not
+    /// on a timer: tokio's timers tick in whole milliseconds.
+    pub(super) fn on_edge(&mut self, input: usize, now: Instant) {
+        self.inputs.edge(input, now);
+        if self.inputs.next_due().is_some_and(|at| at <= now) {
+            for i in self.inputs.due(now) {
+                self.read_input(i);
+            }
+        }
+    }
+
+    pub(super) fn on_timers(&mut self, now: Instant) {
+        for i in self.inputs.due(now) {
+            self.read_input(i);
+        }
+        for end in self.outputs.due(now) {
+            let action = control::Action::Set(end.level);
+            self.drive(end.output, &action, None, now);
+        }
+        self.apply_waiting(now);
+        if let Some(n) = self.refusals.due(now) {
+            log_unanswered(n);
+        }
+        for i in self.sampling.due(now) {
+            self.sensing.request(i, now);
+        }
+        for i in self.sensing.overdue(&self.config.sensors, now) {
+            let timeout = self.config.sensors[i].timeout;
+            self.sensor_failed(i, &SensorError::Timeout(timeout));
+        }
+        match self.discovery.as_mut().and_then(|d| d.due(now)) {
+            Some(discovery::Due::Announce) => {
+                tracing::info!("answering Home Assistant's birth message: discovery again");
+                self.announce();
+            }
+            Some(discovery::Due::States) => self.publish_states_for_home_assistant(),
+            None => {}
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

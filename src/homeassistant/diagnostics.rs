@@ -1,0 +1,62 @@
+//! Home Assistant's diagnostic entities for the device itself: the
+//! outbox's counters from `stats` and the last command's result.
+//!
+//! It knows the `stats` and `result` payloads' field names, nothing of how
+//! they are produced.
+
+use serde_json::{Map, json};
+
+use super::{Spec, spec};
+use crate::config::Component;
+use crate::topics::Topics;
+
+/// HA keeps at most 255 characters of a state.
+const STATE_MAX_CHARS: usize = 250;
+
+/// The outbox's counters from `stats`, and the last command's result.
+pub(super) fn diagnostics(topics: &Topics) -> Vec<Spec> {
+    let stat = |key: &str, name: &str, state_class: &str, icon: &str| {
+        let mut c = Map::new();
+        c.insert("name".into(), json!(name));
+        c.insert("state_topic".into(), json!(topics.stats()));
+        c.insert(
+            "value_template".into(),
+            json!(format!("{{{{ value_json.{key} }}}}")),
+        );
+        c.insert("state_class".into(), json!(state_class));
+        c.insert("entity_category".into(), json!("diagnostic"));
+        c.insert("icon".into(), json!(icon));
+        c.insert("qos".into(), json!(1));
+        spec(Component::Sensor, "stats", key, c)
+    };
+    let results = topics.result("+");
+    let mut last = Map::new();
+    last.insert("name".into(), json!("Last command result"));
+    last.insert("state_topic".into(), json!(results));
+    last.insert(
+        "value_template".into(),
+        json!(format!(
+            "{{{{ 'ok' if value_json.ok else (value_json.error | default('refused'))[:{STATE_MAX_CHARS}] }}}}"
+        )),
+    );
+    last.insert("json_attributes_topic".into(), json!(results));
+    last.insert("entity_category".into(), json!("diagnostic"));
+    last.insert("icon".into(), json!("mdi:console-line"));
+    last.insert("qos".into(), json!(1));
+    vec![
+        stat("queued", "Outbox queued", "measurement", "mdi:tray-full"),
+        stat(
+            "dropped",
+            "Outbox dropped",
+            "total_increasing",
+            "mdi:delete-alert",
+        ),
+        stat(
+            "reconnects",
+            "Reconnects",
+            "total_increasing",
+            "mdi:lan-connect",
+        ),
+        spec(Component::Sensor, "last", "command_result", last),
+    ]
+}
