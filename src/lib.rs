@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod homeassistant;
+pub(crate) mod level;
 pub mod link;
 pub mod logging;
 pub mod outbox;

@@ -4,32 +4,44 @@
 //!
 //! This is the only code that decides what the network may do to a pin:
 //! only configured outputs, only within the configured limits. It is pure
-//! (no pins, no MQTT), so every refusal is tested directly.
+//! (no pins, no MQTT), so every refusal is tested directly. The plain-text
+//! commands (`on`, `off`, `toggle`, …) are the words of [`crate::level`].
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::config::{CommandRules, Input, Output};
+use crate::level::{self, Word};
 use crate::utc;
 
+/// What a command does to its output.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Drive the output to this level (`true` is high).
     Set(bool),
+    /// Flip the output from its current level.
     Toggle,
-    /// On for this long, then back to the level before.
+    /// Flip the output from its current level, hold it for this long, then
+    /// flip it back (so a high output pulses low).
     Pulse(Duration),
+    /// Run PWM on the output: `duty` from 0.0 to 1.0, at `hz` hertz.
     Pwm {
+        /// Fraction of each period the output is high.
         duty: f64,
+        /// Periods per second.
         hz: f64,
     },
 }
 
+/// A command that passed every check, ready for the agent to carry out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PinCommand {
     /// Index of the output in the config.
     pub output: usize,
+    /// What to do to it.
     pub action: Action,
+    /// The sender's `"id"`, echoed on the result topic.
     pub id: Option<String>,
     /// Set when the command carried a `"ts"`: what makes it applied once.
     pub stamp: Option<Stamp>,
@@ -40,38 +52,46 @@ pub struct PinCommand {
 /// payload (a replay is byte for byte the same).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
+    /// The `"ts"`, as Unix milliseconds.
     pub at_millis: i64,
+    /// `id:<id>`, or `crc:<checksum of the payload>` without an id.
     pub key: String,
 }
 
+/// Why a command is not carried out, in words for its sender.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
+    /// The command's `"id"`, when it got far enough to be read.
     pub id: Option<String>,
+    /// What was wrong and what would work.
     pub error: String,
 }
 
 /// One command as it arrived.
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
+    /// The output it names (the last level of its topic).
     pub name: &'a str,
+    /// The payload, as received.
     pub payload: &'a [u8],
     /// Delivered from the broker's retained store rather than live.
     pub retained: bool,
     /// The broker keeps a session for us (`clean_session = false`), so any
     /// command may have waited in its queue for any length of time.
     pub persistent_session: bool,
+    /// This device's clock on arrival (Unix milliseconds), for `"ts"`.
     pub now_millis: i64,
 }
 
 /// Below 1 Hz PWM is a blink, better done by commands; rppal's software PWM
 /// and the kernel's PWM period (nanoseconds in a `u64`) also need a floor.
-pub const MIN_PWM_HZ: f64 = 1.0;
+pub(crate) const MIN_PWM_HZ: f64 = 1.0;
 /// The hardware PWM clock manages this with some resolution left; software
 /// PWM (a thread toggling the pin) tops out far lower on a Pi.
-pub const MAX_PWM_HZ: f64 = 100_000.0;
-pub const MAX_SOFTWARE_PWM_HZ: f64 = 10_000.0;
+pub(crate) const MAX_PWM_HZ: f64 = 100_000.0;
+pub(crate) const MAX_SOFTWARE_PWM_HZ: f64 = 10_000.0;
 /// An `id` is echoed in results and remembered on disk: a name, not a payload.
-pub const MAX_ID_BYTES: usize = 128;
+pub(crate) const MAX_ID_BYTES: usize = 128;
 
 /// `"ts"` must fall in 2000-01-01 ..= 2199-12-31 (UTC). That range tells
 /// seconds from milliseconds without overlap (seconds end below 7.3e9,
@@ -83,7 +103,8 @@ const MIN_TS_MILLIS: i64 = MIN_TS_SECS * 1000;
 const END_TS_MILLIS: i64 = END_TS_SECS * 1000;
 const EXAMPLES: &str = "on, off, toggle, or JSON like {\"action\":\"pulse\",\"ms\":500}";
 
-/// Parses and authorises one command.
+/// Parses and authorises one command: the [`PinCommand`] to carry out, or
+/// the [`Refusal`] to publish on its result topic.
 pub fn parse(
     incoming: Incoming<'_>,
     outputs: &[Output],
@@ -207,7 +228,7 @@ fn check_age(incoming: Incoming<'_>, ts: Option<i64>, limits: &CommandRules) -> 
 /// than `commands.max_future`. Checked on arrival, and again when a command
 /// held for `commands.min_interval` is finally carried out (it may have
 /// gone stale while it waited).
-pub fn check_stamp(ts: i64, now: i64, limits: &CommandRules) -> Result<(), String> {
+pub(crate) fn check_stamp(ts: i64, now: i64, limits: &CommandRules) -> Result<(), String> {
     let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     if ts > now.saturating_add(millis(limits.max_future)) {
         return Err(format!(
@@ -282,8 +303,12 @@ fn decode(payload: &[u8]) -> Result<Decoded, Refusal> {
     let text = std::str::from_utf8(payload)
         .map_err(|_| plain(format!("command is not UTF-8 text; send {EXAMPLES}")))?
         .trim();
-    if let Some(level) = word(text) {
-        return Ok((level, None, None));
+    if let Some(word) = level::parse_or_toggle(text) {
+        let action = match word {
+            Word::Level(high) => Action::Set(high),
+            Word::Toggle => Action::Toggle,
+        };
+        return Ok((action, None, None));
     }
     if !text.starts_with('{') {
         return Err(plain(format!(
@@ -319,9 +344,9 @@ fn action(value: &Value) -> Result<Action, String> {
             Some(Value::Bool(b)) => Ok(Action::Set(*b)),
             Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Action::Set(true)),
             Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Action::Set(false)),
-            Some(Value::String(s)) => match word(s) {
-                Some(Action::Set(b)) => Ok(Action::Set(b)),
-                _ => Err(format!("\"value\" {s:?} is not a level; use true or false")),
+            Some(Value::String(s)) => match level::parse(s) {
+                Some(high) => Ok(Action::Set(high)),
+                None => Err(format!("\"value\" {s:?} is not a level; use true or false")),
             },
             _ => Err("set needs \"value\": true or false".into()),
         },
@@ -353,17 +378,6 @@ fn action(value: &Value) -> Result<Action, String> {
         other => Err(format!(
             "unknown action {other:?}; allowed: set, on, off, toggle, pulse, pwm"
         )),
-    }
-}
-
-/// The plain-text forms, any case: `on`/`off`/`toggle`, `1`/`0`/`2`
-/// (Tasmota's toggle), `true`/`false`, `high`/`low`.
-fn word(text: &str) -> Option<Action> {
-    match text.to_ascii_lowercase().as_str() {
-        "on" | "1" | "true" | "high" => Some(Action::Set(true)),
-        "off" | "0" | "false" | "low" => Some(Action::Set(false)),
-        "toggle" | "2" => Some(Action::Toggle),
-        _ => None,
     }
 }
 
