@@ -12,13 +12,14 @@ pub mod run;
 pub mod sensors;
 pub mod subscribe;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::agent::AgentError;
 use crate::board::BoardError;
 use crate::cli::args::{ConnectionArgs, Subcommand};
-use crate::config::{self, Config, ConfigError};
-use crate::link::{Failure, Link, LinkError, LinkEvent, LinkOptions, Qos, Retry};
+use crate::config::{self, Chosen, Config, ConfigError};
+use crate::link::{Client, Failure, Link, LinkError, LinkEvent, LinkOptions, Qos, Retry};
 use crate::tls::{self, TlsError};
 
 /// Why a command failed, worded for the person who ran it.
@@ -100,9 +101,8 @@ pub async fn run(command: Subcommand) -> Result<(), CliError> {
 
 /// Reads the config the flags point to (or the usual places; none at all
 /// is fine for a one-shot command given -h) with the flags applied.
-pub fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
-    let env = std::env::var_os(config::CONFIG_ENV);
-    let chosen = config::source::choose(args.config.as_deref(), env.as_deref());
+pub(crate) fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
+    let chosen = choose_config(args.config.as_deref());
     match &chosen {
         Some(c) => tracing::debug!(file = %c.path().display(), "reading config"),
         None => tracing::debug!("no config file; using flags and defaults"),
@@ -125,6 +125,24 @@ pub fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
         warn_insecure(&config.broker.host, tls);
     }
     Ok(config)
+}
+
+/// The config file named by `--config`, else `$PINPOST_CONFIG`, else the
+/// first of the usual places that exists; `None` when there is none. Every
+/// subcommand chooses its file here.
+fn choose_config(flag: Option<&Path>) -> Option<Chosen> {
+    let env = std::env::var_os(config::CONFIG_ENV);
+    config::source::choose(flag, env.as_deref())
+}
+
+/// [`choose_config`] for the subcommands that cannot do without a file:
+/// none is an error that lists where it was looked for.
+fn required_config(flag: Option<&Path>) -> Result<Chosen, CliError> {
+    choose_config(flag).ok_or_else(|| {
+        CliError::Config(ConfigError::NotFound {
+            searched: config::source::search_path(),
+        })
+    })
 }
 
 /// Said on every use of `--insecure`, whatever the log level: it is easy to
@@ -150,29 +168,23 @@ pub async fn connect(
     subscriptions: Vec<(String, Qos)>,
 ) -> Result<Link, CliError> {
     let tls = config.broker.tls.as_ref().map(tls::setup).transpose()?;
-    let client_id = config
-        .broker
-        .client_id
-        .clone()
-        // The agent uses the bare device id; a debugging command must not
-        // take its place on the broker (which would disconnect the agent).
-        .unwrap_or_else(|| format!("{}-{role}-{}", config.device.id, std::process::id()));
+    let options = LinkOptions {
+        subscriptions,
+        ..LinkOptions::new(
+            &config.broker,
+            &config.reconnect,
+            &config.device.id,
+            Client::Tool(role),
+            retry,
+        )
+    };
     tracing::debug!(
         host = %config.broker.host,
         port = config.broker.port,
         tls = tls.is_some(),
-        client_id = %client_id,
+        client_id = %options.client_id,
         "connecting"
     );
-    let options = LinkOptions {
-        broker: config.broker.clone(),
-        client_id,
-        reconnect: config.reconnect.clone(),
-        retry,
-        will: None,
-        subscriptions,
-        max_incoming: None,
-    };
     let mut link = Link::start(options, tls);
     loop {
         match link.next_event().await {
