@@ -128,9 +128,7 @@ fn command_to_unknown_output_is_refused() {
 
 #[test]
 fn command_to_an_input_is_refused() {
-    assert!(
-        refused("door", "on").starts_with("\"door\" is an input; only outputs take commands")
-    );
+    assert!(refused("door", "on").starts_with("\"door\" is an input; only outputs take commands"));
 }
 
 #[test]
@@ -213,8 +211,7 @@ fn absurd_stamps_are_refused_in_words() {
     ] {
         let e = refused("relay", &stamped(ts));
         assert!(
-            e.starts_with("\"ts\" ")
-                && e.contains("is not a time between the years 2000 and 2199"),
+            e.starts_with("\"ts\" ") && e.contains("is not a time between the years 2000 and 2199"),
             "{ts}: {e}"
         );
     }
