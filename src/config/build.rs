@@ -33,7 +33,8 @@ pub struct Overrides {
     pub skip_name_check: bool,
     pub legacy_common_name: bool,
     pub allow_insecure: bool,
-    pub keep_alive: Option<String>,
+    /// `-k`: parsed by the command line, checked here like the file's value.
+    pub keep_alive: Option<Duration>,
     pub connect_timeout: Option<String>,
     pub board: Option<String>,
 }
@@ -230,7 +231,6 @@ fn apply(raw: &mut RawConfig, o: &Overrides) -> HashMap<&'static str, &'static s
         b.password = o.password.clone();
         b.password_file = None;
     }
-    override_with(&mut b.keep_alive, &o.keep_alive);
     override_with(&mut b.connect_timeout, &o.connect_timeout);
     if o.allow_insecure {
         b.allow_insecure = Some(true);
@@ -385,7 +385,10 @@ fn broker(raw: &RawConfig, ov: &Overrides, o: &Origins<'_>) -> Result<Broker, Co
         }
         other => other.clone(),
     };
-    let keep_alive = duration(&b.keep_alive, "broker.keep_alive", o)?.unwrap_or(KEEP_ALIVE_DEFAULT);
+    let keep_alive = match ov.keep_alive {
+        Some(flag) => flag,
+        None => duration(&b.keep_alive, "broker.keep_alive", o)?.unwrap_or(KEEP_ALIVE_DEFAULT),
+    };
     if !keep_alive.is_zero()
         && (keep_alive < Duration::from_secs(5) || keep_alive > Duration::from_secs(65535))
     {
