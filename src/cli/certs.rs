@@ -22,7 +22,7 @@ use crate::cli::args::{CertsArgs, CertsCommand};
 /// where the CA's or the broker's are expected, or be taken for them.
 const RESERVED: [&str; 2] = ["ca", "broker"];
 
-pub async fn run(args: CertsArgs) -> Result<(), CliError> {
+pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
     let dir = &args.dir;
     let now = crate::utc::now_unix();
     let kind = |rsa: bool| {

@@ -6,7 +6,7 @@ use crate::cli::args::HaArgs;
 use crate::config::{self, Overrides};
 use crate::homeassistant;
 
-pub fn run(args: &HaArgs) -> Result<(), CliError> {
+pub(super) fn run(args: &HaArgs) -> Result<(), CliError> {
     let chosen = super::required_config(args.config.as_deref())?;
     let mut config = config::load(Some(&chosen), &Overrides::default())?;
     if !config.homeassistant.enabled {

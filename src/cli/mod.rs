@@ -3,14 +3,14 @@
 //! error type whose words reach the user and whose kind sets the exit code.
 
 pub mod args;
-pub mod certs;
-pub mod check;
-pub mod gpio;
-pub mod ha;
-pub mod publish;
-pub mod run;
-pub mod sensors;
-pub mod subscribe;
+mod certs;
+mod check;
+mod gpio;
+mod ha;
+mod publish;
+mod run;
+mod sensors;
+mod subscribe;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -25,46 +25,78 @@ use crate::tls::{self, TlsError};
 /// Why a command failed, worded for the person who ran it.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// The config file or a flag is wrong (exit 3).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A certificate or key cannot be used (exit 3).
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// No broker could be reached, in words (exit 4).
     #[error("{0}")]
     Connect(Box<Failure>),
+    /// The link refused a request or stopped (exit 2 for a bad topic, else 1).
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// Something the person gave cannot be used, in words (exit 1).
     #[error("{0}")]
     Input(String),
+    /// Connected, but the broker did not confirm every message (exit 5).
     #[error(
         "the broker confirmed {confirmed} of {sent} message(s) before the connection ended: \
          {failure}"
     )]
     Unconfirmed {
+        /// Messages the broker acknowledged.
         confirmed: u64,
+        /// Messages handed to the link.
         sent: u64,
+        /// Why the connection ended.
         failure: Box<Failure>,
     },
+    /// The broker's ACL refused these topic filters (exit 4).
     #[error("the broker refused the subscription to {}: this client may not read there (the broker's ACL)", .0.join(", "))]
     SubscriptionRefused(Vec<String>),
+    /// `subscribe -W` ran out before `-C` messages came (exit 27).
     #[error("timed out after {secs}s with {received} message(s) received")]
-    TimedOut { secs: u64, received: u64 },
+    TimedOut {
+        /// The `-W` limit.
+        secs: u64,
+        /// Messages received by then.
+        received: u64,
+    },
+    /// GPIO could not be opened or driven (exit 6).
     #[error(transparent)]
     Board(#[from] BoardError),
+    /// The agent stopped with an error (exit 3 for TLS, else 1).
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// Certificates could not be made or verified (exit 3).
     #[error(transparent)]
     Certs(#[from] crate::certs::CertsError),
+    /// `pinpost check` found problems (exit 1).
     #[error("check found {failed} problem(s) marked \u{2717} above{}", if *warned > 0 { format!(" and {warned} worth fixing (!)") } else { String::new() })]
-    CheckFailed { failed: usize, warned: usize },
+    CheckFailed {
+        /// Steps marked \u{2717}.
+        failed: usize,
+        /// Steps marked !.
+        warned: usize,
+    },
+    /// The demo could not run (exit 2 for bad usage, else 1).
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    /// `pinpost sensors`: some sensors could not be read (exit 1).
     #[error("{failed} of {total} sensor(s) could not be read (see above)")]
-    SensorsFailed { failed: usize, total: usize },
+    SensorsFailed {
+        /// Sensors that gave no reading.
+        failed: usize,
+        /// Sensors configured.
+        total: usize,
+    },
 }
 
 impl CliError {
     /// The process exit code: stable, documented in `--help`.
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             CliError::Config(_) | CliError::Tls(_) => 3,
             CliError::Connect(_) | CliError::SubscriptionRefused(_) => 4,
@@ -85,6 +117,7 @@ impl CliError {
     }
 }
 
+/// Runs one subcommand to the end.
 pub async fn run(command: Subcommand) -> Result<(), CliError> {
     match command {
         Subcommand::Run(args) => run::run(args).await,
@@ -101,7 +134,7 @@ pub async fn run(command: Subcommand) -> Result<(), CliError> {
 
 /// Reads the config the flags point to (or the usual places; none at all
 /// is fine for a one-shot command given -h) with the flags applied.
-pub(crate) fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
+pub(super) fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
     let chosen = choose_config(args.config.as_deref());
     match &chosen {
         Some(c) => tracing::debug!(file = %c.path().display(), "reading config"),
@@ -161,7 +194,7 @@ fn warn_insecure(host: &str, tls: &config::Tls) {
 }
 
 /// Starts a link for a one-shot command and waits until it is connected.
-pub async fn connect(
+pub(super) async fn connect(
     config: &Config,
     role: &str,
     retry: Retry,

@@ -11,7 +11,7 @@ use crate::cli::args::SensorsArgs;
 use crate::config::{self, Overrides};
 use crate::sensors::Sensing;
 
-pub async fn run(args: SensorsArgs) -> Result<(), CliError> {
+pub(super) async fn run(args: SensorsArgs) -> Result<(), CliError> {
     let chosen = super::required_config(args.config.as_deref())?;
     let config = config::load(Some(&chosen), &Overrides::default())?;
     let sensors = &config.sensors;
