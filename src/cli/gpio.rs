@@ -90,7 +90,7 @@ fn check(pin: u8) -> Result<u8, CliError> {
     Ok(pin)
 }
 
-/// The words of [`crate::level`]; no toggle: `gpio write` claims the pin
+/// The words of `crate::level`; no toggle: `gpio write` claims the pin
 /// afresh, so there is no level of pinpost's to flip.
 fn parse_level(text: &str) -> Result<bool, CliError> {
     crate::level::parse(text).ok_or_else(|| {

@@ -98,7 +98,7 @@ pub struct RawInput {
     pub homeassistant: Option<RawEntity>,
 }
 
-/// `true`/`false`, or a level word of [`crate::level`] (`"on"`, `"off"`,
+/// `true`/`false`, or a level word of `crate::level` (`"on"`, `"off"`,
 /// `"high"`, `"low"`, …): people write both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]

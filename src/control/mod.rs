@@ -5,7 +5,7 @@
 //! This is the only code that decides what the network may do to a pin:
 //! only configured outputs, only within the configured limits. It is pure
 //! (no pins, no MQTT), so every refusal is tested directly. The plain-text
-//! commands (`on`, `off`, `toggle`, …) are the words of [`crate::level`].
+//! commands (`on`, `off`, `toggle`, …) are the words of `crate::level`.
 
 use std::time::Duration;
 
@@ -133,58 +133,9 @@ pub fn parse(
         ));
     }
     let fail = |error: String| refuse(id.clone(), error);
-    let Some(output) = outputs.iter().position(|o| o.name == incoming.name) else {
-        let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-        let list = if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        };
-        return Err(fail(if inputs.iter().any(|i| i.name == incoming.name) {
-            format!(
-                "{:?} is an input; only outputs take commands (outputs: {list})",
-                incoming.name
-            )
-        } else {
-            format!("no output named {:?} (outputs: {list})", incoming.name)
-        }));
-    };
+    let output = find_output(incoming.name, outputs, inputs).map_err(&fail)?;
     check_age(incoming, ts, limits).map_err(&fail)?;
-    match &action {
-        Action::Pulse(d) if d.is_zero() => return Err(fail("pulse needs \"ms\" above 0".into())),
-        Action::Pulse(d) if *d > limits.max_pulse => {
-            return Err(fail(format!(
-                "pulse of {} ms is longer than the {} ms allowed (commands.max_pulse)",
-                d.as_millis(),
-                limits.max_pulse.as_millis()
-            )));
-        }
-        Action::Pwm { .. } if !outputs[output].pwm => {
-            return Err(fail(format!(
-                "output {:?} is not set up for PWM (add pwm = true to its [[output]])",
-                incoming.name
-            )));
-        }
-        Action::Pwm { duty, .. } if !(0.0..=1.0).contains(duty) => {
-            return Err(fail(format!(
-                "duty {duty} is out of range; allowed: 0.0 to 1.0"
-            )));
-        }
-        Action::Pwm { hz, .. } => {
-            let most = if crate::board::hardware_pwm_channel(outputs[output].pin).is_some() {
-                MAX_PWM_HZ
-            } else {
-                MAX_SOFTWARE_PWM_HZ
-            };
-            if !(MIN_PWM_HZ..=most).contains(hz) {
-                return Err(fail(format!(
-                    "hz {hz} is out of range; allowed on GPIO{}: {MIN_PWM_HZ} to {most}",
-                    outputs[output].pin
-                )));
-            }
-        }
-        _ => {}
-    }
+    check_limits(&action, &outputs[output], limits).map_err(&fail)?;
     let stamp = ts.map(|at_millis| Stamp {
         at_millis,
         key: match &id {
@@ -198,6 +149,59 @@ pub fn parse(
         id,
         stamp,
     })
+}
+
+/// The index of the output `name` names, or why a command cannot go there.
+fn find_output(name: &str, outputs: &[Output], inputs: &[Input]) -> Result<usize, String> {
+    if let Some(output) = outputs.iter().position(|o| o.name == name) {
+        return Ok(output);
+    }
+    let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+    let list = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    };
+    Err(if inputs.iter().any(|i| i.name == name) {
+        format!("{name:?} is an input; only outputs take commands (outputs: {list})")
+    } else {
+        format!("no output named {name:?} (outputs: {list})")
+    })
+}
+
+/// Whether `action` is within what the config allows on `output`.
+fn check_limits(action: &Action, output: &Output, limits: &CommandRules) -> Result<(), String> {
+    match action {
+        Action::Pulse(d) if d.is_zero() => Err("pulse needs \"ms\" above 0".into()),
+        Action::Pulse(d) if *d > limits.max_pulse => Err(format!(
+            "pulse of {} ms is longer than the {} ms allowed (commands.max_pulse)",
+            d.as_millis(),
+            limits.max_pulse.as_millis()
+        )),
+        Action::Pwm { .. } if !output.pwm => Err(format!(
+            "output {:?} is not set up for PWM (add pwm = true to its [[output]])",
+            output.name
+        )),
+        Action::Pwm { duty, .. } if !(0.0..=1.0).contains(duty) => {
+            Err(format!("duty {duty} is out of range; allowed: 0.0 to 1.0"))
+        }
+        Action::Pwm { hz, .. } => {
+            let most = if crate::board::hardware_pwm_channel(output.pin).is_some() {
+                MAX_PWM_HZ
+            } else {
+                MAX_SOFTWARE_PWM_HZ
+            };
+            if (MIN_PWM_HZ..=most).contains(hz) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "hz {hz} is out of range; allowed on GPIO{}: {MIN_PWM_HZ} to {most}",
+                    output.pin
+                ))
+            }
+        }
+        Action::Set(_) | Action::Toggle | Action::Pulse(_) => Ok(()),
+    }
 }
 
 /// Retained commands replay on every reconnect, and queued ones can arrive
