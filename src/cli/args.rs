@@ -527,3 +527,70 @@ pub struct SubscribeArgs {
     #[arg(short = 'q', long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub(crate) qos: u8,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pinpost").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn board_and_pull_are_parsed_into_their_kinds() {
+        let Subcommand::Gpio(gpio) =
+            parse(&["gpio", "--board", "sim", "--pull", "up", "read", "17"])
+                .unwrap()
+                .command
+        else {
+            panic!("not gpio");
+        };
+        assert_eq!(BoardKind::from(gpio.board), BoardKind::Sim);
+        assert_eq!(Pull::from(gpio.pull), Pull::Up);
+        let Subcommand::Gpio(gpio) = parse(&["gpio", "read", "17"]).unwrap().command else {
+            panic!("not gpio");
+        };
+        assert_eq!((gpio.board, gpio.pull), (BoardArg::Auto, PullArg::None));
+        let Subcommand::Run(run) = parse(&["run", "--board", "rppal"]).unwrap().command else {
+            panic!("not run");
+        };
+        assert_eq!(run.board.map(BoardArg::config_word), Some("rppal"));
+    }
+
+    #[test]
+    fn a_word_not_in_the_list_is_a_usage_error() {
+        for args in [
+            &["gpio", "--board", "pi", "read", "17"][..],
+            &["gpio", "--pull", "sideways", "read", "17"],
+            &["run", "--board", "Sim"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{args:?}");
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn keepalive_is_whole_seconds_as_a_duration() {
+        let Subcommand::Publish(publish) = parse(&["publish", "-t", "a", "-m", "b", "-k", "30"])
+            .unwrap()
+            .command
+        else {
+            panic!("not publish");
+        };
+        assert_eq!(
+            publish.connection.overrides().keep_alive,
+            Some(Duration::from_secs(30))
+        );
+        let e = parse(&["publish", "-t", "a", "-m", "b", "-k", "5s"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("invalid digit found in string"),
+            "{e}"
+        );
+    }
+}

@@ -115,3 +115,16 @@ async fn say(text: &str) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Input(format!("cannot write to standard output: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_level;
+
+    #[test]
+    fn write_takes_the_level_words_but_not_toggle() {
+        assert!(parse_level("HIGH").unwrap());
+        assert!(!parse_level("0").unwrap());
+        let e = parse_level("Toggle").unwrap_err().to_string();
+        assert_eq!(e, "\"toggle\" is not a level; use on or off");
+    }
+}

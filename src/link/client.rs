@@ -53,3 +53,42 @@ impl LinkOptions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides, from_text};
+
+    fn config(broker: &str) -> Config {
+        from_text(
+            &format!("[device]\nid = \"pi-01\"\n[broker]\nhost = \"127.0.0.1\"\n{broker}"),
+            None,
+            &Overrides::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_agent_is_the_device_and_a_tool_stands_beside_it() {
+        let c = config("");
+        let agent = LinkOptions::new(
+            &c.broker,
+            &c.reconnect,
+            &c.device.id,
+            Client::Agent,
+            Retry::Forever,
+        );
+        assert_eq!(agent.client_id, "pi-01");
+        let tool = Client::Tool("pub").id(&c.broker, &c.device.id);
+        assert_eq!(tool, format!("pi-01-pub-{}", std::process::id()));
+        assert!(agent.will.is_none() && agent.subscriptions.is_empty());
+    }
+
+    #[test]
+    fn a_configured_client_id_wins_for_both() {
+        let c = config("client_id = \"named\"\n");
+        for client in [Client::Agent, Client::Tool("sub")] {
+            assert_eq!(client.id(&c.broker, &c.device.id), "named");
+        }
+    }
+}
