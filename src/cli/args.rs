@@ -356,6 +356,26 @@ impl From<PullArg> for Pull {
     }
 }
 
+/// `--tls-version`, spelled as mosquitto_pub spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TlsVersionArg {
+    #[value(name = "tlsv1.2")]
+    V1_2,
+    #[value(name = "tlsv1.3")]
+    V1_3,
+}
+
+impl TlsVersionArg {
+    /// The word `broker.tls.min_version` takes for it: the flag overrides
+    /// that key and is checked with it, errors naming the flag.
+    pub(crate) fn config_word(self) -> &'static str {
+        match self {
+            TlsVersionArg::V1_2 => "1.2",
+            TlsVersionArg::V1_3 => "1.3",
+        }
+    }
+}
+
 /// `-k 60`: whole seconds, as mosquitto_pub takes them.
 fn seconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
     text.parse().map(Duration::from_secs)
@@ -419,8 +439,8 @@ pub(crate) struct ConnectionArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) key: Option<PathBuf>,
     /// Lowest TLS version to use.
-    #[arg(long, value_name = "VERSION", value_parser = ["tlsv1.2", "tlsv1.3"])]
-    pub(crate) tls_version: Option<String>,
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) tls_version: Option<TlsVersionArg>,
     /// Use TLS with the system's CA certificates (no --cafile).
     #[arg(long)]
     pub(crate) tls: bool,
@@ -455,7 +475,7 @@ impl ConnectionArgs {
             ca_file: self.cafile.clone(),
             cert_file: self.cert.clone(),
             key_file: self.key.clone(),
-            tls_version: self.tls_version.clone(),
+            tls_version: self.tls_version.map(|v| v.config_word().to_string()),
             tls: self.tls,
             skip_name_check: self.insecure,
             legacy_common_name: self.legacy_common_name,
@@ -585,6 +605,16 @@ mod tests {
         assert_eq!(
             publish.connection.overrides().keep_alive,
             Some(Duration::from_secs(30))
+        );
+        let Subcommand::Check(check) = parse(&["check", "--tls-version", "tlsv1.3"])
+            .unwrap()
+            .command
+        else {
+            panic!("not check");
+        };
+        assert_eq!(
+            check.connection.overrides().tls_version.as_deref(),
+            Some("1.3")
         );
         let e = parse(&["publish", "-t", "a", "-m", "b", "-k", "5s"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
