@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, ValueEnum};
+use clap::{ArgAction, Args, Parser};
 
-use crate::config::{BoardKind, Overrides, Pull};
+use super::values::{BoardArg, PullArg, TlsVersionArg, seconds};
+use crate::config::Overrides;
 
 /// The whole command line: `pinpost <subcommand> [flags]`.
 #[derive(Debug, Parser)]
@@ -307,80 +308,6 @@ pub struct GpioArgs {
     pub(crate) debug: bool,
 }
 
-/// `--board`: the words of the config's `[board] kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum BoardArg {
-    Auto,
-    Rppal,
-    Sim,
-}
-
-impl BoardArg {
-    /// The word `[board] kind` takes for it: `run --board` overrides that
-    /// key, and its errors and checks (wires only on `sim`) stay the
-    /// config's, naming the flag.
-    pub(crate) fn config_word(self) -> &'static str {
-        match self {
-            BoardArg::Auto => "auto",
-            BoardArg::Rppal => "rppal",
-            BoardArg::Sim => "sim",
-        }
-    }
-}
-
-impl From<BoardArg> for BoardKind {
-    fn from(arg: BoardArg) -> Self {
-        match arg {
-            BoardArg::Auto => BoardKind::Auto,
-            BoardArg::Rppal => BoardKind::Rppal,
-            BoardArg::Sim => BoardKind::Sim,
-        }
-    }
-}
-
-/// `gpio --pull`: the words of an `[[input]]`'s `pull`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum PullArg {
-    Up,
-    Down,
-    None,
-}
-
-impl From<PullArg> for Pull {
-    fn from(arg: PullArg) -> Self {
-        match arg {
-            PullArg::Up => Pull::Up,
-            PullArg::Down => Pull::Down,
-            PullArg::None => Pull::None,
-        }
-    }
-}
-
-/// `--tls-version`, spelled as mosquitto_pub spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum TlsVersionArg {
-    #[value(name = "tlsv1.2")]
-    V1_2,
-    #[value(name = "tlsv1.3")]
-    V1_3,
-}
-
-impl TlsVersionArg {
-    /// The word `broker.tls.min_version` takes for it: the flag overrides
-    /// that key and is checked with it, errors naming the flag.
-    pub(crate) fn config_word(self) -> &'static str {
-        match self {
-            TlsVersionArg::V1_2 => "1.2",
-            TlsVersionArg::V1_3 => "1.3",
-        }
-    }
-}
-
-/// `-k 60`: whole seconds, as mosquitto_pub takes them.
-fn seconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
-    text.parse().map(Duration::from_secs)
-}
-
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum GpioAction {
     /// Print a pin's level: high or low.
@@ -555,6 +482,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::config::{BoardKind, Pull};
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("pinpost").chain(args.iter().copied()))

@@ -11,6 +11,7 @@ mod publish;
 mod run;
 mod sensors;
 mod subscribe;
+mod values;
 
 use std::path::Path;
 use std::process::ExitCode;
