@@ -29,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub(crate) mod homeassistant;
+pub(crate) mod level;
 pub mod link;
 pub mod logging;
 pub mod outbox;

@@ -41,7 +41,7 @@ use tokio::time::Instant;
 
 use crate::board::{Board, EdgeReceiver};
 use crate::config::Config;
-use crate::link::{Link, LinkOptions, Publisher, Qos, Retry, Will};
+use crate::link::{Client, Link, LinkOptions, Publisher, Qos, Retry, Will};
 use crate::outbox::Outbox;
 use crate::sensors::{Reporting, Sensing};
 use crate::tls::{self, TlsError};
@@ -103,14 +103,6 @@ pub async fn run(
         ha_status.map_or(0, |t| t.len().saturating_add(16)),
     );
     let options = LinkOptions {
-        broker: config.broker.clone(),
-        client_id: config
-            .broker
-            .client_id
-            .clone()
-            .unwrap_or_else(|| config.device.id.clone()),
-        reconnect: config.reconnect.clone(),
-        retry: Retry::Forever,
         will: Some(Will {
             topic: topics.status(),
             payload: topics::OFFLINE.as_bytes().to_vec(),
@@ -118,6 +110,13 @@ pub async fn run(
         }),
         subscriptions,
         max_incoming: Some(max_incoming),
+        ..LinkOptions::new(
+            &config.broker,
+            &config.reconnect,
+            &config.device.id,
+            Client::Agent,
+            Retry::Forever,
+        )
     };
     let link = Link::start(options, tls);
     let (outbox, opened) = Outbox::open(&config.outbox.path, delivery::limits(&config.outbox));

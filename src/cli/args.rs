@@ -4,11 +4,14 @@
 //! how they work.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser};
 
+use super::values::{BoardArg, PullArg, TlsVersionArg, seconds};
 use crate::config::Overrides;
 
+/// The whole command line: `pinpost <subcommand> [flags]`.
 #[derive(Debug, Parser)]
 #[command(
     name = "pinpost",
@@ -25,9 +28,11 @@ use crate::config::Overrides;
 )]
 pub struct Cli {
     #[command(subcommand)]
+    /// The subcommand and its flags.
     pub command: Subcommand,
 }
 
+/// What to do; each variant's flags are its `*Args`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Subcommand {
     /// Run the agent: publish inputs, carry out commands (what the systemd unit runs).
@@ -67,32 +72,33 @@ const DEMO_HELP: &str = "Everything runs in this process on 127.0.0.1: a throwaw
     pinpost demo --config                         # print the agent's config first\n  \
     pinpost demo --broker 192.168.1.5:8883 --cafile ca.crt --cert pi-01.crt --key pi-01.key --id pi-01";
 
+/// `pinpost demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// End by itself after this long (\"10s\", \"2m\"); exit 0 only if every stage was seen. Default: until Ctrl-C.
     #[arg(long, value_name = "DURATION")]
-    pub duration: Option<String>,
+    pub(crate) duration: Option<String>,
     /// A real broker instead of the built-in one (with --cafile, --cert and --key).
     #[arg(long, value_name = "HOST:PORT")]
-    pub broker: Option<String>,
+    pub(crate) broker: Option<String>,
     /// The CA that signed the broker's certificate (with --broker).
     #[arg(long, value_name = "FILE")]
-    pub cafile: Option<PathBuf>,
+    pub(crate) cafile: Option<PathBuf>,
     /// The device certificate (with --broker).
     #[arg(long, value_name = "FILE")]
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
     /// The device key (with --broker).
     #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// The demo device's id (with --broker: usually its certificate's name).
     #[arg(long, default_value = "demo-pi")]
-    pub id: String,
+    pub(crate) id: String,
     /// Print the agent's config first: a starting point for a real Pi.
     #[arg(long)]
-    pub config: bool,
+    pub(crate) config: bool,
     /// Log every step.
     #[arg(short = 'd', long)]
-    pub debug: bool,
+    pub(crate) debug: bool,
 }
 
 const HA_HELP: &str = "Prints each retained discovery message the agent publishes with \
@@ -103,11 +109,12 @@ const HA_HELP: &str = "Prints each retained discovery message the agent publishe
     pinpost ha\n  \
     pinpost ha --config pi-01.toml | less";
 
+/// `pinpost ha`.
 #[derive(Debug, Args)]
 pub struct HaArgs {
     /// Config file to read instead of the usual places.
     #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 const SENSORS_HELP: &str = "Reads each [[sensor]] of the config once, with its timeout and retries, \
@@ -116,14 +123,15 @@ const SENSORS_HELP: &str = "Reads each [[sensor]] of the config once, with its t
     pinpost sensors\n  \
     pinpost sensors --config pi-01.toml";
 
+/// `pinpost sensors`.
 #[derive(Debug, Args)]
 pub struct SensorsArgs {
     /// Config file to read instead of the usual places.
     #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Log every step.
     #[arg(short = 'd', long)]
-    pub debug: bool,
+    pub(crate) debug: bool,
 }
 
 const CERTS_HELP: &str = "A fleet in four commands (files land in ./certs):\n  \
@@ -139,20 +147,21 @@ const CHECK_HELP: &str = "Each step prints \u{2713} (fine), ! (works, but fix it
     pinpost check                                   # the Pi's own config\n  \
     pinpost check --config pi-01.toml --offline     # files only, no broker";
 
+/// `pinpost certs`.
 #[derive(Debug, Args)]
 pub struct CertsArgs {
     #[command(subcommand)]
-    pub what: CertsCommand,
+    pub(crate) what: CertsCommand,
     /// Folder the files are written to (and the CA read from).
     #[arg(long, global = true, value_name = "DIR", default_value = "certs")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Replace files that exist (certificates signed by a replaced CA stop working).
     #[arg(long, global = true)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
-pub enum CertsCommand {
+pub(crate) enum CertsCommand {
     /// A new certificate authority: ca.crt (share it) and private/ca.key (keep it secret).
     Ca {
         /// The CA's Common Name.
@@ -223,13 +232,14 @@ pub enum CertsCommand {
     },
 }
 
+/// `pinpost check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub connection: ConnectionArgs,
+    pub(crate) connection: ConnectionArgs,
     /// Check the files only; do not connect.
     #[arg(long)]
-    pub offline: bool,
+    pub(crate) offline: bool,
 }
 
 const RUN_HELP: &str = "Topics (prefix/id from the config):\n  \
@@ -252,6 +262,7 @@ const SUBSCRIBE_EXAMPLES: &str = "Examples:\n  \
     pinpost subscribe -t pinpost/pi-01/status -C 1 -W 10";
 
 impl Subcommand {
+    /// Whether `-d` was given: log every step.
     pub fn debug(&self) -> bool {
         match self {
             Subcommand::Run(a) => a.debug,
@@ -267,36 +278,38 @@ impl Subcommand {
     }
 }
 
+/// `pinpost run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Config file to read instead of the usual places.
     #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Override [board] kind: auto, rppal or sim.
-    #[arg(long, value_name = "KIND", value_parser = ["auto", "rppal", "sim"])]
-    pub board: Option<String>,
+    #[arg(long, value_name = "KIND")]
+    pub(crate) board: Option<BoardArg>,
     /// Log every step (also: RUST_LOG=debug).
     #[arg(short = 'd', long)]
-    pub debug: bool,
+    pub(crate) debug: bool,
 }
 
+/// `pinpost gpio`.
 #[derive(Debug, Args)]
 pub struct GpioArgs {
     #[command(subcommand)]
-    pub action: GpioAction,
+    pub(crate) action: GpioAction,
     /// Which board: auto (a Raspberry Pi), rppal or sim.
-    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "rppal", "sim"])]
-    pub board: String,
+    #[arg(long, global = true, default_value = "auto")]
+    pub(crate) board: BoardArg,
     /// Pull resistor for read and watch: up, down or none.
-    #[arg(long, global = true, default_value = "none", value_parser = ["up", "down", "none"])]
-    pub pull: String,
+    #[arg(long, global = true, default_value = "none")]
+    pub(crate) pull: PullArg,
     /// Log every step.
     #[arg(short = 'd', long, global = true)]
-    pub debug: bool,
+    pub(crate) debug: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
-pub enum GpioAction {
+pub(crate) enum GpioAction {
     /// Print a pin's level: high or low.
     Read {
         /// BCM GPIO number (GPIO17 is 17).
@@ -319,67 +332,67 @@ pub enum GpioAction {
 
 /// How to reach the broker: each flag overrides the config file.
 #[derive(Debug, Clone, Args)]
-pub struct ConnectionArgs {
+pub(crate) struct ConnectionArgs {
     /// Print help (-h is the host, as in mosquitto_pub).
     #[arg(long, action = ArgAction::Help)]
-    pub help: Option<bool>,
+    pub(crate) help: Option<bool>,
     /// Config file to read instead of the usual places.
     #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Broker host name or IP address, optionally with ":port". Give it
     /// more than once for several brokers (a cluster or a pair), tried in
     /// turn until one answers.
     #[arg(short = 'h', long, value_name = "HOST")]
-    pub host: Vec<String>,
+    pub(crate) host: Vec<String>,
     /// Broker port [default: 8883 with TLS, 1883 without].
     #[arg(short = 'p', long)]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// MQTT client id [default: <device id>-pub-<pid> or -sub-<pid>].
     #[arg(short = 'i', long = "id", value_name = "ID")]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     /// Username for the broker.
     #[arg(short = 'u', long)]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// Password for the broker.
     #[arg(short = 'P', long = "pw", value_name = "PASSWORD")]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// CA certificate (PEM) that signed the broker's certificate. Turns on TLS.
     #[arg(long, value_name = "FILE")]
-    pub cafile: Option<PathBuf>,
+    pub(crate) cafile: Option<PathBuf>,
     /// This device's certificate (PEM) for mutual TLS. Turns on TLS.
     #[arg(long, value_name = "FILE")]
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
     /// This device's private key (PEM: PKCS#1, PKCS#8 or SEC1).
     #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// Lowest TLS version to use.
-    #[arg(long, value_name = "VERSION", value_parser = ["tlsv1.2", "tlsv1.3"])]
-    pub tls_version: Option<String>,
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) tls_version: Option<TlsVersionArg>,
     /// Use TLS with the system's CA certificates (no --cafile).
     #[arg(long)]
-    pub tls: bool,
+    pub(crate) tls: bool,
     /// Do not check the broker certificate's name (the chain is still checked). For debugging only.
     #[arg(long)]
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// Accept a broker certificate that names its host only in the Common Name.
     #[arg(long)]
-    pub legacy_common_name: bool,
+    pub(crate) legacy_common_name: bool,
     /// Allow plain MQTT (no TLS) to a host other than this machine.
     #[arg(long)]
-    pub allow_insecure: bool,
+    pub(crate) allow_insecure: bool,
     /// Keep-alive interval in seconds (0 turns it off).
-    #[arg(short = 'k', long = "keepalive", value_name = "SECONDS")]
-    pub keep_alive: Option<u64>,
+    #[arg(short = 'k', long = "keepalive", value_name = "SECONDS", value_parser = seconds)]
+    pub(crate) keep_alive: Option<Duration>,
     /// How long to wait for the connection, e.g. "5s".
     #[arg(long, value_name = "DURATION")]
-    pub connect_timeout: Option<String>,
+    pub(crate) connect_timeout: Option<String>,
     /// Say what happens, step by step (also: RUST_LOG=debug).
     #[arg(short = 'd', long)]
-    pub debug: bool,
+    pub(crate) debug: bool,
 }
 
 impl ConnectionArgs {
-    pub fn overrides(&self) -> Overrides {
+    pub(crate) fn overrides(&self) -> Overrides {
         Overrides {
             hosts: self.host.clone(),
             port: self.port,
@@ -389,73 +402,153 @@ impl ConnectionArgs {
             ca_file: self.cafile.clone(),
             cert_file: self.cert.clone(),
             key_file: self.key.clone(),
-            tls_version: self.tls_version.clone(),
+            tls_version: self.tls_version.map(|v| v.config_word().to_string()),
             tls: self.tls,
             skip_name_check: self.insecure,
             legacy_common_name: self.legacy_common_name,
             allow_insecure: self.allow_insecure,
-            keep_alive: self.keep_alive.map(|s| format!("{s}s")),
+            keep_alive: self.keep_alive,
             connect_timeout: self.connect_timeout.clone(),
             board: None,
         }
     }
 }
 
+/// `pinpost publish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     #[command(flatten)]
-    pub connection: ConnectionArgs,
+    pub(crate) connection: ConnectionArgs,
     /// Topic to publish to.
     #[arg(short = 't', long)]
-    pub topic: String,
+    pub(crate) topic: String,
     #[command(flatten)]
-    pub source: MessageSource,
+    pub(crate) source: MessageSource,
     /// Quality of service: 0 (fire and forget) or 1 (wait for the broker's acknowledgement).
     #[arg(short = 'q', long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
-    pub qos: u8,
+    pub(crate) qos: u8,
     /// Ask the broker to keep the message for later subscribers.
     #[arg(short = 'r', long)]
-    pub retain: bool,
+    pub(crate) retain: bool,
 }
 
 /// Exactly one place the message comes from.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
-pub struct MessageSource {
+pub(crate) struct MessageSource {
     /// The message text.
     #[arg(short = 'm', long, value_name = "TEXT")]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// Send a file's contents as the message.
     #[arg(short = 'f', long, value_name = "FILE")]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Send all of standard input as one message.
     #[arg(short = 's', long = "stdin-file")]
-    pub stdin_file: bool,
+    pub(crate) stdin_file: bool,
     /// Send each line of standard input as a message (blank lines are skipped).
     #[arg(short = 'l', long = "stdin-line")]
-    pub stdin_line: bool,
+    pub(crate) stdin_line: bool,
     /// Send an empty message (clears a retained one with -r).
     #[arg(short = 'n', long = "null-message")]
-    pub null_message: bool,
+    pub(crate) null_message: bool,
 }
 
+/// `pinpost subscribe`.
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
     #[command(flatten)]
-    pub connection: ConnectionArgs,
+    pub(crate) connection: ConnectionArgs,
     /// Topic filter to subscribe to (repeatable; + and # wildcards allowed).
     #[arg(short = 't', long = "topic", required = true)]
-    pub topics: Vec<String>,
+    pub(crate) topics: Vec<String>,
     /// Print the topic before each message.
     #[arg(short = 'v', long)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
     /// Exit after this many messages.
     #[arg(short = 'C', long, value_name = "COUNT")]
-    pub count: Option<u64>,
+    pub(crate) count: Option<u64>,
     /// Exit (code 27) after this many seconds if -C was not reached.
     #[arg(short = 'W', long, value_name = "SECONDS")]
-    pub timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
     /// Quality of service for the subscription: 0 or 1.
     #[arg(short = 'q', long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
-    pub qos: u8,
+    pub(crate) qos: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{BoardKind, Pull};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pinpost").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn board_and_pull_are_parsed_into_their_kinds() {
+        let Subcommand::Gpio(gpio) =
+            parse(&["gpio", "--board", "sim", "--pull", "up", "read", "17"])
+                .unwrap()
+                .command
+        else {
+            panic!("not gpio");
+        };
+        assert_eq!(BoardKind::from(gpio.board), BoardKind::Sim);
+        assert_eq!(Pull::from(gpio.pull), Pull::Up);
+        let Subcommand::Gpio(gpio) = parse(&["gpio", "read", "17"]).unwrap().command else {
+            panic!("not gpio");
+        };
+        assert_eq!((gpio.board, gpio.pull), (BoardArg::Auto, PullArg::None));
+        let Subcommand::Run(run) = parse(&["run", "--board", "rppal"]).unwrap().command else {
+            panic!("not run");
+        };
+        assert_eq!(run.board.map(BoardArg::config_word), Some("rppal"));
+    }
+
+    #[test]
+    fn a_word_not_in_the_list_is_a_usage_error() {
+        for args in [
+            &["gpio", "--board", "pi", "read", "17"][..],
+            &["gpio", "--pull", "sideways", "read", "17"],
+            &["run", "--board", "Sim"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{args:?}");
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn keepalive_is_whole_seconds_as_a_duration() {
+        let Subcommand::Publish(publish) = parse(&["publish", "-t", "a", "-m", "b", "-k", "30"])
+            .unwrap()
+            .command
+        else {
+            panic!("not publish");
+        };
+        assert_eq!(
+            publish.connection.overrides().keep_alive,
+            Some(Duration::from_secs(30))
+        );
+        let Subcommand::Check(check) = parse(&["check", "--tls-version", "tlsv1.3"])
+            .unwrap()
+            .command
+        else {
+            panic!("not check");
+        };
+        assert_eq!(
+            check.connection.overrides().tls_version.as_deref(),
+            Some("1.3")
+        );
+        let e = parse(&["publish", "-t", "a", "-m", "b", "-k", "5s"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("invalid digit found in string"),
+            "{e}"
+        );
+    }
 }

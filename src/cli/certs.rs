@@ -22,7 +22,7 @@ use crate::cli::args::{CertsArgs, CertsCommand};
 /// where the CA's or the broker's are expected, or be taken for them.
 const RESERVED: [&str; 2] = ["ca", "broker"];
 
-pub async fn run(args: CertsArgs) -> Result<(), CliError> {
+pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
     let dir = &args.dir;
     let now = crate::utc::now_unix();
     let kind = |rsa: bool| {
@@ -196,9 +196,7 @@ pub async fn run(args: CertsArgs) -> Result<(), CliError> {
 /// loaded whole. Without an id, the device's id is this machine's name, as
 /// for the agent.
 fn config_id(file: Option<&Path>) -> Result<String, CliError> {
-    let env = std::env::var_os(crate::config::CONFIG_ENV);
-    let chosen = crate::config::source::choose(file, env.as_deref());
-    let Some(chosen) = chosen else {
+    let Some(chosen) = super::choose_config(file) else {
         return crate::config::hostname().ok_or_else(|| {
             CliError::Input(
                 "no config file and no host name to take the device id from: pass --device <id>"

@@ -15,7 +15,7 @@ use crate::preflight::{self, Mark, Step};
 /// How long a probe may take to come back from the broker.
 const PROBE_WAIT: Duration = Duration::from_secs(5);
 
-pub async fn run(args: CheckArgs) -> Result<(), CliError> {
+pub(super) async fn run(args: CheckArgs) -> Result<(), CliError> {
     let mut report = Report::default();
     let config = match config_for(&args.connection) {
         Ok(c) => c,

@@ -8,19 +8,17 @@ use crate::board::{
     Board, EdgeSender, InputSetup, OutputSetup, PinPlan, PwmSetup, SimBoard, rppal::RppalBoard,
 };
 use crate::cli::args::{GpioAction, GpioArgs};
-use crate::config::{Pull, pins::MAX_BCM_PIN};
+use crate::config::{BoardKind, Pull, pins::MAX_BCM_PIN};
 
-pub async fn run(args: GpioArgs) -> Result<(), CliError> {
-    let pull = match args.pull.as_str() {
-        "up" => Pull::Up,
-        "down" => Pull::Down,
-        _ => Pull::None,
-    };
+/// Runs `pinpost gpio`: one read, one write, or a watch until Ctrl-C.
+pub(super) async fn run(args: GpioArgs) -> Result<(), CliError> {
+    let pull = Pull::from(args.pull);
+    let kind = BoardKind::from(args.board);
     // One input at most (read and watch).
     let (edges, mut changes) = crate::board::edges::channel(1);
     match args.action {
         GpioAction::Read { pin } => {
-            let board = open(&args.board, &input_plan(check(pin)?, pull), edges)?;
+            let board = open(kind, &input_plan(check(pin)?, pull), edges)?;
             let high = board.read_input(0)?;
             say(&format!("GPIO{pin} {}\n", words(high))).await
         }
@@ -34,12 +32,12 @@ pub async fn run(args: GpioArgs) -> Result<(), CliError> {
                     pwm: PwmSetup::None,
                 }],
             };
-            let mut board = open(&args.board, &plan, edges)?;
+            let mut board = open(kind, &plan, edges)?;
             board.write_output(0, high)?;
             say(&format!("GPIO{pin} set {}\n", words(high))).await
         }
         GpioAction::Watch { pin, count } => {
-            let board = open(&args.board, &input_plan(check(pin)?, pull), edges)?;
+            let board = open(kind, &input_plan(check(pin)?, pull), edges)?;
             let mut last = board.read_input(0)?;
             say(&format!(
                 "GPIO{pin} {} (watching; Ctrl-C to stop)\n",
@@ -76,10 +74,10 @@ fn input_plan(pin: u8, pull: Pull) -> PinPlan {
     }
 }
 
-fn open(kind: &str, plan: &PinPlan, edges: EdgeSender) -> Result<Box<dyn Board>, CliError> {
+fn open(kind: BoardKind, plan: &PinPlan, edges: EdgeSender) -> Result<Box<dyn Board>, CliError> {
     Ok(match kind {
-        "sim" => Box::new(SimBoard::new(plan, &[], edges).0),
-        _ => Box::new(RppalBoard::open(plan, edges)?),
+        BoardKind::Sim => Box::new(SimBoard::new(plan, &[], edges).0),
+        BoardKind::Rppal | BoardKind::Auto => Box::new(RppalBoard::open(plan, edges)?),
     })
 }
 
@@ -92,14 +90,15 @@ fn check(pin: u8) -> Result<u8, CliError> {
     Ok(pin)
 }
 
+/// The words of `crate::level`; no toggle: `gpio write` claims the pin
+/// afresh, so there is no level of pinpost's to flip.
 fn parse_level(text: &str) -> Result<bool, CliError> {
-    match text.to_ascii_lowercase().as_str() {
-        "on" | "high" | "1" | "true" => Ok(true),
-        "off" | "low" | "0" | "false" => Ok(false),
-        other => Err(CliError::Input(format!(
-            "{other:?} is not a level; use on or off"
-        ))),
-    }
+    crate::level::parse(text).ok_or_else(|| {
+        CliError::Input(format!(
+            "{:?} is not a level; use on or off",
+            text.to_ascii_lowercase()
+        ))
+    })
 }
 
 fn words(high: bool) -> &'static str {
@@ -115,4 +114,17 @@ async fn say(text: &str) -> Result<(), CliError> {
     written
         .await
         .map_err(|e| CliError::Input(format!("cannot write to standard output: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_level;
+
+    #[test]
+    fn write_takes_the_level_words_but_not_toggle() {
+        assert!(parse_level("HIGH").unwrap());
+        assert!(!parse_level("0").unwrap());
+        let e = parse_level("Toggle").unwrap_err().to_string();
+        assert_eq!(e, "\"toggle\" is not a level; use on or off");
+    }
 }

@@ -3,17 +3,11 @@
 
 use super::CliError;
 use crate::cli::args::HaArgs;
-use crate::config::{self, ConfigError, Overrides};
+use crate::config::{self, Overrides};
 use crate::homeassistant;
 
-pub fn run(args: &HaArgs) -> Result<(), CliError> {
-    let env = std::env::var_os(config::CONFIG_ENV);
-    let chosen =
-        config::source::choose(args.config.as_deref(), env.as_deref()).ok_or_else(|| {
-            ConfigError::NotFound {
-                searched: config::source::search_path(),
-            }
-        })?;
+pub(super) fn run(args: &HaArgs) -> Result<(), CliError> {
+    let chosen = super::required_config(args.config.as_deref())?;
     let mut config = config::load(Some(&chosen), &Overrides::default())?;
     if !config.homeassistant.enabled {
         eprintln!(

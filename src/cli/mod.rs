@@ -3,67 +3,101 @@
 //! error type whose words reach the user and whose kind sets the exit code.
 
 pub mod args;
-pub mod certs;
-pub mod check;
-pub mod gpio;
-pub mod ha;
-pub mod publish;
-pub mod run;
-pub mod sensors;
-pub mod subscribe;
+mod certs;
+mod check;
+mod gpio;
+mod ha;
+mod publish;
+mod run;
+mod sensors;
+mod subscribe;
+mod values;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::agent::AgentError;
 use crate::board::BoardError;
 use crate::cli::args::{ConnectionArgs, Subcommand};
-use crate::config::{self, Config, ConfigError};
-use crate::link::{Failure, Link, LinkError, LinkEvent, LinkOptions, Qos, Retry};
+use crate::config::{self, Chosen, Config, ConfigError};
+use crate::link::{Client, Failure, Link, LinkError, LinkEvent, LinkOptions, Qos, Retry};
 use crate::tls::{self, TlsError};
 
 /// Why a command failed, worded for the person who ran it.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// The config file or a flag is wrong (exit 3).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A certificate or key cannot be used (exit 3).
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// No broker could be reached, in words (exit 4).
     #[error("{0}")]
     Connect(Box<Failure>),
+    /// The link refused a request or stopped (exit 2 for a bad topic, else 1).
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// Something the person gave cannot be used, in words (exit 1).
     #[error("{0}")]
     Input(String),
+    /// Connected, but the broker did not confirm every message (exit 5).
     #[error(
         "the broker confirmed {confirmed} of {sent} message(s) before the connection ended: \
          {failure}"
     )]
     Unconfirmed {
+        /// Messages the broker acknowledged.
         confirmed: u64,
+        /// Messages handed to the link.
         sent: u64,
+        /// Why the connection ended.
         failure: Box<Failure>,
     },
+    /// The broker's ACL refused these topic filters (exit 4).
     #[error("the broker refused the subscription to {}: this client may not read there (the broker's ACL)", .0.join(", "))]
     SubscriptionRefused(Vec<String>),
+    /// `subscribe -W` ran out before `-C` messages came (exit 27).
     #[error("timed out after {secs}s with {received} message(s) received")]
-    TimedOut { secs: u64, received: u64 },
+    TimedOut {
+        /// The `-W` limit.
+        secs: u64,
+        /// Messages received by then.
+        received: u64,
+    },
+    /// GPIO could not be opened or driven (exit 6).
     #[error(transparent)]
     Board(#[from] BoardError),
+    /// The agent stopped with an error (exit 3 for TLS, else 1).
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// Certificates could not be made or verified (exit 3).
     #[error(transparent)]
     Certs(#[from] crate::certs::CertsError),
+    /// `pinpost check` found problems (exit 1).
     #[error("check found {failed} problem(s) marked \u{2717} above{}", if *warned > 0 { format!(" and {warned} worth fixing (!)") } else { String::new() })]
-    CheckFailed { failed: usize, warned: usize },
+    CheckFailed {
+        /// Steps marked \u{2717}.
+        failed: usize,
+        /// Steps marked !.
+        warned: usize,
+    },
+    /// The demo could not run (exit 2 for bad usage, else 1).
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    /// `pinpost sensors`: some sensors could not be read (exit 1).
     #[error("{failed} of {total} sensor(s) could not be read (see above)")]
-    SensorsFailed { failed: usize, total: usize },
+    SensorsFailed {
+        /// Sensors that gave no reading.
+        failed: usize,
+        /// Sensors configured.
+        total: usize,
+    },
 }
 
 impl CliError {
     /// The process exit code: stable, documented in `--help`.
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             CliError::Config(_) | CliError::Tls(_) => 3,
             CliError::Connect(_) | CliError::SubscriptionRefused(_) => 4,
@@ -84,6 +118,7 @@ impl CliError {
     }
 }
 
+/// Runs one subcommand to the end.
 pub async fn run(command: Subcommand) -> Result<(), CliError> {
     match command {
         Subcommand::Run(args) => run::run(args).await,
@@ -100,9 +135,8 @@ pub async fn run(command: Subcommand) -> Result<(), CliError> {
 
 /// Reads the config the flags point to (or the usual places; none at all
 /// is fine for a one-shot command given -h) with the flags applied.
-pub fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
-    let env = std::env::var_os(config::CONFIG_ENV);
-    let chosen = config::source::choose(args.config.as_deref(), env.as_deref());
+pub(super) fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
+    let chosen = choose_config(args.config.as_deref());
     match &chosen {
         Some(c) => tracing::debug!(file = %c.path().display(), "reading config"),
         None => tracing::debug!("no config file; using flags and defaults"),
@@ -127,6 +161,24 @@ pub fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
     Ok(config)
 }
 
+/// The config file named by `--config`, else `$PINPOST_CONFIG`, else the
+/// first of the usual places that exists; `None` when there is none. Every
+/// subcommand chooses its file here.
+fn choose_config(flag: Option<&Path>) -> Option<Chosen> {
+    let env = std::env::var_os(config::CONFIG_ENV);
+    config::source::choose(flag, env.as_deref())
+}
+
+/// [`choose_config`] for the subcommands that cannot do without a file:
+/// none is an error that lists where it was looked for.
+fn required_config(flag: Option<&Path>) -> Result<Chosen, CliError> {
+    choose_config(flag).ok_or_else(|| {
+        CliError::Config(ConfigError::NotFound {
+            searched: config::source::search_path(),
+        })
+    })
+}
+
 /// Said on every use of `--insecure`, whatever the log level: it is easy to
 /// leave in a script and forget.
 fn warn_insecure(host: &str, tls: &config::Tls) {
@@ -143,36 +195,30 @@ fn warn_insecure(host: &str, tls: &config::Tls) {
 }
 
 /// Starts a link for a one-shot command and waits until it is connected.
-pub async fn connect(
+pub(super) async fn connect(
     config: &Config,
     role: &str,
     retry: Retry,
     subscriptions: Vec<(String, Qos)>,
 ) -> Result<Link, CliError> {
     let tls = config.broker.tls.as_ref().map(tls::setup).transpose()?;
-    let client_id = config
-        .broker
-        .client_id
-        .clone()
-        // The agent uses the bare device id; a debugging command must not
-        // take its place on the broker (which would disconnect the agent).
-        .unwrap_or_else(|| format!("{}-{role}-{}", config.device.id, std::process::id()));
+    let options = LinkOptions {
+        subscriptions,
+        ..LinkOptions::new(
+            &config.broker,
+            &config.reconnect,
+            &config.device.id,
+            Client::Tool(role),
+            retry,
+        )
+    };
     tracing::debug!(
         host = %config.broker.host,
         port = config.broker.port,
         tls = tls.is_some(),
-        client_id = %client_id,
+        client_id = %options.client_id,
         "connecting"
     );
-    let options = LinkOptions {
-        broker: config.broker.clone(),
-        client_id,
-        reconnect: config.reconnect.clone(),
-        retry,
-        will: None,
-        subscriptions,
-        max_incoming: None,
-    };
     let mut link = Link::start(options, tls);
     loop {
         match link.next_event().await {

@@ -15,7 +15,7 @@ enum Messages {
     Lines,
 }
 
-pub async fn run(args: PublishArgs) -> Result<(), CliError> {
+pub(super) async fn run(args: PublishArgs) -> Result<(), CliError> {
     let config = config_for(&args.connection)?;
     link::check_topic(&args.topic)?;
     // Read files and stdin before connecting, so a wrong path costs no

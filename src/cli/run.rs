@@ -5,18 +5,13 @@ use super::CliError;
 use crate::agent;
 use crate::board;
 use crate::cli::args::RunArgs;
-use crate::config::{self, ConfigError, Overrides};
+use crate::config::{self, Overrides};
 
-pub async fn run(args: RunArgs) -> Result<(), CliError> {
-    let env = std::env::var_os(config::CONFIG_ENV);
-    let chosen =
-        config::source::choose(args.config.as_deref(), env.as_deref()).ok_or_else(|| {
-            ConfigError::NotFound {
-                searched: config::source::search_path(),
-            }
-        })?;
+/// Runs `pinpost run`: the agent until SIGTERM or Ctrl-C.
+pub(super) async fn run(args: RunArgs) -> Result<(), CliError> {
+    let chosen = super::required_config(args.config.as_deref())?;
     let overrides = Overrides {
-        board: args.board.clone(),
+        board: args.board.map(|b| b.config_word().to_string()),
         ..Overrides::default()
     };
     let config = config::load(Some(&chosen), &overrides)?;

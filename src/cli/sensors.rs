@@ -8,17 +8,11 @@ use tokio::time::Instant;
 
 use super::CliError;
 use crate::cli::args::SensorsArgs;
-use crate::config::{self, ConfigError, Overrides};
+use crate::config::{self, Overrides};
 use crate::sensors::Sensing;
 
-pub async fn run(args: SensorsArgs) -> Result<(), CliError> {
-    let env = std::env::var_os(config::CONFIG_ENV);
-    let chosen =
-        config::source::choose(args.config.as_deref(), env.as_deref()).ok_or_else(|| {
-            ConfigError::NotFound {
-                searched: config::source::search_path(),
-            }
-        })?;
+pub(super) async fn run(args: SensorsArgs) -> Result<(), CliError> {
+    let chosen = super::required_config(args.config.as_deref())?;
     let config = config::load(Some(&chosen), &Overrides::default())?;
     let sensors = &config.sensors;
     if sensors.is_empty() {

@@ -9,7 +9,7 @@ use super::{CliError, config_for, connect};
 use crate::cli::args::SubscribeArgs;
 use crate::link::{LinkError, LinkEvent, Qos, Retry};
 
-pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
+pub(super) async fn run(args: SubscribeArgs) -> Result<(), CliError> {
     let config = config_for(&args.connection)?;
     for filter in &args.topics {
         check_filter(filter).map_err(CliError::Input)?;
@@ -114,7 +114,7 @@ fn round(d: Duration) -> Duration {
 
 /// MQTT's rules for a subscription filter: `#` only as the whole last level,
 /// `+` only as a whole level.
-pub fn check_filter(filter: &str) -> Result<(), String> {
+fn check_filter(filter: &str) -> Result<(), String> {
     if filter.is_empty() {
         return Err("a topic filter cannot be empty".into());
     }

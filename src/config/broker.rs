@@ -87,7 +87,10 @@ pub(super) fn build(
         }
         other => other.clone(),
     };
-    let keep_alive = duration(&b.keep_alive, "broker.keep_alive", o)?.unwrap_or(KEEP_ALIVE_DEFAULT);
+    let keep_alive = match ov.keep_alive {
+        Some(flag) => flag,
+        None => duration(&b.keep_alive, "broker.keep_alive", o)?.unwrap_or(KEEP_ALIVE_DEFAULT),
+    };
     if !keep_alive.is_zero()
         && (keep_alive < Duration::from_secs(5) || keep_alive > Duration::from_secs(65535))
     {

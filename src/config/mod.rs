@@ -55,7 +55,7 @@ pub use model::{
 };
 pub use overrides::Overrides;
 pub(crate) use source::CONFIG_ENV;
-use source::Chosen;
+pub(crate) use source::Chosen;
 
 /// Reads the chosen file (or none) and builds a checked config with the
 /// command-line overrides applied.

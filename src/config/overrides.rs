@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::raw::{RawConfig, RawTls};
 
@@ -39,8 +40,9 @@ pub struct Overrides {
     pub legacy_common_name: bool,
     /// `--allow-insecure`: `broker.allow_insecure`.
     pub allow_insecure: bool,
-    /// `--keepalive`: `broker.keep_alive`, a duration (`"60s"`).
-    pub keep_alive: Option<String>,
+    /// `-k`/`--keepalive`: `broker.keep_alive`, parsed by the command line
+    /// and range-checked with the file's value.
+    pub keep_alive: Option<Duration>,
     /// `--connect-timeout`: `broker.connect_timeout`, a duration.
     pub connect_timeout: Option<String>,
     /// `--board`: `board.kind`.
@@ -97,7 +99,6 @@ pub(super) fn apply(raw: &mut RawConfig, o: &Overrides) -> HashMap<&'static str,
         b.password = o.password.clone();
         b.password_file = None;
     }
-    override_with(&mut b.keep_alive, &o.keep_alive);
     override_with(&mut b.connect_timeout, &o.connect_timeout);
     if o.allow_insecure {
         b.allow_insecure = Some(true);

@@ -146,10 +146,11 @@ fn level(
     match value {
         None => Ok(None),
         Some(RawLevel::Bool(b)) => Ok(Some(*b)),
-        Some(RawLevel::Text(t)) => match t.to_ascii_lowercase().as_str() {
-            "on" | "high" => Ok(Some(true)),
-            "off" | "low" => Ok(Some(false)),
-            _ => Err(o.invalid(
+        // The words of `crate::level`; no toggle: a starting level has
+        // nothing to flip.
+        Some(RawLevel::Text(t)) => match crate::level::parse(t) {
+            Some(high) => Ok(Some(high)),
+            None => Err(o.invalid(
                 key,
                 format!("{t:?} is not a level; allowed: \"on\", \"off\", true or false"),
             )),

@@ -98,7 +98,8 @@ pub struct RawInput {
     pub homeassistant: Option<RawEntity>,
 }
 
-/// `true`/`false` or `"on"`/`"off"`/`"high"`/`"low"`: people write both.
+/// `true`/`false`, or a level word of `crate::level` (`"on"`, `"off"`,
+/// `"high"`, `"low"`, …): people write both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum RawLevel {

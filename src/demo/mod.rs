@@ -23,7 +23,7 @@ use crate::board::{PinPlan, SimBoard};
 use crate::certs::{self, Authority, KeyKind};
 use crate::cli::args::DemoArgs;
 use crate::config::{self, Config, Overrides};
-use crate::link::{Link, LinkEvent, LinkOptions, Qos, Retry};
+use crate::link::{Client, Link, LinkEvent, LinkOptions, Qos, Retry};
 use crate::tls;
 #[cfg(feature = "demo")]
 use crate::utc;
@@ -323,18 +323,19 @@ fn console_link(agent: &Config, t: &Target) -> Result<Link, DemoError> {
         .transpose()
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     let prefix = format!("{}/{}", agent.device.topic_prefix, agent.device.id);
-    Ok(Link::start(
-        LinkOptions {
-            broker,
-            client_id: format!("{}-console-{}", agent.device.id, std::process::id()),
-            reconnect: agent.reconnect.clone(),
-            retry: Retry::Forever,
-            will: None,
-            subscriptions: vec![(format!("{prefix}/#"), Qos::AtLeastOnce)],
-            max_incoming: None,
-        },
-        setup,
-    ))
+    // The demo's config names no broker.client_id: the console is always
+    // `<device>-console-<pid>`, beside the agent.
+    let options = LinkOptions {
+        subscriptions: vec![(format!("{prefix}/#"), Qos::AtLeastOnce)],
+        ..LinkOptions::new(
+            &broker,
+            &agent.reconnect,
+            &agent.device.id,
+            Client::Tool("console"),
+            Retry::Forever,
+        )
+    };
+    Ok(Link::start(options, setup))
 }
 
 /// Prints what crosses the broker, sends a command every few seconds and

@@ -10,6 +10,7 @@
 mod backoff;
 #[cfg(test)]
 mod batching;
+mod client;
 mod diagnose;
 mod prompt;
 mod tracking;
@@ -29,6 +30,7 @@ use crate::tls::TlsSetup;
 use tracking::{Handed, Tracker};
 
 pub use backoff::Backoff;
+pub(crate) use client::Client;
 pub use diagnose::{Failure, LostReason, Rejection, Target};
 pub use prompt::PromptAcks;
 
