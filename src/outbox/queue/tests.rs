@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::transit::TRANSIT_FLOOR;
 use super::*;
 
 fn limits(max_bytes: u64) -> Limits {
