@@ -17,18 +17,18 @@ use crate::tls::{self, TlsFailure, TlsSetup};
 
 /// What a connection attempt was aimed at, to word failures with.
 #[derive(Debug, Clone)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    pub client_id: String,
-    pub username: Option<String>,
-    pub connect_timeout: Duration,
-    pub keep_alive: Duration,
-    pub tls: Option<TlsSetup>,
+pub(super) struct Target {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) client_id: String,
+    pub(super) username: Option<String>,
+    pub(super) connect_timeout: Duration,
+    pub(super) keep_alive: Duration,
+    pub(super) tls: Option<TlsSetup>,
     /// The largest packet read from the broker (its remaining length).
-    pub max_incoming: usize,
+    pub(super) max_incoming: usize,
     /// A service whose silent refusals have known causes (AWS IoT Core).
-    pub profile: Profile,
+    pub(super) profile: Profile,
 }
 
 impl Target {
@@ -162,11 +162,8 @@ impl Failure {
     }
 }
 
-/// Explains `error`; `was_connected` tells a drop of a working link from a
-/// failed attempt. May probe DNS or TCP once, only after a failure, only
-/// towards the broker's own address.
 /// A link that went silent: declared dead by the link, not by rumqttc.
-pub fn silent(target: &Target, silence: std::time::Duration) -> Failure {
+pub(super) fn silent(target: &Target, silence: std::time::Duration) -> Failure {
     Failure::Lost {
         addr: target.addr(),
         reason: LostReason::Silent {
@@ -177,7 +174,14 @@ pub fn silent(target: &Target, silence: std::time::Duration) -> Failure {
     }
 }
 
-pub async fn diagnose(error: &ConnectionError, was_connected: bool, target: &Target) -> Failure {
+/// Explains `error`; `was_connected` tells a drop of a working link from a
+/// failed attempt. May probe DNS or TCP once, only after a failure, only
+/// towards the broker's own address.
+pub(super) async fn diagnose(
+    error: &ConnectionError,
+    was_connected: bool,
+    target: &Target,
+) -> Failure {
     let addr = target.addr();
     let tls_on = target.tls.is_some();
     if let Some(failure) = service_failure(error, was_connected, target) {
