@@ -39,35 +39,50 @@ pub use publisher::{LinkError, Publisher};
 /// What the link reports, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LinkEvent {
+    /// A connection is up (the broker sent its CONNACK).
     Connected {
+        /// The broker kept the session (and so the subscriptions).
         session_present: bool,
         /// Which broker (of several, the one that answered).
         broker: Endpoint,
     },
+    /// A message arrived on a subscribed topic.
     Message {
+        /// Its topic.
         topic: String,
+        /// Its body.
         payload: Vec<u8>,
+        /// The broker sent it as a retained message.
         retain: bool,
     },
     /// A publish was written to the network with this packet id (0 for
     /// QoS 0), carrying the token it was sent with.
     Sent {
+        /// The MQTT packet id.
         pkid: u16,
+        /// The token given to [`Publisher::try_send`], if any.
         token: Option<u64>,
     },
     /// The broker acknowledged the QoS 1 publish with this packet id.
     Acked {
+        /// The MQTT packet id.
         pkid: u16,
+        /// The token given to [`Publisher::try_send`], if any.
         token: Option<u64>,
     },
+    /// The broker answered the subscriptions made on a new session.
     Subscribed {
+        /// The filters it refused.
         refused: Vec<String>,
     },
     /// The connection failed or dropped. `retry_in` is `None` when the link
     /// has given up (with [`Retry::Never`]).
     Down {
+        /// What happened, ready to be put in words.
         failure: Failure,
+        /// When the next attempt starts; `None` when the link gave up.
         retry_in: Option<Duration>,
+        /// A working connection dropped (rather than an attempt failing).
         was_connected: bool,
     },
     /// A requested disconnect has been written; the link is finished.
@@ -153,13 +168,14 @@ impl Link {
         }
     }
 
+    /// A handle to queue publishes on this link from any task.
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()
     }
 
     /// Sends DISCONNECT after everything queued before it; the link then
     /// reports [`LinkEvent::Closed`] and ends.
-    pub async fn disconnect(&self) -> Result<(), LinkError> {
+    pub(crate) async fn disconnect(&self) -> Result<(), LinkError> {
         self.publisher
             .client
             .disconnect()

@@ -12,7 +12,10 @@ use crate::tls::TlsSetup;
 /// Delivery guarantee of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Qos {
+    /// QoS 0: sent once, lost if the connection drops on the way.
     AtMostOnce,
+    /// QoS 1: resent until the broker acknowledges it (so it may arrive
+    /// twice).
     AtLeastOnce,
 }
 
@@ -40,17 +43,27 @@ pub enum Retry {
 /// A message the broker publishes when the link dies without saying goodbye.
 #[derive(Debug, Clone)]
 pub struct Will {
+    /// Where the broker publishes it.
     pub topic: String,
+    /// What it publishes.
     pub payload: Vec<u8>,
+    /// Published with the retain flag.
     pub retain: bool,
 }
 
+/// What a [`Link`](super::Link) connects to and how it behaves: everything
+/// [`Link::start`](super::Link::start) needs besides TLS.
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
+    /// The broker (or brokers) and the connection's settings.
     pub broker: Broker,
+    /// The MQTT client id.
     pub client_id: String,
+    /// The backoff between attempts.
     pub reconnect: Reconnect,
+    /// Whether to try again after a failure.
     pub retry: Retry,
+    /// The Last Will, if any.
     pub will: Option<Will>,
     /// Filters subscribed on every connect that has no session.
     pub subscriptions: Vec<(String, Qos)>,

@@ -9,17 +9,32 @@ use rumqttc::{AsyncClient, ClientError};
 use super::Qos;
 use super::tracking::Handed;
 
+/// Why a publish was not queued.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    /// Over the broker's packet limit: it would never be accepted.
     #[error(
         "message too large: {size} bytes with its topic, over the {limit}-byte packet limit \
          (broker.max_packet_size); raise the limit if the broker accepts more"
     )]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// The packet's size, topic included.
+        size: usize,
+        /// `broker.max_packet_size`.
+        limit: usize,
+    },
+    /// MQTT does not allow publishing to this topic.
     #[error("invalid topic {topic:?}: {why}")]
-    BadTopic { topic: String, why: &'static str },
+    BadTopic {
+        /// The topic as given.
+        topic: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The link has ended (given up, disconnected or dropped).
     #[error("the link has stopped; nothing more can be sent")]
     Stopped,
+    /// The queue towards rumqttc is full; try again later.
     #[error("the link's queue is full (the broker has been unreachable for a while)")]
     Busy,
 }
@@ -36,7 +51,7 @@ impl Publisher {
     /// Queues a publish without waiting: [`LinkError::Busy`] when the queue
     /// towards rumqttc is full. For a loop that must never stall on the
     /// network (the agent).
-    pub fn try_publish(
+    pub(crate) fn try_publish(
         &self,
         topic: &str,
         payload: Vec<u8>,

@@ -40,12 +40,17 @@ pub use queue::{SEQ_RESERVE, SpoolDone};
 use spool::Spool;
 pub use spool::{Record, SpoolError};
 
-/// The bounds an outbox keeps.
+/// The bounds an outbox keeps (the config's `outbox` table).
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Bytes of messages kept in memory while the link is up; past this
+    /// the backlog goes to the spool (an SD card wears with every write).
     pub memory_limit: u64,
+    /// Bytes of messages held in all, memory and spool together.
     pub max_bytes: u64,
+    /// Older messages expire instead of leaving.
     pub max_age: Duration,
+    /// Which message pays when the outbox is full.
     pub policy: DropPolicy,
     /// Unacknowledged messages handed to the link at once.
     pub window: usize,
@@ -53,10 +58,12 @@ pub struct Limits {
 
 /// Counters for the stats message and logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Messages not yet acknowledged (waiting and in flight).
     pub queued: usize,
+    /// Bytes of the queued messages.
     pub queued_bytes: u64,
+    /// Handed to the link and not yet acknowledged.
     pub in_flight: usize,
     /// Messages whose only copy is on disk.
     pub spooled: usize,
@@ -66,12 +73,14 @@ pub struct Stats {
     pub dropped: u64,
     /// Dropped because they were older than `max_age`.
     pub expired: u64,
+    /// Acknowledged by the broker.
     pub acked: u64,
 }
 
 /// What happened to a message given to [`Outbox::push`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pushed {
+    /// Queued, nothing dropped.
     Queued,
     /// Queued, after dropping this many older messages of the same stream.
     QueuedDropping(usize),
@@ -87,6 +96,7 @@ pub enum Pushed {
 pub struct Opened {
     /// Unacknowledged messages from earlier runs, to be sent first.
     pub replayed: usize,
+    /// Bytes of the replayed messages.
     pub replayed_bytes: u64,
     /// Damaged parts of the spool that were skipped, in one sentence
     /// however many there were (a hostile file can hold millions).
@@ -100,27 +110,46 @@ pub struct Opened {
     /// because together they were over `max_bytes` (a spool left by a run
     /// with a larger `outbox.max_bytes`, or a file put there by hand).
     pub dropped: usize,
+    /// Bytes of the dropped messages.
     pub dropped_bytes: u64,
 }
 
 /// Why an outbox has no spool; it then keeps messages in memory only.
 #[derive(Debug, thiserror::Error)]
 pub enum Unavailable {
+    /// The spool's directory could not be made (or made private).
     #[error(
         "cannot create the outbox spool directory {}: {}",
         dir.display(),
         crate::config::io_words(err)
     )]
-    CreateDir { dir: PathBuf, err: std::io::Error },
+    CreateDir {
+        /// The directory (`outbox.path`).
+        dir: PathBuf,
+        /// What the system said.
+        err: std::io::Error,
+    },
+    /// The lock file could not be opened.
     #[error("cannot open {}: {}", path.display(), crate::config::io_words(err))]
-    OpenLock { path: PathBuf, err: std::io::Error },
+    OpenLock {
+        /// The lock file, `outbox.lock` in the spool's directory.
+        path: PathBuf,
+        /// What the system said.
+        err: std::io::Error,
+    },
+    /// Another process holds the spool's lock.
     #[error(
         "another pinpost is using the outbox spool {}; give each agent its own outbox.path",
         dir.display()
     )]
-    InUse { dir: PathBuf },
+    InUse {
+        /// The directory (`outbox.path`).
+        dir: PathBuf,
+    },
+    /// The spool file could not be opened or recovered.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The spool's thread could not be started.
     #[error(
         "cannot start the outbox spool's thread: {}",
         crate::config::io_words(.0)
@@ -143,7 +172,7 @@ pub struct Persisted {
 
 impl Persisted {
     /// The shutdown's last words about the outbox, if anything was left.
-    pub fn words(&self, dir: &Path) -> Option<String> {
+    pub(crate) fn words(&self, dir: &Path) -> Option<String> {
         let kept = format!(
             "{} messages the broker has not acknowledged are kept in {} and will be sent first \
              at the next start",
@@ -266,11 +295,13 @@ impl Outbox {
     }
 
     /// The last sequence number handed out for `stream`, in any run.
-    pub fn last_seq(&self, stream: &str) -> Option<u64> {
+    pub(crate) fn last_seq(&self, stream: &str) -> Option<u64> {
         self.queue.last_seq(stream)
     }
 
-    /// See [`Queue::push`].
+    /// Takes a message, created at `now_ms`. `seq` is the stream's sequence
+    /// number in the payload, if it has one (from [`Outbox::next_seq`]).
+    /// When the outbox is full the stream that is adding pays, by policy.
     pub fn push(
         &mut self,
         topic: &str,
@@ -284,7 +315,11 @@ impl Outbox {
         pushed
     }
 
-    /// See [`Queue::next_to_send`].
+    /// The next message to hand to the link, if the window has room; it
+    /// stays here, in flight, until [`Outbox::acked`]. Messages past
+    /// `max_age` are dropped on the way. `None` also while the next one is
+    /// being read back or its seq reserved: call again after
+    /// [`Outbox::on_answer`].
     pub fn next_to_send(&mut self, now_ms: u64) -> Option<Record> {
         let record = self.queue.next_to_send(now_ms);
         self.flush();
@@ -297,25 +332,30 @@ impl Outbox {
         self.flush();
     }
 
-    /// See [`Queue::requeue`].
+    /// A message from [`Outbox::next_to_send`] the link could not take (its
+    /// queue was full): it goes back to the front.
     pub fn requeue(&mut self, id: u64) {
         self.queue.requeue(id);
         self.flush();
     }
 
-    /// See [`Queue::discard`].
-    pub fn discard(&mut self, id: u64) {
+    /// A message from [`Outbox::next_to_send`] that can never be sent (the
+    /// link refused it as too large); counted as dropped.
+    pub(crate) fn discard(&mut self, id: u64) {
         self.queue.discard(id);
         self.flush();
     }
 
-    /// See [`Queue::online`].
+    /// The link is up: messages may be handed to it again, once their
+    /// streams' seqs are reserved on disk.
     pub fn online(&mut self) {
         self.queue.online();
         self.flush();
     }
 
-    /// See [`Queue::offline`].
+    /// The link is down: everything in memory goes to the spool, so a
+    /// crash or power cut while offline loses nothing, and new messages
+    /// follow it there.
     pub fn offline(&mut self) {
         self.queue.offline();
         self.flush();
@@ -388,7 +428,7 @@ impl Outbox {
         }
     }
 
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         Stats {
             spool_file_bytes: self.disk.as_ref().map_or(0, SpoolThread::file_bytes),
             ..self.queue.stats()
@@ -396,20 +436,23 @@ impl Outbox {
     }
 
     /// Bytes of messages held in memory (waiting or in flight).
-    pub fn memory_bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn memory_bytes(&self) -> u64 {
         self.queue.memory_bytes()
     }
 
+    /// Whether every message has left (acknowledged, dropped or expired).
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
-    pub fn dir(&self) -> &Path {
+    /// The spool's directory (`outbox.path`).
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// `outbox.max_bytes`, for the words that report a drop.
-    pub fn max_bytes(&self) -> u64 {
+    pub(crate) fn max_bytes(&self) -> u64 {
         self.queue.max_bytes()
     }
 

@@ -43,49 +43,83 @@ impl Target {
     }
 }
 
-/// Why the link is down, in words.
+/// Why the link is down: what the diagnosis found, put in words (what
+/// happened and what to do) by its `Display`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
+    /// The broker's host name could not be resolved.
     Dns {
+        /// The host name.
         host: String,
+        /// The resolver's words.
         reason: String,
     },
+    /// Nothing listens on the broker's port.
     Refused {
+        /// The broker's address.
         addr: String,
+        /// TLS was in use (so the usual port is 8883).
         tls: bool,
     },
+    /// No route to the broker.
     Unreachable {
+        /// The broker's address.
         addr: String,
+        /// The system's words.
         reason: String,
     },
+    /// The attempt took longer than `broker.connect_timeout`.
     Timeout {
+        /// The broker's address.
         addr: String,
+        /// The timeout, in seconds.
         secs: u64,
+        /// A plain TCP connection to the address succeeds (so something
+        /// answers, but not MQTT or TLS).
         tcp_answers: bool,
+        /// TLS was in use.
         tls: bool,
     },
+    /// The TLS handshake failed, as `tls::explain` words it.
     Tls(TlsFailure),
+    /// The broker refused the CONNECT.
     Rejected {
+        /// Its refusal code.
         reason: Rejection,
+        /// The client id sent.
         client_id: String,
+        /// The user name sent, if any.
         username: Option<String>,
     },
+    /// The connection was closed before the broker's CONNACK.
     ClosedBeforeConnAck {
+        /// The broker's address.
         addr: String,
+        /// TLS was in use.
         tls: bool,
     },
+    /// A working connection dropped.
     Lost {
+        /// The broker's address.
         addr: String,
+        /// How it was lost.
         reason: LostReason,
+        /// The client id (a second client with the same id makes the
+        /// broker close this one).
         client_id: String,
     },
+    /// Anything else, with the error's own words.
     Other {
+        /// The broker's address.
         addr: String,
+        /// The innermost error's words.
         detail: String,
     },
     /// AWS IoT Core closed the connection: it never says why.
     Aws {
+        /// The broker's address.
         addr: String,
+        /// The client id (the policy must allow it).
         client_id: String,
         /// After CONNACK (a publish or subscribe) rather than at connect.
         connected: bool,
@@ -93,11 +127,14 @@ pub enum Failure {
     /// A TLS handshake to an IP address failed or was cut: no server name
     /// (SNI) could be sent, which a name-based service needs.
     NoServerName {
+        /// The broker's address.
         addr: String,
+        /// The host as configured (an IP address).
         host: String,
     },
     /// Port 443 closed the connection and no ALPN protocol was offered.
     NoAlpn {
+        /// The broker's address.
         addr: String,
     },
 }
@@ -105,30 +142,44 @@ pub enum Failure {
 /// The CONNACK refusal codes of MQTT 3.1.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
+    /// 1: the broker does not speak this MQTT version.
     ProtocolVersion,
+    /// 2: the client id is not allowed.
     ClientId,
+    /// 3: the broker cannot serve now.
     Unavailable,
+    /// 4: bad user name or password.
     BadCredentials,
+    /// 5: this client may not connect.
     NotAuthorized,
 }
 
+/// How a working connection was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostReason {
+    /// The broker did not answer a ping in time.
     KeepAlive {
+        /// The keep-alive, in seconds.
         secs: u64,
     },
     /// Nothing at all came from the broker for this long, though pings
     /// go out every keep-alive: the link is dead even if TCP does not know.
     Silent {
+        /// How long nothing came, in milliseconds.
         millis: u64,
+        /// The keep-alive, in seconds.
         keep_alive_secs: u64,
     },
+    /// The broker closed the connection.
     ClosedByBroker,
+    /// The connection was reset (or the pipe broke).
     Reset,
     /// The broker sent a packet larger than the link reads: it cannot be
     /// skipped unread, so the connection was closed.
     TooLarge {
+        /// The packet's remaining length.
         size: usize,
+        /// The most the link reads (`LinkOptions::max_incoming`).
         limit: usize,
     },
 }

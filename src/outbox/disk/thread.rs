@@ -36,10 +36,13 @@ pub(super) enum Message {
 /// What the spool thread sends back.
 #[derive(Debug)]
 pub enum Answer {
+    /// What the disk did with an op, in the order of the ops; for
+    /// [`Outbox::on_answer`](crate::outbox::Outbox::on_answer).
     Done(SpoolDone),
     /// Everything sent before was applied and committed; `durable` when
     /// nothing written is left unsynced.
     Settled {
+        /// Nothing written is left unsynced.
         durable: bool,
     },
     /// The thread is gone (it panicked, or was finished).

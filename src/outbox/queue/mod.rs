@@ -581,6 +581,7 @@ impl Queue {
     }
 
     /// Bytes of messages held in memory (waiting or in flight).
+    #[cfg(test)]
     pub fn memory_bytes(&self) -> u64 {
         self.bytes.memory
     }

@@ -41,22 +41,31 @@ pub enum SpoolDone {
     /// disk): they are kept in memory instead. Answers the write, like
     /// [`SpoolDone::Written`]; its other records reached the kernel.
     Unwritten {
+        /// The records not written, in id order.
         records: Vec<Record>,
+        /// Why the first of them was refused.
         error: SpoolError,
     },
     /// Records read back; `missing` ones could not be read (the spool was
     /// damaged under us, or the disk fails) and are counted as dropped.
     Read {
+        /// The records read back.
         records: Vec<Record>,
+        /// Ids asked for that could not be read.
         missing: Vec<u64>,
+        /// The first error met reading, if any.
         error: Option<SpoolError>,
     },
     /// A [`SpoolOp::Reserve`] is durable, or failed (`error`): messages go
     /// out anyway, since holding them would lose them, and a crash may
     /// then reuse a seq.
     Reserved {
+        /// Each stream's seqs reserved up to this one.
         seqs: BTreeMap<String, u64>,
+        /// The epoch the reservation was asked in: an answer from before
+        /// the last release is not taken for a live one.
         epoch: u64,
+        /// Why the reservation is not durable, if it failed.
         error: Option<SpoolError>,
     },
     /// Anything else that failed: a group sync, a forget, a release, an

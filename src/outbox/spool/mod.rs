@@ -73,7 +73,7 @@ use std::path::{Path, PathBuf};
 
 pub(super) use files::make_private;
 pub use format::Record;
-pub use recovery::{Corruption, Damage, Recovered, SKIPPED_DETAILS};
+pub use recovery::{Corruption, Damage, Recovered};
 
 use files::{FILE_NAME, TMP_NAME, create_empty, file_len, sync_dir};
 use format::{
@@ -91,18 +91,34 @@ pub enum SpoolError {
     /// not printed twice by reporters that walk the chain.
     #[error("cannot {doing} {}: {err}", path.display())]
     Io {
+        /// What was being done, e.g. "write the outbox spool".
         doing: &'static str,
+        /// The file or directory it was done to.
         path: PathBuf,
+        /// What the system said.
         err: io::Error,
     },
+    /// [`Spool::write`] (or [`Spool::append`]) was given an id that is
+    /// already live, or twice in one batch.
     #[error(
         "cannot append record {id} to the outbox spool {}: a record with that id is already \
          in it",
         path.display()
     )]
-    IdInUse { path: PathBuf, id: u64 },
+    IdInUse {
+        /// The spool file.
+        path: PathBuf,
+        /// The id already in it.
+        id: u64,
+    },
+    /// A record or checkpoint too large for one frame.
     #[error("cannot write to the outbox spool {}: {what}", path.display())]
-    TooLarge { path: PathBuf, what: String },
+    TooLarge {
+        /// The spool file.
+        path: PathBuf,
+        /// What was too large, in words.
+        what: String,
+    },
 }
 
 fn io_err<'a>(doing: &'static str, path: &'a Path) -> impl Fn(io::Error) -> SpoolError + 'a {
@@ -355,7 +371,7 @@ impl Spool {
     /// on disk when it returns Ok. Counters the spool already holds at that
     /// value or higher are not written again; if none is new nothing is
     /// written. May compact afterwards, as `write` does.
-    pub fn checkpoint(&mut self, seqs: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
+    pub(crate) fn checkpoint(&mut self, seqs: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
         let new: Vec<(&String, u64)> = seqs
             .iter()
             .filter(|(name, seq)| self.seqs.get(*name).is_none_or(|known| *seq > known))
@@ -380,7 +396,8 @@ impl Spool {
     /// before it returns Ok, so a seq is never used that a crash could
     /// forget. Writes nothing when `seq` is already reserved. May compact
     /// afterwards, as `write` does.
-    pub fn reserve(&mut self, name: &str, seq: u64, block: u64) -> Result<(), SpoolError> {
+    #[cfg(test)]
+    pub(crate) fn reserve(&mut self, name: &str, seq: u64, block: u64) -> Result<(), SpoolError> {
         if self.reserved.get(name).is_some_and(|upto| seq <= *upto) {
             return Ok(());
         }
@@ -401,7 +418,7 @@ impl Spool {
     /// sync can take hundreds of milliseconds). Streams already reserved
     /// that far are left out; if none is left nothing is written. May
     /// compact afterwards, as `write` does.
-    pub fn reserve_upto(&mut self, upto: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
+    pub(crate) fn reserve_upto(&mut self, upto: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
         let new: Vec<(&String, u64)> = upto
             .iter()
             .filter(|(name, upto)| self.reserved.get(*name).is_none_or(|known| **upto > *known))
@@ -425,7 +442,7 @@ impl Spool {
     /// run continues from the exact seqs instead of after the reservations.
     /// One closed frame, durable on disk when it returns Ok; nothing is
     /// written when no reservation is open. Never compacts.
-    pub fn close(&mut self) -> Result<(), SpoolError> {
+    pub(crate) fn close(&mut self) -> Result<(), SpoolError> {
         if self.reserved.is_empty() {
             return Ok(());
         }
@@ -442,18 +459,22 @@ impl Spool {
     }
 
     /// Bytes taken by live records' frames.
-    pub fn live_bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn live_bytes(&self) -> u64 {
         self.live_bytes
     }
 
-    pub fn live_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn live_count(&self) -> usize {
         self.live.len()
     }
 
-    pub fn is_live(&self, id: u64) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_live(&self, id: u64) -> bool {
         self.live.contains_key(&id)
     }
 
+    /// The spool file, `outbox.wal` in the spool's directory.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -461,14 +482,16 @@ impl Spool {
     /// 1 + the highest id ever seen (0 if none): ids from it on have never
     /// been used. `write` also takes smaller ids, as long as they are not
     /// live.
-    pub fn next_id(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn next_id(&self) -> u64 {
         self.next_id
     }
 
     /// Highest seq known per stream: from the records written and the
     /// checkpoints, each as durable as the write that carried it (so a seq
     /// from a record not yet synced is in the kernel's cache only).
-    pub fn seqs(&self) -> &BTreeMap<String, u64> {
+    #[cfg(test)]
+    pub(crate) fn seqs(&self) -> &BTreeMap<String, u64> {
         &self.seqs
     }
 
@@ -481,7 +504,7 @@ impl Spool {
 
     /// Makes everything written so far durable on disk (`fdatasync` of the
     /// file). Writes nothing itself and never compacts.
-    pub fn sync(&mut self) -> Result<(), SpoolError> {
+    pub(crate) fn sync(&mut self) -> Result<(), SpoolError> {
         self.file
             .sync_data()
             .map_err(io_err("sync to disk the outbox spool", &self.path))
@@ -489,7 +512,7 @@ impl Spool {
 
     /// Reads back live record `id` (`None` if it is not live). A frame that
     /// no longer checks out is an error naming the damage. Writes nothing.
-    pub fn read(&self, id: u64) -> Result<Option<Record>, SpoolError> {
+    pub(crate) fn read(&self, id: u64) -> Result<Option<Record>, SpoolError> {
         let Some(slot) = self.live.get(&id) else {
             return Ok(None);
         };
@@ -524,14 +547,14 @@ impl Spool {
     /// through [`Spool::sync_handle`], so that a slow disk's sync does not
     /// hold up the next read or write. Compaction still syncs its copy and
     /// the directory itself.
-    pub fn defer_syncs(&mut self) {
+    pub(crate) fn defer_syncs(&mut self) {
         self.deferred = true;
     }
 
     /// A second handle on the current file, to sync it from elsewhere (it
     /// stays on this file when a compaction replaces it: take a new one
     /// for each sync).
-    pub fn sync_handle(&self) -> io::Result<File> {
+    pub(crate) fn sync_handle(&self) -> io::Result<File> {
         self.file.try_clone()
     }
 
