@@ -479,14 +479,6 @@ impl Spool {
         &self.path
     }
 
-    /// 1 + the highest id ever seen (0 if none): ids from it on have never
-    /// been used. `write` also takes smaller ids, as long as they are not
-    /// live.
-    #[cfg(test)]
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id
-    }
-
     /// Highest seq known per stream: from the records written and the
     /// checkpoints, each as durable as the write that carried it (so a seq
     /// from a record not yet synced is in the kernel's cache only).
