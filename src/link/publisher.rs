@@ -61,7 +61,7 @@ impl Publisher {
         self.try_queue(None, topic, payload, qos, retain)
     }
 
-    /// Queues a QoS 1 publish whose [`LinkEvent::Acked`] carries `token`.
+    /// Queues a QoS 1 publish whose [`LinkEvent::Acked`](super::LinkEvent::Acked) carries `token`.
     /// The link keeps it across lost connections and sessions until it is
     /// acknowledged, and resends in token order: give increasing tokens.
     pub fn try_send(
@@ -111,7 +111,7 @@ impl Publisher {
     }
 
     /// Queues a publish. Ok means queued, not delivered: wait for
-    /// [`LinkEvent::Acked`] for that.
+    /// [`LinkEvent::Acked`](super::LinkEvent::Acked) for that.
     pub async fn publish(
         &self,
         topic: &str,

@@ -15,8 +15,8 @@
 //! the spool, so consumers can see gaps and duplicates.
 //!
 //! It is split the way rumqttc splits `state.rs` from its event loop: the
-//! [`queue`] is the state (what waits where, seqs, byte counts) and says
-//! what the disk must do; [`disk`] does it on a thread of its own, so the
+//! `queue` is the state (what waits where, seqs, byte counts) and says
+//! what the disk must do; `disk` does it on a thread of its own, so the
 //! agent's loop never waits on an SD card; the [`spool`] is the file.
 //!
 //! It knows topics as strings and nothing of MQTT packets or rumqttc: the
@@ -193,7 +193,7 @@ impl Persisted {
     }
 }
 
-/// The outbox: the [`Queue`]'s state, and the spool thread that carries
+/// The outbox: the `Queue`'s state, and the spool thread that carries
 /// out its disk work. Everything here is called from the agent's loop and
 /// returns at once; the disk's answers come back through
 /// [`Outbox::next_answer`].

@@ -35,9 +35,9 @@ pub enum SpoolOp {
 /// What the disk did with an op, in the order of the ops.
 #[derive(Debug)]
 pub enum SpoolDone {
-    /// A [`SpoolOp::Write`] reached the kernel whole.
+    /// A `SpoolOp::Write` reached the kernel whole.
     Written,
-    /// Records a [`SpoolOp::Write`] could not take (a full or failing
+    /// Records a `SpoolOp::Write` could not take (a full or failing
     /// disk): they are kept in memory instead. Answers the write, like
     /// [`SpoolDone::Written`]; its other records reached the kernel.
     Unwritten {
@@ -56,7 +56,7 @@ pub enum SpoolDone {
         /// The first error met reading, if any.
         error: Option<SpoolError>,
     },
-    /// A [`SpoolOp::Reserve`] is durable, or failed (`error`): messages go
+    /// A `SpoolOp::Reserve` is durable, or failed (`error`): messages go
     /// out anyway, since holding them would lose them, and a crash may
     /// then reuse a seq.
     Reserved {

@@ -14,8 +14,8 @@
 //!
 //! This module is the file's lifecycle: [`Spool::open`], then writes
 //! ([`Spool::write`], [`Spool::append`], [`Spool::forget`],
-//! [`Spool::checkpoint`], [`Spool::reserve`], [`Spool::close`]),
-//! [`Spool::sync`] and [`Spool::read`]. The rest is in its own modules:
+//! `Spool::checkpoint`, `Spool::reserve`, `Spool::close`),
+//! `Spool::sync` and `Spool::read`. The rest is in its own modules:
 //! - `format`: the header, the frame layout, the kinds of frame and their
 //!   bodies (the file format table is there);
 //! - `reader`: reading frames out of the file through a window;
@@ -34,7 +34,7 @@
 //! of messages if it wants them. Nothing here logs; damage is returned in
 //! [`Recovered::skipped`] (the first few regions) and [`Recovered::damage`]
 //! (all of them, counted), and a failed automatic compaction through
-//! [`Spool::take_compaction_error`], which the caller must poll to log it.
+//! `Spool::take_compaction_error`, which the caller must poll to log it.
 //!
 //! # What a write promises
 //! "Reaches the kernel" means the bytes are in the kernel's page cache when
@@ -43,16 +43,16 @@
 //! disk (`fdatasync`) before the method returned Ok, so a power cut keeps
 //! them. Every sync covers the whole file, so a durable write also makes
 //! every earlier one durable.
-//! - [`Spool::write`] reaches the kernel only; [`Spool::sync`] makes it
+//! - [`Spool::write`] reaches the kernel only; `Spool::sync` makes it
 //!   durable.
 //! - [`Spool::append`] (a write and a sync), [`Spool::forget`],
-//!   [`Spool::checkpoint`], [`Spool::reserve`], [`Spool::reserve_upto`],
-//!   [`Spool::close`] and [`Spool::compact`] are durable.
+//!   `Spool::checkpoint`, `Spool::reserve`, `Spool::reserve_upto`,
+//!   `Spool::close` and [`Spool::compact`] are durable.
 //! - `write`, `append`, `forget`, `checkpoint` and the reserves may then compact
 //!   the file on their own (see `compaction`); `close`, `sync` and `read`
 //!   never do. A compaction that succeeds leaves the whole file durable.
 //!   One that fails does not fail the write that triggered it: it is kept
-//!   for [`Spool::take_compaction_error`].
+//!   for `Spool::take_compaction_error`.
 //!
 //! One process owns the directory: nothing here locks it.
 
@@ -251,7 +251,7 @@ impl Spool {
         Ok((spool, recovered))
     }
 
-    /// [`Spool::write`] then [`Spool::sync`]: durable on disk when it returns
+    /// [`Spool::write`] then `Spool::sync`: durable on disk when it returns
     /// Ok (one `fdatasync` per call). Ids must not be live already (nor
     /// repeat within the batch); otherwise, or if a record is too large,
     /// nothing is written and an error returned. If the write succeeds but
@@ -265,14 +265,14 @@ impl Spool {
 
     /// Appends records without syncing: on Ok they have reached the kernel,
     /// so they survive the process being killed, but not a power cut until
-    /// the next [`Spool::sync`] (or any durable write: every sync covers the
+    /// the next `Spool::sync` (or any durable write: every sync covers the
     /// whole file). Lets the outbox group one sync over many messages. Ids
     /// must not be live already (nor repeat within the batch); otherwise, or
     /// if a record is too large, nothing is written and an error returned.
     /// A write that fails part-way is cut off again, so a batch reported as
     /// failed is never read back. Afterwards it may compact the file (then
     /// durable, these records included); a failed compaction is kept for
-    /// [`Spool::take_compaction_error`], not returned.
+    /// `Spool::take_compaction_error`, not returned.
     pub fn write(&mut self, records: &[Record]) -> Result<(), SpoolError> {
         let mut bytes = Vec::new();
         let mut slots = Vec::with_capacity(records.len());
@@ -321,7 +321,7 @@ impl Spool {
     /// (the new file synced, renamed into place, the directory synced); if
     /// that copy cannot be written (a full disk) the file is cut down in
     /// place, and only if that fails too is a forget frame appended, the
-    /// compaction's error kept for [`Spool::take_compaction_error`].
+    /// compaction's error kept for `Spool::take_compaction_error`.
     pub fn forget(&mut self, ids: &[u64]) -> Result<(), SpoolError> {
         let gone: BTreeSet<u64> = ids
             .iter()

@@ -101,7 +101,7 @@ pub struct Recovered {
     pub seqs: BTreeMap<String, u64>,
     /// 1 + the highest id ever seen, 0 if none.
     pub next_id: u64,
-    /// The first [`SKIPPED_DETAILS`] damaged regions found and skipped.
+    /// The first `SKIPPED_DETAILS` damaged regions found and skipped.
     pub skipped: Vec<Corruption>,
     /// Every damaged region, counted: a hostile file can hold millions,
     /// which must cost neither memory nor a log line each.
