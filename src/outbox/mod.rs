@@ -457,8 +457,9 @@ impl Outbox {
     }
 
     /// Waits until the spool thread has applied and committed everything
-    /// sent so far, applying its answers; false if it is gone. Blocking:
-    /// for tests, which drive the outbox without the agent's loop.
+    /// sent so far, applying its answers; returns the errors they carried
+    /// (none if the thread is gone). Blocking: for tests, which drive the
+    /// outbox without the agent's loop.
     #[cfg(test)]
     pub(crate) fn settle(&mut self) -> Vec<SpoolError> {
         let mut errors = Vec::new();
