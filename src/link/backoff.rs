@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::Reconnect;
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(super) struct Backoff {
     settings: Reconnect,
     /// The un-jittered delay the next attempt waits.
     next: Duration,

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 /// A TCP stream with no-delay on that re-arms quick ACKs after each read
 /// that returned data.
 #[derive(Debug)]
-pub struct PromptAcks<S> {
+pub(super) struct PromptAcks<S> {
     inner: S,
 }
 
@@ -47,7 +47,7 @@ impl<S: AsFd> PromptAcks<S> {
 }
 
 /// The link's stream wrapper (a plain function: rumqttc keeps a pointer).
-pub fn wrap(tcp: TcpStream) -> Box<dyn AsyncReadWrite> {
+pub(super) fn wrap(tcp: TcpStream) -> Box<dyn AsyncReadWrite> {
     Box::new(PromptAcks::new(tcp))
 }
 

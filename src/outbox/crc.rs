@@ -18,14 +18,14 @@ const POLY: u32 = 0xEDB8_8320;
 
 /// The register after feeding `data` to a register holding `reg`.
 /// crc32fast keeps the complement of the register as its state.
-pub fn feed(reg: u32, data: &[u8]) -> u32 {
+pub(super) fn feed(reg: u32, data: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new_with_initial(!reg);
     hasher.update(data);
     !hasher.finalize()
 }
 
 /// The register after feeding one byte (cheaper than [`feed`] for one).
-pub fn byte(reg: u32, b: u8) -> u32 {
+pub(super) fn byte(reg: u32, b: u8) -> u32 {
     BYTE_TABLE[usize::from(reg as u8 ^ b)] ^ (reg >> 8)
 }
 
@@ -53,15 +53,15 @@ const BYTE_TABLE: [u32; 256] = {
 
 /// The CRC-32 of `data` as crc32fast computes it, from the register.
 #[cfg(test)]
-pub fn finish(reg: u32) -> u32 {
+pub(super) fn finish(reg: u32) -> u32 {
     !reg
 }
 
 /// The register a CRC-32 starts from.
-pub const START: u32 = !0;
+pub(super) const START: u32 = !0;
 
 /// The register after feeding `n` zero bytes to a register holding `reg`.
-pub fn zeros(reg: u32, n: u32) -> u32 {
+pub(super) fn zeros(reg: u32, n: u32) -> u32 {
     let jumps = jumps();
     let (mut v, mut n, mut level) = (reg, n, 0);
     while n != 0 {

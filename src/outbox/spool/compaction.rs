@@ -68,7 +68,7 @@ impl Spool {
     /// had succeeded, so it was not returned there; the file is still whole,
     /// only larger than it should be. Nothing here logs it: whoever owns the
     /// spool should take it after each write and report it.
-    pub fn take_compaction_error(&mut self) -> Option<SpoolError> {
+    pub(crate) fn take_compaction_error(&mut self) -> Option<SpoolError> {
         self.compaction_error.take()
     }
 

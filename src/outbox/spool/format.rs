@@ -77,8 +77,11 @@ pub struct Record {
     pub id: u64,
     /// Unix milliseconds when the message was made.
     pub created_ms: u64,
+    /// The MQTT topic it is published to.
     pub topic: String,
+    /// The message body, as published.
     pub payload: Vec<u8>,
+    /// Published with the retain flag.
     pub retain: bool,
     /// (stream name, seq) when the message carries a per-stream sequence number.
     pub stream: Option<(String, u64)>,

@@ -14,8 +14,8 @@
 //!
 //! This module is the file's lifecycle: [`Spool::open`], then writes
 //! ([`Spool::write`], [`Spool::append`], [`Spool::forget`],
-//! [`Spool::checkpoint`], [`Spool::reserve`], [`Spool::close`]),
-//! [`Spool::sync`] and [`Spool::read`]. The rest is in its own modules:
+//! `Spool::checkpoint`, `Spool::reserve`, `Spool::close`),
+//! `Spool::sync` and `Spool::read`. The rest is in its own modules:
 //! - `format`: the header, the frame layout, the kinds of frame and their
 //!   bodies (the file format table is there);
 //! - `reader`: reading frames out of the file through a window;
@@ -34,7 +34,7 @@
 //! of messages if it wants them. Nothing here logs; damage is returned in
 //! [`Recovered::skipped`] (the first few regions) and [`Recovered::damage`]
 //! (all of them, counted), and a failed automatic compaction through
-//! [`Spool::take_compaction_error`], which the caller must poll to log it.
+//! `Spool::take_compaction_error`, which the caller must poll to log it.
 //!
 //! # What a write promises
 //! "Reaches the kernel" means the bytes are in the kernel's page cache when
@@ -43,16 +43,16 @@
 //! disk (`fdatasync`) before the method returned Ok, so a power cut keeps
 //! them. Every sync covers the whole file, so a durable write also makes
 //! every earlier one durable.
-//! - [`Spool::write`] reaches the kernel only; [`Spool::sync`] makes it
+//! - [`Spool::write`] reaches the kernel only; `Spool::sync` makes it
 //!   durable.
 //! - [`Spool::append`] (a write and a sync), [`Spool::forget`],
-//!   [`Spool::checkpoint`], [`Spool::reserve`], [`Spool::reserve_upto`],
-//!   [`Spool::close`] and [`Spool::compact`] are durable.
+//!   `Spool::checkpoint`, `Spool::reserve`, `Spool::reserve_upto`,
+//!   `Spool::close` and [`Spool::compact`] are durable.
 //! - `write`, `append`, `forget`, `checkpoint` and the reserves may then compact
 //!   the file on their own (see `compaction`); `close`, `sync` and `read`
 //!   never do. A compaction that succeeds leaves the whole file durable.
 //!   One that fails does not fail the write that triggered it: it is kept
-//!   for [`Spool::take_compaction_error`].
+//!   for `Spool::take_compaction_error`.
 //!
 //! One process owns the directory: nothing here locks it.
 
@@ -73,7 +73,7 @@ use std::path::{Path, PathBuf};
 
 pub(super) use files::make_private;
 pub use format::Record;
-pub use recovery::{Corruption, Damage, Recovered, SKIPPED_DETAILS};
+pub use recovery::{Corruption, Damage, Recovered};
 
 use files::{FILE_NAME, TMP_NAME, create_empty, file_len, sync_dir};
 use format::{
@@ -91,18 +91,34 @@ pub enum SpoolError {
     /// not printed twice by reporters that walk the chain.
     #[error("cannot {doing} {}: {err}", path.display())]
     Io {
+        /// What was being done, e.g. "write the outbox spool".
         doing: &'static str,
+        /// The file or directory it was done to.
         path: PathBuf,
+        /// What the system said.
         err: io::Error,
     },
+    /// [`Spool::write`] (or [`Spool::append`]) was given an id that is
+    /// already live, or twice in one batch.
     #[error(
         "cannot append record {id} to the outbox spool {}: a record with that id is already \
          in it",
         path.display()
     )]
-    IdInUse { path: PathBuf, id: u64 },
+    IdInUse {
+        /// The spool file.
+        path: PathBuf,
+        /// The id already in it.
+        id: u64,
+    },
+    /// A record or checkpoint too large for one frame.
     #[error("cannot write to the outbox spool {}: {what}", path.display())]
-    TooLarge { path: PathBuf, what: String },
+    TooLarge {
+        /// The spool file.
+        path: PathBuf,
+        /// What was too large, in words.
+        what: String,
+    },
 }
 
 fn io_err<'a>(doing: &'static str, path: &'a Path) -> impl Fn(io::Error) -> SpoolError + 'a {
@@ -235,7 +251,7 @@ impl Spool {
         Ok((spool, recovered))
     }
 
-    /// [`Spool::write`] then [`Spool::sync`]: durable on disk when it returns
+    /// [`Spool::write`] then `Spool::sync`: durable on disk when it returns
     /// Ok (one `fdatasync` per call). Ids must not be live already (nor
     /// repeat within the batch); otherwise, or if a record is too large,
     /// nothing is written and an error returned. If the write succeeds but
@@ -249,14 +265,14 @@ impl Spool {
 
     /// Appends records without syncing: on Ok they have reached the kernel,
     /// so they survive the process being killed, but not a power cut until
-    /// the next [`Spool::sync`] (or any durable write: every sync covers the
+    /// the next `Spool::sync` (or any durable write: every sync covers the
     /// whole file). Lets the outbox group one sync over many messages. Ids
     /// must not be live already (nor repeat within the batch); otherwise, or
     /// if a record is too large, nothing is written and an error returned.
     /// A write that fails part-way is cut off again, so a batch reported as
     /// failed is never read back. Afterwards it may compact the file (then
     /// durable, these records included); a failed compaction is kept for
-    /// [`Spool::take_compaction_error`], not returned.
+    /// `Spool::take_compaction_error`, not returned.
     pub fn write(&mut self, records: &[Record]) -> Result<(), SpoolError> {
         let mut bytes = Vec::new();
         let mut slots = Vec::with_capacity(records.len());
@@ -305,7 +321,7 @@ impl Spool {
     /// (the new file synced, renamed into place, the directory synced); if
     /// that copy cannot be written (a full disk) the file is cut down in
     /// place, and only if that fails too is a forget frame appended, the
-    /// compaction's error kept for [`Spool::take_compaction_error`].
+    /// compaction's error kept for `Spool::take_compaction_error`.
     pub fn forget(&mut self, ids: &[u64]) -> Result<(), SpoolError> {
         let gone: BTreeSet<u64> = ids
             .iter()
@@ -355,7 +371,7 @@ impl Spool {
     /// on disk when it returns Ok. Counters the spool already holds at that
     /// value or higher are not written again; if none is new nothing is
     /// written. May compact afterwards, as `write` does.
-    pub fn checkpoint(&mut self, seqs: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
+    pub(crate) fn checkpoint(&mut self, seqs: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
         let new: Vec<(&String, u64)> = seqs
             .iter()
             .filter(|(name, seq)| self.seqs.get(*name).is_none_or(|known| *seq > known))
@@ -380,7 +396,8 @@ impl Spool {
     /// before it returns Ok, so a seq is never used that a crash could
     /// forget. Writes nothing when `seq` is already reserved. May compact
     /// afterwards, as `write` does.
-    pub fn reserve(&mut self, name: &str, seq: u64, block: u64) -> Result<(), SpoolError> {
+    #[cfg(test)]
+    pub(crate) fn reserve(&mut self, name: &str, seq: u64, block: u64) -> Result<(), SpoolError> {
         if self.reserved.get(name).is_some_and(|upto| seq <= *upto) {
             return Ok(());
         }
@@ -401,7 +418,7 @@ impl Spool {
     /// sync can take hundreds of milliseconds). Streams already reserved
     /// that far are left out; if none is left nothing is written. May
     /// compact afterwards, as `write` does.
-    pub fn reserve_upto(&mut self, upto: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
+    pub(crate) fn reserve_upto(&mut self, upto: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
         let new: Vec<(&String, u64)> = upto
             .iter()
             .filter(|(name, upto)| self.reserved.get(*name).is_none_or(|known| **upto > *known))
@@ -425,7 +442,7 @@ impl Spool {
     /// run continues from the exact seqs instead of after the reservations.
     /// One closed frame, durable on disk when it returns Ok; nothing is
     /// written when no reservation is open. Never compacts.
-    pub fn close(&mut self) -> Result<(), SpoolError> {
+    pub(crate) fn close(&mut self) -> Result<(), SpoolError> {
         if self.reserved.is_empty() {
             return Ok(());
         }
@@ -442,33 +459,31 @@ impl Spool {
     }
 
     /// Bytes taken by live records' frames.
-    pub fn live_bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn live_bytes(&self) -> u64 {
         self.live_bytes
     }
 
-    pub fn live_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn live_count(&self) -> usize {
         self.live.len()
     }
 
-    pub fn is_live(&self, id: u64) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_live(&self, id: u64) -> bool {
         self.live.contains_key(&id)
     }
 
+    /// The spool file, `outbox.wal` in the spool's directory.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// 1 + the highest id ever seen (0 if none): ids from it on have never
-    /// been used. `write` also takes smaller ids, as long as they are not
-    /// live.
-    pub fn next_id(&self) -> u64 {
-        self.next_id
     }
 
     /// Highest seq known per stream: from the records written and the
     /// checkpoints, each as durable as the write that carried it (so a seq
     /// from a record not yet synced is in the kernel's cache only).
-    pub fn seqs(&self) -> &BTreeMap<String, u64> {
+    #[cfg(test)]
+    pub(crate) fn seqs(&self) -> &BTreeMap<String, u64> {
         &self.seqs
     }
 
@@ -481,7 +496,7 @@ impl Spool {
 
     /// Makes everything written so far durable on disk (`fdatasync` of the
     /// file). Writes nothing itself and never compacts.
-    pub fn sync(&mut self) -> Result<(), SpoolError> {
+    pub(crate) fn sync(&mut self) -> Result<(), SpoolError> {
         self.file
             .sync_data()
             .map_err(io_err("sync to disk the outbox spool", &self.path))
@@ -489,7 +504,7 @@ impl Spool {
 
     /// Reads back live record `id` (`None` if it is not live). A frame that
     /// no longer checks out is an error naming the damage. Writes nothing.
-    pub fn read(&self, id: u64) -> Result<Option<Record>, SpoolError> {
+    pub(crate) fn read(&self, id: u64) -> Result<Option<Record>, SpoolError> {
         let Some(slot) = self.live.get(&id) else {
             return Ok(None);
         };
@@ -524,14 +539,14 @@ impl Spool {
     /// through [`Spool::sync_handle`], so that a slow disk's sync does not
     /// hold up the next read or write. Compaction still syncs its copy and
     /// the directory itself.
-    pub fn defer_syncs(&mut self) {
+    pub(crate) fn defer_syncs(&mut self) {
         self.deferred = true;
     }
 
     /// A second handle on the current file, to sync it from elsewhere (it
     /// stays on this file when a compaction replaces it: take a new one
     /// for each sync).
-    pub fn sync_handle(&self) -> io::Result<File> {
+    pub(crate) fn sync_handle(&self) -> io::Result<File> {
         self.file.try_clone()
     }
 

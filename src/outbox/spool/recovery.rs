@@ -48,20 +48,24 @@ use super::{Slot, SpoolError, io_err, raise};
 pub struct Corruption {
     /// Where it starts, in bytes from the start of the file.
     pub offset: u64,
+    /// How many bytes were skipped.
     pub bytes: u64,
+    /// Why they could not be read as frames, in words.
     pub why: String,
 }
 
 /// How much of the file was damaged and skipped.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Damage {
+    /// Damaged regions skipped.
     pub regions: u64,
+    /// Bytes skipped, in all regions together.
     pub bytes: u64,
 }
 
 /// Damaged regions described in [`Recovered::skipped`]; the rest are only
 /// counted in [`Recovered::damage`].
-pub const SKIPPED_DETAILS: usize = 8;
+pub(super) const SKIPPED_DETAILS: usize = 8;
 
 /// Damage as a scan finds it.
 #[derive(Debug, Default)]
@@ -97,7 +101,7 @@ pub struct Recovered {
     pub seqs: BTreeMap<String, u64>,
     /// 1 + the highest id ever seen, 0 if none.
     pub next_id: u64,
-    /// The first [`SKIPPED_DETAILS`] damaged regions found and skipped.
+    /// The first `SKIPPED_DETAILS` damaged regions found and skipped.
     pub skipped: Vec<Corruption>,
     /// Every damaged region, counted: a hostile file can hold millions,
     /// which must cost neither memory nor a log line each.

@@ -9,90 +9,27 @@
 //! MQTT, or the agent. It trusts the disk side to apply ops in the order
 //! they were taken and to answer in that order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+mod ops;
+mod read_back;
+mod reservations;
+mod streams;
+mod tally;
+mod transit;
+
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::DropPolicy;
 
 use super::spool::{Record, SpoolError};
 use super::{Limits, Pushed, Stats};
 
-/// Seqs of one stream reserved on disk at a time: a crash leaves a gap of
-/// at most this many, and a stream costs one durable write per this many.
-pub const SEQ_RESERVE: u64 = 1024;
-
-/// Bookkeeping a message costs beyond its topic and payload.
-const OVERHEAD: u64 = 48;
-
-/// Bytes handed to the disk side and not yet written there are held in
-/// memory (in the channel to it). A card that stops answering must not let
-/// them grow without bound: past this many (or twice `memory_limit`, if
-/// more) new messages are dropped and counted until it catches up.
-const TRANSIT_FLOOR: u64 = 1 << 20;
-
-/// At most this many records, or [`READ_BYTES`], are read back at once: a
-/// long outage's backlog comes back in slices, never all into memory.
-const READ_RECORDS: usize = 64;
-const READ_BYTES: u64 = 256 << 10;
-
-pub(crate) fn size_of(topic: &str, payload: &[u8]) -> u64 {
-    (topic.len() + payload.len()) as u64 + OVERHEAD
-}
-
-/// What the queue needs done on disk, in order.
-#[derive(Debug)]
-pub enum SpoolOp {
-    /// Write these records (they reach the kernel at once and are made
-    /// durable by the disk side's next group sync). The queue no longer
-    /// holds them: a record the disk refuses comes back in
-    /// [`SpoolDone::Unwritten`].
-    Write(Vec<Record>),
-    /// These ids were acknowledged or dropped.
-    Forget(Vec<u64>),
-    /// Send these records back ([`SpoolDone::Read`]).
-    Read(Vec<u64>),
-    /// Reserve each stream's seqs up to the value, durably, and answer
-    /// [`SpoolDone::Reserved`] with `epoch`.
-    Reserve {
-        seqs: BTreeMap<String, u64>,
-        epoch: u64,
-    },
-    /// Write the exact seqs durably, then void every reservation: from
-    /// here on each seq handed out is in a record on disk (an outage) or
-    /// nothing more is handed out (a stop).
-    Release(BTreeMap<String, u64>),
-}
-
-/// What the disk did with an op, in the order of the ops.
-#[derive(Debug)]
-pub enum SpoolDone {
-    /// A [`SpoolOp::Write`] reached the kernel whole.
-    Written,
-    /// Records a [`SpoolOp::Write`] could not take (a full or failing
-    /// disk): they are kept in memory instead. Answers the write, like
-    /// [`SpoolDone::Written`]; its other records reached the kernel.
-    Unwritten {
-        records: Vec<Record>,
-        error: SpoolError,
-    },
-    /// Records read back; `missing` ones could not be read (the spool was
-    /// damaged under us, or the disk fails) and are counted as dropped.
-    Read {
-        records: Vec<Record>,
-        missing: Vec<u64>,
-        error: Option<SpoolError>,
-    },
-    /// A [`SpoolOp::Reserve`] is durable, or failed (`error`): messages go
-    /// out anyway, since holding them would lose them, and a crash may
-    /// then reuse a seq.
-    Reserved {
-        seqs: BTreeMap<String, u64>,
-        epoch: u64,
-        error: Option<SpoolError>,
-    },
-    /// Anything else that failed: a group sync, a forget, a release, an
-    /// automatic compaction. The state is unchanged; the words go to the log.
-    Failed(SpoolError),
-}
+pub use ops::SpoolDone;
+pub(crate) use ops::SpoolOp;
+use reservations::Reservations;
+pub use reservations::SEQ_RESERVE;
+use streams::{StreamId, Streams};
+pub(crate) use tally::size_of;
+use tally::{Tally, size_u32};
 
 /// Where a waiting message is.
 #[derive(Debug)]
@@ -115,138 +52,6 @@ struct Flying {
     record: Record,
     /// Also in the spool, so the ack must remove it there.
     on_disk: bool,
-}
-
-/// The byte counts, kept in this one place: every message is counted in
-/// `total` from push until it leaves, and in `memory` while its bytes are
-/// in this process.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    total: u64,
-    memory: u64,
-}
-
-impl Tally {
-    fn add(&mut self, size: u64, in_memory: bool) {
-        self.total = self.total.saturating_add(size);
-        if in_memory {
-            self.memory = self.memory.saturating_add(size);
-        }
-    }
-
-    fn remove(&mut self, size: u64, in_memory: bool) {
-        debug_assert!(self.total >= size, "{self:?} - {size}");
-        self.total = self.total.saturating_sub(size);
-        if in_memory {
-            self.spilled(size);
-        }
-    }
-
-    /// The bytes stay counted but leave memory (the disk holds them).
-    fn spilled(&mut self, size: u64) {
-        debug_assert!(self.memory >= size, "{self:?} - {size}");
-        self.memory = self.memory.saturating_sub(size);
-    }
-
-    fn loaded_back(&mut self, size: u64) {
-        self.memory = self.memory.saturating_add(size);
-    }
-}
-
-/// A stream (topic) by number, so per-message bookkeeping holds no string.
-type StreamId = u32;
-
-/// The streams with messages waiting, and their messages oldest first
-/// (who pays when the outbox is full). A stream is forgotten when its last
-/// message leaves, so a flood of distinct topics (results for made-up
-/// command names) costs nothing after.
-#[derive(Debug, Default)]
-struct Streams {
-    ids: HashMap<String, StreamId>,
-    names: HashMap<StreamId, String>,
-    waiting: HashMap<StreamId, VecDeque<u64>>,
-    next: StreamId,
-}
-
-impl Streams {
-    fn id(&mut self, name: &str) -> StreamId {
-        if let Some(id) = self.ids.get(name) {
-            return *id;
-        }
-        // Ids are reused after a wrap; skip any still naming a stream.
-        let mut id = self.next;
-        while self.names.contains_key(&id) {
-            id = id.wrapping_add(1);
-        }
-        self.next = id.wrapping_add(1);
-        self.ids.insert(name.to_string(), id);
-        self.names.insert(id, name.to_string());
-        id
-    }
-
-    fn push_back(&mut self, stream: StreamId, id: u64) {
-        self.waiting.entry(stream).or_default().push_back(id);
-    }
-
-    fn push_front(&mut self, stream: StreamId, id: u64) {
-        self.waiting.entry(stream).or_default().push_front(id);
-    }
-
-    fn remove(&mut self, stream: StreamId, id: u64) {
-        if let Some(ids) = self.waiting.get_mut(&stream) {
-            if ids.front() == Some(&id) {
-                ids.pop_front();
-            } else {
-                ids.retain(|i| *i != id);
-            }
-            if ids.is_empty() {
-                self.waiting.remove(&stream);
-                if let Some(name) = self.names.remove(&stream) {
-                    self.ids.remove(&name);
-                }
-            }
-        }
-    }
-
-    /// The oldest waiting message of `name`, or, if it has none waiting,
-    /// of the stream holding the most messages.
-    fn oldest(&self, name: &str) -> Option<u64> {
-        let own = self
-            .ids
-            .get(name)
-            .and_then(|s| self.waiting.get(s))
-            .and_then(|ids| ids.front());
-        if let Some(id) = own {
-            return Some(*id);
-        }
-        self.waiting
-            .values()
-            .max_by_key(|ids| ids.len())
-            .and_then(|ids| ids.front().copied())
-    }
-
-    /// Streams known; every map agrees once messages have left.
-    fn count(&self) -> usize {
-        self.names.len().max(self.ids.len()).max(self.waiting.len())
-    }
-}
-
-/// Seq reservations: a message carrying a seq leaves only once the spool
-/// has that seq reserved durably, so a kill -9 cannot let the next run hand
-/// the same seq to another reading.
-#[derive(Debug, Default)]
-struct Reservations {
-    /// Asked of the disk, per stream: reserved up to here once answered.
-    asked: HashMap<String, u64>,
-    /// Streams that carried a seq in this run, asked for again at once on
-    /// every reconnect (not every stream a spool ever named: an old or
-    /// crafted spool may name any number).
-    used: BTreeSet<String>,
-    /// Answered.
-    durable: HashMap<String, u64>,
-    /// Raised by every release, so an answer to a reservation the release
-    /// voided is not taken for a live one.
-    epoch: u64,
 }
 
 pub struct Queue {
@@ -438,38 +243,6 @@ impl Queue {
         }
     }
 
-    /// Asks for the next block of `stream`'s seqs once `seq` is within half
-    /// a block of the end of what was asked, so the answer is normally
-    /// back long before a message needs it.
-    fn reserve_ahead(&mut self, stream: &str, seq: u64) {
-        if !self.spool {
-            return;
-        }
-        let asked = self.reservations.asked.get(stream).copied().unwrap_or(0);
-        if seq.saturating_add(SEQ_RESERVE / 2) <= asked {
-            return;
-        }
-        let upto = seq.saturating_add(SEQ_RESERVE - 1);
-        self.reservations.asked.insert(stream.to_string(), upto);
-        self.op(SpoolOp::Reserve {
-            seqs: BTreeMap::from([(stream.to_string(), upto)]),
-            epoch: self.reservations.epoch,
-        });
-    }
-
-    /// Whether `record` may leave as far as seq reservations go: it is in
-    /// the spool itself, carries no seq, or its seq is durably reserved.
-    fn reserved(&self, record: &Record, on_disk: bool) -> bool {
-        match &record.stream {
-            Some((name, seq)) if self.spool && !on_disk => self
-                .reservations
-                .durable
-                .get(name)
-                .is_some_and(|upto| seq <= upto),
-            _ => true,
-        }
-    }
-
     fn drop_waiting(&mut self, id: u64) {
         match self.waiting.remove(&id) {
             Some(Waiting::Memory { record, on_disk }) => {
@@ -541,27 +314,6 @@ impl Queue {
                 },
             );
             return Some(record);
-        }
-    }
-
-    /// Asks for the next slice of messages that are only on disk, from the
-    /// front of the queue.
-    fn read_ahead(&mut self) {
-        let mut ids = Vec::new();
-        let mut bytes = 0u64;
-        for (id, waiting) in self.waiting.iter_mut() {
-            let Waiting::Disk { size, loading, .. } = waiting else {
-                break;
-            };
-            if *loading || ids.len() >= READ_RECORDS || bytes >= READ_BYTES {
-                break;
-            }
-            *loading = true;
-            bytes += u64::from(*size);
-            ids.push(*id);
-        }
-        if !ids.is_empty() {
-            self.op(SpoolOp::Read(ids));
         }
     }
 
@@ -700,16 +452,6 @@ impl Queue {
         }
     }
 
-    fn release(&mut self) {
-        if !self.spool {
-            return;
-        }
-        self.reservations.epoch += 1;
-        self.reservations.asked.clear();
-        self.reservations.durable.clear();
-        self.op(SpoolOp::Release(self.seqs.clone()));
-    }
-
     /// Applies what the disk did. Returns the error it met, for the log.
     pub fn on_done(&mut self, done: SpoolDone) -> Option<SpoolError> {
         match done {
@@ -757,26 +499,6 @@ impl Queue {
             || (self.online && self.bytes.memory.saturating_add(size) <= self.limits.memory_limit)
     }
 
-    /// Whether `size` more bytes for the disk would put it too far behind.
-    fn disk_behind(&self, size: u64) -> bool {
-        let limit = self
-            .limits
-            .memory_limit
-            .saturating_mul(2)
-            .max(TRANSIT_FLOOR);
-        self.transit_bytes.saturating_add(size) > limit
-    }
-
-    fn write_answered(&mut self) {
-        let bytes = self.transit.pop_front().unwrap_or(0);
-        self.transit_bytes = self.transit_bytes.saturating_sub(bytes);
-    }
-
-    /// Bytes handed to the disk side and not yet written there.
-    pub fn transit_bytes(&self) -> u64 {
-        self.transit_bytes
-    }
-
     /// The disk refused `record`: memory keeps it, unless it left meanwhile.
     fn unwritten(&mut self, record: Record) {
         if let Some(flying) = self.in_flight.get_mut(&record.id) {
@@ -793,34 +515,6 @@ impl Queue {
                     on_disk: false,
                 },
             );
-        }
-    }
-
-    fn loaded(&mut self, record: Record) {
-        let id = record.id;
-        if let Some(Waiting::Disk {
-            size,
-            loading: true,
-            ..
-        }) = self.waiting.get(&id)
-        {
-            self.bytes.loaded_back(u64::from(*size));
-            self.waiting.insert(
-                id,
-                Waiting::Memory {
-                    record: Box::new(record),
-                    on_disk: true,
-                },
-            );
-        }
-    }
-
-    /// Could not be read back: counted as dropped rather than retried
-    /// forever.
-    fn unreadable(&mut self, id: u64) {
-        if let Some(Waiting::Disk { loading: true, .. }) = self.waiting.get(&id) {
-            self.drop_waiting(id);
-            self.stats.dropped += 1;
         }
     }
 
@@ -851,35 +545,6 @@ impl Queue {
             }
         }
         disk_only.len()
-    }
-
-    /// The ops to apply to the spool, in order; consecutive writes and
-    /// forgets are merged into one.
-    pub fn take_ops(&mut self) -> Vec<SpoolOp> {
-        std::mem::take(&mut self.ops)
-    }
-
-    fn op(&mut self, op: SpoolOp) {
-        if !self.spool {
-            return;
-        }
-        if let SpoolOp::Write(records) = &op {
-            let bytes = records
-                .iter()
-                .map(|r| size_of(&r.topic, &r.payload))
-                .sum::<u64>();
-            self.transit_bytes = self.transit_bytes.saturating_add(bytes);
-            match (self.ops.last(), self.transit.back_mut()) {
-                // Merged below into the write op this entry stands for.
-                (Some(SpoolOp::Write(_)), Some(last)) => *last += bytes,
-                _ => self.transit.push_back(bytes),
-            }
-        }
-        match (self.ops.last_mut(), op) {
-            (Some(SpoolOp::Write(last)), SpoolOp::Write(more)) => last.extend(more),
-            (Some(SpoolOp::Forget(last)), SpoolOp::Forget(more)) => last.extend(more),
-            (_, op) => self.ops.push(op),
-        }
     }
 
     /// Messages whose copy is on disk (so kept if the process ends now and
@@ -916,6 +581,7 @@ impl Queue {
     }
 
     /// Bytes of messages held in memory (waiting or in flight).
+    #[cfg(test)]
     pub fn memory_bytes(&self) -> u64 {
         self.bytes.memory
     }
@@ -925,6 +591,7 @@ impl Queue {
     }
 
     /// Streams with messages waiting (each costs a little memory).
+    #[cfg(test)]
     pub fn stream_count(&self) -> usize {
         self.streams.count()
     }
@@ -935,12 +602,5 @@ impl Queue {
     }
 }
 
-/// A message's size as kept per disk-only message; sizes are bounded far
-/// below 4 GiB by the spool's frame limit, and saturate if not.
-fn size_u32(size: u64) -> u32 {
-    u32::try_from(size).unwrap_or(u32::MAX)
-}
-
 #[cfg(test)]
-#[path = "queue_tests.rs"]
 mod tests;

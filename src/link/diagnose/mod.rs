@@ -3,10 +3,12 @@
 //! do. Never a bare "Protocol error" or "connection lost".
 //!
 //! TLS failures are worded by `tls::explain`; this module adds the network
-//! and MQTT cases around them. It knows nothing of pins or topics.
+//! and MQTT cases around them: here what happened is found out, and
+//! `words.rs` says it. It knows nothing of pins or topics.
+
+mod words;
 
 use std::error::Error as StdError;
-use std::fmt;
 use std::io;
 use std::time::Duration;
 
@@ -17,18 +19,18 @@ use crate::tls::{self, TlsFailure, TlsSetup};
 
 /// What a connection attempt was aimed at, to word failures with.
 #[derive(Debug, Clone)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    pub client_id: String,
-    pub username: Option<String>,
-    pub connect_timeout: Duration,
-    pub keep_alive: Duration,
-    pub tls: Option<TlsSetup>,
+pub(super) struct Target {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) client_id: String,
+    pub(super) username: Option<String>,
+    pub(super) connect_timeout: Duration,
+    pub(super) keep_alive: Duration,
+    pub(super) tls: Option<TlsSetup>,
     /// The largest packet read from the broker (its remaining length).
-    pub max_incoming: usize,
+    pub(super) max_incoming: usize,
     /// A service whose silent refusals have known causes (AWS IoT Core).
-    pub profile: Profile,
+    pub(super) profile: Profile,
 }
 
 impl Target {
@@ -41,49 +43,83 @@ impl Target {
     }
 }
 
-/// Why the link is down, in words.
+/// Why the link is down: what the diagnosis found, put in words (what
+/// happened and what to do) by its `Display`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
+    /// The broker's host name could not be resolved.
     Dns {
+        /// The host name.
         host: String,
+        /// The resolver's words.
         reason: String,
     },
+    /// Nothing listens on the broker's port.
     Refused {
+        /// The broker's address.
         addr: String,
+        /// TLS was in use (so the usual port is 8883).
         tls: bool,
     },
+    /// No route to the broker.
     Unreachable {
+        /// The broker's address.
         addr: String,
+        /// The system's words.
         reason: String,
     },
+    /// The attempt took longer than `broker.connect_timeout`.
     Timeout {
+        /// The broker's address.
         addr: String,
+        /// The timeout, in seconds.
         secs: u64,
+        /// A plain TCP connection to the address succeeds (so something
+        /// answers, but not MQTT or TLS).
         tcp_answers: bool,
+        /// TLS was in use.
         tls: bool,
     },
+    /// The TLS handshake failed, as `tls::explain` words it.
     Tls(TlsFailure),
+    /// The broker refused the CONNECT.
     Rejected {
+        /// Its refusal code.
         reason: Rejection,
+        /// The client id sent.
         client_id: String,
+        /// The user name sent, if any.
         username: Option<String>,
     },
+    /// The connection was closed before the broker's CONNACK.
     ClosedBeforeConnAck {
+        /// The broker's address.
         addr: String,
+        /// TLS was in use.
         tls: bool,
     },
+    /// A working connection dropped.
     Lost {
+        /// The broker's address.
         addr: String,
+        /// How it was lost.
         reason: LostReason,
+        /// The client id (a second client with the same id makes the
+        /// broker close this one).
         client_id: String,
     },
+    /// Anything else, with the error's own words.
     Other {
+        /// The broker's address.
         addr: String,
+        /// The innermost error's words.
         detail: String,
     },
     /// AWS IoT Core closed the connection: it never says why.
     Aws {
+        /// The broker's address.
         addr: String,
+        /// The client id (the policy must allow it).
         client_id: String,
         /// After CONNACK (a publish or subscribe) rather than at connect.
         connected: bool,
@@ -91,11 +127,14 @@ pub enum Failure {
     /// A TLS handshake to an IP address failed or was cut: no server name
     /// (SNI) could be sent, which a name-based service needs.
     NoServerName {
+        /// The broker's address.
         addr: String,
+        /// The host as configured (an IP address).
         host: String,
     },
     /// Port 443 closed the connection and no ALPN protocol was offered.
     NoAlpn {
+        /// The broker's address.
         addr: String,
     },
 }
@@ -103,30 +142,44 @@ pub enum Failure {
 /// The CONNACK refusal codes of MQTT 3.1.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
+    /// 1: the broker does not speak this MQTT version.
     ProtocolVersion,
+    /// 2: the client id is not allowed.
     ClientId,
+    /// 3: the broker cannot serve now.
     Unavailable,
+    /// 4: bad user name or password.
     BadCredentials,
+    /// 5: this client may not connect.
     NotAuthorized,
 }
 
+/// How a working connection was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostReason {
+    /// The broker did not answer a ping in time.
     KeepAlive {
+        /// The keep-alive, in seconds.
         secs: u64,
     },
     /// Nothing at all came from the broker for this long, though pings
     /// go out every keep-alive: the link is dead even if TCP does not know.
     Silent {
+        /// How long nothing came, in milliseconds.
         millis: u64,
+        /// The keep-alive, in seconds.
         keep_alive_secs: u64,
     },
+    /// The broker closed the connection.
     ClosedByBroker,
+    /// The connection was reset (or the pipe broke).
     Reset,
     /// The broker sent a packet larger than the link reads: it cannot be
     /// skipped unread, so the connection was closed.
     TooLarge {
+        /// The packet's remaining length.
         size: usize,
+        /// The most the link reads (`LinkOptions::max_incoming`).
         limit: usize,
     },
 }
@@ -162,11 +215,8 @@ impl Failure {
     }
 }
 
-/// Explains `error`; `was_connected` tells a drop of a working link from a
-/// failed attempt. May probe DNS or TCP once, only after a failure, only
-/// towards the broker's own address.
 /// A link that went silent: declared dead by the link, not by rumqttc.
-pub fn silent(target: &Target, silence: std::time::Duration) -> Failure {
+pub(super) fn silent(target: &Target, silence: std::time::Duration) -> Failure {
     Failure::Lost {
         addr: target.addr(),
         reason: LostReason::Silent {
@@ -177,7 +227,14 @@ pub fn silent(target: &Target, silence: std::time::Duration) -> Failure {
     }
 }
 
-pub async fn diagnose(error: &ConnectionError, was_connected: bool, target: &Target) -> Failure {
+/// Explains `error`; `was_connected` tells a drop of a working link from a
+/// failed attempt. May probe DNS or TCP once, only after a failure, only
+/// towards the broker's own address.
+pub(super) async fn diagnose(
+    error: &ConnectionError,
+    was_connected: bool,
+    target: &Target,
+) -> Failure {
     let addr = target.addr();
     let tls_on = target.tls.is_some();
     if let Some(failure) = service_failure(error, was_connected, target) {
@@ -384,215 +441,4 @@ fn error_text(error: &ConnectionError) -> String {
     chain(error)
         .last()
         .map_or_else(|| error.to_string(), |e| e.to_string())
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Dns { host, reason } => write!(
-                f,
-                "cannot find the broker's host {host:?} ({reason}): check the spelling of -h / \
-                 broker.host, this machine's DNS (try `getent hosts {host}`), or use the \
-                 broker's IP address"
-            ),
-            Failure::Refused { addr, tls } => {
-                let usual = if *tls { 8883 } else { 1883 };
-                write!(
-                    f,
-                    "connection refused by {addr}: nothing is listening there. Check that the \
-                     broker is running and listens on that port (usually {usual}; Mosquitto 2 \
-                     listens only on localhost until a `listener` line is added)"
-                )
-            }
-            Failure::Unreachable { addr, reason } => write!(
-                f,
-                "cannot reach {addr} ({reason}): this machine has no route there; check its \
-                 network connection and the broker's address"
-            ),
-            Failure::Timeout {
-                addr,
-                secs,
-                tcp_answers,
-                tls,
-            } => {
-                if *tcp_answers {
-                    write!(
-                        f,
-                        "{addr} accepted the connection but did not answer {} within {secs}s: \
-                         check that this port is the broker's {} port",
-                        if *tls {
-                            "the TLS handshake and MQTT CONNECT"
-                        } else {
-                            "MQTT CONNECT"
-                        },
-                        if *tls {
-                            "TLS (usually 8883)"
-                        } else {
-                            "plain MQTT (usually 1883)"
-                        }
-                    )
-                } else {
-                    write!(
-                        f,
-                        "no answer from {addr} within {secs}s: the host may be off or \
-                         unreachable, or a firewall drops the traffic (check the broker host's \
-                         firewall for port {})",
-                        addr.rsplit(':').next().unwrap_or_default()
-                    )
-                }
-            }
-            Failure::Tls(failure) => failure.fmt(f),
-            Failure::Rejected {
-                reason,
-                client_id,
-                username,
-            } => match reason {
-                Rejection::BadCredentials => write!(
-                    f,
-                    "the broker refused the username or password{}: check broker.username and \
-                     broker.password (-u/-P) against the broker's password file",
-                    username
-                        .as_deref()
-                        .map(|u| format!(" (user {u:?})"))
-                        .unwrap_or_default()
-                ),
-                Rejection::NotAuthorized => match username {
-                    None => write!(
-                        f,
-                        "the broker refused the connection as not authorised: it requires a \
-                         login (Mosquitto: allow_anonymous false) and none was given: set \
-                         broker.username and password (-u/-P), or use a client certificate the \
-                         broker maps to a user (use_identity_as_username)"
-                    ),
-                    Some(u) => write!(
-                        f,
-                        "the broker refused the connection as not authorised for user {u:?}: \
-                         check the username and password (-u/-P) and that this user may \
-                         connect"
-                    ),
-                },
-                Rejection::ClientId => write!(
-                    f,
-                    "the broker refused the client id {client_id:?}: choose another with -i or \
-                     broker.client_id (some brokers limit it to 23 letters and digits)"
-                ),
-                Rejection::Unavailable => write!(
-                    f,
-                    "the broker says it is unavailable right now: try again later, and check \
-                     the broker's log"
-                ),
-                Rejection::ProtocolVersion => write!(
-                    f,
-                    "the broker does not accept MQTT 3.1.1, the protocol pinpost speaks: check \
-                     the broker's protocol settings"
-                ),
-            },
-            Failure::ClosedBeforeConnAck { addr, tls } => {
-                write!(
-                    f,
-                    "{addr} closed the connection before accepting it (no CONNACK)"
-                )?;
-                if *tls {
-                    write!(
-                        f,
-                        ": the broker's log says why (often a client certificate or login it \
-                         refused)"
-                    )
-                } else {
-                    write!(
-                        f,
-                        ": if this is a TLS port (usually 8883), add --cafile (broker.tls); \
-                         otherwise the broker's log says why"
-                    )
-                }
-            }
-            Failure::Lost {
-                addr,
-                reason,
-                client_id,
-            } => match reason {
-                LostReason::Silent {
-                    millis,
-                    keep_alive_secs,
-                } => write!(
-                    f,
-                    "lost the connection to {addr}: nothing heard from the broker for {:.1}s \
-                     though it is pinged every {keep_alive_secs}s (network down or broker stalled)",
-                    *millis as f64 / 1000.0
-                ),
-                LostReason::KeepAlive { secs } => write!(
-                    f,
-                    "lost the connection to {addr}: no answer to keep-alive within {secs}s \
-                     (network down or broker stalled)"
-                ),
-                LostReason::TooLarge { size, limit } => write!(
-                    f,
-                    "dropped the connection to {addr}: the broker sent a {size}-byte message, \
-                     over the {limit} bytes pinpost reads (commands.max_payload plus the command \
-                     topic), and MQTT 3.1.1 cannot skip it unread; reconnecting with a clean \
-                     session. If this repeats at every connect, it is a retained message on a \
-                     command topic: find it with `mosquitto_sub -v --retained-only -t \
-                     '<prefix>/<id>/cmd/+'` and clear it with `mosquitto_pub -r -n -t <its topic>`"
-                ),
-                LostReason::Reset => write!(
-                    f,
-                    "lost the connection to {addr}: it was reset (broker restarted, or the \
-                     network dropped it)"
-                ),
-                LostReason::ClosedByBroker => write!(
-                    f,
-                    "lost the connection to {addr}: the broker closed it (broker restarted, or \
-                     another client connected with the same client id {client_id:?}, or with \
-                     the same certificate where the broker names clients by their \
-                     certificate, as `pinpost certs mosquitto` sets up; the broker's log says \
-                     which)"
-                ),
-            },
-            Failure::Other { addr, detail } => {
-                write!(f, "cannot connect to {addr}: {detail}")
-            }
-            Failure::Aws {
-                addr,
-                client_id,
-                connected: false,
-            } => write!(
-                f,
-                "AWS IoT Core ({addr}) closed the connection before accepting it (no CONNACK). \
-                 It says no more than that when: the certificate is not registered in this \
-                 account and region, or is not ACTIVE; no policy is attached to it; or the \
-                 policy does not allow iot:Connect for client id {client_id:?} (resource \
-                 arn:aws:iot:<region>:<account>:client/{client_id}). Check with `aws iot \
-                 describe-certificate`, `aws iot list-attached-policies --target <certificate \
-                 ARN>` and the policy's iot:Connect resource"
-            ),
-            Failure::Aws {
-                addr,
-                client_id,
-                connected: true,
-            } => write!(
-                f,
-                "AWS IoT Core ({addr}) closed the connection. It says no more than that when \
-                 the device publishes where its policy does not allow iot:Publish (a retained \
-                 message also needs iot:RetainPublish), subscribes where it does not allow \
-                 iot:Subscribe, or when another connection takes client id {client_id:?}; \
-                 AWS IoT's logs (CloudWatch, AWSIotLogsV2) say which"
-            ),
-            Failure::NoServerName { addr, host } => write!(
-                f,
-                "{addr} refused the TLS connection: {host} is an IP address, so no server \
-                 name (SNI) could be sent, and a broker that serves several names by one \
-                 address (AWS IoT Core, HiveMQ Cloud, a TLS proxy) needs it. Connect by the \
-                 broker's name, or keep the address and set broker.tls.server_name to the \
-                 name"
-            ),
-            Failure::NoAlpn { addr } => write!(
-                f,
-                "{addr} closed the connection during or right after the TLS handshake, and \
-                 pinpost offered no ALPN protocol: on port 443 a broker shares the port with \
-                 HTTPS and picks MQTT by ALPN. For AWS IoT Core set broker.profile = \
-                 \"aws-iot\" (it offers \"x-amzn-mqtt-ca\"); for another service set \
-                 broker.tls.alpn to the protocol its documentation names"
-            ),
-        }
-    }
 }

@@ -1,0 +1,327 @@
+//! The supervisor: the task that owns rumqttc's event loop, polls it,
+//! turns what happens into [`LinkEvent`]s, declares a silent broker dead,
+//! waits with backoff between attempts and moves round the brokers.
+//!
+//! It must not know pins, sensors or what messages mean, nor word failures
+//! itself (`diagnose` does).
+
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, Event, EventLoop, Outgoing, Packet, SubscribeFilter, SubscribeReasonCode,
+};
+use tokio::sync::mpsc;
+
+use crate::config::Endpoint;
+
+use super::backoff::Backoff;
+use super::diagnose::{self, Failure, Target};
+use super::options::mqtt_options;
+use super::tracking::Tracker;
+use super::{LinkEvent, LinkOptions, Qos, Retry};
+
+/// The brokers a link may use, and which one it is on. It stays on a
+/// broker while it works and moves to the next only when a connection to
+/// it fails or dies, so it goes back to an earlier one only by going round:
+/// no flapping between nodes.
+pub(super) struct Brokers {
+    pub(super) endpoints: Vec<Endpoint>,
+    pub(super) at: usize,
+    /// Attempts that failed since the last connect.
+    pub(super) failed: usize,
+    pub(super) max_incoming: usize,
+}
+
+impl Brokers {
+    fn current(&self) -> &Endpoint {
+        &self.endpoints[self.at]
+    }
+
+    /// Whether every broker has failed once since the last connect.
+    fn all_failed(&self) -> bool {
+        self.failed >= self.endpoints.len()
+    }
+
+    /// After a failure: the next broker is the one to try.
+    fn next(&mut self, eventloop: &mut EventLoop, options: &LinkOptions, target: &mut Target) {
+        self.failed += 1;
+        if self.endpoints.len() < 2 {
+            return;
+        }
+        self.at = (self.at + 1) % self.endpoints.len();
+        let endpoint = self.endpoints[self.at].clone();
+        // The session choice of the moment (a one-off clean connect after
+        // a packet too large to read) carries over.
+        let clean = eventloop.mqtt_options.clean_session();
+        let mut mqtt = mqtt_options(options, &endpoint, self.max_incoming, target.tls.as_ref());
+        mqtt.set_clean_session(clean);
+        eventloop.mqtt_options = mqtt;
+        target.host = endpoint.host;
+        target.port = endpoint.port;
+    }
+}
+
+/// Ends the current connection politely (DISCONNECT, so the broker does
+/// not publish the will) and drops it; the next poll connects again with
+/// the options as they are now. Whatever rumqttc held for the connection
+/// is kept in `pending`, for the tracker to take.
+async fn renew_session(eventloop: &mut EventLoop) {
+    if let Some(network) = eventloop.network.as_mut() {
+        // A DISCONNECT is two bytes: if they do not leave in this long, the
+        // connection is as good as dead anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            network.write(Packet::Disconnect).await?;
+            network.flush().await
+        })
+        .await;
+    }
+    eventloop.clean();
+}
+
+/// The poll loop: owns the event loop, reports events, sleeps between
+/// attempts. Ends on a requested disconnect, on giving up, or when nobody
+/// listens any more.
+pub(super) async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    options: LinkOptions,
+    mut target: Target,
+    mut brokers: Brokers,
+    mut tracker: Tracker,
+    tx: mpsc::Sender<LinkEvent>,
+) {
+    let mut backoff = Backoff::new(options.reconnect.clone());
+    let mut connected = false;
+    let mut ever_connected = false;
+    let silence_limit = silence_limit(target.keep_alive);
+    let mut last_heard = tokio::time::Instant::now();
+    // A persistent session is set aside for one connect after a packet too
+    // large to read: the broker would send it again, forever.
+    let mut clean_once = false;
+    // A retained one comes back at every subscribe, whatever the session:
+    // while drops keep being for that, the backoff is not reset on connect,
+    // so reconnects (and their log lines) slow down to reconnect.max.
+    let mut dropped_too_large = false;
+    loop {
+        if !connected {
+            if let Some(tls) = &target.tls {
+                tls.observer.reset();
+            }
+        }
+        let polled = match silence_limit {
+            Some(limit) if connected => tokio::select! {
+                polled = eventloop.poll() => Some(polled),
+                () = tokio::time::sleep_until(last_heard + limit) => None,
+            },
+            _ => Some(eventloop.poll().await),
+        };
+        let outcome = match polled {
+            Some(Ok(event)) => Ok(event),
+            Some(Err(rumqttc::ConnectionError::RequestsDone)) => return,
+            Some(Err(error)) => {
+                let failure = diagnose::diagnose(&error, connected, &target).await;
+                tracing::debug!(error = %error, kind = failure.kind(), "connection failed");
+                Err(failure)
+            }
+            None => {
+                // Dropping the connection mid-poll is safe here because it
+                // is discarded whole: clean() keeps every unacknowledged
+                // publish and queued request for the next one.
+                eventloop.clean();
+                Err(diagnose::silent(&target, last_heard.elapsed()))
+            }
+        };
+        let event = match outcome {
+            Ok(event) => event,
+            Err(failure) => {
+                dropped_too_large = failure.too_large();
+                if dropped_too_large && !options.broker.clean_session {
+                    eventloop.mqtt_options.set_clean_session(true);
+                    clean_once = true;
+                }
+                tracker.lost(&mut eventloop.pending);
+                brokers.next(&mut eventloop, &options, &mut target);
+                let down = down(
+                    failure,
+                    connected,
+                    ever_connected,
+                    brokers.all_failed(),
+                    &options,
+                    &mut backoff,
+                    &tx,
+                );
+                match down.await {
+                    Some(state) => connected = state,
+                    None => return,
+                }
+                continue;
+            }
+        };
+        if matches!(event, Event::Incoming(_)) {
+            last_heard = tokio::time::Instant::now();
+        }
+        let report = match event {
+            Event::Incoming(Packet::ConnAck(_)) if std::mem::take(&mut clean_once) => {
+                // The clean connect threw the broker's session away, and
+                // the session it made ends with this connection: commands
+                // sent during the next outage would be lost too. Leave at
+                // once (a DISCONNECT, so the will is not published) and
+                // connect again with clean_session = false, which makes a
+                // new persistent session before anything is subscribed.
+                eventloop.mqtt_options.set_clean_session(false);
+                tracing::warn!(
+                    "the broker's session for pinpost was discarded to get rid of the packet too \
+                     large to read; any commands it had queued were lost with it (MQTT does \
+                     not say how many). Making a new persistent session"
+                );
+                renew_session(&mut eventloop).await;
+                tracker.lost(&mut eventloop.pending);
+                continue;
+            }
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                connected = true;
+                ever_connected = true;
+                if !dropped_too_large {
+                    backoff.reset();
+                }
+                tracker.reconnected(&mut eventloop.pending);
+                if !ack.session_present {
+                    resubscribe(&client, &options.subscriptions);
+                }
+                brokers.failed = 0;
+                Some(LinkEvent::Connected {
+                    session_present: ack.session_present,
+                    broker: brokers.current().clone(),
+                })
+            }
+            Event::Incoming(Packet::Publish(p)) => Some(LinkEvent::Message {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+                retain: p.retain,
+            }),
+            Event::Incoming(Packet::PubAck(ack)) => Some(LinkEvent::Acked {
+                pkid: ack.pkid,
+                token: tracker.acked(ack.pkid),
+            }),
+            Event::Incoming(Packet::SubAck(ack)) => Some(LinkEvent::Subscribed {
+                refused: refused_filters(&options.subscriptions, &ack.return_codes),
+            }),
+            Event::Outgoing(Outgoing::Publish(pkid)) => Some(LinkEvent::Sent {
+                pkid,
+                token: tracker.sent(pkid),
+            }),
+            Event::Outgoing(Outgoing::Disconnect) => {
+                drain_after_disconnect(&mut eventloop, &mut tracker, &tx).await;
+                let _ = tx.send(LinkEvent::Closed).await;
+                return;
+            }
+            _ => None,
+        };
+        if let Some(report) = report {
+            if tx.send(report).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// How long the broker may be silent before the link is declared dead.
+/// rumqttc pings every keep-alive and only notices a missing answer at the
+/// next ping, up to 2× keep-alive after the link died; the broker answers
+/// every ping, so on a healthy link something arrives at least every
+/// keep-alive (plus a round trip), and 1.5× is safely past that.
+fn silence_limit(keep_alive: Duration) -> Option<Duration> {
+    (!keep_alive.is_zero()).then(|| keep_alive.mul_f64(1.5))
+}
+
+/// Reports a failure and waits before the next attempt. `None` when the
+/// link gives up (or nobody listens), else the new `connected` (false).
+/// `all_failed`: every broker has failed since the last connect; a link
+/// that would give up tries each of several brokers once first, at once.
+async fn down(
+    failure: Failure,
+    connected: bool,
+    ever_connected: bool,
+    all_failed: bool,
+    options: &LinkOptions,
+    backoff: &mut Backoff,
+    tx: &mpsc::Sender<LinkEvent>,
+) -> Option<bool> {
+    let would_give_up = match options.retry {
+        Retry::Never => true,
+        Retry::OnceConnected => !connected && !ever_connected,
+        Retry::Forever => false,
+    };
+    let retry_in = match (would_give_up, all_failed) {
+        (true, true) => None,
+        (true, false) => Some(Duration::ZERO),
+        (false, _) => Some(backoff.next_delay(fastrand::f64())),
+    };
+    let down = LinkEvent::Down {
+        failure,
+        retry_in,
+        was_connected: connected,
+    };
+    tx.send(down).await.ok()?;
+    tokio::time::sleep(retry_in?).await;
+    Some(false)
+}
+
+/// After DISCONNECT, reads what the broker still sends (PUBACKs) until it
+/// closes the connection. Closing a socket with unread data makes the kernel
+/// reset it, and the broker may then lose the DISCONNECT and publish the
+/// Last Will (Mosquitto logs "disconnected due to out of memory").
+async fn drain_after_disconnect(
+    eventloop: &mut EventLoop,
+    tracker: &mut Tracker,
+    tx: &mpsc::Sender<LinkEvent>,
+) {
+    let drain = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    let token = tracker.acked(ack.pkid);
+                    let _ = tx
+                        .send(LinkEvent::Acked {
+                            pkid: ack.pkid,
+                            token,
+                        })
+                        .await;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+}
+
+/// How long to wait for the broker to close after DISCONNECT.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Subscribes from a separate task: awaiting the request channel inside the
+/// poll loop would deadlock when it is full.
+fn resubscribe(client: &AsyncClient, subscriptions: &[(String, Qos)]) {
+    if subscriptions.is_empty() {
+        return;
+    }
+    let filters: Vec<SubscribeFilter> = subscriptions
+        .iter()
+        .map(|(f, q)| SubscribeFilter::new(f.clone(), (*q).into()))
+        .collect();
+    let client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = client.subscribe_many(filters).await {
+            tracing::debug!(error = %e, "subscribe not queued: the link is stopping");
+        }
+    });
+}
+
+fn refused_filters(subscriptions: &[(String, Qos)], codes: &[SubscribeReasonCode]) -> Vec<String> {
+    subscriptions
+        .iter()
+        .zip(codes)
+        .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
+        .map(|((filter, _), _)| filter.clone())
+        .collect()
+}
