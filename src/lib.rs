@@ -21,20 +21,24 @@
 //! then [`agent`], then [`link`]: its [`link::LinkEvent`]s are what every
 //! network-facing command consumes.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod board;
-pub mod certs;
+pub(crate) mod certs;
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod demo;
+pub(crate) mod demo;
+pub(crate) mod header;
 pub(crate) mod homeassistant;
 pub(crate) mod level;
 pub mod link;
 pub mod logging;
 pub mod outbox;
 pub(crate) mod preflight;
-pub mod sensors;
+pub(crate) mod sensors;
 pub mod tls;
-pub mod topics;
+pub(crate) mod topics;
 pub mod utc;
+pub(crate) mod words;

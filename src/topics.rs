@@ -12,9 +12,9 @@
 //! | `pinpost/pi-01/sensor/<name>` | `{"value":21.4,"unit":"°C","ts":"…","seq":N}`; a sensor that measures several things publishes each on `sensor/<name>/<measurement>` |
 //! | `pinpost/pi-01/stats` | outbox and link counters (retained, QoS 0, see `StatsReport`) |
 //!
-//! Everything but `stats` is QoS 1. Two topics are still built elsewhere:
-//! `sensor/<name>/<measurement>` (in the agent) and `check`, the probe of
-//! `pinpost check`. The broker's ACL (`certs::mosquitto`) must allow what a
+//! | `pinpost/pi-01/check` | the probe `pinpost check` publishes to itself |
+//!
+//! Everything but `stats` is QoS 1. Every topic is built here. The broker's ACL (`certs::mosquitto`) must allow what a
 //! device publishes here.
 //!
 //! It knows names and JSON, not the transport.
@@ -55,8 +55,18 @@ impl Topics {
         format!("{}/output/{name}", self.base)
     }
 
-    pub(crate) fn sensor(&self, name: &str) -> String {
-        format!("{}/sensor/{name}", self.base)
+    /// A sensor's topic; a sensor that measures several things publishes
+    /// each `measurement` one level below it.
+    pub(crate) fn sensor(&self, name: &str, measurement: Option<&str>) -> String {
+        match measurement {
+            Some(part) => format!("{}/sensor/{name}/{part}", self.base),
+            None => format!("{}/sensor/{name}", self.base),
+        }
+    }
+
+    /// Where `pinpost check` publishes its probe (and listens for it).
+    pub(crate) fn check(&self) -> String {
+        format!("{}/check", self.base)
     }
 
     pub(crate) fn stats(&self) -> String {

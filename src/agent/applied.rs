@@ -154,7 +154,7 @@ impl Applied {
                      written, each stamped command waits for the disk and is refused if it \
                      cannot be recorded",
                     applied.path.display(),
-                    crate::config::io_words(&e)
+                    crate::words::io_words(&e)
                 )),
             }
         }
@@ -396,7 +396,7 @@ fn read(path: &Path) -> Result<Option<File>, String> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot be read ({})", crate::config::io_words(&e))),
+        Err(e) => return Err(format!("cannot be read ({})", crate::words::io_words(&e))),
     };
     if meta.len() > MAX_FILE_BYTES {
         return Err(format!(
@@ -405,7 +405,7 @@ fn read(path: &Path) -> Result<Option<File>, String> {
         ));
     }
     let text =
-        fs::read(path).map_err(|e| format!("cannot be read ({})", crate::config::io_words(&e)))?;
+        fs::read(path).map_err(|e| format!("cannot be read ({})", crate::words::io_words(&e)))?;
     let file: File = serde_json::from_slice(&text).map_err(|e| format!("is damaged ({e})"))?;
     if file.outputs.values().any(|r| r.keys.len() > MAX_KEYS) {
         return Err(format!(

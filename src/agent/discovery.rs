@@ -250,7 +250,7 @@ fn read(path: &Path) -> Result<Announced, String> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Announced::default()),
-        Err(e) => return Err(format!("cannot be read ({})", crate::config::io_words(&e))),
+        Err(e) => return Err(format!("cannot be read ({})", crate::words::io_words(&e))),
     };
     if meta.len() > MAX_FILE_BYTES {
         return Err(format!(
@@ -259,7 +259,7 @@ fn read(path: &Path) -> Result<Announced, String> {
         ));
     }
     let text =
-        fs::read(path).map_err(|e| format!("cannot be read ({})", crate::config::io_words(&e)))?;
+        fs::read(path).map_err(|e| format!("cannot be read ({})", crate::words::io_words(&e)))?;
     serde_json::from_slice(&text).map_err(|e| format!("is damaged ({e})"))
 }
 

@@ -10,15 +10,15 @@
 //! next start. It knows no wire formats beyond calling `topics`.
 //!
 //! Whoever may publish commands cannot make it grow or chatter: refusals
-//! are answered and logged within a budget ([`refusals`]), each output
+//! are answered and logged within a budget (`refusals`), each output
 //! changes at most once per `commands.min_interval` (only the latest early
 //! command waits), and the link reads only packets a command could need.
 //!
 //! This module is the start-up wiring ([`run`] builds the link and the
 //! agent's state) and that state; what the agent does with it lives beside
-//! it: [`event_loop`] (what happens when), [`pin_commands`] (a command to
-//! its output and answer), [`reports`] (what it publishes of its own
-//! accord) and [`shutdown`] (the clean stop).
+//! it: `event_loop` (what happens when), `pin_commands` (a command to
+//! its output and answer), `reports` (what it publishes of its own
+//! accord) and `shutdown` (the clean stop).
 
 mod applied;
 mod delivery;

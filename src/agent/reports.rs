@@ -118,10 +118,7 @@ impl Agent {
             if !self.reporting.worth_it(i, &config, &m, now) {
                 continue;
             }
-            let topic = match &m.name {
-                Some(part) => format!("{}/{part}", self.topics.sensor(&config.name)),
-                None => self.topics.sensor(&config.name),
-            };
+            let topic = self.topics.sensor(&config.name, m.name.as_deref());
             let seq = self.delivery.next_seq(&topic);
             let reading = Reading {
                 value: m.value,
@@ -144,7 +141,7 @@ impl Agent {
         }
         let name = self.config.sensors[i].name.clone();
         tracing::warn!(sensor = %name, "cannot read: {text}");
-        let topic = self.topics.sensor(&name);
+        let topic = self.topics.sensor(&name, None);
         let seq = self.delivery.next_seq(&topic);
         let failure = SensorFailure {
             error: &text,

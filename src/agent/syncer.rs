@@ -174,10 +174,10 @@ fn work(
 
 /// The file's data, then the directory entry the rename made.
 fn sync(step: &SyncStep, file: &fs::File, dir: &Path) -> Result<(), String> {
-    step(file).map_err(|e| format!("fsync of the file: {}", crate::config::io_words(&e)))?;
+    step(file).map_err(|e| format!("fsync of the file: {}", crate::words::io_words(&e)))?;
     let dir = fs::File::open(dir)
-        .map_err(|e| format!("cannot open the directory: {}", crate::config::io_words(&e)))?;
-    step(&dir).map_err(|e| format!("fsync of the directory: {}", crate::config::io_words(&e)))
+        .map_err(|e| format!("cannot open the directory: {}", crate::words::io_words(&e)))?;
+    step(&dir).map_err(|e| format!("fsync of the directory: {}", crate::words::io_words(&e)))
 }
 
 #[cfg(test)]

@@ -71,12 +71,6 @@ pub(crate) enum PwmSetup {
     Software,
 }
 
-/// GPIO12/18 are PWM0 and GPIO13/19 are PWM1 on the BCM283x header (the
-/// rppal backend renumbers them for a Pi 5, see [`mux::hardware_pwm`]).
-pub(crate) fn hardware_pwm_channel(pin: u8) -> Option<u8> {
-    mux::hardware_pwm(pin, mux::Soc::Bcm283x).map(|h| h.channel)
-}
-
 impl PinPlan {
     /// The plan for the config's `[[input]]` and `[[output]]` pins, in
     /// their order (the indices the [`Board`] methods take).
@@ -97,7 +91,7 @@ impl PinPlan {
                 .map(|o| OutputSetup {
                     pin: o.pin,
                     initial_high: o.initial,
-                    pwm: match (o.pwm, hardware_pwm_channel(o.pin)) {
+                    pwm: match (o.pwm, crate::header::pwm_channel(o.pin)) {
                         (false, _) => PwmSetup::None,
                         (true, Some(channel)) => PwmSetup::Hardware { channel },
                         (true, None) => PwmSetup::Software,

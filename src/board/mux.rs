@@ -15,46 +15,7 @@
 //! Software PWM (rppal's thread) runs in output mode. This module knows no
 //! rppal types; `rppal.rs` maps [`Function`] to `rppal::gpio::Mode`.
 
-/// A pin's function select.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Function {
-    Output,
-    Alt0,
-    Alt3,
-    Alt5,
-}
-
-/// The SoC family, for which ALT function and channel a pin's PWM is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Soc {
-    /// BCM2835/6/7 and BCM2711: Pi 1 to 4, Zero.
-    Bcm283x,
-    /// BCM2712 with RP1: Pi 5.
-    Bcm2712,
-}
-
-/// A hardware PWM channel and the function that connects it to its pin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HardwarePwm {
-    pub(crate) channel: u8,
-    pub(crate) function: Function,
-}
-
-/// From the BCM2835 peripherals manual (GPIO12/13 ALT0, GPIO18/19 ALT5 on
-/// one two-channel PWM) and the RP1 datasheet (PWM0 channels 0-3 on
-/// GPIO12/13 as a0 and GPIO18/19 as a3).
-pub(crate) fn hardware_pwm(pin: u8, soc: Soc) -> Option<HardwarePwm> {
-    let (channel, function) = match (soc, pin) {
-        (_, 12) => (0, Function::Alt0),
-        (_, 13) => (1, Function::Alt0),
-        (Soc::Bcm283x, 18) => (0, Function::Alt5),
-        (Soc::Bcm283x, 19) => (1, Function::Alt5),
-        (Soc::Bcm2712, 18) => (2, Function::Alt3),
-        (Soc::Bcm2712, 19) => (3, Function::Alt3),
-        _ => return None,
-    };
-    Some(HardwarePwm { channel, function })
-}
+pub(crate) use crate::header::{Function, HardwarePwm, Soc, hardware_pwm};
 
 /// What drives the pin now.
 #[derive(Debug, Clone, Copy, PartialEq)]

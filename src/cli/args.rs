@@ -10,6 +10,7 @@ use clap::{ArgAction, Args, Parser};
 
 use super::values::{BoardArg, PullArg, TlsVersionArg, seconds};
 use crate::config::Overrides;
+pub use crate::demo::DemoArgs;
 
 /// The whole command line: `pinpost <subcommand> [flags]`.
 #[derive(Debug, Parser)]
@@ -71,35 +72,6 @@ const DEMO_HELP: &str = "Everything runs in this process on 127.0.0.1: a throwaw
     pinpost demo --duration 10s                   # exit 0 if every stage was seen\n  \
     pinpost demo --config                         # print the agent's config first\n  \
     pinpost demo --broker 192.168.1.5:8883 --cafile ca.crt --cert pi-01.crt --key pi-01.key --id pi-01";
-
-/// `pinpost demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// End by itself after this long (\"10s\", \"2m\"); exit 0 only if every stage was seen. Default: until Ctrl-C.
-    #[arg(long, value_name = "DURATION")]
-    pub(crate) duration: Option<String>,
-    /// A real broker instead of the built-in one (with --cafile, --cert and --key).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub(crate) broker: Option<String>,
-    /// The CA that signed the broker's certificate (with --broker).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) cafile: Option<PathBuf>,
-    /// The device certificate (with --broker).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) cert: Option<PathBuf>,
-    /// The device key (with --broker).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) key: Option<PathBuf>,
-    /// The demo device's id (with --broker: usually its certificate's name).
-    #[arg(long, default_value = "demo-pi")]
-    pub(crate) id: String,
-    /// Print the agent's config first: a starting point for a real Pi.
-    #[arg(long)]
-    pub(crate) config: bool,
-    /// Log every step.
-    #[arg(short = 'd', long)]
-    pub(crate) debug: bool,
-}
 
 const HA_HELP: &str = "Prints each retained discovery message the agent publishes with \
     [homeassistant] enabled = true: the topic, then the JSON. With the agent's state directory \

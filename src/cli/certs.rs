@@ -209,7 +209,7 @@ fn config_id(file: Option<&Path>) -> Result<String, CliError> {
         CliError::Input(format!(
             "cannot read {}: {}",
             path.display(),
-            crate::config::io_words(&e)
+            crate::words::io_words(&e)
         ))
     })?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
@@ -310,7 +310,7 @@ fn load_ca(dir: &Path) -> Result<Authority, CliError> {
                 "cannot read {}: {}. Make the CA first with `pinpost certs ca` (or pass --dir \
                  with the folder that holds ca.crt and private/ca.key)",
                 path.display(),
-                crate::config::io_words(&e)
+                crate::words::io_words(&e)
             ))
         })
     };
@@ -404,6 +404,6 @@ fn io(path: &Path, e: std::io::Error) -> CliError {
     CliError::Input(format!(
         "cannot write {}: {}",
         path.display(),
-        crate::config::io_words(&e)
+        crate::words::io_words(&e)
     ))
 }

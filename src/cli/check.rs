@@ -11,6 +11,7 @@ use crate::cli::args::CheckArgs;
 use crate::config::Config;
 use crate::link::{LinkEvent, Qos, Retry};
 use crate::preflight::{self, Mark, Step};
+use crate::topics::Topics;
 
 /// How long a probe may take to come back from the broker.
 const PROBE_WAIT: Duration = Duration::from_secs(5);
@@ -69,7 +70,7 @@ pub(super) async fn run(args: CheckArgs) -> Result<(), CliError> {
 /// `name_it`: there are several, so the failures say which.
 async fn probe(config: &Config, name_it: bool, report: &mut Report) {
     let broker = &config.broker;
-    let topic = format!("{}/{}/check", config.device.topic_prefix, config.device.id);
+    let topic = Topics::new(&config.device.topic_prefix, &config.device.id).check();
     // On the tools' port the ACL names each device's certificate subject.
     let tools_acl = match config.broker.cli_port {
         Some(port) => format!(

@@ -8,7 +8,8 @@ use crate::board::{
     Board, EdgeSender, InputSetup, OutputSetup, PinPlan, PwmSetup, SimBoard, rppal::RppalBoard,
 };
 use crate::cli::args::{GpioAction, GpioArgs};
-use crate::config::{BoardKind, Pull, pins::MAX_BCM_PIN};
+use crate::config::{BoardKind, Pull};
+use crate::header::MAX_BCM_PIN;
 
 /// Runs `pinpost gpio`: one read, one write, or a watch until Ctrl-C.
 pub(super) async fn run(args: GpioArgs) -> Result<(), CliError> {

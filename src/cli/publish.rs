@@ -90,7 +90,7 @@ async fn read_source(source: &MessageSource) -> Result<Messages, CliError> {
                 CliError::Input(format!(
                     "cannot read message file {}: {}",
                     path.display(),
-                    crate::config::io_words(&e)
+                    crate::words::io_words(&e)
                 ))
             });
     }

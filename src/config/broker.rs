@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::endpoints::{self, Endpoint, is_loopback};
-use super::error::{ConfigError, Place, io_words};
+use super::error::{ConfigError, Place};
 use super::model::{Broker, Credentials, Profile, Secret, SourcedPath, Tls};
 use super::origins::Origins;
 use super::overrides::Overrides;
 use super::raw::{RawBroker, RawConfig, RawTls};
 use super::values::{duration, word};
+use crate::words::io_words;
 
 const KEEP_ALIVE_DEFAULT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);

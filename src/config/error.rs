@@ -81,15 +81,3 @@ pub enum ConfigError {
         problem: String,
     },
 }
-
-/// An I/O error in plain words, without Rust's "(os error 2)" noise.
-pub(crate) fn io_words(e: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        NotFound => "no such file".into(),
-        PermissionDenied => "permission denied".into(),
-        IsADirectory => "it is a directory, not a file".into(),
-        InvalidData => "it is not UTF-8 text".into(),
-        _ => e.to_string(),
-    }
-}

@@ -43,7 +43,6 @@ pub use build::Config;
 pub(crate) use device::hostname;
 pub(crate) use endpoints::is_ip;
 pub use endpoints::{Endpoint, Order};
-pub(crate) use error::io_words;
 pub use error::{ConfigError, Place};
 pub use homeassistant::{
     Component, DiscoveryForm, Entity, EntityCategory, HomeAssistant, SensorEntity,
@@ -66,7 +65,7 @@ pub(crate) fn load(chosen: Option<&Chosen>, overrides: &Overrides) -> Result<Con
     let path = chosen.path();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
-        reason: io_words(&e),
+        reason: crate::words::io_words(&e),
         hint: match (chosen, e.kind()) {
             (Chosen::Env(_), std::io::ErrorKind::NotFound) => {
                 "It is named by $PINPOST_CONFIG: fix or unset that variable"

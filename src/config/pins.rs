@@ -10,9 +10,8 @@ use super::model::{Board, BoardKind, CommandRules, Input, Output};
 use super::origins::Origins;
 use super::raw::{RawConfig, RawLevel};
 use super::values::{duration, name, word};
+use crate::header::MAX_BCM_PIN;
 
-/// BCM GPIO numbers on the 40-pin header of every Pi from the B+ to the Pi 5.
-pub(crate) const MAX_BCM_PIN: i64 = 27;
 const DEBOUNCE_DEFAULT: Duration = Duration::from_millis(50);
 /// Ten changes a second at most: quick enough for any person or script
 /// driving a relay, far below the kHz a command storm would reach.
@@ -113,13 +112,13 @@ fn pwm_channel(
     seen: &mut HashMap<u8, (u8, String)>,
     o: &Origins<'_>,
 ) -> Result<(), ConfigError> {
-    let Some(channel) = crate::board::hardware_pwm_channel(pin) else {
+    let Some(channel) = crate::header::pwm_channel(pin) else {
         return Ok(());
     };
     if let Some((first_pin, first)) = seen.get(&channel) {
         let others: Vec<String> = [12u8, 13, 18, 19]
             .into_iter()
-            .filter(|p| crate::board::hardware_pwm_channel(*p) != Some(channel))
+            .filter(|p| crate::header::pwm_channel(*p) != Some(channel))
             .map(|p| format!("GPIO{p}"))
             .collect();
         return Err(o.invalid(

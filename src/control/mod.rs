@@ -186,7 +186,7 @@ fn check_limits(action: &Action, output: &Output, limits: &CommandRules) -> Resu
             Err(format!("duty {duty} is out of range; allowed: 0.0 to 1.0"))
         }
         Action::Pwm { hz, .. } => {
-            let most = if crate::board::hardware_pwm_channel(output.pin).is_some() {
+            let most = if crate::header::pwm_channel(output.pin).is_some() {
                 MAX_PWM_HZ
             } else {
                 MAX_SOFTWARE_PWM_HZ

@@ -15,13 +15,13 @@ mod view;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Args;
 use tokio::time::Instant;
 
 use crate::agent;
 use crate::board::{PinPlan, SimBoard};
 #[cfg(feature = "demo")]
 use crate::certs::{self, Authority, KeyKind};
-use crate::cli::args::DemoArgs;
 use crate::config::{self, Config, Overrides};
 use crate::link::{Client, Link, LinkEvent, LinkOptions, Qos, Retry};
 use crate::tls;
@@ -62,6 +62,36 @@ struct Target {
     device: (PathBuf, PathBuf),
     console: (PathBuf, PathBuf),
     built_in: bool,
+}
+
+/// `pinpost demo`'s flags. They live with the demo, not in `cli::args`, so
+/// the demo never reaches up into the command line (`cli` runs the demo).
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// End by itself after this long (\"10s\", \"2m\"); exit 0 only if every stage was seen. Default: until Ctrl-C.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) duration: Option<String>,
+    /// A real broker instead of the built-in one (with --cafile, --cert and --key).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) broker: Option<String>,
+    /// The CA that signed the broker's certificate (with --broker).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cafile: Option<PathBuf>,
+    /// The device certificate (with --broker).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cert: Option<PathBuf>,
+    /// The device key (with --broker).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: Option<PathBuf>,
+    /// The demo device's id (with --broker: usually its certificate's name).
+    #[arg(long, default_value = "demo-pi")]
+    pub(crate) id: String,
+    /// Print the agent's config first: a starting point for a real Pi.
+    #[arg(long)]
+    pub(crate) config: bool,
+    /// Log every step.
+    #[arg(short = 'd', long)]
+    pub(crate) debug: bool,
 }
 
 pub(crate) async fn run(args: &DemoArgs) -> Result<(), DemoError> {

@@ -48,7 +48,7 @@ pub(super) fn sensors(
                     whole,
                     sensor.name.clone(),
                     whole.name.clone().unwrap_or_else(|| sensor.name.clone()),
-                    topics.sensor(&sensor.name),
+                    topics.sensor(&sensor.name, None),
                 ),
                 Some(m) => {
                     let e = overrides
@@ -59,7 +59,7 @@ pub(super) fn sensors(
                         e,
                         format!("{}_{m}", sensor.name),
                         e.name.clone().unwrap_or_else(|| format!("{base} {m}")),
-                        format!("{}/{m}", topics.sensor(&sensor.name)),
+                        topics.sensor(&sensor.name, Some(m)),
                     )
                 }
             };

@@ -121,7 +121,7 @@ pub enum Unavailable {
     #[error(
         "cannot create the outbox spool directory {}: {}",
         dir.display(),
-        crate::config::io_words(err)
+        crate::words::io_words(err)
     )]
     CreateDir {
         /// The directory (`outbox.path`).
@@ -130,7 +130,7 @@ pub enum Unavailable {
         err: std::io::Error,
     },
     /// The lock file could not be opened.
-    #[error("cannot open {}: {}", path.display(), crate::config::io_words(err))]
+    #[error("cannot open {}: {}", path.display(), crate::words::io_words(err))]
     OpenLock {
         /// The lock file, `outbox.lock` in the spool's directory.
         path: PathBuf,
@@ -152,7 +152,7 @@ pub enum Unavailable {
     /// The spool's thread could not be started.
     #[error(
         "cannot start the outbox spool's thread: {}",
-        crate::config::io_words(.0)
+        crate::words::io_words(.0)
     )]
     Thread(std::io::Error),
 }

@@ -40,7 +40,7 @@ pub(crate) fn device_bundle(dir: &Path, id: &str) -> Vec<Step> {
             return vec![Step::fail(format!(
                 "cannot list {} ({})",
                 dir.display(),
-                crate::config::io_words(&e)
+                crate::words::io_words(&e)
             ))];
         }
     };
@@ -81,7 +81,7 @@ pub(crate) fn device_bundle(dir: &Path, id: &str) -> Vec<Step> {
             continue;
         }
         let read = std::fs::symlink_metadata(&path)
-            .map_err(|e| crate::config::io_words(&e))
+            .map_err(|e| crate::words::io_words(&e))
             .and_then(|m| {
                 if !m.is_file() {
                     Err("it is not a plain file".to_string())
@@ -91,7 +91,7 @@ pub(crate) fn device_bundle(dir: &Path, id: &str) -> Vec<Step> {
                         m.len()
                     ))
                 } else {
-                    std::fs::read(&path).map_err(|e| crate::config::io_words(&e))
+                    std::fs::read(&path).map_err(|e| crate::words::io_words(&e))
                 }
             });
         match read {

@@ -55,7 +55,7 @@ pub(super) fn device_folder(dir: &Path, id: &str, known: &[CertificateDer<'stati
                 steps.push(Step::warn(format!(
                     "cannot read {shown} ({}): it may be a key that does not belong on this \
                      device; run `sudo pinpost check` to look inside",
-                    crate::config::io_words(&e)
+                    crate::words::io_words(&e)
                 )));
                 continue;
             }

@@ -78,7 +78,7 @@ impl SensorError {
         } else {
             SensorError::Io {
                 path: path.to_path_buf(),
-                why: crate::config::io_words(e),
+                why: crate::words::io_words(e),
             }
         }
     }

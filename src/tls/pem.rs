@@ -5,7 +5,8 @@
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{SourcedPath, io_words};
+use crate::config::SourcedPath;
+use crate::words::io_words;
 
 /// Why a certificate or key file could not be used, one variant per way a
 /// real file goes wrong, each worded with what to do.
