@@ -32,6 +32,7 @@ pub struct Policy {
     pub retain: bool,
 }
 
+/// How the front behaves: the service it stands in for.
 #[derive(Debug, Clone, Default)]
 pub struct FrontSetup {
     /// The only server name accepted (the certificate is only offered for it).
@@ -46,7 +47,9 @@ pub struct FrontSetup {
     pub port: Option<u16>,
 }
 
+/// A running front on 127.0.0.1; stopped on drop.
 pub struct Front {
+    /// Where it listens.
     pub port: u16,
     /// Why connections were refused, in order.
     refusals: Arc<Mutex<Vec<String>>>,

@@ -29,6 +29,8 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
+    /// Subscribes to `topic` on `host:port` (inside `netns` if given) with
+    /// the `operator` certificate from `pki`.
     pub fn start(
         netns: Option<&str>,
         host: &str,
@@ -111,6 +113,8 @@ impl Subscriber {
         self.last_message = Instant::now();
     }
 
+    /// Waits until the broker has acknowledged `count` subscriptions in
+    /// all (one per start), failing after 20 s with the client's own lines.
     pub fn wait_subscribed(&mut self, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.subacks < count {
