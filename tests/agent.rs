@@ -37,19 +37,7 @@ impl Rig {
         std::fs::write(
             &path,
             format!(
-                r#"[device]
-id = "pi-01"
-
-[broker]
-host = "127.0.0.1"
-port = {port}
-
-[broker.tls]
-ca_file = "ca.crt"
-cert_file = "pi-01.crt"
-key_file = "pi-01.key"
-
-[board]
+                r#"{head}[board]
 kind = "sim"
 wires = [[27, 17]]
 
@@ -72,7 +60,7 @@ pwm = true
 max_pulse = "2s"
 max_payload = 256
 "#,
-                port = self.broker.port
+                head = ConfigHead::new(self.broker.port)
             ),
         )
         .unwrap();

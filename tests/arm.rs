@@ -146,25 +146,13 @@ impl Rig {
 
     fn config(&self, board: &str) -> PathBuf {
         let path = self.pki.path().join("pinpost.toml");
-        let ca = self.pki.ca.cert.display();
-        let (cert, key) = (self.device.cert.display(), self.device.key.display());
-        let port = self.broker.port;
+        let head = ConfigHead::new(self.broker.port)
+            .ca(&self.pki.ca.cert)
+            .client(&self.device);
         std::fs::write(
             &path,
             format!(
-                r#"[device]
-id = "pi-01"
-
-[broker]
-host = "127.0.0.1"
-port = {port}
-
-[broker.tls]
-ca_file = "{ca}"
-cert_file = "{cert}"
-key_file = "{key}"
-
-[board]
+                r#"{head}[board]
 {board}
 
 [[input]]

@@ -144,13 +144,15 @@ impl Fleet {
         std::fs::write(
             &path,
             format!(
-                "[device]\nid = \"{id}\"\n[broker]\nhost = \"127.0.0.1\"\nport = {}\n\
-                 cli_port = {}\n[broker.tls]\nca_file = \"certs/devices/{id}/ca.crt\"\n\
-                 cert_file = \"certs/devices/{id}/{id}.crt\"\n\
-                 key_file = \"certs/devices/{id}/{id}.key\"\n\
-                 [board]\nkind = \"sim\"\n[[output]]\nname = \"relay\"\npin = 27\n",
-                self.broker.port,
-                self.cli_port()
+                "{head}[board]\nkind = \"sim\"\n[[output]]\nname = \"relay\"\npin = 27\n",
+                head = ConfigHead::new(self.broker.port)
+                    .id(id)
+                    .broker(&format!("cli_port = {}", self.cli_port()))
+                    .ca(format!("certs/devices/{id}/ca.crt"))
+                    .client_files(
+                        format!("certs/devices/{id}/{id}.crt"),
+                        format!("certs/devices/{id}/{id}.key")
+                    ),
             ),
         )
         .unwrap();

@@ -20,18 +20,12 @@ struct Checked {
 }
 
 fn check(dir: &Path, host: &str, port: u16, ca: &Path, client: Option<&Files>) -> Checked {
-    let mut config = format!(
-        "[device]\nid = \"pi-01\"\n[broker]\nhost = \"{host}\"\nport = {port}\n\
-         [broker.tls]\nca_file = \"{}\"\n",
-        ca.display()
-    );
-    if let Some(files) = client {
-        config += &format!(
-            "cert_file = \"{}\"\nkey_file = \"{}\"\n",
-            files.cert.display(),
-            files.key.display()
-        );
+    let head = ConfigHead::new(port).host(host).ca(ca);
+    let config = match client {
+        Some(files) => head.client(files),
+        None => head.no_client(),
     }
+    .to_string();
     let path = dir.join("check.toml");
     std::fs::write(&path, config).unwrap();
     // As install.sh leaves it (check warns of a config others can read).
@@ -69,13 +63,12 @@ fn offline(dir: &Path, files: &Files, extra: &str, mode: u32) -> Checked {
     let path = dir.join("offline.toml");
     std::fs::write(
         &path,
-        format!(
-            "[device]\nid = \"pi-01\"\n[broker]\nhost = \"127.0.0.1\"\n{extra}\n\
-             [broker.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            dir.join("ca.crt").display(),
-            files.cert.display(),
-            files.key.display()
-        ),
+        ConfigHead::new(0)
+            .no_port()
+            .broker(extra)
+            .ca(dir.join("ca.crt"))
+            .client(files)
+            .to_string(),
     )
     .unwrap();
     std::fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
@@ -376,16 +369,7 @@ fn offline_checks_only_the_files() {
     let port = free_port("127.0.0.1");
     let (folder, device) = device_folder(&pki, "pi-01");
     let path = folder.join("offline.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[device]\nid = \"pi-01\"\n[broker]\nhost = \"127.0.0.1\"\nport = {port}\n\
-             [broker.tls]\nca_file = \"ca.crt\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            device.cert.display(),
-            device.key.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, ConfigHead::new(port).client(&device).to_string()).unwrap();
     let out = pinpost(
         &strings(&[
             "check",

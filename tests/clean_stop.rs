@@ -16,19 +16,7 @@ fn config(dir: &Path, port: u16, spool: &Path, sensors: &str) -> std::path::Path
     std::fs::write(
         &path,
         format!(
-            r#"[device]
-id = "pi-01"
-
-[broker]
-host = "127.0.0.1"
-port = {port}
-
-[broker.tls]
-ca_file = "ca.crt"
-cert_file = "pi-01.crt"
-key_file = "pi-01.key"
-
-[reconnect]
+            r#"{head}[reconnect]
 initial = "100ms"
 max = "200ms"
 
@@ -38,6 +26,7 @@ kind = "sim"
 [outbox]
 path = "{spool}"
 {sensors}"#,
+            head = ConfigHead::new(port),
             spool = spool.display()
         ),
     )

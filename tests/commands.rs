@@ -47,20 +47,7 @@ impl Rig {
         std::fs::write(
             &path,
             format!(
-                r#"[device]
-id = "pi-01"
-
-[broker]
-host = "127.0.0.1"
-port = {port}
-{extra_broker}
-
-[broker.tls]
-ca_file = "ca.crt"
-cert_file = "pi-01.crt"
-key_file = "pi-01.key"
-
-[board]
+                r#"{head}[board]
 kind = "sim"
 
 [[output]]
@@ -70,7 +57,7 @@ pin = 27
 [commands]
 {extra_commands}
 "#,
-                port = self.broker.port
+                head = ConfigHead::new(self.broker.port).broker(extra_broker)
             ),
         )
         .unwrap();

@@ -203,19 +203,7 @@ fn the_agent_makes_no_system_call_the_unit_filters_out() {
     std::fs::write(
         &config,
         format!(
-            r#"[device]
-id = "pi-01"
-
-[broker]
-host = "127.0.0.1"
-port = {port}
-
-[broker.tls]
-ca_file = "ca.crt"
-cert_file = "pi-01.crt"
-key_file = "pi-01.key"
-
-[board]
+            r#"{head}[board]
 kind = "sim"
 wires = [[27, 17]]
 
@@ -238,7 +226,7 @@ name = "health"
 kind = "system"
 interval = "100ms"
 "#,
-            port = broker.port
+            head = ConfigHead::new(broker.port)
         ),
     )
     .unwrap();
@@ -769,11 +757,16 @@ fn install_sh_installs_the_certificates_on_a_first_install_with_a_tls_config() {
     std::fs::copy(PINPOST, stage.join("pinpost")).unwrap();
     std::fs::write(stage.join("pinpost.service"), UNIT).unwrap();
     // The config names files that are not in place before this install.
-    let config = "[device]\nid = \"pi-01\"\n[broker]\nhost = \"broker.local\"\nport = 8883\n\
-                  cli_port = 8884\n[broker.tls]\nca_file = \"/etc/pinpost/certs/ca.crt\"\n\
-                  cert_file = \"/etc/pinpost/certs/pi-01.crt\"\n\
-                  key_file = \"/etc/pinpost/certs/pi-01.key\"\n";
-    std::fs::write(stage.join("config.toml"), config).unwrap();
+    let config = ConfigHead::new(8883)
+        .host("broker.local")
+        .broker("cli_port = 8884")
+        .ca("/etc/pinpost/certs/ca.crt")
+        .client_files(
+            "/etc/pinpost/certs/pi-01.crt",
+            "/etc/pinpost/certs/pi-01.key",
+        )
+        .to_string();
+    std::fs::write(stage.join("config.toml"), &config).unwrap();
     assert!(!Path::new("/etc/pinpost/certs/pi-01.crt").exists());
     let certs = folder_with(f, "first", &[]);
     std::fs::rename(&certs, stage.join("certs")).unwrap();

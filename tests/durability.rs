@@ -20,21 +20,7 @@ fn config(dir: &Path, port: u16, host: &str, keep_alive: &str, spool: &Path) -> 
     std::fs::write(
         &path,
         format!(
-            r#"[device]
-id = "pi-01"
-
-[broker]
-host = "{host}"
-port = {port}
-keep_alive = "{keep_alive}"
-clean_session = false
-
-[broker.tls]
-ca_file = "ca.crt"
-cert_file = "pi-01.crt"
-key_file = "pi-01.key"
-
-[reconnect]
+            r#"{head}[reconnect]
 initial = "100ms"
 max = "500ms"
 
@@ -59,6 +45,9 @@ unit = "°C"
 start = 20.0
 step = 0.25
 "#,
+            head = ConfigHead::new(port).host(host).broker(&format!(
+                "keep_alive = \"{keep_alive}\"\nclean_session = false"
+            )),
             spool = spool.display()
         ),
     )

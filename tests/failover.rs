@@ -113,28 +113,12 @@ fn node(pki: &Pki, server: &Files, netns: &str, addr: &str, extra: Vec<String>) 
 
 fn config(dir: &Path, hosts: &[String], spool: &Path) -> PathBuf {
     let path = dir.join("pinpost.toml");
-    let hosts = hosts
-        .iter()
-        .map(|h| format!("{h:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let head =
+        ConfigHead::with_hosts(hosts).broker("keep_alive = \"5s\"\nconnect_timeout = \"2s\"");
     std::fs::write(
         &path,
         format!(
-            r#"[device]
-id = "pi-01"
-
-[broker]
-hosts = [{hosts}]
-keep_alive = "5s"
-connect_timeout = "2s"
-
-[broker.tls]
-ca_file = "ca.crt"
-cert_file = "pi-01.crt"
-key_file = "pi-01.key"
-
-[reconnect]
+            r#"{head}[reconnect]
 initial = "100ms"
 max = "500ms"
 
@@ -310,15 +294,13 @@ fn check_tries_every_broker_and_names_the_one_that_fails() {
     let config = pki.path().join("check.toml");
     std::fs::write(
         &config,
-        format!(
-            "[device]\nid = \"pi-01\"\n[broker]\nhosts = [\"127.0.0.1:{}\", \
-             \"127.0.0.1:{dead}\"]\n[broker.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\n\
-             key_file = \"{}\"\n",
-            broker.port,
-            pki.ca.cert.display(),
-            device.cert.display(),
-            device.key.display()
-        ),
+        ConfigHead::with_hosts(&[
+            format!("127.0.0.1:{}", broker.port),
+            format!("127.0.0.1:{dead}"),
+        ])
+        .ca(&pki.ca.cert)
+        .client(&device)
+        .to_string(),
     )
     .unwrap();
     let out = pinpost(

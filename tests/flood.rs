@@ -51,20 +51,7 @@ impl Rig {
         std::fs::write(
             &path,
             format!(
-                r#"[device]
-id = "pi-01"
-
-[broker]
-host = "127.0.0.1"
-port = {port}
-clean_session = {clean_session}
-
-[broker.tls]
-ca_file = "ca.crt"
-cert_file = "pi-01.crt"
-key_file = "pi-01.key"
-
-[reconnect]
+                r#"{head}[reconnect]
 initial = "100ms"
 max = "{reconnect_max}"
 
@@ -81,7 +68,8 @@ max_payload = 256
 # These tests send live commands without "ts"; with a persistent session
 # pinpost otherwise refuses them (tests/commands.rs proves that).
 allow_unstamped = true
-"#
+"#,
+                head = ConfigHead::new(port).broker(&format!("clean_session = {clean_session}"))
             ),
         )
         .unwrap();
@@ -174,14 +162,11 @@ allow_unstamped = true
     /// one client with the operator's certificate; returns once the broker
     /// has acknowledged every one.
     fn flood_distinct_names(&self, n: usize) {
-        let text = format!(
-            "[device]\nid = \"flooder\"\n[broker]\nhost = \"127.0.0.1\"\nport = {}\n\
-             [broker.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            self.broker.port,
-            self.pki.ca.cert.display(),
-            self.operator.cert.display(),
-            self.operator.key.display()
-        );
+        let text = ConfigHead::new(self.broker.port)
+            .id("flooder")
+            .ca(&self.pki.ca.cert)
+            .client(&self.operator)
+            .to_string();
         let config =
             pinpost::config::from_text(&text, None, &Default::default()).expect("flooder config");
         let tls = pinpost::tls::setup(config.broker.tls.as_ref().expect("tls")).expect("tls");

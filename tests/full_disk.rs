@@ -81,13 +81,11 @@ fn on_a_full_disk_the_shutdown_says_exactly_how_many_messages_were_kept_and_lost
     std::fs::write(
         &config,
         format!(
-            "[device]\nid = \"pi-01\"\n\
-             [broker]\nhost = \"127.0.0.1\"\nport = {port}\n\
-             [reconnect]\ninitial = \"100ms\"\nmax = \"500ms\"\n\
+            "{head}[reconnect]\ninitial = \"100ms\"\nmax = \"500ms\"\n\
              [board]\nkind = \"sim\"\n\
              [outbox]\npath = \"{spool}\"\n\
              [[sensor]]\nname = \"fast\"\nkind = \"sim\"\ninterval = \"5ms\"\nunit = \"V\"\n",
-            port = free_port("127.0.0.1"),
+            head = ConfigHead::new(free_port("127.0.0.1")).no_tls(),
             spool = spool.display()
         ),
     )

@@ -370,19 +370,7 @@ impl Rig {
         std::fs::write(
             &path,
             format!(
-                r#"[device]
-id = "pi-01"
-
-[broker]
-host = "127.0.0.1"
-port = {port}
-
-[broker.tls]
-ca_file = "ca.crt"
-cert_file = "pi-01.crt"
-key_file = "pi-01.key"
-
-[outbox]
+                r#"{head}[outbox]
 path = "{state}"
 
 [board]
@@ -419,7 +407,7 @@ birth_delay = "1s"
 area = "Garage"
 model = "Raspberry Pi 4"
 "#,
-                port = self.broker.more_ports[0],
+                head = ConfigHead::new(self.broker.more_ports[0]),
                 state = state.display(),
             ),
         )
@@ -850,13 +838,15 @@ fn the_acl_from_certs_mosquitto_homeassistant_lets_an_agent_announce_itself() {
     std::fs::write(
         &config,
         format!(
-            "[device]\nid = \"pi-01\"\n[broker]\nhost = \"127.0.0.1\"\nport = {}\n\
-             [broker.tls]\nca_file = \"{d}/ca.crt\"\ncert_file = \"{d}/pi-01.crt\"\n\
-             key_file = \"{d}/pi-01.key\"\n[outbox]\npath = \"{state}\"\n[board]\nkind = \"sim\"\n\
+            "{head}[outbox]\npath = \"{state}\"\n[board]\nkind = \"sim\"\n\
              [[output]]\nname = \"relay\"\npin = 27\n\
              [homeassistant]\nenabled = true\nbirth_delay = \"100ms\"\n",
-            broker.port,
-            d = files("pi-01").display(),
+            head = ConfigHead::new(broker.port)
+                .ca(files("pi-01").join("ca.crt"))
+                .client_files(
+                    files("pi-01").join("pi-01.crt"),
+                    files("pi-01").join("pi-01.key")
+                ),
             state = dir.path().join("state").display(),
         ),
     )

@@ -64,12 +64,9 @@ fn a_hostile_16_mib_spool_delays_online_by_no_more_than_a_few_seconds() {
     std::fs::write(
         &config,
         format!(
-            "[device]\nid = \"pi-01\"\n\
-             [broker]\nhost = \"127.0.0.1\"\nport = {port}\n\
-             [broker.tls]\nca_file = \"ca.crt\"\ncert_file = \"pi-01.crt\"\nkey_file = \"pi-01.key\"\n\
-             [board]\nkind = \"sim\"\n\
+            "{head}[board]\nkind = \"sim\"\n\
              [outbox]\npath = \"{spool}\"\n",
-            port = broker.port,
+            head = ConfigHead::new(broker.port),
             spool = spool.display()
         ),
     )

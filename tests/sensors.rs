@@ -27,19 +27,7 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            r#"[device]
-id = "pi-01"
-
-[broker]
-host = "127.0.0.1"
-port = {port}
-
-[broker.tls]
-ca_file = "ca.crt"
-cert_file = "pi-01.crt"
-key_file = "pi-01.key"
-
-[board]
+            r#"{head}[board]
 kind = "sim"
 
 [[sensor]]
@@ -70,7 +58,8 @@ kind = "file"
 path = "no-such-device/in_temp_input"
 interval = "100ms"
 retries = 1
-"#
+"#,
+            head = ConfigHead::new(port)
         ),
     )
     .unwrap();

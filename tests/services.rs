@@ -27,13 +27,15 @@ fn aws_config(dir: &Path, port: u16, extra_broker: &str, extra_tls: &str) -> Pat
     std::fs::write(
         &path,
         format!(
-            "[device]\nid = \"pi-01\"\n\n[broker]\nprofile = \"aws-iot\"\nhost = \"127.0.0.1\"\n\
-             port = {port}\n{extra_broker}\n[broker.tls]\nca_file = \"ca.crt\"\n\
-             cert_file = \"pi-01.crt\"\nkey_file = \"pi-01.key\"\n\
-             server_name = \"{AWS_NAME}\"\n{extra_tls}\n\n[board]\nkind = \"sim\"\n\n\
+            "{head}[board]\nkind = \"sim\"\n\n\
              [reconnect]\ninitial = \"100ms\"\nmax = \"500ms\"\n\n\
              [outbox]\npath = \"{spool}\"\n\n\
              [[sensor]]\nname = \"temp\"\nkind = \"sim\"\ninterval = \"200ms\"\nunit = \"°C\"\n",
+            head = ConfigHead::new(port)
+                .broker("profile = \"aws-iot\"")
+                .broker(extra_broker)
+                .tls(&format!("server_name = \"{AWS_NAME}\""))
+                .tls(extra_tls),
             spool = dir.join(format!("spool-{port}")).display()
         ),
     )
@@ -281,18 +283,13 @@ fn hivemq(pki: &Pki) -> (Broker, Front) {
 
 fn hivemq_config(dir: &Path, port: u16, server_name: Option<&str>) -> PathBuf {
     let path = dir.join(format!("hivemq-{}.toml", server_name.unwrap_or("none")));
-    let name = server_name
-        .map(|n| format!("server_name = \"{n}\"\n"))
-        .unwrap_or_default();
-    std::fs::write(
-        &path,
-        format!(
-            "[device]\nid = \"pi-01\"\n[broker]\nhost = \"127.0.0.1\"\nport = {port}\n\
-             username = \"pi-01\"\npassword = \"s3cret-Passw0rd\"\n[broker.tls]\n\
-             ca_file = \"ca.crt\"\n{name}"
-        ),
-    )
-    .unwrap();
+    let mut head = ConfigHead::new(port)
+        .broker("username = \"pi-01\"\npassword = \"s3cret-Passw0rd\"")
+        .no_client();
+    if let Some(n) = server_name {
+        head = head.tls(&format!("server_name = \"{n}\""));
+    }
+    std::fs::write(&path, head.to_string()).unwrap();
     path
 }
 

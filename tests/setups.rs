@@ -120,15 +120,7 @@ fn the_config_file_alone_is_enough_on_a_deployed_pi() {
     );
     // Relative paths in the file are read from the file's folder.
     let config = pki.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[device]\nid = \"pi-01\"\n\n[broker]\nhost = \"127.0.0.1\"\nport = {}\n\n\
-             [broker.tls]\nca_file = \"ca.crt\"\ncert_file = \"pi-01.crt\"\nkey_file = \"pi-01.key\"\n",
-            broker.port
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, ConfigHead::new(broker.port).to_string()).unwrap();
     let out = pinpost(
         &strings(&[
             "publish",
@@ -327,14 +319,10 @@ fn the_link_to_mosquitto_as_installed_sends_and_acknowledges_at_once() {
     let pki = Pki::new("prompt");
     let broker = Broker::mutual(&pki, pki.server(&["127.0.0.1"]));
     let device = pki.client("pi-01");
-    let text = format!(
-        "[device]\nid = \"pi-01\"\n[broker]\nhost = \"127.0.0.1\"\nport = {}\n[broker.tls]\n\
-         ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-        broker.port,
-        pki.ca.cert.display(),
-        device.cert.display(),
-        device.key.display()
-    );
+    let text = ConfigHead::new(broker.port)
+        .ca(&pki.ca.cert)
+        .client(&device)
+        .to_string();
     let config = pinpost::config::from_text(&text, None, &pinpost::config::Overrides::default())
         .expect("config");
     let tls = config
