@@ -2,11 +2,9 @@
 //! three setups users run: plain TCP, server-only TLS 1.2 with a password,
 //! and mutual TLS. Delivery is what an independent subscriber receives.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -3,13 +3,11 @@
 //! thread must still read it back during the stop. The proof is what a
 //! subscriber receives, and what the next start finds left.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn config(dir: &Path, port: u16, spool: &Path, sensors: &str) -> std::path::PathBuf {
     let path = dir.join(format!("pinpost-{}.toml", sensors.len()));

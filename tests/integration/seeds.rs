@@ -3,13 +3,11 @@
 //! deliver in both, and say in words what went wrong where they hit
 //! "Protocol error" and "peer did not return a certificate".
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -5,13 +5,11 @@
 //! good command is still answered at once. Delivery is witnessed by an
 //! independent `mosquitto_sub`; memory is the agent's own VmRSS.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -66,7 +64,7 @@ safe_state = "off"
 [commands]
 max_payload = 256
 # These tests send live commands without "ts"; with a persistent session
-# pinpost otherwise refuses them (tests/commands.rs proves that).
+# pinpost otherwise refuses them (tests/integration/commands.rs proves that).
 allow_unstamped = true
 "#,
                 head = ConfigHead::new(port).broker(&format!("clean_session = {clean_session}"))

@@ -4,13 +4,11 @@
 //! says once that the spool was damaged. Recovery used to take time
 //! quadratic in the file's size: 4 MiB delayed `online` by half a minute.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use pinpost::outbox::spool::{Record, Spool};
 
 fn record(id: u64, name: &str) -> Record {

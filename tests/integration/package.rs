@@ -8,14 +8,12 @@
 //! `scripts/throwaway-root.sh`; the test script runs both first. Missing
 //! either is a failure that says what to run.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const WAIT: Duration = Duration::from_secs(120);

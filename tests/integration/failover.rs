@@ -4,14 +4,12 @@
 //! node, and a witness on the other node counts every `seq`: none missing.
 //! Also the one-shot tools, which try each broker once, at once.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::subscriber::{Subscriber, tally};
-use common::*;
+use crate::common::subscriber::{Subscriber, tally};
+use crate::common::*;
 
 /// Three namespaces: the agent's and one per broker node, a cable from the
 /// agent to each node and one between the nodes for their bridge.

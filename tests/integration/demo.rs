@@ -2,11 +2,9 @@
 //! first (the README's first command is `cargo run --release -- demo`;
 //! `scripts/test.sh` runs exactly that too).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

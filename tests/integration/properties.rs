@@ -281,7 +281,7 @@ fn check_config(text: &str) {
     assert!(words.len() > CONFIG_PATH.len() + 2, "says nothing: {words}");
 }
 
-const EXAMPLE: &str = include_str!("../deploy/config.example.toml");
+const EXAMPLE: &str = include_str!("../../deploy/config.example.toml");
 
 /// Values of every shape TOML has, and the edge cases of the ones pinpost
 /// reads (durations, sizes, ports, pins).
@@ -625,7 +625,7 @@ fn corpus_spools_open_and_keep_what_they_hold() {
     }
 }
 
-/// Writes the spool corpus again: `cargo test --test properties -- --ignored`.
+/// Writes the spool corpus again: `cargo test --test integration -- properties:: --ignored`.
 /// The files are committed; this documents how each was made.
 #[test]
 #[ignore = "writes tests/corpus/spool; run by hand when the format changes"]

@@ -3,13 +3,11 @@
 //! and how many it lost, and the next start finds exactly those kept.
 //! No broker is involved: the agent is offline from its start.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pinpost::outbox::spool::Spool;
 
 /// A tmpfs of `size` (e.g. "64k") on `dir`, unmounted when dropped.

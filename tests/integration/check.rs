@@ -2,14 +2,12 @@
 //! gets its own line saying what is wrong and what to do, and a non-zero
 //! exit. A healthy setup prints none of those lines and exits 0.
 
-mod common;
-
 use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

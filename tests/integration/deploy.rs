@@ -1,15 +1,13 @@
 //! The systemd unit in deploy/ is valid and asks for what the agent needs.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
-const UNIT: &str = include_str!("../deploy/pinpost.service");
+const UNIT: &str = include_str!("../../deploy/pinpost.service");
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {

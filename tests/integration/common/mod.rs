@@ -11,9 +11,6 @@
 //! [`netns`] (the network between them), [`front`] (a managed service's TLS
 //! front). This file only declares and re-exports them.
 
-// Each test file compiles this harness and uses only part of it.
-#![allow(dead_code, unused_imports)]
-
 pub mod broker;
 pub mod config;
 pub mod front;

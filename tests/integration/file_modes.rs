@@ -1,7 +1,8 @@
 //! Every file pinpost makes holds what only its service user may read (an
 //! outage's readings, the lock of its spool), so each is created 0600 and
 //! each directory it creates 0700, whatever umask it was started under.
-//! Alone in its own test binary: the umask belongs to the whole process.
+//! The umask belongs to the whole process, and other tests share this one:
+//! the test runs itself again in a child process of its own.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -37,8 +38,29 @@ fn walk(dir: &Path, out: &mut Vec<(String, u32)>) {
     }
 }
 
+/// Set in the child that runs the test under umask 000.
+const ALONE: &str = "PINPOST_TEST_FILE_MODES_ALONE";
+
 #[test]
 fn every_file_pinpost_creates_is_0600_and_every_directory_0700_under_umask_000() {
+    if std::env::var_os(ALONE).is_none() {
+        // This test binary again, running only this test, in a process whose
+        // umask no other test shares.
+        let name = "file_modes::every_file_pinpost_creates_is_0600_and_every_directory_0700_under_umask_000";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads", "1"])
+            .env(ALONE, "1")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{said}");
+        assert!(said.contains("test result: ok. 1 passed"), "{said}");
+        return;
+    }
     rustix::process::umask(rustix::fs::Mode::empty());
     let root = tempfile::tempdir().unwrap();
 

@@ -15,8 +15,6 @@
 //! user with a long-lived access token. It runs with `--skip-pip`: the
 //! install script put in the requirements of the integrations it loads.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -25,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// HA's first start on a busy 2-core machine.

@@ -6,13 +6,11 @@
 //! script runs before `cargo test`. A missing or outdated binary, or a
 //! missing qemu, is a failure that says what to run, never a skip.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 /// Emulation is several times slower than the host, startup included.
 const WAIT: Duration = Duration::from_secs(40);

@@ -6,14 +6,12 @@
 //! with a persistent session receives: every `seq` of every stream, in
 //! order, duplicates counted, no gap.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::subscriber::{Subscriber, tally};
-use common::*;
+use crate::common::subscriber::{Subscriber, tally};
+use crate::common::*;
 
 fn config(dir: &Path, port: u16, host: &str, keep_alive: &str, spool: &Path) -> PathBuf {
     let path = dir.join("pinpost.toml");

@@ -3,13 +3,11 @@
 //! reconnects and restarts. Everything is asserted on what an independent
 //! subscriber receives.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 

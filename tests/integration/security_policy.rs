@@ -2,14 +2,12 @@
 //! enforces; those claims must stay what `pinpost certs mosquitto` writes,
 //! and the address to report to must be the maintainers' own.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
-const POLICY: &str = include_str!("../SECURITY.md");
-const CARGO: &str = include_str!("../Cargo.toml");
+const POLICY: &str = include_str!("../../SECURITY.md");
+const CARGO: &str = include_str!("../../Cargo.toml");
 
 #[test]
 fn the_policy_says_how_to_report_a_problem_privately() {

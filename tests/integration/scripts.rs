@@ -1,12 +1,10 @@
 //! Every shell script in the repository parses (`bash -n`, or `sh -n` for
 //! the /bin/sh ones a Pi runs with dash) and passes shellcheck.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// Files under the repository's own folders that start with a shell shebang.
 fn scripts() -> Vec<(PathBuf, &'static str)> {

@@ -6,13 +6,11 @@
 //! Against a real Mosquitto; the weak certificates are made here with the
 //! openssl command line, as an old recipe would make them.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

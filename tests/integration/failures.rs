@@ -2,12 +2,10 @@
 //! to do. Each test makes the failure happen against a real Mosquitto (or a
 //! real socket) and asserts the sentence pinpost prints and its exit code.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -5,13 +5,11 @@
 //! certificate). `pinpost run`, `publish` and `check` work through them with
 //! nothing but their config, and each silent refusal is explained.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::front::{Front, FrontSetup, Policy};
-use common::*;
+use crate::common::front::{Front, FrontSetup, Policy};
+use crate::common::*;
 
 const AWS_NAME: &str = "a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com";
 const HIVEMQ_NAME: &str = "0123abcd.s1.eu.hivemq.cloud";

@@ -2,13 +2,11 @@
 //! mutual TLS and its ACL, a device made with it connects and publishes,
 //! and the ACL keeps each device inside its own topics.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 

@@ -2,13 +2,11 @@
 //! mutual TLS, on a simulated board whose relay output is wired to a button
 //! input. Everything is asserted on what an independent subscriber receives.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 
