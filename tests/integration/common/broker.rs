@@ -238,23 +238,27 @@ impl Broker {
         panic!("mosquitto did not restart: {}", self.log());
     }
 
+    /// Waits until every listener accepts connections: Mosquitto opens
+    /// them one after another, and a test may use any of them first.
     fn wait_listening(&mut self) -> Result<(), String> {
-        let port = self.port;
+        let ports: Vec<u16> = std::iter::once(self.port)
+            .chain(self.more_ports.iter().copied())
+            .collect();
         let broker = self;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = broker.child.try_wait() {
                 return Err(format!("exited with {status}: {}", broker.log()));
             }
-            let listening = match &broker.netns {
-                None => TcpStream::connect((broker.host.as_str(), port)).is_ok(),
+            let listening = ports.iter().all(|port| match &broker.netns {
+                None => TcpStream::connect((broker.host.as_str(), *port)).is_ok(),
                 Some(ns) => Command::new("ip")
                     .args(["netns", "exec", ns, "bash", "-c"])
                     .arg(format!("echo > /dev/tcp/{}/{port}", broker.host))
                     .stderr(Stdio::null())
                     .status()
                     .is_ok_and(|s| s.success()),
-            };
+            });
             if listening {
                 return Ok(());
             }
