@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the two Home Assistant versions tests/homeassistant.rs runs
+# Installs the two Home Assistant versions tests/integration/homeassistant.rs runs
 # against, from PyPI, into venvs under target/homeassistant/ (kept between
 # runs: a venv that already holds the right version is left alone):
 #   - HA 2024.3.3 on Python 3.11 (per-entity discovery), `josepy<2` pinned:

@@ -42,12 +42,12 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Pi builds leave the demo's broker out: they must build (and lint) too.
 cargo clippy --no-default-features --all-targets -- -D warnings
-# The release binaries for the Pi (run under qemu by tests/arm.rs) and this
+# The release binaries for the Pi (run under qemu by tests/integration/arm.rs) and this
 # PC, and their .deb packages; a Debian root to install them into
-# (tests/package.rs).
+# (tests/integration/package.rs).
 scripts/package.sh >/dev/null
 scripts/throwaway-root.sh >/dev/null
-# Home Assistant 2024.3.3 and 2025.4.4 from PyPI, for tests/homeassistant.rs
+# Home Assistant 2024.3.3 and 2025.4.4 from PyPI, for tests/integration/homeassistant.rs
 # (kept in target/homeassistant/; fails saying which Python to install).
 scripts/homeassistant.sh
 cargo test

@@ -2,7 +2,7 @@
 # Makes target/rootfs/bookworm.tar: a minimal Debian 12 root (debootstrap
 # --variant=minbase, plus init-system-helpers, which the package's scripts
 # call to enable the unit), the stand-in for a Pi's root filesystem in
-# tests/package.rs. Each test unpacks its own copy and chroots into it.
+# tests/integration/package.rs. Each test unpacks its own copy and chroots into it.
 # Prints the tarball's path. Safe to run again: an existing tarball is kept.
 # Needs root (debootstrap, chroot) and Debian's package mirror.
 set -euo pipefail

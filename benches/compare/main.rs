@@ -10,7 +10,8 @@
 //! `cargo bench --bench compare -- command fleet` runs only the figures
 //! named (edge, command, throughput, one-shot, footprint, fleet, slow-disk).
 
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../tests/integration/common/mod.rs"]
+#[allow(dead_code, unused_imports)] // the figures use part of the harness
 mod common;
 mod fleet;
 mod footprint;
