@@ -38,4 +38,5 @@ mod seeds;
 mod sensors;
 mod services;
 mod setups;
+mod shape;
 mod tls_strict;
