@@ -25,6 +25,7 @@
 
 pub mod agent;
 pub mod board;
+pub(crate) mod boot;
 pub(crate) mod certs;
 pub mod cli;
 pub mod config;

@@ -51,7 +51,6 @@ const MAX_FILE_BYTES: u64 = 256 * 1024;
 /// the jitter of reading two clocks.
 const CLOCK_STEP_MILLIS: i64 = 1000;
 /// Changes at every boot; the same for every process of one boot.
-const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 /// For the syncer's log lines.
 const WHAT: &str = "the record of applied commands";
 const IF_SYNC_FAILS: &str = "until it can, each stamped command waits for the disk before its pin \
@@ -112,9 +111,7 @@ impl Applied {
     /// Loads the record in `dir` (see [`Applied::load_with`]), syncing with
     /// fsync, in the boot the kernel names.
     pub(super) fn load(dir: &Path, names: &[String], now_millis: i64) -> (Applied, Vec<String>) {
-        let boot = fs::read_to_string(BOOT_ID)
-            .map(|id| id.trim().to_string())
-            .unwrap_or_default();
+        let boot = crate::boot::id();
         Applied::load_with(dir, names, now_millis, &boot, syncer::fsync())
     }
 

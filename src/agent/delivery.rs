@@ -44,6 +44,21 @@ pub(super) fn report_opened(outbox: &Outbox, opened: &Opened) {
             crate::outbox::SEQ_RESERVE
         );
     }
+    if opened.power_cut {
+        tracing::warn!(
+            "the machine restarted while the last run was still going (a power cut or a \
+             crash): readings it had not yet synced (normally its last 200 ms) may be lost, so \
+             seq numbers skip {} ahead per topic and a loss shows as a gap, never as a seq \
+             reused for a different reading",
+            crate::outbox::SEQ_RESERVE
+        );
+    }
+    if let Some(problem) = &opened.mark_problem {
+        tracing::warn!(
+            "outbox: {problem}; after a power cut, seq numbers may repeat. Check that the \
+             outbox directory is writable"
+        );
+    }
     if opened.dropped > 0 {
         tracing::warn!(
             dropped = opened.dropped,

@@ -22,6 +22,7 @@
 //! It knows topics as strings and nothing of MQTT packets or rumqttc: the
 //! agent moves messages from here to the link and acknowledgements back.
 
+mod boot_mark;
 mod crc;
 mod disk;
 mod queue;
@@ -106,6 +107,14 @@ pub struct Opened {
     /// The last run ended without a clean stop, so seq numbers continue
     /// after those it had reserved: subscribers see a gap, never a reuse.
     pub unclean: bool,
+    /// The last run did not stop cleanly and the machine has restarted
+    /// since (a power cut or a crash of the system): what it had not yet
+    /// synced may be lost, so seq numbers skip [`SEQ_RESERVE`] per topic
+    /// and a lost reading shows as a gap, never as a reused seq.
+    pub power_cut: bool,
+    /// The spool's boot mark could not be written: after a power cut seqs
+    /// cannot be told apart from a kill's, and may repeat.
+    pub mark_problem: Option<String>,
     /// Messages found in the spool but dropped at once, by `policy`,
     /// because together they were over `max_bytes` (a spool left by a run
     /// with a larger `outbox.max_bytes`, or a file put there by hand).
@@ -206,6 +215,8 @@ pub struct Outbox {
     /// Held while the spool is ours: two agents writing one log would
     /// corrupt it.
     _lock: Option<std::fs::File>,
+    /// This boot's id, for the boot mark written at a clean stop.
+    boot: String,
 }
 
 impl Outbox {
@@ -214,6 +225,11 @@ impl Outbox {
     /// cannot be opened is reported in [`Opened::unavailable`] and the
     /// outbox works from memory alone.
     pub fn open(dir: &Path, limits: Limits) -> (Outbox, Opened) {
+        Outbox::open_in_boot(dir, limits, &crate::boot::id())
+    }
+
+    /// [`Outbox::open`] as if this boot's id were `boot`.
+    fn open_in_boot(dir: &Path, limits: Limits, boot: &str) -> (Outbox, Opened) {
         let mut opened = Opened::default();
         let memory_only = |limits: Limits| Queue::new(limits, false, 0, BTreeMap::new());
         let lock = match lock(dir) {
@@ -232,7 +248,26 @@ impl Outbox {
         };
         opened.damage = damage_words(&recovered, spool.path());
         opened.unclean = recovered.unclean;
-        let mut queue = Queue::new(limits, true, recovered.next_id, recovered.seqs);
+        let mut seqs = recovered.seqs;
+        match boot_mark::open(dir, boot) {
+            // Reserved seqs already leave a gap; otherwise the newest seqs
+            // may have died unsynced with the machine.
+            Ok(boot_mark::Before::OtherBoot) if !recovered.unclean => {
+                opened.power_cut = true;
+                for next in seqs.values_mut() {
+                    *next = next.saturating_add(SEQ_RESERVE);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                opened.mark_problem = Some(format!(
+                    "cannot write {}: {}",
+                    dir.join("boot").display(),
+                    crate::words::io_words(&e)
+                ))
+            }
+        }
+        let mut queue = Queue::new(limits, true, recovered.next_id, seqs);
         let ((replayed, replayed_bytes), (dropped, dropped_bytes)) =
             queue.recover(&recovered.records);
         opened.replayed = replayed;
@@ -252,6 +287,7 @@ impl Outbox {
             dir: dir.to_path_buf(),
             disk: Some(disk),
             _lock: Some(lock),
+            boot: boot.to_string(),
         };
         outbox.flush();
         (outbox, opened)
@@ -263,6 +299,7 @@ impl Outbox {
             dir: dir.to_path_buf(),
             disk: None,
             _lock: None,
+            boot: String::new(),
         }
     }
 
@@ -416,7 +453,17 @@ impl Outbox {
                 }
             }
         }
-        self.disk = None;
+        let had_disk = self.disk.take().is_some();
+        if had_disk && durable && problem.is_none() {
+            // Only now is every seq handed out on disk: the next start,
+            // in any boot, may continue them exactly.
+            if let Err(e) = boot_mark::clean(&self.dir, &self.boot) {
+                problem = Some(format!(
+                    "cannot mark the spool as closed cleanly ({}); the next start skips seqs ahead",
+                    crate::words::io_words(&e)
+                ));
+            }
+        }
         let (on_disk, queued) = self.queue.on_disk_and_queued();
         // Written but not synced: the kernel may still write them out, but
         // nothing promises it, so they are not counted as kept.
