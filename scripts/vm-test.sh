@@ -238,7 +238,7 @@ build_image() {
   cp "$(ls "$work"/root/boot/vmlinuz-*)" "$KERNEL.new"
   make_initrd "$work/root" "$INITRD"
   rm -f "$BASE.new"
-  mkfs.ext4 -q -L pi-root -d "$work/root" "$BASE.new" 3G || die "mkfs.ext4 -d failed"
+  mkfs.ext4 -q -L pi-root -d "$work/root" "$BASE.new" 3G >/dev/null || die "mkfs.ext4 -d failed"
   mv "$KERNEL.new" "$KERNEL"
   mv "$BASE.new" "$BASE"
   rm -rf "$work"
@@ -255,11 +255,11 @@ result() { # PASS|FAIL name detail
   [ "$1" = PASS ] || failed=$((failed + 1))
 }
 # Every check the guest must report, in the order it runs; one missing fails.
-GUEST_CHECKS=(install user unit-enabled config-installed broker start active-running
+GUEST_CHECKS=(install user unit-enabled config-installed broker start config-dir-mode active-running
   status-text online readings command-result relay-on runs-as-pinpost no-capabilities
   seccomp no-new-privs spool-written probe-state-writable probe-own-key probe-other-key
-  probe-shadow probe-write-/etc/pinpost probe-write-/etc probe-write-/usr/local
-  probe-write-/var/log probe-write-/var/tmp probe-write-/root probe-write-/home exposure
+  probe-shadow private-tmp probe-write-/etc/pinpost probe-write-/etc probe-write-/usr/local
+  probe-write-/var/log probe-write-/root probe-write-/home probe-write-/var/lib exposure
   no-directory-warning unit-clean journal-native watchdog)
 RECOVER_CHECKS=(spool-recovered drained)
 LAST_CHECKS=(upgrade-install upgrade-restarts upgrade-keeps-config purge-removes-config
@@ -371,7 +371,12 @@ power_cut_figures() { # cut-boot next-boot
         + substr(ts, 12, 2) * 3600 + substr(ts, 15, 2) * 60 + substr(ts, 18, 2)) * 1000 + substr(ts, 21, 3)
       if (!match($0, /"seq":[0-9]+/)) next
       seq = substr($0, RSTART + 6, RLENGTH - 6) + 0
-      if (ms > last) next                       # made after the cut: a later boot
+      # Readings of the next boot come tens of seconds after the cut (its
+      # boot); those between the last tick and the cut are from this boot.
+      if (ms > last + 5000) {
+        if (next_seq == "") next_seq = seq
+        next
+      }
       if (ms < spool - 1000) next               # made while the broker was up
       n++
       if (n == 1) { first_seq = seq; first_ms = ms }
@@ -392,8 +397,19 @@ power_cut_figures() { # cut-boot next-boot
         "(%d received from the last 200 ms), %.1f ms between readings\n", \
         (gaps == 0 && missing == 0 ? "PASS" : "FAIL"), made, first_seq, before, missing, \
         gaps + 0, gap_at, last - spool, last - prev_ms, n - before, spacing
+      # Readings made after the newest one received (in the last 200 ms,
+      # which a cut may lose) took seqs the next run must not hand out again.
+      tail = int((last - prev_ms) / spacing)
+      if (tail < 0) tail = 0
+      printf "%s the next run went on at seq %s after %d, a gap of %d for the about %d readings lost in the last 200 ms\n", \
+        (next_seq != "" && next_seq - prev - 1 >= tail ? "PASS" : "FAIL"), next_seq, prev, next_seq - prev - 1, tail
     }')
-  result "${verdict%% *}" "$1/power-cut" "${verdict#* }"
+  local line
+  line=$(head -n 1 <<<"$verdict")
+  result "${line%% *}" "$1/power-cut" "${line#* }"
+  line=$(sed -n 2p <<<"$verdict")
+  [ -n "$line" ] || line="FAIL no seq after the cut"
+  result "${line%% *}" "$1/seq-unique" "${line#* }"
 }
 
 # ---------------------------------------------------------------- test disk
@@ -476,7 +492,7 @@ step = 0.1
 stats_interval = "10s"
 TOML
   rm -f "$RUN/test.img"
-  mkfs.ext4 -q -L vmtest -d "$disk" "$RUN/test.img" 64M || die "cannot make the test disk"
+  mkfs.ext4 -q -L vmtest -d "$disk" "$RUN/test.img" 64M >/dev/null || die "cannot make the test disk"
 }
 
 # ---------------------------------------------------------------- main
@@ -490,10 +506,12 @@ fi
 
 deb=$(find target/debian -name 'pinpost_*_arm64.deb' 2>/dev/null | sort -V | tail -n 1)
 [ -n "$deb" ] || die "no target/debian/pinpost_*_arm64.deb: run scripts/package.sh first"
-# A package whose unit differs from deploy/ would test yesterday's unit.
+# A package whose unit differs from deploy/ (comments aside) would test
+# yesterday's unit.
 check_dir=$(mktemp -d)
 dpkg-deb -x "$deb" "$check_dir"
-if ! cmp -s "$check_dir/usr/lib/systemd/system/pinpost.service" deploy/pinpost.service; then
+if ! cmp -s <(grep -v '^#' "$check_dir/usr/lib/systemd/system/pinpost.service") \
+  <(grep -v '^#' deploy/pinpost.service); then
   rm -rf "$check_dir"
   die "$deb holds another unit than deploy/pinpost.service: run scripts/package.sh first"
 fi
