@@ -154,6 +154,10 @@ EOF
   check probe-state-writable "can write its StateDirectory /var/lib/pinpost" probe "$@"
   PROBE='cat /etc/pinpost/certs/pi-01.key'
   check probe-own-key "can read its own key (the probe's control)" probe "$@"
+  # The virt machine's PL061 is /dev/gpiochip0: the unit's DeviceAllow and
+  # the gpio group (udev rule as on Raspberry Pi OS) let pinpost open it.
+  PROBE='test -c /dev/gpiochip0 && : </dev/gpiochip0'
+  check probe-gpiochip "can open /dev/gpiochip0 ($(stat -c '%a %U:%G' /dev/gpiochip0 2>&1))" probe "$@"
   PROBE='cat /etc/pinpost/certs/other.key'
   check_not probe-other-key "cannot read /etc/pinpost/certs/other.key (root:root 0640)" probe "$@"
   PROBE='cat /etc/shadow'
@@ -219,6 +223,9 @@ EOF
 # What this boot's pinpost (started by systemd at boot, broker down) said,
 # then the spool drained to a subscriber.
 recover() {
+  # Started at boot with the broker down: READY after the first attempt.
+  check ready-without-broker "$(prop ActiveState)/$(prop SubState) with mosquitto $(systemctl is-active mosquitto); status: $(prop StatusText)" \
+    sh -c '[ "$(systemctl show -p ActiveState --value pinpost)" = active ] && ! systemctl is-active -q mosquitto'
   log=$(journalctl -b -u pinpost --no-pager -o cat | grep -E 'did not stop cleanly|kept in|damaged' | tr '\n' '|')
   info "pinpost at boot: $log"
   check spool-recovered "$log" has "$log" 'messages kept in .* by an earlier run'

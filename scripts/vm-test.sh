@@ -257,11 +257,11 @@ result() { # PASS|FAIL name detail
 # Every check the guest must report, in the order it runs; one missing fails.
 GUEST_CHECKS=(install user unit-enabled config-installed broker start config-dir-mode active-running
   status-text online readings command-result relay-on runs-as-pinpost no-capabilities
-  seccomp no-new-privs spool-written probe-state-writable probe-own-key probe-other-key
+  seccomp no-new-privs spool-written probe-state-writable probe-own-key probe-gpiochip probe-other-key
   probe-shadow private-tmp probe-write-/etc/pinpost probe-write-/etc probe-write-/usr/local
   probe-write-/var/log probe-write-/root probe-write-/home probe-write-/var/lib exposure
   no-directory-warning unit-clean journal-native watchdog)
-RECOVER_CHECKS=(spool-recovered drained)
+RECOVER_CHECKS=(ready-without-broker spool-recovered drained)
 LAST_CHECKS=(upgrade-install upgrade-restarts upgrade-keeps-config purge-removes-config
   purge-keeps-certs purge-stops)
 
@@ -381,25 +381,30 @@ power_cut_figures() { # cut-boot next-boot
       n++
       if (n == 1) { first_seq = seq; first_ms = ms }
       else if (seq != prev + 1) { gaps++; gap_at = gap_at " " prev "->" seq }
-      prev = seq; prev_ms = ms
-      if (ms <= last - 200) { before++; newest_before = ms }
+      prev = seq; prev_ms = ms; at[n] = ms
     }
     END {
       if (n < 2) { print "FAIL no readings from before the cut reached the subscriber"; exit }
       spacing = (prev_ms - first_ms) / (n - 1)
-      # Readings made after the newest received one and before last-200 ms,
+      # The cut came after the last tick and after the newest reading that
+      # survived it: the later of the two is the reference.
+      cut = last > prev_ms ? last : prev_ms
+      before = 0
+      for (i = 1; i <= n; i++) if (at[i] <= cut - 200) { before++; newest_before = at[i] }
+      # Readings made after the newest received one and before cut-200 ms,
       # at the spacing the sensor kept: none may be missing.
-      missing = int((last - 200 - newest_before) / spacing)
+      missing = int((cut - 200 - newest_before) / spacing)
       if (missing < 0) missing = 0
       made = before + missing
       printf "%s made before cut-200ms %d (from seq %d), received %d, lost %d, gaps %d%s; " \
-        "cut %d ms after spooling began, newest reading received made %d ms before the cut " \
-        "(%d received from the last 200 ms), %.1f ms between readings\n", \
+        "cut %d ms after spooling began (%s), newest reading received made %d ms before it, " \
+        "%d more received from its last 200 ms, %.1f ms between readings\n", \
         (gaps == 0 && missing == 0 ? "PASS" : "FAIL"), made, first_seq, before, missing, \
-        gaps + 0, gap_at, last - spool, last - prev_ms, n - before, spacing
+        gaps + 0, gap_at, cut - spool, (last >= prev_ms ? "the last tick" : "the newest reading, after the last tick"), \
+        cut - prev_ms, n - before, spacing
       # Readings made after the newest one received (in the last 200 ms,
       # which a cut may lose) took seqs the next run must not hand out again.
-      tail = int((last - prev_ms) / spacing)
+      tail = int((cut - prev_ms) / spacing)
       if (tail < 0) tail = 0
       printf "%s the next run went on at seq %s after %d, a gap of %d for the about %d readings lost in the last 200 ms\n", \
         (next_seq != "" && next_seq - prev - 1 >= tail ? "PASS" : "FAIL"), next_seq, prev, next_seq - prev - 1, tail
@@ -499,7 +504,8 @@ TOML
 install_tools
 t_image=$SECONDS
 build_image
-say "image: $((SECONDS - t_image)) s (0 when cached)"
+image_seconds=$((SECONDS - t_image))
+say "image: $image_seconds s (0: cached)"
 if [ "${1:-}" = --image ]; then
   exit 0
 fi
@@ -551,5 +557,5 @@ for name in "${boots[@]}"; do
 done
 
 echo
-echo "vm-test: $((${#RESULTS[@]} - failed)) passed, $failed failed; tests took $((SECONDS - t_tests)) s (image $((t_tests - t_image)) s)"
+echo "vm-test: $((${#RESULTS[@]} - failed)) passed, $failed failed; boots and checks took $((SECONDS - t_tests)) s, the image $image_seconds s (0: cached)"
 ((failed == 0))
