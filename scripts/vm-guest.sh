@@ -62,7 +62,9 @@ sub_start() { # FILE TOPIC...
   SUB=$!
   sleep 1
 }
-sub_stop() { kill "$SUB" 2>/dev/null; wait "$SUB" 2>/dev/null; }
+# SIGKILL: its lines are out already (line-buffered), and a mosquitto_sub
+# told to disconnect once sat there for minutes.
+sub_stop() { kill -KILL "$SUB" 2>/dev/null; wait "$SUB" 2>/dev/null; }
 pub() { # TOPIC PAYLOAD
   # shellcheck disable=SC2086
   mosquitto_pub $OPKEYS -p 8884 -q 1 -t "$1" -m "$2"
@@ -96,6 +98,11 @@ install_and_configure() {
   install -m 0600 "$T/certs/operator/ca.crt" "$T/certs/operator/operator.crt" \
     "$T/certs/operator/operator.key" /root/op/
   install -m 0640 -g pinpost "$T/config.toml" /etc/pinpost/config.toml
+  # The gpio group is new (postinst made it): udev applies the image's rule
+  # for it now, as it does at every boot of a Pi that has the group.
+  udevadm control --reload
+  udevadm trigger --action=add --sysname-match='gpiochip*'
+  udevadm settle
 }
 
 main_checks() {
@@ -184,6 +191,11 @@ EOF
   # before it runs pinpost, under the unit's name).
   said=$(journalctl -b --no-pager -o cat -u pinpost.service | grep -v -E '^(INFO|WARN|ERROR) ')
   warnings=$(printf '%s\n' "$said" | grep -i -E 'Directory|mode' | head -n 3)
+  # The control: a unit without ConfigurationDirectoryMode on the same
+  # folder is warned about, so the check above can see the warning.
+  systemd-run --quiet --wait --collect --unit vmtest-dirmode -p ConfigurationDirectory=pinpost /bin/true
+  control=$(journalctl -b --no-pager -o cat -u vmtest-dirmode.service | grep -i 'Directory' | head -n 1)
+  check directory-warning-control "without ConfigurationDirectoryMode=0750: ${control:-no warning}" test -n "$control"
   check no-directory-warning "${warnings:-systemd warns about no pinpost directory}" test -z "$warnings"
   warnings=$(printf '%s\n' "$said" | grep -i -E 'unknown|ignoring|deprecated|invalid' | head -n 3)
   check unit-clean "${warnings:-no unit file warnings}" test -z "$warnings"

@@ -33,7 +33,7 @@ RUN=$VM/run
 # (boots 1 to 3; boot 4 checks the last cut, upgrades and purges).
 CUTS=(1.3 3.7 6.1)
 # A boot that does not end by itself within this is killed and fails.
-BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-900}
+BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-480}
 
 die() { echo "vm-test: $*" >&2; exit 1; }
 say() { echo "vm-test: $*" >&2; }
@@ -260,7 +260,7 @@ GUEST_CHECKS=(install user unit-enabled config-installed broker start config-dir
   seccomp no-new-privs spool-written probe-state-writable probe-own-key probe-gpiochip probe-other-key
   probe-shadow private-tmp probe-write-/etc/pinpost probe-write-/etc probe-write-/usr/local
   probe-write-/var/log probe-write-/root probe-write-/home probe-write-/var/lib exposure
-  no-directory-warning unit-clean journal-native watchdog)
+  directory-warning-control no-directory-warning unit-clean journal-native watchdog)
 RECOVER_CHECKS=(ready-without-broker spool-recovered drained)
 LAST_CHECKS=(upgrade-install upgrade-restarts upgrade-keeps-config purge-removes-config
   purge-keeps-certs purge-stops)
