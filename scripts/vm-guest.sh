@@ -101,8 +101,10 @@ install_and_configure() {
   # The gpio group is new (postinst made it): udev applies the image's rule
   # for it now, as it does at every boot of a Pi that has the group.
   udevadm control --reload
-  udevadm trigger --action=add --sysname-match='gpiochip*'
+  sleep 1
+  udevadm trigger --action=change --sysname-match='gpiochip*'
   udevadm settle
+  info "gpiochip0: $(stat -c '%a %U:%G' /dev/gpiochip0 2>&1); $(udevadm info -q property /dev/gpiochip0 2>&1 | grep -E '^(SUBSYSTEM|DEVNAME)=' | tr '\n' ' ')"
 }
 
 main_checks() {

@@ -277,7 +277,9 @@ collect() { # serial boot-name expected...
     result "$verdict" "$boot/${rest%%: *}" "${rest#*: }"
   done < <(tr -d '\r' <"$serial" | grep -a -E '^VMTEST (PASS|FAIL) ')
   for name in "$@"; do
-    tr -d '\r' <"$serial" | grep -a -q -F -e "PASS $name: " -e "FAIL $name: " ||
+    # Straight from the file: a pipe into grep -q would fail (pipefail) when
+    # grep stops reading early.
+    grep -a -q -F -e "PASS $name: " -e "FAIL $name: " "$serial" ||
       result FAIL "$boot/$name" "not reported (see $serial)"
   done
 }
