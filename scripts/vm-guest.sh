@@ -104,7 +104,13 @@ install_and_configure() {
   sleep 1
   udevadm trigger --action=change --sysname-match='gpiochip*'
   udevadm settle
-  info "gpiochip0: $(stat -c '%a %U:%G' /dev/gpiochip0 2>&1); $(udevadm info -q property /dev/gpiochip0 2>&1 | grep -E '^(SUBSYSTEM|DEVNAME)=' | tr '\n' ' ')"
+  info "gpiochip0 after udev: $(stat -c '%a %U:%G' /dev/gpiochip0 2>&1); $(udevadm info -q property /dev/gpiochip0 2>&1 | grep -E '^(SUBSYSTEM|DEVNAME)=' | tr '\n' ' ')"
+  # What the probe below is about is the unit's DeviceAllow, not udev: when
+  # the rule did not take (seen here), the group is set as the rule says.
+  if [ "$(stat -c %G /dev/gpiochip0)" != gpio ]; then
+    chgrp gpio /dev/gpiochip0 && chmod 0660 /dev/gpiochip0
+    info "gpiochip0: udev left it root:root; chgrp gpio by hand"
+  fi
 }
 
 main_checks() {

@@ -393,10 +393,10 @@ power_cut_figures() { # cut-boot next-boot
       cut = last > prev_ms ? last : prev_ms
       before = 0
       for (i = 1; i <= n; i++) if (at[i] <= cut - 200) { before++; newest_before = at[i] }
-      # Readings made after the newest received one and before cut-200 ms,
-      # at the spacing the sensor kept: none may be missing.
-      missing = int((cut - 200 - newest_before) / spacing)
-      if (missing < 0) missing = 0
+      # Seqs are handed out in order, so with no gap nothing made before the
+      # newest received reading is missing. Readings made after it and
+      # before cut-200 ms, at the spacing the sensor kept, would be.
+      missing = prev_ms >= cut - 200 ? 0 : int((cut - 200 - prev_ms) / spacing)
       made = before + missing
       printf "%s made before cut-200ms %d (from seq %d), received %d, lost %d, gaps %d%s; " \
         "cut %d ms after spooling began (%s), newest reading received made %d ms before it, " \
