@@ -47,6 +47,10 @@ cargo clippy --no-default-features --all-targets -- -D warnings
 # (tests/integration/package.rs).
 scripts/package.sh >/dev/null
 scripts/throwaway-root.sh >/dev/null
+# The arm64 package on Debian 12 booted under qemu-system-aarch64 with
+# systemd: the unit, its hardening and watchdog, power cuts, upgrade and
+# purge (README, "Development"). Builds its image once into target/vm/.
+scripts/vm-test.sh
 # Home Assistant 2024.3.3 and 2025.4.4 from PyPI, for tests/integration/homeassistant.rs
 # (kept in target/homeassistant/; fails saying which Python to install).
 scripts/homeassistant.sh

@@ -51,6 +51,8 @@ fn every_script_is_found() {
         "cross-build.sh",
         "package.sh",
         "throwaway-root.sh",
+        "vm-test.sh",
+        "vm-guest.sh",
         "install.sh",
         "push.sh",
         "postinst",

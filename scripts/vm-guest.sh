@@ -1,0 +1,320 @@
+#!/bin/sh
+# The checks scripts/vm-test.sh runs inside the booted arm64 guest, from its
+# test disk (mounted on /mnt/test), one phase per boot:
+#
+#   main     install the .deb, start pinpost against the guest's Mosquitto,
+#            hardening, watchdog, journal; then spool and wait for the cut
+#   recover  what pinpost found after the cut, the spool drained to a
+#            subscriber (every reading printed); then spool and wait again
+#   last     as recover, then upgrade over the running agent, and purge
+#
+# Lines for the host: "VMTEST PASS|FAIL <check>: <detail>", "VMTEST INFO
+# ...", "VMTEST RX <payload>" (drained readings), "VMTEST SPOOLING <ms>"
+# then "VMTEST TICK <ms>" every 50 ms (guest clock, Unix ms) until the host
+# kills the VM.
+# shellcheck disable=SC2016,SC2012 # sh -c '...' expands inside; ls for people
+set -u
+T=/mnt/test
+PHASE=${1:-main}
+# The operator's certificate. Mosquitto makes a certificate's name its
+# client id on 8883, so the subscriber listens there and commands go by
+# 8884 (there the id is the subject): one would knock the other off.
+OPKEYS="--cafile /root/op/ca.crt --cert /root/op/operator.crt --key /root/op/operator.key -h 127.0.0.1"
+OP="$OPKEYS -p 8883"
+PREFIX=pinpost/pi-01
+
+pass() { echo "VMTEST PASS $1: $2"; }
+fail() { echo "VMTEST FAIL $1: $2"; }
+info() { echo "VMTEST INFO $*"; }
+check() { # check NAME DETAIL COMMAND...: PASS when COMMAND succeeds
+  name=$1 detail=$2
+  shift 2
+  if "$@" >/dev/null 2>&1; then pass "$name" "$detail"; else fail "$name" "$detail"; fi
+}
+check_not() { # check_not NAME DETAIL COMMAND...: PASS when COMMAND fails
+  name=$1 detail=$2
+  shift 2
+  if "$@" >/dev/null 2>&1; then fail "$name" "$detail"; else pass "$name" "$detail"; fi
+}
+has() { printf '%s\n' "$1" | grep -q -i -E -- "$2"; }
+now_ms() { date +%s%3N; }
+iso_now() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
+# wait_for SECONDS COMMAND...: until COMMAND succeeds
+wait_for() {
+  limit=$1
+  shift
+  end=$(($(date +%s) + limit))
+  while ! "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.2
+  done
+}
+prop() { systemctl show -p "$1" --value pinpost; }
+# mosquitto_sub as the operator, in the background, into FILE
+sub_start() { # FILE TOPIC...
+  file=$1
+  shift
+  : >"$file"
+  # shellcheck disable=SC2086 # OP is a list of words
+  for topic in "$@"; do set -- "$@" -t "$topic"; shift; done
+  # shellcheck disable=SC2086
+  stdbuf -oL mosquitto_sub $OP -q 1 -v "$@" >"$file" 2>&1 &
+  SUB=$!
+  sleep 1
+}
+# SIGKILL: its lines are out already (line-buffered), and a mosquitto_sub
+# told to disconnect once sat there for minutes.
+sub_stop() { kill -KILL "$SUB" 2>/dev/null; wait "$SUB" 2>/dev/null; }
+pub() { # TOPIC PAYLOAD
+  # shellcheck disable=SC2086
+  mosquitto_pub $OPKEYS -p 8884 -q 1 -t "$1" -m "$2"
+}
+
+install_and_configure() {
+  if apt-get install -y "$T/debs/$(cat "$T/debs/first")" >/tmp/apt.log 2>&1; then
+    pass install "apt-get install ./$(cat "$T/debs/first") (offline)"
+  else
+    fail install "apt-get install: $(tail -n 3 /tmp/apt.log | tr '\n' ' ')"
+  fi
+  check user "user pinpost in groups gpio i2c spi: $(id pinpost 2>&1)" \
+    sh -c 'id -nG pinpost | tr " " "\n" | grep -qx gpio && id -nG pinpost | tr " " "\n" | grep -qx i2c && id -nG pinpost | tr " " "\n" | grep -qx spi'
+  check unit-enabled "systemctl is-enabled pinpost: $(systemctl is-enabled pinpost 2>&1)" \
+    sh -c '[ "$(systemctl is-enabled pinpost)" = enabled ]'
+  check config-installed "$(stat -c '%n %a %U:%G' /etc/pinpost/config.toml 2>&1)" \
+    sh -c '[ "$(stat -c %a:%U:%G /etc/pinpost/config.toml)" = 640:root:pinpost ] && cmp -s /etc/pinpost/config.toml /usr/share/doc/pinpost/config.example.toml'
+  # Certificates from `pinpost certs` (made on the host; the CA key never
+  # comes here), installed as its hints say.
+  install -d -m 0755 /etc/mosquitto/certs /root/op
+  install -m 0644 "$T/certs/broker/ca.crt" "$T/certs/broker/broker.crt" /etc/mosquitto/certs/
+  install -m 0640 -g mosquitto "$T/certs/broker/broker.key" /etc/mosquitto/certs/
+  install -m 0644 "$T/certs/broker/pinpost.conf" /etc/mosquitto/conf.d/pinpost.conf
+  install -m 0644 "$T/certs/broker/pinpost.acl" /etc/mosquitto/pinpost.acl
+  # A subscriber that is offline a while must not lose queued readings.
+  echo "max_queued_messages 0" >/etc/mosquitto/conf.d/queue.conf
+  install -m 0644 "$T/certs/pi-01/ca.crt" "$T/certs/pi-01/pi-01.crt" /etc/pinpost/certs/
+  install -m 0640 -g pinpost "$T/certs/pi-01/pi-01.key" /etc/pinpost/certs/
+  # Another key in the folder, not the pinpost group's: must stay unreadable.
+  install -m 0640 -g root "$T/certs/operator/operator.key" /etc/pinpost/certs/other.key
+  install -m 0600 "$T/certs/operator/ca.crt" "$T/certs/operator/operator.crt" \
+    "$T/certs/operator/operator.key" /root/op/
+  install -m 0640 -g pinpost "$T/config.toml" /etc/pinpost/config.toml
+  # The gpio group is new (postinst made it): udev applies the image's rule
+  # for it now, as it does at every boot of a Pi that has the group.
+  udevadm control --reload
+  sleep 1
+  udevadm trigger --action=change --sysname-match='gpiochip*'
+  udevadm settle
+  info "gpiochip0 after udev: $(stat -c '%a %U:%G' /dev/gpiochip0 2>&1); $(udevadm info -q property /dev/gpiochip0 2>&1 | grep -E '^(SUBSYSTEM|DEVNAME)=' | tr '\n' ' ')"
+  # What the probe below is about is the unit's DeviceAllow, not udev: when
+  # the rule did not take (seen here), the group is set as the rule says.
+  if [ "$(stat -c %G /dev/gpiochip0)" != gpio ]; then
+    chgrp gpio /dev/gpiochip0 && chmod 0660 /dev/gpiochip0
+    info "gpiochip0: udev left it root:root; chgrp gpio by hand"
+  fi
+}
+
+main_checks() {
+  systemctl start mosquitto
+  check broker "mosquitto active" systemctl is-active mosquitto
+  sub_start /run/sub "$PREFIX/#"
+  t0=$(now_ms)
+  if systemctl start pinpost; then
+    pass start "systemctl start pinpost returned after READY in $(($(now_ms) - t0)) ms"
+  else
+    fail start "systemctl start pinpost failed: $(systemctl status pinpost --no-pager 2>&1 | tail -n 5 | tr '\n' ' ')"
+  fi
+  check config-dir-mode "after the start: $(stat -c '%n %a %U:%G' /etc/pinpost /etc/pinpost/certs | tr '\n' ' ')" \
+    sh -c '[ "$(stat -c %a:%U:%G /etc/pinpost)" = 750:root:pinpost ] && [ "$(stat -c %a:%U:%G /etc/pinpost/certs)" = 750:root:pinpost ]'
+  check active-running "ActiveState=$(prop ActiveState) SubState=$(prop SubState) Type=$(prop Type)" \
+    sh -c '[ "$(systemctl show -p ActiveState --value pinpost)/$(systemctl show -p SubState --value pinpost)/$(systemctl show -p Type --value pinpost)" = active/running/notify ]'
+  wait_for 20 sh -c 'systemctl show -p StatusText --value pinpost | grep -q connected'
+  status=$(systemctl status pinpost --no-pager 2>&1 | grep 'Status:')
+  check status-text "systemctl status says: ${status:-nothing}" has "$status" 'Status: "connected'
+  check online "status online on the broker" wait_for 30 grep -q "^$PREFIX/status online" /run/sub
+  check readings "readings of sensor s on the broker: $(grep -c "^$PREFIX/sensor/s " /run/sub)" \
+    wait_for 30 grep -q "^$PREFIX/sensor/s {\"value\"" /run/sub
+  pub "$PREFIX/cmd/relay" '{"id":"vm1","action":"on"}'
+  check command-result "result: $(wait_for 20 grep -q "cmd/relay/result" /run/sub; grep "cmd/relay/result" /run/sub | head -n 1)" \
+    grep -q "^$PREFIX/cmd/relay/result {\"id\":\"vm1\",\"ok\":true}" /run/sub
+  check relay-on "output state: $(grep "/output/relay " /run/sub | tail -n 1)" \
+    wait_for 20 sh -c "grep '^$PREFIX/output/relay ' /run/sub | tail -n 1 | grep -q '\"value\":true'"
+  sub_stop
+
+  # Hardening, seen on the running process.
+  pid=$(prop MainPID)
+  st=/proc/$pid/status
+  info "process: $(grep -E '^(Uid|Gid|Groups|CapEff|CapBnd|NoNewPrivs|Seccomp):' "$st" | tr '\t\n' '  ')"
+  check runs-as-pinpost "uid $(awk '/^Uid:/ {print $2}' "$st") = $(id -u pinpost)" \
+    sh -c "[ \"\$(awk '/^Uid:/ {print \$2}' $st)\" = \"\$(id -u pinpost)\" ]"
+  check no-capabilities "CapEff $(awk '/^CapEff:/ {print $2}' "$st")" \
+    sh -c "awk '/^CapEff:/ {exit \$2 != \"0000000000000000\"}' $st"
+  check seccomp "Seccomp $(awk '/^Seccomp:/ {print $2}' "$st")" sh -c "awk '/^Seccomp:/ {exit \$2 != 2}' $st"
+  check no-new-privs "NoNewPrivs $(awk '/^NoNewPrivs:/ {print $2}' "$st")" sh -c "awk '/^NoNewPrivs:/ {exit \$2 != 1}' $st"
+  check spool-written "$(ls -l /var/lib/pinpost/outbox 2>&1 | tr '\n' ' ')" \
+    sh -c 'ls /var/lib/pinpost/outbox/outbox.lock || ls /var/lib/pinpost/outbox/outbox.wal'
+
+  # Probes under the unit's own settings: every Key=Value of its [Service]
+  # that says what the process may do (not how it is started or stopped).
+  set --
+  while IFS= read -r line; do
+    case $line in
+    Type=* | ExecStart=* | Restart=* | RestartSec=* | KillSignal=* | Timeout*=* | WatchdogSec=* | NotifyAccess=*) ;;
+    [A-Z]*=*) set -- "$@" -p "$line" ;;
+    esac
+  done <<EOF
+$(sed -n '/^\[Service\]/,/^\[/p' /usr/lib/systemd/system/pinpost.service)
+EOF
+  probe() { systemd-run --quiet --wait --pipe --collect "$@" -- /bin/sh -c "$PROBE" </dev/null; }
+  PROBE='touch /var/lib/pinpost/probe && rm /var/lib/pinpost/probe'
+  check probe-state-writable "can write its StateDirectory /var/lib/pinpost" probe "$@"
+  PROBE='cat /etc/pinpost/certs/pi-01.key'
+  check probe-own-key "can read its own key (the probe's control)" probe "$@"
+  # The virt machine's PL061 is /dev/gpiochip0: the unit's DeviceAllow and
+  # the gpio group (udev rule as on Raspberry Pi OS) let pinpost open it.
+  PROBE='test -c /dev/gpiochip0 && : </dev/gpiochip0'
+  check probe-gpiochip "can open /dev/gpiochip0 ($(stat -c '%a %U:%G' /dev/gpiochip0 2>&1))" probe "$@"
+  PROBE='cat /etc/pinpost/certs/other.key'
+  check_not probe-other-key "cannot read /etc/pinpost/certs/other.key (root:root 0640)" probe "$@"
+  PROBE='cat /etc/shadow'
+  check_not probe-shadow "cannot read /etc/shadow" probe "$@"
+  # /tmp and /var/tmp are its own (PrivateTmp=yes): writable, but nothing
+  # written there reaches the system's.
+  PROBE='touch /var/tmp/vmtest-probe /tmp/vmtest-probe'
+  probe "$@" >/dev/null 2>&1
+  check_not private-tmp "what it writes in /tmp and /var/tmp stays private" \
+    ls /var/tmp/vmtest-probe /tmp/vmtest-probe
+  for dir in /etc/pinpost /etc /usr/local /var/log /root /home /var/lib; do
+    PROBE="touch $dir/probe"
+    if probe "$@" >/dev/null 2>&1; then
+      rm -f "$dir/probe"
+      fail "probe-write-$dir" "could write $dir"
+    else
+      pass "probe-write-$dir" "cannot write $dir"
+    fi
+  done
+  exposure=$(systemd-analyze security pinpost 2>/dev/null | sed -n 's/.*Overall exposure level for pinpost.service: \([0-9.]*\).*/\1/p')
+  check exposure "systemd-analyze security: ${exposure:-none} (at most 1.5, tests/integration/deploy.rs)" \
+    awk -v e="${exposure:-99}" 'BEGIN { exit !(e <= 1.5) }'
+  # What systemd said about the unit (its child logs directory trouble
+  # before it runs pinpost, under the unit's name).
+  said=$(journalctl -b --no-pager -o cat -u pinpost.service | grep -v -E '^(INFO|WARN|ERROR) ')
+  warnings=$(printf '%s\n' "$said" | grep -i -E 'Directory|mode' | head -n 3)
+  # The control: a unit without ConfigurationDirectoryMode on the same
+  # folder is warned about, so the check above can see the warning.
+  systemd-run --quiet --wait --collect --unit vmtest-dirmode -p ConfigurationDirectory=pinpost /bin/true
+  control=$(journalctl -b --no-pager -o cat -u vmtest-dirmode.service | grep -i 'Directory' | head -n 1)
+  check directory-warning-control "without ConfigurationDirectoryMode=0750: ${control:-no warning}" test -n "$control"
+  check no-directory-warning "${warnings:-systemd warns about no pinpost directory}" test -z "$warnings"
+  warnings=$(printf '%s\n' "$said" | grep -i -E 'unknown|ignoring|deprecated|invalid' | head -n 3)
+  check unit-clean "${warnings:-no unit file warnings}" test -z "$warnings"
+
+  # The journal holds pinpost's own lines, sent with journald's protocol.
+  json=$(journalctl -u pinpost -o json --no-pager _COMM=pinpost)
+  native=$(echo "$json" | grep -c '"_TRANSPORT":"journal"')
+  stdout=$(echo "$json" | grep -c '"_TRANSPORT":"stdout"')
+  prios=$(echo "$json" | grep '"_TRANSPORT":"journal"' | sed -n 's/.*"PRIORITY":"\([0-7]\)".*/\1/p' | sort -u | tr '\n' ' ')
+  check journal-native "$native lines via journald's protocol (priorities: $prios), $stdout via stdout" \
+    sh -c "[ $native -gt 0 ] && [ $stdout -eq 0 ] && [ -n '$prios' ]"
+
+  # The watchdog: the event loop stopped (SIGSTOP), systemd kills and restarts.
+  mkdir -p /etc/systemd/system/pinpost.service.d
+  printf '[Service]\nWatchdogSec=5s\n' >/etc/systemd/system/pinpost.service.d/vmtest-watchdog.conf
+  systemctl daemon-reload
+  systemctl restart pinpost
+  old=$(prop MainPID)
+  since=$(date '+%Y-%m-%d %H:%M:%S')
+  t0=$(now_ms)
+  kill -STOP "$old"
+  wait_for 60 sh -c "[ \"\$(systemctl show -p MainPID --value pinpost)\" != $old ] && [ \"\$(systemctl show -p MainPID --value pinpost)\" != 0 ] && systemctl is-active -q pinpost"
+  t1=$(now_ms)
+  why=$(journalctl -u pinpost --since "$since" --no-pager -o cat | grep -i -E 'watchdog|signal|Scheduled restart' | head -n 4 | tr '\n' '|')
+  new=$(prop MainPID)
+  if [ "$new" != "$old" ] && [ "$new" != 0 ] && has "$why" 'watchdog timeout'; then
+    pass watchdog "stopped pid $old, restarted as $new after $((t1 - t0)) ms (WatchdogSec=5s drop-in, RestartSec=5s); journal: $why"
+  else
+    fail watchdog "stopped pid $old, MainPID now $new after $((t1 - t0)) ms; journal: $why"
+  fi
+  info "watchdog restart ms $((t1 - t0))"
+  rm /etc/systemd/system/pinpost.service.d/vmtest-watchdog.conf
+  systemctl daemon-reload
+  systemctl restart pinpost
+}
+
+# What this boot's pinpost (started by systemd at boot, broker down) said,
+# then the spool drained to a subscriber.
+recover() {
+  # Started at boot with the broker down: READY after the first attempt.
+  check ready-without-broker "$(prop ActiveState)/$(prop SubState) with mosquitto $(systemctl is-active mosquitto); status: $(prop StatusText)" \
+    sh -c '[ "$(systemctl show -p ActiveState --value pinpost)" = active ] && ! systemctl is-active -q mosquitto'
+  log=$(journalctl -b -u pinpost --no-pager -o cat | grep -E 'did not stop cleanly|kept in|damaged' | tr '\n' '|')
+  info "pinpost at boot: $log"
+  check spool-recovered "$log" has "$log" 'messages kept in .* by an earlier run'
+  info "dmesg: $(dmesg | grep -E 'EXT4-fs|recovery' | tr '\n' '|')"
+  info "fsck: $(journalctl -b -u systemd-fsck-root --no-pager -o cat | tr '\n' '|')"
+  systemctl stop pinpost
+  systemctl start mosquitto
+  sub_start /run/rx "$PREFIX/sensor/s"
+  started=$(iso_now)
+  systemctl start pinpost
+  # Sent in order: once a reading made after this start arrives, the spool
+  # has been sent.
+  if wait_for 240 sh -c "tail -n 1 /run/rx | sed 's/.*\"ts\":\"\([^\"]*\)\".*/\1/' | awk -v s='$started' '{ exit !(\$0 > s) }'"; then
+    pass drained "the spool reached the subscriber ($(wc -l </run/rx) readings)"
+  else
+    fail drained "no reading newer than $started after 240 s ($(wc -l </run/rx) readings)"
+  fi
+  sub_stop
+  sed 's/^[^ ]* /VMTEST RX /' /run/rx
+}
+
+# The broker goes away; pinpost spools 100 readings/s until the host cuts
+# the power.
+spool_until_cut() {
+  systemctl stop mosquitto
+  sleep 1
+  echo "VMTEST SPOOLING $(now_ms)"
+  while :; do
+    echo "VMTEST TICK $(now_ms)"
+    sleep 0.05
+  done
+}
+
+upgrade_and_purge() {
+  before=$(md5sum </etc/pinpost/config.toml)
+  old=$(prop MainPID)
+  if apt-get install -y "$T/debs/$(cat "$T/debs/second")" >/tmp/apt.log 2>&1; then
+    pass upgrade-install "apt-get install ./$(cat "$T/debs/second") over the running agent"
+  else
+    fail upgrade-install "$(tail -n 3 /tmp/apt.log | tr '\n' ' ')"
+  fi
+  wait_for 30 systemctl is-active -q pinpost
+  new=$(prop MainPID)
+  check upgrade-restarts "MainPID $old -> $new, $(prop ActiveState), version $(dpkg-query -W -f '${Version}' pinpost)" \
+    sh -c "[ '$new' != '$old' ] && [ '$new' != 0 ] && systemctl is-active -q pinpost"
+  check upgrade-keeps-config "config.toml unchanged" sh -c "[ \"\$(md5sum </etc/pinpost/config.toml)\" = '$before' ]"
+  apt-get purge -y pinpost >/tmp/apt.log 2>&1 || fail purge "$(tail -n 3 /tmp/apt.log | tr '\n' ' ')"
+  check purge-removes-config "config.toml gone: $(ls /etc/pinpost 2>&1 | tr '\n' ' ')" test ! -e /etc/pinpost/config.toml
+  check purge-keeps-certs "$(ls /etc/pinpost/certs 2>&1 | tr '\n' ' ')" \
+    sh -c 'test -s /etc/pinpost/certs/pi-01.key && test -s /etc/pinpost/certs/pi-01.crt && test -s /etc/pinpost/certs/ca.crt'
+  check purge-stops "pinpost not running: $(systemctl is-active pinpost 2>&1)" sh -c '! systemctl is-active -q pinpost'
+}
+
+echo "VMTEST START $PHASE $(now_ms)"
+info "kernel $(uname -r), $(systemctl --version | head -n 1), up $(cut -d' ' -f1 /proc/uptime) s"
+case $PHASE in
+main)
+  install_and_configure
+  main_checks
+  spool_until_cut
+  ;;
+recover)
+  recover
+  spool_until_cut
+  ;;
+last)
+  recover
+  upgrade_and_purge
+  ;;
+*) fail phase "unknown phase $PHASE" ;;
+esac
+echo "VMTEST DONE $PHASE"
