@@ -316,9 +316,24 @@ fn traced_pinpost(strace: &Background) -> String {
 /// fdatasync at all; the record's fsyncs are made by another thread. This
 /// is an ordering fact read from strace, not a timing: it holds however
 /// slow the machine is.
+///
+/// strace has once in a while (under load, a few times in many runs) left
+/// a trace that ends before the stop: neither the SIGTERM pinpost got nor
+/// the stop's own syncs are in it, although pinpost stopped cleanly. Such a
+/// trace proves nothing either way, so the run is made once more; a second
+/// incomplete trace fails. A trace that shows the loop syncing fails at once.
 #[test]
 fn with_a_slow_disk_stamped_commands_are_applied_without_the_loop_waiting_for_fsync() {
     require_tool("strace", "strace");
+    if let Some(first) = slow_disk_run() {
+        if let Some(second) = slow_disk_run() {
+            panic!("twice no SIGTERM in the trace:\n{first}\n--- second run ---\n{second}");
+        }
+    }
+}
+
+/// One run of the test above: `Some(trace)` if the trace is incomplete.
+fn slow_disk_run() -> Option<String> {
     let rig = Rig::new(false);
     let config = rig.config("", "min_interval = \"0ms\"");
     let witness = rig.witness();
@@ -403,10 +418,12 @@ fn with_a_slow_disk_stamped_commands_are_applied_without_the_loop_waiting_for_fs
         .collect();
     // The loop's last N renames of the record before SIGTERM: one per
     // command (the others are the start's and the clean stop's).
-    let stop = calls
+    let Some(stop) = calls
         .iter()
         .position(|(thread, call)| *thread == pid && call.starts_with("--- SIGTERM"))
-        .unwrap_or_else(|| panic!("no SIGTERM in the trace:\n{text}"));
+    else {
+        return Some(text);
+    };
     let loop_renames: Vec<usize> = calls[..stop]
         .iter()
         .enumerate()
@@ -439,6 +456,7 @@ fn with_a_slow_disk_stamped_commands_are_applied_without_the_loop_waiting_for_fs
         record_syncs >= 1,
         "the record was never synced off the loop:\n{text}"
     );
+    None
 }
 
 /// The record of applied commands as another boot would have left it.
