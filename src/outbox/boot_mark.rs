@@ -12,11 +12,13 @@
 //! It knows files and the boot id; not the queue or the spool's format.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 const FILE: &str = "boot";
+/// A boot id is 36 characters; the mark is one line of it and a word.
+const MARK_MOST: u64 = 256;
 
 /// What the mark said about the run before this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +38,7 @@ pub(super) enum Before {
 /// Reads the previous run's mark, then marks the spool as open in `boot`,
 /// durably, before the caller hands out any seq.
 pub(super) fn open(dir: &Path, boot: &str) -> io::Result<Before> {
-    let before = match fs::read_to_string(dir.join(FILE)) {
+    let before = match read_mark(&dir.join(FILE)) {
         Ok(text) => {
             let mut words = text.split_whitespace();
             match (words.next(), words.next()) {
@@ -56,6 +58,16 @@ pub(super) fn open(dir: &Path, boot: &str) -> io::Result<Before> {
 /// Marks the spool as closed cleanly: only after the stop's last sync.
 pub(super) fn clean(dir: &Path, boot: &str) -> io::Result<()> {
     write(dir, &format!("{} clean\n", or_unknown(boot)))
+}
+
+/// The mark's first bytes only: ours is one short line, and a file put
+/// there by anyone else must not cost its size in memory at every start.
+fn read_mark(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    File::open(path)?
+        .take(MARK_MOST)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn or_unknown(boot: &str) -> &str {
@@ -100,5 +112,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(FILE), b"\xff\xfe garbage").unwrap();
         assert_eq!(open(dir.path(), "boot-a").unwrap(), Before::OtherBoot);
+    }
+
+    #[test]
+    fn a_huge_mark_is_read_only_as_far_as_a_mark_can_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut huge = b"boot-a clean\n".to_vec();
+        huge.resize(8 << 20, b'x');
+        fs::write(dir.path().join(FILE), &huge).unwrap();
+        // Its first line says clean: read within the limit, the rest ignored.
+        assert_eq!(open(dir.path(), "boot-b").unwrap(), Before::Clean);
+        assert!(fs::metadata(dir.path().join(FILE)).unwrap().len() < MARK_MOST);
     }
 }
