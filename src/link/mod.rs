@@ -30,7 +30,7 @@ use crate::tls::TlsSetup;
 use diagnose::Target;
 use options::mqtt_options;
 use supervisor::{Brokers, drive};
-use tracking::{Handed, Tracker};
+use tracking::Tracker;
 
 pub(crate) use client::Client;
 pub use diagnose::{Failure, LostReason, Rejection};
@@ -147,13 +147,11 @@ impl Link {
             profile: broker.profile,
         };
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
-        let handed = Handed::default();
         let publisher = Publisher {
             client: client.clone(),
             max_packet_size: broker.max_packet_size,
-            handed: handed.clone(),
         };
-        let tracker = Tracker::new(handed);
+        let tracker = Tracker::default();
         let brokers = Brokers {
             endpoints,
             at: 0,

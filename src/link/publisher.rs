@@ -4,10 +4,9 @@
 //!
 //! It must not know connections, reconnects or what a message means.
 
-use rumqttc::{AsyncClient, ClientError};
+use rumqttc::{AsyncClient, ClientError, Publish};
 
 use super::Qos;
-use super::tracking::Handed;
 
 /// Why a publish was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +43,6 @@ pub enum LinkError {
 pub struct Publisher {
     pub(super) client: AsyncClient,
     pub(super) max_packet_size: usize,
-    pub(super) handed: Handed,
 }
 
 impl Publisher {
@@ -83,18 +81,17 @@ impl Publisher {
         retain: bool,
     ) -> Result<(), LinkError> {
         self.check(topic, &payload)?;
-        // Queue and record the token under one lock: the FIFO must match
-        // the order rumqttc reads requests in.
-        self.handed.with(|handed| {
-            self.client
-                .try_publish(topic, qos.into(), retain, payload)
-                .map_err(|e| match e {
-                    ClientError::TryRequest(_) => LinkError::Busy,
-                    _ => LinkError::Stopped,
-                })?;
-            handed.push_back(token);
-            Ok(())
-        })
+        let mut publish = Publish::new(topic, qos.into(), payload);
+        publish.retain = retain;
+        // The token rides inside the publish, so whatever happens to the
+        // connection it comes back with the right acknowledgement.
+        publish.tag = token;
+        self.client
+            .try_publish_tagged(publish)
+            .map_err(|e| match e {
+                ClientError::TryRequest(_) => LinkError::Busy,
+                _ => LinkError::Stopped,
+            })
     }
 
     fn check(&self, topic: &str, payload: &[u8]) -> Result<(), LinkError> {
@@ -120,9 +117,6 @@ impl Publisher {
         retain: bool,
     ) -> Result<(), LinkError> {
         self.check(topic, &payload)?;
-        // Recorded before queueing (a lock cannot be held across the wait);
-        // publishes from one task keep their order.
-        self.handed.with(|h| h.push_back(None));
         self.client
             .publish(topic, qos.into(), retain, payload)
             .await

@@ -11,13 +11,14 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, Outgoing, Packet, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::config::Endpoint;
 
 use super::backoff::Backoff;
 use super::diagnose::{self, Failure, Target};
 use super::options::mqtt_options;
-use super::tracking::Tracker;
+use super::tracking::{Ack, Tracker};
 use super::{LinkEvent, LinkOptions, Qos, Retry};
 
 /// The brokers a link may use, and which one it is on. It stays on a
@@ -78,6 +79,32 @@ async fn renew_session(eventloop: &mut EventLoop) {
     eventloop.clean();
 }
 
+/// What is known of the current connection, for the backoff and the words.
+#[derive(Default)]
+struct Connection {
+    /// When its CONNACK came.
+    since: Option<Instant>,
+    /// Its subscriptions are in place (acknowledged, or kept by the session).
+    subscribed: bool,
+    /// A SUBSCRIBE went out and its SUBACK has not come.
+    awaiting_suback: bool,
+    /// A PUBACK for nothing in flight was already reported.
+    unknown_ack_said: bool,
+}
+
+impl Connection {
+    /// It held: subscribed and up for [`HELD_AFTER`]. Only then does the
+    /// backoff start again from `reconnect.initial`: a broker that accepts
+    /// and closes at once (refusing a subscription, or flapping) is retried
+    /// ever more slowly, not every second forever.
+    fn held(&self) -> bool {
+        self.subscribed && self.since.is_some_and(|at| at.elapsed() >= HELD_AFTER)
+    }
+}
+
+/// How long a subscribed connection must last to count as healthy.
+const HELD_AFTER: Duration = Duration::from_secs(10);
+
 /// The poll loop: owns the event loop, reports events, sleeps between
 /// attempts. Ends on a requested disconnect, on giving up, or when nobody
 /// listens any more.
@@ -93,15 +120,15 @@ pub(super) async fn drive(
     let mut backoff = Backoff::new(options.reconnect.clone());
     let mut connected = false;
     let mut ever_connected = false;
+    let mut connection = Connection::default();
     let silence_limit = silence_limit(target.keep_alive);
-    let mut last_heard = tokio::time::Instant::now();
+    let mut last_heard = Instant::now();
+    // Set when the link gave up on a silent broker: the error rumqttc then
+    // returns (after what the connection still owed) is worded as silence.
+    let mut silent_for: Option<Duration> = None;
     // A persistent session is set aside for one connect after a packet too
     // large to read: the broker would send it again, forever.
     let mut clean_once = false;
-    // A retained one comes back at every subscribe, whatever the session:
-    // while drops keep being for that, the backoff is not reset on connect,
-    // so reconnects (and their log lines) slow down to reconnect.max.
-    let mut dropped_too_large = false;
     loop {
         if !connected {
             if let Some(tls) = &target.tls {
@@ -109,37 +136,50 @@ pub(super) async fn drive(
             }
         }
         let polled = match silence_limit {
-            Some(limit) if connected => tokio::select! {
+            Some(limit) if connected && silent_for.is_none() => tokio::select! {
+                // The socket first: after the process was stopped (SIGSTOP,
+                // a stalled disk) the deadline and the data that arrived
+                // meanwhile are ready together, and a broker whose answer
+                // waits unread is not silent.
+                biased;
                 polled = eventloop.poll() => Some(polled),
                 () = tokio::time::sleep_until(last_heard + limit) => None,
             },
             _ => Some(eventloop.poll().await),
         };
-        let outcome = match polled {
-            Some(Ok(event)) => Ok(event),
+        let event = match polled {
+            Some(Ok(event)) => event,
             Some(Err(rumqttc::ConnectionError::RequestsDone)) => return,
             Some(Err(error)) => {
-                let failure = diagnose::diagnose(&error, connected, &target).await;
+                let mut failure = match silent_for.take() {
+                    Some(silence) => diagnose::silent(&target, silence),
+                    None => diagnose::diagnose(&error, connected, &target).await,
+                };
+                if connected && connection.awaiting_suback {
+                    failure = failure.after_subscribe();
+                }
                 tracing::debug!(error = %error, kind = failure.kind(), "connection failed");
-                Err(failure)
-            }
-            None => {
-                // Dropping the connection mid-poll is safe here because it
-                // is discarded whole: clean() keeps every unacknowledged
-                // publish and queued request for the next one.
-                eventloop.clean();
-                Err(diagnose::silent(&target, last_heard.elapsed()))
-            }
-        };
-        let event = match outcome {
-            Ok(event) => event,
-            Err(failure) => {
-                dropped_too_large = failure.too_large();
-                if dropped_too_large && !options.broker.clean_session {
+                let too_large = failure.too_large();
+                if too_large && !options.broker.clean_session {
                     eventloop.mqtt_options.set_clean_session(true);
                     clean_once = true;
                 }
-                tracker.lost(&mut eventloop.pending);
+                // A retained packet too large to read comes back at every
+                // subscribe, whatever the session: while drops keep being
+                // for that, reconnects slow down to reconnect.max.
+                if connected && connection.held() && !too_large {
+                    backoff.reset();
+                }
+                connection = Connection::default();
+                let vanished = tracker.lost(&mut eventloop.pending);
+                if !vanished.is_empty() {
+                    tracing::error!(
+                        "{} messages in flight were neither acknowledged nor kept by rumqttc; \
+                         they stay counted as in flight until pinpost restarts, which sends them \
+                         from the outbox (please report this)",
+                        vanished.len()
+                    );
+                }
                 brokers.next(&mut eventloop, &options, &mut target);
                 let down = down(
                     failure,
@@ -156,9 +196,17 @@ pub(super) async fn drive(
                 }
                 continue;
             }
+            None => {
+                // Given up on: rumqttc keeps every unacknowledged publish
+                // and queued request, and hands over what the connection
+                // had already read before its error.
+                silent_for = Some(last_heard.elapsed());
+                eventloop.abandon(rumqttc::ConnectionError::NetworkTimeout);
+                continue;
+            }
         };
         if matches!(event, Event::Incoming(_)) {
-            last_heard = tokio::time::Instant::now();
+            last_heard = Instant::now();
         }
         let report = match event {
             Event::Incoming(Packet::ConnAck(_)) if std::mem::take(&mut clean_once) => {
@@ -181,9 +229,11 @@ pub(super) async fn drive(
             Event::Incoming(Packet::ConnAck(ack)) => {
                 connected = true;
                 ever_connected = true;
-                if !dropped_too_large {
-                    backoff.reset();
-                }
+                connection = Connection {
+                    since: Some(Instant::now()),
+                    subscribed: ack.session_present || options.subscriptions.is_empty(),
+                    ..Connection::default()
+                };
                 tracker.reconnected(&mut eventloop.pending);
                 if !ack.session_present {
                     resubscribe(&client, &options.subscriptions);
@@ -199,16 +249,41 @@ pub(super) async fn drive(
                 payload: p.payload.to_vec(),
                 retain: p.retain,
             }),
-            Event::Incoming(Packet::PubAck(ack)) => Some(LinkEvent::Acked {
-                pkid: ack.pkid,
-                token: tracker.acked(ack.pkid),
-            }),
-            Event::Incoming(Packet::SubAck(ack)) => Some(LinkEvent::Subscribed {
-                refused: refused_filters(&options.subscriptions, &ack.return_codes),
+            Event::Incoming(Packet::PubAck(ack)) => match tracker.acked(ack.pkid) {
+                Ack::Publish(token) => Some(LinkEvent::Acked {
+                    pkid: ack.pkid,
+                    token,
+                }),
+                Ack::Unknown => {
+                    if !std::mem::replace(&mut connection.unknown_ack_said, true) {
+                        tracing::warn!(
+                            "the broker acknowledged packet id {}, which pinpost has not sent \
+                             on this connection or was already acknowledged: ignored (a broker \
+                             fault; nothing is lost, but tell its operator)",
+                            ack.pkid
+                        );
+                    }
+                    None
+                }
+            },
+            Event::Incoming(Packet::SubAck(ack)) => {
+                connection.awaiting_suback = false;
+                connection.subscribed = true;
+                Some(LinkEvent::Subscribed {
+                    refused: refused_filters(&options.subscriptions, &ack.return_codes),
+                })
+            }
+            Event::Outgoing(Outgoing::Subscribe(_)) => {
+                connection.awaiting_suback = true;
+                None
+            }
+            Event::Outgoing(Outgoing::Tagged { pkid, tag }) => Some(LinkEvent::Sent {
+                pkid,
+                token: tracker.sent(pkid, Some(tag)),
             }),
             Event::Outgoing(Outgoing::Publish(pkid)) => Some(LinkEvent::Sent {
                 pkid,
-                token: tracker.sent(pkid),
+                token: tracker.sent(pkid, None),
             }),
             Event::Outgoing(Outgoing::Disconnect) => {
                 drain_after_disconnect(&mut eventloop, &mut tracker, &tx).await;
@@ -280,13 +355,14 @@ async fn drain_after_disconnect(
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    let token = tracker.acked(ack.pkid);
-                    let _ = tx
-                        .send(LinkEvent::Acked {
-                            pkid: ack.pkid,
-                            token,
-                        })
-                        .await;
+                    if let Ack::Publish(token) = tracker.acked(ack.pkid) {
+                        let _ = tx
+                            .send(LinkEvent::Acked {
+                                pkid: ack.pkid,
+                                token,
+                            })
+                            .await;
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => return,

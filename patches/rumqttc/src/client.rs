@@ -111,6 +111,18 @@ impl AsyncClient {
         Ok(())
     }
 
+    /// pinpost: attempts to send a publish built by the caller (with its
+    /// `tag`, reported back in `Outgoing::Tagged`).
+    pub fn try_publish_tagged(&self, publish: Publish) -> Result<(), ClientError> {
+        let topic_ok = valid_topic(&publish.topic);
+        let publish = Request::Publish(publish);
+        if !topic_ok {
+            return Err(ClientError::TryRequest(publish));
+        }
+        self.request_tx.try_send(publish)?;
+        Ok(())
+    }
+
     /// Sends a MQTT PubAck to the `EventLoop`. Only needed in if `manual_acks` flag is set.
     pub async fn ack(&self, publish: &Publish) -> Result<(), ClientError> {
         let ack = get_ack_req(publish);

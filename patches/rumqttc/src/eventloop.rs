@@ -6,6 +6,7 @@ use crate::framed::AsyncReadWrite;
 use crate::mqttbytes::v4::*;
 use flume::{bounded, Receiver, Sender};
 use tokio::net::{lookup_host, TcpSocket, TcpStream};
+use futures_util::FutureExt;
 use tokio::select;
 use tokio::time::{self, Instant, Sleep};
 
@@ -88,6 +89,9 @@ pub struct EventLoop {
     /// Keep alive time
     keepalive_timeout: Option<Pin<Box<Sleep>>>,
     pub network_options: NetworkOptions,
+    /// pinpost: the error that ended the last connection, returned once the
+    /// events read or written before it (`state.events`) are delivered.
+    failed: Option<ConnectionError>,
 }
 
 /// Events which can be yielded by the event loop
@@ -117,6 +121,7 @@ impl EventLoop {
             network: None,
             keepalive_timeout: None,
             network_options: NetworkOptions::new(),
+            failed: None,
         }
     }
 
@@ -150,6 +155,15 @@ impl EventLoop {
     /// a disconnection.
     /// **NOTE** Don't block this while iterating
     pub async fn poll(&mut self) -> Result<Event, ConnectionError> {
+        // pinpost: a connection that failed still owes its caller what was
+        // read or written on it before the failure (a PUBACK that arrived
+        // with the close, a command, the publishes of a batch), in order,
+        // then the error. Upstream kept those events and returned them
+        // after the next CONNACK, as if they belonged to the new
+        // connection.
+        if let Some(owed) = self.owed() {
+            return owed;
+        }
         if self.network.is_none() {
             let (network, connack) = match time::timeout(
                 Duration::from_secs(self.network_options.connection_timeout()),
@@ -178,10 +192,33 @@ impl EventLoop {
             Err(e) => {
                 // MQTT requires that packets pending acknowledgement should be republished on session resume.
                 // Move pending messages from state to eventloop.
-                self.clean();
-                Err(e)
+                self.abandon(e);
+                self.owed().unwrap_or(Err(ConnectionError::RequestsDone))
             }
         }
+    }
+
+    /// pinpost: what a failed connection still owes: its next event, or
+    /// its error once there is none left.
+    fn owed(&mut self) -> Option<Result<Event, ConnectionError>> {
+        let error = self.failed.take()?;
+        Some(match self.state.events.pop_front() {
+            Some(event) => {
+                self.failed = Some(error);
+                Ok(event)
+            }
+            None => Err(error),
+        })
+    }
+
+    /// pinpost: ends the current connection with `error`, as a failure
+    /// found by `poll` does: unacknowledged publishes and queued requests
+    /// move to `pending`, and the next polls return the events the
+    /// connection had produced and then `error`. For a caller that decides
+    /// a connection is dead by itself (a silent broker).
+    pub fn abandon(&mut self, error: ConnectionError) {
+        self.clean();
+        self.failed = Some(error);
     }
 
     /// Select on network and requests and generate keepalive pings when necessary
@@ -243,7 +280,9 @@ impl EventLoop {
                 &mut self.pending,
                 &self.requests_rx,
                 self.mqtt_options.pending_throttle
-            ), if !self.pending.is_empty() || (!inflight_full && !collision) => match o {
+            // pinpost: not even `pending` while a collision waits: a second
+            // one would overwrite the first, and that publish would be lost.
+            ), if !collision && (!self.pending.is_empty() || !inflight_full) => match o {
                 Ok(request) => {
                     let publish = matches!(request, Request::Publish(_));
                     if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
@@ -283,6 +322,21 @@ impl EventLoop {
             // simple. We can change this behavior in future if necessary (to prevent extra pings)
             _ = self.keepalive_timeout.as_mut().unwrap_or(&mut no_sleep),
                 if self.keepalive_timeout.is_some() && !self.mqtt_options.keep_alive.is_zero() => {
+                // pinpost: after the process was stopped (SIGSTOP, a stalled
+                // disk, a laptop asleep) the timer and the socket are ready
+                // together, and the answer to the last ping may be waiting
+                // unread. Read it before calling the broker silent; the timer
+                // stays expired, so the ping follows at the next poll.
+                if self.state.await_pingresp {
+                    if let Some(read) = network.readb(&mut self.state).now_or_never() {
+                        read?;
+                        match time::timeout(network_timeout, network.flush()).await {
+                            Ok(inner) => inner?,
+                            Err(_)=> return Err(ConnectionError::FlushTimeout),
+                        };
+                        return Ok(self.state.events.pop_front().unwrap());
+                    }
+                }
                 let timeout = self.keepalive_timeout.as_mut().unwrap();
                 timeout.as_mut().reset(Instant::now() + self.mqtt_options.keep_alive);
 

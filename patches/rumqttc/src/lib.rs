@@ -186,6 +186,9 @@ pub enum Outgoing {
     Disconnect,
     /// Await for an ack for more outgoing progress
     AwaitAck(u16),
+    /// pinpost: a publish that carried a tag (`Publish::tag`) was written
+    /// with this packet identifier; untagged ones are still `Publish`.
+    Tagged { pkid: u16, tag: u64 },
 }
 
 /// Requests by the client to mqtt event loop. Request are

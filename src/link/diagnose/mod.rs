@@ -172,6 +172,9 @@ pub enum LostReason {
     },
     /// The broker closed the connection.
     ClosedByBroker,
+    /// The broker closed the connection after pinpost subscribed and
+    /// before it answered the subscription: it would not take it.
+    AfterSubscribe,
     /// The connection was reset (or the pipe broke).
     Reset,
     /// The broker sent a packet larger than the link reads: it cannot be
@@ -194,6 +197,23 @@ impl Failure {
                 ..
             }
         )
+    }
+
+    /// The same failure, known to have come while the broker had not yet
+    /// answered the link's SUBSCRIBE: a close then is the broker's answer.
+    pub(super) fn after_subscribe(self) -> Failure {
+        match self {
+            Failure::Lost {
+                addr,
+                reason: LostReason::ClosedByBroker | LostReason::Reset,
+                client_id,
+            } => Failure::Lost {
+                addr,
+                reason: LostReason::AfterSubscribe,
+                client_id,
+            },
+            other => other,
+        }
     }
 
     /// Stable short name for logs, status lines and tests.

@@ -161,6 +161,15 @@ impl fmt::Display for Failure {
                     "lost the connection to {addr}: it was reset (broker restarted, or the \
                      network dropped it)"
                 ),
+                LostReason::AfterSubscribe => write!(
+                    f,
+                    "lost the connection to {addr}: the broker closed it right after pinpost \
+                     subscribed to its topics, without answering the subscription, so it would \
+                     not take it: an ACL that forbids the filters on a broker that closes \
+                     rather than refusing them, or (RabbitMQ) the cluster node that holds this \
+                     client's subscription queue is down (README, \"RabbitMQ\"); the broker's \
+                     log names the cause"
+                ),
                 LostReason::ClosedByBroker => write!(
                     f,
                     "lost the connection to {addr}: the broker closed it (broker restarted, or \

@@ -10,6 +10,12 @@ pub struct Publish {
     pub topic: String,
     pub pkid: u16,
     pub payload: Bytes,
+    /// pinpost: the sender's own name for this publish, never written to
+    /// the wire. It stays with the publish through the request queue, the
+    /// in-flight list and `EventLoop::pending`, and is reported back in
+    /// `Outgoing::Tagged`, so a caller can tell which of its messages each
+    /// packet id carries without matching by order.
+    pub tag: Option<u64>,
 }
 
 impl Publish {
@@ -21,6 +27,7 @@ impl Publish {
             pkid: 0,
             topic: topic.into(),
             payload: Bytes::from(payload.into()),
+            tag: None,
         }
     }
 
@@ -32,6 +39,7 @@ impl Publish {
             pkid: 0,
             topic: topic.into(),
             payload,
+            tag: None,
         }
     }
 
@@ -77,6 +85,7 @@ impl Publish {
             pkid,
             topic,
             payload: bytes,
+            tag: None,
         };
 
         Ok(publish)
@@ -165,6 +174,7 @@ mod test {
                 topic: "a/b".to_owned(),
                 pkid: 10,
                 payload: Bytes::from(&payload[..]),
+                tag: None,
             }
         );
     }
@@ -201,6 +211,7 @@ mod test {
                 topic: "a/b".to_owned(),
                 pkid: 0,
                 payload: Bytes::from(&[0x01, 0x02][..]),
+                tag: None,
             }
         );
     }
@@ -214,6 +225,7 @@ mod test {
             topic: "a/b".to_owned(),
             pkid: 10,
             payload: Bytes::from(vec![0xF1, 0xF2, 0xF3, 0xF4]),
+            tag: None,
         };
 
         let mut buf = BytesMut::new();
@@ -248,6 +260,7 @@ mod test {
             topic: "a/b".to_owned(),
             pkid: 0,
             payload: Bytes::from(vec![0xE1, 0xE2, 0xE3, 0xE4]),
+            tag: None,
         };
 
         let mut buf = BytesMut::new();
