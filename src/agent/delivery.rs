@@ -3,7 +3,10 @@
 //! are applied, and the counters are published on `stats`. Everything here
 //! runs on the agent's loop and never waits on the disk.
 
-use crate::link::{LinkError, Publisher, Qos};
+use std::time::{Duration, Instant};
+
+use super::stall::StallWatch;
+use crate::link::{LinkError, Publisher, Qos, WINDOW};
 use crate::outbox::{Answer, Limits, Opened, Outbox, Pushed, SpoolError};
 use crate::topics::StatsReport;
 use crate::utc;
@@ -93,16 +96,21 @@ pub(super) struct Delivery {
     behind_logged: u64,
     /// The last disk trouble logged, to log each kind once in a row.
     last_spool_problem: Option<String>,
+    /// A full window the broker stopped acknowledging.
+    stall: StallWatch,
 }
 
 impl Delivery {
-    pub(super) fn new(outbox: Outbox, publisher: Publisher) -> Delivery {
+    /// `stall_after`: how long a full window may go unacknowledged before
+    /// it is called a stall (the keep-alive).
+    pub(super) fn new(outbox: Outbox, publisher: Publisher, stall_after: Duration) -> Delivery {
         Delivery {
             outbox,
             publisher,
             dropped_logged: 0,
             behind_logged: 0,
             last_spool_problem: None,
+            stall: StallWatch::new(stall_after),
         }
     }
 
@@ -179,6 +187,9 @@ impl Delivery {
         let Some(id) = token else {
             return false;
         };
+        if let Some(words) = self.stall.acked(Instant::now()) {
+            tracing::info!("{words}");
+        }
         self.outbox.acked(id);
         self.pump();
         true
@@ -246,6 +257,12 @@ impl Delivery {
             ts: utc::rfc3339_millis(utc::now_unix_millis()),
         };
         tracing::debug!(?report, "stats");
+        let stalled = self
+            .stall
+            .check(s.in_flight, WINDOW, s.queued, connected, Instant::now());
+        if let Some(words) = stalled {
+            tracing::warn!("{words}");
+        }
         if connected {
             let _ = self
                 .publisher

@@ -31,6 +31,7 @@ mod refusals;
 mod reports;
 mod sampling;
 mod shutdown;
+mod stall;
 mod syncer;
 mod systemd;
 
@@ -219,7 +220,7 @@ impl Agent {
         }
         let refusals = Refusals::new(config.outputs.len(), now);
         Agent {
-            delivery: Delivery::new(outbox, publisher),
+            delivery: Delivery::new(outbox, publisher, stall_after(config.broker.keep_alive)),
             inputs,
             outputs,
             applied,
@@ -258,6 +259,17 @@ fn command_packet_limit(topics: &Topics, commands: &crate::config::CommandRules)
     base.saturating_add(NAME_ROOM)
         .saturating_add(4)
         .saturating_add(commands.max_payload)
+}
+
+/// How long a full window may stand still before it is called a stall:
+/// the keep-alive, within which a live broker answers anything (a minute
+/// when keep-alive is off).
+fn stall_after(keep_alive: std::time::Duration) -> std::time::Duration {
+    if keep_alive.is_zero() {
+        std::time::Duration::from_secs(60)
+    } else {
+        keep_alive
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ mod flood;
 mod full_disk;
 mod homeassistant;
 mod hostile_spool;
+mod in_flight;
 mod package;
 mod properties;
 mod scripts;

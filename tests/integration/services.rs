@@ -76,6 +76,7 @@ fn aws_front(pki: &Pki, backend: &Broker, port: Option<u16>) -> Front {
                 retain: true,
             }),
             port,
+            fault: None,
         },
         &pki.server(&[AWS_NAME]),
         backend.port,

@@ -7,6 +7,7 @@
 //! connection without a word, as AWS does. What it refused is recorded.
 
 use std::net::TcpListener as StdListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::pem::PemObject;
@@ -17,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Files;
+use super::faults;
 
 /// What an AWS IoT policy allows a device, in the front's terms.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +47,28 @@ pub struct FrontSetup {
     pub policy: Option<Policy>,
     /// The port to listen on (443, as the service does), or any free one.
     pub port: Option<u16>,
+    /// A broker fault played on the first this-many connections.
+    pub fault: Option<(Fault, usize)>,
+}
+
+/// How a misbehaving broker answers, as the front plays it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The connection's first PUBACK goes through, then the connection is
+    /// closed at once (RabbitMQ refusing a subscription, a broker that
+    /// shuts down while acknowledging).
+    AckThenClose,
+    /// The connection is closed instead of its first PUBACK.
+    CloseInsteadOfAck,
+    /// Every PUBACK arrives twice.
+    DuplicateAcks,
+    /// After the first PUBACK comes one for a packet id never sent.
+    UnknownAck,
+    /// No PUBACK ever arrives; everything else does (a stalled broker).
+    WithholdAcks,
+    /// The connection is closed when the client subscribes, before any
+    /// SUBACK (RabbitMQ when the node with the client's queue is down).
+    CloseOnSubscribe,
 }
 
 /// A running front on 127.0.0.1; stopped on drop.
@@ -53,6 +77,8 @@ pub struct Front {
     pub port: u16,
     /// Why connections were refused, in order.
     refusals: Arc<Mutex<Vec<String>>>,
+    /// MQTT connections forwarded (a CONNECT passed on).
+    connections: Arc<AtomicUsize>,
     /// Dropping it stops the front and frees its port.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -116,6 +142,8 @@ impl Front {
         let port = listener.local_addr().expect("addr").port();
         let refusals = Arc::new(Mutex::new(Vec::new()));
         let said = refusals.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -133,8 +161,9 @@ impl Front {
                         _ = &mut stopped => return,
                     };
                     let (acceptor, setup, said) = (acceptor.clone(), setup.clone(), said.clone());
+                    let counted = counted.clone();
                     tokio::spawn(async move {
-                        if let Err(why) = serve(tcp, acceptor, &setup, backend).await {
+                        if let Err(why) = serve(tcp, acceptor, &setup, backend, &counted).await {
                             said.lock().unwrap().push(why);
                         }
                     });
@@ -144,6 +173,7 @@ impl Front {
         Front {
             port,
             refusals,
+            connections,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -152,6 +182,11 @@ impl Front {
     /// Why connections were refused so far.
     pub fn refusals(&self) -> Vec<String> {
         self.refusals.lock().unwrap().clone()
+    }
+
+    /// MQTT connections forwarded so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -174,6 +209,7 @@ async fn serve(
     acceptor: tokio_rustls::TlsAcceptor,
     setup: &FrontSetup,
     backend: u16,
+    connections: &AtomicUsize,
 ) -> Result<(), String> {
     let mut tls = acceptor
         .accept(tcp)
@@ -204,16 +240,23 @@ async fn serve(
         .write_all(&connect)
         .await
         .map_err(|e| e.to_string())?;
-    let (mut from_client, mut to_client) = tokio::io::split(tls);
-    let (mut from_broker, mut to_broker) = mosquitto.into_split();
-    let back = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut from_broker, &mut to_client).await;
-        let _ = to_client.shutdown().await;
-    });
+    let n = connections.fetch_add(1, Ordering::SeqCst);
+    let fault = setup.fault.filter(|(_, times)| n < *times).map(|(f, _)| f);
+    let (mut from_client, to_client) = tokio::io::split(tls);
+    let (from_broker, mut to_broker) = mosquitto.into_split();
+    let (close, mut closed) = tokio::sync::oneshot::channel::<()>();
+    let back = tokio::spawn(faults::answer(from_broker, to_client, fault, close));
     let verdict = loop {
-        let Some(packet) = read_packet(&mut from_client).await else {
+        let packet = tokio::select! {
+            packet = read_packet(&mut from_client) => packet,
+            _ = &mut closed => break Ok(()),
+        };
+        let Some(packet) = packet else {
             break Ok(());
         };
+        if fault == Some(Fault::CloseOnSubscribe) && packet[0] >> 4 == 8 {
+            break Ok(());
+        }
         if let Some(why) = setup.policy.as_ref().and_then(|p| breaks(p, &packet)) {
             break Err(why);
         }
@@ -227,7 +270,7 @@ async fn serve(
 }
 
 /// One whole MQTT packet (fixed header, remaining length, body).
-async fn read_packet<R: AsyncReadExt + Unpin>(from: &mut R) -> Option<Vec<u8>> {
+pub(super) async fn read_packet<R: AsyncReadExt + Unpin>(from: &mut R) -> Option<Vec<u8>> {
     let mut packet = vec![from.read_u8().await.ok()?];
     let mut length = 0usize;
     for shift in [0, 7, 14, 21] {

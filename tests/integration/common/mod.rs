@@ -13,6 +13,7 @@
 
 pub mod broker;
 pub mod config;
+mod faults;
 pub mod front;
 pub mod gate;
 pub mod netns;
