@@ -32,6 +32,7 @@ mod homeassistant;
 mod hostile_spool;
 mod package;
 mod properties;
+mod rabbitmq;
 mod scripts;
 mod security_policy;
 mod seeds;
