@@ -54,6 +54,10 @@ scripts/vm-test.sh
 # Home Assistant 2024.3.3 and 2025.4.4 from PyPI, for tests/integration/homeassistant.rs
 # (kept in target/homeassistant/; fails saying which Python to install).
 scripts/homeassistant.sh
+# RabbitMQ 3.10 (Debian's rabbitmq-server, its MQTT plugin) for
+# tests/integration/rabbitmq.rs, which starts a 3-node cluster of its own;
+# the package's own service is stopped and disabled when installed here.
+scripts/rabbitmq.sh
 cargo test
 # The README's first command, exactly as a newcomer runs it (timed here).
 cargo run --release -- demo --duration 10s

@@ -33,6 +33,7 @@ mod hostile_spool;
 mod in_flight;
 mod package;
 mod properties;
+mod rabbitmq;
 mod scripts;
 mod security_policy;
 mod seeds;

@@ -2,14 +2,15 @@
 //! loopback port, an independent `mosquitto_sub` as the witness of delivery,
 //! and the `pinpost` binary run as a user would run it.
 //!
-//! Nothing here skips: a missing `mosquitto` is a failure that says how to
-//! get it (the test script installs it).
+//! Nothing here skips: a missing `mosquitto` (or RabbitMQ) is a failure
+//! that says how to get it (the test script installs it).
 //!
 //! One module each: [`pki`] (certificates), [`broker`] (Mosquitto),
 //! [`witness`] and [`subscriber`] (what the broker delivers), [`process`]
 //! (running pinpost), [`config`] (config files and flags), [`gate`] and
 //! [`netns`] (the network between them), [`front`] (a managed service's TLS
-//! front). This file only declares and re-exports them.
+//! front), [`rabbitmq`] (a real 3-node RabbitMQ cluster). This file only
+//! declares and re-exports them.
 
 pub mod broker;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod gate;
 pub mod netns;
 pub mod pki;
 pub mod process;
+pub mod rabbitmq;
 pub mod subscriber;
 pub mod witness;
 

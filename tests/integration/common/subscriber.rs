@@ -98,7 +98,12 @@ impl Subscriber {
         let Some((topic, payload)) = line.split_once(' ') else {
             return;
         };
-        if !topic.contains("/sensor/") {
+        // The streams that carry a seq (readings and pin states); status,
+        // stats and command results carry none.
+        if !["/sensor/", "/input/", "/output/"]
+            .iter()
+            .any(|kind| topic.contains(kind))
+        {
             return;
         }
         let v: serde_json::Value = serde_json::from_str(payload)

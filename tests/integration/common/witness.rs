@@ -19,6 +19,14 @@ impl Witness {
     /// Subscribes to `topic` with `args` (connection flags) and returns once
     /// the broker has acknowledged the subscription.
     pub fn start(broker: &Broker, topic: &str, args: &[String]) -> Witness {
+        Witness::at(&broker.host, broker.port, topic, args)
+            .unwrap_or_else(|e| panic!("{e}\nbroker log:\n{}", broker.log()))
+    }
+
+    /// As [`Witness::start`], for any broker at `host:port` (one this
+    /// harness did not start as a [`Broker`]); an error says what
+    /// mosquitto_sub said.
+    pub fn at(host: &str, port: u16, topic: &str, args: &[String]) -> Result<Witness, String> {
         require_tool("mosquitto_sub", "mosquitto-clients");
         // mosquitto_sub buffers stdout when it is a pipe; stdbuf makes it
         // line-buffered so each message is seen when it arrives.
@@ -31,9 +39,9 @@ impl Witness {
                 "-q",
                 "1",
                 "-h",
-                &broker.host,
+                host,
                 "-p",
-                &broker.port.to_string(),
+                &port.to_string(),
             ])
             .args(["-t", topic])
             .args(args)
@@ -46,7 +54,7 @@ impl Witness {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             match witness.lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.contains("received SUBACK") => return witness,
+                Ok(line) if line.contains("received SUBACK") => return Ok(witness),
                 Ok(_) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -58,10 +66,7 @@ impl Witness {
             use std::io::Read;
             let _ = pipe.read_to_string(&mut err);
         }
-        panic!(
-            "mosquitto_sub never subscribed: {err}\nbroker log:\n{}",
-            broker.log()
-        );
+        Err(format!("mosquitto_sub never subscribed: {err}"))
     }
 
     /// Messages (`topic payload`) received within `wait`, debug lines left out.
