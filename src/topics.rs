@@ -88,6 +88,27 @@ impl Topics {
         let rest = topic.strip_prefix(&self.base)?.strip_prefix("/cmd/")?;
         (!rest.is_empty() && !rest.contains('/')).then_some(rest)
     }
+
+    /// Words when `topic` is one of this device's topics with each `.` of
+    /// its prefix or id turned into `/`: the broker rewrote it on the way
+    /// (RabbitMQ's MQTT plugin maps `.` and `/` to each other), so what is
+    /// sent to this device's topics reaches it under other names.
+    pub(crate) fn rewritten_dots(&self, topic: &str) -> Option<String> {
+        if !self.base.contains('.') {
+            return None;
+        }
+        let mapped = self.base.replace('.', "/");
+        let rest = topic.strip_prefix(&mapped)?;
+        (rest.is_empty() || rest.starts_with('/')).then(|| {
+            format!(
+                "the broker delivered {topic} for {base}{rest}: it turns `.` in topics into `/` \
+                 (RabbitMQ does), so commands sent to this device's topics reach it under \
+                 other names and are never carried out; choose a device.id and \
+                 device.topic_prefix without `.`",
+                base = self.base
+            )
+        })
+    }
 }
 
 /// A pin's state as published on `input/…` and `output/…`.
@@ -209,6 +230,21 @@ pub(crate) fn result_json(id: Option<&str>, outcome: Result<(), &str>) -> Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_topic_whose_dots_the_broker_turned_into_slashes_is_recognised() {
+        let t = Topics::new("pinpost", "pi.01");
+        let words = t
+            .rewritten_dots("pinpost/pi/01/cmd/relay")
+            .expect("rewritten");
+        assert!(words.contains("for pinpost/pi.01/cmd/relay"), "{words}");
+        assert_eq!(t.rewritten_dots("pinpost/pi.01/cmd/relay"), None);
+        assert_eq!(t.rewritten_dots("pinpost/pi/012/cmd/relay"), None);
+        assert_eq!(
+            Topics::new("pinpost", "pi-01").rewritten_dots("pinpost/pi-01/x"),
+            None
+        );
+    }
 
     #[test]
     fn the_layout_matches_the_contract() {

@@ -159,6 +159,8 @@ struct Agent {
     /// Each sensor's current error, to log and publish once per change.
     failing: Vec<Option<String>>,
     connected: bool,
+    /// The broker was found rewriting `.` in this device's topics (said once).
+    dots_said: bool,
     /// Connections made (CONNACKs), for the reconnect count.
     connections: u64,
     /// Outputs have been put in their safe state (by shutdown).
@@ -234,6 +236,7 @@ impl Agent {
             notified_ready: false,
             last_failure: None,
             connected: false,
+            dots_said: false,
             connections: 0,
             safe: false,
             refusals,

@@ -35,7 +35,12 @@ impl Agent {
             }
         }
         let Some(name) = self.topics.command_name(topic) else {
-            tracing::debug!(topic, "ignoring a message that is not a command");
+            match self.topics.rewritten_dots(topic) {
+                Some(words) if !std::mem::replace(&mut self.dots_said, true) => {
+                    tracing::error!("{words}");
+                }
+                _ => tracing::debug!(topic, "ignoring a message that is not a command"),
+            }
             return;
         };
         if payload.is_empty() {

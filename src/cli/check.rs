@@ -70,7 +70,8 @@ pub(super) async fn run(args: CheckArgs) -> Result<(), CliError> {
 /// `name_it`: there are several, so the failures say which.
 async fn probe(config: &Config, name_it: bool, report: &mut Report) {
     let broker = &config.broker;
-    let topic = Topics::new(&config.device.topic_prefix, &config.device.id).check();
+    let topics = Topics::new(&config.device.topic_prefix, &config.device.id);
+    let topic = topics.check();
     // On the tools' port the ACL names each device's certificate subject.
     let tools_acl = match config.broker.cli_port {
         Some(port) => format!(
@@ -135,10 +136,17 @@ async fn probe(config: &Config, name_it: bool, report: &mut Report) {
                         return Step::fail(format!("publishing the probe: {e}"));
                     }
                 }
-                Some(LinkEvent::Message { payload, .. }) if payload == probe.as_bytes() => {
-                    return Step::pass(format!(
-                        "published a probe to {topic} and received it back"
-                    ));
+                Some(LinkEvent::Message {
+                    topic: got,
+                    payload,
+                    ..
+                }) if payload == probe.as_bytes() => {
+                    return match topics.rewritten_dots(&got) {
+                        Some(words) => Step::fail(words),
+                        None => {
+                            Step::pass(format!("published a probe to {topic} and received it back"))
+                        }
+                    };
                 }
                 Some(LinkEvent::Down { failure, .. }) => {
                     return Step::fail(format!(
