@@ -152,9 +152,11 @@ pub(super) fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
             }
         }
         config.broker.port = port;
-    } else if let Some(words) = crate::preflight::agents_port_clash(&config) {
-        eprintln!("pinpost: warning: {words}");
     }
+    // Without cli_port a tool with the agent's certificate may take the
+    // agent's place, but only on a broker that ties client ids to
+    // certificates; on the others nothing happens, so nothing is said
+    // before connecting (`subscribe` says it when the broker shows it).
     if let Some(tls) = config.broker.tls.as_ref().filter(|t| t.skip_name_check) {
         warn_insecure(&config.broker.host, tls);
     }

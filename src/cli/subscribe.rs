@@ -32,6 +32,7 @@ pub(super) async fn run(args: SubscribeArgs) -> Result<(), CliError> {
     };
     let mut stdout = tokio::io::stdout();
     let mut received = 0u64;
+    let mut clash_said = false;
     loop {
         let event = match deadline {
             Some(at) => tokio::time::timeout_at(at, link.next_event())
@@ -72,6 +73,14 @@ pub(super) async fn run(args: SubscribeArgs) -> Result<(), CliError> {
                 retry_in: Some(delay),
                 ..
             }) => {
+                // A broker that ties client ids to certificates closes
+                // this connection whenever the agent with the same
+                // certificate comes back: the case the tools' port is for.
+                if failure.closed_by_broker() && !std::mem::replace(&mut clash_said, true) {
+                    if let Some(words) = crate::preflight::agents_port_clash(&config) {
+                        eprintln!("pinpost: warning: {words}");
+                    }
+                }
                 tracing::warn!(
                     "{failure}; retrying in {}",
                     humantime::format_duration(round(delay))

@@ -766,7 +766,7 @@ fn a_device_key_cannot_command_its_own_device_but_publishes_what_the_agent_does(
 }
 
 #[test]
-fn the_tools_warn_before_taking_the_agents_place_without_cli_port() {
+fn a_tool_says_when_it_is_in_the_agents_place_without_cli_port() {
     let fleet = Fleet::new(false);
     let config = fleet.config("pi-01");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -788,9 +788,23 @@ fn the_tools_warn_before_taking_the_agents_place_without_cli_port() {
             WAIT,
         )
     };
+    // A subscriber with the device's own certificate on the agents' port:
+    // nothing is said before anything happens, since only a broker that
+    // ties client ids to certificates (this one) makes it matter.
+    let mut subscriber = Background::start(&strings(&[
+        "subscribe",
+        "--config",
+        &upgraded.display().to_string(),
+        "-t",
+        "pinpost/pi-01/sensor/#",
+    ]));
+    let _ = subscriber.log(Duration::from_secs(2));
+    // Another connection with that certificate (as the agent coming back)
+    // takes the subscriber's place: now it says why, once.
     let out = publish(&upgraded);
     assert_ok(&out, &fleet.broker);
-    let said = stderr(&out);
+    assert!(!stderr(&out).contains("cli_port"), "{}", stderr(&out));
+    let said = subscriber.log(Duration::from_secs(3));
     assert!(
         said.contains(&format!(
             "pinpost: warning: broker.cli_port is not set: pinpost publish, subscribe and \
@@ -803,6 +817,7 @@ fn the_tools_warn_before_taking_the_agents_place_without_cli_port() {
         said.contains("drops the agent's session on this device"),
         "{said}"
     );
+    drop(subscriber);
     // With cli_port, or with another certificate than the device's, nothing.
     let out = publish(&config);
     assert_ok(&out, &fleet.broker);

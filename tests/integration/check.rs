@@ -606,9 +606,10 @@ fn the_agents_certificate_without_cli_port_is_worth_fixing() {
         "{}",
         c.said
     );
-    // Said on stderr too, before connecting, by every tool.
+    // Not said before connecting: only some brokers tie client ids to
+    // certificates (`subscribe` says it when the broker shows it does).
     assert!(
-        c.said
+        !c.said
             .contains("pinpost: warning: broker.cli_port is not set"),
         "{}",
         c.said

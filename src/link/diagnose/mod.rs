@@ -216,6 +216,17 @@ impl Failure {
         }
     }
 
+    /// A working connection the broker closed (no reason given).
+    pub fn closed_by_broker(&self) -> bool {
+        matches!(
+            self,
+            Failure::Lost {
+                reason: LostReason::ClosedByBroker,
+                ..
+            }
+        )
+    }
+
     /// Stable short name for logs, status lines and tests.
     pub fn kind(&self) -> &'static str {
         match self {
