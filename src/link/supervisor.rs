@@ -123,6 +123,9 @@ pub(super) async fn drive(
     let mut connection = Connection::default();
     let silence_limit = silence_limit(target.keep_alive);
     let mut last_heard = Instant::now();
+    // Set when the silence limit passed: one more look at the socket is
+    // allowed until then (see SILENCE_GRACE).
+    let mut grace_until: Option<Instant> = None;
     // Set when the link gave up on a silent broker: the error rumqttc then
     // returns (after what the connection still owed) is worded as silence.
     let mut silent_for: Option<Duration> = None;
@@ -143,7 +146,7 @@ pub(super) async fn drive(
                 // waits unread is not silent.
                 biased;
                 polled = eventloop.poll() => Some(polled),
-                () = tokio::time::sleep_until(last_heard + limit) => None,
+                () = tokio::time::sleep_until(grace_until.unwrap_or(last_heard + limit)) => None,
             },
             _ => Some(eventloop.poll().await),
         };
@@ -171,6 +174,7 @@ pub(super) async fn drive(
                     backoff.reset();
                 }
                 connection = Connection::default();
+                grace_until = None;
                 let vanished = tracker.lost(&mut eventloop.pending);
                 if !vanished.is_empty() {
                     tracing::error!(
@@ -196,7 +200,16 @@ pub(super) async fn drive(
                 }
                 continue;
             }
+            None if grace_until.is_none() => {
+                // A process resumed from SIGSTOP finds its deadline passed
+                // and learns what its socket holds only on the runtime's
+                // next turn: look once more before calling the broker
+                // silent.
+                grace_until = Some(Instant::now() + SILENCE_GRACE);
+                continue;
+            }
             None => {
+                grace_until = None;
                 // Given up on: rumqttc keeps every unacknowledged publish
                 // and queued request, and hands over what the connection
                 // had already read before its error.
@@ -207,6 +220,7 @@ pub(super) async fn drive(
         };
         if matches!(event, Event::Incoming(_)) {
             last_heard = Instant::now();
+            grace_until = None;
         }
         let report = match event {
             Event::Incoming(Packet::ConnAck(_)) if std::mem::take(&mut clean_once) => {
@@ -299,6 +313,11 @@ pub(super) async fn drive(
         }
     }
 }
+
+/// How long the socket gets, once the silence limit has passed, to show
+/// what it holds: a stopped process is woken with EINTR, and the runtime
+/// sees the socket readable only on its next turn.
+const SILENCE_GRACE: Duration = Duration::from_secs(1);
 
 /// How long the broker may be silent before the link is declared dead.
 /// rumqttc pings every keep-alive and only notices a missing answer at the

@@ -66,6 +66,10 @@ name = "volts"
 kind = "sim"
 interval = "{every}"
 unit = "V"
+
+[[output]]
+name = "relay"
+pin = 27
 "#,
             spool = spool.display()
         ),
@@ -265,11 +269,12 @@ fn a_broker_that_stops_acknowledging_is_said_to_stall_and_why() {
 }
 
 /// A Mosquitto with mutual TLS and persistence, an operator's subscriber
-/// with a persistent session on the sensor, and pi-01's config for it.
+/// with a persistent session on the sensor, pi-01's config for it, and
+/// the operator's `mosquitto_pub` flags.
 fn mosquitto(
     head: impl FnOnce(u16) -> ConfigHead,
     every: &str,
-) -> (Pki, Broker, Subscriber, PathBuf) {
+) -> (Pki, Broker, Subscriber, PathBuf, Vec<String>) {
     let pki = Pki::new("main");
     let server = pki.server(&["127.0.0.1"]);
     pki.client("pi-01");
@@ -289,7 +294,9 @@ fn mosquitto(
         "pinpost/pi-01/sensor/#",
     );
     let config = config(pki.path(), head(broker.port), FAST, every);
-    (pki, broker, sub, config)
+    let mut operator_args = strings(&["-h", "127.0.0.1", "-p", &broker.port.to_string()]);
+    operator_args.extend(tls_args(&pki.ca.cert, Some(&operator)));
+    (pki, broker, sub, config, operator_args)
 }
 
 /// Every stream the subscriber saw arrived whole.
@@ -303,7 +310,7 @@ fn assert_streams_whole(sub: &Subscriber) -> u64 {
 
 #[test]
 fn mosquitto_stopped_while_acknowledging_leaves_nothing_in_flight() {
-    let (_pki, mut broker, mut sub, config) = mosquitto(ConfigHead::new, "5ms");
+    let (_pki, mut broker, mut sub, config, _) = mosquitto(ConfigHead::new, "5ms");
     let mut agent = start(&config);
     sub.read(Duration::from_secs(2));
     // Stopped mid-stream, five times: each stop comes while PUBACKs for a
@@ -329,14 +336,37 @@ fn four_freezes_past_the_keep_alive_leave_nothing_in_flight() {
     // Keep-alive 10 s, stats every second, 100 readings a second: a 20 s
     // SIGSTOP outlasts the broker's 15 s patience, four times.
     let head = |port| ConfigHead::new(port).broker("keep_alive = \"10s\"");
-    let (_pki, _broker, mut sub, config) = mosquitto(head, "10ms");
+    let (_pki, broker, mut sub, config, operator_args) = mosquitto(head, "10ms");
+    let results = Witness::start(&broker, "pinpost/pi-01/cmd/relay/result", &operator_args);
     let mut agent = start(&config);
     sub.read(Duration::from_secs(3));
     for freeze in 1..=4 {
         let before: usize = sub.seen.values().map(Vec::len).sum();
         signal(&agent, "-STOP");
-        sub.read(Duration::from_secs(20));
+        sub.read(Duration::from_secs(5));
+        // A command while frozen waits in the agent's socket; the broker
+        // gives up on the agent at 15 s, and the close comes after it.
+        let level = if freeze % 2 == 1 { "on" } else { "off" };
+        let mut publish = Command::new("mosquitto_pub");
+        publish.args(&operator_args).args([
+            "-q",
+            "1",
+            "-t",
+            "pinpost/pi-01/cmd/relay",
+            "-m",
+            level,
+        ]);
+        let out = publish.output().expect("mosquitto_pub");
+        assert!(out.status.success(), "mosquitto_pub: {out:?}");
+        sub.read(Duration::from_secs(15));
         signal(&agent, "-CONT");
+        let answered = results.messages(Duration::from_secs(10));
+        assert!(
+            answered.iter().any(|l| l.contains("\"ok\":true")),
+            "freeze {freeze}: the command sent during it was not answered ({answered:?}):\n{}",
+            agent.log(Duration::from_millis(500))
+        );
+        println!("freeze {freeze}: the command sent during it was answered");
         sub.read(Duration::from_secs(6));
         let after: usize = sub.seen.values().map(Vec::len).sum();
         println!(

@@ -6,7 +6,6 @@ use crate::framed::AsyncReadWrite;
 use crate::mqttbytes::v4::*;
 use flume::{bounded, Receiver, Sender};
 use tokio::net::{lookup_host, TcpSocket, TcpStream};
-use futures_util::FutureExt;
 use tokio::select;
 use tokio::time::{self, Instant, Sleep};
 
@@ -14,6 +13,12 @@ use std::collections::VecDeque;
 
 /// pinpost: most requests written before one flush (see `select`).
 const MAX_WRITE_BATCH: usize = 64;
+/// pinpost: how long an unanswered ping's answer may still be read when
+/// the keep-alive timer fires (see `select`).
+const PINGRESP_GRACE: Duration = Duration::from_secs(1);
+/// pinpost: how long a failed connection is read for what it still holds
+/// (see `poll`).
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -190,6 +195,19 @@ impl EventLoop {
         match self.select().await {
             Ok(v) => Ok(v),
             Err(e) => {
+                // pinpost: a connection that failed on a write (the broker
+                // closed it while this process was stopped, and the write
+                // drew a reset) may still hold what the broker sent before
+                // closing: a command, a PUBACK. Read it before letting go;
+                // reads end at the close, and a silent socket gets
+                // DRAIN_GRACE.
+                if let Some(network) = self.network.as_mut() {
+                    let state = &mut self.state;
+                    let _ = time::timeout(DRAIN_GRACE, async {
+                        while network.readb(state).await.is_ok() {}
+                    })
+                    .await;
+                }
                 // MQTT requires that packets pending acknowledgement should be republished on session resume.
                 // Move pending messages from state to eventloop.
                 self.abandon(e);
@@ -323,12 +341,14 @@ impl EventLoop {
             _ = self.keepalive_timeout.as_mut().unwrap_or(&mut no_sleep),
                 if self.keepalive_timeout.is_some() && !self.mqtt_options.keep_alive.is_zero() => {
                 // pinpost: after the process was stopped (SIGSTOP, a stalled
-                // disk, a laptop asleep) the timer and the socket are ready
-                // together, and the answer to the last ping may be waiting
-                // unread. Read it before calling the broker silent; the timer
-                // stays expired, so the ping follows at the next poll.
+                // disk, a laptop asleep) the timer fires at once, and the
+                // answer to the last ping may be waiting unread: the kernel
+                // wakes a stopped process with EINTR, so the runtime learns
+                // the socket is readable only on its next turn. Give the read
+                // that long before calling the broker silent; the timer stays
+                // expired, so the ping follows at the next poll.
                 if self.state.await_pingresp {
-                    if let Some(read) = network.readb(&mut self.state).now_or_never() {
+                    if let Ok(read) = time::timeout(PINGRESP_GRACE, network.readb(&mut self.state)).await {
                         read?;
                         match time::timeout(network_timeout, network.flush()).await {
                             Ok(inner) => inner?,
