@@ -374,4 +374,135 @@ mod tests {
             assert!(said.contains(why), "{said:?} for {packet:?}");
         }
     }
+
+    /// The demo's files as `built_in` makes them: a CA, the broker's
+    /// certificate for 127.0.0.1, and a client certificate.
+    struct Demo {
+        ca: crate::certs::Issued,
+        server: crate::certs::Issued,
+        client: crate::certs::Issued,
+    }
+
+    fn demo_pki() -> Demo {
+        use crate::certs::{Authority, KeyKind, new_ca};
+        let now = crate::utc::now_unix_millis() / 1000;
+        let ca = new_ca("test CA", KeyKind::EcdsaP256, now).unwrap();
+        let authority = Authority::load("test CA", &ca.cert_pem, &ca.key_pem).unwrap();
+        let server = authority
+            .broker(&["127.0.0.1".into()], KeyKind::EcdsaP256, now)
+            .unwrap();
+        let client = authority
+            .client("demo-pi", KeyKind::EcdsaP256, now)
+            .unwrap();
+        Demo { ca, server, client }
+    }
+
+    /// A front before a listener that stands in for rumqttd's plain port.
+    async fn front(demo: &Demo) -> (u16, TcpListener, Login) {
+        let backend = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let login = Login::new().unwrap();
+        let port = start(
+            &demo.ca.cert_pem,
+            &demo.server.cert_pem,
+            &demo.server.key_pem,
+            backend.local_addr().unwrap().port(),
+            login.clone(),
+        )
+        .unwrap();
+        (port, backend, login)
+    }
+
+    /// Connects with TLS, trusting `ca`, presenting `client` if given, and
+    /// sends `connect`. Whether the handshake itself fails depends on the TLS
+    /// version, so only what reaches the backend is asserted on.
+    async fn send(port: u16, ca: &str, client: Option<&crate::certs::Issued>, connect: &[u8]) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client {
+            Some(c) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
+                        .collect::<Result<_, _>>()
+                        .unwrap(),
+                    PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        if let Ok(mut tls) = connector.connect(name, tcp).await {
+            let _ = tls.write_all(connect).await;
+            let _ = tls.flush().await;
+            let mut byte = [0u8; 1];
+            let _ = tokio::time::timeout(Duration::from_millis(500), tls.read(&mut byte)).await;
+        }
+    }
+
+    /// What the backend received on its first connection within a second:
+    /// `None` if nothing connected.
+    async fn received(backend: &TcpListener, len: usize) -> Option<Vec<u8>> {
+        let (mut tcp, _) = tokio::time::timeout(Duration::from_secs(1), backend.accept())
+            .await
+            .ok()?
+            .unwrap();
+        let mut got = vec![0u8; len];
+        tcp.read_exact(&mut got).await.ok()?;
+        Some(got)
+    }
+
+    #[tokio::test]
+    async fn a_demo_certificate_gets_through_with_the_fronts_login_added() {
+        let demo = demo_pki();
+        let (port, backend, login) = front(&demo).await;
+        let packet = connect("demo-pi", 7);
+        let expected = with_login(&packet, &login.user, &login.password).unwrap();
+        let (_, got) = tokio::join!(
+            send(port, &demo.ca.cert_pem, Some(&demo.client), &packet),
+            received(&backend, expected.len())
+        );
+        assert_eq!(got, Some(expected));
+        assert_eq!(login.password.len(), 48);
+        assert_ne!(login.password, Login::new().unwrap().password);
+    }
+
+    #[tokio::test]
+    async fn no_certificate_or_another_cas_or_a_login_of_its_own_gets_nowhere() {
+        let demo = demo_pki();
+        let stranger = demo_pki();
+        let mut with_user = connect("demo-pi", 0);
+        with_user[9] |= 0xC0;
+        with_user.extend([0, 1, b'u', 0, 1, b'p']);
+        with_user[1] += 6;
+        for (client, packet, what) in [
+            (None, connect("demo-pi", 0), "no client certificate"),
+            (
+                Some(&stranger.client),
+                connect("demo-pi", 0),
+                "another CA's certificate",
+            ),
+            (
+                Some(&demo.client),
+                with_user,
+                "a CONNECT with its own login",
+            ),
+        ] {
+            let (port, backend, _) = front(&demo).await;
+            let (_, got) = tokio::join!(
+                send(port, &demo.ca.cert_pem, client, &packet),
+                received(&backend, 1)
+            );
+            assert_eq!(got, None, "{what} reached the broker");
+        }
+    }
 }
