@@ -13,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The version the gate was written against; one already installed is reused.
+# It needs Rust 1.88 to build (the machine's rustup toolchain, not the 1.85
+# MSRV), and crates.io.
 version=0.22.2
 if ! cargo audit --version >/dev/null 2>&1; then
   echo "scripts/audit.sh: installing cargo-audit $version"
@@ -49,11 +51,18 @@ fi
 echo "scripts/audit.sh: cargo-audit $(cargo audit --version | awk '{print $NF}')"
 echo "scripts/audit.sh: exceptions with their reasons in .cargo/audit.toml:" \
   "$(grep -oE '^ *"RUSTSEC-[0-9]+-[0-9]+"' .cargo/audit.toml | tr -d ' "' | paste -sd ' ' -)"
-cargo "${args[@]}"
+status=0
+cargo "${args[@]}" || status=$?
 if [ -z "$db" ]; then
   fetched="$HOME/.cargo/advisory-db"
   if git -C "$fetched" rev-parse --git-dir >/dev/null 2>&1; then
     echo "scripts/audit.sh: used $fetched at commit $(git -C "$fetched" log -1 --format='%h of %cd')"
   fi
+fi
+if [ "$status" -ne 0 ]; then
+  echo "scripts/audit.sh: a RustSec advisory above applies to a crate in Cargo.lock." \
+    "Move off it (cargo update -p CRATE, or drop what brings it in); only if it cannot" \
+    "apply to what pinpost ships, add its id to .cargo/audit.toml with the reason why." >&2
+  exit 1
 fi
 echo "scripts/audit.sh: no advisory without a written exception"
