@@ -113,7 +113,7 @@ if [ -n "$qemu" ]; then
   export "CC_${target//-/_}=$gnu-gcc"
   export "AR_${target//-/_}=$gnu-ar"
 fi
-# --no-default-features: the demo's built-in broker (~2 MiB) stays on laptops.
+# --no-default-features: the demo's built-in broker (~1.8 MiB) stays on laptops.
 cargo build --release --locked --no-default-features --target "$target" --target-dir "$TARGET_DIR" >&2
 bin="$TARGET_DIR/$target/release/pinpost"
 [ -x "$bin" ] || die "the build did not produce $bin"

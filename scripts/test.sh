@@ -42,6 +42,10 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Pi builds leave the demo's broker out: they must build (and lint) too.
 cargo clippy --no-default-features --all-targets -- -D warnings
+# No RustSec advisory in Cargo.lock without a written exception
+# (.cargo/audit.toml); installs cargo-audit when missing and reads
+# ../shared/advisory-db offline when it is there (scripts/audit.sh says how).
+scripts/audit.sh
 # The release binaries for the Pi (run under qemu by tests/integration/arm.rs) and this
 # PC, and their .deb packages; a Debian root to install them into
 # (tests/integration/package.rs).

@@ -1,39 +1,44 @@
-//! The demo's built-in broker: rumqttd in this process, on 127.0.0.1 only,
-//! with mutual TLS (it requires a client certificate from the demo's CA;
-//! the `verify-client-cert` feature is what makes it check). Behind the
-//! `demo` cargo feature, which Pi builds leave out.
+//! The demo's built-in broker: rumqttd in this process, speaking plain MQTT
+//! on 127.0.0.1 only, behind the TLS front (`front`) that gives the demo its
+//! mutual TLS. rumqttd is built without its own TLS (no `use-rustls`), so
+//! the tree holds one TLS stack, ours. Behind the `demo` cargo feature,
+//! which Pi builds leave out.
 //!
-//! rumqttd binds the port it is given and cannot say which it got, so a
-//! free port is picked first; it has no shutdown, so it ends with the
-//! process; it reads the PEM files on every accept, so they stay on disk.
+//! The plain listener requires the front's login (drawn anew for every
+//! demo), so a local process that dials it directly, past the front's
+//! certificate check, is refused. rumqttd binds the port it is given and
+//! cannot say which it got, so a free port is picked first; it has no
+//! shutdown, so it ends with the process. It must not know certificates:
+//! the front holds them.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::Path;
 
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
-/// Starts the broker on a free loopback port and returns the port.
-pub(crate) fn start(ca: &Path, cert: &Path, key: &Path) -> Result<u16, String> {
+use super::front::Login;
+
+/// Starts the broker's plain listener on a free loopback port, accepting
+/// only `login`, and returns the port.
+pub(crate) fn start(login: &Login) -> Result<u16, String> {
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("cannot find a free port on 127.0.0.1: {e}"))?;
-    let path = |p: &Path| p.to_string_lossy().into_owned();
     let server = ServerSettings {
         name: "pinpost-demo-broker".into(),
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        tls: Some(TlsConfig::Rustls {
-            capath: Some(path(ca)),
-            certpath: path(cert),
-            keypath: path(key),
-        }),
+        // TLS is the front's job.
+        tls: None,
         next_connection_delay_ms: 1,
         connections: ConnectionSettings {
             connection_timeout_ms: 5_000,
             max_payload_size: 256 * 1024,
             max_inflight_count: 100,
-            auth: None,
+            auth: Some(HashMap::from([(
+                login.user.clone(),
+                login.password.clone(),
+            )])),
             external_auth: None,
             // Without it a publish to a topic nobody subscribed to yet
             // disconnects the publisher.

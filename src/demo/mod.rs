@@ -10,6 +10,8 @@
 
 #[cfg(feature = "demo")]
 mod broker;
+#[cfg(feature = "demo")]
+mod front;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -158,7 +160,9 @@ pub(crate) async fn run(args: &DemoArgs) -> Result<(), DemoError> {
 }
 
 /// A CA, a broker certificate for 127.0.0.1, and client certificates for
-/// the device and the console, then the built-in broker.
+/// the device and the console, then the built-in broker: rumqttd on a plain
+/// loopback port behind a TLS front that requires a client certificate
+/// from the CA.
 #[cfg(feature = "demo")]
 fn built_in(dir: &Path, id: &str) -> Result<Target, DemoError> {
     let failed = |e: &dyn std::fmt::Display| {
@@ -186,14 +190,22 @@ fn built_in(dir: &Path, id: &str) -> Result<Target, DemoError> {
             now,
         )
         .map_err(|e| failed(&e))?;
-    let server = write("broker", &server)?;
     let device = authority
         .client(id, KeyKind::EcdsaP256, now)
         .map_err(|e| failed(&e))?;
     let console = authority
         .client("demo-console", KeyKind::EcdsaP256, now)
         .map_err(|e| failed(&e))?;
-    let port = broker::start(&ca_path, &server.0, &server.1).map_err(DemoError::Setup)?;
+    let login = front::Login::new().map_err(|e| DemoError::Setup(e.to_string()))?;
+    let plain = broker::start(&login).map_err(DemoError::Setup)?;
+    let port = front::start(
+        &ca.cert_pem,
+        &server.cert_pem,
+        &server.key_pem,
+        plain,
+        login,
+    )
+    .map_err(|e| DemoError::Setup(e.to_string()))?;
     Ok(Target {
         host: "127.0.0.1".into(),
         port,

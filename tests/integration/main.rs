@@ -15,6 +15,7 @@ mod common;
 
 mod agent;
 mod arm;
+mod audit;
 mod certs;
 mod check;
 mod clean_stop;

@@ -48,6 +48,7 @@ fn every_script_is_found() {
     for expected in [
         "run",
         "test.sh",
+        "audit.sh",
         "cross-build.sh",
         "package.sh",
         "throwaway-root.sh",
