@@ -211,6 +211,8 @@ impl EventLoop {
                 // MQTT requires that packets pending acknowledgement should be republished on session resume.
                 // Move pending messages from state to eventloop.
                 self.abandon(e);
+                // `abandon` has just set what is owed, so this is never the
+                // fallback.
                 self.owed().unwrap_or(Err(ConnectionError::RequestsDone))
             }
         }
