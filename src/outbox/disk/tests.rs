@@ -97,9 +97,11 @@ fn reservations_asked_one_by_one_while_the_disk_is_busy_cost_one_sync() {
     let wal = dir.path().join("outbox.wal");
     let len = || std::fs::metadata(&wal).unwrap().len();
     let mut thread = SpoolThread::start(spool).unwrap();
-    // The disk is busy: 40 durable writes that cannot be merged (each
-    // of its own epoch).
-    let busy: Vec<SpoolOp> = (1..=40)
+    // The disk is busy: 400 durable writes that cannot be merged (each
+    // of its own epoch). 40 were once too few: on a loaded machine the
+    // thread sending the four below was put off long enough for the disk
+    // to finish them between two sends.
+    let busy: Vec<SpoolOp> = (1..=400)
         .map(|n| SpoolOp::Reserve {
             seqs: BTreeMap::from([("busy".to_string(), n)]),
             epoch: n,
@@ -115,14 +117,14 @@ fn reservations_asked_one_by_one_while_the_disk_is_busy_cost_one_sync() {
     let streams = ["output/a", "output/b", "output/c", "output/d"];
     for name in streams {
         let seqs = BTreeMap::from([(name.to_string(), 1024)]);
-        assert!(thread.send(vec![SpoolOp::Reserve { seqs, epoch: 99 }]));
+        assert!(thread.send(vec![SpoolOp::Reserve { seqs, epoch: 999 }]));
     }
     assert!(thread.settle());
     let mut answered = Vec::new();
     loop {
         match thread.wait_next() {
             Some(Answer::Done(SpoolDone::Reserved {
-                seqs, epoch: 99, ..
+                seqs, epoch: 999, ..
             })) => {
                 answered.push(seqs.into_keys().collect::<Vec<_>>());
             }
