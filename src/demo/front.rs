@@ -281,21 +281,27 @@ pub(crate) fn with_login(
     new_body.extend(field(user)?);
     new_body.extend(field(password)?);
     let mut out = vec![0x10];
-    let mut rest = new_body.len();
-    loop {
-        let byte = (rest % 128) as u8;
-        rest /= 128;
-        if rest == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
+    out.extend(remaining_length(new_body.len()));
     if out.len() > 5 {
         return Err("a CONNECT too large for MQTT");
     }
     out.extend(new_body);
     Ok(out)
+}
+
+/// MQTT's remaining length: seven bits a byte, low first, the top bit set
+/// while more follow.
+fn remaining_length(mut rest: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (rest % 128) as u8;
+        rest /= 128;
+        if rest == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 #[cfg(test)]
@@ -313,16 +319,7 @@ mod tests {
         body.extend((will as u16).to_be_bytes());
         body.extend(std::iter::repeat_n(b'x', will));
         let mut packet = vec![0x10];
-        let mut rest = body.len();
-        loop {
-            let byte = (rest % 128) as u8;
-            rest /= 128;
-            if rest == 0 {
-                packet.push(byte);
-                break;
-            }
-            packet.push(byte | 0x80);
-        }
+        packet.extend(remaining_length(body.len()));
         packet.extend(body);
         packet
     }
