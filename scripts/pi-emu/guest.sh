@@ -73,7 +73,10 @@ drive() { # PIN 1|0
 }
 
 # ---------------------------------------------------------------- broker
-OPKEYS="--cafile /etc/pe/operator/ca.crt --cert /etc/pe/operator/operator.crt --key /etc/pe/operator/operator.key -h 127.0.0.1 -p 8884"
+# The operator's certificate; the broker makes its name the client id, so
+# the subscriber (port 8883: "operator") and the publisher (8884:
+# "CN=operator") use one listener each, or each would end the other.
+OPKEYS="--cafile /etc/pe/operator/ca.crt --cert /etc/pe/operator/operator.crt --key /etc/pe/operator/operator.key -h 127.0.0.1"
 broker_up() {
   [ -n "$BROKER" ] && return 0
   mkdir -p /etc/mosquitto/certs /etc/mosquitto/conf.d
@@ -93,14 +96,14 @@ broker_up() {
 sub_start() { # FILE
   : >"$1"
   # shellcheck disable=SC2086 # OPKEYS is a list of words
-  mosquitto_sub $OPKEYS -i "pe-sub-$$" -q 1 -v -t "$PREFIX/#" >"$1" 2>&1 &
+  mosquitto_sub $OPKEYS -p 8883 -q 1 -v -t "$PREFIX/#" >"$1" 2>&1 &
   SUB=$!
   sleep 1
 }
 sub_stop() { kill "$SUB" 2>/dev/null; wait "$SUB" 2>/dev/null; }
 pub() { # TOPIC PAYLOAD
   # shellcheck disable=SC2086
-  mosquitto_pub $OPKEYS -i "pe-pub-$$" -q 1 -t "$1" -m "$2"
+  mosquitto_pub $OPKEYS -p 8884 -q 1 -t "$1" -m "$2"
 }
 # The config for `pinpost run` on BOARD, with the lines given after it.
 agent_config() { # FILE BOARD [TOML...]
@@ -140,8 +143,9 @@ agent_start() { # NAME CONFIG SUBSCRIBER_FILE CHECK...
   grep -q "^$PREFIX/status online" "$sub" && return 0
   kill -TERM "$AGENT" 2>/dev/null
   wait "$AGENT"
+  rc=$?
   for check in "$@"; do
-    fail "$check" "the agent did not come online (exit $?): $(oneline <"/tmp/$name.log")"
+    fail "$check" "the agent did not come online (exit $rc): $(oneline <"/tmp/$name.log")"
   done
   sub_stop
   return 1
