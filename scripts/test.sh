@@ -55,6 +55,12 @@ scripts/throwaway-root.sh >/dev/null
 # systemd: the unit, its hardening and watchdog, power cuts, upgrade and
 # purge (README, "Development"). Builds its image once into target/vm/.
 scripts/vm-test.sh
+# pinpost's own arm64 and armv7 binaries on an emulated Raspberry Pi 3 and 2
+# (QEMU raspi3b/raspi2b, Debian's kernels; QEMU 10 from bookworm-backports
+# for I2C): GPIO, the agent, PWM and a BME280, with pin levels read by
+# QEMU's monitor, and the errors a Debian Pi shows (issue 27). Reuses
+# target/vm's root; caches the rest in target/pi-emu/.
+scripts/pi-emu.sh
 # Home Assistant 2024.3.3 and 2025.4.4 from PyPI, for tests/integration/homeassistant.rs
 # (kept in target/homeassistant/; fails saying which Python to install).
 scripts/homeassistant.sh

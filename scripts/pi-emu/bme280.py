@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes a 256-byte register image of a BME280 (for QEMU's at24c-eeprom,
+"""Writes the 256-byte register image of a BME280 (for QEMU's at24c-eeprom,
 which answers I2C reads from it as the chip would) and prints what the
 chip's datasheet says a reader must make of it: one line per measurement,
 `<name> <value>`, computed here with the datasheet's floating-point
@@ -67,7 +67,9 @@ def compensated():
 
 def main():
     with open(sys.argv[1], "wb") as out:
-        out.write(image())
+        # QEMU's block layer sizes a raw file in 512-byte sectors; the
+        # EEPROM (1-byte register addresses) answers from the first 256.
+        out.write(image() + bytes(256))
     temperature, pressure_hpa, humidity = compensated()
     print(f"temperature {temperature:.4f}")
     print(f"pressure {pressure_hpa:.4f}")
