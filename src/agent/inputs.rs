@@ -130,6 +130,7 @@ mod tests {
         Input {
             name: "b".into(),
             pin: 17,
+            line: None,
             pull: Pull::Up,
             debounce: Duration::from_millis(debounce_ms),
             invert,

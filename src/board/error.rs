@@ -84,12 +84,14 @@ pub enum BoardError {
     },
     /// Another consumer holds the line.
     #[error(
-        "GPIO{pin} is already in use by {holder} (line {pin} of {chip}): stop it, or choose \
+        "GPIO{pin} is already in use by {holder} (line {line} of {chip}): stop it, or choose \
          another pin (`gpioinfo {chip}` shows who holds each line)"
     )]
     LineHeld {
-        /// BCM number (the line's offset).
+        /// The config's pin.
         pin: u8,
+        /// The line's offset on its chip.
+        line: u32,
         /// The chip's name, e.g. `gpiochip0`.
         chip: String,
         /// Who, in words: `"gpioset"`, or a kernel driver.
@@ -108,6 +110,18 @@ pub enum BoardError {
         label: String,
         /// Its highest line.
         last: u32,
+    },
+    /// No line has the name the config gives.
+    #[error(
+        "GPIO{pin}: no line is named {name:?} on {place}: give a name `gpioinfo` shows, or leave line out to use line {pin}"
+    )]
+    NoSuchLineName {
+        /// The config's pin.
+        pin: u8,
+        /// The name asked for.
+        name: String,
+        /// Where it was looked for, in words.
+        place: String,
     },
     /// Any other failure on one pin.
     #[error("GPIO{pin}: {what}")]

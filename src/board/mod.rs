@@ -64,6 +64,8 @@ pub struct PinPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct InputSetup {
     pub(crate) pin: u8,
+    /// The character device's line by name, instead of line `pin`.
+    pub(crate) line: Option<String>,
     pub(crate) pull: Pull,
     /// The config's debounce, which the character device asks of the kernel.
     pub(crate) debounce: Duration,
@@ -75,6 +77,8 @@ pub(crate) struct InputSetup {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct OutputSetup {
     pub(crate) pin: u8,
+    /// The character device's line by name, instead of line `pin`.
+    pub(crate) line: Option<String>,
     /// Level written before the pin becomes an output: no click at start.
     pub(crate) initial_high: bool,
     pub(crate) pwm: PwmSetup,
@@ -101,6 +105,7 @@ impl PinPlan {
                 .iter()
                 .map(|i| InputSetup {
                     pin: i.pin,
+                    line: i.line.clone(),
                     pull: i.pull,
                     debounce: i.debounce,
                     interrupt: true,
@@ -111,6 +116,7 @@ impl PinPlan {
                 .iter()
                 .map(|o| OutputSetup {
                     pin: o.pin,
+                    line: o.line.clone(),
                     initial_high: o.initial,
                     pwm: match (o.pwm, crate::header::pwm_channel(o.pin)) {
                         (false, _) => PwmSetup::None,
@@ -199,6 +205,7 @@ mod tests {
             plan.inputs,
             vec![InputSetup {
                 pin: 17,
+                line: None,
                 pull: Pull::Up,
                 debounce: Duration::from_millis(50),
                 interrupt: true
@@ -209,16 +216,19 @@ mod tests {
             vec![
                 OutputSetup {
                     pin: 27,
+                    line: None,
                     initial_high: true,
                     pwm: PwmSetup::None
                 },
                 OutputSetup {
                     pin: 18,
+                    line: None,
                     initial_high: false,
                     pwm: PwmSetup::Hardware { channel: 0 }
                 },
                 OutputSetup {
                     pin: 22,
+                    line: None,
                     initial_high: false,
                     pwm: PwmSetup::Software
                 },

@@ -28,6 +28,7 @@ pub(super) async fn run(args: GpioArgs) -> Result<(), CliError> {
                 inputs: vec![],
                 outputs: vec![OutputSetup {
                     pin: check(pin)?,
+                    line: None,
                     initial_high: high,
                     pwm: PwmSetup::None,
                 }],
@@ -87,6 +88,7 @@ fn input_plan(pin: u8, pull: Pull) -> PinPlan {
     PinPlan {
         inputs: vec![InputSetup {
             pin,
+            line: None,
             pull,
             // The kernel's debounce would hide the edges `watch` is for.
             debounce: std::time::Duration::ZERO,

@@ -293,6 +293,9 @@ pub struct Input {
     pub name: String,
     /// BCM GPIO number.
     pub pin: u8,
+    /// The character device's line, by the name the kernel gives it (on
+    /// any chip, or on `[board] chip`); `None`: line `pin` of the chip.
+    pub line: Option<String>,
     /// The pin's pull resistor.
     pub pull: Pull,
     /// A change must hold this long before it is published.
@@ -310,6 +313,8 @@ pub struct Output {
     pub name: String,
     /// BCM GPIO number.
     pub pin: u8,
+    /// As an input's `line`.
+    pub line: Option<String>,
     /// Level set before the pin becomes an output, so relays do not click at start.
     pub initial: bool,
     /// Level set on shutdown, if any.

@@ -92,6 +92,7 @@ pub struct RawBoard {
 pub struct RawInput {
     pub name: Option<String>,
     pub pin: Option<i64>,
+    pub line: Option<String>,
     pub pull: Option<String>,
     pub debounce: Option<String>,
     pub invert: Option<bool>,
@@ -113,6 +114,7 @@ pub enum RawLevel {
 pub struct RawOutput {
     pub name: Option<String>,
     pub pin: Option<i64>,
+    pub line: Option<String>,
     pub initial: Option<RawLevel>,
     pub safe_state: Option<RawLevel>,
     pub pwm: Option<bool>,

@@ -116,29 +116,35 @@ fn open_error(e: &gpiocdev::Error, path: &std::path::Path) -> BoardError {
     }
 }
 
-/// A failed request for line `pin` of `chip`, in words: who holds it when
-/// the kernel says it is busy.
-pub(crate) fn request_error(e: &gpiocdev::Error, pin: u8, chip: &ChipFound) -> BoardError {
+/// A failed request for line `offset` of `chip` (the config's `pin`), in
+/// words: who holds it when the kernel says it is busy.
+pub(crate) fn request_error(
+    e: &gpiocdev::Error,
+    pin: u8,
+    offset: u32,
+    chip: &ChipFound,
+) -> BoardError {
     match errno(e) {
         Some(EBUSY) => BoardError::LineHeld {
             pin,
+            line: offset,
             chip: chip.name.clone(),
-            holder: holder(chip, pin),
+            holder: holder(chip, offset),
         },
         Some(EACCES | EPERM) => BoardError::ChipPermission {
             path: chip.path.display().to_string(),
         },
         _ => BoardError::Pin {
             pin,
-            what: format!("the kernel refused line {pin} of {}: {e}", chip.name),
+            what: format!("the kernel refused line {offset} of {}: {e}", chip.name),
         },
     }
 }
 
 /// Who holds a line, as `gpioinfo` would name it.
-fn holder(chip: &ChipFound, pin: u8) -> String {
+fn holder(chip: &ChipFound, offset: u32) -> String {
     let consumer = gpiocdev::Chip::from_path(&chip.path)
-        .and_then(|c| c.line_info(u32::from(pin)))
+        .and_then(|c| c.line_info(offset))
         .map(|info| info.consumer)
         .unwrap_or_default();
     holder_words(&consumer)
@@ -150,6 +156,41 @@ pub(crate) fn holder_words(consumer: &str) -> String {
         "pinpost" => "another pinpost (the service, or a `pinpost gpio` still running)".into(),
         name => format!("{name:?}"),
     }
+}
+
+/// The line a config's pin is on: the line named `name` (on `chip` when
+/// one was named in the config, on any chip otherwise), or line `pin` of
+/// `chip`.
+pub(crate) fn locate(
+    chip: &ChipFound,
+    chip_named: bool,
+    pin: u8,
+    name: Option<&str>,
+) -> Result<(ChipFound, u32), BoardError> {
+    let Some(name) = name else {
+        has_line(chip, pin)?;
+        return Ok((chip.clone(), u32::from(pin)));
+    };
+    let found = if chip_named {
+        gpiocdev::Chip::from_path(&chip.path)
+            .ok()
+            .and_then(|c| c.find_line_info(name))
+            .map(|info| (chip.clone(), info.offset))
+    } else {
+        match gpiocdev::find_named_line(name) {
+            Some(line) => Some((describe(line.chip)?, line.info.offset)),
+            None => None,
+        }
+    };
+    found.ok_or_else(|| BoardError::NoSuchLineName {
+        pin,
+        name: name.to_string(),
+        place: if chip_named {
+            format!("{} ({})", chip.name, chip.label)
+        } else {
+            "any GPIO chip".into()
+        },
+    })
 }
 
 /// Line `pin` exists on `chip`.
@@ -247,12 +288,12 @@ mod tests {
             gpiocdev_uapi::Error::Os(gpiocdev_uapi::Errno(EBUSY)),
         );
         assert!(matches!(
-            request_error(&busy, 17, &c),
+            request_error(&busy, 17, 17, &c),
             BoardError::LineHeld { pin: 17, .. }
         ));
         let refused = gpiocdev::Error::Os(gpiocdev_uapi::Errno(EACCES));
         assert_eq!(
-            request_error(&refused, 17, &c),
+            request_error(&refused, 17, 17, &c),
             BoardError::ChipPermission {
                 path: "/dev/gpiochip0".into()
             }

@@ -17,7 +17,10 @@ use crate::config::Pull;
 /// A requested line.
 #[derive(Clone)]
 pub(crate) struct Line {
+    /// The config's pin, for words.
     pub(crate) pin: u8,
+    /// The line on its chip: `pin`, or the line named in the config.
+    offset: u32,
     request: Shared,
     chip: String,
 }
@@ -25,21 +28,21 @@ pub(crate) struct Line {
 impl Line {
     pub(crate) fn get(&self) -> Result<bool, BoardError> {
         self.request
-            .value(u32::from(self.pin))
+            .value(self.offset)
             .map(|v| v == Value::Active)
             .map_err(|e| self.error("read", &e))
     }
 
     pub(crate) fn set(&self, high: bool) -> Result<(), BoardError> {
         self.request
-            .set_value(u32::from(self.pin), value(high))
+            .set_value(self.offset, value(high))
             .map_err(|e| self.error("set", &e))
     }
 
     fn error(&self, what: &str, e: &gpiocdev::Error) -> BoardError {
         BoardError::Pin {
             pin: self.pin,
-            what: format!("cannot {what} line {} of {}: {e}", self.pin, self.chip),
+            what: format!("cannot {what} line {} of {}: {e}", self.offset, self.chip),
         }
     }
 }
@@ -55,13 +58,16 @@ pub(crate) enum Events {
 
 /// Requests an input: with its bias, edges and kernel debounce; without the
 /// debounce, then without edges, where the chip refuses them.
-pub(crate) fn input(chip: &ChipFound, setup: &InputSetup) -> Result<(Line, Events), BoardError> {
+pub(crate) fn input(
+    chip: &ChipFound,
+    offset: u32,
+    setup: &InputSetup,
+) -> Result<(Line, Events), BoardError> {
     let bias = match setup.pull {
         Pull::Up => Bias::PullUp,
         Pull::Down => Bias::PullDown,
         Pull::None => Bias::Disabled,
     };
-    let offset = u32::from(setup.pin);
     let ask = |edges: bool, debounce: Option<Duration>| {
         let mut b = Request::builder();
         b.on_chip(&chip.path)
@@ -101,6 +107,7 @@ pub(crate) fn input(chip: &ChipFound, setup: &InputSetup) -> Result<(Line, Event
                 }
                 let line = Line {
                     pin: setup.pin,
+                    offset,
                     request: Arc::new(request),
                     chip: chip.name.clone(),
                 };
@@ -109,7 +116,7 @@ pub(crate) fn input(chip: &ChipFound, setup: &InputSetup) -> Result<(Line, Event
             }
             // Held, or not ours to open: no other request would do better.
             Err(e) if matches!(chip::errno(&e), Some(16 | 13 | 1)) => {
-                return Err(chip::request_error(&e, setup.pin, chip));
+                return Err(chip::request_error(&e, setup.pin, offset, chip));
             }
             Err(e) => refused.push(match debounce {
                 Some(_) => format!("a kernel debounce ({e})"),
@@ -120,9 +127,8 @@ pub(crate) fn input(chip: &ChipFound, setup: &InputSetup) -> Result<(Line, Event
     Err(BoardError::Pin {
         pin: setup.pin,
         what: format!(
-            "{} refused line {} as an input: {}",
+            "{} refused line {offset} as an input: {}",
             chip.name,
-            setup.pin,
             refused.join("; ")
         ),
     })
@@ -130,16 +136,22 @@ pub(crate) fn input(chip: &ChipFound, setup: &InputSetup) -> Result<(Line, Event
 
 /// Requests an output at `initial` in the same call: the line never shows
 /// another level.
-pub(crate) fn output(chip: &ChipFound, pin: u8, initial: bool) -> Result<Line, BoardError> {
+pub(crate) fn output(
+    chip: &ChipFound,
+    offset: u32,
+    pin: u8,
+    initial: bool,
+) -> Result<Line, BoardError> {
     let request = Request::builder()
         .on_chip(&chip.path)
         .with_consumer(CONSUMER)
-        .with_line(u32::from(pin))
+        .with_line(offset)
         .as_output(value(initial))
         .request()
-        .map_err(|e| chip::request_error(&e, pin, chip))?;
+        .map_err(|e| chip::request_error(&e, pin, offset, chip))?;
     Ok(Line {
         pin,
+        offset,
         request: Arc::new(request),
         chip: chip.name.clone(),
     })

@@ -71,6 +71,7 @@ impl CdevBoard {
         chip: Option<&str>,
         edges: EdgeSender,
     ) -> Result<CdevBoard, BoardError> {
+        let chip_named = chip.is_some();
         let chip = chip::find(chip)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut board = CdevBoard {
@@ -81,8 +82,9 @@ impl CdevBoard {
             watchers: Vec::new(),
         };
         for (index, setup) in plan.inputs.iter().enumerate() {
-            chip::has_line(&board.chip, setup.pin)?;
-            let (line, events) = lines::input(&board.chip, setup)?;
+            let (on, offset) =
+                chip::locate(&board.chip, chip_named, setup.pin, setup.line.as_deref())?;
+            let (line, events) = lines::input(&on, offset, setup)?;
             let watcher = lines::watch(
                 line.clone(),
                 index,
@@ -94,17 +96,26 @@ impl CdevBoard {
             board.inputs.push(line);
         }
         for setup in &plan.outputs {
-            chip::has_line(&board.chip, setup.pin)?;
-            let driven = board.output_for(setup.pin, setup.initial_high, setup.pwm)?;
+            let (on, offset) =
+                chip::locate(&board.chip, chip_named, setup.pin, setup.line.as_deref())?;
+            let driven = board.output_for(&on, offset, setup)?;
             board.outputs.push(driven);
         }
         Ok(board)
     }
 
-    fn output_for(&self, pin: u8, initial: bool, pwm: PwmSetup) -> Result<Driven, BoardError> {
-        let hw = match pwm {
-            PwmSetup::Hardware { .. } => hardware_pwm(pin, Soc::Bcm283x),
-            PwmSetup::None | PwmSetup::Software => None,
+    fn output_for(
+        &self,
+        chip: &ChipFound,
+        offset: u32,
+        setup: &super::OutputSetup,
+    ) -> Result<Driven, BoardError> {
+        let (pin, initial) = (setup.pin, setup.initial_high);
+        // A line found by name may be on any chip: only a Pi pin by number
+        // has the Pi's PWM channel.
+        let hw = match setup.pwm {
+            PwmSetup::Hardware { .. } if setup.line.is_none() => hardware_pwm(pin, Soc::Bcm283x),
+            _ => None,
         };
         let mut advice = None;
         if let Some(hw) = hw {
@@ -128,7 +139,7 @@ impl CdevBoard {
             }
         }
         Ok(Driven::Line {
-            line: lines::output(&self.chip, pin, initial)?,
+            line: lines::output(chip, offset, pin, initial)?,
             soft: None,
             advice,
         })
