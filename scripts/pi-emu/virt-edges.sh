@@ -49,6 +49,7 @@ install_tools() {
     [dtc]=device-tree-compiler
     [socat]=socat
     [cpio]=cpio
+    [depmod]=kmod
     [gzip]=gzip
     [readelf]=binutils
     [dpkg-deb]=dpkg
@@ -105,7 +106,9 @@ get_kernel() {
   rm -rf "$KDIR" "$KDIR.new"
   mkdir -p "$KDIR.new"
   local tar=${PI_EMU_ROOTFS_TAR:-} x=$KDIR.new/x
-  [ -n "$tar" ] || tar=$(find target/vm -maxdepth 1 -name 'rootfs-*.tar' 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$tar" ] && [ -d target/vm ]; then
+    tar=$(find target/vm -maxdepth 1 -name 'rootfs-*.tar' | sort -V | tail -n 1)
+  fi
   mkdir -p "$x"
   if [ -n "$tar" ]; then
     [ -s "$tar" ] || die "$tar: no such root tar"
@@ -122,8 +125,18 @@ get_kernel() {
     image=$(apt-cache depends linux-image-arm64:arm64 2>/dev/null |
       awk '/Depends: linux-image-[0-9]/ {sub(/:arm64$/, "", $2); print $2; exit}')
     [ -n "$image" ] || die "apt knows no linux-image-arm64:arm64 (is arm64 a foreign architecture with an index?)"
-    dpkg-deb -x "$(arm64_deb "$image" "$debs")" "$x"
+    local deb
+    deb=$(arm64_deb "$image" "$debs")
+    dpkg-deb -x "$deb" "$x"
+    # What is kept of it is in $KDIR; the 60 MB package is not kept.
+    rm -f "$deb"
     dpkg-deb -x "$(arm64_deb busybox-static "$debs")" "$x"
+    # The package has no modules.dep (its postinst runs depmod): made here.
+    local ver
+    ver=$(find "$x/lib/modules" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$ver" ] || die "$image has no lib/modules/VERSION"
+    command -v depmod >/dev/null 2>&1 || die "no depmod (Debian package kmod) to index $image's modules"
+    depmod -b "$x" "$ver" || die "depmod -b $x $ver failed"
     if [ -d "$x/lib/modules" ] && [ ! -d "$x/usr/lib/modules" ]; then
       mkdir -p "$x/usr/lib" && mv "$x/lib/modules" "$x/usr/lib/modules"
     fi
@@ -139,15 +152,22 @@ get_kernel() {
   [ -x "$x/usr/bin/busybox" ] || die "no usr/bin/busybox (busybox-static) in the kernel source"
   mv "$vmlinuz" "$KDIR.new/vmlinuz"
   mv "$x/usr/bin/busybox" "$KDIR.new/busybox"
-  mv "$moddir" "$KDIR.new/modules"
+  # Of the modules, only the index and what the PL061 driver needs.
+  mkdir -p "$KDIR.new/modules"
+  cp "$moddir/modules.dep" "$moddir/modules.builtin" "$KDIR.new/modules/"
+  local m
+  for m in $(module_files "$moddir" gpio-pl061); do
+    mkdir -p "$KDIR.new/modules/$(dirname "$m")"
+    cp "$moddir/$m" "$KDIR.new/modules/$m"
+  done
   rm -rf "$x"
   mv "$KDIR.new" "$KDIR"
 }
 
 # Prints the module files (relative to the modules dir, dependencies first)
 # that MODULE needs, or nothing when the kernel has it built in.
-module_files() { # module-name
-  local name=$1 mods=$KDIR/modules
+module_files() { # modules-dir module-name
+  local mods=$1 name=$2
   if grep -Eq "/$name\.ko(\.[a-z]+)?$" "$mods/modules.builtin"; then
     return 0
   fi
@@ -249,7 +269,7 @@ make_initrd() { # with-pinpost(0|1)
   # The PL061 driver, when this kernel has it as a module (Debian's has it
   # built in): uncompressed here, so busybox's insmod loads it in any case.
   : >"$dir/modules.list"
-  for m in $(module_files gpio-pl061); do
+  for m in $(module_files "$KDIR/modules" gpio-pl061); do
     f=$dir/lib/modules/$(basename "${m%.ko*}").ko
     case $m in
       *.ko) cp "$KDIR/modules/$m" "$f" ;;
