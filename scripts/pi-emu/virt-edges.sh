@@ -340,6 +340,16 @@ step v2-debounce-300ms 1 0 gpio-edge-v2 "/dev/$chip" 3 300000 1 2000
 if [ -x /usr/local/bin/pinpost ]; then
   say INFO "pinpost $(pinpost --version 2>&1)"
   step pinpost-watch 1 0 pinpost gpio --board cdev --chip "$chip" watch 3 --count 2
+  # Line 3 held by another program: pinpost must say who holds it.
+  say BEGIN pinpost-busy
+  gpio-edge-v2 "/dev/$chip" 3 0 1 30000 >/dev/null 2>&1 &
+  holder=$!
+  i=0
+  while ! held && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+  { timeout 15 pinpost gpio --board cdev --chip "$chip" watch 3 --count 1 2>&1; echo "RC $?"; } |
+    while IFS= read -r l; do say OUT pinpost-busy "$l"; done
+  kill "$holder"
+  say END pinpost-busy
 fi
 say DONE
 poweroff -f
@@ -517,6 +527,13 @@ judge() {
     result PASS pinpost-watch "pinpost gpio --board cdev watch 3 --count 2 printed high then low for one system_powerdown, high ${delay} ms after the host sent it"
   else
     result FAIL pinpost-watch "expected high then low and exit 0, got '${kinds}' rc ${rc:-?}: $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
+  fi
+  out=$(out_of pinpost-busy)
+  rc=$(sed -n 's/^RC //p' <<<"$out")
+  if [ -n "$rc" ] && [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$rc" != 2 ] && grep -q 'gpio-edge-v2' <<<"$out"; then
+    result PASS pinpost-busy "with line 3 held by another program, pinpost exits ${rc} naming it: $(grep -v '^RC ' <<<"$out" | tr '\n' ' ' | cut -c1-300)"
+  else
+    result FAIL pinpost-busy "expected an error naming the holder gpio-edge-v2, got rc ${rc:-?}: $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
   fi
 }
 
