@@ -124,7 +124,7 @@ pub async fn run(
     delivery::report_opened(&outbox, &opened);
     tracing::info!(
         device = %config.device.id,
-        board = board.name(),
+        board = %board.describe(),
         broker = %config
             .broker
             .endpoints

@@ -191,11 +191,13 @@ mod tests {
                 InputSetup {
                     pin: 17,
                     pull: Pull::Up,
+                    debounce: std::time::Duration::ZERO,
                     interrupt: true,
                 },
                 InputSetup {
                     pin: 22,
                     pull: Pull::None,
+                    debounce: std::time::Duration::ZERO,
                     interrupt: true,
                 },
             ],

@@ -70,8 +70,9 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
         });
     }
     let wires = wires(raw, kind, &inputs, &outputs, o)?;
+    let chip = chip(raw, kind, o)?;
     Ok(Pins {
-        board: Board { kind, wires },
+        board: Board { kind, wires, chip },
         inputs,
         outputs,
         commands: commands(raw, o)?,
@@ -186,6 +187,28 @@ fn wires(
             }
         })
         .collect()
+}
+
+/// `board.chip`: only where the character device may be used, and a
+/// name the kernel could give (no path outside `/dev`).
+fn chip(raw: &RawConfig, kind: BoardKind, o: &Origins<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(chip) = &raw.board.chip else {
+        return Ok(None);
+    };
+    if !matches!(kind, BoardKind::Cdev | BoardKind::Auto) {
+        return Err(o.invalid(
+            "board.chip",
+            "a chip is a GPIO character device; set board.kind = \"cdev\" (or \"auto\")",
+        ));
+    }
+    let plain = chip.strip_prefix("/dev/").unwrap_or(chip);
+    if plain.is_empty() || plain.contains('/') || plain.chars().any(char::is_control) {
+        return Err(o.invalid(
+            "board.chip",
+            format!("{chip:?} is not a GPIO chip; give its name (\"gpiochip0\"), its device (\"/dev/gpiochip0\") or its label (`gpiodetect` lists them)"),
+        ));
+    }
+    Ok(Some(chip.clone()))
 }
 
 fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<CommandRules, ConfigError> {

@@ -84,6 +84,7 @@ pub struct RawReconnect {
 pub struct RawBoard {
     pub kind: Option<String>,
     pub wires: Option<Vec<(i64, i64)>>,
+    pub chip: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
