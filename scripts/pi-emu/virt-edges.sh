@@ -339,7 +339,8 @@ step v2-debounce-10ms 1 0 gpio-edge-v2 "/dev/$chip" 3 10000 2 5000
 step v2-debounce-300ms 1 0 gpio-edge-v2 "/dev/$chip" 3 300000 1 2000
 if [ -x /usr/local/bin/pinpost ]; then
   say INFO "pinpost $(pinpost --version 2>&1)"
-  step pinpost-watch 1 0 pinpost gpio --board cdev --chip "$chip" watch 3 --count 2
+  # trace: the kernel edge events (timestamp, sequence number) pinpost reads.
+  step pinpost-watch 1 0 env RUST_LOG=pinpost=trace pinpost gpio --board cdev --chip "$chip" watch 3 --count 2
   # Line 3 held by another program: pinpost must say who holds it.
   say BEGIN pinpost-busy
   gpio-edge-v2 "/dev/$chip" 3 0 1 30000 >/dev/null 2>&1 &
@@ -527,6 +528,17 @@ judge() {
     result PASS pinpost-watch "pinpost gpio --board cdev watch 3 --count 2 printed high then low for one system_powerdown, high ${delay} ms after the host sent it"
   else
     result FAIL pinpost-watch "expected high then low and exit 0, got '${kinds}' rc ${rc:-?}: $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
+  fi
+  # Its trace shows it read the kernel's events, not the 20 ms polling it
+  # falls back to when a chip refuses edges.
+  local edges
+  edges=$(sed -n 's/.* edge pin=3 kernel_ns=\([0-9]*\) seq=\([0-9]*\) kind=\([A-Za-z]*\).*/\3 seq=\2 kernel_ns=\1/p' <<<"$out")
+  if grep -q 'every 20 ms' <<<"$out"; then
+    result FAIL pinpost-kernel-events "pinpost fell back to polling: $(grep 'every 20 ms' <<<"$out")"
+  elif [ "$(awk '{ printf "%s %s,", $1, $2 }' <<<"$edges")" = "Rising seq=1,Falling seq=2," ]; then
+    result PASS pinpost-kernel-events "pinpost read the kernel's edge events: $(tr '\n' ';' <<<"$edges" | sed 's/;$//; s/;/; /g')"
+  else
+    result FAIL pinpost-kernel-events "no trace of kernel edge events Rising seq=1, Falling seq=2 (RUST_LOG=pinpost=trace): $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
   fi
   out=$(out_of pinpost-busy)
   rc=$(sed -n 's/^RC //p' <<<"$out")
