@@ -8,7 +8,10 @@
 # Debian 12's arm64 kernel with a small busybox initramfs, and holds line 3
 # for both edges, first with libgpiod's gpiomon (uAPI v1), then with a
 # small uAPI v2 program (sequence numbers, debounce), then with pinpost's
-# character-device backend.
+# character-device backend: `pinpost gpio --board cdev watch`, a line held
+# by another program, and `pinpost run` (no broker in the guest: its log
+# says which input changes it would publish; the publish itself is proven
+# against a broker elsewhere).
 #
 #   scripts/pi-emu/virt-edges.sh [PINPOST]   # PINPOST: an aarch64 pinpost
 #                                            # (default: the cross build's)
@@ -351,6 +354,34 @@ if [ -x /usr/local/bin/pinpost ]; then
     while IFS= read -r l; do say OUT pinpost-busy "$l"; done
   kill "$holder"
   say END pinpost-busy
+  # The agent (pinpost run) on line 3, with no broker in the guest: what
+  # it decides to publish is in its log ("input changed"), whether or not
+  # the publish can leave. Once with the default debounce (50 ms, asked of
+  # the kernel too), once with none.
+  mkdir -p /tmp/pp /var/lib/pinpost
+  (cd /tmp/pp && pinpost certs ca && pinpost certs device pi-01) >/dev/null 2>&1 || say INFO "pinpost certs failed"
+  for deb in default 0ms; do
+    name=pinpost-run-$deb
+    {
+      printf '[device]\nid = "pi-01"\n[broker]\nhost = "127.0.0.1"\nport = 8883\n'
+      printf '[broker.tls]\nca_file = "/tmp/pp/certs/ca.crt"\n'
+      printf 'cert_file = "/tmp/pp/certs/devices/pi-01/pi-01.crt"\nkey_file = "/tmp/pp/certs/devices/pi-01/pi-01.key"\n'
+      printf '[board]\nkind = "cdev"\nchip = "%s"\n[[input]]\nname = "button"\npin = 3\n' "$chip"
+      [ "$deb" = default ] || printf 'debounce = "%s"\n' "$deb"
+    } >/tmp/pp/$name.toml
+    say BEGIN "$name"
+    { RUST_LOG=info,pinpost::board::cdev=trace timeout 30 pinpost run --config /tmp/pp/$name.toml 2>&1; echo "RC $?"; } |
+      while IFS= read -r l; do say OUT "$name" "$l"; done &
+    job=$!
+    i=0
+    while ! held && kill -0 "$job" 2>/dev/null && [ "$i" -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+    if held; then say WANT "$name" 1 0; else say NOTREADY "$name"; fi
+    sleep 2
+    kill -TERM $(pidof pinpost) 2>/dev/null
+    wait "$job"
+    if held; then say RELEASED "$name" no; else say RELEASED "$name" yes; fi
+    say END "$name"
+  done
 fi
 say DONE
 poweroff -f
@@ -540,6 +571,28 @@ judge() {
   else
     result FAIL pinpost-kernel-events "no trace of kernel edge events Rising seq=1, Falling seq=2 (RUST_LOG=pinpost=trace): $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
   fi
+  # The agent, no broker: its decisions ("input changed") after the kernel's
+  # events, with the debounce the config gives (asked of the kernel too).
+  local step label published t_pub
+  for step in pinpost-run-default pinpost-run-0ms; do
+    label="debounce ${step#pinpost-run-}"
+    [ "$step" = pinpost-run-default ] && label="the default debounce (50 ms)"
+    out=$(out_of "$step")
+    rc=$(sed -n 's/^RC //p' <<<"$out")
+    edges=$(sed -n 's/.* edge pin=3 kernel_ns=[0-9]* seq=\([0-9]*\) kind=\([A-Za-z]*\).*/\2 seq=\1/p' <<<"$out" | tr '\n' ',')
+    published=$(sed -n 's/.*input changed input=button value=\([a-z]*\) seq=\([0-9]*\).*/\1/p' <<<"$out" | tr '\n' ',')
+    t_pub=$(time_of_out "$step" 'input changed input=button value=true')
+    delay=$(ms_between "$(time_of_sent "$step")" "$t_pub")
+    if ! wanted "$step"; then
+      result FAIL "$step" "pinpost run never held line 3 (rc ${rc:-?}): $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
+    elif [ "$edges" = "Rising seq=1,Falling seq=2," ] && [ "$published" = "true,false," ] &&
+      [ "$rc" = 0 ] && grep -q "EDGES RELEASED $step yes" "$SERIAL"; then
+      result PASS "$step" "pinpost run with ${label}, no broker: kernel events Rising seq=1, Falling seq=2; input button changed to true ${delay} ms after the host sent system_powerdown, then to false; SIGTERM: exit 0, line 3 released"
+    else
+      result FAIL "$step" "expected kernel events Rising/Falling, input changes true,false, exit 0 on SIGTERM and line 3 released; got events '${edges}', changes '${published}', rc ${rc:-?}: $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
+    fi
+  done
+
   out=$(out_of pinpost-busy)
   rc=$(sed -n 's/^RC //p' <<<"$out")
   if [ -n "$rc" ] && [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$rc" != 2 ] && grep -q 'gpio-edge-v2' <<<"$out"; then
