@@ -614,6 +614,8 @@ with_pinpost=0
 if [ -x "$PINPOST" ]; then
   readelf -h "$PINPOST" | grep -q 'Machine:.*AArch64' || die "$PINPOST is not an aarch64 program"
   with_pinpost=1
+  newer=$(find src Cargo.toml Cargo.lock -newer "$PINPOST" -print -quit)
+  [ -z "$newer" ] || say "warning: $newer is newer than $PINPOST; this tests an older build (scripts/cross-build.sh aarch64-unknown-linux-gnu)"
 fi
 make_initrd "$with_pinpost"
 say "prepared in $((SECONDS - t0)) s (initramfs $(du -k "$INITRD" | cut -f1) KiB)"
