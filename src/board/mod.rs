@@ -42,6 +42,11 @@ pub trait Board: Send {
     fn describe(&self) -> String {
         self.name().to_string()
     }
+    /// Whether input `input`'s changes arrive already debounced (by the
+    /// kernel, for the config's debounce), so the agent need not wait again.
+    fn debounces(&self, _input: usize) -> bool {
+        false
+    }
     /// Whether an output keeps its level once pinpost lets go of it: the
     /// registers rppal writes do, a character device's freed line may not.
     fn keeps_levels_after_exit(&self) -> bool {

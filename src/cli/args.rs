@@ -256,7 +256,7 @@ pub struct RunArgs {
     /// Config file to read instead of the usual places.
     #[arg(long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
-    /// Override [board] kind: auto, rppal or sim.
+    /// Override [board] kind: auto, rppal, cdev or sim.
     #[arg(long, value_name = "KIND")]
     pub(crate) board: Option<BoardArg>,
     /// Log every step (also: RUST_LOG=debug).

@@ -21,6 +21,9 @@ pub(crate) struct Line {
     pub(crate) pin: u8,
     /// The line on its chip: `pin`, or the line named in the config.
     offset: u32,
+    /// The kernel debounces it (an input whose request took a debounce):
+    /// its events and its value are already settled.
+    pub(crate) kernel_debounce: bool,
     request: Shared,
     chip: String,
 }
@@ -108,6 +111,7 @@ pub(crate) fn input(
                 let line = Line {
                     pin: setup.pin,
                     offset,
+                    kernel_debounce: debounce.is_some(),
                     request: Arc::new(request),
                     chip: chip.name.clone(),
                 };
@@ -152,6 +156,7 @@ pub(crate) fn output(
     Ok(Line {
         pin,
         offset,
+        kernel_debounce: false,
         request: Arc::new(request),
         chip: chip.name.clone(),
     })

@@ -232,6 +232,10 @@ impl Board for CdevBoard {
     fn keeps_levels_after_exit(&self) -> bool {
         false
     }
+
+    fn debounces(&self, input: usize) -> bool {
+        self.inputs.get(input).is_some_and(|l| l.kernel_debounce)
+    }
 }
 
 impl Drop for CdevBoard {
