@@ -18,7 +18,7 @@ pub(super) async fn run(args: GpioArgs) -> Result<(), CliError> {
     let (edges, mut changes) = crate::board::edges::channel(1);
     match args.action {
         GpioAction::Read { pin } => {
-            let board = open(kind, chip, &input_plan(check(pin)?, pull), edges)?;
+            let board = open(kind, chip, &input_plan(check(pin)?, pull, false), edges)?;
             let high = board.read_input(0)?;
             say(&format!("GPIO{pin} {}\n", words(high))).await
         }
@@ -58,7 +58,7 @@ pub(super) async fn run(args: GpioArgs) -> Result<(), CliError> {
             say(&format!("GPIO{pin} released\n")).await
         }
         GpioAction::Watch { pin, count } => {
-            let board = open(kind, chip, &input_plan(check(pin)?, pull), edges)?;
+            let board = open(kind, chip, &input_plan(check(pin)?, pull, true), edges)?;
             let mut last = board.read_input(0)?;
             say(&format!(
                 "GPIO{pin} {} (watching; Ctrl-C to stop)\n",
@@ -84,7 +84,10 @@ pub(super) async fn run(args: GpioArgs) -> Result<(), CliError> {
     }
 }
 
-fn input_plan(pin: u8, pull: Pull) -> PinPlan {
+/// One input; `edges` only for `watch`: a read needs none, and rppal sets
+/// interrupts up on a thread whose errors it loses (seen on the emulated
+/// Pi right after a write: "Failed to request resources for RPPAL").
+fn input_plan(pin: u8, pull: Pull, edges: bool) -> PinPlan {
     PinPlan {
         inputs: vec![InputSetup {
             pin,
@@ -92,7 +95,7 @@ fn input_plan(pin: u8, pull: Pull) -> PinPlan {
             pull,
             // The kernel's debounce would hide the edges `watch` is for.
             debounce: std::time::Duration::ZERO,
-            interrupt: true,
+            interrupt: edges,
         }],
         outputs: vec![],
     }

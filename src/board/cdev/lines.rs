@@ -87,7 +87,10 @@ pub(crate) fn input(
         b.request()
     };
     let mut tries = vec![(true, None), (false, None)];
-    if !setup.debounce.is_zero() {
+    if !setup.interrupt {
+        // Read when asked, never watched (`pinpost gpio read`).
+        tries = vec![(false, None)];
+    } else if !setup.debounce.is_zero() {
         tries.insert(0, (true, Some(setup.debounce)));
     }
     let mut refused = Vec::new();

@@ -85,14 +85,16 @@ impl CdevBoard {
             let (on, offset) =
                 chip::locate(&board.chip, chip_named, setup.pin, setup.line.as_deref())?;
             let (line, events) = lines::input(&on, offset, setup)?;
-            let watcher = lines::watch(
-                line.clone(),
-                index,
-                events,
-                edges.clone(),
-                board.stop.clone(),
-            )?;
-            board.watchers.push(watcher);
+            if setup.interrupt {
+                let watcher = lines::watch(
+                    line.clone(),
+                    index,
+                    events,
+                    edges.clone(),
+                    board.stop.clone(),
+                )?;
+                board.watchers.push(watcher);
+            }
             board.inputs.push(line);
         }
         for setup in &plan.outputs {
