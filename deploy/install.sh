@@ -136,6 +136,19 @@ if [ -d "$here/certs" ]; then
   done
 fi
 
+# /dev/gpiochip*, I2C, SPI and PWM for the service's groups: Raspberry Pi
+# OS has such rules already, Debian's kernel leaves them to root.
+if [ -f "$here/60-pinpost.rules" ]; then
+  install -m 0644 "$here/60-pinpost.rules" /etc/udev/rules.d/60-pinpost.rules.new
+  mv -f /etc/udev/rules.d/60-pinpost.rules.new /etc/udev/rules.d/60-pinpost.rules
+  if command -v udevadm >/dev/null 2>&1 && [ -d /run/udev ]; then
+    udevadm control --reload || true
+    udevadm trigger --subsystem-match=gpio --subsystem-match=i2c-dev \
+      --subsystem-match=spidev --subsystem-match=pwm || true
+  fi
+  say "installed /etc/udev/rules.d/60-pinpost.rules (GPIO, I2C, SPI and PWM for their groups)"
+fi
+
 # The unit in the repository runs the packaged /usr/bin/pinpost; installed
 # by hand, the binary lives in /usr/local/bin.
 sed 's#/usr/bin/pinpost#/usr/local/bin/pinpost#g' "$here/pinpost.service" \

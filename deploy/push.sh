@@ -155,7 +155,7 @@ fi
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp "$bin" "$stage/pinpost"
-cp deploy/pinpost.service deploy/config.example.toml deploy/install.sh "$stage/"
+cp deploy/pinpost.service deploy/config.example.toml deploy/install.sh deploy/60-pinpost.rules "$stage/"
 [ -z "$config" ] || cp "$config" "$stage/config.toml"
 if [ -n "$certs" ]; then
   mkdir "$stage/certs"

@@ -49,6 +49,14 @@ impl Inputs {
         }
     }
 
+    /// Input `i`'s changes come already debounced (the kernel did it): read
+    /// it at once, as the wait has been waited.
+    pub(super) fn settled_by_board(&mut self, i: usize) {
+        if let Some(t) = self.tracked.get_mut(i) {
+            t.debounce = Duration::ZERO;
+        }
+    }
+
     /// Input `i` may have changed: read it again once it has settled. A
     /// further edge before then restarts the wait.
     pub(super) fn edge(&mut self, i: usize, now: Instant) {
@@ -130,11 +138,21 @@ mod tests {
         Input {
             name: "b".into(),
             pin: 17,
+            line: None,
             pull: Pull::Up,
             debounce: Duration::from_millis(debounce_ms),
             invert,
             poll_interval: poll.map(Duration::from_millis),
         }
+    }
+
+    #[test]
+    fn an_input_the_kernel_debounces_is_read_at_its_event_not_a_debounce_later() {
+        let t0 = Instant::now();
+        let mut inputs = Inputs::new(&[input(50, false, None)], t0);
+        inputs.settled_by_board(0);
+        inputs.edge(0, t0 + Duration::from_millis(70));
+        assert_eq!(inputs.due(t0 + Duration::from_millis(70)), vec![0]);
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub async fn run(
     delivery::report_opened(&outbox, &opened);
     tracing::info!(
         device = %config.device.id,
-        board = board.name(),
+        board = %board.describe(),
         broker = %config
             .broker
             .endpoints
@@ -201,6 +201,10 @@ impl Agent {
         // Sequence numbers continue where the last run stopped.
         let mut inputs = Inputs::new(&config.inputs, now);
         for (i, input) in config.inputs.iter().enumerate() {
+            // One debounce, not two: the kernel's already held the change.
+            if board.debounces(i) {
+                inputs.settled_by_board(i);
+            }
             if let Some(last) = outbox.last_seq(&topics.input(&input.name)) {
                 inputs.resume(i, last);
             }

@@ -164,6 +164,7 @@ mod tests {
         let config = vec![Output {
             name: "relay".into(),
             pin: 27,
+            line: None,
             initial: false,
             safe_state: None,
             pwm: false,
@@ -172,6 +173,7 @@ mod tests {
             inputs: vec![],
             outputs: vec![OutputSetup {
                 pin: 27,
+                line: None,
                 initial_high: false,
                 pwm: PwmSetup::None,
             }],

@@ -34,6 +34,95 @@ pub enum BoardError {
         /// BCM number.
         pin: u8,
     },
+    /// rppal on a kernel without `/dev/gpiomem` that refuses `/dev/mem`.
+    #[error(
+        "this kernel has no /dev/gpiomem (it is not the Raspberry Pi OS kernel) and refuses \
+         /dev/mem for the GPIO registers (it allows that only when booted with iomem=relaxed, \
+         which pinpost never asks for): use the kernel's GPIO character device instead: \
+         [board] kind = \"cdev\", or \"auto\", which chooses it here (--board cdev for the tools)"
+    )]
+    NoGpiomem,
+    /// No GPIO at all: neither gpiomem nor a GPIO character device.
+    #[error(
+        "no GPIO here: neither /dev/gpiomem nor any /dev/gpiochip* exists, so this is not a \
+         Raspberry Pi (or its kernel has no GPIO driver): on a laptop, in tests or in the demo \
+         use the simulated board: [board] kind = \"sim\" (or --board sim)"
+    )]
+    NoGpio,
+    /// GPIO chips exist, but none is a Raspberry Pi's and none was named.
+    #[error(
+        "no Raspberry Pi GPIO chip here (found: {found}): if the pins are on one of these, \
+         name it: [board] chip = \"gpiochip0\" (or --chip); on a laptop use the simulated \
+         board: [board] kind = \"sim\""
+    )]
+    NoPiChip {
+        /// Each chip as `gpiochip0 "label" (N lines)`.
+        found: String,
+    },
+    /// `board.chip` names no chip.
+    #[error(
+        "no GPIO chip {chip:?} (found: {found}): name one of these in [board] chip (`gpiodetect` lists them)"
+    )]
+    NoSuchChip {
+        /// What the config asked for.
+        chip: String,
+        /// Each chip as `gpiochip0 "label" (N lines)`.
+        found: String,
+    },
+    /// The character device may not be opened by this user.
+    #[error(
+        "permission denied opening {path}: add the user to the gpio group (`sudo usermod -aG \
+         gpio $USER`, then log in again; the pinpost service has it). Where /dev/gpiochip* \
+         belongs to root alone (Debian, Fedora), the pinpost package's udev rule \
+         /usr/lib/udev/rules.d/60-pinpost.rules gives it to the gpio group; without the \
+         package, add that rule: SUBSYSTEM==\"gpio\", KERNEL==\"gpiochip*\", GROUP=\"gpio\", \
+         MODE=\"0660\" (then `sudo udevadm trigger`)"
+    )]
+    ChipPermission {
+        /// The device file, e.g. `/dev/gpiochip0`.
+        path: String,
+    },
+    /// Another consumer holds the line.
+    #[error(
+        "GPIO{pin} is already in use by {holder} (line {line} of {chip}): stop it, or choose \
+         another pin (`gpioinfo {chip}` shows who holds each line)"
+    )]
+    LineHeld {
+        /// The config's pin.
+        pin: u8,
+        /// The line's offset on its chip.
+        line: u32,
+        /// The chip's name, e.g. `gpiochip0`.
+        chip: String,
+        /// Who, in words: `"gpioset"`, or a kernel driver.
+        holder: String,
+    },
+    /// The chip has fewer lines than the pin number.
+    #[error(
+        "GPIO{pin}: {chip} ({label}) has no line {pin}; its lines are 0 to {last}: check the pin number, or [board] chip"
+    )]
+    NoSuchLine {
+        /// BCM number (the line's offset).
+        pin: u8,
+        /// The chip's name.
+        chip: String,
+        /// The chip's label.
+        label: String,
+        /// Its highest line.
+        last: u32,
+    },
+    /// No line has the name the config gives.
+    #[error(
+        "GPIO{pin}: no line is named {name:?} on {place}: give a name `gpioinfo` shows, or leave line out to use line {pin}"
+    )]
+    NoSuchLineName {
+        /// The config's pin.
+        pin: u8,
+        /// The name asked for.
+        name: String,
+        /// Where it was looked for, in words.
+        place: String,
+    },
     /// Any other failure on one pin.
     #[error("GPIO{pin}: {what}")]
     Pin {
@@ -48,6 +137,18 @@ pub enum BoardError {
 }
 
 impl BoardError {
+    /// rppal's error when opening the GPIO: on a kernel without gpiomem,
+    /// "permission denied on /dev/mem" is the kernel's refusal, not a
+    /// missing group.
+    pub(crate) fn from_rppal_open(e: ::rppal::gpio::Error, gpiomem_exists: bool) -> BoardError {
+        match BoardError::from_rppal(e, None) {
+            BoardError::PermissionDenied { path } if path == "/dev/mem" && !gpiomem_exists => {
+                BoardError::NoGpiomem
+            }
+            other => other,
+        }
+    }
+
     /// rppal's error for an operation on `pin` (if one) → words.
     pub(crate) fn from_rppal(e: ::rppal::gpio::Error, pin: Option<u8>) -> BoardError {
         use ::rppal::gpio::Error as E;
@@ -110,5 +211,21 @@ mod tests {
             BoardError::PinInUse { pin: 5 }
         );
         assert!(BoardError::NotAPi.to_string().contains("kind = \"sim\""));
+    }
+
+    #[test]
+    fn dev_mem_refused_without_gpiomem_is_the_kernel_not_a_group() {
+        let refused = || E::PermissionDenied("/dev/mem".into());
+        let e = BoardError::from_rppal_open(refused(), false);
+        assert_eq!(e, BoardError::NoGpiomem);
+        let words = e.to_string();
+        assert!(words.contains("no /dev/gpiomem"), "{words}");
+        assert!(words.contains("kind = \"cdev\""), "{words}");
+        assert!(!words.contains("gpio group"), "{words}");
+        // With gpiomem present, /dev/mem was only rppal's second try.
+        assert!(matches!(
+            BoardError::from_rppal_open(refused(), true),
+            BoardError::PermissionDenied { .. }
+        ));
     }
 }

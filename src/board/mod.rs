@@ -1,5 +1,7 @@
-//! The pins: a [`Board`] trait with two backends, `rppal` (a real Raspberry
-//! Pi, any model through the Pi 5) and `sim` (laptops, tests, the demo).
+//! The pins: a [`Board`] trait with three backends, `rppal` (the Raspberry
+//! Pi's GPIO registers, on the Raspberry Pi OS kernel), `cdev` (the kernel's
+//! GPIO character device, on any kernel) and `sim` (laptops, tests, the
+//! demo). [`choose`] decides what `auto` means here, and says why.
 //!
 //! Backends are thin: they set pins up from one shared [`PinPlan`], report
 //! "input i may have changed" on a channel, and read or drive levels.
@@ -7,11 +9,18 @@
 //! `agent::inputs`), so both backends share that code path. This module knows
 //! nothing of MQTT.
 
+pub(crate) mod cdev;
+pub(crate) mod choose;
 pub mod edges;
 mod error;
+mod kernel_pwm;
 pub(crate) mod mux;
 pub(crate) mod rppal;
 mod sim;
+mod soft_pwm;
+pub(crate) mod survey;
+
+use std::time::Duration;
 
 use crate::config::{BoardKind, Config, Pull};
 
@@ -27,8 +36,22 @@ pub trait Board: Send {
     fn write_output(&mut self, output: usize, high: bool) -> Result<(), BoardError>;
     /// Starts PWM on output `output`: `duty` 0.0–1.0 at `hz`.
     fn pwm(&mut self, output: usize, duty: f64, hz: f64) -> Result<(), BoardError>;
-    /// Short name for logs: "rppal" or "sim".
+    /// Short name for logs: "rppal", "cdev" or "sim".
     fn name(&self) -> &'static str;
+    /// What drives the pins, in words (the chip, for `cdev`).
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
+    /// Whether input `input`'s changes arrive already debounced (by the
+    /// kernel, for the config's debounce), so the agent need not wait again.
+    fn debounces(&self, _input: usize) -> bool {
+        false
+    }
+    /// Whether an output keeps its level once pinpost lets go of it: the
+    /// registers rppal writes do, a character device's freed line may not.
+    fn keeps_levels_after_exit(&self) -> bool {
+        true
+    }
 }
 
 /// The two ends of the "input i may have changed" channel ([`edges`]):
@@ -46,7 +69,11 @@ pub struct PinPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct InputSetup {
     pub(crate) pin: u8,
+    /// The character device's line by name, instead of line `pin`.
+    pub(crate) line: Option<String>,
     pub(crate) pull: Pull,
+    /// The config's debounce, which the character device asks of the kernel.
+    pub(crate) debounce: Duration,
     /// Interrupts on both edges (always, so a change is seen at once).
     pub(crate) interrupt: bool,
 }
@@ -55,6 +82,8 @@ pub(crate) struct InputSetup {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct OutputSetup {
     pub(crate) pin: u8,
+    /// The character device's line by name, instead of line `pin`.
+    pub(crate) line: Option<String>,
     /// Level written before the pin becomes an output: no click at start.
     pub(crate) initial_high: bool,
     pub(crate) pwm: PwmSetup,
@@ -81,7 +110,9 @@ impl PinPlan {
                 .iter()
                 .map(|i| InputSetup {
                     pin: i.pin,
+                    line: i.line.clone(),
                     pull: i.pull,
+                    debounce: i.debounce,
                     interrupt: true,
                 })
                 .collect(),
@@ -90,6 +121,7 @@ impl PinPlan {
                 .iter()
                 .map(|o| OutputSetup {
                     pin: o.pin,
+                    line: o.line.clone(),
                     initial_high: o.initial,
                     pwm: match (o.pwm, crate::header::pwm_channel(o.pin)) {
                         (false, _) => PwmSetup::None,
@@ -102,13 +134,58 @@ impl PinPlan {
     }
 }
 
-/// Opens the board the config asks for. `auto` means a Raspberry Pi, and
-/// says to use `sim` anywhere else.
-pub(crate) fn open(config: &Config, edges: EdgeSender) -> Result<Box<dyn Board>, BoardError> {
+/// A board opened, and why it is this backend.
+pub(crate) struct Opened {
+    pub(crate) board: Box<dyn Board>,
+    /// Why this backend, in words (`auto`'s reasoning, or "asked for").
+    pub(crate) why: String,
+}
+
+/// Opens the board the config asks for; `auto` as [`choose`] decides.
+pub(crate) fn open(config: &Config, edges: EdgeSender) -> Result<Opened, BoardError> {
     let plan = PinPlan::from_config(config);
-    match config.board.kind {
-        BoardKind::Sim => Ok(Box::new(SimBoard::new(&plan, &config.board.wires, edges).0)),
-        BoardKind::Rppal | BoardKind::Auto => Ok(Box::new(rppal::RppalBoard::open(&plan, edges)?)),
+    open_plan(
+        config.board.kind,
+        config.board.chip.as_deref(),
+        &plan,
+        &config.board.wires,
+        edges,
+    )
+}
+
+/// Opens `plan` on the backend `kind` means here.
+pub(crate) fn open_plan(
+    kind: BoardKind,
+    chip: Option<&str>,
+    plan: &PinPlan,
+    wires: &[(u8, u8)],
+    edges: EdgeSender,
+) -> Result<Opened, BoardError> {
+    let gpiomem = choose::gpiomem();
+    let choice = choose::choose(kind, gpiomem);
+    let cdev = |why: String, edges| -> Result<Opened, BoardError> {
+        Ok(Opened {
+            board: Box::new(cdev::CdevBoard::open(plan, chip, edges)?),
+            why,
+        })
+    };
+    match choice.backend {
+        choose::Backend::Sim => Ok(Opened {
+            board: Box::new(SimBoard::new(plan, wires, edges).0),
+            why: choice.why,
+        }),
+        choose::Backend::Cdev => cdev(choice.why, edges),
+        choose::Backend::Rppal => match rppal::RppalBoard::open(plan, edges.clone()) {
+            Ok(board) => Ok(Opened {
+                board: Box::new(board),
+                why: choice.why,
+            }),
+            // A board rppal's list does not have yet: the kernel knows it.
+            Err(BoardError::NotAPi) if kind == BoardKind::Auto => {
+                cdev(choose::unknown_to_rppal(gpiomem), edges)
+            }
+            Err(e) => Err(e),
+        },
     }
 }
 
@@ -133,7 +210,9 @@ mod tests {
             plan.inputs,
             vec![InputSetup {
                 pin: 17,
+                line: None,
                 pull: Pull::Up,
+                debounce: Duration::from_millis(50),
                 interrupt: true
             }]
         );
@@ -142,16 +221,19 @@ mod tests {
             vec![
                 OutputSetup {
                     pin: 27,
+                    line: None,
                     initial_high: true,
                     pwm: PwmSetup::None
                 },
                 OutputSetup {
                     pin: 18,
+                    line: None,
                     initial_high: false,
                     pwm: PwmSetup::Hardware { channel: 0 }
                 },
                 OutputSetup {
                     pin: 22,
+                    line: None,
                     initial_high: false,
                     pwm: PwmSetup::Software
                 },

@@ -34,7 +34,8 @@ struct Driven {
 
 impl RppalBoard {
     pub(crate) fn open(plan: &PinPlan, edges: EdgeSender) -> Result<RppalBoard, BoardError> {
-        let gpio = Gpio::new().map_err(|e| BoardError::from_rppal(e, None))?;
+        let gpio = Gpio::new()
+            .map_err(|e| BoardError::from_rppal_open(e, super::choose::gpiomem().is_some()))?;
         let mut inputs = Vec::new();
         for (index, setup) in plan.inputs.iter().enumerate() {
             let n = setup.pin;
@@ -204,5 +205,9 @@ impl Board for RppalBoard {
 
     fn name(&self) -> &'static str {
         "rppal"
+    }
+
+    fn describe(&self) -> String {
+        "rppal, on the Raspberry Pi's GPIO registers".into()
     }
 }

@@ -190,17 +190,22 @@ mod tests {
             inputs: vec![
                 InputSetup {
                     pin: 17,
+                    line: None,
                     pull: Pull::Up,
+                    debounce: std::time::Duration::ZERO,
                     interrupt: true,
                 },
                 InputSetup {
                     pin: 22,
+                    line: None,
                     pull: Pull::None,
+                    debounce: std::time::Duration::ZERO,
                     interrupt: true,
                 },
             ],
             outputs: vec![OutputSetup {
                 pin: 27,
+                line: None,
                 initial_high: false,
                 pwm: PwmSetup::Software,
             }],
@@ -254,6 +259,7 @@ mod tests {
             inputs: vec![],
             outputs: vec![OutputSetup {
                 pin: 18,
+                line: None,
                 initial_high: false,
                 pwm: PwmSetup::Hardware { channel: 0 },
             }],

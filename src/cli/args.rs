@@ -256,7 +256,7 @@ pub struct RunArgs {
     /// Config file to read instead of the usual places.
     #[arg(long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
-    /// Override [board] kind: auto, rppal or sim.
+    /// Override [board] kind: auto, rppal, cdev or sim.
     #[arg(long, value_name = "KIND")]
     pub(crate) board: Option<BoardArg>,
     /// Log every step (also: RUST_LOG=debug).
@@ -269,9 +269,14 @@ pub struct RunArgs {
 pub struct GpioArgs {
     #[command(subcommand)]
     pub(crate) action: GpioAction,
-    /// Which board: auto (a Raspberry Pi), rppal or sim.
+    /// Which board: auto (rppal where /dev/gpiomem exists, else cdev),
+    /// rppal, cdev (the kernel's GPIO character device) or sim.
     #[arg(long, global = true, default_value = "auto")]
     pub(crate) board: BoardArg,
+    /// With cdev: the GPIO chip (gpiochip0, /dev/gpiochip0 or its label)
+    /// [default: the Raspberry Pi's own].
+    #[arg(long, global = true, value_name = "CHIP")]
+    pub(crate) chip: Option<String>,
     /// Pull resistor for read and watch: up, down or none.
     #[arg(long, global = true, default_value = "none")]
     pub(crate) pull: PullArg,
@@ -287,11 +292,17 @@ pub(crate) enum GpioAction {
         /// BCM GPIO number (GPIO17 is 17).
         pin: u8,
     },
-    /// Drive a pin high or low (it stays so after pinpost exits).
+    /// Drive a pin high or low. Through rppal the level stays after
+    /// pinpost exits. Through the kernel's character device (cdev) pinpost
+    /// holds the line until Ctrl-C or --for ends, as gpioset does: the
+    /// kernel may return a released line to input (Debian's Pi kernel does).
     Write {
         pin: u8,
         /// on, off, high, low, 1 or 0.
         level: String,
+        /// Hold the line this long, then release it (cdev): "5s", "1m".
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        hold: Option<std::time::Duration>,
     },
     /// Print each change of a pin until Ctrl-C (or -C changes).
     Watch {

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::{CliError, config_for, connect};
+use crate::board::survey::Finding;
 use crate::cli::args::CheckArgs;
 use crate::config::Config;
 use crate::link::{LinkEvent, Qos, Retry};
@@ -46,6 +47,12 @@ pub(super) async fn run(args: CheckArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| "(flags only)".into()),
         config.device.id,
     )));
+    for finding in crate::board::survey::survey(&config) {
+        report.say(match finding {
+            Finding::Fine(words) => Step::pass(words),
+            Finding::Worth(words) => Step::warn(words),
+        });
+    }
     for step in preflight::files(&config, crate::utc::now_unix()) {
         report.say(step);
     }

@@ -4,9 +4,7 @@
 use tokio::io::AsyncWriteExt;
 
 use super::CliError;
-use crate::board::{
-    Board, EdgeSender, InputSetup, OutputSetup, PinPlan, PwmSetup, SimBoard, rppal::RppalBoard,
-};
+use crate::board::{Board, EdgeSender, InputSetup, OutputSetup, PinPlan, PwmSetup};
 use crate::cli::args::{GpioAction, GpioArgs};
 use crate::config::{BoardKind, Pull};
 use crate::header::MAX_BCM_PIN;
@@ -15,30 +13,52 @@ use crate::header::MAX_BCM_PIN;
 pub(super) async fn run(args: GpioArgs) -> Result<(), CliError> {
     let pull = Pull::from(args.pull);
     let kind = BoardKind::from(args.board);
+    let chip = args.chip.as_deref();
     // One input at most (read and watch).
     let (edges, mut changes) = crate::board::edges::channel(1);
     match args.action {
         GpioAction::Read { pin } => {
-            let board = open(kind, &input_plan(check(pin)?, pull), edges)?;
+            let board = open(kind, chip, &input_plan(check(pin)?, pull, false), edges)?;
             let high = board.read_input(0)?;
             say(&format!("GPIO{pin} {}\n", words(high))).await
         }
-        GpioAction::Write { pin, level } => {
+        GpioAction::Write { pin, level, hold } => {
             let high = parse_level(&level)?;
             let plan = PinPlan {
                 inputs: vec![],
                 outputs: vec![OutputSetup {
                     pin: check(pin)?,
+                    line: None,
                     initial_high: high,
                     pwm: PwmSetup::None,
                 }],
             };
-            let mut board = open(kind, &plan, edges)?;
+            let mut board = open(kind, chip, &plan, edges)?;
             board.write_output(0, high)?;
-            say(&format!("GPIO{pin} set {}\n", words(high))).await
+            if board.keeps_levels_after_exit() && hold.is_none() {
+                return say(&format!("GPIO{pin} set {}\n", words(high))).await;
+            }
+            let until = match hold {
+                Some(d) => format!("for {}", humantime::format_duration(d)),
+                None => "until Ctrl-C".into(),
+            };
+            say(&format!(
+                "GPIO{pin} set {}; holding it {until} (the kernel may return a released line to input)\n",
+                words(high)
+            ))
+            .await?;
+            match hold {
+                Some(d) => tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = super::run::shutdown_signal() => {}
+                },
+                None => super::run::shutdown_signal().await,
+            }
+            drop(board);
+            say(&format!("GPIO{pin} released\n")).await
         }
         GpioAction::Watch { pin, count } => {
-            let board = open(kind, &input_plan(check(pin)?, pull), edges)?;
+            let board = open(kind, chip, &input_plan(check(pin)?, pull, true), edges)?;
             let mut last = board.read_input(0)?;
             say(&format!(
                 "GPIO{pin} {} (watching; Ctrl-C to stop)\n",
@@ -64,22 +84,36 @@ pub(super) async fn run(args: GpioArgs) -> Result<(), CliError> {
     }
 }
 
-fn input_plan(pin: u8, pull: Pull) -> PinPlan {
+/// One input; `edges` only for `watch`: a read needs none, and rppal sets
+/// interrupts up on a thread whose errors it loses (seen on the emulated
+/// Pi right after a write: "Failed to request resources for RPPAL").
+fn input_plan(pin: u8, pull: Pull, edges: bool) -> PinPlan {
     PinPlan {
         inputs: vec![InputSetup {
             pin,
+            line: None,
             pull,
-            interrupt: true,
+            // The kernel's debounce would hide the edges `watch` is for.
+            debounce: std::time::Duration::ZERO,
+            interrupt: edges,
         }],
         outputs: vec![],
     }
 }
 
-fn open(kind: BoardKind, plan: &PinPlan, edges: EdgeSender) -> Result<Box<dyn Board>, CliError> {
-    Ok(match kind {
-        BoardKind::Sim => Box::new(SimBoard::new(plan, &[], edges).0),
-        BoardKind::Rppal | BoardKind::Auto => Box::new(RppalBoard::open(plan, edges)?),
-    })
+/// Opens the board and says on stderr which backend it is and why, so the
+/// level on stdout stays one line a script can read.
+fn open(
+    kind: BoardKind,
+    chip: Option<&str>,
+    plan: &PinPlan,
+    edges: EdgeSender,
+) -> Result<Box<dyn Board>, CliError> {
+    let opened = crate::board::open_plan(kind, chip, plan, &[], edges)?;
+    if kind != BoardKind::Sim {
+        eprintln!("board: {} ({})", opened.board.describe(), opened.why);
+    }
+    Ok(opened.board)
 }
 
 fn check(pin: u8) -> Result<u8, CliError> {

@@ -16,13 +16,14 @@ pub(super) async fn run(args: RunArgs) -> Result<(), CliError> {
     };
     let config = config::load(Some(&chosen), &overrides)?;
     let (edges, edge_events) = board::edges::channel(config.inputs.len());
-    let board = board::open(&config, edges)?;
-    agent::run(config, board, edge_events, shutdown_signal()).await?;
+    let opened = board::open(&config, edges)?;
+    tracing::info!(board = %opened.board.describe(), why = %opened.why, "pins opened");
+    agent::run(config, opened.board, edge_events, shutdown_signal()).await?;
     Ok(())
 }
 
 /// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

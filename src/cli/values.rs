@@ -14,6 +14,7 @@ use crate::config::{BoardKind, Pull};
 pub(crate) enum BoardArg {
     Auto,
     Rppal,
+    Cdev,
     Sim,
 }
 
@@ -25,6 +26,7 @@ impl BoardArg {
         match self {
             BoardArg::Auto => "auto",
             BoardArg::Rppal => "rppal",
+            BoardArg::Cdev => "cdev",
             BoardArg::Sim => "sim",
         }
     }
@@ -35,6 +37,7 @@ impl From<BoardArg> for BoardKind {
         match arg {
             BoardArg::Auto => BoardKind::Auto,
             BoardArg::Rppal => BoardKind::Rppal,
+            BoardArg::Cdev => BoardKind::Cdev,
             BoardArg::Sim => BoardKind::Sim,
         }
     }

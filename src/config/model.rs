@@ -217,11 +217,14 @@ pub struct Reconnect {
 /// Which GPIO backend drives the pins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BoardKind {
-    /// rppal on a Raspberry Pi; refused elsewhere with a hint.
+    /// rppal where the Raspberry Pi kernel's `/dev/gpiomem` exists, the
+    /// kernel's GPIO character device otherwise (`board::choose` says why).
     #[default]
     Auto,
-    /// rppal, the Raspberry Pi's GPIO, asked for by name.
+    /// rppal, the Raspberry Pi's GPIO registers, asked for by name.
     Rppal,
+    /// The kernel's GPIO character device (`/dev/gpiochipN`), by name.
+    Cdev,
     /// A simulated board: no hardware, outputs may be wired to inputs.
     Sim,
 }
@@ -229,14 +232,15 @@ pub enum BoardKind {
 impl FromStr for BoardKind {
     type Err = String;
 
-    /// `board.kind` and `--board`: `"auto"`, `"rppal"` or `"sim"`.
+    /// `board.kind` and `--board`: `"auto"`, `"rppal"`, `"cdev"` or `"sim"`.
     fn from_str(word: &str) -> Result<Self, String> {
         match word {
             "auto" => Ok(BoardKind::Auto),
             "rppal" => Ok(BoardKind::Rppal),
+            "cdev" => Ok(BoardKind::Cdev),
             "sim" => Ok(BoardKind::Sim),
             other => Err(format!(
-                "{other:?} is not a board; allowed: \"auto\" (a Raspberry Pi when on one), \"rppal\" or \"sim\""
+                "{other:?} is not a board; allowed: \"auto\" (a Raspberry Pi when on one), \"rppal\" (its GPIO registers), \"cdev\" (the kernel's GPIO character device) or \"sim\""
             )),
         }
     }
@@ -249,6 +253,9 @@ pub struct Board {
     pub kind: BoardKind,
     /// Simulated wires: setting output pin `.0` drives input pin `.1`.
     pub wires: Vec<(u8, u8)>,
+    /// The character device's chip (`gpiochip0`, `/dev/gpiochip0` or a
+    /// label); `None`: the Raspberry Pi's own GPIO chip, found by label.
+    pub chip: Option<String>,
 }
 
 /// The resistor an input pin is pulled with while nothing drives it.
@@ -286,6 +293,9 @@ pub struct Input {
     pub name: String,
     /// BCM GPIO number.
     pub pin: u8,
+    /// The character device's line, by the name the kernel gives it (on
+    /// any chip, or on `[board] chip`); `None`: line `pin` of the chip.
+    pub line: Option<String>,
     /// The pin's pull resistor.
     pub pull: Pull,
     /// A change must hold this long before it is published.
@@ -303,6 +313,8 @@ pub struct Output {
     pub name: String,
     /// BCM GPIO number.
     pub pin: u8,
+    /// As an input's `line`.
+    pub line: Option<String>,
     /// Level set before the pin becomes an output, so relays do not click at start.
     pub initial: bool,
     /// Level set on shutdown, if any.

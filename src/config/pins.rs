@@ -28,11 +28,13 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
     let kind = word(raw.board.kind.as_deref(), "board.kind", o)?.unwrap_or_default();
     let mut names: HashMap<String, String> = HashMap::new();
     let mut pins: HashMap<u8, String> = HashMap::new();
+    let mut lines: HashMap<String, String> = HashMap::new();
     let mut inputs = Vec::new();
     for (i, r) in raw.input.iter().enumerate() {
         let at = |field: &str| format!("input[{i}].{field}");
         let name = name(r.name.as_deref(), &at("name"), &mut names, o)?;
         let pin = pin(r.pin, &at("pin"), &name, &mut pins, o)?;
+        let line = line(r.line.as_deref(), &at("line"), kind, &mut lines, o)?;
         let pull = word(r.pull.as_deref(), &at("pull"), o)?.unwrap_or_default();
         let debounce = duration(&r.debounce, &at("debounce"), o)?.unwrap_or(DEBOUNCE_DEFAULT);
         if debounce > Duration::from_secs(10) {
@@ -45,6 +47,7 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
         inputs.push(Input {
             name,
             pin,
+            line,
             pull,
             debounce,
             invert: r.invert.unwrap_or(false),
@@ -58,20 +61,23 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
         let at = |field: &str| format!("output[{i}].{field}");
         let name = name(r.name.as_deref(), &at("name"), &mut names, o)?;
         let pin = pin(r.pin, &at("pin"), &name, &mut pins, o)?;
+        let line = line(r.line.as_deref(), &at("line"), kind, &mut lines, o)?;
         if r.pwm == Some(true) {
             pwm_channel(pin, &name, &at("pwm"), &mut channels, o)?;
         }
         outputs.push(Output {
             name,
             pin,
+            line,
             initial: level(&r.initial, &at("initial"), o)?.unwrap_or(false),
             safe_state: level(&r.safe_state, &at("safe_state"), o)?,
             pwm: r.pwm.unwrap_or(false),
         });
     }
     let wires = wires(raw, kind, &inputs, &outputs, o)?;
+    let chip = chip(raw, kind, o)?;
     Ok(Pins {
-        board: Board { kind, wires },
+        board: Board { kind, wires, chip },
         inputs,
         outputs,
         commands: commands(raw, o)?,
@@ -186,6 +192,60 @@ fn wires(
             }
         })
         .collect()
+}
+
+/// An input's or output's `line`: a name the kernel could give a line
+/// (gpioinfo's), only where the character device may be used, never two
+/// pins on one.
+fn line(
+    raw: Option<&str>,
+    at: &str,
+    kind: BoardKind,
+    taken: &mut HashMap<String, String>,
+    o: &Origins<'_>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(line) = raw else {
+        return Ok(None);
+    };
+    if !matches!(kind, BoardKind::Cdev | BoardKind::Auto) {
+        return Err(o.invalid(
+            at,
+            "a line name is found through the kernel's GPIO character device; set board.kind = \"cdev\" (or \"auto\")",
+        ));
+    }
+    // The kernel keeps 31 bytes of a line's name.
+    if line.is_empty() || line.len() > 31 || line.chars().any(char::is_control) {
+        return Err(o.invalid(
+            at,
+            format!("{line:?} is not a line name; give the name `gpioinfo` shows for it (1 to 31 characters)"),
+        ));
+    }
+    if let Some(other) = taken.insert(line.to_string(), at.to_string()) {
+        return Err(o.invalid(at, format!("line {line:?} is already {other}'s")));
+    }
+    Ok(Some(line.to_string()))
+}
+
+/// `board.chip`: only where the character device may be used, and a
+/// name the kernel could give (no path outside `/dev`).
+fn chip(raw: &RawConfig, kind: BoardKind, o: &Origins<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(chip) = &raw.board.chip else {
+        return Ok(None);
+    };
+    if !matches!(kind, BoardKind::Cdev | BoardKind::Auto) {
+        return Err(o.invalid(
+            "board.chip",
+            "a chip is a GPIO character device; set board.kind = \"cdev\" (or \"auto\")",
+        ));
+    }
+    let plain = chip.strip_prefix("/dev/").unwrap_or(chip);
+    if plain.is_empty() || plain.contains('/') || plain.chars().any(char::is_control) {
+        return Err(o.invalid(
+            "board.chip",
+            format!("{chip:?} is not a GPIO chip; give its name (\"gpiochip0\"), its device (\"/dev/gpiochip0\") or its label (`gpiodetect` lists them)"),
+        ));
+    }
+    Ok(Some(chip.clone()))
 }
 
 fn commands(raw: &RawConfig, o: &Origins<'_>) -> Result<CommandRules, ConfigError> {
@@ -332,6 +392,44 @@ mod tests {
         ] {
             from_text(&ok, None, &Overrides::default()).unwrap();
         }
+    }
+
+    #[test]
+    fn a_chip_and_line_names_belong_to_the_character_device() {
+        let pins = "[[input]]\nname = \"b\"\npin = 3\nline = \"BUTTON\"\n\
+                    [[output]]\nname = \"o\"\npin = 27\n";
+        let ok = from_text(
+            &format!("{HEAD}[board]\nkind = \"cdev\"\nchip = \"gpiochip0\"\n{pins}"),
+            None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.board.chip.as_deref(), Some("gpiochip0"));
+        assert_eq!(ok.inputs[0].line.as_deref(), Some("BUTTON"));
+        assert_eq!(ok.outputs[0].line, None);
+        let e = error(&format!(
+            "{HEAD}[board]\nkind = \"rppal\"\nchip = \"gpiochip0\"\n"
+        ));
+        assert!(
+            e.contains("board.chip: a chip is a GPIO character device; set board.kind = \"cdev\""),
+            "{e}"
+        );
+        let e = error(&format!("{HEAD}[board]\nkind = \"sim\"\n{pins}"));
+        assert!(
+            e.contains(
+                "input[0].line: a line name is found through the kernel's GPIO character device"
+            ),
+            "{e}"
+        );
+        let e = error(&format!("{HEAD}[board]\nchip = \"../../etc/passwd\"\n"));
+        assert!(e.contains("is not a GPIO chip"), "{e}");
+        let twice = "[[input]]\nname = \"a\"\npin = 3\nline = \"X\"\n\
+                     [[input]]\nname = \"b\"\npin = 4\nline = \"X\"\n";
+        let e = error(&format!("{HEAD}{twice}"));
+        assert!(
+            e.contains("input[1].line: line \"X\" is already input[0].line's"),
+            "{e}"
+        );
     }
 
     #[test]

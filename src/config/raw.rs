@@ -84,6 +84,7 @@ pub struct RawReconnect {
 pub struct RawBoard {
     pub kind: Option<String>,
     pub wires: Option<Vec<(i64, i64)>>,
+    pub chip: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -91,6 +92,7 @@ pub struct RawBoard {
 pub struct RawInput {
     pub name: Option<String>,
     pub pin: Option<i64>,
+    pub line: Option<String>,
     pub pull: Option<String>,
     pub debounce: Option<String>,
     pub invert: Option<bool>,
@@ -112,6 +114,7 @@ pub enum RawLevel {
 pub struct RawOutput {
     pub name: Option<String>,
     pub pin: Option<i64>,
+    pub line: Option<String>,
     pub initial: Option<RawLevel>,
     pub safe_state: Option<RawLevel>,
     pub pwm: Option<bool>,

@@ -199,7 +199,8 @@ fn a_bad_word_in_an_enum_like_key_lists_the_words_allowed() {
         (
             "[board]\nkind = \"pi\"\n",
             "4: board.kind: \"pi\" is not a board; allowed: \"auto\" (a Raspberry Pi when on \
-             one), \"rppal\" or \"sim\"",
+             one), \"rppal\" (its GPIO registers), \"cdev\" (the kernel's GPIO character \
+             device) or \"sim\"",
         ),
         (
             "[[input]]\nname = \"b\"\npin = 17\npull = \"sideways\"\n",

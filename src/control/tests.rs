@@ -8,6 +8,7 @@ fn outputs() -> Vec<Output> {
         Output {
             name: "relay".into(),
             pin: 27,
+            line: None,
             initial: false,
             safe_state: Some(false),
             pwm: false,
@@ -15,6 +16,7 @@ fn outputs() -> Vec<Output> {
         Output {
             name: "fan".into(),
             pin: 18,
+            line: None,
             initial: false,
             safe_state: None,
             pwm: true,
@@ -26,6 +28,7 @@ fn inputs() -> Vec<Input> {
     vec![Input {
         name: "door".into(),
         pin: 17,
+        line: None,
         pull: Pull::Up,
         debounce: Duration::from_millis(50),
         invert: false,

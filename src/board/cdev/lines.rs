@@ -1,0 +1,245 @@
+//! One requested line each: how inputs and outputs are asked of the kernel,
+//! and the thread that turns an input's edge events into notices.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use gpiocdev::Request;
+use gpiocdev::line::{Bias, EdgeDetection, Value};
+
+use super::chip::{self, ChipFound};
+use super::{CONSUMER, POLL, Shared, value};
+use crate::board::{BoardError, EdgeSender, InputSetup};
+use crate::config::Pull;
+
+/// A requested line.
+#[derive(Clone)]
+pub(crate) struct Line {
+    /// The config's pin, for words.
+    pub(crate) pin: u8,
+    /// The line on its chip: `pin`, or the line named in the config.
+    offset: u32,
+    /// The kernel debounces it (an input whose request took a debounce):
+    /// its events and its value are already settled.
+    pub(crate) kernel_debounce: bool,
+    request: Shared,
+    chip: String,
+}
+
+impl Line {
+    pub(crate) fn get(&self) -> Result<bool, BoardError> {
+        self.request
+            .value(self.offset)
+            .map(|v| v == Value::Active)
+            .map_err(|e| self.error("read", &e))
+    }
+
+    pub(crate) fn set(&self, high: bool) -> Result<(), BoardError> {
+        self.request
+            .set_value(self.offset, value(high))
+            .map_err(|e| self.error("set", &e))
+    }
+
+    fn error(&self, what: &str, e: &gpiocdev::Error) -> BoardError {
+        BoardError::Pin {
+            pin: self.pin,
+            what: format!("cannot {what} line {} of {}: {e}", self.offset, self.chip),
+        }
+    }
+}
+
+/// How an input's changes are noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Events {
+    /// The kernel's edge events.
+    Edges,
+    /// No edge events on this line: read every [`POLL`].
+    Polled,
+}
+
+/// Requests an input: with its bias, edges and kernel debounce; without the
+/// debounce, then without edges, where the chip refuses them.
+pub(crate) fn input(
+    chip: &ChipFound,
+    offset: u32,
+    setup: &InputSetup,
+) -> Result<(Line, Events), BoardError> {
+    let bias = match setup.pull {
+        Pull::Up => Bias::PullUp,
+        Pull::Down => Bias::PullDown,
+        Pull::None => Bias::Disabled,
+    };
+    let ask = |edges: bool, debounce: Option<Duration>| {
+        let mut b = Request::builder();
+        b.on_chip(&chip.path)
+            .with_consumer(CONSUMER)
+            .with_line(offset)
+            .as_input()
+            .with_bias(bias);
+        if edges {
+            b.with_edge_detection(EdgeDetection::BothEdges);
+        }
+        if let Some(period) = debounce {
+            b.with_debounce_period(period);
+        }
+        b.request()
+    };
+    let mut tries = vec![(true, None), (false, None)];
+    if !setup.interrupt {
+        // Read when asked, never watched (`pinpost gpio read`).
+        tries = vec![(false, None)];
+    } else if !setup.debounce.is_zero() {
+        tries.insert(0, (true, Some(setup.debounce)));
+    }
+    let mut refused = Vec::new();
+    for (edges, debounce) in tries {
+        match ask(edges, debounce) {
+            Ok(request) => {
+                if !refused.is_empty() {
+                    tracing::warn!(
+                        pin = setup.pin,
+                        "GPIO{}: {} refused {}; {}",
+                        setup.pin,
+                        chip.name,
+                        refused.join(" and "),
+                        if edges {
+                            "debounced by pinpost alone"
+                        } else {
+                            "reading it every 20 ms instead of waiting for edges"
+                        }
+                    );
+                }
+                let line = Line {
+                    pin: setup.pin,
+                    offset,
+                    kernel_debounce: debounce.is_some(),
+                    request: Arc::new(request),
+                    chip: chip.name.clone(),
+                };
+                let events = if edges { Events::Edges } else { Events::Polled };
+                return Ok((line, events));
+            }
+            // Held, or not ours to open: no other request would do better.
+            Err(e) if matches!(chip::errno(&e), Some(16 | 13 | 1)) => {
+                return Err(chip::request_error(&e, setup.pin, offset, chip));
+            }
+            Err(e) => refused.push(match debounce {
+                Some(_) => format!("a kernel debounce ({e})"),
+                None => format!("edge events ({e})"),
+            }),
+        }
+    }
+    Err(BoardError::Pin {
+        pin: setup.pin,
+        what: format!(
+            "{} refused line {offset} as an input: {}",
+            chip.name,
+            refused.join("; ")
+        ),
+    })
+}
+
+/// Requests an output at `initial` in the same call: the line never shows
+/// another level.
+pub(crate) fn output(
+    chip: &ChipFound,
+    offset: u32,
+    pin: u8,
+    initial: bool,
+) -> Result<Line, BoardError> {
+    let request = Request::builder()
+        .on_chip(&chip.path)
+        .with_consumer(CONSUMER)
+        .with_line(offset)
+        .as_output(value(initial))
+        .request()
+        .map_err(|e| chip::request_error(&e, pin, offset, chip))?;
+    Ok(Line {
+        pin,
+        offset,
+        kernel_debounce: false,
+        request: Arc::new(request),
+        chip: chip.name.clone(),
+    })
+}
+
+/// The thread that sends input `index`'s notices until `stop`.
+pub(crate) fn watch(
+    line: Line,
+    index: usize,
+    events: Events,
+    edges: EdgeSender,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, BoardError> {
+    let pin = line.pin;
+    std::thread::Builder::new()
+        .name(format!("pinpost-gpio{pin}"))
+        .spawn(move || match events {
+            Events::Edges => wait_for_edges(&line, index, &edges, &stop),
+            Events::Polled => poll(&line, index, &edges, &stop),
+        })
+        .map_err(|e| BoardError::Pin {
+            pin,
+            what: format!("cannot start the thread that watches it: {e}"),
+        })
+}
+
+/// How long one wait for an edge lasts before the stop flag is looked at.
+const WAKE: Duration = Duration::from_millis(200);
+
+fn wait_for_edges(line: &Line, index: usize, edges: &EdgeSender, stop: &AtomicBool) {
+    let mut last_seqno: Option<u32> = None;
+    while !stop.load(Ordering::Acquire) {
+        match line.request.wait_edge_event(WAKE) {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(pin = line.pin, error = %e, "cannot wait for GPIO{} edges; reading it every 20 ms instead", line.pin);
+                return poll(line, index, edges, stop);
+            }
+        }
+        match line.request.read_edge_event() {
+            Ok(event) => {
+                // The kernel numbers each line's events: a gap is events its
+                // buffer dropped. Nothing is lost for the agent, which reads
+                // the level again, but a flood this fast deserves a word.
+                if let Some(before) = last_seqno {
+                    let lost = event.line_seqno.wrapping_sub(before).saturating_sub(1);
+                    if lost > 0 {
+                        tracing::debug!(
+                            pin = line.pin,
+                            lost,
+                            "the kernel dropped GPIO{} edge events (its buffer was full)",
+                            line.pin
+                        );
+                    }
+                }
+                last_seqno = Some(event.line_seqno);
+                tracing::trace!(pin = line.pin, kernel_ns = event.timestamp_ns, seq = event.line_seqno, kind = ?event.kind, "edge");
+                if edges.send(index).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pin = line.pin, error = %e, "cannot read a GPIO{} edge event", line.pin);
+                std::thread::sleep(WAKE);
+            }
+        }
+    }
+}
+
+fn poll(line: &Line, index: usize, edges: &EdgeSender, stop: &AtomicBool) {
+    let mut last = line.get().ok();
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(POLL);
+        let now = line.get().ok();
+        if now != last {
+            last = now;
+            if edges.send(index).is_err() {
+                return;
+            }
+        }
+    }
+}

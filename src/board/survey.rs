@@ -1,0 +1,95 @@
+//! What `pinpost check` says about the pins, without claiming any (the
+//! service may hold them): which backend `[board]` means here and why,
+//! which chip, whether another consumer holds a configured line, and
+//! whether a hardware PWM output's channel is routed to its pin.
+
+use std::path::Path;
+
+use super::cdev::chip;
+use super::choose::{self, Backend};
+use super::kernel_pwm::{self, Route};
+use crate::config::{BoardKind, Config};
+use crate::header::{Soc, hardware_pwm};
+
+/// One finding, for `check` to mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Finding {
+    Fine(String),
+    /// Worth fixing: pinpost runs, but not as configured.
+    Worth(String),
+}
+
+/// The findings on `config`'s `[board]` and pins, on this machine.
+pub(crate) fn survey(config: &Config) -> Vec<Finding> {
+    let kind = config.board.kind;
+    let choice = choose::choose(kind, choose::gpiomem());
+    match choice.backend {
+        Backend::Sim => vec![Finding::Fine(format!(
+            "board: the simulated board ({})",
+            choice.why
+        ))],
+        Backend::Rppal => vec![Finding::Fine(format!(
+            "board: rppal, on the Raspberry Pi's GPIO registers ({})",
+            choice.why
+        ))],
+        Backend::Cdev => cdev(config, &choice.why),
+    }
+}
+
+fn cdev(config: &Config, why: &str) -> Vec<Finding> {
+    let found = match chip::find(config.board.chip.as_deref()) {
+        Ok(found) => found,
+        // A laptop checking a Pi's config before copying it over.
+        Err(super::BoardError::NoGpio) if config.board.kind == BoardKind::Auto => {
+            return vec![Finding::Fine(
+                "board: no GPIO on this machine; on a Raspberry Pi, auto chooses rppal where \
+                 /dev/gpiomem exists and the kernel's GPIO character device otherwise"
+                    .into(),
+            )];
+        }
+        Err(e) => return vec![Finding::Worth(format!("board: {e}"))],
+    };
+    let mut findings = vec![Finding::Fine(format!(
+        "board: the kernel's GPIO character device {} {:?} ({} lines) ({why})",
+        found.path.display(),
+        found.label,
+        found.lines
+    ))];
+    let pins = config
+        .inputs
+        .iter()
+        .map(|i| i.pin)
+        .chain(config.outputs.iter().map(|o| o.pin));
+    for pin in pins {
+        if let Err(e) = chip::has_line(&found, pin) {
+            findings.push(Finding::Worth(e.to_string()));
+            continue;
+        }
+        let info = gpiocdev::Chip::from_path(&found.path).and_then(|c| c.line_info(u32::from(pin)));
+        if let Ok(info) = info {
+            // Our own consumer is the service, running as it should.
+            if info.used && info.consumer != super::cdev::CONSUMER {
+                findings.push(Finding::Worth(format!(
+                    "GPIO{pin} is already in use by {} (line {pin} of {}): stop it, or choose another pin",
+                    chip::holder_words(&info.consumer),
+                    found.name
+                )));
+            }
+        }
+    }
+    for output in config.outputs.iter().filter(|o| o.pwm) {
+        if let Some(hw) = hardware_pwm(output.pin, Soc::Bcm283x) {
+            match kernel_pwm::route(Path::new("/"), output.pin, hw) {
+                Route::Routed { chip, channel } => findings.push(Finding::Fine(format!(
+                    "GPIO{}: hardware PWM through {} channel {channel}",
+                    output.pin,
+                    chip.display()
+                ))),
+                Route::Missing(words) => findings.push(Finding::Worth(format!(
+                    "{words}; until then pinpost drives it with software PWM"
+                ))),
+            }
+        }
+    }
+    findings
+}
