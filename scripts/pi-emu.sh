@@ -421,7 +421,7 @@ boot() {
   python3 scripts/pi-emu/drive.py "$RUN/$name.serial" "$BOOT_TIMEOUT" \
     "$qemu" -M "$machine" -accel tcg,thread=single -display none -monitor none -no-reboot \
     -kernel "$kernel" -dtb "$dtb" -initrd "$initrd" \
-    -append "$append pe.boot=$name pe.now=$(date +%s)" "$@" || rc=$?
+    -append "$append pe.boot=$name pe.now=$(date +%s)" -D "$RUN/$name.trace" -d trace:memory_region_ops_write "$@" || rc=$?
   took=$((SECONDS - started))
   BOOT_TIMES+=("$name ${took}s")
   local up
@@ -442,16 +442,18 @@ declare -a BOOT_TIMES=()
 # pe.checks on the kernel command line; the guest reports each by name.
 boot_stock() {
   boot stock qemu-system-aarch64 raspi3b "$MAT/arm64/vmlinuz" "$MAT/arm64/stock.dtb" "$RUN/arm64.gz" \
-    "$RASPI3_APPEND pe.checks=rppal_refused,auto_picks_cdev,gpio_cdev,run_cdev,pwm_cdev_needs_overlay,held_by_gpioset,held_by_pinpost"
+    "$RASPI3_APPEND pe.checks=rppal_refused,auto_picks_cdev,gpio_cdev,run_cdev,outputs_cdev,pwm_cdev_needs_overlay,held_by_gpioset,held_by_pinpost"
   collect stock rppal-refused auto-picks-cdev gpio-cdev run-cdev/online run-cdev/command-moves-pin \
-    run-cdev/result run-cdev/state run-cdev/safe-state pwm-cdev-needs-overlay held-by-gpioset held-by-pinpost
+    run-cdev/result run-cdev/state run-cdev/safe-state outputs-cdev/no-glitch outputs-cdev/initial \
+    outputs-cdev/pulse outputs-cdev/soft-pwm pwm-cdev-needs-overlay held-by-gpioset held-by-pinpost
 }
 
 boot_relaxed() {
   boot relaxed qemu-system-aarch64 raspi3b "$MAT/arm64/vmlinuz" "$MAT/arm64/stock.dtb" "$RUN/arm64.gz" \
-    "$RASPI3_APPEND iomem=relaxed pe.checks=gpio_rppal,run_rppal,pwm_rppal,run_cdev"
+    "$RASPI3_APPEND iomem=relaxed pe.checks=gpio_rppal,run_rppal,outputs_rppal,pwm_rppal,run_cdev"
   collect relaxed gpio-rppal run-rppal/online run-rppal/command-moves-pin run-rppal/result run-rppal/state \
-    run-rppal/input run-rppal/safe-state pwm-rppal/alt5 pwm-rppal/sysfs pwm-rppal/on-leaves-pwm \
+    run-rppal/input run-rppal/safe-state outputs-rppal/no-glitch outputs-rppal/initial outputs-rppal/pulse \
+    outputs-rppal/soft-pwm pwm-rppal/alt5 pwm-rppal/sysfs pwm-rppal/on-leaves-pwm \
     run-cdev/online run-cdev/command-moves-pin run-cdev/result run-cdev/state run-cdev/input run-cdev/safe-state
 }
 

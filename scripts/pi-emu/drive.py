@@ -8,6 +8,17 @@ through the guest: the host answers `@@= 0x<value>` on the guest's serial
 input. The boot ends when the guest prints `@@END`, when QEMU exits, or
 after the timeout (then the exit code is 3).
 
+`@@TRACE on` starts QEMU's trace of every write to a device register
+(`memory_region_ops_write`, into QEMU's log, LOG with `.trace` for
+`.serial`; the boot passes `-D` and `-d trace:memory_region_ops_write`,
+which this turns off as soon as it is connected); `@@TRACE off NAME PIN
+LEVEL` stops it. Once QEMU has exited (its log is buffered), the writes to
+the BCM283x GPIO block are judged: from the moment PIN becomes an output,
+it must never be latched at another level than LEVEL (no glitch at start).
+The verdict is written to LOG as the guest's own `@@PASS`/`@@FAIL NAME: …`
+lines are; the guest is answered `@@= done` at once. One traced window per
+boot.
+
     drive.py LOG TIMEOUT_SECONDS QEMU ARGS...
 """
 import json
@@ -53,8 +64,67 @@ def xp(stream, addr):
     return found.group(1) if found else "ERROR " + json.dumps(answer)
 
 
+WRITE = re.compile(r"memory_region_ops_write .*addr 0x([0-9a-f]+) value 0x([0-9a-f]+) size \d+ name '([^']*)'")
+GPSET0, GPCLR0 = 0x1C, 0x28
+
+
+def judge_start(trace_text, name, pin, want):
+    """The verdict on a traced start: PIN's level from the moment it is an output."""
+    fsel_reg, shift = (pin // 10) * 4, (pin % 10) * 3
+    # QEMU resets the latch to 0; the guest checks the pin reads 0 before.
+    function, latched, steps, glitch = None, 0, [], None
+    for found in WRITE.finditer(trace_text):
+        # The address is the region's own plus its offset in its container:
+        # the register is the offset in the 4 KiB block.
+        addr, value, region = int(found.group(1), 16) & 0xFFF, int(found.group(2), 16), found.group(3)
+        if "gpio" not in region:
+            continue
+        if addr == fsel_reg:
+            new = (value >> shift) & 7
+            if new != function:
+                steps.append(f"function {new}")
+            function = new
+        elif addr == GPSET0 and value >> pin & 1:
+            latched = 1
+            steps.append("set")
+        elif addr == GPCLR0 and value >> pin & 1:
+            latched = 0
+            steps.append("clear")
+        else:
+            continue
+        if function == 1 and latched != want and glitch is None:
+            glitch = len(steps)
+    seen = ", ".join(steps) or "no write to GPIO%d" % pin
+    if function != 1:
+        return f"@@FAIL {name}: GPIO{pin} never became an output in the trace ({seen})"
+    if glitch is not None:
+        return f"@@FAIL {name}: GPIO{pin} was an output at the wrong level at step {glitch} ({seen})"
+    return f"@@PASS {name}: GPIO{pin}'s register writes while pinpost started, traced by QEMU: {seen}; never an output at a level but {want}"
+
+
+def tracing(stream, on):
+    state = "on" if on else "off"
+    qmp_call(stream, "human-monitor-command", **{"command-line": f"trace-event memory_region_ops_write {state}"})
+
+
+def judge_trace(log, trace_path, judged):
+    """Writes the verdict on the traced window, if one was asked for."""
+    if not judged:
+        return
+    name, pin, want = judged
+    try:
+        with open(trace_path, "r", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as e:
+        log.write(f"\n@@FAIL {name}: cannot read QEMU's trace {trace_path}: {e}\n".encode())
+        return
+    log.write(f"\n{judge_start(text, name, pin, want)}\n".encode())
+
+
 def main():
     log_path, timeout, qemu = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+    trace_path = os.path.splitext(log_path)[0] + ".trace"
+    judged = None
     tmp = tempfile.mkdtemp(prefix="pi-emu-")
     qmp_path = os.path.join(tmp, "qmp.sock")
     started = time.monotonic()
@@ -67,6 +137,8 @@ def main():
     with open(log_path, "wb") as log:
         try:
             sock, stream = qmp_connect(qmp_path, started + 20)
+            # The boot's own writes are not what is judged.
+            tracing(stream, False)
             os.set_blocking(proc.stdout.fileno(), False)
             pending = b""
             while True:
@@ -97,6 +169,13 @@ def main():
                         value = xp(stream, line[at + 5:].strip())
                         proc.stdin.write(f"@@= {value}\n".encode())
                         proc.stdin.flush()
+                    elif "@@TRACE " in line:
+                        words = line[line.find("@@TRACE "):].split()
+                        tracing(stream, words[1:2] == ["on"])
+                        if len(words) == 5:
+                            judged = (words[2], int(words[3]), int(words[4]))
+                        proc.stdin.write(b"@@= done\n")
+                        proc.stdin.flush()
                     elif line.startswith("@@END"):
                         ended = True
                 if ended:
@@ -112,6 +191,7 @@ def main():
             except OSError:
                 pass
             os.rmdir(tmp)
+            judge_trace(log, trace_path, judged)
             log.write(b"\n@@HOST %.1f s from power on to off\n" % (time.monotonic() - started))
     sys.exit(code)
 

@@ -265,6 +265,82 @@ run_agent() { # BOARD
 run_rppal() { run_agent rppal; }
 run_cdev() { run_agent cdev; }
 
+# ---------------------------------------------------------------- outputs
+# Asks the host for QEMU's trace of device-register writes (on), or stops
+# it and names what the host judges afterwards (off NAME PIN LEVEL).
+trace() { # on | off NAME PIN LEVEL
+  local tag rest
+  echo "@@TRACE $*" >&3
+  read -r tag rest
+}
+
+# The agent's outputs on BOARD, beyond on and off: a relay with initial on
+# must never be seen low once it is an output (QEMU traces every register
+# write while pinpost starts; the host judges them), a pulse goes and comes
+# back by itself, software PWM on a pin without a channel toggles the pin.
+outputs_agent() { # BOARD
+  board=$1 n=outputs-$1
+  broker_up
+  agent_config "/tmp/$n.toml" "$board" \
+    '[[output]]' 'name = "lamp"' 'pin = 23' 'initial = "on"' \
+    '[[output]]' 'name = "door"' 'pin = 24' 'initial = "off"' \
+    '[[output]]' 'name = "dimmer"' 'pin = 25' 'initial = "off"' 'pwm = true'
+  sub_start "/tmp/$n.sub"
+  before=$(level 23)
+  trace on
+  agent_start "$n" "/tmp/$n.toml" "/tmp/$n.sub" "$n/no-glitch" "$n/initial" "$n/pulse" "$n/soft-pwm" || {
+    trace off
+    return
+  }
+  trace off "$n/no-glitch" 23 1
+  if [ "$before" = 0 ] && [ "$(level 23)" = 1 ] && [ "$(function_of 23)" = 1 ]; then
+    pass "$n/initial" "GPIO23 (initial on): GPLEV 0 before pinpost, 1 and an output once it is online"
+  else
+    fail "$n/initial" "GPIO23 (initial on): GPLEV $before before, $(level 23) with function $(function_of 23) once online"
+  fi
+  # A pulse of 1.5 s: high while it lasts, low again without a command.
+  pub "$PREFIX/cmd/door" '{"id":"u1","action":"pulse","ms":1500}'
+  if wait_level 24 1 10; then
+    up=$(date +%s)
+    if wait_level 24 0 10; then
+      pass "$n/pulse" "cmd/door pulse 1.5 s: GPLEV bit 24 went 1 and came back to 0 by itself ($(($(date +%s) - up)) s later by the guest's clock); $(grep 'cmd/door/result' "/tmp/$n.sub" | head -n 1)"
+    else
+      fail "$n/pulse" "GPIO24 stayed high after its 1.5 s pulse; agent: $(oneline <"/tmp/$n.log")"
+    fi
+  else
+    fail "$n/pulse" "cmd/door pulse: GPLEV bit 24 never 1; $(grep 'cmd/door/result' "/tmp/$n.sub" | oneline)"
+  fi
+  # Software PWM at 10 Hz, half duty: sampled 40 times through the monitor.
+  pub "$PREFIX/cmd/dimmer" '{"id":"w1","action":"pwm","duty":0.5,"hz":10}'
+  wait_for 20 seen "/tmp/$n.sub" "cmd/dimmer/result {\"id\":\"w1\",\"ok\":true}"
+  highs=0 lows=0 i=0
+  while [ $i -lt 40 ]; do
+    if [ "$(level 25)" = 1 ]; then highs=$((highs + 1)); else lows=$((lows + 1)); fi
+    i=$((i + 1))
+    sleep 0.05
+  done
+  fn=$(function_of 25)
+  pub "$PREFIX/cmd/dimmer" '{"id":"w2","action":"off"}'
+  wait_for 20 seen "/tmp/$n.sub" "cmd/dimmer/result {\"id\":\"w2\""
+  sleep 0.3
+  still=0 i=0
+  while [ $i -lt 10 ]; do
+    [ "$(level 25)" = 0 ] || still=$((still + 1))
+    i=$((i + 1))
+    sleep 0.05
+  done
+  if [ $highs -ge 5 ] && [ $lows -ge 5 ] && [ "$fn" = 1 ] && [ $still = 0 ]; then
+    pass "$n/soft-pwm" "GPIO25 at 10 Hz, 50 %: $highs of 40 samples high, $lows low, function output; after off: low in 10 of 10"
+  else
+    fail "$n/soft-pwm" "GPIO25 at 10 Hz, 50 %: $highs high, $lows low of 40, function $fn; after off: $still of 10 still high; $(grep 'cmd/dimmer/result' "/tmp/$n.sub" | oneline)"
+  fi
+  kill -TERM "$AGENT"
+  wait "$AGENT"
+  sub_stop
+}
+outputs_cdev() { outputs_agent cdev; }
+outputs_rppal() { outputs_agent rppal; }
+
 # ---------------------------------------------------------------- PWM
 # The agent with a PWM output on GPIO18 (PWM0); a pwm command at 1 kHz,
 # 25 %, then on and off.
