@@ -61,6 +61,10 @@ scripts/vm-test.sh
 # QEMU's monitor, and the errors a Debian Pi shows (issue 27). Reuses
 # target/vm's root; caches the rest in target/pi-emu/.
 scripts/pi-emu.sh
+# A real kernel edge event through the character device, which QEMU's Pi
+# GPIO cannot give: QEMU virt's PL061, whose line 3 QEMU pulses on
+# system_powerdown, watched by pinpost (gpio watch, run, a held line).
+scripts/pi-emu/virt-edges.sh
 # Home Assistant 2024.3.3 and 2025.4.4 from PyPI, for tests/integration/homeassistant.rs
 # (kept in target/homeassistant/; fails saying which Python to install).
 scripts/homeassistant.sh

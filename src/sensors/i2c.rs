@@ -69,6 +69,8 @@ enum Model {
 
 pub(crate) struct Chip<B> {
     model: Model,
+    /// Its bus's number, for words (`/dev/i2c-1`).
+    bus_number: u8,
     address: u8,
     bus: Arc<Mutex<Bus<B>>>,
     opener: fn(u8) -> Result<B, String>,
@@ -101,6 +103,7 @@ impl<B: I2c + Send> Chip<B> {
         };
         Chip {
             model,
+            bus_number: kind.i2c_bus().unwrap_or(0),
             address,
             bus,
             opener,
@@ -124,14 +127,27 @@ impl<B: I2c + Send> Sensor for Chip<B> {
             Bus::Closed(_) => return Err(SensorError::Device("the I2C bus is closed".into())),
         };
         let mut delay = Sleep;
-        match &self.model {
+        let read = match &self.model {
             Model::Bme280 => read_bme280(i2c, self.address, false, &mut delay),
             Model::Bmp280 => read_bme280(i2c, self.address, true, &mut delay),
             Model::Ads1115 { channels, gain } => {
                 read_ads1115(i2c, self.address, channels, *gain, &mut delay)
             }
             Model::Sht3x => read_sht3x(i2c, self.address, &mut delay),
+        };
+        read.map_err(|e| on_bus(e, self.address, self.bus_number))
+    }
+}
+
+/// Names the bus beside the address a driver's words give: a Pi with two
+/// buses (or an overlay's third) has the same address on each.
+fn on_bus(e: SensorError, address: u8, bus: u8) -> SensorError {
+    match e {
+        SensorError::Device(words) => {
+            let at = format!("at 0x{address:02x}");
+            SensorError::Device(words.replacen(&at, &format!("{at} on /dev/i2c-{bus}"), 1))
         }
+        other => other,
     }
 }
 
@@ -144,15 +160,30 @@ impl DelayNs for Sleep {
     }
 }
 
-/// A driver's error in words, with the usual cause of a missing answer.
+/// A driver's error in words. The drivers' error types are only `Debug`
+/// (and wrap the bus's error), so the usual causes are recognised in that
+/// text and said plainly; anything else is quoted after "the driver said".
 fn chip_error(chip: &str, address: u8, e: impl std::fmt::Debug) -> SensorError {
     let detail = format!("{e:?}");
-    let hint = if detail.contains("NoAcknowledge") || detail.contains("Remote I/O") {
-        ": nothing answers at that address (check the wiring and `i2cdetect -y 1`)"
+    let words = if detail.contains("NoAcknowledge")
+        || detail.contains("Remote I/O")
+        || detail.contains("code: 121")
+    {
+        "nothing answers at that address (check the wiring, the address and \
+         `i2cdetect -y <bus>`)"
+            .to_string()
+    } else if detail.contains("code: 110") || detail.contains("TimedOut") {
+        "the bus timed out (a chip holding SDA low, or a missing pull-up)".to_string()
+    } else if detail.contains("UnsupportedChip") {
+        format!("the chip there does not say it is a {chip} (check the address and the kind)")
+    } else if detail.contains("InvalidData") || detail.contains("NoCalibrationData") {
+        "its calibration data reads as invalid (a loose connection, or another chip at that \
+         address)"
+            .to_string()
     } else {
-        ""
+        format!("the driver said {detail}")
     };
-    SensorError::Device(format!("{chip} at 0x{address:02x}: {detail}{hint}"))
+    SensorError::Device(format!("{chip} at 0x{address:02x}: {words}"))
 }
 
 const BME280_ID: u8 = 0x60;
@@ -448,6 +479,23 @@ mod tests {
         let e = read_sht3x(&mut i2c.clone(), 0x44, &mut NoopDelay::new()).unwrap_err();
         assert!(e.to_string().contains("SHT3x at 0x44"), "{e}");
         i2c.done();
+    }
+
+    #[test]
+    fn a_chip_that_does_not_answer_is_said_with_its_bus_and_address_in_words() {
+        let nack = std::io::Error::from_raw_os_error(121);
+        let e = chip_error("BME280", 0x77, rppal::i2c::Error::Io(nack));
+        let e = on_bus(e, 0x77, 1).to_string();
+        assert!(
+            e.starts_with("BME280 at 0x77 on /dev/i2c-1: nothing answers at that address"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("Os {") && !e.contains("Io("),
+            "no debug text: {e}"
+        );
+        let e = chip_error("BME280", 0x76, "UnsupportedChip");
+        assert!(e.to_string().contains("does not say it is a BME280"), "{e}");
     }
 
     #[test]
