@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the 256-byte register image of a BME280 (for QEMU's at24c-eeprom,
-which answers I2C reads from it as the chip would) and prints what the
+"""Writes the 256-byte register image of a BME280, twice (for QEMU's
+at24c-eeprom, which answers I2C reads from it as the chip would) and prints what the
 chip's datasheet says a reader must make of it: one line per measurement,
 `<name> <value>`, computed here with the datasheet's floating-point
 compensation (Bosch BST-BME280-DS002, section 8.1), independently of any
@@ -67,9 +67,13 @@ def compensated():
 
 def main():
     with open(sys.argv[1], "wb") as out:
-        # QEMU's block layer sizes a raw file in 512-byte sectors; the
-        # EEPROM (1-byte register addresses) answers from the first 256.
-        out.write(image() + bytes(256))
+        # QEMU's block layer sizes a file in 512-byte sectors, so the
+        # EEPROM is 512 bytes, and QEMU 10's at24c with 1-byte addresses
+        # shifts the register byte into its pointer without clearing it
+        # (`cur <<= 8; cur |= data; cur %= rom_size`): bit 8 of the address
+        # it reads is bit 0 of where the last access stopped. The image
+        # is in both halves, so every register reads the same either way.
+        out.write(image() * 2)
     temperature, pressure_hpa, humidity = compensated()
     print(f"temperature {temperature:.4f}")
     print(f"pressure {pressure_hpa:.4f}")
