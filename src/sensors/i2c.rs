@@ -145,7 +145,10 @@ fn on_bus(e: SensorError, address: u8, bus: u8) -> SensorError {
     match e {
         SensorError::Device(words) => {
             let at = format!("at 0x{address:02x}");
-            SensorError::Device(words.replacen(&at, &format!("{at} on /dev/i2c-{bus}"), 1))
+            let words = words
+                .replacen(&at, &format!("{at} on /dev/i2c-{bus}"), 1)
+                .replace("i2cdetect -y <bus>", &format!("i2cdetect -y {bus}"));
+            SensorError::Device(words)
         }
         other => other,
     }
