@@ -139,6 +139,9 @@ fi
 # /dev/gpiochip*, I2C, SPI and PWM for the service's groups: Raspberry Pi
 # OS has such rules already, Debian's kernel leaves them to root.
 if [ -f "$here/60-pinpost.rules" ]; then
+  # A root without udev (a container, an image being prepared) has no
+  # rules folder yet; the rule waits there for udev.
+  mkdir -p /etc/udev/rules.d
   install -m 0644 "$here/60-pinpost.rules" /etc/udev/rules.d/60-pinpost.rules.new
   mv -f /etc/udev/rules.d/60-pinpost.rules.new /etc/udev/rules.d/60-pinpost.rules
   if command -v udevadm >/dev/null 2>&1 && [ -d /run/udev ]; then

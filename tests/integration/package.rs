@@ -481,6 +481,11 @@ fn push_sh_builds_copies_and_installs_over_ssh() {
         !root.path("/root/pinpost-install").exists(),
         "the staging folder is cleaned up"
     );
+    // The GPIO, I2C, SPI and PWM rule, even in a root without udev.
+    assert_eq!(
+        std::fs::read_to_string(root.path("/etc/udev/rules.d/60-pinpost.rules")).unwrap(),
+        std::fs::read_to_string(repo("deploy/60-pinpost.rules")).unwrap()
+    );
     let calls = std::fs::read_to_string(&log).unwrap();
     assert!(
         calls.contains("sudo sh pinpost-install/install.sh"),
