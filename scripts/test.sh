@@ -18,6 +18,7 @@ declare -A needs=(
   [shellcheck]=shellcheck
   [debootstrap]=debootstrap
   [dpkg-deb]=dpkg
+  [faketime]=faketime
 )
 missing=()
 for tool in "${!needs[@]}"; do

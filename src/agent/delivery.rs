@@ -11,11 +11,6 @@ use crate::outbox::{Answer, Limits, Opened, Outbox, Pushed, SpoolError};
 use crate::topics::StatsReport;
 use crate::utc;
 
-/// Unix milliseconds for the outbox (which counts ages, never before 1970).
-pub(super) fn now_ms() -> u64 {
-    u64::try_from(utc::now_unix_millis()).unwrap_or(0)
-}
-
 pub(super) fn limits(config: &crate::config::Outbox) -> Limits {
     Limits {
         memory_limit: config.memory_limit,
@@ -116,7 +111,8 @@ impl Delivery {
 
     /// Queues a message for the broker; it is sent when the link has room.
     pub(super) fn send(&mut self, topic: &str, payload: Vec<u8>, retain: bool, seq: Option<u64>) {
-        match self.outbox.push(topic, payload, retain, seq, now_ms()) {
+        let now = self.outbox.now_ms();
+        match self.outbox.push(topic, payload, retain, seq, now) {
             Pushed::Queued => {}
             Pushed::QueuedDropping(n) => self.note_dropped(n as u64, "oldest"),
             Pushed::Dropped => self.note_dropped(1, "newest"),
@@ -162,7 +158,7 @@ impl Delivery {
 
     /// Hands the link as many messages as the window allows.
     pub(super) fn pump(&mut self) {
-        while let Some(record) = self.outbox.next_to_send(now_ms()) {
+        while let Some(record) = self.outbox.next_to_send(self.outbox.now_ms()) {
             let id = record.id;
             match self
                 .publisher

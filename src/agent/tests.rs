@@ -47,11 +47,11 @@ fn results(agent: &mut Agent) -> Vec<(Option<String>, bool, Option<String>)> {
     outbox.online();
     let mut out = Vec::new();
     loop {
-        let record = match outbox.next_to_send(delivery::now_ms()) {
+        let record = match outbox.next_to_send(outbox.now_ms()) {
             Some(record) => record,
             // Waiting for the spool thread (a seq to reserve).
             None if !outbox.is_empty() && outbox.settle().is_empty() => {
-                match outbox.next_to_send(delivery::now_ms()) {
+                match outbox.next_to_send(outbox.now_ms()) {
                     Some(record) => record,
                     None => break,
                 }

@@ -14,6 +14,11 @@
 //! Per-stream sequence numbers are handed out here, and survive restarts in
 //! the spool, so consumers can see gaps and duplicates.
 //!
+//! Ages are counted on the outbox's own clock ([`age`]), never the wall
+//! clock: a Pi without a real-time clock starts at 1970 or weeks behind and
+//! jumps when network time arrives, and a reading made seconds before such
+//! a jump must not look years old (or years young).
+//!
 //! It is split the way rumqttc splits `state.rs` from its event loop: the
 //! `queue` is the state (what waits where, seqs, byte counts) and says
 //! what the disk must do; `disk` does it on a thread of its own, so the
@@ -22,6 +27,7 @@
 //! It knows topics as strings and nothing of MQTT packets or rumqttc: the
 //! agent moves messages from here to the link and acknowledgements back.
 
+pub mod age;
 mod boot_mark;
 mod crc;
 mod disk;
@@ -217,6 +223,8 @@ pub struct Outbox {
     _lock: Option<std::fs::File>,
     /// This boot's id, for the boot mark written at a clean stop.
     boot: String,
+    /// The clock ages are counted on.
+    age: age::AgeClock,
 }
 
 impl Outbox {
@@ -267,6 +275,7 @@ impl Outbox {
                 ))
             }
         }
+        let age = age::AgeClock::resume(recovered.records.iter().map(|r| r.created_ms));
         let mut queue = Queue::new(limits, true, recovered.next_id, seqs);
         let ((replayed, replayed_bytes), (dropped, dropped_bytes)) =
             queue.recover(&recovered.records);
@@ -279,7 +288,9 @@ impl Outbox {
             Err(e) => {
                 opened.unavailable = Some(Unavailable::Thread(e));
                 queue.spool_lost();
-                return (Outbox::without_disk(dir, queue), opened);
+                let mut outbox = Outbox::without_disk(dir, queue);
+                outbox.age = age;
+                return (outbox, opened);
             }
         };
         let mut outbox = Outbox {
@@ -288,6 +299,7 @@ impl Outbox {
             disk: Some(disk),
             _lock: Some(lock),
             boot: boot.to_string(),
+            age,
         };
         outbox.flush();
         (outbox, opened)
@@ -300,6 +312,7 @@ impl Outbox {
             disk: None,
             _lock: None,
             boot: String::new(),
+            age: age::AgeClock::resume(std::iter::empty()),
         }
     }
 
@@ -350,6 +363,12 @@ impl Outbox {
         let pushed = self.queue.push(topic, payload, retain, seq, now_ms);
         self.flush();
         pushed
+    }
+
+    /// Now on the outbox's own clock ([`age`]): what `push` and
+    /// `next_to_send` take as `now_ms`.
+    pub fn now_ms(&self) -> u64 {
+        self.age.now_ms()
     }
 
     /// The next message to hand to the link, if the window has room; it

@@ -19,6 +19,7 @@ mod audit;
 mod certs;
 mod check;
 mod clean_stop;
+mod clock;
 mod commands;
 #[cfg(feature = "demo")]
 mod demo;
