@@ -51,6 +51,14 @@ pub(super) fn diagnostics(topics: &Topics) -> Vec<Spec> {
             "total_increasing",
             "mdi:delete-alert",
         ),
+        // Dropped for age: with ages on the boot-time clock a clock jump
+        // expires nothing, so a rise here is real time passing offline.
+        stat(
+            "expired",
+            "Outbox expired",
+            "total_increasing",
+            "mdi:timer-sand-empty",
+        ),
         stat(
             "reconnects",
             "Reconnects",

@@ -100,6 +100,7 @@ const ENTITIES: &[(&str, Option<&str>, Option<&str>)] = &[
     ("sensor.pi_01_room", Some("temperature"), Some("°C")),
     ("sensor.pi_01_outbox_queued", None, None),
     ("sensor.pi_01_outbox_dropped", None, None),
+    ("sensor.pi_01_outbox_expired", None, None),
     ("sensor.pi_01_reconnects", None, None),
     ("sensor.pi_01_last_command_result", None, None),
 ];

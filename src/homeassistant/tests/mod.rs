@@ -107,7 +107,7 @@ fn every_entity_is_under_one_device_with_a_distinct_stable_unique_id() {
     let bodies: Vec<Value> = plan.messages.iter().map(json_of).collect();
     assert_eq!(
         bodies.len(),
-        2 + 1 + 1 + 3 + 1 + 5 + 4,
+        2 + 1 + 1 + 3 + 1 + 5 + 5,
         "outputs, pulse, input, sensors, diagnostics"
     );
     let mut ids: Vec<&str> = bodies
@@ -182,7 +182,7 @@ fn the_device_form_is_one_message_with_every_component() {
     assert_eq!(body["o"]["name"], "pinpost");
     assert_eq!(body["availability_topic"], "pinpost/pi-01/status");
     let cmps = body["cmps"].as_object().unwrap();
-    assert_eq!(cmps.len(), 17);
+    assert_eq!(cmps.len(), 18);
     assert_eq!(cmps["output_relay"]["p"], "switch");
     assert_eq!(cmps["output_lamp"]["p"], "light");
     assert_eq!(cmps["pulse_relay"]["p"], "button");
@@ -198,7 +198,7 @@ fn the_device_form_is_one_message_with_every_component() {
     );
     assert_eq!(
         plan.announced.topics["homeassistant/device/pi-01/config"].len(),
-        17
+        18
     );
 }
 

@@ -128,6 +128,7 @@ fn diagnostics_read_the_stats_topic_and_command_results() {
     for (key, class) in [
         ("queued", "measurement"),
         ("dropped", "total_increasing"),
+        ("expired", "total_increasing"),
         ("reconnects", "total_increasing"),
     ] {
         let s = entity(
