@@ -28,6 +28,7 @@ pub mod board;
 pub(crate) mod boot;
 pub(crate) mod certs;
 pub mod cli;
+pub(crate) mod clock;
 pub mod config;
 pub mod control;
 pub(crate) mod demo;

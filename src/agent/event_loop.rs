@@ -31,6 +31,8 @@ impl Agent {
         let mut watchdog_tick =
             tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut stats_tick = tokio::time::interval(self.config.outbox.stats_interval);
+        // Often enough that a log line right after a jump is on the new clock.
+        let mut clock_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let wake = [
                 self.inputs.next_due(),
@@ -55,6 +57,7 @@ impl Agent {
                 () = sleep_until(wake) => self.on_timers(Instant::now()),
                 answer = self.delivery.next_answer() => self.delivery.on_answer(answer),
                 _ = stats_tick.tick() => self.publish_stats(),
+                _ = clock_tick.tick() => self.watch_clock(),
                 _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
             }
         }

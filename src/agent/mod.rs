@@ -161,6 +161,8 @@ struct Agent {
     connected: bool,
     /// The broker was found rewriting `.` in this device's topics (said once).
     dots_said: bool,
+    /// The wall clock against boot time: its jumps are logged.
+    clock: crate::clock::JumpWatch,
     /// Connections made (CONNACKs), for the reconnect count.
     connections: u64,
     /// Outputs have been put in their safe state (by shutdown).
@@ -241,6 +243,7 @@ impl Agent {
             last_failure: None,
             connected: false,
             dots_said: false,
+            clock: crate::clock::JumpWatch::default(),
             connections: 0,
             safe: false,
             refusals,

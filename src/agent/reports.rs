@@ -15,6 +15,17 @@ use crate::topics::{self, PinState, Reading, SensorFailure};
 use crate::utc;
 
 impl Agent {
+    /// Says when the wall clock jumped (NTP setting a Pi that started at
+    /// 1970, a step back): readings and logs on either side of it are on
+    /// different clocks.
+    pub(super) fn watch_clock(&mut self) {
+        let boot = crate::outbox::age::boot_time();
+        let boot_ms = i64::try_from(boot.as_millis()).unwrap_or(i64::MAX);
+        if let Some(jump) = self.clock.observe(crate::utc::now_unix_millis(), boot_ms) {
+            tracing::warn!("{}", jump.words());
+        }
+    }
+
     pub(super) fn publish_stats(&mut self) {
         self.delivery.publish_stats(
             &self.topics.stats(),

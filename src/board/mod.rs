@@ -1,7 +1,7 @@
 //! The pins: a [`Board`] trait with three backends, `rppal` (the Raspberry
 //! Pi's GPIO registers, on the Raspberry Pi OS kernel), `cdev` (the kernel's
 //! GPIO character device, on any kernel) and `sim` (laptops, tests, the
-//! demo). [`choose`] decides what `auto` means here, and says why.
+//! demo). `choose` decides what `auto` means here, and says why.
 //!
 //! Backends are thin: they set pins up from one shared [`PinPlan`], report
 //! "input i may have changed" on a channel, and read or drive levels.

@@ -3,8 +3,8 @@
 //! step leaves them), keeps readings while offline with its clock at 1970
 //! or three weeks behind, then the clock is set to now and the link comes
 //! back. Every reading made before the jump must arrive: an outbox age is
-//! time that passed, not a wall-clock subtraction. A subscriber with a
-//! persistent session is the witness.
+//! time that passed, not a wall-clock subtraction. The jump is logged, how
+//! far and which way. A subscriber with a persistent session is the witness.
 
 use std::path::Path;
 use std::time::Duration;
@@ -98,6 +98,10 @@ fn readings_kept_across_a_clock_set_forward(behind: &str, max_age: &str, made_be
     assert!(
         !log.contains("expired"),
         "nothing may expire by a clock jump: {log}"
+    );
+    assert!(
+        log.contains("the clock jumped forward by"),
+        "the jump is said: {log}"
     );
     println!(
         "{} readings in order without a gap, {before} of them made before the clock was set ({made_before}…)",
