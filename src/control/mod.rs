@@ -243,9 +243,13 @@ pub(crate) fn check_stamp(ts: i64, now: i64, limits: &CommandRules) -> Result<()
         ));
     }
     if now.saturating_sub(ts) > millis(limits.max_age) {
+        // Stale by the sender's clock, or this device's clock is ahead: a
+        // Pi without a real-time clock can be either way, so both are said.
         return Err(format!(
-            "command is stamped {}, older than the {} s allowed (commands.max_age); not applied",
+            "command is stamped {}, {} s before this device's clock ({}), older than the {} s allowed (commands.max_age); not applied. Send it again with a fresh \"ts\"; if it was fresh, this device's clock is ahead: check its time source",
             utc::rfc3339_millis(ts),
+            now.saturating_sub(ts) / 1000,
+            utc::rfc3339_millis(now),
             limits.max_age.as_secs()
         ));
     }
