@@ -176,7 +176,10 @@ fn retained_and_stale_commands_are_not_applied() {
     let stale = format!(r#"{{"action":"on","ts":{}}}"#, (NOW - 60_000) / 1000);
     let words = refused("relay", &stale);
     assert!(words.contains("older than the 30 s allowed"), "{words}");
-    assert!(words.contains("if it was fresh, this device's clock is ahead"), "{words}");
+    assert!(
+        words.contains("if it was fresh, this device's clock is ahead"),
+        "{words}"
+    );
 }
 
 #[test]
