@@ -199,6 +199,9 @@ pub(crate) struct StatsReport {
     pub(crate) expired: u64,
     /// Connections made after the first.
     pub(crate) reconnects: u64,
+    /// `"trusted"` once a time source has set the wall clock
+    /// (`clock::trust`), `"untrusted"` before: `ts` is then the device's guess.
+    pub(crate) clock: &'static str,
     pub(crate) ts: String,
 }
 

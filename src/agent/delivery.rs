@@ -239,7 +239,13 @@ impl Delivery {
 
     /// The counters on `<prefix>/<id>/stats`: retained and QoS 0, since a
     /// stale copy is worthless and must never wait in the outbox.
-    pub(super) fn publish_stats(&mut self, topic: &str, connected: bool, reconnects: u64) {
+    pub(super) fn publish_stats(
+        &mut self,
+        topic: &str,
+        connected: bool,
+        reconnects: u64,
+        clock_trusted: bool,
+    ) {
         let s = self.outbox.stats();
         let report = StatsReport {
             queued: s.queued,
@@ -250,6 +256,11 @@ impl Delivery {
             dropped: s.dropped,
             expired: s.expired,
             reconnects,
+            clock: if clock_trusted {
+                "trusted"
+            } else {
+                "untrusted"
+            },
             ts: utc::rfc3339_millis(utc::now_unix_millis()),
         };
         tracing::debug!(?report, "stats");

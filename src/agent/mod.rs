@@ -163,6 +163,9 @@ struct Agent {
     dots_said: bool,
     /// The wall clock against boot time: its jumps are logged.
     clock: crate::clock::JumpWatch,
+    /// Whether the wall clock was trusted at the last look (`None`: not
+    /// looked yet); said when it changes.
+    clock_trusted: Option<bool>,
     /// Connections made (CONNACKs), for the reconnect count.
     connections: u64,
     /// Outputs have been put in their safe state (by shutdown).
@@ -244,6 +247,7 @@ impl Agent {
             connected: false,
             dots_said: false,
             clock: crate::clock::JumpWatch::default(),
+            clock_trusted: None,
             connections: 0,
             safe: false,
             refusals,

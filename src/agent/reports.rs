@@ -24,6 +24,18 @@ impl Agent {
         if let Some(jump) = self.clock.observe(crate::utc::now_unix_millis(), boot_ms) {
             tracing::warn!("{}", jump.words());
         }
+        let trust = crate::clock::trust::judge(&crate::clock::trust::signals(false));
+        if self.clock_trusted != Some(trust.trusted) {
+            if trust.trusted {
+                tracing::info!("the clock is trusted: {}", trust.why);
+            } else {
+                tracing::warn!(
+                    "the clock is not trusted: {}; readings carry its time all the same",
+                    trust.why
+                );
+            }
+            self.clock_trusted = Some(trust.trusted);
+        }
     }
 
     pub(super) fn publish_stats(&mut self) {
@@ -31,6 +43,7 @@ impl Agent {
             &self.topics.stats(),
             self.connected,
             self.connections.saturating_sub(1),
+            self.clock_trusted.unwrap_or(false),
         );
     }
 

@@ -53,6 +53,7 @@ pub(super) async fn run(args: CheckArgs) -> Result<(), CliError> {
             Finding::Worth(words) => Step::warn(words),
         });
     }
+    report.say(clock_step());
     for step in preflight::files(&config, crate::utc::now_unix()) {
         report.say(step);
     }
@@ -70,6 +71,28 @@ pub(super) async fn run(args: CheckArgs) -> Result<(), CliError> {
         probe(&one, several, &mut report).await;
     }
     report.finish()
+}
+
+/// The clock, as the agent judges it (and the kernel, which the tools may
+/// ask). Only a clock that was never set is worth fixing here: an
+/// unsynchronised one is usual on a laptop and harmless to the check.
+fn clock_step() -> Step {
+    let signals = crate::clock::trust::signals(true);
+    let trust = crate::clock::trust::judge(&signals);
+    let reads = crate::utc::rfc3339_millis(signals.wall_ms);
+    if signals.wall_ms < crate::clock::trust::NOT_BEFORE_MS {
+        Step::warn(format!(
+            "clock: {}; set it, or let NTP set it, before trusting any ts",
+            trust.why
+        ))
+    } else if trust.trusted {
+        Step::pass(format!("clock: reads {reads}, trusted: {}", trust.why))
+    } else {
+        Step::pass(format!(
+            "clock: reads {reads}, not confirmed by a time source: {}",
+            trust.why
+        ))
+    }
 }
 
 /// Connects to the (one) broker of `config`, subscribes to the device's own

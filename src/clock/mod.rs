@@ -5,7 +5,10 @@
 //! words (how far, which way) so a log that goes from 1970 to today, or
 //! back an hour, explains itself.
 //!
-//! Pure: it is handed both clocks' readings. It knows nothing else.
+//! `JumpWatch` is pure: it is handed both clocks' readings. Whether the
+//! clock can be trusted at all is [`trust`].
+
+pub(crate) mod trust;
 
 /// A change of the offset smaller than this is drift or a slew, not a jump.
 const JUMP_MS: i64 = 2_000;

@@ -103,6 +103,10 @@ fn readings_kept_across_a_clock_set_forward(behind: &str, max_age: &str, made_be
         log.contains("the clock jumped forward by"),
         "the jump is said: {log}"
     );
+    assert!(
+        log.contains(&format!("the clock is not trusted: it reads {made_before}")),
+        "a clock before this pinpost was written is said untrusted: {log}"
+    );
     println!(
         "{} readings in order without a gap, {before} of them made before the clock was set ({made_before}…)",
         t.unique
