@@ -24,12 +24,20 @@ impl Agent {
         if let Some(jump) = self.clock.observe(crate::utc::now_unix_millis(), boot_ms) {
             tracing::warn!("{}", jump.words());
         }
-        let trust = crate::clock::trust::judge(&crate::clock::trust::signals(false));
+        let signals = crate::clock::trust::signals(false);
+        let trust = crate::clock::trust::judge(&signals);
         if self.clock_trusted != Some(trust.trusted) {
             if trust.trusted {
                 tracing::info!("the clock is trusted: {}", trust.why);
-            } else {
+            } else if signals.wall_ms < crate::clock::trust::NOT_BEFORE_MS {
                 tracing::warn!(
+                    "the clock is not trusted: {}; readings carry its time all the same",
+                    trust.why
+                );
+            } else {
+                // A plausible clock no time source has confirmed (a laptop
+                // with chrony, a container): worth knowing, not a warning.
+                tracing::info!(
                     "the clock is not trusted: {}; readings carry its time all the same",
                     trust.why
                 );
