@@ -127,30 +127,31 @@ impl<B: I2c + Send> Sensor for Chip<B> {
             Bus::Closed(_) => return Err(SensorError::Device("the I2C bus is closed".into())),
         };
         let mut delay = Sleep;
-        let read = match &self.model {
-            Model::Bme280 => read_bme280(i2c, self.address, false, &mut delay),
-            Model::Bmp280 => read_bme280(i2c, self.address, true, &mut delay),
-            Model::Ads1115 { channels, gain } => {
-                read_ads1115(i2c, self.address, channels, *gain, &mut delay)
-            }
-            Model::Sht3x => read_sht3x(i2c, self.address, &mut delay),
+        let at = At {
+            bus: self.bus_number,
+            address: self.address,
         };
-        read.map_err(|e| on_bus(e, self.address, self.bus_number))
+        match &self.model {
+            Model::Bme280 => read_bme280(i2c, at, false, &mut delay),
+            Model::Bmp280 => read_bme280(i2c, at, true, &mut delay),
+            Model::Ads1115 { channels, gain } => read_ads1115(i2c, at, channels, *gain, &mut delay),
+            Model::Sht3x => read_sht3x(i2c, at, &mut delay),
+        }
     }
 }
 
-/// Names the bus beside the address a driver's words give: a Pi with two
-/// buses (or an overlay's third) has the same address on each.
-fn on_bus(e: SensorError, address: u8, bus: u8) -> SensorError {
-    match e {
-        SensorError::Device(words) => {
-            let at = format!("at 0x{address:02x}");
-            let words = words
-                .replacen(&at, &format!("{at} on /dev/i2c-{bus}"), 1)
-                .replace("i2cdetect -y <bus>", &format!("i2cdetect -y {bus}"));
-            SensorError::Device(words)
-        }
-        other => other,
+/// Where a chip is: its bus and address, said together ("0x76 on
+/// /dev/i2c-1"), since a Pi with two buses (or an overlay's third) can have
+/// the same address on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct At {
+    pub(crate) bus: u8,
+    pub(crate) address: u8,
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0x{:02x} on /dev/i2c-{}", self.address, self.bus)
     }
 }
 
@@ -166,15 +167,17 @@ impl DelayNs for Sleep {
 /// A driver's error in words. The drivers' error types are only `Debug`
 /// (and wrap the bus's error), so the usual causes are recognised in that
 /// text and said plainly; anything else is quoted after "the driver said".
-fn chip_error(chip: &str, address: u8, e: impl std::fmt::Debug) -> SensorError {
+fn chip_error(chip: &str, at: At, e: impl std::fmt::Debug) -> SensorError {
     let detail = format!("{e:?}");
     let words = if detail.contains("NoAcknowledge")
         || detail.contains("Remote I/O")
         || detail.contains("code: 121")
     {
-        "nothing answers at that address (check the wiring, the address and \
-         `i2cdetect -y <bus>`)"
-            .to_string()
+        format!(
+            "nothing answers at that address (check the wiring, the address and \
+             `i2cdetect -y {}`)",
+            at.bus
+        )
     } else if detail.contains("code: 110") || detail.contains("TimedOut") {
         "the bus timed out (a chip holding SDA low, or a missing pull-up)".to_string()
     } else if detail.contains("UnsupportedChip") {
@@ -186,7 +189,7 @@ fn chip_error(chip: &str, address: u8, e: impl std::fmt::Debug) -> SensorError {
     } else {
         format!("the driver said {detail}")
     };
-    SensorError::Device(format!("{chip} at 0x{address:02x}: {words}"))
+    SensorError::Device(format!("{chip} at {at}: {words}"))
 }
 
 const BME280_ID: u8 = 0x60;
@@ -194,31 +197,32 @@ const BMP280_ID: u8 = 0x58;
 
 fn read_bme280<I: I2c>(
     i2c: &mut I,
-    address: u8,
+    at: At,
     bmp: bool,
     delay: &mut impl DelayNs,
 ) -> Result<Vec<Measurement>, SensorError> {
+    let address = at.address;
     let chip = if bmp { "BMP280" } else { "BME280" };
     // The driver accepts both chips without saying which it found, and
     // reads humidity registers a BMP280 does not have.
     let mut id = [0u8];
     i2c.write_read(address, &[0xD0], &mut id)
-        .map_err(|e| chip_error(chip, address, e))?;
+        .map_err(|e| chip_error(chip, at, e))?;
     match (id[0], bmp) {
         (BME280_ID, false) | (BMP280_ID, true) => {}
         (BMP280_ID, false) => {
             return Err(SensorError::Device(format!(
-                "the chip at 0x{address:02x} is a BMP280 (no humidity); set kind = \"bmp280\""
+                "the chip at {at} is a BMP280 (no humidity); set kind = \"bmp280\""
             )));
         }
         (BME280_ID, true) => {
             return Err(SensorError::Device(format!(
-                "the chip at 0x{address:02x} is a BME280; set kind = \"bme280\" to get humidity too"
+                "the chip at {at} is a BME280; set kind = \"bme280\" to get humidity too"
             )));
         }
         (other, _) => {
             return Err(SensorError::Device(format!(
-                "the chip at 0x{address:02x} has id 0x{other:02x}, not a BME280 (0x60) or BMP280 (0x58)"
+                "the chip at {at} has id 0x{other:02x}, not a BME280 (0x60) or BMP280 (0x58)"
             )));
         }
     }
@@ -233,10 +237,8 @@ fn read_bme280<I: I2c>(
     let mut driver = bme280::i2c::BME280::new(&mut *i2c, address);
     driver
         .init_with_config(delay, config)
-        .map_err(|e| chip_error(chip, address, e))?;
-    let m = driver
-        .measure(delay)
-        .map_err(|e| chip_error(chip, address, e))?;
+        .map_err(|e| chip_error(chip, at, e))?;
+    let m = driver.measure(delay).map_err(|e| chip_error(chip, at, e))?;
     let mut out = vec![
         Measurement::named("temperature", f64::from(m.temperature), "°C"),
         Measurement::named("pressure", f64::from(m.pressure) / 100.0, "hPa"),
@@ -263,11 +265,12 @@ const ADS_POLLS: u32 = 100;
 
 fn read_ads1115<I: I2c>(
     i2c: &mut I,
-    address: u8,
+    at: At,
     channels: &[u8],
     gain: f64,
     delay: &mut impl DelayNs,
 ) -> Result<Vec<Measurement>, SensorError> {
+    let address = at.address;
     let target = match address {
         0x49 => TargetAddr::Vdd,
         0x4a => TargetAddr::Sda,
@@ -276,7 +279,7 @@ fn read_ads1115<I: I2c>(
     };
     let mut adc = Ads1x1x::new_ads1115(&mut *i2c, target);
     adc.set_full_scale_range(range(gain))
-        .map_err(|e| chip_error("ADS1115", address, e))?;
+        .map_err(|e| chip_error("ADS1115", at, e))?;
     let mut out = Vec::with_capacity(channels.len());
     for &ch in channels {
         let mut polls = 0;
@@ -295,10 +298,10 @@ fn read_ads1115<I: I2c>(
                 }
                 Err(nb::Error::WouldBlock) => {
                     return Err(SensorError::Device(format!(
-                        "ADS1115 at 0x{address:02x}: channel {ch} never finished converting"
+                        "ADS1115 at {at}: channel {ch} never finished converting"
                     )));
                 }
-                Err(nb::Error::Other(e)) => return Err(chip_error("ADS1115", address, e)),
+                Err(nb::Error::Other(e)) => return Err(chip_error("ADS1115", at, e)),
             }
         };
         let volts = f64::from(raw) * gain / 32768.0;
@@ -309,15 +312,16 @@ fn read_ads1115<I: I2c>(
 
 fn read_sht3x<I: I2c>(
     i2c: &mut I,
-    address: u8,
+    at: At,
     delay: &mut impl DelayNs,
 ) -> Result<Vec<Measurement>, SensorError> {
+    let address = at.address;
     let mut sht = embedded_sht3x::Sht3x::new(&mut *i2c, address, &mut *delay)
-        .map_err(|e| chip_error("SHT3x", address, e))?;
+        .map_err(|e| chip_error("SHT3x", at, e))?;
     sht.repeatability = embedded_sht3x::Repeatability::High;
     let m = sht
         .single_measurement()
-        .map_err(|e| chip_error("SHT3x", address, e))?;
+        .map_err(|e| chip_error("SHT3x", at, e))?;
     Ok(vec![
         Measurement::named("temperature", f64::from(m.temperature.0), "°C"),
         Measurement::named("humidity", f64::from(m.relative_humidity.value()), "%"),
@@ -343,6 +347,10 @@ mod tests {
     use super::*;
     use embedded_hal_mock::eh1::delay::NoopDelay;
     use embedded_hal_mock::eh1::i2c::{Mock, Transaction as T};
+
+    fn bus1(address: u8) -> At {
+        At { bus: 1, address }
+    }
 
     /// Bosch's worked example (BMP280 datasheet) for T and P, humidity
     /// calibration from a real BME280.
@@ -386,7 +394,7 @@ mod tests {
     #[test]
     fn a_bme280_gives_temperature_pressure_and_humidity() {
         let mut i2c = Mock::new(&bme_exchange(0x76, 0x60));
-        let m = read_bme280(&mut i2c.clone(), 0x76, false, &mut NoopDelay::new()).unwrap();
+        let m = read_bme280(&mut i2c.clone(), bus1(0x76), false, &mut NoopDelay::new()).unwrap();
         assert!((value(&m, "temperature") - 25.08).abs() < 0.01);
         assert!((value(&m, "pressure") - 1006.53).abs() < 0.01, "hPa");
         assert!((value(&m, "humidity") - 48.889).abs() < 0.05);
@@ -396,7 +404,7 @@ mod tests {
     #[test]
     fn a_bmp280_has_no_humidity() {
         let mut i2c = Mock::new(&bme_exchange(0x77, 0x58));
-        let m = read_bme280(&mut i2c.clone(), 0x77, true, &mut NoopDelay::new()).unwrap();
+        let m = read_bme280(&mut i2c.clone(), bus1(0x77), true, &mut NoopDelay::new()).unwrap();
         assert_eq!(m.len(), 2);
         assert!((value(&m, "temperature") - 25.08).abs() < 0.01);
         i2c.done();
@@ -405,7 +413,8 @@ mod tests {
     #[test]
     fn the_wrong_chip_kind_says_which_to_configure() {
         let mut i2c = Mock::new(&[T::write_read(0x76, vec![0xD0], vec![0x58])]);
-        let e = read_bme280(&mut i2c.clone(), 0x76, false, &mut NoopDelay::new()).unwrap_err();
+        let e =
+            read_bme280(&mut i2c.clone(), bus1(0x76), false, &mut NoopDelay::new()).unwrap_err();
         assert!(e.to_string().contains("set kind = \"bmp280\""), "{e}");
         i2c.done();
     }
@@ -425,7 +434,14 @@ mod tests {
             T::write_read(a, vec![0x01], vec![0xF3, 0x83]), // done
             T::write_read(a, vec![0x00], vec![0xE0, 0x00]), // -8192
         ]);
-        let m = read_ads1115(&mut i2c.clone(), a, &[0, 3], 4.096, &mut NoopDelay::new()).unwrap();
+        let m = read_ads1115(
+            &mut i2c.clone(),
+            bus1(a),
+            &[0, 3],
+            4.096,
+            &mut NoopDelay::new(),
+        )
+        .unwrap();
         assert_eq!(m.len(), 2);
         assert!((value(&m, "a0") - 2.048).abs() < 1e-9);
         assert!((value(&m, "a3") + 1.024).abs() < 1e-9);
@@ -468,7 +484,7 @@ mod tests {
     fn an_sht3x_gives_temperature_and_humidity() {
         assert_eq!(crc8(&[0xBE, 0xEF]), 0x92, "the datasheet's CRC example");
         let mut i2c = Mock::new(&sht_exchange(sht_frame(0x6666, 0x8000)));
-        let m = read_sht3x(&mut i2c.clone(), 0x44, &mut NoopDelay::new()).unwrap();
+        let m = read_sht3x(&mut i2c.clone(), bus1(0x44), &mut NoopDelay::new()).unwrap();
         assert!((value(&m, "temperature") - 25.0).abs() < 0.01);
         assert!((value(&m, "humidity") - 50.0).abs() < 0.01);
         i2c.done();
@@ -479,7 +495,7 @@ mod tests {
         let mut frame = sht_frame(0x6666, 0x8000);
         frame[2] ^= 0xFF;
         let mut i2c = Mock::new(&sht_exchange(frame));
-        let e = read_sht3x(&mut i2c.clone(), 0x44, &mut NoopDelay::new()).unwrap_err();
+        let e = read_sht3x(&mut i2c.clone(), bus1(0x44), &mut NoopDelay::new()).unwrap_err();
         assert!(e.to_string().contains("SHT3x at 0x44"), "{e}");
         i2c.done();
     }
@@ -487,8 +503,7 @@ mod tests {
     #[test]
     fn a_chip_that_does_not_answer_is_said_with_its_bus_and_address_in_words() {
         let nack = std::io::Error::from_raw_os_error(121);
-        let e = chip_error("BME280", 0x77, rppal::i2c::Error::Io(nack));
-        let e = on_bus(e, 0x77, 1).to_string();
+        let e = chip_error("BME280", bus1(0x77), rppal::i2c::Error::Io(nack)).to_string();
         assert!(
             e.starts_with("BME280 at 0x77 on /dev/i2c-1: nothing answers at that address"),
             "{e}"
@@ -497,7 +512,7 @@ mod tests {
             !e.contains("Os {") && !e.contains("Io("),
             "no debug text: {e}"
         );
-        let e = chip_error("BME280", 0x76, "UnsupportedChip");
+        let e = chip_error("BME280", bus1(0x76), "UnsupportedChip");
         assert!(e.to_string().contains("does not say it is a BME280"), "{e}");
     }
 
