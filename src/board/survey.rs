@@ -55,6 +55,9 @@ fn cdev(config: &Config, why: &str) -> Vec<Finding> {
         found.label,
         found.lines
     ))];
+    // Opened once for every pin's line info; a chip we may not open is
+    // already said above, by `find`.
+    let opened = gpiocdev::Chip::from_path(&found.path).ok();
     let pins = config
         .inputs
         .iter()
@@ -65,8 +68,8 @@ fn cdev(config: &Config, why: &str) -> Vec<Finding> {
             findings.push(Finding::Worth(e.to_string()));
             continue;
         }
-        let info = gpiocdev::Chip::from_path(&found.path).and_then(|c| c.line_info(u32::from(pin)));
-        if let Ok(info) = info {
+        let info = opened.as_ref().map(|c| c.line_info(u32::from(pin)));
+        if let Some(Ok(info)) = info {
             // Our own consumer is the service, running as it should.
             if info.used && info.consumer != super::cdev::CONSUMER {
                 findings.push(Finding::Worth(format!(

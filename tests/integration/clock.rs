@@ -26,11 +26,7 @@ fn readings_kept_across_a_clock_set_forward(behind: &str, max_age: &str, made_be
     let server = pki.server(&["127.0.0.1"]);
     pki.client("pi-01");
     let operator = pki.client("operator");
-    let broker = Broker::start(&BrokerSetup {
-        tls: Some((pki.ca.cert.clone(), server)),
-        require_certificate: true,
-        ..BrokerSetup::default()
-    });
+    let broker = Broker::mutual(&pki, server);
     let gate = Gate::start("127.0.0.1", broker.port);
     gate.close();
     let mut sub = Subscriber::start(
