@@ -442,10 +442,10 @@ declare -a BOOT_TIMES=()
 # pe.checks on the kernel command line; the guest reports each by name.
 boot_stock() {
   boot stock qemu-system-aarch64 raspi3b "$MAT/arm64/vmlinuz" "$MAT/arm64/stock.dtb" "$RUN/arm64.gz" \
-    "$RASPI3_APPEND pe.checks=rppal_refused,auto_picks_cdev,gpio_cdev,run_cdev,outputs_cdev,pwm_cdev_needs_overlay,held_by_gpioset,held_by_pinpost"
+    "$RASPI3_APPEND pe.checks=rppal_refused,auto_picks_cdev,gpio_cdev,run_cdev,outputs_cdev,pwm_cdev_needs_overlay,held_by_gpioset,held_by_pinpost,check_board"
   collect stock rppal-refused auto-picks-cdev gpio-cdev run-cdev/online run-cdev/command-moves-pin \
     run-cdev/result run-cdev/state run-cdev/safe-state outputs-cdev/no-glitch outputs-cdev/initial \
-    outputs-cdev/pulse outputs-cdev/soft-pwm pwm-cdev-needs-overlay held-by-gpioset held-by-pinpost
+    outputs-cdev/pulse outputs-cdev/soft-pwm pwm-cdev-needs-overlay held-by-gpioset held-by-pinpost check-board
 }
 
 boot_relaxed() {

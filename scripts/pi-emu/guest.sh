@@ -476,6 +476,29 @@ held_by() { # NAME HOLDER PIN COMMAND...
     fail "$name" "gpioinfo: $held; pinpost exit $rc, does not name $holder: $(echo "$out" | oneline)"
   fi
 }
+# `pinpost check` on the board, without claiming a line: the backend and
+# why, a line another program holds, and the overlay a PWM pin lacks.
+check_board() {
+  agent_config /tmp/check.toml auto \
+    '[[input]]' 'name = "button"' 'pin = 17' \
+    '[[output]]' 'name = "fan"' 'pin = 18' 'pwm = true'
+  gpioset --mode=signal gpiochip0 17=1 >/tmp/holder.log 2>&1 &
+  h=$!
+  wait_for 10 sh -c "gpioinfo gpiochip0 | grep -E '^[[:space:]]*line[[:space:]]+17:' | grep -q gpioset"
+  out=$(pinpost check --offline --config /tmp/check.toml 2>&1)
+  kill -TERM "$h" 2>/dev/null
+  wait "$h" 2>/dev/null
+  bad=''
+  echo "$out" | grep -q 'board: the kernel.s GPIO character device /dev/gpiochip0 "pinctrl-bcm2835" (54 lines) (auto: there is no /dev/gpiomem' || bad="$bad; no board line"
+  echo "$out" | grep -q '! GPIO17 is already in use by "gpioset"' || bad="$bad; GPIO17's holder not named"
+  echo "$out" | grep -q '! GPIO18: hardware PWM needs .*dtoverlay=pwm,pin=18,func=2' || bad="$bad; no overlay advice for GPIO18"
+  if [ -z "$bad" ]; then
+    pass check-board "$(echo "$out" | grep -E 'board:|GPIO1[78]' | oneline)"
+  else
+    fail check-board "${bad#; }: $(echo "$out" | oneline)"
+  fi
+}
+
 held_by_gpioset() { held_by held-by-gpioset gpioset 17 gpioset --mode=signal gpiochip0 17=1; }
 held_by_pinpost() { held_by held-by-pinpost pinpost 22 pinpost gpio --board cdev write --for 20s 22 on; }
 
