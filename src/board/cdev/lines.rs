@@ -10,7 +10,7 @@ use gpiocdev::Request;
 use gpiocdev::line::{Bias, EdgeDetection, Value};
 
 use super::chip::{self, ChipFound};
-use super::{CONSUMER, POLL, Shared, value};
+use super::{CONSUMER, POLL};
 use crate::board::{BoardError, EdgeSender, InputSetup};
 use crate::config::Pull;
 
@@ -243,3 +243,11 @@ fn poll(line: &Line, index: usize, edges: &EdgeSender, stop: &AtomicBool) {
         }
     }
 }
+
+/// The kernel's word for a level (lines are requested active-high).
+fn value(high: bool) -> Value {
+    if high { Value::Active } else { Value::Inactive }
+}
+
+/// A request shared by the board, its watcher and a PWM thread.
+type Shared = Arc<Request>;

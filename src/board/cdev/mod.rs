@@ -26,9 +26,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use gpiocdev::Request;
-use gpiocdev::line::Value;
-
 use super::kernel_pwm::{self, KernelPwm, Route};
 use super::soft_pwm::{SetLevel, SoftPwm};
 use super::{Board, BoardError, EdgeSender, PinPlan, PwmSetup};
@@ -249,11 +246,3 @@ impl Drop for CdevBoard {
         // Software PWM threads stop as `outputs` drops, before its lines.
     }
 }
-
-/// The kernel's word for a level (lines are requested active-high).
-pub(crate) fn value(high: bool) -> Value {
-    if high { Value::Active } else { Value::Inactive }
-}
-
-/// A request shared by the board, its watcher and a PWM thread.
-pub(crate) type Shared = Arc<Request>;
