@@ -21,7 +21,7 @@
 
 use serde::Serialize;
 
-use crate::utc;
+use crate::clock::dating::{self, Dated};
 
 pub(crate) const ONLINE: &str = "online";
 pub(crate) const OFFLINE: &str = "offline";
@@ -119,7 +119,8 @@ pub(crate) struct PinState {
     pub(crate) duty: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) hz: Option<f64>,
-    pub(crate) ts: String,
+    #[serde(flatten)]
+    pub(crate) when: Dated,
     pub(crate) seq: u64,
 }
 
@@ -129,7 +130,7 @@ impl PinState {
             value,
             duty: None,
             hz: None,
-            ts: utc::rfc3339_millis(utc::now_unix_millis()),
+            when: dating::now(),
             seq,
         }
     }
@@ -144,7 +145,8 @@ impl PinState {
 pub(crate) struct Reading<'a> {
     pub(crate) value: f64,
     pub(crate) unit: &'a str,
-    pub(crate) ts: String,
+    #[serde(flatten)]
+    pub(crate) when: Dated,
     pub(crate) seq: u64,
 }
 
@@ -154,10 +156,12 @@ impl Reading<'_> {
         if self.value.is_finite() {
             serde_json::to_vec(self).unwrap_or_default()
         } else {
-            serde_json::to_vec(&serde_json::json!({
-                "value": null, "unit": self.unit, "ts": self.ts, "seq": self.seq
-            }))
-            .unwrap_or_default()
+            let mut object = serde_json::Map::new();
+            object.insert("value".into(), serde_json::Value::Null);
+            object.insert("unit".into(), self.unit.into());
+            self.when.insert_into(&mut object);
+            object.insert("seq".into(), self.seq.into());
+            serde_json::to_vec(&object).unwrap_or_default()
         }
     }
 }
@@ -169,16 +173,18 @@ impl Reading<'_> {
 #[derive(Debug, Clone)]
 pub(crate) struct SensorFailure<'a> {
     pub(crate) error: &'a str,
-    pub(crate) ts: String,
+    pub(crate) when: Dated,
     pub(crate) seq: u64,
 }
 
 impl SensorFailure<'_> {
     pub(crate) fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "value": null, "error": self.error, "ts": self.ts, "seq": self.seq
-        }))
-        .unwrap_or_default()
+        let mut object = serde_json::Map::new();
+        object.insert("value".into(), serde_json::Value::Null);
+        object.insert("error".into(), self.error.into());
+        self.when.insert_into(&mut object);
+        object.insert("seq".into(), self.seq.into());
+        serde_json::to_vec(&object).unwrap_or_default()
     }
 }
 

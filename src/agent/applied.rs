@@ -47,9 +47,6 @@ pub(super) const FILE_NAME: &str = "applied-commands.json";
 pub(super) const MAX_KEYS: usize = 16;
 /// Larger than any file this module writes (outputs × keys × key size).
 const MAX_FILE_BYTES: u64 = 256 * 1024;
-/// A step of the wall clock larger than this is the clock being set, not
-/// the jitter of reading two clocks.
-const CLOCK_STEP_MILLIS: i64 = 1000;
 /// Changes at every boot; the same for every process of one boot.
 /// For the syncer's log lines.
 const WHAT: &str = "the record of applied commands";
@@ -68,6 +65,14 @@ struct Record {
     /// found the record unreadable or possibly incomplete.
     #[serde(default, skip_serializing_if = "is_false")]
     lost: bool,
+    /// For a floor: that start in the boot's own clock (`CLOCK_BOOTTIME`,
+    /// ms), which no setting of the wall clock moves. `ts` is then only
+    /// the wall clock's guess, and the floor is dated by the clock as it
+    /// reads now: a start at 1970, three weeks behind or an hour ahead is
+    /// the real start once the clock is set. Meaningful in the file's own
+    /// boot only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_ms: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -101,32 +106,39 @@ pub(super) struct Applied {
     /// records may be written without waiting for the disk.
     marked: bool,
     syncer: Syncer,
-    /// The monotonic and the wall clock when loaded, and the wall clock
-    /// (a parameter for tests), to see the wall clock being set.
-    loaded: (std::time::Instant, i64),
-    wall: fn() -> i64,
+    /// The wall clock and the boot's clock now (a parameter for tests).
+    now: Now,
+}
+
+/// The wall clock (Unix ms) and the boot's own clock (`CLOCK_BOOTTIME`, ms).
+pub(super) type Now = fn() -> (i64, u64);
+
+fn real_now() -> (i64, u64) {
+    (utc::now_unix_millis(), crate::clock::uptime_ms())
 }
 
 impl Applied {
     /// Loads the record in `dir` (see [`Applied::load_with`]), syncing with
-    /// fsync, in the boot the kernel names.
-    pub(super) fn load(dir: &Path, names: &[String], now_millis: i64) -> (Applied, Vec<String>) {
+    /// fsync, in the boot the kernel names, on the real clocks.
+    pub(super) fn load(dir: &Path, names: &[String]) -> (Applied, Vec<String>) {
         let boot = crate::boot::id();
-        Applied::load_with(dir, names, now_millis, &boot, syncer::fsync())
+        Applied::load_with(dir, names, &boot, syncer::fsync(), real_now)
     }
 
     /// Loads the record in `dir`. A missing file is a first start. A file
     /// that cannot be read, or one left by another boot without a clean
     /// stop, is reported (the returned texts) and every output then refuses
-    /// commands stamped before `now_millis`: any of them might be a replay.
-    /// The record is then made durable as this boot's, not clean, before
-    /// anything is written without waiting for the disk.
+    /// commands stamped before this start: any of them might be a replay.
+    /// The start is kept in the boot's own clock, so it is dated right
+    /// whatever the wall clock read at the time. The record is then made
+    /// durable as this boot's, not clean, before anything is written
+    /// without waiting for the disk.
     pub(super) fn load_with(
         dir: &Path,
         names: &[String],
-        now_millis: i64,
         boot: &str,
         sync: SyncStep,
+        now: Now,
     ) -> (Applied, Vec<String>) {
         let mut applied = Applied {
             path: dir.join(FILE_NAME),
@@ -135,14 +147,13 @@ impl Applied {
             boot: boot.to_string(),
             marked: false,
             syncer: Syncer::start(WHAT, IF_SYNC_FAILS, sync),
-            loaded: (std::time::Instant::now(), utc::now_unix_millis()),
-            wall: utc::now_unix_millis,
+            now,
         };
         if names.is_empty() {
             // No output, no command to record: nothing to read or write.
             return (applied, Vec::new());
         }
-        let mut problems: Vec<String> = applied.take_over(now_millis).into_iter().collect();
+        let mut problems: Vec<String> = applied.take_over().into_iter().collect();
         if !applied.marked {
             match applied.write_durably(false) {
                 Ok(()) => applied.marked = true,
@@ -160,15 +171,27 @@ impl Applied {
 
     /// The records the last run left, floored when they cannot be trusted
     /// whole (the text says why, for the log).
-    fn take_over(&mut self, now_millis: i64) -> Option<String> {
+    fn take_over(&mut self) -> Option<String> {
+        let start = (self.now)();
         let why = match read(&self.path) {
             Ok(None) => return None,
             Ok(Some(file)) => {
+                let boot = self.boot.as_str();
+                let same_boot = !boot.is_empty() && file.boot.as_deref() == Some(boot);
                 for (i, name) in self.names.iter().enumerate() {
                     self.records[i] = file.outputs.get(name).cloned();
                 }
-                let boot = self.boot.as_str();
-                self.marked = !boot.is_empty() && file.boot.as_deref() == Some(boot) && !file.clean;
+                if !same_boot {
+                    // A floor of another boot was dated by that boot's
+                    // clock, which may have been ahead: this start, dated
+                    // by this boot's, refuses all it did and no more.
+                    for record in self.records.iter_mut().flatten() {
+                        if record.lost {
+                            *record = floor_at(start);
+                        }
+                    }
+                }
+                self.marked = same_boot && !file.clean;
                 format!(
                     "{}, so commands applied just before may be missing from it",
                     distrust(&file, boot)?
@@ -176,7 +199,7 @@ impl Applied {
             }
             Err(why) => why,
         };
-        floor(&mut self.records, now_millis);
+        floor(&mut self.records, start);
         Some(format!(
             "the record of applied commands {} {why}; commands stamped before now are \
              refused, since any of them might be a replay",
@@ -239,6 +262,7 @@ impl Applied {
                     ts: stamp.at_millis,
                     keys: vec![stamp.key.clone()],
                     lost: false,
+                    boot_ms: None,
                 })
             }
         }
@@ -270,23 +294,10 @@ impl Applied {
         })
     }
 
-    /// A record's stamp; for a floor, the start time as the clock now
-    /// knows it. A Pi without a real-time clock may start with a clock
-    /// hours behind (fake-hwclock's last save): when the clock is later set
-    /// forward by more than [`CLOCK_STEP_MILLIS`], the floor moves with it,
-    /// so that the commands of the run before a power cut stay refused.
+    /// A record's stamp; for a floor, the start dated by the wall clock as
+    /// it reads now (see [`Record::boot_ms`]).
     fn ts_of(&self, record: &Record) -> i64 {
-        if !record.lost {
-            return record.ts;
-        }
-        let (at, wall) = self.loaded;
-        let elapsed = i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let step = (self.wall)().saturating_sub(wall).saturating_sub(elapsed);
-        if step > CLOCK_STEP_MILLIS {
-            record.ts.saturating_add(step)
-        } else {
-            record.ts
-        }
+        dated(record, (self.now)())
     }
 
     /// Without waiting for the disk when it may (the syncer catches up),
@@ -373,18 +384,36 @@ fn distrust(file: &File, boot: &str) -> Option<&'static str> {
     None
 }
 
-/// Every output refuses commands stamped before `now_millis`, unless its
-/// record already refuses more.
-fn floor(records: &mut [Option<Record>], now_millis: i64) {
+/// A record's stamp at `now` (wall clock, boot clock): for a floor in this
+/// boot, its start as the wall clock now dates it.
+fn dated(record: &Record, now: (i64, u64)) -> i64 {
+    match (record.lost, record.boot_ms) {
+        (true, Some(at)) => {
+            let ago = i64::try_from(now.1.saturating_sub(at)).unwrap_or(i64::MAX);
+            now.0.saturating_sub(ago)
+        }
+        _ => record.ts,
+    }
+}
+
+/// Every output refuses commands stamped before `start`, unless its record
+/// already refuses more.
+fn floor(records: &mut [Option<Record>], start: (i64, u64)) {
     for record in records {
-        if record.as_ref().is_some_and(|r| r.ts >= now_millis) {
+        if record.as_ref().is_some_and(|r| dated(r, start) >= start.0) {
             continue;
         }
-        *record = Some(Record {
-            ts: now_millis,
-            keys: Vec::new(),
-            lost: true,
-        });
+        *record = Some(floor_at(start));
+    }
+}
+
+/// A floor at `start` (wall clock, boot clock).
+fn floor_at(start: (i64, u64)) -> Record {
+    Record {
+        ts: start.0,
+        keys: Vec::new(),
+        lost: true,
+        boot_ms: Some(start.1),
     }
 }
 

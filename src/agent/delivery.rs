@@ -156,13 +156,15 @@ impl Delivery {
         }
     }
 
-    /// Hands the link as many messages as the window allows.
+    /// Hands the link as many messages as the window allows. One made
+    /// before the clock was trusted goes dated, if it can be now.
     pub(super) fn pump(&mut self) {
         while let Some(record) = self.outbox.next_to_send(self.outbox.now_ms()) {
             let id = record.id;
+            let payload = crate::clock::dating::redate(&record.payload).unwrap_or(record.payload);
             match self
                 .publisher
-                .try_send(id, &record.topic, record.payload, record.retain)
+                .try_send(id, &record.topic, payload, record.retain)
             {
                 Ok(()) => {}
                 Err(LinkError::Busy | LinkError::Stopped) => {

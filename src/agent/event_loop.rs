@@ -74,6 +74,10 @@ impl Agent {
                 self.last_failure = None;
                 self.connected = true;
                 self.connections += 1;
+                // The clock is often set just before a link comes up (the
+                // same network brings both): look now, so what waited goes
+                // dated rather than flagged.
+                self.clock.look(Instant::now());
                 // What earlier runs or the outage left goes now, even on a
                 // device with no input or output state to send.
                 self.delivery.online();

@@ -21,6 +21,7 @@
 //! accord) and `shutdown` (the clean stop).
 
 mod applied;
+mod clock_view;
 mod delivery;
 mod discovery;
 mod event_loop;
@@ -47,10 +48,10 @@ use crate::outbox::Outbox;
 use crate::sensors::{Reporting, Sensing};
 use crate::tls::{self, TlsError};
 use crate::topics::{self, Topics};
-use crate::utc;
 use delivery::Delivery;
 
 use applied::Applied;
+use clock_view::ClockView;
 use discovery::Discovery;
 use inputs::Inputs;
 use outputs::Outputs;
@@ -161,11 +162,8 @@ struct Agent {
     connected: bool,
     /// The broker was found rewriting `.` in this device's topics (said once).
     dots_said: bool,
-    /// The wall clock against boot time: its jumps are logged.
-    clock: crate::clock::JumpWatch,
-    /// Whether the wall clock was trusted at the last look (`None`: not
-    /// looked yet); said when it changes.
-    clock_trusted: Option<bool>,
+    /// The wall clock: its jumps, and whether it is trusted.
+    clock: ClockView,
     /// Connections made (CONNACKs), for the reconnect count.
     connections: u64,
     /// Outputs have been put in their safe state (by shutdown).
@@ -225,11 +223,12 @@ impl Agent {
             }
         }
         let names: Vec<String> = config.outputs.iter().map(|o| o.name.clone()).collect();
-        let (applied, problems) = Applied::load(outbox.dir(), &names, utc::now_unix_millis());
+        let (applied, problems) = Applied::load(outbox.dir(), &names);
         for problem in problems {
             tracing::warn!("{problem}");
         }
         let refusals = Refusals::new(config.outputs.len(), now);
+        let clock = ClockView::new(&config.clock, outbox.dir());
         Agent {
             delivery: Delivery::new(outbox, publisher, stall_after(config.broker.keep_alive)),
             inputs,
@@ -246,8 +245,7 @@ impl Agent {
             last_failure: None,
             connected: false,
             dots_said: false,
-            clock: crate::clock::JumpWatch::default(),
-            clock_trusted: None,
+            clock,
             connections: 0,
             safe: false,
             refusals,

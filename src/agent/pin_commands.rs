@@ -57,6 +57,7 @@ impl Agent {
             retained,
             persistent_session: !self.config.broker.clean_session,
             now_millis: utc::now_unix_millis(),
+            clock: self.clock.state(Instant::now()),
         };
         match control::parse(
             incoming,
@@ -116,6 +117,7 @@ impl Agent {
         // change now; it is recorded only when it is carried out.
         if let Some(stamp) = &command.stamp {
             if let Err(error) = self.applied.check(command.output, stamp) {
+                let error = error + &self.clock.state(now).note();
                 return self.refuse(&name, command.id.as_deref(), &error);
             }
         }
@@ -190,7 +192,10 @@ impl Agent {
                     control::check_stamp(stamp.at_millis, now_millis, &self.config.commands)
                 {
                     let name = self.config.outputs[output].name.clone();
-                    let error = format!("while it waited for commands.min_interval: {error}");
+                    let error = format!(
+                        "while it waited for commands.min_interval: {error}{}",
+                        self.clock.state(now).note()
+                    );
                     self.refuse(&name, held.id.as_deref(), &error);
                     continue;
                 }

@@ -12,37 +12,14 @@ use super::Agent;
 use crate::link::Qos;
 use crate::sensors::{Outcome, SensorError};
 use crate::topics::{self, PinState, Reading, SensorFailure};
-use crate::utc;
 
 impl Agent {
-    /// Says when the wall clock jumped (NTP setting a Pi that started at
-    /// 1970, a step back): readings and logs on either side of it are on
-    /// different clocks.
+    /// Looks at the clock; when it has just become trusted, the retained
+    /// states go again with a date instead of the guess they carried.
     pub(super) fn watch_clock(&mut self) {
-        let boot = crate::outbox::age::boot_time();
-        let boot_ms = i64::try_from(boot.as_millis()).unwrap_or(i64::MAX);
-        if let Some(jump) = self.clock.observe(crate::utc::now_unix_millis(), boot_ms) {
-            tracing::warn!("{}", jump.words());
-        }
-        let signals = crate::clock::trust::signals(false);
-        let trust = crate::clock::trust::judge(&signals);
-        if self.clock_trusted != Some(trust.trusted) {
-            if trust.trusted {
-                tracing::info!("the clock is trusted: {}", trust.why);
-            } else if signals.wall_ms < crate::clock::trust::NOT_BEFORE_MS {
-                tracing::warn!(
-                    "the clock is not trusted: {}; readings carry its time all the same",
-                    trust.why
-                );
-            } else {
-                // A plausible clock no time source has confirmed (a laptop
-                // with chrony, a container): worth knowing, not a warning.
-                tracing::info!(
-                    "the clock is not trusted: {}; readings carry its time all the same",
-                    trust.why
-                );
-            }
-            self.clock_trusted = Some(trust.trusted);
+        if self.clock.look(Instant::now()) {
+            self.publish_states();
+            self.publish_stats();
         }
     }
 
@@ -51,7 +28,7 @@ impl Agent {
             &self.topics.stats(),
             self.connected,
             self.connections.saturating_sub(1),
-            self.clock_trusted.unwrap_or(false),
+            self.clock.trusted(),
         );
     }
 
@@ -155,7 +132,7 @@ impl Agent {
             let reading = Reading {
                 value: m.value,
                 unit: &m.unit,
-                ts: utc::rfc3339_millis(utc::now_unix_millis()),
+                when: crate::clock::dating::now(),
                 seq,
             };
             let payload = reading.to_json();
@@ -177,7 +154,7 @@ impl Agent {
         let seq = self.delivery.next_seq(&topic);
         let failure = SensorFailure {
             error: &text,
-            ts: utc::rfc3339_millis(utc::now_unix_millis()),
+            when: crate::clock::dating::now(),
             seq,
         };
         let payload = failure.to_json();

@@ -44,6 +44,7 @@ impl Agent {
         if let Some(problem) = self.applied.close() {
             tracing::warn!("{problem}");
         }
+        self.clock.close();
         if let Some(n) = self.refusals.take_unanswered() {
             log_unanswered(n);
         }

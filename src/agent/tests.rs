@@ -13,8 +13,8 @@ use crate::control;
 fn relay_agent(extra: &str) -> (Agent, crate::board::SimHandle, tempfile::TempDir, Link) {
     let config = from_text(
         &format!(
-            "[device]\nid = \"pi\"\n[broker]\nport = 9\n[board]\nkind = \"sim\"\n\
-             [[output]]\nname = \"relay\"\npin = 27\n{extra}"
+            "[device]\nid = \"pi\"\n[clock]\ntrust = \"system\"\n[broker]\nport = 9\n\
+             [board]\nkind = \"sim\"\n[[output]]\nname = \"relay\"\npin = 27\n{extra}"
         ),
         None,
         &Overrides::default(),
@@ -113,7 +113,7 @@ async fn a_late_older_command_does_not_replace_a_newer_one_waiting() {
     let (mut agent, pins, _dir, _link) = relay_agent("");
     let ms = |n| Duration::from_millis(n);
     let t0 = Instant::now();
-    let wall = utc::now_unix_millis();
+    let wall = crate::utc::now_unix_millis();
     agent.on_command_at(
         stamped(control::Action::Set(true), "a", wall - 300),
         t0,
@@ -190,7 +190,7 @@ async fn a_held_stamped_command_that_went_stale_while_waiting_is_refused() {
     let (mut agent, pins, _dir, _link) =
         relay_agent("[commands]\nmin_interval = \"1h\"\nmax_age = \"30s\"\n");
     let t0 = Instant::now();
-    let wall = utc::now_unix_millis();
+    let wall = crate::utc::now_unix_millis();
     agent.on_command_at(stamped(control::Action::Set(true), "a", wall), t0, wall);
     let b = stamped(control::Action::Set(false), "b", wall + 1000);
     agent.on_command_at(b, t0 + Duration::from_secs(1), wall + 1000);
@@ -311,4 +311,46 @@ async fn a_panic_still_leaves_outputs_in_their_safe_state() {
         Some(false),
         "safe_state applied while unwinding"
     );
+}
+
+#[tokio::test]
+async fn until_a_time_source_sets_the_clock_stamped_commands_are_refused_and_unstamped_ones_go() {
+    let marks = tempfile::tempdir().unwrap();
+    let mark = marks.path().join("synchronized");
+    let (mut agent, pins, _dir, _link) = relay_agent("[commands]\nmin_interval = \"0s\"\n");
+    let clock = crate::config::Clock {
+        trust: crate::config::ClockTrust::TimeSource,
+        mark: mark.clone(),
+    };
+    agent.clock = super::ClockView::new(&clock, marks.path());
+    let stamped = |id: &str| {
+        format!(
+            r#"{{"action":"toggle","id":"{id}","ts":{}}}"#,
+            crate::utc::now_unix_millis()
+        )
+    };
+    agent.on_message("pinpost/pi/cmd/relay", stamped("s1").as_bytes(), false);
+    let answers = results(&mut agent);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let error = answers[0].2.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("not applied: this device's clock is not set yet")
+            && error.contains("does not exist"),
+        "{error}"
+    );
+    assert_eq!(pins.level(27), Some(false));
+    agent.on_message(
+        "pinpost/pi/cmd/relay",
+        br#"{"action":"on","id":"u1"}"#,
+        false,
+    );
+    assert!(results(&mut agent)[0].1, "an unstamped live command goes");
+    assert_eq!(pins.level(27), Some(true));
+
+    std::fs::write(&mark, "").unwrap();
+    agent.watch_clock();
+    agent.on_message("pinpost/pi/cmd/relay", stamped("s2").as_bytes(), false);
+    let answers = results(&mut agent);
+    assert!(answers[0].1, "trusted now: {answers:?}");
+    assert_eq!(pins.level(27), Some(false));
 }

@@ -53,7 +53,7 @@ pub(super) async fn run(args: CheckArgs) -> Result<(), CliError> {
             Finding::Worth(words) => Step::warn(words),
         });
     }
-    report.say(clock_step());
+    report.say(clock_step(&config.clock));
     for step in preflight::files(&config, crate::utc::now_unix()) {
         report.say(step);
     }
@@ -76,8 +76,8 @@ pub(super) async fn run(args: CheckArgs) -> Result<(), CliError> {
 /// The clock, as the agent judges it (and the kernel, which the tools may
 /// ask). Only a clock that was never set is worth fixing here: an
 /// unsynchronised one is usual on a laptop and harmless to the check.
-fn clock_step() -> Step {
-    let signals = crate::clock::trust::signals(true);
+fn clock_step(clock: &crate::config::Clock) -> Step {
+    let signals = crate::clock::trust::signals(clock, true, None);
     let trust = crate::clock::trust::judge(&signals);
     let reads = crate::utc::rfc3339_millis(signals.wall_ms);
     if signals.wall_ms < crate::clock::trust::NOT_BEFORE_MS {

@@ -8,7 +8,26 @@
 //! `JumpWatch` is pure: it is handed both clocks' readings. Whether the
 //! clock can be trusted at all is [`trust`].
 
+pub(crate) mod dating;
+pub(crate) mod newest;
 pub(crate) mod trust;
+
+use std::time::Duration;
+
+/// Time since the machine booted, suspend included (`CLOCK_BOOTTIME`);
+/// only ever goes forward, whatever is done to the wall clock.
+pub(crate) fn boot_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// [`boot_time`] in milliseconds.
+pub(crate) fn uptime_ms() -> u64 {
+    u64::try_from(boot_time().as_millis()).unwrap_or(u64::MAX)
+}
 
 /// A change of the offset smaller than this is drift or a slew, not a jump.
 const JUMP_MS: i64 = 2_000;

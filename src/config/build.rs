@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::clock::Clock;
 use super::error::{ConfigError, Place};
 use super::homeassistant::{self, HomeAssistant};
 use super::model::{Board, Broker, CommandRules, Device, Input, Outbox, Output, Reconnect, Sensor};
@@ -14,7 +15,7 @@ use super::overrides::{self, Overrides};
 use super::raw::RawConfig;
 use super::source::Layout;
 use super::values::word;
-use super::{broker, device, outbox, pins, profile, reconnect, sensors};
+use super::{broker, clock, device, outbox, pins, profile, reconnect, sensors};
 
 /// A checked configuration, made once at start-up.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct Config {
     pub sensors: Vec<Sensor>,
     /// `[homeassistant]` and each pin's and sensor's `homeassistant` table.
     pub homeassistant: HomeAssistant,
+    /// `[clock]`: what says the device's clock is set.
+    pub clock: Clock,
     /// The file this came from, if any.
     pub file: Option<PathBuf>,
 }
@@ -64,6 +67,7 @@ pub(super) fn build(
     let pins = pins::build(&raw, &origins)?;
     let outbox = outbox::build(&raw, &origins)?;
     let sensors = sensors::build(&raw, &origins)?;
+    let clock = clock::build(&raw, &origins)?;
     let homeassistant = homeassistant::build(
         &raw,
         &homeassistant::Parts {
@@ -86,6 +90,7 @@ pub(super) fn build(
         outbox,
         sensors,
         homeassistant,
+        clock,
         file: file.map(Path::to_path_buf),
     })
 }

@@ -13,11 +13,12 @@
 //! a key was set) and `model` (the checked types) build on those; `values`
 //! holds the parsers several sections share; one module per section
 //! (`device`, `broker`, `profile`, `reconnect`, `pins`, `outbox`, `sensors`,
-//! `homeassistant`) checks its keys; `build` only runs them in order, and
+//! `clock`, `homeassistant`) checks its keys; `build` only runs them in order, and
 //! this file only re-exports and reads the file.
 
 mod broker;
 mod build;
+mod clock;
 mod device;
 pub(crate) mod endpoints;
 mod error;
@@ -40,6 +41,8 @@ mod tests;
 use std::path::Path;
 
 pub use build::Config;
+pub(crate) use clock::TIMESYNCD_MARK;
+pub use clock::{Clock, ClockTrust};
 pub(crate) use device::hostname;
 pub(crate) use endpoints::is_ip;
 pub use endpoints::{Endpoint, Order};

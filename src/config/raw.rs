@@ -28,6 +28,15 @@ pub struct RawConfig {
     pub sensor: Vec<RawSensor>,
     #[serde(default)]
     pub homeassistant: RawHomeAssistant,
+    #[serde(default)]
+    pub clock: RawClock,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClock {
+    pub trust: Option<String>,
+    pub mark: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -81,6 +81,30 @@ pub struct Incoming<'a> {
     pub persistent_session: bool,
     /// This device's clock on arrival (Unix milliseconds), for `"ts"`.
     pub now_millis: i64,
+    /// What is known of that clock.
+    pub clock: ClockState<'a>,
+}
+
+/// What is known of this device's clock when a command arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockState<'a> {
+    /// Trusted, and steady for a while.
+    Trusted,
+    /// Not set yet, and why it is not trusted: no `"ts"` can be judged.
+    Untrusted(&'a str),
+    /// Trusted, but it jumped lately (the words say how): a refusal of a
+    /// stamp names it as a possible cause.
+    Jumped(&'a str),
+}
+
+impl ClockState<'_> {
+    /// What a refusal about a `"ts"` adds, if anything.
+    pub fn note(&self) -> String {
+        match self {
+            ClockState::Jumped(words) => format!(" (this device's clock moved lately: {words})"),
+            _ => String::new(),
+        }
+    }
 }
 
 /// Below 1 Hz PWM is a blink, better done by commands; rppal's software PWM
@@ -224,7 +248,12 @@ fn check_age(incoming: Incoming<'_>, ts: Option<i64>, limits: &CommandRules) -> 
         }
         return Ok(());
     };
-    check_stamp(ts, incoming.now_millis, limits)
+    if let ClockState::Untrusted(why) = incoming.clock {
+        return Err(format!(
+            "not applied: this device's clock is not set yet ({why}), so its \"ts\" cannot be told from a replay or a command long past; send it again once the device logs \"the clock is trusted\" (commands without \"ts\" are not affected where they are allowed)"
+        ));
+    }
+    check_stamp(ts, incoming.now_millis, limits).map_err(|e| e + &incoming.clock.note())
 }
 
 /// Whether a command stamped `ts` (Unix milliseconds) is fresh at

@@ -60,6 +60,7 @@ fn send_as(name: &str, payload: &str, retained: bool) -> Result<PinCommand, Refu
         retained,
         persistent_session: false,
         now_millis: NOW,
+        clock: crate::control::ClockState::Trusted,
     };
     parse(incoming, &outputs(), &inputs(), &limits())
 }
@@ -72,6 +73,7 @@ fn send_with_session(payload: &str, limits: &CommandRules) -> Result<PinCommand,
         retained: false,
         persistent_session: true,
         now_millis: NOW,
+        clock: crate::control::ClockState::Trusted,
     };
     parse(incoming, &outputs(), &inputs(), limits)
 }
@@ -373,6 +375,7 @@ fn software_pwm_pins_have_a_lower_ceiling() {
         retained: false,
         persistent_session: false,
         now_millis: NOW,
+        clock: crate::control::ClockState::Trusted,
     };
     let e = parse(incoming, &outs, &inputs(), &limits())
         .unwrap_err()

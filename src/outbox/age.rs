@@ -16,6 +16,8 @@
 
 use std::time::Duration;
 
+use crate::clock::boot_time;
+
 /// Counts from `base` (ms) at `started` (boot time).
 #[derive(Debug, Clone, Copy)]
 pub struct AgeClock {
@@ -39,15 +41,6 @@ impl AgeClock {
         self.base_ms
             .saturating_add(u64::try_from(ran.as_millis()).unwrap_or(u64::MAX))
     }
-}
-
-/// Time since the machine booted, suspend included; only ever goes forward.
-pub(crate) fn boot_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or(0),
-        u32::try_from(t.tv_nsec).unwrap_or(0),
-    )
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ fn check_command(
         retained,
         persistent_session,
         now_millis: now,
+        clock: pinpost::control::ClockState::Trusted,
     };
     match parse(incoming, &config.outputs, &config.inputs, &config.commands) {
         Err(refusal) => assert!(
@@ -331,6 +332,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         &["name", "pin", "initial", "safe_state", "pwm"],
     ),
     ("[commands]", &["max_pulse", "max_age", "max_payload"]),
+    ("[clock]", &["trust", "mark"]),
     (
         "[[sensor]]",
         &[

@@ -16,6 +16,33 @@ fn stamp(at_millis: i64, key: &str) -> Stamp {
     }
 }
 
+thread_local! {
+    /// The wall clock and the boot's clock, as this test's `Applied` sees them.
+    static CLOCK: std::cell::Cell<(i64, u64)> = const { std::cell::Cell::new((T, BOOTED)) };
+}
+
+/// The boot clock when the wall clock reads `T`.
+const BOOTED: u64 = 1_000_000;
+
+fn fake_now() -> (i64, u64) {
+    CLOCK.with(std::cell::Cell::get)
+}
+
+/// Time passes until the wall clock reads `wall`: both clocks move.
+fn set_clock(wall: i64) {
+    let up = u64::try_from(wall - T).map_or(BOOTED, |d| BOOTED + d);
+    CLOCK.with(|c| c.set((wall, up)));
+}
+
+/// The wall clock is set to `wall` after `passed` ms: only that much
+/// passed on the boot's clock.
+fn step_clock(wall: i64, passed: u64) {
+    CLOCK.with(|c| {
+        let (_, up) = c.get();
+        c.set((wall, up + passed));
+    });
+}
+
 fn names() -> Vec<String> {
     vec!["relay".into(), "fan".into()]
 }
@@ -23,7 +50,7 @@ fn names() -> Vec<String> {
 #[test]
 fn a_command_is_applied_once_even_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut applied, problems) = Applied::load(dir.path(), &names(), T);
+    let (mut applied, problems) = load_in(dir.path(), &crate::boot::id(), T);
     assert!(
         problems.is_empty(),
         "no file yet is a first start: {problems:?}"
@@ -35,7 +62,7 @@ fn a_command_is_applied_once_even_across_a_restart() {
     assert!(e.starts_with("already applied"), "{e}");
     assert_eq!(applied.check(1, &on), Ok(()), "outputs are apart");
 
-    let (again, problems) = Applied::load(dir.path(), &names(), T + 60_000);
+    let (again, problems) = load_in(dir.path(), &crate::boot::id(), T + 60_000);
     assert!(problems.is_empty(), "{problems:?}");
     assert!(
         again
@@ -54,7 +81,7 @@ fn a_command_is_applied_once_even_across_a_restart() {
 #[test]
 fn an_older_command_cannot_undo_a_newer_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut applied, _) = Applied::load(dir.path(), &names(), T);
+    let (mut applied, _) = load_in(dir.path(), &crate::boot::id(), T);
     applied.record(0, &stamp(T, "crc:1")).unwrap();
     let e = applied.check(0, &stamp(T - 1, "crc:2")).unwrap_err();
     assert!(
@@ -73,7 +100,7 @@ fn an_older_command_cannot_undo_a_newer_one() {
 #[test]
 fn commands_at_one_instant_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut applied, _) = Applied::load(dir.path(), &names(), T);
+    let (mut applied, _) = load_in(dir.path(), &crate::boot::id(), T);
     for i in 0..MAX_KEYS {
         applied.record(0, &stamp(T, &format!("id:{i}"))).unwrap();
     }
@@ -87,7 +114,7 @@ fn commands_at_one_instant_are_bounded() {
 fn a_damaged_record_refuses_everything_stamped_before_the_start() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join(FILE_NAME), b"{\"outputs\":{\"relay\":").unwrap();
-    let (applied, problems) = Applied::load(dir.path(), &names(), T);
+    let (applied, problems) = load_in(dir.path(), &crate::boot::id(), T);
     assert!(problems[0].contains("is damaged"), "{problems:?}");
     let e = applied.check(0, &stamp(T - 1000, "id:old")).unwrap_err();
     assert!(
@@ -100,7 +127,7 @@ fn a_damaged_record_refuses_everything_stamped_before_the_start() {
     assert_eq!(applied.check(1, &stamp(T + 1, "id:new")), Ok(()));
 
     fs::write(dir.path().join(FILE_NAME), vec![b' '; 300 * 1024]).unwrap();
-    let (_, problems) = Applied::load(dir.path(), &names(), T);
+    let (_, problems) = load_in(dir.path(), &crate::boot::id(), T);
     assert!(
         problems[0].contains("larger than pinpost ever writes"),
         "{problems:?}"
@@ -111,7 +138,7 @@ fn a_damaged_record_refuses_everything_stamped_before_the_start() {
 fn a_record_that_cannot_be_written_refuses_the_command() {
     let dir = tempfile::tempdir().unwrap();
     let gone = dir.path().join("missing");
-    let (mut applied, _) = Applied::load(&gone, &names(), T);
+    let (mut applied, _) = load_in(&gone, &crate::boot::id(), T);
     let e = applied.record(0, &stamp(T, "id:c1")).unwrap_err();
     assert!(
         e.starts_with("not applied: cannot record it as applied"),
@@ -123,9 +150,18 @@ fn a_record_that_cannot_be_written_refuses_the_command() {
 #[test]
 fn outputs_no_longer_configured_are_forgotten() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut applied, _) = Applied::load(dir.path(), &names(), T);
+    let (mut applied, _) = load_in(dir.path(), &crate::boot::id(), T);
     applied.record(1, &stamp(T, "id:f")).unwrap();
-    let (mut renamed, _) = Applied::load(dir.path(), &["relay".to_string()], T);
+    let (mut renamed, _) = {
+        set_clock(T);
+        Applied::load_with(
+            dir.path(),
+            &["relay".to_string()],
+            &crate::boot::id(),
+            syncer::fsync(),
+            fake_now,
+        )
+    };
     renamed.record(0, &stamp(T, "id:r")).unwrap();
     let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
     assert!(text.contains("relay") && !text.contains("fan"), "{text}");
@@ -135,14 +171,18 @@ const BOOT_A: &str = "3f1d6a2e-0000-4000-8000-00000000000a";
 const BOOT_B: &str = "3f1d6a2e-0000-4000-8000-00000000000b";
 
 fn load_in(dir: &Path, boot: &str, now: i64) -> (Applied, Vec<String>) {
-    Applied::load_with(dir, &names(), now, boot, syncer::fsync())
+    set_clock(now);
+    Applied::load_with(dir, &names(), boot, syncer::fsync(), fake_now)
 }
 
 #[test]
 fn the_record_reaches_the_kernel_before_the_pin_moves_even_while_the_disk_is_stuck() {
     let dir = tempfile::tempdir().unwrap();
     let disk = Gate::default();
-    let (mut applied, problems) = Applied::load_with(dir.path(), &names(), T, BOOT_A, disk.step());
+    let (mut applied, problems) = {
+        set_clock(T);
+        Applied::load_with(dir.path(), &names(), BOOT_A, disk.step(), fake_now)
+    };
     let _release = OpenOnDrop(disk.clone());
     assert!(problems.is_empty(), "{problems:?}");
     applied.record(0, &stamp(T, "id:c1")).unwrap();
@@ -265,47 +305,78 @@ fn a_restart_in_the_same_boot_without_a_clean_stop_floors_nothing() {
     assert_eq!(after.check(1, &stamp(T - 1, "id:c3")), Ok(()));
 }
 
-static FAKE_WALL: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+#[test]
+fn a_floor_is_the_real_start_whatever_the_clock_read_then() {
+    let hour = 3_600_000;
+    // A Pi without a real-time clock after a power cut: it starts at 1970,
+    // three weeks behind (fake-hwclock) or an hour ahead, and the clock is
+    // set a minute later.
+    for start_reads in [5_000, T - 21 * 24 * hour, T + hour] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut applied, _) = load_in(dir.path(), BOOT_A, T - 60_000);
+        applied.record(0, &stamp(T - 60_000, "id:c1")).unwrap();
+        drop(applied);
+        let file = dir.path().join(FILE_NAME);
+        let text = fs::read_to_string(&file).unwrap().replace(BOOT_A, BOOT_B);
+        fs::write(&file, text).unwrap();
+        // The start is really at T; the wall clock says `start_reads`.
+        CLOCK.with(|c| c.set((start_reads, BOOTED)));
+        let (mut after, problems) =
+            Applied::load_with(dir.path(), &names(), BOOT_A, syncer::fsync(), fake_now);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        step_clock(T + 60_000, 60_000);
+        let e = after.check(1, &stamp(T - 5_000, "id:replay")).unwrap_err();
+        assert!(
+            e.contains("without a complete record"),
+            "{start_reads}: {e}"
+        );
+        assert_eq!(
+            after.check(1, &stamp(T + 59_000, "id:fresh")),
+            Ok(()),
+            "{start_reads}: a command stamped after the real start goes"
+        );
+        // The floor on disk is in the boot's terms: a restart in the same
+        // boot dates it the same way, whatever the file's ts says.
+        after.record(0, &stamp(T + 59_000, "id:fresh")).unwrap();
+        drop(after);
+        let (restarted, problems) =
+            Applied::load_with(dir.path(), &names(), BOOT_A, syncer::fsync(), fake_now);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(restarted.check(1, &stamp(T - 5_000, "id:replay")).is_err());
+        assert_eq!(restarted.check(1, &stamp(T + 1_000, "id:x")), Ok(()));
+    }
+}
 
 #[test]
-fn a_floor_moves_with_the_clock_when_it_is_set_after_the_start() {
+fn a_floor_left_by_a_boot_whose_clock_was_ahead_locks_nothing_out_in_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut applied, _) = load_in(dir.path(), BOOT_A, T);
-    applied.record(0, &stamp(T, "id:c1")).unwrap();
-    drop(applied);
-    // A Pi without a real-time clock after a power cut: it starts an
-    // hour behind (fake-hwclock), and the clock is set a while later.
     let hour = 3_600_000;
-    let behind = T - hour;
-    std::fs::write(
-        dir.path().join(FILE_NAME),
-        fs::read_to_string(dir.path().join(FILE_NAME))
-            .unwrap()
-            .replace(BOOT_A, BOOT_B),
+    let file = dir.path().join(FILE_NAME);
+    fs::write(
+        &file,
+        format!(r#"{{"boot":"{BOOT_B}","clean":false,"outputs":{{}}}}"#),
     )
     .unwrap();
-    let (mut after, problems) = load_in(dir.path(), BOOT_A, behind);
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    FAKE_WALL.store(behind, Ordering::SeqCst);
-    after.loaded.1 = behind;
-    after.wall = || FAKE_WALL.load(Ordering::SeqCst);
-    assert_eq!(after.check(1, &stamp(behind, "id:x")), Ok(()));
-    // Set: now an hour and a minute on, which the start really was.
-    FAKE_WALL.store(behind + hour + 60_000, Ordering::SeqCst);
-    let e = after.check(1, &stamp(T + 1000, "id:c2")).unwrap_err();
-    assert!(e.contains("without a complete record"), "{e}");
-    assert_eq!(after.check(1, &stamp(T + 60_000, "id:c3")), Ok(()));
-    // And the floor that is written is the one the clock knows now.
-    after.record(0, &stamp(T + 60_000, "id:c3")).unwrap();
-    drop(after);
-    let (restarted, _) = load_in(dir.path(), BOOT_A, T + 61_000);
-    assert!(restarted.check(1, &stamp(T + 1000, "id:c2")).is_err());
+    // Started an hour ahead, stopped cleanly before the clock was set.
+    let (mut ahead, _) = load_in(dir.path(), BOOT_A, T + hour);
+    assert_eq!(ahead.close(), None);
+    drop(ahead);
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(text.contains(&format!("\"ts\":{}", T + hour)), "{text}");
+    // The next boot, with a correct clock.
+    let (next, _) = load_in(dir.path(), "boot-c", T + 120_000);
+    assert_eq!(next.check(0, &stamp(T + 121_000, "id:fresh")), Ok(()));
+    assert!(
+        next.check(0, &stamp(T + 100_000, "id:before-this-start"))
+            .is_err()
+    );
 }
 
 #[test]
 fn a_device_without_outputs_writes_no_record() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut applied, problems) = Applied::load_with(dir.path(), &[], T, BOOT_A, syncer::fsync());
+    let (mut applied, problems) =
+        Applied::load_with(dir.path(), &[], BOOT_A, syncer::fsync(), fake_now);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(applied.close(), None);
     assert!(!dir.path().join(FILE_NAME).exists());
@@ -348,7 +419,10 @@ fn after_a_failed_sync_records_wait_for_the_disk_until_it_works_again() {
         counted.fetch_add(1, Ordering::SeqCst);
         Err(std::io::Error::from_raw_os_error(5))
     });
-    let (mut applied, _) = Applied::load_with(dir.path(), &names(), T, BOOT_A, dying);
+    let (mut applied, _) = {
+        set_clock(T);
+        Applied::load_with(dir.path(), &names(), BOOT_A, dying, fake_now)
+    };
     applied.record(0, &stamp(T, "id:c1")).unwrap();
     applied.syncer.flush();
     assert!(applied.syncer.failing());

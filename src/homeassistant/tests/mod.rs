@@ -85,6 +85,7 @@ fn accepted(config: &Config, output: &str, payload: &str) -> Action {
         retained: false,
         persistent_session: !config.broker.clean_session,
         now_millis: 1_795_430_292_000,
+        clock: crate::control::ClockState::Trusted,
     };
     control::parse(incoming, &config.outputs, &config.inputs, &config.commands)
         .unwrap_or_else(|r| panic!("{payload} refused: {}", r.error))

@@ -23,6 +23,9 @@ pub struct ConfigHead {
     broker: Vec<String>,
     /// `None`: no `[broker.tls]` table at all.
     tls: Option<Tls>,
+    /// `clock.mark`; `None`: `clock.trust = "system"`, since this machine
+    /// has no time source pinpost would believe.
+    clock_mark: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +50,15 @@ impl ConfigHead {
                 client: Some(("pi-01.crt".into(), "pi-01.key".into())),
                 more: Vec::new(),
             }),
+            clock_mark: None,
         }
+    }
+
+    /// The clock is trusted only once `mark` exists, as on a Pi where
+    /// systemd-timesyncd makes its mark.
+    pub fn clock_mark(mut self, mark: &Path) -> ConfigHead {
+        self.clock_mark = Some(mark.to_path_buf());
+        self
     }
 
     /// Another device id (the certificate file names stay as they are).
@@ -132,7 +143,12 @@ impl ConfigHead {
 
 impl fmt::Display for ConfigHead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "[device]\nid = \"{}\"\n\n[broker]", self.id)?;
+        writeln!(f, "[device]\nid = \"{}\"\n", self.id)?;
+        match &self.clock_mark {
+            Some(mark) => writeln!(f, "[clock]\nmark = {:?}\n", mark.display().to_string())?,
+            None => writeln!(f, "[clock]\ntrust = \"system\"\n")?,
+        }
+        writeln!(f, "[broker]")?;
         match &self.hosts {
             Some(hosts) => {
                 let list: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
