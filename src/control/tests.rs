@@ -382,3 +382,48 @@ fn software_pwm_pins_have_a_lower_ceiling() {
         .error;
     assert!(e.contains("allowed on GPIO22: 1 to 10000"), "{e}");
 }
+
+#[test]
+fn a_stamp_waits_for_a_trusted_clock_and_a_jump_is_named_in_its_refusal() {
+    let with_clock = |payload: &str, clock: ClockState<'_>| {
+        parse(
+            Incoming {
+                name: "relay",
+                payload: payload.as_bytes(),
+                retained: false,
+                persistent_session: false,
+                now_millis: NOW,
+                clock,
+            },
+            &outputs(),
+            &inputs(),
+            &limits(),
+        )
+    };
+    let fresh = format!(r#"{{"action":"on","id":"a","ts":{NOW}}}"#);
+    let why = "it reads 1970-01-01T00:00:03.000Z, before this pinpost was written";
+    let refusal = with_clock(&fresh, ClockState::Untrusted(why)).unwrap_err();
+    assert_eq!(refusal.id.as_deref(), Some("a"));
+    assert!(
+        refusal
+            .error
+            .starts_with("not applied: this device's clock is not set yet (it reads 1970"),
+        "{}",
+        refusal.error
+    );
+    assert!(
+        with_clock(r#"{"action":"on"}"#, ClockState::Untrusted(why)).is_ok(),
+        "an unstamped live command does not need the clock"
+    );
+    let stale = format!(r#"{{"action":"on","ts":{}}}"#, NOW - 60_000);
+    let jumped = "the clock jumped back by 1 hour (it now reads …)";
+    let refusal = with_clock(&stale, ClockState::Jumped(jumped)).unwrap_err();
+    assert!(
+        refusal.error.ends_with(
+            "(this device's clock moved lately: the clock jumped back by 1 hour (it now reads …))"
+        ),
+        "{}",
+        refusal.error
+    );
+    assert!(with_clock(&fresh, ClockState::Jumped(jumped)).is_ok());
+}
