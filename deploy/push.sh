@@ -69,7 +69,9 @@ check_certs() {
   refuse() { die "refusing --certs $dir (nothing was built or copied): $*; give the device's own folder, certs/devices/$id, made by pinpost certs device $id"; }
   command -v openssl >/dev/null ||
     die "openssl is needed to check what --certs holds before it leaves this machine (apt install openssl)"
-  for file in "$dir"/* "$dir"/.[!.]*; do
+  # Every name: plain, hidden (.x), and hidden with two dots (..x), which
+  # .[!.]* alone does not match.
+  for file in "$dir"/* "$dir"/.[!.]* "$dir"/..?*; do
     [ -e "$file" ] || [ -L "$file" ] || continue
     name=$(basename "$file")
     if [ -L "$file" ] || [ ! -f "$file" ]; then

@@ -566,7 +566,12 @@ fn push(fleet: &Path, certs: &Path, config: Option<&Path>) -> (Option<i32>, Stri
 fn push_sh_refuses_any_key_but_the_devices_own_before_building_or_copying() {
     let fleet = fleet();
     let f = fleet.path();
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
+        (
+            "dot-dot-ca-key",
+            &[("..ca.key", "private/ca.key")],
+            "it holds ..ca.key: a device gets exactly ca.crt, pi-01.crt and pi-01.key",
+        ),
         (
             "with-ca-key",
             &[("ca.key", "private/ca.key")],
@@ -614,6 +619,14 @@ fn push_sh_refuses_any_key_but_the_devices_own_before_building_or_copying() {
         );
         assert_eq!(calls, "", "{name}: nothing may run after a refusal");
     }
+
+    // A link named ..ca.key, which a glob of .[!.]* does not see.
+    let folder = folder_with(f, "dot-dot-link", &[]);
+    std::os::unix::fs::symlink(f.join("private/ca.key"), folder.join("..ca.key")).unwrap();
+    let (code, said, calls) = push(f, &folder, None);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("it holds ..ca.key, which is not a plain file"), "{said}");
+    assert_eq!(calls, "", "nothing may run after a refusal");
 
     // pi-01's own folder, for a config whose device is pi-02.
     let config = f.join("pi-02.toml");
