@@ -413,6 +413,12 @@ pub struct PublishArgs {
     /// Ask the broker to keep the message for later subscribers.
     #[arg(short = 'r', long)]
     pub(crate) retain: bool,
+    /// Give up (exit 5) when the broker has confirmed nothing for this long
+    /// while messages wait for it, e.g. "10s". A broker that accepts the
+    /// connection and never answers is otherwise noticed only by the
+    /// keep-alive.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: std::time::Duration,
 }
 
 /// Exactly one place the message comes from.

@@ -35,6 +35,22 @@ pub enum CliError {
     /// No broker could be reached, in words (exit 4).
     #[error("{0}")]
     Connect(Box<Failure>),
+    /// Connected, but the broker confirmed nothing within `--timeout` while
+    /// messages waited for it (exit 5).
+    #[error(
+        "the broker accepted the connection but confirmed {confirmed} of {sent} message(s) and then \
+         nothing for {secs} s (--timeout): it may be overloaded, stuck, or a proxy that never \
+         passes messages on; nothing more was sent, and what it did not confirm may or may not \
+         have arrived"
+    )]
+    NoAnswer {
+        /// Messages the broker acknowledged.
+        confirmed: u64,
+        /// Messages handed to the link.
+        sent: u64,
+        /// The `--timeout`, in seconds.
+        secs: u64,
+    },
     /// The link refused a request or stopped (exit 2 for a bad topic, else 1).
     #[error(transparent)]
     Link(#[from] LinkError),
@@ -101,7 +117,7 @@ impl CliError {
         ExitCode::from(match self {
             CliError::Config(_) | CliError::Tls(_) => 3,
             CliError::Connect(_) | CliError::SubscriptionRefused(_) => 4,
-            CliError::Unconfirmed { .. } => 5,
+            CliError::Unconfirmed { .. } | CliError::NoAnswer { .. } => 5,
             CliError::Link(LinkError::BadTopic { .. }) => 2,
             CliError::TimedOut { .. } => 27,
             CliError::Board(_) => 6,

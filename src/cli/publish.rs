@@ -30,6 +30,10 @@ pub(super) async fn run(args: PublishArgs) -> Result<(), CliError> {
     let mut producer = produce(messages, link.publisher(), args.topic, qos, args.retain);
     let mut total: Option<u64> = None;
     let (mut written, mut confirmed) = (0u64, 0u64);
+    // Armed while something waits for the broker; every answer re-arms it.
+    let patience = tokio::time::sleep(args.timeout);
+    tokio::pin!(patience);
+    let mut waiting = false;
     loop {
         let done = match qos {
             Qos::AtMostOnce => written,
@@ -38,14 +42,34 @@ pub(super) async fn run(args: PublishArgs) -> Result<(), CliError> {
         if total.is_some_and(|n| done >= n) {
             break;
         }
+        let unanswered = match qos {
+            Qos::AtMostOnce => total.is_some_and(|n| written < n),
+            Qos::AtLeastOnce => written > confirmed || total.is_some_and(|n| confirmed < n),
+        };
+        if unanswered && !waiting {
+            patience
+                .as_mut()
+                .reset(tokio::time::Instant::now() + args.timeout);
+        }
+        waiting = unanswered;
         tokio::select! {
+            () = &mut patience, if waiting => {
+                return Err(CliError::NoAnswer {
+                    confirmed: if qos == Qos::AtMostOnce { 0 } else { confirmed },
+                    sent: total.unwrap_or(written).max(written),
+                    secs: args.timeout.as_secs(),
+                });
+            }
             result = &mut producer, if total.is_none() => {
                 let count = result.map_err(|e| CliError::Input(format!("reading input failed: {e}")))??;
                 total = Some(count);
             }
             event = link.next_event() => match event {
                 Some(LinkEvent::Sent { .. }) => written += 1,
-                Some(LinkEvent::Acked { .. }) => confirmed += 1,
+                Some(LinkEvent::Acked { .. }) => {
+                    confirmed += 1;
+                    waiting = false;
+                }
                 Some(LinkEvent::Down { failure, .. }) => {
                     return Err(CliError::Unconfirmed {
                         confirmed: if qos == Qos::AtMostOnce { 0 } else { confirmed },

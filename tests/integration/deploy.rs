@@ -625,7 +625,10 @@ fn push_sh_refuses_any_key_but_the_devices_own_before_building_or_copying() {
     std::os::unix::fs::symlink(f.join("private/ca.key"), folder.join("..ca.key")).unwrap();
     let (code, said, calls) = push(f, &folder, None);
     assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains("it holds ..ca.key, which is not a plain file"), "{said}");
+    assert!(
+        said.contains("it holds ..ca.key, which is not a plain file"),
+        "{said}"
+    );
     assert_eq!(calls, "", "nothing may run after a refusal");
 
     // pi-01's own folder, for a config whose device is pi-02.

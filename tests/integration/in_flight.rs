@@ -391,3 +391,37 @@ fn four_freezes_past_the_keep_alive_leave_nothing_in_flight() {
     let total = assert_streams_whole(&sub);
     println!("{total} readings through four 20 s freezes, none lost, nothing kept at SIGTERM");
 }
+
+#[test]
+fn publish_gives_up_on_a_broker_that_never_confirms_within_its_timeout() {
+    let (pki, _backend, front) = faulty(Fault::WithholdAcks, usize::MAX);
+    let device = pki.client("pi-01");
+    let mut args = strings(&["publish", "-h", NAME, "-p", &front.port.to_string()]);
+    args.extend(tls_args(&pki.ca.cert, Some(&device)));
+    args.extend(strings(&[
+        "-t",
+        "pinpost/pi-01/probe",
+        "-m",
+        "hello",
+        "--timeout",
+        "2s",
+    ]));
+    let t0 = Instant::now();
+    // Without --timeout, the keep-alive (60 s) would be the only limit.
+    let out = pinpost(&args, Duration::from_secs(20));
+    let took = t0.elapsed();
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    assert!(
+        said.contains("the broker accepted the connection but confirmed 0 of 1 message(s) and then nothing for 2 s (--timeout)"),
+        "{said}"
+    );
+    println!("gave up after {took:?}: {said}");
+
+    let help = pinpost(&strings(&["publish", "--help"]), Duration::from_secs(10));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--timeout <DURATION>") && help.contains("[default: 30s]"),
+        "{help}"
+    );
+}
