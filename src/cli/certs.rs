@@ -155,16 +155,29 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
                 acl.display()
             );
             println!("  sudo systemctl restart mosquitto");
+            // Only what the ACL just written allows: discovery configs are
+            // in it with --homeassistant alone.
+            let discovery = if setup.homeassistant {
+                format!(", plus its Home Assistant discovery configs under {ha_prefix}/")
+            } else {
+                String::new()
+            };
             println!(
                 "Each device may read only {prefix}/<its id>/# and write there only what it \
                  publishes (status, input, output, sensor, stats, command results; never \
-                 commands: those come from the operator), plus its Home Assistant discovery \
-                 configs under {ha_prefix}/; its client id is its certificate's name: no device can take another's session. Agents use port \
+                 commands: those come from the operator){discovery}; its client id is its \
+                 certificate's name: no device can take another's session. Agents use port \
                  {port}; pinpost publish, subscribe and check use port {cli_port} \
                  (broker.cli_port) so they run beside the agent. The operator account reads \
                  everything and sends commands: `pinpost certs device {operator}` gives it a \
                  certificate."
             );
+            if !setup.homeassistant {
+                println!(
+                    "Home Assistant discovery is not in this ACL: with [homeassistant] \
+                     enabled on the devices, run this again with --homeassistant --force."
+                );
+            }
             if setup.devices.is_empty() {
                 println!(
                     "No device in {} yet: after `pinpost certs device <id>`, run this again \

@@ -846,3 +846,31 @@ fn a_tool_says_when_it_is_in_the_agents_place_without_cli_port() {
     assert_ok(&out, &fleet.broker);
     assert!(!stderr(&out).contains("cli_port"), "{}", stderr(&out));
 }
+
+#[test]
+fn certs_mosquitto_says_devices_may_write_discovery_only_when_its_acl_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path(), &["ca"]);
+    certs(dir.path(), &["broker", "--host", "127.0.0.1"]);
+    let said = certs(dir.path(), &["mosquitto"]);
+    let acl = std::fs::read_to_string(dir.path().join("broker/pinpost.acl")).unwrap();
+    assert!(!acl.contains("homeassistant"), "{acl}");
+    assert!(
+        !said.contains("plus its Home Assistant discovery configs"),
+        "the ACL written does not allow discovery: {said}"
+    );
+    assert!(
+        said.contains("run this again with --homeassistant --force"),
+        "{said}"
+    );
+    let said = certs(dir.path(), &["mosquitto", "--homeassistant", "--force"]);
+    let acl = std::fs::read_to_string(dir.path().join("broker/pinpost.acl")).unwrap();
+    assert!(
+        acl.contains("pattern write homeassistant/device/%u/config"),
+        "{acl}"
+    );
+    assert!(
+        said.contains("plus its Home Assistant discovery configs under homeassistant/"),
+        "{said}"
+    );
+}
