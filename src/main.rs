@@ -16,6 +16,16 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     logging::init(cli.command.debug(), default_level);
+    if !matches!(cli.command, Subcommand::Run(_) | Subcommand::Demo(_)) {
+        // A one-shot tool piped into `head` ends quietly when the reader
+        // goes, as other Unix tools do, instead of panicking in println!.
+        // The agent keeps Rust's default (ignored), so a closed stdout
+        // can never kill it.
+        // SAFETY: called before any thread starts; SIG_DFL is always valid.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

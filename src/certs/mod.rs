@@ -8,6 +8,7 @@
 //! connections: the `certs` command writes what this returns.
 
 pub(crate) mod mosquitto;
+pub(crate) mod request;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,

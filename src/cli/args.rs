@@ -50,6 +50,9 @@ pub enum Subcommand {
     /// Make a CA, broker and device certificates, and Mosquitto settings for them.
     #[command(after_help = CERTS_HELP)]
     Certs(CertsArgs),
+    /// On the device: make its key (it never leaves) and a certificate request to sign.
+    #[command(after_help = ENROLL_HELP)]
+    Enroll(EnrollArgs),
     /// Check the config, certificates and keys, then connect and send a probe.
     #[command(disable_help_flag = true, after_help = CHECK_HELP)]
     Check(CheckArgs),
@@ -118,6 +121,30 @@ const CHECK_HELP: &str = "Each step prints \u{2713} (fine), ! (works, but fix it
     Examples:\n  \
     pinpost check                                   # the Pi's own config\n  \
     pinpost check --config pi-01.toml --offline     # files only, no broker";
+
+const ENROLL_HELP: &str = "Makes the key the config's [broker.tls] key_file names (mode 0600; \
+    owned by the service user `pinpost` when run as root), unless one is there, and beside it \
+    <id>.csr, a request for a certificate for [device] id. The key never leaves this device: \
+    copy only the request to the laptop that holds the CA, sign it there, and bring back \
+    ca.crt and <id>.crt.\n\n\
+    Examples:\n  \
+    sudo pinpost enroll                          # /etc/pinpost/config.toml\n  \
+    pinpost certs sign pi-01.csr                 # on the laptop: certs/devices/pi-01/\n  \
+    deploy/push.sh pi@pi-01.local aarch64-unknown-linux-gnu --certs certs/devices/pi-01";
+
+/// `pinpost enroll`.
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// Config file to read instead of the usual places.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// RSA 2048 instead of ECDSA P-256, for old brokers.
+    #[arg(long)]
+    pub(crate) rsa: bool,
+    /// Make a new key even though one is there (its certificate stops working).
+    #[arg(long)]
+    pub(crate) force: bool,
+}
 
 /// `pinpost certs`.
 #[derive(Debug, Args)]
@@ -188,6 +215,15 @@ pub(crate) enum CertsCommand {
         #[arg(long)]
         homeassistant: bool,
     },
+    /// Sign a device's certificate request (made by `pinpost enroll` on
+    /// the device) into devices/<id>/: ca.crt, <id>.crt and the request.
+    Sign {
+        /// The request, <id>.csr.
+        request: PathBuf,
+        /// The operator's account name, which no device may have.
+        #[arg(long, default_value = "operator")]
+        operator: String,
+    },
     /// Check that a folder holds exactly what one device gets: ca.crt,
     /// <id>.crt and <id>.key, nothing else, the key <id>.crt's (install.sh
     /// runs this before installing).
@@ -201,6 +237,10 @@ pub(crate) enum CertsCommand {
         /// files it names need not exist yet).
         #[arg(long, value_name = "FILE", conflicts_with = "device")]
         config: Option<PathBuf>,
+        /// The key this device already holds (made by `pinpost enroll`),
+        /// when the folder brings only ca.crt and <id>.crt.
+        #[arg(long, value_name = "FILE")]
+        held_key: Option<PathBuf>,
     },
 }
 
@@ -241,7 +281,7 @@ impl Subcommand {
             Subcommand::Publish(a) => a.connection.debug,
             Subcommand::Subscribe(a) => a.connection.debug,
             Subcommand::Gpio(a) => a.debug,
-            Subcommand::Certs(_) => false,
+            Subcommand::Certs(_) | Subcommand::Enroll(_) => false,
             Subcommand::Check(a) => a.connection.debug,
             Subcommand::Sensors(a) => a.debug,
             Subcommand::Ha(_) => false,

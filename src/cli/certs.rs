@@ -186,10 +186,14 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
                 );
             }
         }
+        CertsCommand::Sign { request, operator } => {
+            sign(dir, request, operator, args.force, now)?;
+        }
         CertsCommand::Verify {
             folder,
             device,
             config,
+            held_key,
         } => {
             let id = match (device, config) {
                 (Some(id), _) => id.clone(),
@@ -197,7 +201,7 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
             };
             // The id names the files looked for: no path tricks.
             check_id(&id, "a device id")?;
-            return verify(folder, &id);
+            return verify(folder, &id, held_key.as_deref());
         }
     }
     Ok(())
@@ -208,7 +212,7 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
 /// certificate and key) are not in place yet, so the config cannot be
 /// loaded whole. Without an id, the device's id is this machine's name, as
 /// for the agent.
-fn config_id(file: Option<&Path>) -> Result<String, CliError> {
+pub(super) fn config_id(file: Option<&Path>) -> Result<String, CliError> {
     let Some(chosen) = super::choose_config(file) else {
         return crate::config::hostname().ok_or_else(|| {
             CliError::Input(
@@ -248,17 +252,95 @@ fn config_id(file: Option<&Path>) -> Result<String, CliError> {
     }
 }
 
+/// `pinpost certs sign`: a device's request, checked, signed into its
+/// folder beside ca.crt and the request itself; no key is made or kept
+/// here.
+fn sign(dir: &Path, path: &Path, operator: &str, force: bool, now: i64) -> Result<(), CliError> {
+    let refuse = |why: String| {
+        CliError::Input(format!(
+            "refusing {} (nothing was written): {why}",
+            path.display()
+        ))
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| {
+            refuse(format!(
+                "it cannot be read ({})",
+                crate::words::io_words(&e)
+            ))
+        })?
+        .len();
+    if size > certs::request::MAX_REQUEST_BYTES as u64 {
+        return Err(refuse(format!(
+            "it is {size} bytes, far larger than a request"
+        )));
+    }
+    let pem = std::fs::read(path).map_err(|e| {
+        refuse(format!(
+            "it cannot be read ({})",
+            crate::words::io_words(&e)
+        ))
+    })?;
+    let request = certs::request::read(&pem).map_err(|e| refuse(e.to_string()))?;
+    let id = request.id.clone();
+    check_id(&id, "a device id").map_err(|e| refuse(format!("it asks for {e}")))?;
+    if id.eq_ignore_ascii_case(operator) {
+        return Err(refuse(format!(
+            "it asks for a certificate named {id:?}, the operator's: that one reads every \
+             device's messages and sends their commands, so it is never given to a request; \
+             make the operator's own with `pinpost certs device {operator}` on this laptop"
+        )));
+    }
+    let authority = load_ca(dir)?;
+    let folder = device_dir(dir, &id);
+    let (cert, key) = (
+        folder.join(format!("{id}.crt")),
+        folder.join(format!("{id}.key")),
+    );
+    if key.exists() && !force {
+        return Err(refuse(format!(
+            "{} holds {id}.key, a key made here by `certs device`; a signed request replaces \
+             that pair with the device's own key; pass --force to remove the key here",
+            folder.display()
+        )));
+    }
+    refuse_existing(
+        &[&cert],
+        force,
+        "the device keeps its old certificate until you copy the new one",
+    )?;
+    let ca = std::fs::read(dir.join("ca.crt")).map_err(|e| io(&dir.join("ca.crt"), e))?;
+    let cert_pem = authority.sign(&request, now)?;
+    std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
+    if key.exists() {
+        std::fs::remove_file(&key).map_err(|e| io(&key, e))?;
+    }
+    write_file(&cert, cert_pem.as_bytes(), 0o644)?;
+    write_file(&folder.join("ca.crt"), &ca, 0o644)?;
+    write_file(&folder.join(format!("{id}.csr")), &pem, 0o644)?;
+    let d = folder.display();
+    println!(
+        "Signed {id}'s request: {} (its own key stays on the device), with ca.crt and the \
+         request, in {d}.",
+        cert.display()
+    );
+    println!("On the Pi (deploy/push.sh HOST TARGET --certs {d} does this):");
+    println!("  sudo install -m 0644 {d}/ca.crt {d}/{id}.crt /etc/pinpost/certs/");
+    println!("Then: pinpost check on the Pi.");
+    Ok(())
+}
+
 /// `pinpost certs verify`: refuses a folder that holds anything but
 /// exactly the device's ca.crt, `<id>.crt` and `<id>.key` (what install.sh
 /// runs before installing anything).
-fn verify(folder: &Path, id: &str) -> Result<(), CliError> {
+fn verify(folder: &Path, id: &str, held_key: Option<&Path>) -> Result<(), CliError> {
     if !folder.is_dir() {
         return Err(CliError::Input(format!(
             "{} is not a folder: give the device's folder, like certs/devices/{id}",
             folder.display()
         )));
     }
-    let steps = crate::preflight::device_bundle(folder, id);
+    let steps = crate::preflight::device_bundle(folder, id, held_key);
     let failed = steps
         .iter()
         .filter(|s| s.mark == crate::preflight::Mark::Fail)
@@ -338,7 +420,7 @@ fn load_ca(dir: &Path) -> Result<Authority, CliError> {
 /// Device ids name files, folders, topics and broker accounts: the same
 /// rules as the broker's files, and none of the names the CA's and the
 /// broker's files have.
-fn check_id(id: &str, what: &str) -> Result<(), CliError> {
+pub(super) fn check_id(id: &str, what: &str) -> Result<(), CliError> {
     if let Some(why) = mosquitto::id_problem(id) {
         return Err(CliError::Input(format!(
             "{id:?} cannot be {what}: {why}; use letters, digits, '-', '_' and '.', like pi-01"

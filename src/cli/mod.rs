@@ -5,6 +5,7 @@
 pub mod args;
 mod certs;
 mod check;
+mod enroll;
 mod gpio;
 mod ha;
 mod publish;
@@ -142,6 +143,7 @@ pub async fn run(command: Subcommand) -> Result<(), CliError> {
         Subcommand::Subscribe(args) => subscribe::run(args).await,
         Subcommand::Gpio(args) => gpio::run(args).await,
         Subcommand::Certs(args) => certs::run(args).await,
+        Subcommand::Enroll(args) => enroll::run(&args),
         Subcommand::Check(args) => check::run(args).await,
         Subcommand::Sensors(args) => sensors::run(args).await,
         Subcommand::Ha(args) => ha::run(&args),

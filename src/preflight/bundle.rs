@@ -5,7 +5,7 @@
 //! An allow-list over one folder; it does not look at a config (the
 //! certificate-file checks of `pinpost check` are in [`super`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::Step;
 use super::contents::{contents, describe};
@@ -25,14 +25,21 @@ const BUNDLE_FILE_LIMIT: u64 = 64 * 1024;
 /// key (a second PEM section, DER, PKCS#12, a password, a large file) is
 /// refused for not being one of those three files, or not only what it
 /// should be.
-pub(crate) fn device_bundle(dir: &Path, id: &str) -> Vec<Step> {
+///
+/// A device that made its own key (`pinpost enroll`) has no key here: on
+/// the laptop its folder holds `<id>.csr`, the request `certs sign` signed,
+/// instead of the key, and the request's key must be `<id>.crt`'s; on the
+/// Pi, `held_key` names the key it already holds, and the folder then holds
+/// ca.crt and `<id>.crt` alone.
+pub(crate) fn device_bundle(dir: &Path, id: &str, held_key: Option<&Path>) -> Vec<Step> {
     let mut steps = Vec::new();
-    let (ca, cert, key) = (
+    let (ca, cert, key, request) = (
         "ca.crt".to_string(),
         format!("{id}.crt"),
         format!("{id}.key"),
+        format!("{id}.csr"),
     );
-    let allowed = [&ca, &cert, &key];
+    let allowed = [&ca, &cert, &key, &request];
     let list = format!("ca.crt, {cert} and {key}");
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -68,13 +75,33 @@ pub(crate) fn device_bundle(dir: &Path, id: &str) -> Vec<Step> {
         }
         present.push(shown);
     }
-    let mut texts = Vec::new();
-    for name in allowed {
-        let path = dir.join(name);
-        if !present.contains(name) {
+    let third = match (present.contains(&key), present.contains(&request), held_key) {
+        (true, true, _) => {
             steps.push(Step::fail(format!(
-                "{} has no {name}: a device gets exactly {list}, as `pinpost certs device {id}` \
-                 makes them",
+                "{} holds both {key} and {request}: a device that made its own key \
+                 (`pinpost enroll`) has no key here; remove {key}",
+                dir.display()
+            )));
+            Third::Key(dir.join(&key))
+        }
+        (true, false, _) => Third::Key(dir.join(&key)),
+        (false, true, _) => Third::Request(dir.join(&request)),
+        (false, false, Some(held)) => Third::Held(held.to_path_buf()),
+        (false, false, None) => Third::Key(dir.join(&key)),
+    };
+    let mut texts = Vec::new();
+    for (name, path) in [
+        (&ca, dir.join(&ca)),
+        (&cert, dir.join(&cert)),
+        (third.name(&key, &request), third.path().to_path_buf()),
+    ] {
+        // The key a device already holds is not in the folder.
+        let elsewhere = matches!(third, Third::Held(_)) && name == &key;
+        if !elsewhere && !present.contains(name) {
+            steps.push(Step::fail(format!(
+                "{} has no {name}: a device gets exactly {list}, as `pinpost certs device \
+                 {id}` makes them (or ca.crt, {cert} and {request}, when it made its own \
+                 key with `pinpost enroll` and `pinpost certs sign` signed it)",
                 dir.display()
             )));
             texts.push(None);
@@ -152,39 +179,112 @@ pub(crate) fn device_bundle(dir: &Path, id: &str) -> Vec<Step> {
             );
         }
     }
-    if let Some(found) = &texts[2] {
+    if let (Third::Request(path), Some(found)) = (&third, &texts[2]) {
+        check_request(
+            &mut steps,
+            path,
+            found,
+            leaf.as_ref().map(|(der, _)| der.as_ref()),
+            &cert,
+        );
+    } else if let Some(found) = &texts[2] {
+        let key = third.path().display().to_string();
         let only_key = found.keys.len() == 1
             && found.unreadable.is_empty()
             && found.labels.len() == 1
             && !found.binary;
         if !only_key {
-            fail(
-                &mut steps,
-                &key,
-                format!(
-                    "it must hold exactly one private key pinpost can read (PEM, not \
-                     encrypted), but holds {}",
-                    describe(found)
-                ),
-            );
+            steps.push(Step::fail(format!(
+                "{key}: it must hold exactly one private key pinpost can read (PEM, not \
+                 encrypted), but holds {}",
+                describe(found)
+            )));
         } else if let Some((der, _)) = &leaf {
             let spki = found.keys.first().cloned().flatten();
             if crate::tls::public_key_info(der) != spki {
-                fail(
-                    &mut steps,
-                    &key,
-                    format!(
-                        "it is not the private key of {cert} (another device's, the broker's or the CA's?)"
-                    ),
-                );
+                steps.push(Step::fail(format!(
+                    "{key}: it is not the private key of {cert} (another device's, the broker's or the CA's?)"
+                )));
             }
         }
     }
     if steps.is_empty() {
-        steps.push(Step::pass(format!(
-            "{} holds exactly {list}, and {key} is the key of {cert}, {id}'s certificate",
-            dir.display()
-        )));
+        steps.push(Step::pass(match &third {
+            Third::Key(_) => format!(
+                "{} holds exactly {list}, and {key} is the key of {cert}, {id}'s certificate",
+                dir.display()
+            ),
+            Third::Request(_) => format!(
+                "{} holds exactly ca.crt, {cert} and {request} (the key stays on the device), \
+                 and {cert} is for the request's key",
+                dir.display()
+            ),
+            Third::Held(held) => format!(
+                "{} holds exactly ca.crt and {cert}, and {} (on this device) is the key of {cert}, \
+                 {id}'s certificate",
+                dir.display(),
+                held.display()
+            ),
+        }));
     }
     steps
+}
+
+/// The file that goes with `<id>.crt`: its key, the request it was signed
+/// for, or the key the device already holds.
+enum Third {
+    Key(PathBuf),
+    Request(PathBuf),
+    Held(PathBuf),
+}
+
+impl Third {
+    fn path(&self) -> &Path {
+        match self {
+            Third::Key(p) | Third::Request(p) | Third::Held(p) => p,
+        }
+    }
+
+    fn name<'a>(&self, key: &'a String, request: &'a String) -> &'a String {
+        match self {
+            Third::Request(_) => request,
+            _ => key,
+        }
+    }
+}
+
+/// A request beside the certificate: exactly one, readable, signed, and
+/// for the certificate's key.
+fn check_request(
+    steps: &mut Vec<Step>,
+    path: &Path,
+    found: &super::contents::Contents,
+    leaf: Option<&[u8]>,
+    cert: &str,
+) {
+    let shown = path.display();
+    if found.binary || found.key_count() > 0 || found.labels != ["CERTIFICATE REQUEST"] {
+        steps.push(Step::fail(format!(
+            "{shown}: it must hold exactly one certificate request (PEM), but holds {}",
+            describe(found)
+        )));
+        return;
+    }
+    let request = match std::fs::read(path)
+        .map_err(|e| crate::words::io_words(&e))
+        .and_then(|pem| crate::certs::request::read(&pem).map_err(|e| e.to_string()))
+    {
+        Ok(request) => request,
+        Err(why) => {
+            steps.push(Step::fail(format!("{shown}: {why}")));
+            return;
+        }
+    };
+    if let Some(der) = leaf {
+        if crate::tls::public_key_info(der).as_deref() != Some(request.spki()) {
+            steps.push(Step::fail(format!(
+                "{shown}: {cert} is not for this request's key (signed for another request?)"
+            )));
+        }
+    }
 }

@@ -25,6 +25,7 @@ mod commands;
 mod demo;
 mod deploy;
 mod durability;
+mod enroll;
 mod failover;
 mod failures;
 mod file_modes;
