@@ -7,8 +7,11 @@
 #   config.example.toml   used as /etc/pinpost/config.toml if there is none
 #   config.toml           (optional) used instead of the example
 #   certs/                (optional) exactly ca.crt, <id>.crt, <id>.key: the
-#                         device's folder (pinpost certs device <id>); refused,
-#                         before anything changes, if it holds anything else
+#                         device's folder (pinpost certs device <id>); or
+#                         ca.crt and <id>.crt alone when this Pi made its own
+#                         key (pinpost enroll: /etc/pinpost/certs/<id>.key);
+#                         refused, before anything changes, if it holds
+#                         anything else or the key is not <id>.crt's
 #
 #   sudo ./install.sh             install, enable and (re)start the service
 #   sudo ./install.sh --no-start  install and enable only (no systemd running,
@@ -80,14 +83,27 @@ if [ -d "$here/certs" ]; then
   else
     config=$here/config.example.toml
   fi
-  "$here/pinpost" certs verify "$here/certs" --config "$config" ||
-    die "refusing to install $here/certs (nothing was changed): it must hold exactly ca.crt, <id>.crt and <id>.key for this device, as in certs/devices/<id>/ made by pinpost certs device <id>"
-  # verify let through exactly one key, <id>.key: its name gives the id.
-  set -- "$here"/certs/*.key
-  if [ "$#" -ne 1 ] || [ ! -f "$1" ]; then
-    die "refusing to install $here/certs (nothing was changed): it must hold exactly one key"
+  # The certificate's name gives the id (verify refuses any other file).
+  device=""
+  for file in "$here"/certs/*.crt; do
+    name=$(basename "$file" .crt)
+    [ "$name" = ca ] || device=$name
+  done
+  [ -n "$device" ] ||
+    die "refusing to install $here/certs (nothing was changed): it holds no <id>.crt"
+  if [ -e "$here/certs/$device.key" ]; then
+    held=""
+    "$here/pinpost" certs verify "$here/certs" --config "$config" ||
+      die "refusing to install $here/certs (nothing was changed): it must hold exactly ca.crt, <id>.crt and <id>.key for this device, as in certs/devices/<id>/ made by pinpost certs device <id>"
+  else
+    # This Pi made its own key (pinpost enroll): the folder brings the
+    # certificates for it, and the key must be there and theirs.
+    held=/etc/pinpost/certs/$device.key
+    [ -f "$held" ] ||
+      die "refusing to install $here/certs (nothing was changed): it brings no $device.key, and this Pi holds none at $held; run pinpost enroll on this Pi first (the key is made here), or give the folder pinpost certs device $device made"
+    "$here/pinpost" certs verify "$here/certs" --config "$config" --held-key "$held" ||
+      die "refusing to install $here/certs (nothing was changed): it must hold exactly ca.crt and $device.crt, the certificate pinpost certs sign made for $held"
   fi
-  device=$(basename "$1" .key)
 fi
 
 for group in gpio i2c spi pinpost; do
@@ -124,8 +140,11 @@ fi
 
 if [ -d "$here/certs" ]; then
   install -d -m 0750 -o root -g pinpost /etc/pinpost/certs
-  # Only the three files a device gets, whatever else the folder holds.
-  for name in ca.crt "$device.crt" "$device.key"; do
+  # Only the files a device gets, whatever else the folder holds; a key
+  # this Pi made itself stays as enroll left it.
+  names="ca.crt $device.crt"
+  [ -n "$held" ] || names="$names $device.key"
+  for name in $names; do
     case "$name" in
       # The key is readable by the service's group only, never by others.
       *.key) mode=0640 ;;

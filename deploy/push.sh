@@ -59,7 +59,8 @@ config_id() {
 }
 
 # Refuses a certificate folder that is not exactly device $2's: ca.crt,
-# $2.crt and $2.key, nothing else (a CA key or another device's key on a Pi
+# $2.crt and $2.key (or $2.csr, the request of a device that made its own
+# key with pinpost enroll), nothing else (a CA key or another device's key on a Pi
 # lets whoever holds it make certificates or act as that device, in
 # whatever form it hides: a second PEM section, DER, PKCS#12, encrypted).
 # The certificates hold certificates only; the key file exactly one private
@@ -78,14 +79,23 @@ check_certs() {
       refuse "it holds $name, which is not a plain file"
     fi
     case "$name" in
-      ca.crt | "$id.crt" | "$id.key") ;;
+      ca.crt | "$id.crt" | "$id.key" | "$id.csr") ;;
       ca.key) refuse "it holds ca.key, the CA's private key: whoever holds the Pi could make certificates for every device and the operator" ;;
       *) refuse "it holds $name: a device gets exactly ca.crt, $id.crt and $id.key, nothing else" ;;
     esac
   done
-  for name in ca.crt "$id.crt" "$id.key"; do
+  # A device that made its own key (pinpost enroll) has its request here
+  # instead, the one pinpost certs sign signed: the key stays on the Pi.
+  if [ -e "$dir/$id.csr" ]; then
+    [ ! -e "$dir/$id.key" ] ||
+      refuse "it holds both $id.key and $id.csr: a device that made its own key has no key here"
+    third=$id.csr
+  else
+    third=$id.key
+  fi
+  for name in ca.crt "$id.crt" "$third"; do
     file=$dir/$name
-    [ -f "$file" ] || refuse "it has no $name (a device gets exactly ca.crt, $id.crt and $id.key)"
+    [ -f "$file" ] || refuse "it has no $name (a device gets exactly ca.crt, $id.crt and $id.key, or $id.csr when it made its own key)"
     [ "$(wc -c <"$file")" -le 65536 ] || refuse "$name is larger than 64 KiB, too large for a certificate or a key"
     # PEM is text: any other byte is something hidden (DER, a bundle).
     ! LC_ALL=C grep -q '[^[:print:][:space:]]' "$file" ||
@@ -96,6 +106,30 @@ check_certs() {
       refuse "$name holds something other than certificates ($(grep -- '-----BEGIN ' "$dir/$name" | grep -v -- '-----BEGIN CERTIFICATE-----' | head -n 1 | tr -d '-'))"
     grep -q -- '-----BEGIN CERTIFICATE-----' "$dir/$name" || refuse "$name holds no certificate"
   done
+  if [ "$third" = "$id.csr" ]; then
+    if [ "$(grep -c -- '-----BEGIN ' "$dir/$id.csr")" -ne 1 ] ||
+      ! grep -q -- '-----BEGIN CERTIFICATE REQUEST-----' "$dir/$id.csr"; then
+      refuse "$id.csr must hold exactly one certificate request"
+    fi
+    pub=$(openssl req -in "$dir/$id.csr" -noout -pubkey 2>/dev/null) ||
+      refuse "$id.csr is not a certificate request openssl can read"
+    [ "$(openssl x509 -in "$dir/$id.crt" -noout -pubkey 2>/dev/null)" = "$pub" ] ||
+      refuse "$id.crt is not for the key of $id.csr (signed for another request?)"
+  else
+    check_key "$dir" "$id"
+  fi
+  if openssl x509 -in "$dir/$id.crt" -noout -text 2>/dev/null | grep -q "CA:TRUE"; then
+    refuse "$id.crt is a CA certificate, not the device's: whoever holds the Pi could make certificates for every device"
+  fi
+  cn=$(openssl x509 -in "$dir/$id.crt" -noout -subject -nameopt RFC2253 |
+    sed -n 's/^subject=//; s/^\(.*,\)\{0,1\}CN=\([^,]*\).*$/\2/p')
+  [ "$cn" = "$id" ] ||
+    refuse "$id.crt is the certificate of ${cn:-no Common Name}, not of the device $id: whoever holds the Pi could act as ${cn:-it}"
+}
+
+# The device's key in $1 is exactly one plain private key, $2.crt's.
+check_key() {
+  local dir=$1 id=$2 pub
   [ "$(grep -c -- '-----BEGIN ' "$dir/$id.key")" -eq 1 ] ||
     refuse "$id.key must hold exactly one private key, but holds $(grep -c -- '-----BEGIN ' "$dir/$id.key") PEM sections"
   if grep -q -- '-----BEGIN ENCRYPTED' "$dir/$id.key"; then
@@ -105,13 +139,6 @@ check_certs() {
     refuse "$id.key is not a private key openssl can read"
   [ "$(openssl x509 -in "$dir/$id.crt" -noout -pubkey 2>/dev/null)" = "$pub" ] ||
     refuse "$id.key is not the private key of $id.crt (another device's, the broker's or the CA's?)"
-  if openssl x509 -in "$dir/$id.crt" -noout -text 2>/dev/null | grep -q "CA:TRUE"; then
-    refuse "$id.crt is a CA certificate, not the device's: whoever holds the Pi could make certificates for every device"
-  fi
-  cn=$(openssl x509 -in "$dir/$id.crt" -noout -subject -nameopt RFC2253 |
-    sed -n 's/^subject=//; s/^\(.*,\)\{0,1\}CN=\([^,]*\).*$/\2/p')
-  [ "$cn" = "$id" ] ||
-    refuse "$id.crt is the certificate of ${cn:-no Common Name}, not of the device $id: whoever holds the Pi could act as ${cn:-it}"
 }
 
 if [ -n "$certs" ]; then
@@ -161,8 +188,10 @@ cp deploy/pinpost.service deploy/config.example.toml deploy/install.sh deploy/60
 [ -z "$config" ] || cp "$config" "$stage/config.toml"
 if [ -n "$certs" ]; then
   mkdir "$stage/certs"
-  # Exactly the three files check_certs let through.
-  cp "$certs/ca.crt" "$certs/$id.crt" "$certs/$id.key" "$stage/certs/"
+  # Exactly the files check_certs let through; a request stays here (the
+  # Pi holds its key and needs only the certificates).
+  cp "$certs/ca.crt" "$certs/$id.crt" "$stage/certs/"
+  [ ! -e "$certs/$id.key" ] || cp "$certs/$id.key" "$stage/certs/"
 fi
 remote_dir=pinpost-install
 echo "push: copying to $host:$remote_dir" >&2

@@ -822,3 +822,134 @@ fn install_sh_installs_the_certificates_on_a_first_install_with_a_tls_config() {
         "{said}"
     );
 }
+
+/// A device that enrolled itself: its key in `pi/` (where the config says),
+/// and on the laptop `devices/<id>/` holding ca.crt, <id>.crt and <id>.csr.
+fn enrolled(fleet: &Path, id: &str) -> PathBuf {
+    let pi = fleet.join(format!("pi-side-{id}"));
+    std::fs::create_dir_all(&pi).unwrap();
+    let config = pi.join("pinpost.toml");
+    std::fs::write(
+        &config,
+        format!("[device]\nid = \"{id}\"\n[broker.tls]\ncert_file = \"{id}.crt\"\nkey_file = \"{id}.key\"\n"),
+    )
+    .unwrap();
+    let wait = std::time::Duration::from_secs(60);
+    let out = pinpost(
+        &strings(&["enroll", "--config", &config.display().to_string()]),
+        wait,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = fleet.display().to_string();
+    let csr = pi.join(format!("{id}.csr")).display().to_string();
+    let out = pinpost(&strings(&["certs", "--dir", &d, "sign", &csr]), wait);
+    assert!(out.status.success(), "{}", stderr(&out));
+    pi
+}
+
+#[test]
+fn push_sh_takes_an_enrolled_devices_folder_and_copies_no_key() {
+    let fleet = fleet();
+    let f = fleet.path();
+    enrolled(f, "pi-05");
+    let folder = f.join("devices/pi-05");
+    let (code, said, calls) = push(f, &folder, None);
+    assert!(!said.contains("refusing"), "{code:?}: {said}");
+    assert!(calls.starts_with("cross build"), "{calls}\n{said}");
+
+    // The certificate must be for the request's key.
+    let mixed = f.join("mixed/pi-05");
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::copy(folder.join("ca.crt"), mixed.join("ca.crt")).unwrap();
+    std::fs::copy(folder.join("pi-05.csr"), mixed.join("pi-05.csr")).unwrap();
+    enrolled(f, "pi-06");
+    std::fs::copy(f.join("devices/pi-06/pi-06.crt"), mixed.join("pi-05.crt")).unwrap();
+    let (code, said, calls) = push(f, &mixed, None);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("pi-05.crt is the certificate of pi-06")
+            || said.contains("pi-05.crt is not for the key of pi-05.csr"),
+        "{said}"
+    );
+    assert_eq!(calls, "");
+
+    // Both a key and a request: one of them is not what it seems.
+    let both = folder_with(f, "both", &[("pi-01.csr", "devices/pi-05/pi-05.csr")]);
+    let (code, said, _) = push(f, &both, None);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("it holds both pi-01.key and pi-01.csr"),
+        "{said}"
+    );
+}
+
+#[test]
+fn install_sh_installs_the_certificates_for_the_key_this_pi_made_and_keeps_the_key() {
+    let fleet = fleet();
+    let f = fleet.path();
+    let pi = enrolled(f, "pi-05");
+    let setup = |name: &str| {
+        let root = f.join(format!("root-{name}"));
+        let stage = f.join(format!("stage-{name}"));
+        std::fs::create_dir_all(stage.join("certs")).unwrap();
+        std::fs::copy(PINPOST, stage.join("pinpost")).unwrap();
+        std::fs::write(stage.join("pinpost.service"), UNIT).unwrap();
+        std::fs::write(stage.join("config.toml"), "[device]\nid = \"pi-05\"\n").unwrap();
+        for file in ["ca.crt", "pi-05.crt"] {
+            std::fs::copy(
+                f.join("devices/pi-05").join(file),
+                stage.join("certs").join(file),
+            )
+            .unwrap();
+        }
+        (root, stage)
+    };
+
+    // No key on this "Pi" yet: nothing changes.
+    let (root, stage) = setup("no-key");
+    let (code, said, calls) = install_under(&root, &stage);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("it brings no pi-05.key, and this Pi holds none"),
+        "{said}"
+    );
+    assert!(
+        said.contains("run pinpost enroll on this Pi first"),
+        "{said}"
+    );
+    assert!(
+        !calls.contains("useradd") && !calls.contains("systemctl"),
+        "{calls}"
+    );
+
+    // The key enroll made is there: the certificates join it.
+    let (root, stage) = setup("held");
+    let held = root.join("etc/pinpost/certs");
+    std::fs::create_dir_all(&held).unwrap();
+    std::fs::copy(pi.join("pi-05.key"), held.join("pi-05.key")).unwrap();
+    let (code, said, calls) = install_under(&root, &stage);
+    assert_eq!(code, Some(0), "{said}\n{calls}");
+    let mut names: Vec<_> = std::fs::read_dir(&held)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ca.crt", "pi-05.crt", "pi-05.key"], "{said}");
+    assert_eq!(
+        std::fs::read(held.join("pi-05.key")).unwrap(),
+        std::fs::read(pi.join("pi-05.key")).unwrap(),
+        "the key is the one the Pi made"
+    );
+
+    // Another device's key held here: refused.
+    let (root, stage) = setup("wrong-key");
+    let held = root.join("etc/pinpost/certs");
+    std::fs::create_dir_all(&held).unwrap();
+    std::fs::copy(f.join("devices/pi-02/pi-02.key"), held.join("pi-05.key")).unwrap();
+    let (code, said, _) = install_under(&root, &stage);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("is not the private key of pi-05.crt"),
+        "{said}"
+    );
+}
