@@ -9,6 +9,7 @@
 
 pub(crate) mod mosquitto;
 pub(crate) mod request;
+pub(crate) mod revocation;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
@@ -136,6 +137,17 @@ impl Authority {
         params.distinguished_name = distinguished_name(&cert).map_err(bad)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        // It may sign the fleet's revocation list when its own certificate
+        // says so (or sets no key usage at all): a CRL signed otherwise is
+        // refused by OpenSSL, and with it every client.
+        let crl_sign = match cert.key_usage() {
+            Ok(Some(usage)) => usage.value.crl_sign(),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if crl_sign {
+            params.key_usages.push(KeyUsagePurpose::CrlSign);
+        }
         let issuer = params
             .self_signed(&key)
             .map_err(|e| CertsError::Sign(e.to_string()))?;

@@ -41,6 +41,9 @@ pub(crate) struct Setup {
     pub(crate) acl_path: String,
     /// Rules for Home Assistant discovery (default prefix `homeassistant`).
     pub(crate) homeassistant: bool,
+    /// Certificates are checked against the fleet's revocation list,
+    /// `crl.pem` beside ca.crt (once any has been revoked).
+    pub(crate) crl: bool,
 }
 
 /// Why a name cannot go into the broker's files.
@@ -160,8 +163,17 @@ pub(crate) fn listener(setup: &Setup) -> String {
         cli_port,
         cert_dir,
         acl_path,
+        crl,
         ..
     } = setup;
+    let revoked = if *crl {
+        format!(
+            "# Certificates the fleet revoked (pinpost certs revoke) are refused.\n\
+             crlfile {cert_dir}/crl.pem\n"
+        )
+    } else {
+        String::new()
+    };
     let tls = format!(
         "cafile {cert_dir}/ca.crt\n\
          certfile {cert_dir}/broker.crt\n\
@@ -169,6 +181,7 @@ pub(crate) fn listener(setup: &Setup) -> String {
          keyfile {cert_dir}/broker.key\n\
          # Every client shows a certificate signed by ca.crt.\n\
          require_certificate true\n\
+         {revoked}\
          # The oldest TLS version accepted (a minimum, not the only one).\n\
          tls_version tlsv1.2\n"
     );
@@ -301,7 +314,23 @@ mod tests {
             cert_dir: "/etc/mosquitto/certs".into(),
             acl_path: "/etc/mosquitto/pinpost.acl".into(),
             homeassistant: false,
+            crl: false,
         }
+    }
+
+    #[test]
+    fn both_listeners_check_the_revocation_list_once_there_is_one() {
+        assert!(!listener(&setup()).contains("crlfile"));
+        let text = listener(&Setup {
+            crl: true,
+            ..setup()
+        });
+        assert_eq!(
+            text.matches("crlfile /etc/mosquitto/certs/crl.pem\n")
+                .count(),
+            2,
+            "{text}"
+        );
     }
 
     #[test]

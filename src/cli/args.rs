@@ -224,6 +224,13 @@ pub(crate) enum CertsCommand {
         #[arg(long, default_value = "operator")]
         operator: String,
     },
+    /// Revoke a device's certificate: the CA signs the fleet's revocation
+    /// list (broker/crl.pem), and the broker's listener and ACL are written
+    /// again to refuse it.
+    Revoke {
+        /// The device id.
+        id: String,
+    },
     /// Check that a folder holds exactly what one device gets: ca.crt,
     /// <id>.crt and <id>.key, nothing else, the key <id>.crt's (install.sh
     /// runs this before installing).

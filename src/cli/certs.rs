@@ -136,6 +136,7 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
                 cert_dir: cert_dir.trim_end_matches('/').to_string(),
                 acl_path: "/etc/mosquitto/pinpost.acl".into(),
                 homeassistant: *homeassistant,
+                crl: super::revoke::any(dir),
             };
             setup.check().map_err(|e| CliError::Input(e.to_string()))?;
             let folder = dir.join("broker");
@@ -144,8 +145,25 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
             std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
             write_file(&conf, mosquitto::listener(&setup).as_bytes(), 0o644)?;
             write_file(&acl, mosquitto::acl(&setup).as_bytes(), 0o644)?;
+            super::revoke::Settings {
+                port: *port,
+                cli_port: *cli_port,
+                prefix: prefix.clone(),
+                ha_prefix: ha_prefix.clone(),
+                operator: operator.clone(),
+                cert_dir: setup.cert_dir.clone(),
+                homeassistant: *homeassistant,
+            }
+            .save(dir)?;
             println!("Wrote {} and {}.", conf.display(), acl.display());
             println!("On the broker:");
+            if let Some(crl) = super::revoke::write_crl(dir, now)? {
+                println!(
+                    "  sudo install -m 0644 {} {}/crl.pem   # the revoked certificates",
+                    crl.display(),
+                    setup.cert_dir
+                );
+            }
             println!(
                 "  sudo install -m 0644 {} /etc/mosquitto/conf.d/pinpost.conf",
                 conf.display()
@@ -186,6 +204,7 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
                 );
             }
         }
+        CertsCommand::Revoke { id } => super::revoke::run(dir, id, now)?,
         CertsCommand::Sign { request, operator } => {
             sign(dir, request, operator, args.force, now)?;
         }
@@ -373,7 +392,7 @@ fn make_private_dir(dir: &Path) -> Result<(), CliError> {
 }
 
 /// The device folders made so far (each named for its device).
-fn known_devices(dir: &Path) -> Result<Vec<String>, CliError> {
+pub(super) fn known_devices(dir: &Path) -> Result<Vec<String>, CliError> {
     let devices = dir.join("devices");
     let Ok(entries) = std::fs::read_dir(&devices) else {
         return Ok(Vec::new());
@@ -387,7 +406,7 @@ fn known_devices(dir: &Path) -> Result<Vec<String>, CliError> {
     Ok(found)
 }
 
-fn load_ca(dir: &Path) -> Result<Authority, CliError> {
+pub(super) fn load_ca(dir: &Path) -> Result<Authority, CliError> {
     let (cert, key) = (dir.join("ca.crt"), private_dir(dir).join("ca.key"));
     let old = dir.join("ca.key");
     if !key.exists() && old.exists() {
@@ -480,7 +499,7 @@ fn make_pair(
 
 /// Writes through a temporary file so a crash leaves the old file or the
 /// new one, never half of either; the mode is set before any byte lands.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
+pub(super) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
@@ -495,7 +514,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
-fn io(path: &Path, e: std::io::Error) -> CliError {
+pub(super) fn io(path: &Path, e: std::io::Error) -> CliError {
     CliError::Input(format!(
         "cannot write {}: {}",
         path.display(),

@@ -9,6 +9,7 @@ mod enroll;
 mod gpio;
 mod ha;
 mod publish;
+mod revoke;
 mod run;
 mod sensors;
 mod subscribe;

@@ -68,6 +68,12 @@ pub enum TlsFailure {
         /// The CA names the broker said it accepts.
         accepted: Vec<String>,
     },
+    /// The broker refused this device's certificate as revoked (it is on
+    /// the fleet's CRL).
+    Revoked {
+        /// Where it was read from.
+        file: Option<String>,
+    },
     /// The broker's certificate is X.509 version 1, which webpki refuses.
     VersionOne {
         /// Its Common Name.
@@ -238,6 +244,11 @@ pub(crate) fn explain_closed(seen: &Observation, facts: &TlsFacts) -> Option<Tls
 
 fn alert_received(alert: AlertDescription, seen: &Observation, facts: &TlsFacts) -> TlsFailure {
     use AlertDescription as A;
+    if alert == A::CertificateRevoked && seen.client_cert_sent {
+        return TlsFailure::Revoked {
+            file: facts.client_cert_file.clone(),
+        };
+    }
     let about_certs = matches!(
         alert,
         A::CertificateRequired
@@ -457,6 +468,15 @@ impl fmt::Display for TlsFailure {
                      check its dates)"
                 )
             }
+            TlsFailure::Revoked { file } => write!(
+                f,
+                "this certificate has been revoked: the broker refuses this device's \
+                 certificate{} because the fleet's revocation list names it (pinpost certs \
+                 revoke). It cannot connect with it again; if that is a mistake, ask the \
+                 operator. A new certificate needs a new key: pinpost enroll --force here, \
+                 then pinpost certs sign on the laptop",
+                file.as_ref().map(|f| format!(" {f}")).unwrap_or_default()
+            ),
             TlsFailure::VersionOne { common_name } => write!(
                 f,
                 "the broker's certificate (CN={}) is an old X.509 version 1 certificate, as \

@@ -874,3 +874,110 @@ fn certs_mosquitto_says_devices_may_write_discovery_only_when_its_acl_allows_it(
         "{said}"
     );
 }
+
+#[test]
+fn a_revoked_device_is_refused_by_mosquitto_and_check_says_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    for args in [
+        &["ca"][..],
+        &["broker", "--host", "127.0.0.1"],
+        &["device", "pi-01"],
+        &["device", "pi-02"],
+        &["device", "operator"],
+    ] {
+        certs(&certs_dir, args);
+    }
+    let broker_dir = certs_dir.join("broker").display().to_string();
+    certs(&certs_dir, &["mosquitto", "--cert-dir", &broker_dir]);
+    // What the stolen Pi still holds after its folder leaves the laptop's
+    // devices/.
+    let stolen = dir.path().join("stolen");
+    std::fs::create_dir(&stolen).unwrap();
+    for name in ["ca.crt", "pi-01.crt", "pi-01.key"] {
+        std::fs::copy(
+            certs_dir.join("devices/pi-01").join(name),
+            stolen.join(name),
+        )
+        .unwrap();
+    }
+    let said = certs(&certs_dir, &["revoke", "pi-01"]);
+    assert!(said.contains("Revoked pi-01's certificate"), "{said}");
+    assert!(said.contains("sudo systemctl restart mosquitto"), "{said}");
+    let conf = std::fs::read_to_string(certs_dir.join("broker/pinpost.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("crlfile {broker_dir}/crl.pem")),
+        "{conf}"
+    );
+    let acl = std::fs::read_to_string(certs_dir.join("broker/pinpost.acl")).unwrap();
+    assert!(!acl.contains("pi-01"), "{acl}");
+    assert!(!certs_dir.join("devices/pi-01").exists());
+
+    let broker = Broker::start(&BrokerSetup {
+        listener_conf: Some(conf.replace(
+            "/etc/mosquitto/pinpost.acl",
+            &certs_dir.join("broker/pinpost.acl").display().to_string(),
+        )),
+        ..BrokerSetup::default()
+    });
+    let config = dir.path().join("pi-01.toml");
+    std::fs::write(
+        &config,
+        ConfigHead::new(broker.port)
+            .broker(&format!("cli_port = {}", broker.more_ports[0]))
+            .ca(stolen.join("ca.crt").display().to_string())
+            .client_files(
+                stolen.join("pi-01.crt").display().to_string(),
+                stolen.join("pi-01.key").display().to_string(),
+            )
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = pinpost(
+        &strings(&[
+            "publish",
+            "--config",
+            &config.display().to_string(),
+            "-t",
+            "pinpost/pi-01/check",
+            "-m",
+            "x",
+        ]),
+        WAIT,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("this certificate has been revoked"),
+        "{}",
+        stderr(&out)
+    );
+    let out = pinpost(
+        &strings(&["check", "--config", &config.display().to_string()]),
+        WAIT,
+    );
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("this certificate has been revoked"), "{said}");
+
+    // The rest of the fleet is untouched.
+    let pi02 = certs_dir.join("devices/pi-02");
+    let mut args = strings(&["publish", "--config"]);
+    args.push(device_config(dir.path()).display().to_string());
+    args.extend(strings(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.port.to_string(),
+    ]));
+    args.extend(tls_args(
+        &pi02.join("ca.crt"),
+        Some(&Files {
+            cert: pi02.join("pi-02.crt"),
+            key: pi02.join("pi-02.key"),
+        }),
+    ));
+    args.extend(strings(&["-t", "pinpost/pi-02/check", "-m", "still here"]));
+    let out = pinpost(&args, WAIT);
+    assert_ok(&out, &broker);
+}

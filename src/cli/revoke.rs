@@ -1,0 +1,238 @@
+//! `pinpost certs revoke ID`: a device cut off for good (a stolen Pi, one
+//! taken out of service). Its certificate's serial joins the fleet's list
+//! (`certs/revoked.txt`), the CA signs the list as `certs/broker/crl.pem`,
+//! its folder moves to `certs/revoked/`, and the broker's listener (with
+//! `crlfile`) and ACL (without the device) are written again from the
+//! settings `certs mosquitto` kept (`certs/mosquitto.toml`). Mosquitto then
+//! refuses the device's certificate at the next handshake.
+//!
+//! Also what `certs mosquitto` needs to know of it: whether any device was
+//! revoked (the listener then checks the list) and the list, signed again.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::CliError;
+use super::certs::{check_id, io, known_devices, load_ca, write_file};
+use crate::certs::mosquitto;
+use crate::certs::revocation::{self, Revoked};
+
+const LIST: &str = "revoked.txt";
+const SETTINGS: &str = "mosquitto.toml";
+/// Larger than any list a fleet writes by hand (a line is ~80 bytes).
+const MAX_LIST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What `certs mosquitto` was given, kept so that a revocation can write
+/// the broker's files again without being told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Settings {
+    pub(super) port: u16,
+    pub(super) cli_port: u16,
+    pub(super) prefix: String,
+    pub(super) ha_prefix: String,
+    pub(super) operator: String,
+    pub(super) cert_dir: String,
+    pub(super) homeassistant: bool,
+}
+
+impl Settings {
+    pub(super) fn setup(&self, dir: &Path) -> Result<mosquitto::Setup, CliError> {
+        Ok(mosquitto::Setup {
+            port: self.port,
+            cli_port: self.cli_port,
+            prefix: self.prefix.clone(),
+            ha_prefix: self.ha_prefix.clone(),
+            operator: self.operator.clone(),
+            devices: known_devices(dir)?,
+            cert_dir: self.cert_dir.trim_end_matches('/').to_string(),
+            acl_path: "/etc/mosquitto/pinpost.acl".into(),
+            homeassistant: self.homeassistant,
+            crl: any(dir),
+        })
+    }
+
+    pub(super) fn save(&self, dir: &Path) -> Result<(), CliError> {
+        let text = toml::to_string(self).map_err(|e| CliError::Input(e.to_string()))?;
+        write_file(
+            &dir.join(SETTINGS),
+            format!("# What `pinpost certs mosquitto` was given (certs revoke reuses it).\n{text}")
+                .as_bytes(),
+            0o644,
+        )
+    }
+
+    fn load(dir: &Path) -> Option<Settings> {
+        toml::from_str(&std::fs::read_to_string(dir.join(SETTINGS)).ok()?).ok()
+    }
+}
+
+/// Whether any certificate of this fleet was revoked.
+pub(super) fn any(dir: &Path) -> bool {
+    std::fs::metadata(dir.join(LIST)).is_ok_and(|m| m.len() > 0)
+}
+
+/// The list as it stands: (serial, device, when).
+fn read_list(dir: &Path) -> Result<Vec<(Revoked, String)>, CliError> {
+    let path = dir.join(LIST);
+    let bad =
+        |why: String| CliError::Input(format!("{}: {why}; fix or restore it", path.display()));
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(bad(crate::words::io_words(&e))),
+        Ok(m) if m.len() > MAX_LIST_BYTES => {
+            return Err(bad(format!("{} bytes, too large", m.len())));
+        }
+        Ok(_) => {}
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(crate::words::io_words(&e)))?;
+    let mut list = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let parsed = match words.as_slice() {
+            [serial, id, at] => hex(serial)
+                .zip(at.parse().ok())
+                .map(|(serial, at)| (Revoked { serial, at }, (*id).to_string())),
+            _ => None,
+        };
+        list.push(parsed.ok_or_else(|| {
+            bad(format!(
+                "line {} is not \"<serial in hex> <device id> <unix time>\"",
+                n + 1
+            ))
+        })?);
+    }
+    Ok(list)
+}
+
+fn hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || text.len() > 64 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Signs the list as `broker/crl.pem`.
+pub(super) fn write_crl(dir: &Path, now: i64) -> Result<Option<PathBuf>, CliError> {
+    let list = read_list(dir)?;
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let authority = load_ca(dir)?;
+    let revoked: Vec<Revoked> = list.into_iter().map(|(r, _)| r).collect();
+    let pem = authority.crl(&revoked, revoked.len() as u64, now)?;
+    let folder = dir.join("broker");
+    std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
+    let path = folder.join("crl.pem");
+    write_file(&path, pem.as_bytes(), 0o644)?;
+    Ok(Some(path))
+}
+
+pub(super) fn run(dir: &Path, id: &str, now: i64) -> Result<(), CliError> {
+    check_id(id, "a device id")?;
+    let folder = dir.join("devices").join(id);
+    let cert = folder.join(format!("{id}.crt"));
+    let pem = std::fs::read(&cert).map_err(|e| {
+        CliError::Input(format!(
+            "cannot read {} ({}): pinpost revokes the certificate it issued for {id}, kept \
+             there; was it revoked already (see {})?",
+            cert.display(),
+            crate::words::io_words(&e),
+            dir.join(LIST).display()
+        ))
+    })?;
+    let serial = revocation::serial(&pem).ok_or_else(|| {
+        CliError::Input(format!(
+            "{} holds no certificate pinpost can read",
+            cert.display()
+        ))
+    })?;
+    // The CA must be there before anything changes.
+    load_ca(dir)?;
+    let mut list = read_list(dir)?;
+    if !list.iter().any(|(r, _)| r.serial == serial) {
+        list.push((
+            Revoked {
+                serial: serial.clone(),
+                at: now,
+            },
+            id.to_string(),
+        ));
+    }
+    let text: String = list
+        .iter()
+        .map(|(r, who)| format!("{} {who} {}\n", to_hex(&r.serial), r.at))
+        .collect();
+    write_file(
+        &dir.join(LIST),
+        format!("# Revoked certificates: serial (hex), device, when (Unix seconds).\n{text}")
+            .as_bytes(),
+        0o644,
+    )?;
+    let crl = write_crl(dir, now)?.ok_or_else(|| CliError::Input("the list is empty".into()))?;
+    let kept = dir
+        .join("revoked")
+        .join(format!("{id}-{}", to_hex(&serial)));
+    std::fs::create_dir_all(dir.join("revoked")).map_err(|e| io(&dir.join("revoked"), e))?;
+    std::fs::rename(&folder, &kept).map_err(|e| io(&kept, e))?;
+    println!(
+        "Revoked {id}'s certificate (serial {}): listed in {}, signed by the CA into {}; its \
+         folder moved to {}.",
+        to_hex(&serial),
+        dir.join(LIST).display(),
+        crl.display(),
+        kept.display()
+    );
+    let broker = dir.join("broker");
+    match Settings::load(dir) {
+        Some(settings) => {
+            let setup = settings.setup(dir)?;
+            setup.check().map_err(|e| CliError::Input(e.to_string()))?;
+            let (conf, acl) = (broker.join("pinpost.conf"), broker.join("pinpost.acl"));
+            write_file(&conf, mosquitto::listener(&setup).as_bytes(), 0o644)?;
+            write_file(&acl, mosquitto::acl(&setup).as_bytes(), 0o644)?;
+            let cert_dir = &setup.cert_dir;
+            println!(
+                "Wrote {} (with crlfile) and {} (without {id}). On the broker:",
+                conf.display(),
+                acl.display()
+            );
+            println!(
+                "  sudo install -m 0644 {} {cert_dir}/crl.pem",
+                crl.display()
+            );
+            println!(
+                "  sudo install -m 0644 {} /etc/mosquitto/conf.d/pinpost.conf",
+                conf.display()
+            );
+            println!(
+                "  sudo install -m 0644 {} /etc/mosquitto/pinpost.acl",
+                acl.display()
+            );
+            println!("  sudo systemctl restart mosquitto");
+            println!(
+                "From then on the broker refuses {id}'s certificate at every connection; \
+                 `pinpost check` on that Pi says it was revoked. A new certificate for that \
+                 name needs a new key: pinpost enroll --force on the device, then certs sign."
+            );
+        }
+        None => println!(
+            "No {} here (from `pinpost certs mosquitto`): run `pinpost certs mosquitto --force` \
+             with the flags you used, then install crl.pem, pinpost.conf and pinpost.acl on the \
+             broker and restart Mosquitto.",
+            dir.join(SETTINGS).display()
+        ),
+    }
+    Ok(())
+}
