@@ -205,6 +205,13 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
             }
         }
         CertsCommand::Revoke { id } => super::revoke::run(dir, id, now)?,
+        CertsCommand::RotateCa { name, rsa, finish } => {
+            if *finish {
+                super::rotate::finish(dir, args.force)?;
+            } else {
+                super::rotate::start(dir, name.as_deref(), *rsa, now)?;
+            }
+        }
         CertsCommand::Sign { request, operator } => {
             sign(dir, request, operator, args.force, now)?;
         }
@@ -328,7 +335,8 @@ fn sign(dir: &Path, path: &Path, operator: &str, force: bool, now: i64) -> Resul
         force,
         "the device keeps its old certificate until you copy the new one",
     )?;
-    let ca = std::fs::read(dir.join("ca.crt")).map_err(|e| io(&dir.join("ca.crt"), e))?;
+    let ca_file = super::rotate::ca_for_folders(dir);
+    let ca = std::fs::read(&ca_file).map_err(|e| io(&ca_file, e))?;
     let cert_pem = authority.sign(&request, now)?;
     std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
     if key.exists() {
@@ -488,7 +496,8 @@ fn make_pair(
         folder.join(format!("{stem}.key")),
     );
     refuse_existing(&[&cert, &key], force, consequence)?;
-    let ca = std::fs::read(dir.join("ca.crt")).map_err(|e| io(&dir.join("ca.crt"), e))?;
+    let ca_file = super::rotate::ca_for_folders(dir);
+    let ca = std::fs::read(&ca_file).map_err(|e| io(&ca_file, e))?;
     let issued = make()?;
     std::fs::create_dir_all(folder).map_err(|e| io(folder, e))?;
     write_file(&key, issued.key_pem.as_bytes(), 0o600)?;

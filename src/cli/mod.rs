@@ -10,6 +10,7 @@ mod gpio;
 mod ha;
 mod publish;
 mod revoke;
+mod rotate;
 mod run;
 mod sensors;
 mod subscribe;

@@ -981,3 +981,123 @@ fn a_revoked_device_is_refused_by_mosquitto_and_check_says_revoked() {
     let out = pinpost(&args, WAIT);
     assert_ok(&out, &broker);
 }
+
+/// `pinpost publish` as `id` with the files in `folder`, on `port`.
+fn publish_as(
+    broker: &Broker,
+    folder: &Path,
+    id: &str,
+    ca: &Path,
+    dir: &Path,
+) -> std::process::Output {
+    let mut args = strings(&["publish", "--config"]);
+    args.push(device_config(dir).display().to_string());
+    args.extend(strings(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.port.to_string(),
+    ]));
+    args.extend(tls_args(
+        ca,
+        Some(&Files {
+            cert: folder.join(format!("{id}.crt")),
+            key: folder.join(format!("{id}.key")),
+        }),
+    ));
+    args.extend(strings(&[
+        "-t",
+        &format!("pinpost/{id}/check"),
+        "-m",
+        "rotating",
+    ]));
+    pinpost(&args, WAIT)
+}
+
+#[test]
+fn a_ca_is_replaced_with_both_trusted_until_every_certificate_is_reissued() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    for args in [
+        &["ca"][..],
+        &["broker", "--host", "127.0.0.1"],
+        &["device", "pi-01"],
+    ] {
+        certs(&certs_dir, args);
+    }
+    let broker_dir = certs_dir.join("broker");
+    certs(
+        &certs_dir,
+        &["mosquitto", "--cert-dir", &broker_dir.display().to_string()],
+    );
+    let old_ca = std::fs::read(certs_dir.join("ca.crt")).unwrap();
+    let said = certs(&certs_dir, &["rotate-ca"]);
+    assert!(
+        said.contains("In this order:") && said.contains("rotate-ca --finish"),
+        "{said}"
+    );
+    let bundle = std::fs::read(certs_dir.join("ca-bundle.crt")).unwrap();
+    assert_eq!(std::fs::read(broker_dir.join("ca.crt")).unwrap(), bundle);
+    assert_eq!(
+        std::fs::read(certs_dir.join("devices/pi-01/ca.crt")).unwrap(),
+        bundle
+    );
+    assert!(bundle.ends_with(&old_ca), "the bundle holds the old CA too");
+
+    // Step 1: the broker trusts both; its own certificate is still the old CA's.
+    let conf = std::fs::read_to_string(broker_dir.join("pinpost.conf"))
+        .unwrap()
+        .replace(
+            "/etc/mosquitto/pinpost.acl",
+            &broker_dir.join("pinpost.acl").display().to_string(),
+        );
+    let mut broker = Broker::start(&BrokerSetup {
+        listener_conf: Some(conf),
+        ..BrokerSetup::default()
+    });
+    let pi01 = certs_dir.join("devices/pi-01");
+    let out = publish_as(&broker, &pi01, "pi-01", &pi01.join("ca.crt"), dir.path());
+    assert_ok(&out, &broker);
+    // A device issued by the new CA is let in too.
+    certs(&certs_dir, &["device", "pi-02"]);
+    let pi02 = certs_dir.join("devices/pi-02");
+    let out = publish_as(&broker, &pi02, "pi-02", &pi02.join("ca.crt"), dir.path());
+    assert_ok(&out, &broker);
+
+    // Not finished while pi-01 and the broker hold old certificates.
+    let all = strings(&[
+        "certs",
+        "--dir",
+        &certs_dir.display().to_string(),
+        "rotate-ca",
+        "--finish",
+    ]);
+    let out = pinpost(&all, WAIT);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("broker, pi-01 still hold a certificate from the old CA"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Step 2: the broker's certificate from the new CA; old-CA pi-01 still
+    // connects, since it trusts both.
+    certs(&certs_dir, &["broker", "--force", "--host", "127.0.0.1"]);
+    broker.restart();
+    let out = publish_as(&broker, &pi01, "pi-01", &pi01.join("ca.crt"), dir.path());
+    assert_ok(&out, &broker);
+    // Step 3 and 4.
+    certs(&certs_dir, &["device", "pi-01", "--force"]);
+    let out = pinpost(&all, WAIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new_ca = std::fs::read(certs_dir.join("ca.crt")).unwrap();
+    assert_eq!(std::fs::read(pi01.join("ca.crt")).unwrap(), new_ca);
+    assert_eq!(std::fs::read(broker_dir.join("ca.crt")).unwrap(), new_ca);
+    assert!(
+        !certs_dir.join("private/ca-old.key").exists(),
+        "the old CA's key is gone"
+    );
+    broker.restart();
+    let out = publish_as(&broker, &pi01, "pi-01", &pi01.join("ca.crt"), dir.path());
+    assert_ok(&out, &broker);
+}

@@ -6,6 +6,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod certs;
+pub(crate) use certs::CertsCommand;
+use certs::ENROLL_HELP;
+pub use certs::{CertsArgs, EnrollArgs};
+
 use clap::{ArgAction, Args, Parser};
 
 use super::values::{BoardArg, PullArg, TlsVersionArg, seconds};
@@ -109,11 +114,14 @@ pub struct SensorsArgs {
     pub(crate) debug: bool,
 }
 
-const CERTS_HELP: &str = "A fleet in four commands (files land in ./certs):\n  \
+const CERTS_HELP: &str = "A fleet in a few commands (files land in ./certs):\n  \
     pinpost certs ca\n  \
     pinpost certs broker --host 192.168.1.5 --host broker.local\n  \
+    pinpost certs device operator       # yourself: reads everything, sends commands\n  \
     pinpost certs mosquitto\n  \
-    pinpost certs device pi-01          # and one per Pi; `device operator` for yourself\n\n\
+    pinpost certs sign pi-01.csr        # each Pi's request, from `pinpost enroll` on the Pi\n\n\
+    Later: certs revoke pi-01 (a stolen Pi), certs rotate-ca (a new CA, both trusted until \
+    --finish). `certs device pi-01` makes a device's key here instead (labs, the demo). \
     Keys are written mode 0600 and never replaced without --force.";
 
 const CHECK_HELP: &str = "Each step prints \u{2713} (fine), ! (works, but fix it) or \u{2717} (will fail) with \
@@ -121,135 +129,6 @@ const CHECK_HELP: &str = "Each step prints \u{2713} (fine), ! (works, but fix it
     Examples:\n  \
     pinpost check                                   # the Pi's own config\n  \
     pinpost check --config pi-01.toml --offline     # files only, no broker";
-
-const ENROLL_HELP: &str = "Makes the key the config's [broker.tls] key_file names (mode 0600; \
-    owned by the service user `pinpost` when run as root), unless one is there, and beside it \
-    <id>.csr, a request for a certificate for [device] id. The key never leaves this device: \
-    copy only the request to the laptop that holds the CA, sign it there, and bring back \
-    ca.crt and <id>.crt.\n\n\
-    Examples:\n  \
-    sudo pinpost enroll                          # /etc/pinpost/config.toml\n  \
-    pinpost certs sign pi-01.csr                 # on the laptop: certs/devices/pi-01/\n  \
-    deploy/push.sh pi@pi-01.local aarch64-unknown-linux-gnu --certs certs/devices/pi-01";
-
-/// `pinpost enroll`.
-#[derive(Debug, Args)]
-pub struct EnrollArgs {
-    /// Config file to read instead of the usual places.
-    #[arg(long, value_name = "PATH")]
-    pub(crate) config: Option<PathBuf>,
-    /// RSA 2048 instead of ECDSA P-256, for old brokers.
-    #[arg(long)]
-    pub(crate) rsa: bool,
-    /// Make a new key even though one is there (its certificate stops working).
-    #[arg(long)]
-    pub(crate) force: bool,
-}
-
-/// `pinpost certs`.
-#[derive(Debug, Args)]
-pub struct CertsArgs {
-    #[command(subcommand)]
-    pub(crate) what: CertsCommand,
-    /// Folder the files are written to (and the CA read from).
-    #[arg(long, global = true, value_name = "DIR", default_value = "certs")]
-    pub(crate) dir: PathBuf,
-    /// Replace files that exist (certificates signed by a replaced CA stop working).
-    #[arg(long, global = true)]
-    pub(crate) force: bool,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub(crate) enum CertsCommand {
-    /// A new certificate authority: ca.crt (share it) and private/ca.key (keep it secret).
-    Ca {
-        /// The CA's Common Name.
-        #[arg(long, default_value = "pinpost CA")]
-        name: String,
-        /// RSA 2048 instead of ECDSA P-256, for old brokers.
-        #[arg(long)]
-        rsa: bool,
-    },
-    /// The broker's certificate, valid for every --host it is reached by.
-    Broker {
-        /// An IP address or DNS name clients use for the broker (repeat for each).
-        #[arg(long = "host", value_name = "HOST", required = true)]
-        hosts: Vec<String>,
-        /// RSA 2048 instead of ECDSA P-256.
-        #[arg(long)]
-        rsa: bool,
-    },
-    /// A client certificate for one device (its id becomes the Common Name),
-    /// in devices/<id>/ with ca.crt: exactly what that device gets.
-    Device {
-        /// The device id, as in the config's [device] id.
-        id: String,
-        /// RSA 2048 instead of ECDSA P-256.
-        #[arg(long)]
-        rsa: bool,
-    },
-    /// Mosquitto settings: mutual-TLS listeners and an ACL confining each device.
-    Mosquitto {
-        /// The agents' port.
-        #[arg(long, default_value_t = 8883)]
-        port: u16,
-        /// The port of pinpost publish, subscribe and check (broker.cli_port).
-        #[arg(long, default_value_t = 8884)]
-        cli_port: u16,
-        /// The devices' topic prefix ([device] topic_prefix).
-        #[arg(long, default_value = "pinpost")]
-        prefix: String,
-        /// Home Assistant's discovery prefix: each device may publish its own
-        /// discovery configs under it.
-        #[arg(long, default_value = "homeassistant")]
-        ha_prefix: String,
-        /// The account that reads everything and sends commands.
-        #[arg(long, default_value = "operator")]
-        operator: String,
-        /// Where the broker keeps ca.crt, broker.crt and broker.key.
-        #[arg(long, value_name = "DIR", default_value = "/etc/mosquitto/certs")]
-        cert_dir: String,
-        /// Also let each agent announce itself to Home Assistant (discovery under
-        /// homeassistant/, prefix `homeassistant`) and hear HA's birth message, and
-        /// let the operator (whose certificate HA uses) publish that message.
-        #[arg(long)]
-        homeassistant: bool,
-    },
-    /// Sign a device's certificate request (made by `pinpost enroll` on
-    /// the device) into devices/<id>/: ca.crt, <id>.crt and the request.
-    Sign {
-        /// The request, <id>.csr.
-        request: PathBuf,
-        /// The operator's account name, which no device may have.
-        #[arg(long, default_value = "operator")]
-        operator: String,
-    },
-    /// Revoke a device's certificate: the CA signs the fleet's revocation
-    /// list (broker/crl.pem), and the broker's listener and ACL are written
-    /// again to refuse it.
-    Revoke {
-        /// The device id.
-        id: String,
-    },
-    /// Check that a folder holds exactly what one device gets: ca.crt,
-    /// <id>.crt and <id>.key, nothing else, the key <id>.crt's (install.sh
-    /// runs this before installing).
-    Verify {
-        /// The folder to check, like certs/devices/pi-01.
-        folder: PathBuf,
-        /// The device id the key must belong to.
-        #[arg(long, required_unless_present = "config")]
-        device: Option<String>,
-        /// Or the config whose [device] id that is (only that is read: the
-        /// files it names need not exist yet).
-        #[arg(long, value_name = "FILE", conflicts_with = "device")]
-        config: Option<PathBuf>,
-        /// The key this device already holds (made by `pinpost enroll`),
-        /// when the folder brings only ca.crt and <id>.crt.
-        #[arg(long, value_name = "FILE")]
-        held_key: Option<PathBuf>,
-    },
-}
 
 /// `pinpost check`.
 #[derive(Debug, Args)]
