@@ -253,7 +253,23 @@ fn tls(t: &RawTls, ov: &Overrides, o: &Origins<'_>) -> Result<Tls, ConfigError> 
         let Some(given) = value else { return Ok(None) };
         let path = o.resolve(key, given);
         if let Err(e) = std::fs::File::open(&path) {
+            // A device that enrolled waits for its certificate: say so.
+            let request = path.with_extension("csr");
+            let waiting = format!(
+                "; this device has enrolled ({} is there): the certificate comes once \
+                 `pinpost certs sign {}` has run where the CA is, and ca.crt and the \
+                 certificate are copied here",
+                request.display(),
+                request
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            );
             let hint = match e.kind() {
+                std::io::ErrorKind::NotFound
+                    if key == "broker.tls.cert_file" && request.exists() =>
+                {
+                    waiting.as_str()
+                }
                 std::io::ErrorKind::NotFound if o.has_file() && !o.set_by_flag(key) => {
                     "; relative paths are read from the config file's folder"
                 }

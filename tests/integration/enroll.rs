@@ -83,6 +83,25 @@ fn a_device_enrolled_with_a_request_connects_and_its_key_never_leaves_it() {
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the key is the device's alone");
     let key_before = std::fs::read(&key).unwrap();
+    let waiting = pinpost(
+        &strings(&[
+            "check",
+            "--offline",
+            "--config",
+            &config.display().to_string(),
+        ]),
+        WAIT,
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&waiting.stdout),
+        stderr(&waiting)
+    );
+    assert!(
+        said.contains("this device has enrolled")
+            && said.contains("`pinpost certs sign pi-07.csr`"),
+        "before its certificate comes: {said}"
+    );
 
     // On the laptop: only the request came.
     let request = root.path().join("pi-07.csr");
