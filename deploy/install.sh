@@ -16,6 +16,10 @@
 #   sudo ./install.sh             install, enable and (re)start the service
 #   sudo ./install.sh --no-start  install and enable only (no systemd running,
 #                                 or a config still to be edited)
+#   sudo ./install.sh --enroll    also make this Pi's key where the config says
+#                                 and a certificate request to sign (pinpost
+#                                 enroll): the key never leaves the Pi; not
+#                                 started until the certificate is installed
 #
 # Safe to run again: an existing /etc/pinpost/config.toml is kept, the binary
 # and unit are replaced and the service restarted. What it does:
@@ -29,11 +33,13 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 start=yes
+enroll=no
 for arg in "$@"; do
   case "$arg" in
     --no-start) start=no ;;
+    --enroll) enroll=yes ;;
     -h | --help)
-      sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -153,6 +159,18 @@ if [ -d "$here/certs" ]; then
     install -m "$mode" -o root -g pinpost "$here/certs/$name" "/etc/pinpost/certs/$name"
     say "installed /etc/pinpost/certs/$name ($mode)"
   done
+fi
+
+# The key is made here, by the binary just installed, and owned by the
+# service's user; only the request leaves the Pi.
+if [ "$enroll" = yes ]; then
+  install -d -m 0750 -o root -g pinpost /etc/pinpost/certs
+  /usr/local/bin/pinpost enroll --config /etc/pinpost/config.toml ||
+    die "pinpost enroll failed (above); fix the config's [device] id and [broker.tls] key_file, then run me again with --enroll"
+  if ! /usr/local/bin/pinpost check --offline --config /etc/pinpost/config.toml >/dev/null 2>&1; then
+    start=no
+    say "not started: it starts once the signed certificate is installed (pinpost certs sign on the laptop, then deploy/push.sh --certs)"
+  fi
 fi
 
 # /dev/gpiochip*, I2C, SPI and PWM for the service's groups: Raspberry Pi

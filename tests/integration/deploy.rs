@@ -716,6 +716,15 @@ fn install_sh_refuses_another_key_before_changing_anything() {
 /// changing owners, and the user and group tools only noting their calls.
 /// Returns its exit code, what it said and the calls noted.
 fn install_under(root: &Path, stage: &Path) -> (Option<i32>, String, String) {
+    install_under_with(root, stage, &[])
+}
+
+/// [`install_under`] with options for install.sh.
+fn install_under_with(
+    root: &Path,
+    stage: &Path,
+    options: &[&str],
+) -> (Option<i32>, String, String) {
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = root.join("calls.log");
@@ -755,6 +764,7 @@ fn install_under(root: &Path, stage: &Path) -> (Option<i32>, String, String) {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let out = Command::new("sh")
         .arg(stage.join("install.sh"))
+        .args(options)
         .env("PATH", path)
         .output()
         .unwrap();
@@ -952,4 +962,37 @@ fn install_sh_installs_the_certificates_for_the_key_this_pi_made_and_keeps_the_k
         said.contains("is not the private key of pi-05.crt"),
         "{said}"
     );
+}
+
+#[test]
+fn install_sh_enroll_makes_the_key_on_the_pi_and_waits_for_its_certificate() {
+    let fleet = fleet();
+    let f = fleet.path();
+    let root = f.join("root");
+    let stage = f.join("stage");
+    std::fs::create_dir(&stage).unwrap();
+    std::fs::copy(PINPOST, stage.join("pinpost")).unwrap();
+    std::fs::write(stage.join("pinpost.service"), UNIT).unwrap();
+    // Relative to /etc/pinpost, which the test moves under `root`.
+    std::fs::write(
+        stage.join("config.toml"),
+        "[device]\nid = \"pi-05\"\n[broker]\nhost = \"broker.local\"\n[broker.tls]\n\
+         ca_file = \"certs/ca.crt\"\ncert_file = \"certs/pi-05.crt\"\nkey_file = \"certs/pi-05.key\"\n",
+    )
+    .unwrap();
+    let (code, said, calls) = install_under_with(&root, &stage, &["--enroll"]);
+    assert_eq!(code, Some(0), "{said}\n{calls}");
+    let certs = root.join("etc/pinpost/certs");
+    let key = certs.join("pi-05.key");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions())
+            & 0o777;
+    assert_eq!(mode, 0o600, "{said}");
+    assert!(certs.join("pi-05.csr").exists(), "{said}");
+    assert!(said.contains("It never leaves this device"), "{said}");
+    assert!(
+        said.contains("not started: it starts once the signed certificate is installed"),
+        "{said}"
+    );
+    assert!(!calls.contains("systemctl restart"), "{calls}");
 }
