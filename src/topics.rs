@@ -208,6 +208,9 @@ pub(crate) struct StatsReport {
     /// `"trusted"` once a time source has set the wall clock
     /// (`clock::trust`), `"untrusted"` before: `ts` is then the device's guess.
     pub(crate) clock: &'static str,
+    /// When this device's certificate ends (RFC 3339), if it logs in with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cert_ends: Option<String>,
     pub(crate) ts: String,
 }
 

@@ -247,6 +247,7 @@ impl Delivery {
         connected: bool,
         reconnects: u64,
         clock_trusted: bool,
+        cert_ends: Option<String>,
     ) {
         let s = self.outbox.stats();
         let report = StatsReport {
@@ -263,6 +264,7 @@ impl Delivery {
             } else {
                 "untrusted"
             },
+            cert_ends,
             ts: utc::rfc3339_millis(utc::now_unix_millis()),
         };
         tracing::debug!(?report, "stats");

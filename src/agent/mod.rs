@@ -164,6 +164,9 @@ struct Agent {
     dots_said: bool,
     /// The wall clock: its jumps, and whether it is trusted.
     clock: ClockView,
+    /// When the client certificate ends (RFC 3339), for `stats`: a fleet
+    /// renewing by hand sees it coming.
+    cert_ends: Option<String>,
     /// Connections made (CONNACKs), for the reconnect count.
     connections: u64,
     /// Outputs have been put in their safe state (by shutdown).
@@ -229,6 +232,13 @@ impl Agent {
         }
         let refusals = Refusals::new(config.outputs.len(), now);
         let clock = ClockView::new(&config.clock, outbox.dir());
+        let cert_ends = config
+            .broker
+            .tls
+            .as_ref()
+            .and_then(|t| t.cert_file.as_ref())
+            .and_then(crate::tls::cert_ends)
+            .map(|unix| crate::utc::rfc3339_millis(unix.saturating_mul(1000)));
         Agent {
             delivery: Delivery::new(outbox, publisher, stall_after(config.broker.keep_alive)),
             inputs,
@@ -246,6 +256,7 @@ impl Agent {
             connected: false,
             dots_said: false,
             clock,
+            cert_ends,
             connections: 0,
             safe: false,
             refusals,

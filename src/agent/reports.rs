@@ -29,6 +29,7 @@ impl Agent {
             self.connected,
             self.connections.saturating_sub(1),
             self.clock.trusted(),
+            self.cert_ends.clone(),
         );
     }
 

@@ -1,5 +1,6 @@
 //! Home Assistant's diagnostic entities for the device itself: the
-//! outbox's counters from `stats` and the last command's result.
+//! outbox's counters from `stats`, when its certificate ends, and the last
+//! command's result.
 //!
 //! It knows the `stats` and `result` payloads' field names, nothing of how
 //! they are produced.
@@ -13,8 +14,9 @@ use crate::topics::Topics;
 /// HA keeps at most 255 characters of a state.
 const STATE_MAX_CHARS: usize = 250;
 
-/// The outbox's counters from `stats`, and the last command's result.
-pub(super) fn diagnostics(topics: &Topics) -> Vec<Spec> {
+/// The outbox's counters from `stats`, the certificate's end (when the
+/// device logs in with one), and the last command's result.
+pub(super) fn diagnostics(topics: &Topics, has_cert: bool) -> Vec<Spec> {
     let stat = |key: &str, name: &str, state_class: &str, icon: &str| {
         let mut c = Map::new();
         c.insert("name".into(), json!(name));
@@ -43,7 +45,15 @@ pub(super) fn diagnostics(topics: &Topics) -> Vec<Spec> {
     last.insert("entity_category".into(), json!("diagnostic"));
     last.insert("icon".into(), json!("mdi:console-line"));
     last.insert("qos".into(), json!(1));
-    vec![
+    let mut ends = Map::new();
+    ends.insert("name".into(), json!("Certificate ends"));
+    ends.insert("state_topic".into(), json!(topics.stats()));
+    ends.insert("value_template".into(), json!("{{ value_json.cert_ends }}"));
+    ends.insert("device_class".into(), json!("timestamp"));
+    ends.insert("entity_category".into(), json!("diagnostic"));
+    ends.insert("icon".into(), json!("mdi:certificate"));
+    ends.insert("qos".into(), json!(1));
+    let mut specs = vec![
         stat("queued", "Outbox queued", "measurement", "mdi:tray-full"),
         stat(
             "dropped",
@@ -66,5 +76,9 @@ pub(super) fn diagnostics(topics: &Topics) -> Vec<Spec> {
             "mdi:lan-connect",
         ),
         spec(Component::Sensor, "last", "command_result", last),
-    ]
+    ];
+    if has_cert {
+        specs.push(spec(Component::Sensor, "stats", "cert_ends", ends));
+    }
+    specs
 }

@@ -177,7 +177,12 @@ fn entities(config: &Config, notes: &mut Vec<String>) -> Vec<Spec> {
     pins::inputs(config, &topics, &mut specs);
     sensors::sensors(config, &topics, &mut specs, notes);
     if ha.diagnostics {
-        specs.extend(diagnostics::diagnostics(&topics));
+        let has_cert = config
+            .broker
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.cert_file.is_some());
+        specs.extend(diagnostics::diagnostics(&topics, has_cert));
     }
     unique(&node, specs)
 }

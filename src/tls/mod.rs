@@ -25,6 +25,12 @@ use crate::config::{self, TlsVersion};
 
 pub use cert::CertSummary;
 pub(crate) use cert::{issued_by, names_match, public_key_info};
+
+/// When the certificate in `file` ends (Unix seconds), if it can be read.
+pub(crate) fn cert_ends(file: &config::SourcedPath) -> Option<i64> {
+    let certs = pem::certificates(file).ok()?;
+    CertSummary::from_der(certs.first()?.as_ref()).map(|c| c.not_after)
+}
 pub use explain::TlsFailure;
 pub(crate) use explain::{explain, explain_closed};
 pub(crate) use observe::Observer;

@@ -301,6 +301,14 @@ fn a_clock_three_weeks_behind_set_while_online() {
         assert!(log.contains(words), "the log says {words:?}: {log}");
     }
     assert!(!log.contains("expired"), "{log}");
+    // stats says when the certificate ends (a fleet renewing by hand).
+    let stats = seen
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("pinpost/pi-01/stats "))
+        .expect("stats on connect");
+    let ends = json(stats)["cert_ends"].as_str().map(unix_ms);
+    assert!(ends.is_some_and(|t| t > real_ms()), "{stats}");
     println!(
         "-21d: {n} readings in order, {flagged} flagged before the clock was set; a stamped \
          command was accepted {took:?} after it was"

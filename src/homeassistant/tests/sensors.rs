@@ -154,3 +154,16 @@ fn diagnostics_read_the_stats_topic_and_command_results() {
     let plan = super::plan(&c, &Announced::default());
     assert!(plan.messages.iter().all(|m| !m.topic.contains("stats_")));
 }
+
+#[test]
+fn the_certificates_end_is_a_timestamp_when_the_device_logs_in_with_one() {
+    let topics = crate::topics::Topics::new("pinpost", "pi-01");
+    let with = super::super::diagnostics::diagnostics(&topics, true);
+    let without = super::super::diagnostics::diagnostics(&topics, false);
+    assert_eq!(with.len(), without.len() + 1);
+    let ends = &with.last().unwrap().config;
+    assert_eq!(ends["device_class"], "timestamp");
+    assert_eq!(ends["value_template"], "{{ value_json.cert_ends }}");
+    assert_eq!(ends["state_topic"], "pinpost/pi-01/stats");
+    assert_eq!(ends["entity_category"], "diagnostic");
+}
