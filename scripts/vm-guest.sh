@@ -7,11 +7,16 @@
 #   recover  what pinpost found after the cut, the spool drained to a
 #            subscriber (every reading printed); then spool and wait again
 #   last     as recover, then upgrade over the running agent, and purge
+#   clock    the guest's clock at 1970 and no time source: install again,
+#            start pinpost, then set the clock and make systemd-timesyncd's
+#            mark; a witness session gets every reading
 #
 # Lines for the host: "VMTEST PASS|FAIL <check>: <detail>", "VMTEST INFO
 # ...", "VMTEST RX <payload>" (drained readings), "VMTEST SPOOLING <ms>"
 # then "VMTEST TICK <ms>" every 50 ms (guest clock, Unix ms) until the host
-# kills the VM.
+# kills the VM; in the clock phase "VMTEST CLOCKMARKS <start> <set>
+# <trusted>" (Unix ms: pinpost started, the clock set, pinpost trusted it)
+# and "VMTEST CLOCKRX <payload>" (every reading the witness got).
 # shellcheck disable=SC2016,SC2012 # sh -c '...' expands inside; ls for people
 set -u
 T=/mnt/test
@@ -267,6 +272,144 @@ recover() {
   sed 's/^[^ ]* /VMTEST RX /' /run/rx
 }
 
+# The clock boot: the host started the guest's real-time clock (PL031) at
+# 1970-01-01T00:00:00 and put the real Unix time it did so on the kernel
+# command line (vmtest.now); there is no network and no time service. The
+# PL031 counts the host's whole seconds since then, so at the moment it
+# ticks to N the real time is vmtest.now + N s: the tests set the clock
+# from it "as NTP would". rtc_tick waits for the next tick: N in RTC.
+rtc_tick() {
+  read -r was </sys/class/rtc/rtc0/since_epoch
+  # read is built in: no fork between the tick and its sight.
+  while read -r RTC </sys/class/rtc/rtc0/since_epoch && [ "$RTC" = "$was" ]; do :; done
+}
+# What systemd-timesyncd makes once it has set the clock (clock.mark).
+MARK=/run/systemd/timesync/synchronized
+up_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+# The time of pinpost's first journal line matching PATTERN, in Unix ms
+# (journald's, so read after the clock was set right).
+said_at() { journalctl -b -u pinpost -o short-unix --no-pager | grep -m 1 -E -- "$1" | awk '{ printf "%.0f\n", $1 * 1000 }'; }
+said() { journalctl -b -u pinpost -o cat --no-pager | grep -m 1 -E -- "$1"; }
+# The operator's persistent session (-c; Mosquitto names it after the
+# certificate): once subscribed, Mosquitto queues every QoS 1 message for
+# it while it is away. -d says when the subscription is made.
+witness_start() { # FILE
+  # shellcheck disable=SC2086 # OP is a list of words
+  stdbuf -oL mosquitto_sub $OP -d -c -i clockwitness -q 1 -v -t "$PREFIX/#" >>"$1" 2>&1 &
+  SUB=$!
+  wait_for 30 grep -q 'received SUBACK' "$1"
+}
+
+clock_boot() {
+  now0=$(sed -n 's/.* vmtest.now=\([0-9]*\).*/\1/p' /proc/cmdline)
+  read -r rtc </sys/class/rtc/rtc0/since_epoch
+  # The kernel set the clock from the RTC (1970); systemd moves a clock
+  # that reads before its own build time up to that time, at its start.
+  info "at the tests' start: the RTC reads $(date -u -d "@$rtc" +%Y-%m-%dT%H:%M:%SZ), the system clock $(date -u +%Y-%m-%dT%H:%M:%SZ); the kernel: $(dmesg | grep -i -m 1 'system clock' | tr -s ' ')"
+  # Nothing may set the clock or make the mark but the test.
+  sources=$(systemctl list-unit-files --no-legend systemd-timesyncd.service chrony.service ntp.service ntpsec.service openntpd.service 2>/dev/null | awk '{ printf "%s ", $1 }')
+  check clock-no-time-source "vmtest.now=${now0:-none}; time services: ${sources:-none installed}; $MARK $([ -e "$MARK" ] && echo exists || echo absent)" \
+    sh -c "[ -n '$now0' ] && [ -z '$sources' ] && [ ! -e $MARK ]"
+  install_and_configure
+  # Mosquitto's log also says when a client subscribes (Unix seconds): when
+  # the agent could first get a command.
+  printf 'log_type %s\n' error warning notice information subscribe >/etc/mosquitto/conf.d/log.conf
+  systemctl start mosquitto
+  check broker "mosquitto active" systemctl is-active mosquitto
+
+  # The witness subscribes at the real time (TLS needs it), and leaves.
+  rtc_tick
+  date -s "@$((now0 + RTC))" >/dev/null
+  : >/run/witness
+  if witness_start /run/witness; then
+    pass clock-witness "persistent session subscribed to $PREFIX/# at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  else
+    fail clock-witness "no SUBACK: $(tail -n 3 /run/witness | tr '\n' ' ')"
+  fi
+  sub_stop
+  # Back to 1970, where the RTC says a boot with no time source is.
+  rtc_tick
+  date -s "@$RTC" >/dev/null
+  up0=$(up_ms)
+  if systemctl start pinpost; then
+    pass clock-ready "systemctl start pinpost at $(date -u +%Y-%m-%dT%H:%M:%SZ) returned after READY in $(($(up_ms) - up0)) ms: $(prop ActiveState)/$(prop SubState); status: $(prop StatusText)"
+  else
+    fail clock-ready "systemctl start pinpost at 1970 failed: $(systemctl status pinpost --no-pager 2>&1 | tail -n 5 | tr '\n' ' ')"
+  fi
+  # 10 s of readings (100/s) that cannot leave: no certificate is valid yet.
+  sleep 10
+  line=$(said 'the clock is not trusted')
+  check clock-untrusted-said "${line:-no line says the clock is not trusted}" has "$line" 'the clock is not trusted: it reads 1970-01-01T'
+  line=$(said "certificate is valid only from")
+  check clock-tls-words "${line:-no line names when the certificate starts}" has "$line" "the broker's certificate is valid only from .*, but this machine's clock says 1970-01-01"
+  info "status at 1970: $(prop StatusText)"
+
+  # Time arrives as systemd-timesyncd brings it: its runtime directory is
+  # there from its start; when its server answers it steps the clock and
+  # makes the mark straight after (": >" is the shell's own: no process
+  # starts between the two).
+  mkdir -p "${MARK%/*}"
+  rtc_tick
+  date -s "@$((now0 + RTC))" >/dev/null && : >"$MARK"
+  set_ms=$(now_ms)
+  set_up=$(up_ms)
+  : >/run/clockrx
+  witness_start /run/clockrx || fail clock-witness "no SUBACK after the clock was set: $(tail -n 3 /run/clockrx | tr '\n' ' ')"
+  # A stamped command about every second until one is applied. Those sent
+  # before the agent is back on the broker are lost (it keeps no session);
+  # results come after the readings kept at 1970, so any command's counts.
+  i=0 ok='' sent=''
+  while [ "$i" -lt 30 ] && [ -z "$ok" ]; do
+    i=$((i + 1))
+    t=$(now_ms)
+    sent="$sent c$i=$t"
+    pub "$PREFIX/cmd/relay" "{\"id\":\"c$i\",\"action\":\"on\",\"ts\":$t}"
+    wait_for 1 grep -q "^$PREFIX/cmd/relay/result {\"id\":\"c[0-9]*\",\"ok\":true" /run/clockrx
+    ok=$(sed -n "s|^$PREFIX/cmd/relay/result {\"id\":\"\(c[0-9]*\)\",\"ok\":true.*|\1|p" /run/clockrx | head -n 1)
+  done
+  answered_ms=$(now_ms)
+  trusted_ms=$(said_at 'the clock is trusted')
+  connected_ms=$(said_at ': (INFO )?connected$')
+  line=$(said 'the clock is trusted')
+  check clock-trusted-said "${line:-no line says the clock is trusted}, $((${trusted_ms:-0} - set_ms)) ms after the clock was set" \
+    sh -c "[ -n '$trusted_ms' ] && [ $((${trusted_ms:-0} - set_ms)) -le 3000 ] && [ -n '$line' ]"
+  # The outbox drained: a reading made after the command is in (sent in order).
+  last=$(date -u -d "@$((answered_ms / 1000))" +%Y-%m-%dT%H:%M:%S)
+  if wait_for 240 sh -c "grep '^$PREFIX/sensor/s ' /run/clockrx | tail -n 1 | sed 's/.*\"ts\":\"\([^\"]*\)\".*/\1/' | awk -v s='$last' '{ exit !(\$0 > s) }'"; then
+    pass clock-drained "the readings kept at 1970 and since reached the witness ($(grep -c "^$PREFIX/sensor/s " /run/clockrx) readings)"
+  else
+    fail clock-drained "no reading newer than $last after 240 s ($(grep -c "^$PREFIX/sensor/s " /run/clockrx) readings)"
+  fi
+  # Every command's answer, now that late ones are in; when its
+  # mosquitto_pub started, in s after the set (its TLS connection takes a
+  # good part of a second here).
+  answers='' sent_ms=0
+  for kv in $sent; do
+    id=${kv%%=*} t=${kv#*=}
+    [ "$id" = "$ok" ] && sent_ms=$t
+    answer=$(grep -m 1 "^$PREFIX/cmd/relay/result {\"id\":\"$id\"" /run/clockrx)
+    [ -n "$answer" ] || answer="- none"
+    answers="$answers $id at +$(((t - set_ms) / 100 / 10)).$(((t - set_ms) / 100 % 10)) s: ${answer#* };"
+  done
+  on=$(grep -m 1 "^$PREFIX/output/relay {\"value\":true" /run/clockrx | sed 's/.*"ts":"\([^"]*\)".*/\1/')
+  on_ms=$(date -d "${on:-@0}" +%s%3N)
+  if [ -n "$ok" ] && [ $((sent_ms - set_ms)) -le 10000 ]; then
+    pass clock-command-within "$ok, its mosquitto_pub started $(((sent_ms - set_ms) / 1000)).$(((sent_ms - set_ms) % 1000 / 100)) s after the clock was set, turned the relay on at $on ($((on_ms - sent_ms)) ms after that); the agent said connected $((${connected_ms:-0} - set_ms)) ms after the set; results (by when their mosquitto_pub started):$answers"
+  else
+    fail clock-command-within "no stamped command applied in 10 s (${ok:-none} in $i tries); results:$answers"
+  fi
+  sub_stop
+  info "pinpost said: $(journalctl -b -u pinpost -o cat --no-pager | grep -i -E 'clock|certificate|connected' | sort | uniq -c | sort -rn | head -n 8 | tr -s ' ' | tr '\n' '|')"
+  info "the relay and stats, last: $(grep -E "^$PREFIX/(output/relay|stats) " /run/clockrx | tail -n 2 | tr '\n' '|')"
+  info "command results the witness got, in the end: $(grep "cmd/relay/result " /run/clockrx | tr '\n' '|')"
+  info "mosquitto on pi-01 since the clock was set ($((set_ms / 1000))): $(awk -v t="$((set_ms / 1000))" '{ s = $1; sub(/:$/, "", s) } s + 0 >= t && /pi-01/ && !/operator/' /var/log/mosquitto/mosquitto.log | head -n 6 | tr '\n' '|')"
+  # For the host: when pinpost started and when the clock was set, in real
+  # Unix ms (the start from boot time, which the setting did not move), and
+  # when pinpost said it trusted the clock.
+  echo "VMTEST CLOCKMARKS $((set_ms - (set_up - up0))) $set_ms ${trusted_ms:-0}"
+  grep "^$PREFIX/sensor/s " /run/clockrx | sed 's/^[^ ]* /VMTEST CLOCKRX /'
+}
+
 # The broker goes away; pinpost spools 100 readings/s until the host cuts
 # the power.
 spool_until_cut() {
@@ -314,6 +457,9 @@ recover)
 last)
   recover
   upgrade_and_purge
+  ;;
+clock)
+  clock_boot
   ;;
 *) fail phase "unknown phase $PHASE" ;;
 esac

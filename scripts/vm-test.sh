@@ -3,8 +3,9 @@
 # `virt`, TCG) and proves on it what only a booted Pi can show: the arm64
 # .deb installed with apt, the unit started by systemd (Type=notify, status
 # text, hardening, watchdog, journal priorities), power cuts while spooling,
-# upgrade and purge. Prints one PASS/FAIL line per check and a summary;
-# exits non-zero when any check fails or is missing.
+# upgrade and purge, and a boot with the clock at 1970 and no time source.
+# Prints one PASS/FAIL line per check and a summary; exits non-zero when any
+# check fails or is missing.
 #
 #   scripts/vm-test.sh              # needs target/debian/pinpost_*_arm64.deb
 #   scripts/vm-test.sh --image      # only build (or reuse) the cached image
@@ -14,7 +15,10 @@
 # reused; each boot writes to a throwaway qcow2 overlay. The guest has no
 # network at all (-nic none): its Mosquitto listens on its own 127.0.0.1.
 # Checks run inside the guest from a second disk (target/vm/run/test.img)
-# by vmtest.service, print to the serial console and power off.
+# by vmtest.service, print to the serial console and power off. Five boots
+# of one disk: main (install and most checks), two cut while spooling and
+# recovering, last (recovery, upgrade, purge), and clock (installed again,
+# the guest's real-time clock started at 1970: see clock_figures).
 # Needs root (debootstrap, chroot, binfmt_misc) and Debian's package mirror
 # for the first build. Installs what it needs from Debian.
 set -euo pipefail
@@ -30,7 +34,8 @@ KERNEL=$VM/vmlinuz-$IMAGE_RECIPE
 INITRD=$VM/initrd-$IMAGE_RECIPE.gz
 RUN=$VM/run
 # Where the host cuts the power, in seconds after the guest starts spooling
-# (boots 1 to 3; boot 4 checks the last cut, upgrades and purges).
+# (boots 1 to 3; boot 4 checks the last cut, upgrades and purges; boot 5
+# is the clock's).
 CUTS=(1.3 3.7 6.1)
 # A boot that does not end by itself within this is killed and fails.
 BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-480}
@@ -264,6 +269,9 @@ GUEST_CHECKS=(install user unit-enabled config-installed broker start config-dir
 RECOVER_CHECKS=(ready-without-broker spool-recovered drained)
 LAST_CHECKS=(upgrade-install upgrade-restarts upgrade-keeps-config purge-removes-config
   purge-keeps-certs purge-stops)
+CLOCK_CHECKS=(clock-no-time-source install user unit-enabled config-installed broker clock-witness
+  clock-ready clock-untrusted-said clock-tls-words clock-trusted-said clock-command-within
+  clock-drained)
 
 # The guest's PASS/FAIL lines for one boot, and a FAIL for each expected one
 # it did not print.
@@ -290,13 +298,27 @@ collect() { # serial boot-name expected...
 # for the guest to power off. Fails on a timeout.
 boot() {
   local name=$1 phase=$2 cut=${3:-} serial=$RUN/$1.serial pid started end spooling=0 up
+  local rtc=() append=
   : >"$serial"
+  if [ "$phase" = clock ]; then
+    # The guest's real-time clock (the virt machine's PL031, which the
+    # kernel sets its clock from) starts at 1970, as a Pi without one
+    # does; the real Unix time rides on the kernel command line, for the
+    # guest to set its clock from later, as NTP would. qemu takes the
+    # host's second once, at its start, and the PL031 then counts the
+    # host's whole seconds: started just after a second turns, qemu takes
+    # the very second the guest is told.
+    sleep "$(date +%N | awk '{ printf "%.3f", (1e9 - $1) / 1e9 }')"
+    CLOCK_NOW=$(date +%s)
+    rtc=(-rtc base=1970-01-01T00:00:00)
+    append=" vmtest.now=$CLOCK_NOW"
+  fi
   started=$SECONDS
   qemu-system-aarch64 -M virt -cpu cortex-a57 -smp 2 -m 1024 \
-    -display none -monitor none -nic none -no-reboot \
+    -display none -monitor none -nic none -no-reboot "${rtc[@]}" \
     -serial "file:$serial" \
     -kernel "$KERNEL" -initrd "$INITRD" \
-    -append "console=ttyAMA0 root=/dev/vda ro quiet loglevel=3 systemd.show_status=false vmtest.phase=$phase" \
+    -append "console=ttyAMA0 root=/dev/vda ro quiet loglevel=3 systemd.show_status=false vmtest.phase=$phase$append" \
     -drive "file=$RUN/disk.qcow2,format=qcow2,if=virtio,cache=writethrough" \
     -drive "file=$RUN/test.img,format=raw,if=virtio,readonly=on" \
     >"$RUN/$name.qemu.log" 2>&1 &
@@ -348,6 +370,22 @@ fsck_after_cut() { # name
   rm -f "$raw"
 }
 
+# awk functions for the readings the guest prints: days() turns a date into
+# days since 1970-01-01, ts_ms() a line's "ts" (RFC 3339 in UTC with ms, as
+# pinpost writes it: 2026-11-30T07:05:12.345Z) into Unix ms, "" if none.
+TS_AWK='
+  function days(y, m, d,   era, yoe, doy, doe) {
+    y -= (m <= 2); era = int(y / 400); yoe = y - era * 400
+    doy = int((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5) + d - 1
+    doe = yoe * 365 + int(yoe / 4) - int(yoe / 100) + doy
+    return era * 146097 + doe - 719468 }
+  function ts_ms(line,   ts) {
+    if (!match(line, /"ts":"[^"]*"/)) return ""
+    ts = substr(line, RSTART + 6, RLENGTH - 7)
+    return (days(substr(ts, 1, 4) + 0, substr(ts, 6, 2) + 0, substr(ts, 9, 2) + 0) * 86400 \
+      + substr(ts, 12, 2) * 3600 + substr(ts, 15, 2) * 60 + substr(ts, 18, 2)) * 1000 + substr(ts, 21, 3) }
+'
+
 # What reached the subscriber after a cut: every reading of sensor s made
 # before (last tick - 200 ms), with no gap in seq. The guest's clock: the
 # cut boot printed when spooling began and a tick every 50 ms until the
@@ -360,17 +398,9 @@ power_cut_figures() { # cut-boot next-boot
     result FAIL "$1/power-cut" "no spooling or tick lines in $cutlog"
     return
   fi
-  verdict=$(tr -d '\r' <"$nextlog" | grep -a '^VMTEST RX ' | awk -v spool="$spool_ms" -v last="$last_ms" '
-    function days(y, m, d,   era, yoe, doy, doe) { # days since 1970-01-01
-      y -= (m <= 2); era = int(y / 400); yoe = y - era * 400
-      doy = int((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5) + d - 1
-      doe = yoe * 365 + int(yoe / 4) - int(yoe / 100) + doy
-      return era * 146097 + doe - 719468 }
+  verdict=$(tr -d '\r' <"$nextlog" | grep -a '^VMTEST RX ' | awk -v spool="$spool_ms" -v last="$last_ms" "$TS_AWK"'
     {
-      if (!match($0, /"ts":"[^"]*"/)) next
-      ts = substr($0, RSTART + 6, RLENGTH - 7)   # 2026-11-30T07:05:12.345Z
-      ms = (days(substr(ts, 1, 4) + 0, substr(ts, 6, 2) + 0, substr(ts, 9, 2) + 0) * 86400 \
-        + substr(ts, 12, 2) * 3600 + substr(ts, 15, 2) * 60 + substr(ts, 18, 2)) * 1000 + substr(ts, 21, 3)
+      if ((ms = ts_ms($0)) == "") next
       if (!match($0, /"seq":[0-9]+/)) next
       seq = substr($0, RSTART + 6, RLENGTH - 6) + 0
       # Readings of the next boot come tens of seconds after the cut (its
@@ -417,6 +447,56 @@ power_cut_figures() { # cut-boot next-boot
   line=$(sed -n 2p <<<"$verdict")
   [ -n "$line" ] || line="FAIL no seq after the cut"
   result "${line%% *}" "$1/seq-unique" "${line#* }"
+}
+
+# What the witness got in the clock boot (pinpost started at 1970 with no
+# time source, unable to connect, then the clock set and trusted): every
+# reading of sensor s from seq 1 without a gap (repeats allowed, if the
+# same), ts never back in seq order, none flagged "clock":"untrusted" (each
+# was still waiting when the clock became trusted, or made after), every ts
+# between the boot's start (vmtest.now) and now, and the readings made at
+# 1970 dated when they were made: after pinpost's start, before the clock
+# was set.
+clock_figures() { # boot
+  local serial=$RUN/$1.serial end_ms verdict line
+  end_ms=$(date +%s%3N)
+  verdict=$(tr -d '\r' <"$serial" | grep -a -E '^VMTEST (CLOCKMARKS|CLOCKRX) ' |
+    awk -v lo="$((CLOCK_NOW * 1000))" -v hi="$end_ms" "$TS_AWK"'
+    $2 == "CLOCKMARKS" { start = $3; set = $4; trusted = $5; next }
+    {
+      n++
+      if (index($0, "\"clock\":\"untrusted\"") || index($0, "\"uptime_ms\"")) flagged++
+      if ((ms = ts_ms($0)) == "" || !match($0, /"seq":[0-9]+/)) { bad++; next }
+      seq = substr($0, RSTART + 6, RLENGTH - 6) + 0
+      if (seq in at) { repeats++; if (at[seq] != ms) differ++; next }
+      at[seq] = ms; text[seq] = substr($0, index($0, "\"ts\":\"") + 6, 24)
+      if (top == "" || seq > top) top = seq
+      if (low == "" || seq < low) low = seq
+      if (ms < lo || ms > hi) out++
+    }
+    END {
+      if (set == "") { print "FAIL no CLOCKMARKS line from the guest"; exit }
+      if (n == 0) { print "FAIL the witness got no reading"; exit }
+      prev = ""
+      for (s = low; s <= top; s++) {
+        if (!(s in at)) { gaps++; if (gaps <= 3) gap_at = gap_at " " s; continue }
+        if (prev != "" && at[s] < at[prev]) { back++; if (back <= 3) back_at = back_at " " prev "->" s }
+        if (at[s] < set) { early++; last_early = at[s]; early_seq = s }
+        prev = s
+      }
+      ok = low == 1 && gaps == 0 && back == 0 && flagged == 0 && differ == 0 && bad == 0 \
+        && out == 0 && early > 0 && at[low] >= start - 1000
+      printf "%s %d readings of sensor s, seq %d to %d (%d repeats, %d differing), %d gaps%s, " \
+        "%d back in seq order%s, %d flagged untrusted, %d outside the boot; %d made at 1970, " \
+        "dated %s to %s (from %.1f s after pinpost started to %.2f s before the clock was set), " \
+        "the last %s; trusted %.1f s after the clock was set\n", \
+        ok ? "PASS" : "FAIL", n, low, top, repeats, differ, gaps, gap_at, back, back_at, flagged, \
+        out + bad, early, text[low], early ? text[early_seq] : "-", (at[low] - start) / 1000, \
+        (set - last_early) / 1000, text[top], (trusted - set) / 1000
+    }')
+  line=$(head -n 1 <<<"$verdict")
+  [ -n "$line" ] || line="FAIL no verdict on the clock readings"
+  result "${line%% *}" "$1/clock-readings" "${line#* }"
 }
 
 # ---------------------------------------------------------------- test disk
@@ -532,12 +612,13 @@ rm -f "$RUN/disk.qcow2"
 qemu-img create -q -f qcow2 -b "$PWD/$BASE" -F raw "$RUN/disk.qcow2"
 t_tests=$SECONDS
 
-boots=(boot1 boot2 boot3 boot4)
-phases=(main recover recover last)
+boots=(boot1 boot2 boot3 boot4 boot5)
+phases=(main recover recover last clock)
+prev_cut=
 for i in "${!boots[@]}"; do
   name=${boots[$i]}
   cut=${CUTS[$i]:-}
-  [ "${phases[$i]}" = last ] && cut=
+  case ${phases[$i]} in last | clock) cut= ;; esac
   if ! boot "$name" "${phases[$i]}" "$cut"; then
     break
   fi
@@ -545,13 +626,19 @@ for i in "${!boots[@]}"; do
   main) collect "$RUN/$name.serial" "$name" "${GUEST_CHECKS[@]}" ;;
   recover) collect "$RUN/$name.serial" "$name" "${RECOVER_CHECKS[@]}" ;;
   last) collect "$RUN/$name.serial" "$name" "${RECOVER_CHECKS[@]}" "${LAST_CHECKS[@]}" ;;
+  clock)
+    collect "$RUN/$name.serial" "$name" "${CLOCK_CHECKS[@]}"
+    clock_figures "$name"
+    ;;
   esac
   if [ -n "$cut" ]; then
     fsck_after_cut "$name"
   fi
-  if ((i > 0)); then
+  # The boot after a cut shows what the cut kept.
+  if [ -n "$prev_cut" ]; then
     power_cut_figures "${boots[$((i - 1))]}" "$name"
   fi
+  prev_cut=$cut
 done
 # The boots that never ran fail too.
 for name in "${boots[@]}"; do
