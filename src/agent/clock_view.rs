@@ -18,6 +18,12 @@ use crate::control::ClockState;
 const RECENT_JUMP: Duration = Duration::from_secs(600);
 /// How often the newest trusted time is kept on disk.
 const SAVE_EVERY: Duration = Duration::from_secs(900);
+/// After a jump of the clock while it is not trusted, messages wait this
+/// long for the time source's word: the jump is usually it setting the
+/// clock, and its mark follows (timesyncd's within milliseconds, a hook
+/// of another time service within a second or two). What waits then goes
+/// dated instead of flagged.
+const HOLD_AFTER_JUMP: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub(super) struct ClockView {
@@ -28,6 +34,9 @@ pub(super) struct ClockView {
     trusted: Option<bool>,
     why: String,
     jumped: Option<(Instant, String)>,
+    /// Messages wait until then for the clock to be trusted (see
+    /// [`HOLD_AFTER_JUMP`]).
+    hold_until: Option<Instant>,
     /// The newest trusted time an earlier run kept.
     newest_earlier: Option<i64>,
     saved_at: Option<Instant>,
@@ -43,6 +52,7 @@ impl ClockView {
             trusted: None,
             why: String::new(),
             jumped: None,
+            hold_until: None,
             newest_earlier: newest::read(dir),
             saved_at: None,
         };
@@ -55,14 +65,19 @@ impl ClockView {
     pub(super) fn look(&mut self, now: Instant) -> bool {
         let wall = crate::utc::now_unix_millis();
         let up = i64::try_from(crate::clock::uptime_ms()).unwrap_or(i64::MAX);
+        let mut jumped_now = false;
         if let Some(jump) = self.jumps.observe(wall, up) {
             let words = jump.words();
             tracing::warn!("{words}");
             self.jumped = Some((now, words));
+            jumped_now = true;
         }
         let signals = trust::signals(&self.config, false, self.newest_earlier);
         let judged = trust::judge(&signals);
         dating::set_trusted(judged.trusted);
+        if jumped_now && !judged.trusted {
+            self.hold_until = Some(now + HOLD_AFTER_JUMP);
+        }
         let before = self.trusted.replace(judged.trusted);
         if before != Some(judged.trusted) {
             self.say(&judged, signals.wall_ms);
@@ -97,6 +112,12 @@ impl ClockView {
 
     pub(super) fn trusted(&self) -> bool {
         self.trusted == Some(true)
+    }
+
+    /// Whether messages should wait a moment for the clock to be trusted:
+    /// it jumped while untrusted a few seconds ago.
+    pub(super) fn holding(&self, now: Instant) -> bool {
+        !self.trusted() && self.hold_until.is_some_and(|until| now < until)
     }
 
     /// What a command arriving `now` is told of the clock.

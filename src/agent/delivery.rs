@@ -93,6 +93,9 @@ pub(super) struct Delivery {
     last_spool_problem: Option<String>,
     /// A full window the broker stopped acknowledging.
     stall: StallWatch,
+    /// Nothing goes to the link for now (the clock just jumped and may be
+    /// trusted in a moment: see `ClockView::holding`).
+    held: bool,
 }
 
 impl Delivery {
@@ -106,6 +109,7 @@ impl Delivery {
             behind_logged: 0,
             last_spool_problem: None,
             stall: StallWatch::new(stall_after),
+            held: false,
         }
     }
 
@@ -119,6 +123,15 @@ impl Delivery {
             Pushed::DiskBehind => self.disk_behind(),
         }
         self.pump();
+    }
+
+    /// Holds what waits back from the link, or lets it go.
+    pub(super) fn hold(&mut self, held: bool) {
+        let released = self.held && !held;
+        self.held = held;
+        if released {
+            self.pump();
+        }
     }
 
     /// Sends a message past the outbox (QoS 0 or a status), for the caller
@@ -159,6 +172,9 @@ impl Delivery {
     /// Hands the link as many messages as the window allows. One made
     /// before the clock was trusted goes dated, if it can be now.
     pub(super) fn pump(&mut self) {
+        if self.held {
+            return;
+        }
         while let Some(record) = self.outbox.next_to_send(self.outbox.now_ms()) {
             let id = record.id;
             let payload = crate::clock::dating::redate(&record.payload).unwrap_or(record.payload);

@@ -77,7 +77,9 @@ impl Agent {
                 // The clock is often set just before a link comes up (the
                 // same network brings both): look now, so what waited goes
                 // dated rather than flagged.
-                self.clock.look(Instant::now());
+                let now = Instant::now();
+                self.clock.look(now);
+                self.delivery.hold(self.clock.holding(now));
                 // What earlier runs or the outage left goes now, even on a
                 // device with no input or output state to send.
                 self.delivery.online();

@@ -17,7 +17,10 @@ impl Agent {
     /// Looks at the clock; when it has just become trusted, the retained
     /// states go again with a date instead of the guess they carried.
     pub(super) fn watch_clock(&mut self) {
-        if self.clock.look(Instant::now()) {
+        let now = Instant::now();
+        let trusted_now = self.clock.look(now);
+        self.delivery.hold(self.clock.holding(now));
+        if trusted_now {
             self.publish_states();
             self.publish_stats();
         }

@@ -48,6 +48,9 @@ impl Agent {
         if let Some(n) = self.refusals.take_unanswered() {
             log_unanswered(n);
         }
+        // Whatever waited for the clock goes now, flagged if need be: the
+        // stop does not wait for a time source.
+        self.delivery.hold(false);
         let deadline = Instant::now() + FLUSH_LIMIT;
         if self.connected {
             self.drain(&mut link, deadline).await;

@@ -75,7 +75,9 @@ impl Jump {
 /// A span in its two largest units: "3 weeks 2 days", "1 hour", "4.2 s".
 fn span(ms: u64) -> String {
     const UNITS: [(&str, u64); 6] = [
-        ("year", 365 * 86_400_000),
+        // The mean Gregorian year, so leap days do not pile up as weeks:
+        // 1970-01-01 to 2026-12-06 reads "56 years 48 weeks".
+        ("year", 31_556_952_000),
         ("week", 7 * 86_400_000),
         ("day", 86_400_000),
         ("hour", 3_600_000),
@@ -118,8 +120,8 @@ mod tests {
         assert_eq!(jump.by_ms, now - 5_000);
         let words = jump.words();
         assert!(
-            words.starts_with("the clock jumped forward by 56 years"),
-            "{words}"
+            words.starts_with("the clock jumped forward by 56 years 48 weeks ("),
+            "by the calendar, leap days included: {words}"
         );
         assert_eq!(w.observe(now + 1_000, 6_000), None, "said once");
     }
