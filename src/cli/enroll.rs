@@ -23,8 +23,8 @@ pub(super) fn run(args: &EnrollArgs) -> Result<(), CliError> {
     let chosen = super::required_config(args.config.as_deref())?;
     // Read as TOML only: the certificate the config names does not exist
     // yet, so the config cannot be loaded whole (as for `certs verify`).
-    let id = super::certs::config_id(Some(chosen.path()))?;
-    super::certs::check_id(&id, "a device id")?;
+    let id = super::fleet::config_id(Some(chosen.path()))?;
+    super::fleet::check_id(&id, "a device id")?;
     let key_path = key_file(chosen.path(), &id)?;
     let request_path = key_path.with_file_name(format!("{id}.csr"));
     let kind = if args.rsa {

@@ -6,6 +6,7 @@ pub mod args;
 mod certs;
 mod check;
 mod enroll;
+mod fleet;
 mod gpio;
 mod ha;
 mod publish;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::CliError;
-use super::certs::{check_id, io, known_devices, load_ca, write_file};
+use super::fleet::{check_id, io, known_devices, load_ca, write_file};
 use crate::certs::mosquitto;
 use crate::certs::revocation::{self, Revoked};
 

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use super::CliError;
-use super::certs::{io, known_devices, load_ca, write_file};
+use super::fleet::{io, known_devices, load_ca, write_file};
 use crate::certs::{self, KeyKind};
 
 const OLD: &str = "ca-old.crt";

@@ -102,6 +102,7 @@ const ENTITIES: &[(&str, Option<&str>, Option<&str>)] = &[
     ("sensor.pi_01_outbox_dropped", None, None),
     ("sensor.pi_01_outbox_expired", None, None),
     ("sensor.pi_01_reconnects", None, None),
+    ("sensor.pi_01_certificate_ends", Some("timestamp"), None),
     ("sensor.pi_01_last_command_result", None, None),
 ];
 
@@ -132,6 +133,17 @@ fn scenario(version: &str, form: &str) {
             "{id}: {s}"
         );
     }
+    // The certificate's end from stats, as a date HA understands (the
+    // test CA's certificates end in 4096).
+    ha.wait_state(
+        "sensor.pi_01_certificate_ends",
+        "the certificate's end",
+        |s| {
+            s["state"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("4096-01-01T00:00:00"))
+        },
+    );
     let device = ha.template(
         "{% set d = device_id('switch.pi_01_relay') %}{{ device_attr(d, 'name') }}|\
          {{ device_attr(d, 'model') }}|{{ device_attr(d, 'sw_version') }}|{{ area_name(d) }}|\
