@@ -370,11 +370,17 @@ if [ -x /usr/local/bin/pinpost ]; then
       [ "$deb" = default ] || printf 'debounce = "%s"\n' "$deb"
     } >/tmp/pp/$name.toml
     say BEGIN "$name"
+    : >/tmp/pp/$name.log
     { RUST_LOG=info,pinpost::board::cdev=trace timeout 30 pinpost run --config /tmp/pp/$name.toml 2>&1; echo "RC $?"; } |
-      while IFS= read -r l; do say OUT "$name" "$l"; done &
+      tee /tmp/pp/$name.log | while IFS= read -r l; do say OUT "$name" "$l"; done &
     job=$!
+    # The press comes once the agent serves, not merely holds the line:
+    # a press that starts and ends before its first read of the input is
+    # only its starting level. With no broker here, its first connection
+    # attempt failing says the loop runs.
     i=0
-    while ! held && kill -0 "$job" 2>/dev/null && [ "$i" -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+    while ! { held && grep -q "cannot reach" /tmp/pp/$name.log; } && kill -0 "$job" 2>/dev/null &&
+      [ "$i" -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
     if held; then say WANT "$name" 1 0; else say NOTREADY "$name"; fi
     sleep 2
     kill -TERM $(pidof pinpost) 2>/dev/null
