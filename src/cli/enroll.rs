@@ -6,10 +6,10 @@
 //! A key already there is kept and asked for again (a Pi re-enrolled, or a
 //! request lost on the way); `--force` makes a new one.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::CliError;
+use super::fleet::{io, write_file, write_tmp};
 use crate::certs::request;
 use crate::certs::{CertsError, KeyKind};
 use crate::cli::args::EnrollArgs;
@@ -40,7 +40,7 @@ pub(super) fn run(args: &EnrollArgs) -> Result<(), CliError> {
         (key, true)
     };
     let pem = request::make(&id, &key)?;
-    write(&request_path, pem.as_bytes(), 0o644)?;
+    write_file(&request_path, pem.as_bytes(), 0o644)?;
     if made {
         println!(
             "Made {}: this device's key (mode 0600{}). It never leaves this device.",
@@ -135,35 +135,13 @@ fn read_key(path: &Path) -> Result<rcgen::KeyPair, CliError> {
 /// root (the agent reads it, and renews it in place).
 fn write_key(path: &Path, pem: &str) -> Result<(), CliError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     }
     let tmp = write_tmp(path, pem.as_bytes(), 0o600)?;
     if let Some((uid, gid)) = service_owner() {
-        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(|e| io(&tmp, &e))?;
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(|e| io(&tmp, e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| io(path, &e))
-}
-
-fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
-    let tmp = write_tmp(path, bytes, mode)?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, &e))
-}
-
-/// A fresh temporary file beside `path`, synced.
-fn write_tmp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, CliError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, &e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io(&tmp, &e))?;
-    Ok(tmp)
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
 /// The service user's ids, when this runs as root and the user exists.
@@ -186,12 +164,4 @@ fn owner_words() -> String {
         Some(_) => format!(", owned by {SERVICE_USER}"),
         None => String::new(),
     }
-}
-
-fn io(path: &Path, e: &std::io::Error) -> CliError {
-    CliError::Input(format!(
-        "cannot write {}: {}",
-        path.display(),
-        crate::words::io_words(e)
-    ))
 }

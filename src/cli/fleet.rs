@@ -166,6 +166,14 @@ pub(super) fn refuse_existing(
 /// Writes through a temporary file so a crash leaves the old file or the
 /// new one, never half of either; the mode is set before any byte lands.
 pub(super) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
+    let tmp = write_tmp(path, bytes, mode)?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
+
+/// The temporary file [`write_file`] renames into place: fresh beside
+/// `path`, `mode` from its creation, synced. A caller that must change it
+/// (its owner) before it takes `path`'s place renames it itself.
+pub(super) fn write_tmp(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, CliError> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
@@ -177,7 +185,7 @@ pub(super) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Cli
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    Ok(tmp)
 }
 
 pub(super) fn io(path: &Path, e: std::io::Error) -> CliError {
