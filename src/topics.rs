@@ -143,6 +143,9 @@ impl PinState {
 /// One sensor reading as published on `sensor/<name>`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Reading<'a> {
+    /// A NaN or infinite value has no JSON form: it is published as null,
+    /// not garbage.
+    #[serde(serialize_with = "finite_or_null")]
     pub(crate) value: f64,
     pub(crate) unit: &'a str,
     #[serde(flatten)]
@@ -150,19 +153,13 @@ pub(crate) struct Reading<'a> {
     pub(crate) seq: u64,
 }
 
+fn finite_or_null<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    value.is_finite().then_some(*value).serialize(s)
+}
+
 impl Reading<'_> {
     pub(crate) fn to_json(&self) -> Vec<u8> {
-        // A NaN or infinite value has no JSON form; publish null, not garbage.
-        if self.value.is_finite() {
-            serde_json::to_vec(self).unwrap_or_default()
-        } else {
-            let mut object = serde_json::Map::new();
-            object.insert("value".into(), serde_json::Value::Null);
-            object.insert("unit".into(), self.unit.into());
-            self.when.insert_into(&mut object);
-            object.insert("seq".into(), self.seq.into());
-            serde_json::to_vec(&object).unwrap_or_default()
-        }
+        serde_json::to_vec(self).unwrap_or_default()
     }
 }
 
@@ -170,21 +167,19 @@ impl Reading<'_> {
 /// once per change of error, not every interval):
 /// `{"value":null,"error":"…","ts":"…","seq":N}`. `value` is null so a
 /// consumer plotting it sees a gap, not a number.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct SensorFailure<'a> {
+    /// Always null.
+    pub(crate) value: (),
     pub(crate) error: &'a str,
+    #[serde(flatten)]
     pub(crate) when: Dated,
     pub(crate) seq: u64,
 }
 
 impl SensorFailure<'_> {
     pub(crate) fn to_json(&self) -> Vec<u8> {
-        let mut object = serde_json::Map::new();
-        object.insert("value".into(), serde_json::Value::Null);
-        object.insert("error".into(), self.error.into());
-        self.when.insert_into(&mut object);
-        object.insert("seq".into(), self.seq.into());
-        serde_json::to_vec(&object).unwrap_or_default()
+        serde_json::to_vec(self).unwrap_or_default()
     }
 }
 
@@ -242,6 +237,44 @@ pub(crate) fn result_json(id: Option<&str>, outcome: Result<(), &str>) -> Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn when() -> Dated {
+        Dated {
+            ts: "2026-12-06T12:00:00.000Z".into(),
+            guess: None,
+        }
+    }
+
+    #[test]
+    fn a_reading_with_no_json_number_and_a_failure_publish_a_null_value() {
+        let reading = |value| Reading {
+            value,
+            unit: "V",
+            when: when(),
+            seq: 3,
+        };
+        assert_eq!(
+            String::from_utf8(reading(1.5).to_json()).unwrap(),
+            r#"{"value":1.5,"unit":"V","ts":"2026-12-06T12:00:00.000Z","seq":3}"#
+        );
+        for value in [f64::NAN, f64::INFINITY] {
+            let json: serde_json::Value =
+                serde_json::from_slice(&reading(value).to_json()).unwrap();
+            assert!(json["value"].is_null() && json["seq"] == 3, "{json}");
+        }
+        let failure = SensorFailure {
+            value: (),
+            error: "no answer",
+            when: when(),
+            seq: 4,
+        };
+        let json: serde_json::Value = serde_json::from_slice(&failure.to_json()).unwrap();
+        assert!(
+            json["value"].is_null() && json["error"] == "no answer",
+            "{json}"
+        );
+        assert_eq!(json["ts"], "2026-12-06T12:00:00.000Z");
+    }
 
     #[test]
     fn a_topic_whose_dots_the_broker_turned_into_slashes_is_recognised() {

@@ -157,6 +157,7 @@ impl Agent {
         let topic = self.topics.sensor(&name, None);
         let seq = self.delivery.next_seq(&topic);
         let failure = SensorFailure {
+            value: (),
             error: &text,
             when: crate::clock::dating::now(),
             seq,

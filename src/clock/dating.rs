@@ -51,18 +51,6 @@ pub(crate) struct Guess {
     uptime_ms: u64,
 }
 
-impl Dated {
-    /// Adds the fields to a JSON object built by hand.
-    pub(crate) fn insert_into(&self, object: &mut serde_json::Map<String, serde_json::Value>) {
-        object.insert("ts".into(), self.ts.clone().into());
-        if let Some(g) = &self.guess {
-            object.insert("clock".into(), g.clock.into());
-            object.insert("boot".into(), g.boot.clone().into());
-            object.insert("uptime_ms".into(), g.uptime_ms.into());
-        }
-    }
-}
-
 /// The process's dating: whether the clock is trusted, and the newest `ts`
 /// given, so none goes back.
 #[derive(Debug)]
@@ -173,11 +161,19 @@ mod tests {
     }
 
     fn payload(d: &Dated) -> Vec<u8> {
-        let mut object = serde_json::Map::new();
-        object.insert("value".into(), true.into());
-        d.insert_into(&mut object);
-        object.insert("seq".into(), 7.into());
-        serde_json::to_vec(&object).unwrap()
+        #[derive(Serialize)]
+        struct State<'a> {
+            value: bool,
+            #[serde(flatten)]
+            when: &'a Dated,
+            seq: u64,
+        }
+        serde_json::to_vec(&State {
+            value: true,
+            when: d,
+            seq: 7,
+        })
+        .unwrap()
     }
 
     #[test]
