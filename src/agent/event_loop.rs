@@ -76,10 +76,8 @@ impl Agent {
                 self.connections += 1;
                 // The clock is often set just before a link comes up (the
                 // same network brings both): look now, so what waited goes
-                // dated rather than flagged.
-                let now = Instant::now();
-                self.clock.look(now);
-                self.delivery.hold(self.clock.holding(now));
+                // dated rather than flagged (the states go below anyway).
+                self.look_at_clock();
                 // What earlier runs or the outage left goes now, even on a
                 // device with no input or output state to send.
                 self.delivery.online();

@@ -17,13 +17,19 @@ impl Agent {
     /// Looks at the clock; when it has just become trusted, the retained
     /// states go again with a date instead of the guess they carried.
     pub(super) fn watch_clock(&mut self) {
-        let now = Instant::now();
-        let trusted_now = self.clock.look(now);
-        self.delivery.hold(self.clock.holding(now));
-        if trusted_now {
+        if self.look_at_clock() {
             self.publish_states();
             self.publish_stats();
         }
+    }
+
+    /// Looks at the clock and holds the outbox while it may be about to be
+    /// trusted; true when it has just become trusted.
+    pub(super) fn look_at_clock(&mut self) -> bool {
+        let now = Instant::now();
+        let trusted_now = self.clock.look(now);
+        self.delivery.hold(self.clock.holding(now));
+        trusted_now
     }
 
     pub(super) fn publish_stats(&mut self) {
