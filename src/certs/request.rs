@@ -24,11 +24,10 @@ use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
 use super::{Authority, CertsError, KeyKind, LEAF_DAYS};
+use crate::tls::{MIN_RSA_BITS, rsa_bits};
 
 /// Larger than any request this module makes or accepts.
 pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// RSA keys smaller than this are refused (NIST: 2048 bits until 2030).
-const MIN_RSA_BITS: usize = 2048;
 const P256: &str = "1.2.840.10045.3.1.7";
 const EXTENSION_REQUEST: &str = "1.2.840.113549.1.9.14";
 
@@ -232,18 +231,6 @@ pub(crate) fn read(pem: &[u8]) -> Result<Request, RequestError> {
             algorithm,
         },
     })
-}
-
-/// Bits in a big-endian unsigned integer, leading zeros aside.
-fn rsa_bits(modulus: &[u8]) -> usize {
-    let digits = modulus
-        .iter()
-        .position(|b| *b != 0)
-        .map_or(&[][..], |i| &modulus[i..]);
-    match digits.first() {
-        Some(first) => digits.len() * 8 - first.leading_zeros() as usize,
-        None => 0,
-    }
 }
 
 fn extension_name(e: &ParsedExtension<'_>) -> String {

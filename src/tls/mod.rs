@@ -36,8 +36,8 @@ pub(crate) use explain::{explain, explain_closed};
 pub(crate) use observe::Observer;
 pub use pem::PemError;
 pub(crate) use pem::certificates;
-pub(crate) use strength::MIN_RSA_BITS;
 pub use strength::Weakness;
+pub(crate) use strength::{MIN_RSA_BITS, rsa_bits};
 
 /// What a TLS setup was built from, kept to explain failures later.
 #[derive(Debug, Clone, Default)]

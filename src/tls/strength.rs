@@ -75,10 +75,24 @@ impl Weakness {
 }
 
 /// The RSA key size of `cert`, if its key is RSA.
-pub(crate) fn rsa_bits(cert: &X509Certificate<'_>) -> Option<usize> {
+pub(crate) fn cert_rsa_bits(cert: &X509Certificate<'_>) -> Option<usize> {
     match cert.public_key().parsed() {
-        Ok(PublicKey::RSA(rsa)) => Some(rsa.key_size()),
+        Ok(PublicKey::RSA(rsa)) => Some(rsa_bits(rsa.modulus)),
         _ => None,
+    }
+}
+
+/// The size of an RSA modulus (a big-endian unsigned integer): its bits,
+/// leading zeros aside. x509-parser's `key_size` counts whole bytes and
+/// reads 0 when the first byte has its high bit set.
+pub(crate) fn rsa_bits(modulus: &[u8]) -> usize {
+    let digits = modulus
+        .iter()
+        .position(|b| *b != 0)
+        .map_or(&[][..], |i| &modulus[i..]);
+    match digits.first() {
+        Some(first) => digits.len() * 8 - first.leading_zeros() as usize,
+        None => 0,
     }
 }
 
@@ -94,7 +108,7 @@ pub(crate) fn of_leaf(leaf: &X509Certificate<'_>) -> Option<Weakness> {
         .map_or(oid.clone(), str::to_string);
         return Some(Weakness::Signature { hash, algorithm });
     }
-    rsa_bits(leaf)
+    cert_rsa_bits(leaf)
         .filter(|bits| *bits < MIN_RSA_BITS)
         .map(|bits| Weakness::LeafKey { bits })
 }
@@ -102,7 +116,7 @@ pub(crate) fn of_leaf(leaf: &X509Certificate<'_>) -> Option<Weakness> {
 /// What is too weak about a certificate and the CA that signed it.
 pub(crate) fn of_issued(leaf: &X509Certificate<'_>, ca: &X509Certificate<'_>) -> Option<Weakness> {
     of_leaf(leaf).or_else(|| {
-        rsa_bits(ca)
+        cert_rsa_bits(ca)
             .filter(|bits| *bits < MIN_RSA_BITS)
             .map(|bits| Weakness::CaKey { bits })
     })
@@ -119,7 +133,7 @@ pub(crate) fn of_leaf_der(der: &[u8]) -> Option<Weakness> {
 pub(crate) fn rsa_bits_der(der: &[u8]) -> Option<usize> {
     X509Certificate::from_der(der)
         .ok()
-        .and_then(|(_, cert)| rsa_bits(&cert))
+        .and_then(|(_, cert)| cert_rsa_bits(&cert))
 }
 
 #[cfg(test)]
