@@ -88,7 +88,12 @@ impl ClockView {
                 .saved_at
                 .is_none_or(|at| now.duration_since(at) >= SAVE_EVERY)
         {
-            self.keep_newest(wall);
+            // Off the event loop: a slow card must not hold up the agent.
+            let dir = self.dir.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn_blocking(move || keep_newest(&dir, wall))),
+                Err(_) => keep_newest(&dir, wall),
+            }
             self.saved_at = Some(now);
         }
         judged.trusted && before == Some(false)
@@ -134,16 +139,16 @@ impl ClockView {
     /// At a clean stop: the newest trusted time, for the next start.
     pub(super) fn close(&mut self) {
         if self.trusted() {
-            self.keep_newest(crate::utc::now_unix_millis());
+            keep_newest(&self.dir, crate::utc::now_unix_millis());
         }
     }
+}
 
-    fn keep_newest(&self, wall_ms: i64) {
-        if let Err(e) = newest::write(&self.dir, wall_ms) {
-            tracing::debug!(
-                "cannot keep the newest trusted time in {}: {e}",
-                self.dir.display()
-            );
-        }
+fn keep_newest(dir: &Path, wall_ms: i64) {
+    if let Err(e) = newest::write(dir, wall_ms) {
+        tracing::debug!(
+            "cannot keep the newest trusted time in {}: {e}",
+            dir.display()
+        );
     }
 }
