@@ -962,27 +962,11 @@ fn a_revoked_device_is_refused_by_mosquitto_and_check_says_revoked() {
 
     // The rest of the fleet is untouched.
     let pi02 = certs_dir.join("devices/pi-02");
-    let mut args = strings(&["publish", "--config"]);
-    args.push(device_config(dir.path()).display().to_string());
-    args.extend(strings(&[
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &broker.port.to_string(),
-    ]));
-    args.extend(tls_args(
-        &pi02.join("ca.crt"),
-        Some(&Files {
-            cert: pi02.join("pi-02.crt"),
-            key: pi02.join("pi-02.key"),
-        }),
-    ));
-    args.extend(strings(&["-t", "pinpost/pi-02/check", "-m", "still here"]));
-    let out = pinpost(&args, WAIT);
+    let out = publish_as(&broker, &pi02, "pi-02", &pi02.join("ca.crt"), dir.path());
     assert_ok(&out, &broker);
 }
 
-/// `pinpost publish` as `id` with the files in `folder`, on `port`.
+/// `pinpost publish` as `id` with the files in `folder`, on the agents' port.
 fn publish_as(
     broker: &Broker,
     folder: &Path,
