@@ -11,7 +11,8 @@
 //! | `pinpost/pi-01/cmd/<name>/result` | `{"id":"…","ok":true}` / `{"id":"…","ok":false,"error":"…"}` |
 //! | `pinpost/pi-01/sensor/<name>` | `{"value":21.4,"unit":"°C","ts":"…","seq":N}`; a sensor that measures several things publishes each on `sensor/<name>/<measurement>` |
 //! | `pinpost/pi-01/stats` | outbox and link counters (retained, QoS 0, see `StatsReport`) |
-//!
+//! | `pinpost/pi-01/cert/request` | a renewal request, `CertRequest` (retained; empty once renewed) |
+//! | `pinpost/pi-01/cert/issued` | the operator's answer, `CertIssued` (retained) |
 //! | `pinpost/pi-01/check` | the probe `pinpost check` publishes to itself |
 //!
 //! Everything but `stats` is QoS 1. Every topic is built here. The broker's ACL (`certs::mosquitto`) must allow what a
@@ -19,7 +20,7 @@
 //!
 //! It knows names and JSON, not the transport.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::dating::{self, Dated};
 
@@ -77,6 +78,16 @@ impl Topics {
     /// (`cmd/<name>/result`) never come back as commands.
     pub(crate) fn commands(&self) -> String {
         format!("{}/cmd/+", self.base)
+    }
+
+    /// Where the agent asks for a renewed certificate (retained).
+    pub(crate) fn cert_request(&self) -> String {
+        format!("{}/cert/request", self.base)
+    }
+
+    /// Where the operator answers a renewal request (retained).
+    pub(crate) fn cert_issued(&self) -> String {
+        format!("{}/cert/issued", self.base)
     }
 
     pub(crate) fn result(&self, name: &str) -> String {
@@ -213,6 +224,54 @@ impl StatsReport {
     pub(crate) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// A renewal request: a new key's certificate request, and the current
+/// certificate with a signature over the request by the current key, so the
+/// operator signs only for whoever holds this device's key today.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CertRequest {
+    /// The request (PEM), made out to the device id.
+    pub(crate) csr: String,
+    /// The certificate the device uses now (PEM).
+    pub(crate) cert: String,
+    /// How `proof` was made (`tls::Pair::prove`).
+    pub(crate) scheme: String,
+    /// The current key's signature over `csr`, hex.
+    pub(crate) proof: String,
+    pub(crate) ts: String,
+}
+
+/// The operator's answer: a certificate, or why there is none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CertIssued {
+    /// The new certificate (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cert: Option<String>,
+    /// Why the request was refused, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    pub(crate) ts: String,
+}
+
+/// The largest renewal message either side reads: a request with an RSA
+/// key and its certificate is about 4 KiB.
+pub(crate) const CERT_MESSAGE_MAX: usize = 16 * 1024;
+
+/// Bytes as lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex back to bytes; `None` unless it is whole hex.
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
 }
 
 #[derive(Debug, Serialize)]

@@ -83,6 +83,7 @@ impl Agent {
                 self.delivery.online();
                 self.ready();
                 self.publish_everything();
+                self.renewal_connected();
                 self.publish_stats();
             }
             LinkEvent::Down {
@@ -92,9 +93,17 @@ impl Agent {
                 // Whatever is in memory goes to disk now, so a crash or a
                 // power cut during the outage loses nothing.
                 self.delivery.offline();
+                if let Some(renewal) = &mut self.renewal {
+                    renewal.on_down(&failure);
+                }
                 self.on_down(&failure, retry_in);
             }
             LinkEvent::Acked { token, .. } => self.on_acked(token),
+            LinkEvent::Message { topic, payload, .. } if topic == self.topics.cert_issued() => {
+                if let Some(renewal) = &mut self.renewal {
+                    renewal.on_issued(&payload);
+                }
+            }
             LinkEvent::Message {
                 topic,
                 payload,

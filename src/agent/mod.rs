@@ -29,6 +29,7 @@ mod inputs;
 mod outputs;
 mod pin_commands;
 mod refusals;
+mod renewal;
 mod reports;
 mod sampling;
 mod shutdown;
@@ -57,6 +58,7 @@ use inputs::Inputs;
 use outputs::Outputs;
 use pin_commands::Waiting;
 use refusals::Refusals;
+use renewal::Renewal;
 use sampling::Sampling;
 
 /// What the agent last recorded as announced to Home Assistant, for `pinpost ha`.
@@ -100,10 +102,26 @@ pub async fn run(
     if let Some(status) = ha_status {
         subscriptions.push((status.to_string(), Qos::AtLeastOnce));
     }
-    let max_incoming = command_packet_limit(&topics, &config.commands).max(
-        // HA's status topic, `online`, the topic's length and a packet id.
-        ha_status.map_or(0, |t| t.len().saturating_add(16)),
-    );
+    // The operator's answer to a renewal request, when one could be made
+    // (see `renewal`).
+    let renews = config
+        .broker
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.cert_file.is_some() && t.key_file.is_some() && t.ca_file.is_some());
+    if renews {
+        subscriptions.push((topics.cert_issued(), Qos::AtLeastOnce));
+    }
+    let max_incoming = command_packet_limit(&topics, &config.commands)
+        .max(
+            // HA's status topic, `online`, the topic's length and a packet id.
+            ha_status.map_or(0, |t| t.len().saturating_add(16)),
+        )
+        .max(if renews {
+            topics::CERT_MESSAGE_MAX.saturating_add(topics.cert_issued().len() + 4)
+        } else {
+            0
+        });
     let options = LinkOptions {
         will: Some(Will {
             topic: topics.status(),
@@ -120,7 +138,23 @@ pub async fn run(
             Retry::Forever,
         )
     };
+    let identity = tls.as_ref().map(|t| t.identity.clone());
     let link = Link::start(options, tls);
+    // Before the first handshake (nothing has awaited yet): a renewed pair
+    // that has connected before is offered from the start.
+    let renewal = identity.and_then(|identity| {
+        let started = Renewal::start(
+            &config,
+            &config.outbox.path,
+            identity,
+            link.reconnector(),
+            link.publisher(),
+        );
+        if let Some(words) = started.words {
+            tracing::info!("{words}");
+        }
+        started.renewal
+    });
     let (outbox, opened) = Outbox::open(&config.outbox.path, delivery::limits(&config.outbox));
     delivery::report_opened(&outbox, &opened);
     tracing::info!(
@@ -137,6 +171,12 @@ pub async fn run(
     );
     let mut agent = Agent::new(config, board, link.publisher(), outbox);
     agent.discovery = discovery;
+    if let Some(renewal) = &renewal {
+        agent.cert_ends = Some(crate::utc::rfc3339_millis(
+            renewal.ends().saturating_mul(1000),
+        ));
+    }
+    agent.renewal = renewal;
     agent.read_all_inputs();
     agent.serve(link, edges, shutdown).await
 }
@@ -167,6 +207,8 @@ struct Agent {
     /// When the client certificate ends (RFC 3339), for `stats`: a fleet
     /// renewing by hand sees it coming.
     cert_ends: Option<String>,
+    /// Renewing the client certificate over MQTT, when it has one.
+    renewal: Option<Renewal>,
     /// Connections made (CONNACKs), for the reconnect count.
     connections: u64,
     /// Outputs have been put in their safe state (by shutdown).
@@ -257,6 +299,7 @@ impl Agent {
             dots_said: false,
             clock,
             cert_ends,
+            renewal: None,
             connections: 0,
             safe: false,
             refusals,

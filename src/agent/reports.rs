@@ -21,6 +21,25 @@ impl Agent {
             self.publish_states();
             self.publish_stats();
         }
+        if let Some(renewal) = &mut self.renewal {
+            renewal.tick(self.clock.trusted(), self.connected);
+            if self.connected && renewal.ready() {
+                renewal.switch_now();
+            }
+        }
+    }
+
+    /// A connection is up: the renewal publishes, tries or keeps a pair;
+    /// a pair kept changes the end `stats` shows.
+    pub(super) fn renewal_connected(&mut self) {
+        let Some(renewal) = &mut self.renewal else {
+            return;
+        };
+        if renewal.on_connected() {
+            self.cert_ends = Some(crate::utc::rfc3339_millis(
+                renewal.ends().saturating_mul(1000),
+            ));
+        }
     }
 
     /// Looks at the clock and holds the outbox while it may be about to be

@@ -317,6 +317,26 @@ fn validity(params: &mut CertificateParams, now: i64, days: u32) {
     params.not_after = at(now + i64::from(days) * 86_400);
 }
 
+/// A signed request's validity: from a little before `now` (clocks
+/// disagree; a quarter of a short life at most, so a certificate that
+/// lives minutes is not due for renewal as it arrives) to `life` after it.
+fn leaf_validity(params: &mut CertificateParams, now: i64, life: std::time::Duration) {
+    let life_secs = i64::try_from(life.as_secs()).unwrap_or(i64::MAX / 2);
+    let back = (life_secs / 4).min(86_400);
+    let at = |unix: i64| {
+        rcgen::date_time_ymd(1970, 1, 1)
+            + std::time::Duration::from_secs(u64::try_from(unix.max(0)).unwrap_or(0))
+    };
+    params.not_before = at(now.saturating_sub(back));
+    params.not_after = at(now.saturating_add(life_secs));
+}
+
+/// How long a device certificate lasts unless the operator says otherwise
+/// (`--valid-for`'s default says the same).
+#[cfg(test)]
+pub(crate) const LEAF_LIFE: std::time::Duration =
+    std::time::Duration::from_secs(LEAF_DAYS as u64 * 86_400);
+
 fn new_key(kind: KeyKind) -> Result<KeyPair, CertsError> {
     match kind {
         KeyKind::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)

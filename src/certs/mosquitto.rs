@@ -219,7 +219,7 @@ pub(crate) fn listener(setup: &Setup) -> String {
 /// `pinpost check`'s probe. Never `cmd/<name>`: a key lifted from one Pi
 /// must not switch that Pi's outputs, nor park a retained message on its
 /// command topics.
-pub(crate) const DEVICE_WRITES: [&str; 7] = [
+pub(crate) const DEVICE_WRITES: [&str; 8] = [
     "status",
     "input/#",
     "output/#",
@@ -227,6 +227,9 @@ pub(crate) const DEVICE_WRITES: [&str; 7] = [
     "stats",
     "check",
     "cmd/+/result",
+    // A renewal request (`agent::renewal`); the answer comes from the
+    // operator on cert/issued, which the device may only read.
+    "cert/request",
 ];
 
 /// The ACL: each device reads its own `<prefix>/<its id>/#` and writes only
@@ -242,7 +245,8 @@ pub(crate) fn acl(setup: &Setup) -> String {
         cli_port,
         ..
     } = setup;
-    let mut operator_rules = format!("topic read #\ntopic write {prefix}/+/cmd/#\n");
+    let mut operator_rules =
+        format!("topic read #\ntopic write {prefix}/+/cmd/#\ntopic write {prefix}/+/cert/issued\n");
     if setup.homeassistant {
         // HA, connected with the operator's certificate, publishes its
         // birth message (and Last Will) there.

@@ -23,7 +23,7 @@ use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
-use super::{Authority, CertsError, KeyKind, LEAF_DAYS};
+use super::{Authority, CertsError, KeyKind};
 use crate::tls::{MIN_RSA_BITS, rsa_bits};
 
 /// Larger than any request this module makes or accepts.
@@ -262,7 +262,14 @@ fn attribute_name(oid: &str) -> String {
 impl Authority {
     /// The device certificate for a checked request: the same as
     /// [`Authority::client`] gives, for the request's own key.
-    pub(crate) fn sign(&self, request: &Request, now: i64) -> Result<String, CertsError> {
+    /// `life` is how long it lasts ([`super::LEAF_LIFE`] unless the
+    /// operator chose).
+    pub(crate) fn sign(
+        &self,
+        request: &Request,
+        now: i64,
+        life: std::time::Duration,
+    ) -> Result<String, CertsError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, DnValue::Utf8String(request.id.clone()));
@@ -273,7 +280,7 @@ impl Authority {
             params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
         }
         params.use_authority_key_identifier_extension = true;
-        super::validity(&mut params, now, LEAF_DAYS);
+        super::leaf_validity(&mut params, now, life);
         let cert = params
             .signed_by(&request.key, &self.issuer, &self.key)
             .map_err(|e| CertsError::Sign(e.to_string()))?;

@@ -210,8 +210,29 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
                 super::rotate::start(dir, name.as_deref(), *rsa, now)?;
             }
         }
-        CertsCommand::Sign { request, operator } => {
-            sign(dir, request, operator, args.force, now)?;
+        CertsCommand::Renew {
+            connection,
+            watch,
+            valid_for,
+            operator,
+            prefix,
+        } => {
+            super::renew::run(super::renew::Job {
+                dir,
+                connection,
+                watch: *watch,
+                life: *valid_for,
+                operator,
+                prefix: prefix.as_deref(),
+            })
+            .await?;
+        }
+        CertsCommand::Sign {
+            request,
+            operator,
+            valid_for,
+        } => {
+            sign(dir, request, operator, args.force, now, *valid_for)?;
         }
         CertsCommand::Verify {
             folder,
@@ -234,7 +255,14 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
 /// `pinpost certs sign`: a device's request, checked, signed into its
 /// folder beside ca.crt and the request itself; no key is made or kept
 /// here.
-fn sign(dir: &Path, path: &Path, operator: &str, force: bool, now: i64) -> Result<(), CliError> {
+fn sign(
+    dir: &Path,
+    path: &Path,
+    operator: &str,
+    force: bool,
+    now: i64,
+    life: std::time::Duration,
+) -> Result<(), CliError> {
     let refuse = |why: String| {
         CliError::Input(format!(
             "refusing {} (nothing was written): {why}",
@@ -290,7 +318,7 @@ fn sign(dir: &Path, path: &Path, operator: &str, force: bool, now: i64) -> Resul
     )?;
     let ca_file = super::rotate::ca_for_folders(dir);
     let ca = std::fs::read(&ca_file).map_err(|e| io(&ca_file, e))?;
-    let cert_pem = authority.sign(&request, now)?;
+    let cert_pem = authority.sign(&request, now, life)?;
     std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
     if key.exists() {
         std::fs::remove_file(&key).map_err(|e| io(&key, e))?;

@@ -10,6 +10,7 @@ mod fleet;
 mod gpio;
 mod ha;
 mod publish;
+mod renew;
 mod revoke;
 mod rotate;
 mod run;

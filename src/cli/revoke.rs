@@ -19,6 +19,8 @@ use crate::certs::mosquitto;
 use crate::certs::revocation::{self, Revoked};
 
 const LIST: &str = "revoked.txt";
+/// Every certificate `certs renew` issued: serial (hex), device, end.
+const ISSUED: &str = "issued.txt";
 const SETTINGS: &str = "mosquitto.toml";
 /// Larger than any list a fleet writes by hand (a line is ~80 bytes).
 const MAX_LIST_BYTES: u64 = 4 * 1024 * 1024;
@@ -109,6 +111,52 @@ fn read_list(dir: &Path) -> Result<Vec<(Revoked, String)>, CliError> {
     Ok(list)
 }
 
+/// The serials revoked so far.
+pub(super) fn revoked_serials(dir: &Path) -> Result<Vec<Vec<u8>>, CliError> {
+    Ok(read_list(dir)?.into_iter().map(|(r, _)| r.serial).collect())
+}
+
+/// Notes a certificate `certs renew` issued, so that revoking the device
+/// revokes it too (the device's folder keeps only the newest).
+pub(super) fn remember_issued(dir: &Path, id: &str, cert_pem: &str) -> Result<(), CliError> {
+    let path = dir.join(ISSUED);
+    let serial = revocation::serial(cert_pem.as_bytes())
+        .ok_or_else(|| CliError::Input("the CA made a certificate it cannot read".into()))?;
+    let ends = crate::tls::ca_certificates(cert_pem.as_bytes())
+        .first()
+        .and_then(|d| crate::tls::CertSummary::from_der(d))
+        .map_or(0, |c| c.not_after);
+    let mut text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "# Certificates issued by `pinpost certs renew`: serial (hex), device, end (Unix seconds).\n"
+                .to_string()
+        }
+        Err(e) => return Err(io(&path, e)),
+    };
+    text.push_str(&format!("{} {id} {ends}\n", to_hex(&serial)));
+    write_file(&path, text.as_bytes(), 0o644)
+}
+
+/// The serials `certs renew` issued to `id` that have not ended at `now`.
+fn issued_to(dir: &Path, id: &str, now: i64) -> Vec<Vec<u8>> {
+    let path = dir.join(ISSUED);
+    if std::fs::metadata(&path).map_or(true, |m| m.len() > MAX_LIST_BYTES) {
+        return Vec::new();
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.lines()
+        .filter_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [serial, who, ends] if *who == id && ends.parse::<i64>().is_ok_and(|e| e > now) => {
+                    hex(serial)
+                }
+                _ => None,
+            },
+        )
+        .collect()
+}
+
 fn hex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 || text.len() > 64 {
         return None;
@@ -161,14 +209,14 @@ pub(super) fn run(dir: &Path, id: &str, now: i64) -> Result<(), CliError> {
     // The CA must be there before anything changes.
     load_ca(dir)?;
     let mut list = read_list(dir)?;
-    if !list.iter().any(|(r, _)| r.serial == serial) {
-        list.push((
-            Revoked {
-                serial: serial.clone(),
-                at: now,
-            },
-            id.to_string(),
-        ));
+    // Its certificate, and any `certs renew` issued before it that has not
+    // ended: a stolen Pi may hold an older one.
+    let mut serials = vec![serial.clone()];
+    serials.extend(issued_to(dir, id, now));
+    for serial in serials {
+        if !list.iter().any(|(r, _)| r.serial == serial) {
+            list.push((Revoked { serial, at: now }, id.to_string()));
+        }
     }
     let text: String = list
         .iter()

@@ -325,7 +325,17 @@ fn tls(t: &RawTls, ov: &Overrides, o: &Origins<'_>) -> Result<Tls, ConfigError> 
             format!("{bad:?} is not an ALPN protocol name (1 to 255 ASCII characters)"),
         ));
     }
+    let renew_before = duration(&t.renew_before, "broker.tls.renew_before", o)?
+        .unwrap_or(crate::config::model::RENEW_BEFORE);
+    if renew_before.is_zero() {
+        return Err(o.invalid(
+            "broker.tls.renew_before",
+            "0 would ask for a new certificate only once the current one has ended; write \
+             e.g. \"30d\"",
+        ));
+    }
     Ok(Tls {
+        renew_before,
         ca_file: file("broker.tls.ca_file", &t.ca_file)?,
         alpn,
         cert_file,

@@ -141,7 +141,14 @@ pub struct Tls {
     pub legacy_common_name: bool,
     /// Skip the name check only (`--insecure`); the chain is still verified.
     pub skip_name_check: bool,
+    /// How long before the client certificate ends the agent asks for a
+    /// new one over MQTT (`pinpost certs renew` answers).
+    pub renew_before: Duration,
 }
+
+/// `broker.tls.renew_before` unless set: a month to notice that nobody
+/// answers.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 
 /// The oldest TLS version pinpost accepts from the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

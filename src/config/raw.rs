@@ -77,6 +77,7 @@ pub struct RawTls {
     pub alpn: Option<Vec<String>>,
     pub min_version: Option<String>,
     pub legacy_common_name: Option<bool>,
+    pub renew_before: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

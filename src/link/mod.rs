@@ -18,10 +18,11 @@ mod publisher;
 mod supervisor;
 mod tracking;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ClientError};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config::Endpoint;
@@ -94,6 +95,7 @@ pub enum LinkEvent {
 /// A running link. Dropping it stops the connection task.
 pub struct Link {
     publisher: Publisher,
+    reconnect: Arc<Notify>,
     events: mpsc::Receiver<LinkEvent>,
     task: JoinHandle<()>,
 }
@@ -152,6 +154,7 @@ impl Link {
             max_packet_size: broker.max_packet_size,
         };
         let tracker = Tracker::default();
+        let reconnect = Arc::new(Notify::new());
         let brokers = Brokers {
             endpoints,
             at: 0,
@@ -159,13 +162,27 @@ impl Link {
             max_incoming,
         };
         let task = tokio::spawn(drive(
-            eventloop, client, options, target, brokers, tracker, tx,
+            eventloop,
+            client,
+            options,
+            target,
+            brokers,
+            tracker,
+            tx,
+            reconnect.clone(),
         ));
         Link {
             publisher,
+            reconnect,
             events,
             task,
         }
+    }
+
+    /// A handle that makes a connection that is up end politely and
+    /// connect again (offering the TLS identity as it is then).
+    pub fn reconnector(&self) -> Reconnector {
+        Reconnector(self.reconnect.clone())
     }
 
     /// A handle to queue publishes on this link from any task.
@@ -186,6 +203,19 @@ impl Link {
     /// The next event; `None` once the link has ended.
     pub async fn next_event(&mut self) -> Option<LinkEvent> {
         self.events.recv().await
+    }
+}
+
+/// Asks a [`Link`] to reconnect (see [`Link::reconnector`]).
+#[derive(Debug, Clone)]
+pub struct Reconnector(Arc<Notify>);
+
+impl Reconnector {
+    /// Reconnects if a connection is up; otherwise the next connect comes
+    /// anyway. The link reports the new connection (or its failure) as
+    /// usual, with no `Down` for the polite end.
+    pub fn reconnect(&self) {
+        self.0.notify_one();
     }
 }
 

@@ -5,12 +5,13 @@
 //! It must not know pins, sensors or what messages mean, nor word failures
 //! itself (`diagnose` does).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, Event, EventLoop, Outgoing, Packet, SubscribeFilter, SubscribeReasonCode,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::config::Endpoint;
@@ -116,6 +117,7 @@ pub(super) async fn drive(
     mut brokers: Brokers,
     mut tracker: Tracker,
     tx: mpsc::Sender<LinkEvent>,
+    reconnect: Arc<Notify>,
 ) {
     let mut backoff = Backoff::new(options.reconnect.clone());
     let mut connected = false;
@@ -138,17 +140,28 @@ pub(super) async fn drive(
                 tls.observer.reset();
             }
         }
-        let polled = match silence_limit {
-            Some(limit) if connected && silent_for.is_none() => tokio::select! {
-                // The socket first: after the process was stopped (SIGSTOP,
-                // a stalled disk) the deadline and the data that arrived
-                // meanwhile are ready together, and a broker whose answer
-                // waits unread is not silent.
-                biased;
-                polled = eventloop.poll() => Some(polled),
-                () = tokio::time::sleep_until(grace_until.unwrap_or(last_heard + limit)) => None,
-            },
-            _ => Some(eventloop.poll().await),
+        let watch = silence_limit.filter(|_| connected && silent_for.is_none());
+        let deadline = watch.map(|limit| grace_until.unwrap_or(last_heard + limit));
+        let polled = tokio::select! {
+            // The socket first: after the process was stopped (SIGSTOP,
+            // a stalled disk) the deadline and the data that arrived
+            // meanwhile are ready together, and a broker whose answer
+            // waits unread is not silent.
+            biased;
+            polled = eventloop.poll() => Some(polled),
+            () = sleep_until(deadline), if deadline.is_some() => None,
+            () = reconnect.notified(), if connected => {
+                // Asked for (a renewed certificate is offered from the next
+                // handshake): a DISCONNECT, so no Last Will, and what was in
+                // flight goes again on the new connection.
+                tracing::debug!("reconnecting as asked");
+                renew_session(&mut eventloop).await;
+                tracker.lost(&mut eventloop.pending);
+                connected = false;
+                connection = Connection::default();
+                grace_until = None;
+                continue;
+            }
         };
         let event = match polled {
             Some(Ok(event)) => event,
@@ -311,6 +324,14 @@ pub(super) async fn drive(
                 return;
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`; never wakes without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod cert;
 mod explain;
+mod identity;
 mod legacy;
 mod observe;
 mod pem;
@@ -33,6 +34,8 @@ pub(crate) fn cert_ends(file: &config::SourcedPath) -> Option<i64> {
 }
 pub use explain::TlsFailure;
 pub(crate) use explain::{explain, explain_closed};
+pub(crate) use identity::proof_holds;
+pub use identity::{Identity, Pair, PairError, ca_certificates};
 pub(crate) use observe::Observer;
 pub use pem::PemError;
 pub(crate) use pem::certificates;
@@ -65,6 +68,8 @@ pub struct TlsSetup {
     pub config: Arc<ClientConfig>,
     pub(crate) observer: Observer,
     pub(crate) facts: TlsFacts,
+    /// The certificate and key handshakes offer; replaceable at run time.
+    pub identity: Identity,
 }
 
 /// Why the TLS configuration could not be built, in words naming the file
@@ -145,7 +150,8 @@ pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
     let v1 = (!ca_certs.is_empty())
         .then(|| legacy::LegacyV1::new(ca_certs, provider.signature_verification_algorithms));
     let verifier = observe::ObservingVerifier::new(webpki, names, v1, observer.clone());
-    let resolver = observe::ObservingResolver::new(client_key, observer.clone());
+    let identity = Identity::new(client_key);
+    let resolver = observe::ObservingResolver::new(identity.clone(), observer.clone());
     let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
@@ -162,6 +168,7 @@ pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
         config: Arc::new(config),
         observer,
         facts,
+        identity,
     })
 }
 

@@ -17,6 +17,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::cert::CertSummary;
+use super::identity::Identity;
 use super::legacy::{self, LegacyV1};
 
 /// What one connection attempt's handshake showed.
@@ -227,13 +228,13 @@ impl ServerCertVerifier for ObservingVerifier {
 /// Offers the device certificate (if any) and records that it was asked for.
 #[derive(Debug)]
 pub(crate) struct ObservingResolver {
-    key: Option<Arc<CertifiedKey>>,
+    identity: Identity,
     observer: Observer,
 }
 
 impl ObservingResolver {
-    pub(crate) fn new(key: Option<Arc<CertifiedKey>>, observer: Observer) -> Self {
-        ObservingResolver { key, observer }
+    pub(crate) fn new(identity: Identity, observer: Observer) -> Self {
+        ObservingResolver { identity, observer }
     }
 }
 
@@ -250,8 +251,8 @@ impl ResolvesClientCert for ObservingResolver {
             .filter_map(|dn| distinguished_name_text(dn))
             .collect();
         let offered = self
-            .key
-            .clone()
+            .identity
+            .current()
             .filter(|k| k.key.choose_scheme(sigschemes).is_some());
         seen.client_cert_sent = offered.is_some();
         offered

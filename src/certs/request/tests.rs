@@ -31,7 +31,7 @@ fn an_enrolled_request_is_signed_for_its_own_key_and_chains_to_the_ca() {
     let pem = make("pi-01", &key).unwrap();
     let request = read(pem.as_bytes()).unwrap();
     assert_eq!(request.id, "pi-01");
-    let cert = ca().sign(&request, NOW).unwrap();
+    let cert = ca().sign(&request, NOW, crate::certs::LEAF_LIFE).unwrap();
     let der = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
     let (_, parsed) = x509_parser::prelude::X509Certificate::from_der(der.as_ref()).unwrap();
     assert_eq!(

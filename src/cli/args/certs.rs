@@ -3,7 +3,20 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::Args;
+
+use super::ConnectionArgs;
+
+/// A certificate's life: a humantime duration of a minute to ten years.
+pub(crate) fn life(text: &str) -> Result<Duration, String> {
+    let life = humantime::parse_duration(text).map_err(|e| format!("{e} (say e.g. \"90d\")"))?;
+    if life < Duration::from_secs(60) || life > Duration::from_secs(3650 * 86_400) {
+        return Err("a certificate must last between 1m and 3650d".into());
+    }
+    Ok(life)
+}
 
 pub(super) const ENROLL_HELP: &str = "Makes the key the config's [broker.tls] key_file names (mode 0600; \
     owned by the service user `pinpost` when run as root), unless one is there, and beside it \
@@ -106,6 +119,32 @@ pub(crate) enum CertsCommand {
         /// The operator's account name, which no device may have.
         #[arg(long, default_value = "operator")]
         operator: String,
+        /// How long the certificate lasts, e.g. "90d" (a device renews it
+        /// over MQTT before it ends: `certs renew`).
+        #[arg(long, value_name = "DURATION", default_value = "825d", value_parser = life)]
+        valid_for: Duration,
+    },
+    /// Sign the renewal requests devices publish over MQTT (each device asks
+    /// `broker.tls.renew_before` ahead of its certificate's end) and publish
+    /// the certificates back, retained. One pass over what waits, or
+    /// --watch to keep serving. Connects as the operator, from this
+    /// folder's ca.crt and devices/<operator>/ unless flags say otherwise.
+    #[command(disable_help_flag = true)]
+    Renew {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+        /// Keep running and answer requests as they come.
+        #[arg(long)]
+        watch: bool,
+        /// How long each new certificate lasts.
+        #[arg(long, value_name = "DURATION", default_value = "825d", value_parser = life)]
+        valid_for: Duration,
+        /// The operator's account name (its folder under devices/).
+        #[arg(long, default_value = "operator")]
+        operator: String,
+        /// The devices' topic prefix [default: the config's, else pinpost].
+        #[arg(long)]
+        prefix: Option<String>,
     },
     /// Revoke a device's certificate: the CA signs the fleet's revocation
     /// list (broker/crl.pem), and the broker's listener and ACL are written

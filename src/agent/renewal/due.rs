@@ -1,0 +1,48 @@
+//! When a certificate is due for renewal (pure).
+
+use std::time::Duration;
+
+use crate::tls::Pair;
+
+/// `renew_before` ahead of the end, but never before the middle of the
+/// certificate's life: a `renew_before` longer than what the operator
+/// issues would otherwise ask again the moment a new certificate arrives.
+pub(crate) fn due_at(pair: &Pair, renew_before: Duration) -> i64 {
+    due(pair.starts(), pair.ends(), renew_before)
+}
+
+fn due(starts: i64, ends: i64, renew_before: Duration) -> i64 {
+    let before = i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX);
+    let middle = starts.saturating_add(ends.saturating_sub(starts) / 2);
+    ends.saturating_sub(before).max(middle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    #[test]
+    fn a_long_certificate_is_due_renew_before_its_end() {
+        let start = 1_800_000_000;
+        let end = start + 825 * DAY;
+        let due_at = due(start, end, Duration::from_secs(30 * DAY as u64));
+        assert_eq!(due_at, end - 30 * DAY);
+    }
+
+    #[test]
+    fn a_short_certificate_is_not_due_before_the_middle_of_its_life() {
+        let start = 1_800_000_000;
+        let end = start + 3600;
+        let due_at = due(start, end, Duration::from_secs(30 * DAY as u64));
+        assert_eq!(due_at, start + 1800);
+    }
+
+    #[test]
+    fn ended_and_absurd_dates_do_not_overflow() {
+        let far = due(i64::MIN, i64::MAX, Duration::MAX);
+        assert!(far < i64::MAX, "{far}");
+        assert_eq!(due(0, 10, Duration::from_secs(5)), 5);
+    }
+}
