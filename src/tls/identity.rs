@@ -21,26 +21,41 @@ use super::cert::{CertSummary, issued_by, public_key_info};
 /// The pair handshakes offer, shared between the link's TLS config and
 /// whoever may replace it. Cloning shares it.
 #[derive(Debug, Clone, Default)]
-pub struct Identity(Arc<Mutex<Option<Arc<CertifiedKey>>>>);
+pub struct Identity(Arc<Mutex<Held>>);
+
+#[derive(Debug, Default)]
+struct Held {
+    key: Option<Arc<CertifiedKey>>,
+    /// What failures name once a pair other than the config's is offered:
+    /// its certificate and the file it is kept in.
+    shown: Option<(CertSummary, String)>,
+}
 
 impl Identity {
     pub(crate) fn new(key: Option<Arc<CertifiedKey>>) -> Identity {
-        Identity(Arc::new(Mutex::new(key)))
+        Identity(Arc::new(Mutex::new(Held { key, shown: None })))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// What the next handshake offers.
     pub(crate) fn current(&self) -> Option<Arc<CertifiedKey>> {
-        self.0
-            .lock()
-            .map(|k| k.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.held().key.clone()
     }
 
-    /// Offers `pair` from the next handshake on (a connection that is up
-    /// keeps the pair it was made with).
-    pub fn offer(&self, pair: &Pair) {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *held = Some(pair.key.clone());
+    /// The certificate offered and its file, when it is not the config's.
+    pub(crate) fn shown(&self) -> Option<(CertSummary, String)> {
+        self.held().shown.clone()
+    }
+
+    /// Offers `pair`, kept in `file`, from the next handshake on (a
+    /// connection that is up keeps the pair it was made with).
+    pub fn offer(&self, pair: &Pair, file: &str) {
+        let mut held = self.held();
+        held.key = Some(pair.key.clone());
+        held.shown = Some((pair.summary.clone(), file.to_string()));
     }
 }
 

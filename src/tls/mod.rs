@@ -72,6 +72,19 @@ pub struct TlsSetup {
     pub identity: Identity,
 }
 
+impl TlsSetup {
+    /// The facts as they are now: a renewed pair offered since the setup
+    /// is the client certificate failures are explained by.
+    pub(crate) fn facts_now(&self) -> TlsFacts {
+        let mut facts = self.facts.clone();
+        if let Some((cert, file)) = self.identity.shown() {
+            facts.client_cert = Some(cert);
+            facts.client_cert_file = Some(file);
+        }
+        facts
+    }
+}
+
 /// Why the TLS configuration could not be built, in words naming the file
 /// or key to fix.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +176,11 @@ pub fn setup(tls: &config::Tls) -> Result<TlsSetup, TlsError> {
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    // Every connection shows the broker the certificate `identity` holds
+    // now: a resumed session would carry the one it was made with, so a
+    // renewed (or a refused) certificate would go unseen until the broker
+    // forgot the session. A full handshake per reconnect is cheap.
+    config.resumption = rustls::client::Resumption::disabled();
     facts.alpn = tls.alpn.clone();
     Ok(TlsSetup {
         config: Arc::new(config),

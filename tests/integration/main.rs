@@ -37,6 +37,7 @@ mod in_flight;
 mod package;
 mod properties;
 mod rabbitmq;
+mod renewal;
 mod scripts;
 mod security_policy;
 mod seeds;

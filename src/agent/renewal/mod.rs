@@ -63,8 +63,12 @@ pub(super) struct Renewal {
     reconnector: Reconnector,
     publisher: Publisher,
     store: Store,
-    /// The pair in use.
+    /// The pair in use, and the file it came from.
     current: Pair,
+    current_file: String,
+    /// Leaf certificates (DER) already dealt with: taken, refused or in
+    /// use; seen again (retained), they are not news.
+    handled: Vec<Vec<u8>>,
     state: State,
     /// Last said of the answers and nags, so each is said once.
     said: Option<String>,
@@ -116,18 +120,20 @@ impl Renewal {
         let id = config.device.id.clone();
         let mut words = None;
         let mut current = configured;
+        let mut current_file = cert_file.to_string();
         match store.read(CURRENT) {
             Ok(Some(pem)) => match Pair::from_pem(&pem, &pem)
                 .and_then(|p| p.check_for(&id, &cas, p.starts()).map(|()| p))
             {
                 Ok(renewed) if renewed.ends() > current.ends() => {
-                    identity.offer(&renewed);
+                    identity.offer(&renewed, &store.path(CURRENT).display().to_string());
                     words = Some(format!(
                         "using the renewed certificate in {} (ends {})",
                         store.path(CURRENT).display(),
                         utc::human(renewed.ends())
                     ));
                     current = renewed;
+                    current_file = store.path(CURRENT).display().to_string();
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -150,6 +156,8 @@ impl Renewal {
             publisher,
             store,
             current,
+            current_file,
+            handled: Vec::new(),
             state: State::Idle,
             said: None,
             nagged: 0,
@@ -345,7 +353,8 @@ impl Renewal {
             "certificate renewal: reconnecting with the renewed certificate (ends {})",
             utc::human(trial.ends())
         );
-        self.identity.offer(&trial);
+        let file = self.store.path(TRIAL).display().to_string();
+        self.identity.offer(&trial, &file);
         self.reconnector.reconnect();
         self.state = State::Trying {
             trial,
@@ -372,6 +381,7 @@ impl Renewal {
             utc::human(previous.ends())
         );
         self.current = trial;
+        self.current_file = self.store.path(CURRENT).display().to_string();
         self.said = None;
         // Answered: the retained request goes.
         let _ = self.publisher.try_publish(
@@ -392,7 +402,7 @@ impl Renewal {
             }
             return;
         };
-        self.identity.offer(&previous);
+        self.identity.offer(&previous, &self.current_file.clone());
         let network = matches!(
             failure,
             Failure::Dns { .. }
@@ -432,6 +442,20 @@ impl Renewal {
                 ));
             }
         };
+        let leaf = answer.cert.as_deref().and_then(|pem| {
+            crate::tls::ca_certificates(pem.as_bytes())
+                .into_iter()
+                .next()
+        });
+        if let Some(leaf) = &leaf {
+            if self.handled.contains(leaf) || Some(leaf.as_slice()) == self.current.leaf() {
+                return;
+            }
+            if self.handled.len() >= 8 {
+                self.handled.remove(0);
+            }
+            self.handled.push(leaf.clone());
+        }
         let asked = match &self.state {
             State::Asked { key_pem, .. } => Some(key_pem.clone()),
             _ => None,
@@ -443,17 +467,11 @@ impl Renewal {
                 utc::human(self.current.ends())
             )),
             (Some(cert), None, Some(key_pem)) => self.take(cert.as_bytes(), &key_pem),
-            (Some(cert), None, None) => {
-                let der = crate::tls::ca_certificates(cert.as_bytes());
-                let same = der.first().map(Vec::as_slice) == self.current.leaf();
-                if !same && !matches!(self.state, State::Ready(_) | State::Trying { .. }) {
-                    self.say(format!(
-                        "certificate renewal: a certificate was published for this device on \
-                         {}, which asked for none; ignored",
-                        self.topics.cert_issued()
-                    ));
-                }
-            }
+            (Some(_), None, None) => self.say(format!(
+                "certificate renewal: a certificate was published for this device on {}, \
+                 which asked for none; ignored",
+                self.topics.cert_issued()
+            )),
             _ => {}
         }
     }

@@ -276,7 +276,7 @@ pub(super) async fn diagnose(
         return Failure::Tls(tls::explain(
             rustls_error,
             &seen,
-            &setup.facts,
+            &setup.facts_now(),
             &target.host,
         ));
     }
@@ -317,7 +317,7 @@ pub(super) async fn diagnose(
         let explained = target
             .tls
             .as_ref()
-            .and_then(|s| tls::explain_closed(&s.observer.snapshot(), &s.facts));
+            .and_then(|s| tls::explain_closed(&s.observer.snapshot(), &s.facts_now()));
         return match explained {
             Some(failure) => Failure::Tls(failure),
             None => Failure::ClosedBeforeConnAck { addr, tls: tls_on },

@@ -101,7 +101,8 @@ fn the_identity_offers_the_newest_pair_from_the_next_handshake() {
     let pair = Pair::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
     let identity = Identity::default();
     assert!(identity.current().is_none());
-    identity.clone().offer(&pair);
+    identity.clone().offer(&pair, "trial.pem");
     let offered = identity.current().unwrap();
     assert_eq!(offered.cert[0].as_ref(), pair.leaf().unwrap());
+    assert_eq!(identity.shown().unwrap().1, "trial.pem", "failures name it");
 }
