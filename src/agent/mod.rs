@@ -63,6 +63,8 @@ use sampling::Sampling;
 
 /// What the agent last recorded as announced to Home Assistant, for `pinpost ha`.
 pub(crate) use discovery::record as homeassistant_record;
+/// The pair the agent renewed, for the tools (see `renewal`).
+pub(crate) use renewal::renewed_pair;
 
 /// Why [`run`] returned before its shutdown future resolved.
 #[derive(Debug, thiserror::Error)]

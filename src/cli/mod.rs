@@ -164,6 +164,21 @@ pub(super) fn config_for(args: &ConnectionArgs) -> Result<Config, CliError> {
         None => tracing::debug!("no config file; using flags and defaults"),
     }
     let mut config = config::load(chosen.as_ref(), &args.overrides())?;
+    // After a renewal the config's certificate is the old one (the agent
+    // cannot write /etc/pinpost): the tools use the renewed pair, unless
+    // told which files to use.
+    if args.cert.is_none() && args.key.is_none() {
+        if let Some(path) = crate::agent::renewed_pair(&config) {
+            if let Some(tls) = config.broker.tls.as_mut() {
+                let renewed = config::SourcedPath {
+                    path,
+                    origin: "renewed by the agent over MQTT".into(),
+                };
+                tls.cert_file = Some(renewed.clone());
+                tls.key_file = Some(renewed);
+            }
+        }
+    }
     // These one-shot commands use the broker's listener for tools, so the
     // agent on the same Pi keeps its session (see `broker.cli_port`).
     if let Some(port) = config.broker.cli_port {

@@ -349,6 +349,21 @@ fn a_certificate_that_lapses_in_a_minute_is_renewed_over_mqtt_with_no_reading_lo
         "stats show the new end: {ends:?}"
     );
     assert_eq!(agent.pid(), pid, "no restart");
+    // `pinpost check` on the Pi (as root) looks at the pair in use, not at
+    // the config's, which has ended.
+    let mut cmd = Command::new(PINPOST);
+    cmd.args(["check", "--offline", "--config"])
+        .arg(&fleet.config)
+        .env("STATE_DIRECTORY", &fleet.state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = run_limited(cmd, None, WAIT);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("outbox/identity/current.pem (CN=pi-01) is valid until 2029"),
+        "{said}"
+    );
     let log = agent.log(Duration::from_millis(100));
     assert!(!log.contains("panicked"), "{log}");
     drop(broker);

@@ -75,6 +75,25 @@ pub(super) struct Renewal {
     nagged: i64,
 }
 
+/// The pair the agent renewed and has connected with, when it is this
+/// device's and ends later than the config's: what `pinpost check`,
+/// `publish` and `subscribe` use instead of the config's files (it holds
+/// the certificate and the key). `None` when there is none or it cannot be
+/// read (only the agent's user and root can).
+pub(crate) fn renewed_pair(config: &Config) -> Option<std::path::PathBuf> {
+    let tls = config.broker.tls.as_ref()?;
+    let configured = std::fs::read(tls.cert_file.as_ref()?.path()).ok()?;
+    let configured_ends = crate::tls::ca_certificates(&configured)
+        .first()
+        .and_then(|der| crate::tls::CertSummary::from_der(der))
+        .map_or(i64::MIN, |c| c.not_after);
+    let path = Store::new(&config.outbox.path).path(CURRENT);
+    let pem = std::fs::read(&path).ok()?;
+    let pair = Pair::from_pem(&pem, &pem).ok()?;
+    (pair.name() == Some(config.device.id.as_str()) && pair.ends() > configured_ends)
+        .then_some(path)
+}
+
 /// What [`Renewal::start`] found, for the agent's log and stats.
 pub(super) struct Started {
     pub(super) renewal: Option<Renewal>,
