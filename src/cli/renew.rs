@@ -363,10 +363,21 @@ impl Judge {
 
     /// The new certificate replaces the laptop's copy in the device's
     /// folder (what `certs revoke` revokes) and joins `issued.txt`.
+    /// A key `certs device` made here for it goes: the device made its
+    /// own, and a copy of a key nobody needs is only a secret to lose.
     fn keep(&self, id: &str, cert: &str) -> Result<(), CliError> {
         let folder = device_dir(&self.dir, id);
         std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
         super::revoke::remember_issued(&self.dir, id, cert)?;
-        super::fleet::write_file(&folder.join(format!("{id}.crt")), cert.as_bytes(), 0o644)
+        super::fleet::write_file(&folder.join(format!("{id}.crt")), cert.as_bytes(), 0o644)?;
+        let old_key = folder.join(format!("{id}.key"));
+        if old_key.exists() {
+            std::fs::remove_file(&old_key).map_err(|e| io(&old_key, e))?;
+            println!(
+                "{id}: removed {}: the device made a new key of its own, which never leaves it",
+                old_key.display()
+            );
+        }
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@ use super::CliError;
 use super::fleet::{check_id, io, known_devices, load_ca, write_file};
 use crate::certs::mosquitto;
 use crate::certs::revocation::{self, Revoked};
+use crate::topics::hex as to_hex;
 
 const LIST: &str = "revoked.txt";
 /// Every certificate `certs renew` issued: serial (hex), device, end.
@@ -157,18 +158,9 @@ fn issued_to(dir: &Path, id: &str, now: i64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A serial in hex (at most 20 bytes, as X.509 allows, with room).
 fn hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 64 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::topics::unhex(text).filter(|b| b.len() <= 32)
 }
 
 /// Signs the list as `broker/crl.pem`.

@@ -30,7 +30,7 @@ use crate::tls::TlsSetup;
 
 use diagnose::Target;
 use options::mqtt_options;
-use supervisor::{Brokers, drive};
+use supervisor::{Brokers, Ends, drive};
 use tracking::Tracker;
 
 pub(crate) use client::Client;
@@ -168,8 +168,10 @@ impl Link {
             target,
             brokers,
             tracker,
-            tx,
-            reconnect.clone(),
+            Ends {
+                events: tx,
+                reconnect: reconnect.clone(),
+            },
         ));
         Link {
             publisher,

@@ -103,6 +103,13 @@ impl Connection {
     }
 }
 
+/// The supervisor's two ends towards its owner: the events it reports, and
+/// the requests to reconnect ([`super::Reconnector`]).
+pub(super) struct Ends {
+    pub(super) events: mpsc::Sender<LinkEvent>,
+    pub(super) reconnect: Arc<Notify>,
+}
+
 /// How long a subscribed connection must last to count as healthy.
 const HELD_AFTER: Duration = Duration::from_secs(10);
 
@@ -116,9 +123,12 @@ pub(super) async fn drive(
     mut target: Target,
     mut brokers: Brokers,
     mut tracker: Tracker,
-    tx: mpsc::Sender<LinkEvent>,
-    reconnect: Arc<Notify>,
+    ends: Ends,
 ) {
+    let Ends {
+        events: tx,
+        reconnect,
+    } = ends;
     let mut backoff = Backoff::new(options.reconnect.clone());
     let mut connected = false;
     let mut ever_connected = false;

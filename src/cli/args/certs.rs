@@ -128,11 +128,13 @@ pub(crate) enum CertsCommand {
     /// `broker.tls.renew_before` ahead of its certificate's end) and publish
     /// the certificates back, retained. One pass over what waits, or
     /// --watch to keep serving. Connects as the operator, from this
-    /// folder's ca.crt and devices/<operator>/ unless flags say otherwise.
+    /// folder's ca.crt and devices/<operator>/ unless flags say otherwise;
+    /// use the tools' port (-p 8884), where it does not take the place of
+    /// another operator connection (Home Assistant's).
     #[command(disable_help_flag = true)]
     Renew {
         #[command(flatten)]
-        connection: ConnectionArgs,
+        connection: Box<ConnectionArgs>,
         /// Keep running and answer requests as they come.
         #[arg(long)]
         watch: bool,
