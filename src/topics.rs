@@ -254,9 +254,14 @@ pub(crate) struct CertIssued {
     pub(crate) ts: String,
 }
 
-/// The largest renewal message either side reads: a request with an RSA
-/// key and its certificate is about 4 KiB.
+/// The largest renewal request the operator reads: one with an RSA key
+/// and its certificate is about 4 KiB.
 pub(crate) const CERT_MESSAGE_MAX: usize = 16 * 1024;
+
+/// The largest answer the agent reads on `cert/issued`: a certificate for
+/// an RSA key is under 2 KiB as JSON. It sets the largest packet the agent
+/// reads at all, so it stays small.
+pub(crate) const CERT_ANSWER_MAX: usize = 4 * 1024;
 
 /// Bytes as lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {

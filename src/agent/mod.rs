@@ -120,7 +120,7 @@ pub async fn run(
             ha_status.map_or(0, |t| t.len().saturating_add(16)),
         )
         .max(if renews {
-            topics::CERT_MESSAGE_MAX.saturating_add(topics.cert_issued().len() + 4)
+            topics::CERT_ANSWER_MAX.saturating_add(topics.cert_issued().len() + 4)
         } else {
             0
         });

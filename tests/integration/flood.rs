@@ -412,7 +412,9 @@ fn oversize_command_is_refused_by_the_link(clean_session: bool) {
     for _ in 0..5 {
         rig.command_from("relay", &big, false);
     }
-    agent.wait_for("over the 534 bytes pinpost reads", WAIT);
+    // The largest packet the agent reads: a certificate renewal's answer
+    // (4 KiB and its topic), larger than any command it accepts here.
+    agent.wait_for("over the 4125 bytes pinpost reads", WAIT);
     // Back online, and commands work again.
     rig.until_answered(&witness, &mut agent);
     let after = rss_kib(agent.pid());
@@ -462,7 +464,9 @@ fn after_an_oversize_command_the_session_is_persistent_again() {
     let big = rig.pki.path().join("big.cmd");
     std::fs::write(&big, "x".repeat(200 * 1024)).unwrap();
     rig.command_from("relay", &big, false);
-    agent.wait_for("over the 534 bytes pinpost reads", WAIT);
+    // The largest packet the agent reads: a certificate renewal's answer
+    // (4 KiB and its topic), larger than any command it accepts here.
+    agent.wait_for("over the 4125 bytes pinpost reads", WAIT);
     agent.wait_for("Making a new persistent session", WAIT);
     rig.until_answered(&witness, &mut agent);
     // The cable is pulled: the broker sees the connection drop, not a
@@ -509,7 +513,9 @@ fn an_oversize_retained_command_slows_reconnects_until_it_is_cleared() {
     std::fs::write(&big, "x".repeat(200 * 1024)).unwrap();
     // Retained: the broker sends it again at every subscribe.
     rig.command_from("relay", &big, true);
-    agent.wait_for("over the 534 bytes pinpost reads", WAIT);
+    // The largest packet the agent reads: a certificate renewal's answer
+    // (4 KiB and its topic), larger than any command it accepts here.
+    agent.wait_for("over the 4125 bytes pinpost reads", WAIT);
     std::thread::sleep(Duration::from_secs(5));
     let log = agent.log(Duration::from_millis(300));
     let drops = log.matches("pinpost reads").count();

@@ -210,6 +210,12 @@ fn a_certificate_that_lapses_in_a_minute_is_renewed_over_mqtt_with_no_reading_lo
         WAIT,
     );
     let asked = started.elapsed();
+    // Nobody answers yet: the agent says so (every tenth of renew_before,
+    // at most daily), with the time left, and keeps working.
+    agent.wait_for(
+        "and no certificate has come (is `pinpost certs renew` running",
+        WAIT,
+    );
     let mut seen = everything.wait_until("the request", WAIT, |l| {
         l.starts_with("pinpost/pi-01/cert/request {")
     });
@@ -434,7 +440,6 @@ fn a_switch_the_broker_refuses_goes_back_to_the_old_pair_and_says_why() {
     certs(&other, &["ca", "--name", "another CA"]);
     let mut both = std::fs::read(other.join("ca.crt")).unwrap();
     both.extend(std::fs::read(fleet.certs.join("ca.crt")).unwrap());
-    std::fs::write(other.join("ca-bundle.crt"), &both).unwrap();
     std::fs::write(fleet.pi.join("ca.crt"), &both).unwrap();
     let renew_other = |more: &[&str]| {
         let mut args = strings(&["certs", "--dir", &other.display().to_string(), "renew"]);
@@ -446,6 +451,23 @@ fn a_switch_the_broker_refuses_goes_back_to_the_old_pair_and_says_why() {
     };
     let mut agent = fleet.agent();
     agent.wait_for("asked for its certificate", WAIT);
+    // Before that CA trusts the first one, it refuses, and the device
+    // hears why.
+    let (ok, said) = renew_other(&[]);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(
+            "pi-01: refused its renewal request: the certificate it carries was not signed by \
+             this CA"
+        ),
+        "{said}"
+    );
+    agent.wait_for(
+        "the operator refused this device's request: the certificate it carries was not \
+         signed by this CA; the current certificate ends",
+        WAIT,
+    );
+    std::fs::write(other.join("ca-bundle.crt"), &both).unwrap();
     let (ok, said) = renew_other(&[]);
     assert!(ok && said.contains("pi-01: signed"), "{said}");
     agent.wait_for("reconnecting with the renewed certificate", WAIT);

@@ -49,21 +49,26 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
         POLICY.contains(
             "| a device `pi-01` | `pi-01.crt`/`.key`, CN `pi-01` | `pinpost/pi-01/#` | \
              `pinpost/pi-01/` + `status`, `input/#`, `output/#`, `sensor/#`, `stats`, `check`, \
-             `cmd/+/result` |"
+             `cmd/+/result`, `cert/request` |"
         ),
         "{POLICY}"
     );
-    // The operator: reads everything, writes only commands, on both ports.
+    // The operator: reads everything, writes only commands and renewed
+    // certificates, on both ports.
     for line in [
         "user operator",
         "user CN=operator",
         "topic read #",
         "topic write pinpost/+/cmd/#",
+        "topic write pinpost/+/cert/issued",
     ] {
         assert!(has(&acl, line), "{line:?} in:\n{acl}");
     }
     assert!(
-        POLICY.contains("| the operator | `operator.crt`/`.key` | `#` | `pinpost/+/cmd/#` |"),
+        POLICY.contains(
+            "| the operator | `operator.crt`/`.key` | `#` | `pinpost/+/cmd/#`, \
+             `pinpost/+/cert/issued` |"
+        ),
         "{POLICY}"
     );
     // Nothing else may read or write: no other rule in the ACL.
@@ -78,9 +83,11 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
             "user operator",
             "topic read #",
             "topic write pinpost/+/cmd/#",
+            "topic write pinpost/+/cert/issued",
             "user CN=operator",
             "topic read #",
             "topic write pinpost/+/cmd/#",
+            "topic write pinpost/+/cert/issued",
             "pattern read pinpost/%u/#",
             "pattern write pinpost/%u/status",
             "pattern write pinpost/%u/input/#",
@@ -89,6 +96,7 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
             "pattern write pinpost/%u/stats",
             "pattern write pinpost/%u/check",
             "pattern write pinpost/%u/cmd/+/result",
+            "pattern write pinpost/%u/cert/request",
         ],
         "SECURITY.md's table lists every rule"
     );

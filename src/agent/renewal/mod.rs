@@ -29,8 +29,13 @@ use store::{CURRENT, NEXT_KEY, REJECTED, Store, TRIAL};
 
 /// After a refused switch or a failed step, how long before asking again.
 const REST: Duration = Duration::from_secs(3600);
-/// How often a renewal nobody answers is mentioned again.
-const NAG: i64 = 86_400;
+/// How often a renewal nobody answers is mentioned again: a tenth of
+/// `renew_before`, at most daily (so a month's notice warns every day).
+fn nag_every(renew_before: Duration) -> i64 {
+    i64::try_from(renew_before.as_secs() / 10)
+        .unwrap_or(i64::MAX)
+        .clamp(1, 86_400)
+}
 
 /// Where the renewal is.
 enum State {
@@ -239,7 +244,8 @@ impl Renewal {
                 if connected && !*published {
                     self.publish_request();
                 }
-                if trusted && now - since >= NAG && now - self.nagged >= NAG {
+                let nag = nag_every(self.renew_before);
+                if trusted && now - since >= nag && now - self.nagged >= nag {
                     self.nagged = now;
                     tracing::warn!(
                         "certificate renewal: asked {} ago on {} and no certificate has come \

@@ -150,8 +150,8 @@ impl fmt::Display for Failure {
                 LostReason::TooLarge { size, limit } => write!(
                     f,
                     "dropped the connection to {addr}: the broker sent a {size}-byte message, \
-                     over the {limit} bytes pinpost reads (commands.max_payload plus the command \
-                     topic), and MQTT 3.1.1 cannot skip it unread; reconnecting with a clean \
+                     over the {limit} bytes pinpost reads (the largest command it accepts, or a \
+                     certificate renewal's answer), and MQTT 3.1.1 cannot skip it unread; reconnecting with a clean \
                      session. If this repeats at every connect, it is a retained message on a \
                      command topic: find it with `mosquitto_sub -v --retained-only -t \
                      '<prefix>/<id>/cmd/+'` and clear it with `mosquitto_pub -r -n -t <its topic>`"
