@@ -182,6 +182,20 @@ pub(super) fn write_crl(dir: &Path, now: i64) -> Result<Option<PathBuf>, CliErro
 pub(super) fn run(dir: &Path, id: &str, now: i64) -> Result<(), CliError> {
     check_id(id, "a device id")?;
     let folder = dir.join("devices").join(id);
+    if !folder.exists() && read_list(dir)?.iter().any(|(_, who)| who == id) {
+        // Revoked before, or a revocation cut short after the device's
+        // folder moved (a power cut, Ctrl-C): the list stands, and the CRL
+        // and the broker's files are written again from it.
+        load_ca(dir)?;
+        let crl =
+            write_crl(dir, now)?.ok_or_else(|| CliError::Input("the list is empty".into()))?;
+        println!(
+            "{id} is revoked already (listed in {}); signed the list into {} again.",
+            dir.join(LIST).display(),
+            crl.display()
+        );
+        return broker_files(dir, id, &crl);
+    }
     let cert = folder.join(format!("{id}.crt"));
     let pem = std::fs::read(&cert).map_err(|e| {
         CliError::Input(format!(
@@ -234,6 +248,12 @@ pub(super) fn run(dir: &Path, id: &str, now: i64) -> Result<(), CliError> {
         crl.display(),
         kept.display()
     );
+    broker_files(dir, id, &crl)
+}
+
+/// The broker's listener (with `crlfile`) and ACL (without `id`), written
+/// again from what `certs mosquitto` kept, and how to install them.
+fn broker_files(dir: &Path, id: &str, crl: &Path) -> Result<(), CliError> {
     let broker = dir.join("broker");
     match Settings::load(dir) {
         Some(settings) => {

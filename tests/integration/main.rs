@@ -38,6 +38,7 @@ mod package;
 mod properties;
 mod rabbitmq;
 mod renewal;
+mod revocation;
 mod scripts;
 mod security_policy;
 mod seeds;
