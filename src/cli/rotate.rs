@@ -23,6 +23,38 @@ use crate::certs::{self, KeyKind};
 const OLD: &str = "ca-old.crt";
 const OLD_KEY: &str = "ca-old.key";
 const BUNDLE: &str = "ca-bundle.crt";
+/// The new CA while a change-over starts, before it takes ca.crt's place.
+const NEXT: &str = "ca-next.crt";
+const NEXT_KEY: &str = "ca-next.key";
+
+/// The new CA and the old one: what everyone trusts during a change-over.
+fn bundle_of(dir: &Path) -> Result<Vec<u8>, CliError> {
+    let read = |path: PathBuf| std::fs::read(&path).map_err(|e| io(&path, e));
+    let mut bundle = read(dir.join("ca.crt"))?;
+    if !bundle.ends_with(b"\n") {
+        bundle.push(b'\n');
+    }
+    bundle.extend_from_slice(&read(dir.join(OLD))?);
+    Ok(bundle)
+}
+
+/// Whether a change-over's start was cut short: the new CA not yet in
+/// place, or the bundle not yet everywhere.
+fn cut_short(dir: &Path) -> Result<bool, CliError> {
+    if dir.join(NEXT).exists() || dir.join("private").join(NEXT_KEY).exists() {
+        return Ok(true);
+    }
+    let bundle = bundle_of(dir)?;
+    if std::fs::read(dir.join(BUNDLE)).ok().as_deref() != Some(bundle.as_slice()) {
+        return Ok(true);
+    }
+    for (_, folder) in folders(dir)? {
+        if std::fs::read(folder.join("ca.crt")).ok().as_deref() != Some(bundle.as_slice()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
 
 /// What every folder's ca.crt is now: both CAs during a change-over.
 pub(super) fn ca_for_folders(dir: &Path) -> PathBuf {
@@ -48,38 +80,69 @@ fn folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, CliError> {
 
 pub(super) fn start(dir: &Path, name: Option<&str>, rsa: bool, now: i64) -> Result<(), CliError> {
     let private = dir.join("private");
-    if dir.join(OLD).exists() {
+    let resumed = dir.join(OLD).exists();
+    if resumed && !cut_short(dir)? {
         return Err(CliError::Input(format!(
             "a change-over is under way ({} is there): finish it first with `pinpost certs \
              rotate-ca --finish`",
             dir.join(OLD).display()
         )));
     }
-    // The old CA must be whole before anything moves.
-    load_ca(dir)?;
-    let (y, m, d) = crate::utc::date(now);
-    let name = name.map_or_else(
-        || format!("pinpost CA {y:04}-{m:02}-{d:02}"),
-        str::to_string,
-    );
-    let kind = if rsa {
-        KeyKind::Rsa2048
-    } else {
-        KeyKind::EcdsaP256
-    };
-    let new = certs::new_ca(&name, kind, now)?;
-    let old_pem = std::fs::read(dir.join("ca.crt")).map_err(|e| io(&dir.join("ca.crt"), e))?;
+    // Each step leaves the folder in a state this function, run again,
+    // goes on from (a power cut, Ctrl-C): the new CA is made beside the
+    // old one, the old one copied aside, then the new one renamed into
+    // place, then the bundle written.
+    if !resumed {
+        // The old CA must be whole before anything moves.
+        load_ca(dir)?;
+        let next_key = private.join(NEXT_KEY);
+        if !(dir.join(NEXT).exists() && next_key.exists()) {
+            let (y, m, d) = crate::utc::date(now);
+            let name = name.map_or_else(
+                || format!("pinpost CA {y:04}-{m:02}-{d:02}"),
+                str::to_string,
+            );
+            let kind = if rsa {
+                KeyKind::Rsa2048
+            } else {
+                KeyKind::EcdsaP256
+            };
+            let new = certs::new_ca(&name, kind, now)?;
+            write_file(&next_key, new.key_pem.as_bytes(), 0o600)?;
+            write_file(&dir.join(NEXT), new.cert_pem.as_bytes(), 0o644)?;
+        }
+        let read = |path: PathBuf| std::fs::read(&path).map_err(|e| io(&path, e));
+        write_file(
+            &private.join(OLD_KEY),
+            &read(private.join("ca.key"))?,
+            0o600,
+        )?;
+        // Last: its presence says the old CA is safe aside.
+        write_file(&dir.join(OLD), &read(dir.join("ca.crt"))?, 0o644)?;
+    }
     let move_to = |from: PathBuf, to: PathBuf| std::fs::rename(&from, &to).map_err(|e| io(&to, e));
-    move_to(dir.join("ca.crt"), dir.join(OLD))?;
-    move_to(private.join("ca.key"), private.join(OLD_KEY))?;
-    write_file(&private.join("ca.key"), new.key_pem.as_bytes(), 0o600)?;
-    write_file(&dir.join("ca.crt"), new.cert_pem.as_bytes(), 0o644)?;
-    let mut bundle = new.cert_pem.clone().into_bytes();
-    bundle.extend_from_slice(&old_pem);
+    if private.join(NEXT_KEY).exists() {
+        move_to(private.join(NEXT_KEY), private.join("ca.key"))?;
+    }
+    if dir.join(NEXT).exists() {
+        move_to(dir.join(NEXT), dir.join("ca.crt"))?;
+    }
+    let bundle = bundle_of(dir)?;
     write_file(&dir.join(BUNDLE), &bundle, 0o644)?;
     for (_, folder) in folders(dir)? {
         write_file(&folder.join("ca.crt"), &bundle, 0o644)?;
     }
+    // Whole again: the new CA must load before anyone signs with it.
+    load_ca(dir)?;
+    if resumed {
+        println!("A change-over was cut short; it is finished now.");
+    }
+    let name = std::fs::read(dir.join("ca.crt"))
+        .ok()
+        .and_then(|pem| crate::tls::ca_certificates(&pem).into_iter().next())
+        .and_then(|der| crate::tls::CertSummary::from_der(&der))
+        .and_then(|c| c.common_name)
+        .unwrap_or_default();
     let b = dir.join("broker").display().to_string();
     println!(
         "Made the new CA {name:?}: {} (its key in {}); the old one is kept as {} and {} until \

@@ -1,7 +1,9 @@
-//! `certs revoke` cut short at each step (a power cut, Ctrl-C) is finished
-//! by running it again, and never leaves a broker that still accepts the
-//! device; a revocation list too large to be the fleet's is refused with
-//! nothing written.
+//! `certs revoke` and `certs rotate-ca` cut short at each step (a power
+//! cut, Ctrl-C: the folder is put in the state each cut leaves) are
+//! finished by running them again: never a broker that still accepts a
+//! revoked device, never a CA whose key is not its certificate's. A
+//! revocation list too large to be the fleet's is refused with nothing
+//! written.
 
 use std::path::Path;
 use std::time::Duration;
@@ -130,4 +132,121 @@ fn a_revocation_list_too_large_to_be_the_fleets_is_refused_and_nothing_changes()
         std::fs::metadata(d.join("revoked.txt")).unwrap().len(),
         huge.len() as u64
     );
+}
+
+/// What the laptop's folder holds before and after `certs rotate-ca`.
+struct Rotation {
+    old_crt: Vec<u8>,
+    old_key: Vec<u8>,
+    new_crt: Vec<u8>,
+    new_key: Vec<u8>,
+}
+
+fn file(d: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(d.join(name)).unwrap_or_default()
+}
+
+fn put(d: &Path, name: &str, bytes: &[u8]) {
+    std::fs::write(d.join(name), bytes).unwrap();
+}
+
+/// The folder as a cut at one step of `rotate-ca` leaves it.
+fn cut_rotation(d: &Path, r: &Rotation, step: &str) {
+    for name in [
+        "ca-old.crt",
+        "private/ca-old.key",
+        "ca-next.crt",
+        "private/ca-next.key",
+    ] {
+        let _ = std::fs::remove_file(d.join(name));
+    }
+    let folders = [
+        "broker/ca.crt",
+        "devices/pi-01/ca.crt",
+        "devices/operator/ca.crt",
+    ];
+    let (crt, key) = (&r.old_crt, &r.old_key);
+    put(d, "ca.crt", crt);
+    put(d, "private/ca.key", key);
+    let _ = std::fs::remove_file(d.join("ca-bundle.crt"));
+    for f in folders {
+        put(d, f, crt);
+    }
+    put(d, "ca-next.crt", &r.new_crt);
+    put(d, "private/ca-next.key", &r.new_key);
+    if step == "new CA made" {
+        return;
+    }
+    put(d, "private/ca-old.key", &r.old_key);
+    put(d, "ca-old.crt", &r.old_crt);
+    if step == "old CA aside" {
+        return;
+    }
+    std::fs::rename(d.join("private/ca-next.key"), d.join("private/ca.key")).unwrap();
+    if step == "new key in place" {
+        return;
+    }
+    std::fs::rename(d.join("ca-next.crt"), d.join("ca.crt")).unwrap();
+    let mut bundle = r.new_crt.clone();
+    bundle.extend_from_slice(&r.old_crt);
+    put(d, "ca-bundle.crt", &bundle);
+    put(d, folders[0], &bundle);
+    assert_eq!(step, "bundle half written");
+}
+
+#[test]
+fn a_ca_rotation_cut_short_at_any_step_is_finished_by_running_it_again() {
+    let dir = fleet(&["pi-01"]);
+    let d = dir.path();
+    let (old_crt, old_key) = (file(d, "ca.crt"), file(d, "private/ca.key"));
+    let (ok, said) = certs(d, &["rotate-ca"]);
+    assert!(ok, "{said}");
+    let r = Rotation {
+        old_crt,
+        old_key,
+        new_crt: file(d, "ca.crt"),
+        new_key: file(d, "private/ca.key"),
+    };
+    let whole = |step: &str| {
+        let mut bundle = r.new_crt.clone();
+        bundle.extend_from_slice(&r.old_crt);
+        assert_eq!(file(d, "ca.crt"), r.new_crt, "after {step}");
+        assert_eq!(file(d, "private/ca.key"), r.new_key, "after {step}");
+        assert_eq!(file(d, "ca-old.crt"), r.old_crt, "after {step}");
+        assert_eq!(file(d, "private/ca-old.key"), r.old_key, "after {step}");
+        assert_eq!(file(d, "ca-bundle.crt"), bundle, "after {step}");
+        for f in [
+            "broker/ca.crt",
+            "devices/pi-01/ca.crt",
+            "devices/operator/ca.crt",
+        ] {
+            assert_eq!(file(d, f), bundle, "{f} after {step}");
+        }
+        assert!(!d.join("ca-next.crt").exists() && !d.join("private/ca-next.key").exists());
+    };
+    whole("the first run");
+    let (ok, said) = certs(d, &["rotate-ca"]);
+    assert!(!ok && said.contains("a change-over is under way"), "{said}");
+    for step in [
+        "new CA made",
+        "old CA aside",
+        "new key in place",
+        "bundle half written",
+    ] {
+        cut_rotation(d, &r, step);
+        let (ok, said) = certs(d, &["rotate-ca"]);
+        assert!(ok, "cut at {step}: {said}");
+        if step != "new CA made" {
+            assert!(
+                said.contains("A change-over was cut short; it is finished now."),
+                "{said}"
+            );
+        }
+        whole(step);
+        // The new CA signs.
+        let (ok, said) = certs(d, &["device", "pi-07", "--force"]);
+        assert!(ok, "after {step}: {said}");
+    }
+    let (ok, said) = certs(d, &["rotate-ca", "--finish"]);
+    assert!(!ok, "pi-01 still holds an old certificate: {said}");
 }
