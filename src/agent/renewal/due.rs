@@ -1,4 +1,5 @@
-//! When a certificate is due for renewal (pure).
+//! When a certificate is due for renewal, and spans of time in words
+//! (pure).
 
 use std::time::Duration;
 
@@ -15,6 +16,16 @@ fn due(starts: i64, ends: i64, renew_before: Duration) -> i64 {
     let before = i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX);
     let middle = starts.saturating_add(ends.saturating_sub(starts) / 2);
     ends.saturating_sub(before).max(middle)
+}
+
+/// A span of seconds for people: days when there are several.
+pub(super) fn span(secs: i64) -> String {
+    let secs = secs.max(0);
+    if secs >= 2 * 86_400 {
+        format!("{} days", secs / 86_400)
+    } else {
+        humantime::format_duration(Duration::from_secs(secs.unsigned_abs())).to_string()
+    }
 }
 
 #[cfg(test)]

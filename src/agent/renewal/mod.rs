@@ -25,6 +25,8 @@ use crate::topics::{self, CertIssued, CertRequest, Topics};
 use crate::utc;
 
 pub(super) use due::due_at;
+use due::span;
+pub(crate) use store::renewed_pair;
 use store::{CURRENT, NEXT_KEY, REJECTED, Store, TRIAL};
 
 /// After a refused switch or a failed step, how long before asking again.
@@ -77,26 +79,12 @@ pub(super) struct Renewal {
     state: State,
     /// Last said of the answers and nags, so each is said once.
     said: Option<String>,
+    /// The clock was trusted at the last tick: only then is a certificate's
+    /// date judged, so one is not refused (and forgotten) at 1970.
+    trusted: bool,
+    /// An answer that came while the clock was not trusted, for later.
+    deferred: Option<Vec<u8>>,
     nagged: i64,
-}
-
-/// The pair the agent renewed and has connected with, when it is this
-/// device's and ends later than the config's: what `pinpost check`,
-/// `publish` and `subscribe` use instead of the config's files (it holds
-/// the certificate and the key). `None` when there is none or it cannot be
-/// read (only the agent's user and root can).
-pub(crate) fn renewed_pair(config: &Config) -> Option<std::path::PathBuf> {
-    let tls = config.broker.tls.as_ref()?;
-    let configured = std::fs::read(tls.cert_file.as_ref()?.path()).ok()?;
-    let configured_ends = crate::tls::ca_certificates(&configured)
-        .first()
-        .and_then(|der| crate::tls::CertSummary::from_der(der))
-        .map_or(i64::MIN, |c| c.not_after);
-    let path = Store::new(&config.outbox.path).path(CURRENT);
-    let pem = std::fs::read(&path).ok()?;
-    let pair = Pair::from_pem(&pem, &pem).ok()?;
-    (pair.name() == Some(config.device.id.as_str()) && pair.ends() > configured_ends)
-        .then_some(path)
 }
 
 /// What [`Renewal::start`] found, for the agent's log and stats.
@@ -184,6 +172,8 @@ impl Renewal {
             handled: Vec::new(),
             state: State::Idle,
             said: None,
+            trusted: false,
+            deferred: None,
             nagged: 0,
         };
         renewal.resume();
@@ -231,6 +221,12 @@ impl Renewal {
     /// Looks whether anything is due: a renewal to start (only on a
     /// trusted clock), a request to publish, a nag.
     pub(super) fn tick(&mut self, trusted: bool, connected: bool) {
+        self.trusted = trusted;
+        if trusted {
+            if let Some(answer) = self.deferred.take() {
+                self.on_issued(&answer);
+            }
+        }
         let now = utc::now_unix();
         match &mut self.state {
             State::Resting(until) if Instant::now() >= *until => self.state = State::Idle,
@@ -458,6 +454,11 @@ impl Renewal {
         if payload.is_empty() {
             return;
         }
+        if !self.trusted {
+            // The link reads at most a few KiB: one kept answer is bounded.
+            self.deferred = Some(payload.to_vec());
+            return;
+        }
         let answer: CertIssued = match serde_json::from_slice(payload) {
             Ok(a) => a,
             Err(e) => {
@@ -574,15 +575,5 @@ impl Renewal {
                 self.store.path("").display()
             );
         }
-    }
-}
-
-/// A span of seconds for people: days when there are several.
-fn span(secs: i64) -> String {
-    let secs = secs.max(0);
-    if secs >= 2 * 86_400 {
-        format!("{} days", secs / 86_400)
-    } else {
-        humantime::format_duration(Duration::from_secs(secs.unsigned_abs())).to_string()
     }
 }

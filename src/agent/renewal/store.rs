@@ -20,6 +20,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::config::Config;
+use crate::tls::Pair;
+
 /// The `identity/` folder.
 #[derive(Debug, Clone)]
 pub(super) struct Store {
@@ -102,3 +105,22 @@ pub(super) const NEXT_KEY: &str = "next.key";
 pub(super) const TRIAL: &str = "trial.pem";
 pub(super) const CURRENT: &str = "current.pem";
 pub(super) const REJECTED: &str = "rejected.pem";
+
+/// The pair the agent renewed and has connected with, when it is this
+/// device's and ends later than the config's: what `pinpost check`,
+/// `publish` and `subscribe` use instead of the config's files (it holds
+/// the certificate and the key). `None` when there is none or it cannot be
+/// read (only the agent's user and root can).
+pub(crate) fn renewed_pair(config: &Config) -> Option<std::path::PathBuf> {
+    let tls = config.broker.tls.as_ref()?;
+    let configured = std::fs::read(tls.cert_file.as_ref()?.path()).ok()?;
+    let configured_ends = crate::tls::ca_certificates(&configured)
+        .first()
+        .and_then(|der| crate::tls::CertSummary::from_der(der))
+        .map_or(i64::MIN, |c| c.not_after);
+    let path = Store::new(&config.outbox.path).path(CURRENT);
+    let pem = std::fs::read(&path).ok()?;
+    let pair = Pair::from_pem(&pem, &pem).ok()?;
+    (pair.name() == Some(config.device.id.as_str()) && pair.ends() > configured_ends)
+        .then_some(path)
+}
