@@ -2,8 +2,10 @@
 # The checks scripts/vm-test.sh runs inside the booted arm64 guest, from its
 # test disk (mounted on /mnt/test), one phase per boot:
 #
-#   main     install the .deb, start pinpost against the guest's Mosquitto,
-#            hardening, watchdog, journal; then spool and wait for the cut
+#   main     install the .deb, enroll (the key made here, the request
+#            signed by the host), start pinpost against the guest's
+#            Mosquitto, hardening, watchdog, journal; then spool and wait
+#            for the cut
 #   recover  what pinpost found after the cut, the spool drained to a
 #            subscriber (every reading printed); then spool and wait again
 #   last     as recover, then upgrade over the running agent, and purge
@@ -12,7 +14,8 @@
 #            mark; a witness session gets every reading
 #
 # Lines for the host: "VMTEST PASS|FAIL <check>: <detail>", "VMTEST INFO
-# ...", "VMTEST RX <payload>" (drained readings), "VMTEST SPOOLING <ms>"
+# ...", "VMTEST CSR <base64> END" (the request for the host to sign),
+# "VMTEST RX <payload>" (drained readings), "VMTEST SPOOLING <ms>"
 # then "VMTEST TICK <ms>" every 50 ms (guest clock, Unix ms) until the host
 # kills the VM; in the clock phase "VMTEST CLOCKMARKS <start> <set>
 # <trusted>" (Unix ms: pinpost started, the clock set, pinpost trusted it)
@@ -27,6 +30,9 @@ PHASE=${1:-main}
 OPKEYS="--cafile /root/op/ca.crt --cert /root/op/operator.crt --key /root/op/operator.key -h 127.0.0.1"
 OP="$OPKEYS -p 8883"
 PREFIX=pinpost/pi-01
+# Where the host publishes pi-01's certificates (vm-test.sh's ENROLL_TOPIC):
+# the operator may write only commands, to a device no agent is.
+ENROLL_TOPIC=pinpost/vmtest-enroll/cmd
 
 pass() { echo "VMTEST PASS $1: $2"; }
 fail() { echo "VMTEST FAIL $1: $2"; }
@@ -87,8 +93,9 @@ install_and_configure() {
     sh -c '[ "$(systemctl is-enabled pinpost)" = enabled ]'
   check config-installed "$(stat -c '%n %a %U:%G' /etc/pinpost/config.toml 2>&1)" \
     sh -c '[ "$(stat -c %a:%U:%G /etc/pinpost/config.toml)" = 640:root:pinpost ] && cmp -s /etc/pinpost/config.toml /usr/share/doc/pinpost/config.example.toml'
-  # Certificates from `pinpost certs` (made on the host; the CA key never
-  # comes here), installed as its hints say.
+  # The broker's and the operator's certificates from `pinpost certs`
+  # (made on the host; the CA key never comes here), installed as its
+  # hints say.
   install -d -m 0755 /etc/mosquitto/certs /root/op
   install -m 0644 "$T/certs/broker/ca.crt" "$T/certs/broker/broker.crt" /etc/mosquitto/certs/
   install -m 0640 -g mosquitto "$T/certs/broker/broker.key" /etc/mosquitto/certs/
@@ -96,8 +103,8 @@ install_and_configure() {
   install -m 0644 "$T/certs/broker/pinpost.acl" /etc/mosquitto/pinpost.acl
   # A subscriber that is offline a while must not lose queued readings.
   echo "max_queued_messages 0" >/etc/mosquitto/conf.d/queue.conf
-  install -m 0644 "$T/certs/pi-01/ca.crt" "$T/certs/pi-01/pi-01.crt" /etc/pinpost/certs/
-  install -m 0640 -g pinpost "$T/certs/pi-01/pi-01.key" /etc/pinpost/certs/
+  # pi-01's key is not on the test disk: the main boot makes it (enroll),
+  # and purge keeps it for the clock boot.
   # Another key in the folder, not the pinpost group's: must stay unreadable.
   install -m 0640 -g root "$T/certs/operator/operator.key" /etc/pinpost/certs/other.key
   install -m 0600 "$T/certs/operator/ca.crt" "$T/certs/operator/operator.crt" \
@@ -115,6 +122,53 @@ install_and_configure() {
   if [ "$(stat -c %G /dev/gpiochip0)" != gpio ]; then
     chgrp gpio /dev/gpiochip0 && chmod 0660 /dev/gpiochip0
     info "gpiochip0: udev left it root:root; chgrp gpio by hand"
+  fi
+}
+
+# The main boot's network: qemu's user-mode network with restrict=on, so
+# the guest reaches nothing, and the host reaches only the guest's 8884
+# (its forwarded port). No DHCP client here: the address slirp forwards to.
+net_up() {
+  wait_for 30 sh -c 'ls /sys/class/net | grep -q -v -x lo'
+  dev=
+  for path in /sys/class/net/*; do
+    [ "${path##*/}" = lo ] || dev=${path##*/}
+  done
+  if [ -n "$dev" ] && ip link set "$dev" up && ip addr add 10.0.2.15/24 dev "$dev"; then
+    info "network: $dev 10.0.2.15/24 (qemu user-mode, restrict=on; the host reaches 8884 only)"
+  else
+    fail network "no interface to bring up: $(ls /sys/class/net | tr '\n' ' ')"
+  fi
+}
+
+# A message the host published retained (as the operator, through the
+# forwarded port), on stdout as sent; waits up to SECONDS for it.
+fetch() { # TOPIC SECONDS
+  # shellcheck disable=SC2086 # OP is a list of words
+  mosquitto_sub $OP -C 1 -N -W "$2" -t "$1"
+}
+
+# Enrollment as on a Pi: pinpost enroll makes the key (never leaving this
+# disk) and a request; only the request goes to the host, on the serial
+# line, and the host signs it with the CA it keeps and publishes ca.crt and
+# pi-01.crt retained on the guest's broker, where root fetches them.
+enroll() {
+  net_up
+  systemctl start mosquitto
+  key=/etc/pinpost/certs/pi-01.key csr=/etc/pinpost/certs/pi-01.csr
+  out=$(pinpost enroll 2>&1) || fail enroll "pinpost enroll: $(printf '%s' "$out" | tr '\n' ' ')"
+  check enroll-key "$(stat -c '%n %a %U:%G' $key 2>&1) (pinpost enroll: $(printf '%s' "$out" | head -n 1))" \
+    sh -c "[ \"\$(stat -c %a:%U:%G $key)\" = 600:pinpost:pinpost ] && grep -q 'PRIVATE KEY' $key"
+  t0=$(now_ms)
+  echo "VMTEST CSR $(base64 -w 0 <$csr) END"
+  fetch "$ENROLL_TOPIC/ca.crt" 180 >/run/ca.crt
+  fetch "$ENROLL_TOPIC/pi-01.crt" 30 >/run/pi-01.crt
+  t1=$(now_ms)
+  if grep -q 'BEGIN CERTIFICATE' /run/ca.crt && grep -q 'BEGIN CERTIFICATE' /run/pi-01.crt; then
+    install -m 0644 /run/ca.crt /run/pi-01.crt /etc/pinpost/certs/
+    pass enroll "request ($(wc -c <$csr) bytes) out on the serial line, ca.crt and pi-01.crt back from the host's signing in $((t1 - t0)) ms: $(ls /etc/pinpost/certs | tr '\n' ' ')"
+  else
+    fail enroll "no certificates from the host $((t1 - t0)) ms after the request: $(head -c 200 /run/pi-01.crt | tr '\n' ' ')"
   fi
 }
 
@@ -447,6 +501,7 @@ info "kernel $(uname -r), $(systemctl --version | head -n 1), up $(cut -d' ' -f1
 case $PHASE in
 main)
   install_and_configure
+  enroll
   main_checks
   spool_until_cut
   ;;

@@ -12,8 +12,14 @@
 #
 # The image (debootstrap minbase + systemd, mosquitto, Debian's arm64 kernel,
 # a busybox initramfs) is built once into target/vm/ (about 6 min) and
-# reused; each boot writes to a throwaway qcow2 overlay. The guest has no
-# network at all (-nic none): its Mosquitto listens on its own 127.0.0.1.
+# reused; each boot writes to a throwaway qcow2 overlay. The guest's
+# Mosquitto listens on its own 127.0.0.1; the guest reaches no network. In
+# the main boot it enrolls: pinpost enroll makes pi-01's key in the guest,
+# the request comes out on the serial line, this host signs it with the CA
+# it keeps and publishes the certificates on the guest's broker through one
+# forwarded loopback port (qemu user-mode network with restrict=on: the
+# guest can reach nothing, this host only that port); the other boots have
+# no network at all (-nic none).
 # Checks run inside the guest from a second disk (target/vm/run/test.img)
 # by vmtest.service, print to the serial console and power off. Five boots
 # of one disk: main (install and most checks), two cut while spooling and
@@ -42,6 +48,10 @@ BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-480}
 
 die() { echo "vm-test: $*" >&2; exit 1; }
 say() { echo "vm-test: $*" >&2; }
+
+# The certificates and the guest's enrollment, this host's side.
+# shellcheck source=/dev/null # checked on its own
+. scripts/vm-certs.sh
 
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, chroot, binfmt_misc); run as root"
 
@@ -260,7 +270,7 @@ result() { # PASS|FAIL name detail
   [ "$1" = PASS ] || failed=$((failed + 1))
 }
 # Every check the guest must report, in the order it runs; one missing fails.
-GUEST_CHECKS=(install user unit-enabled config-installed broker start config-dir-mode active-running
+GUEST_CHECKS=(install user unit-enabled config-installed enroll-key enroll broker start config-dir-mode active-running
   status-text online readings command-result relay-on runs-as-pinpost no-capabilities
   seccomp no-new-privs spool-written probe-state-writable probe-own-key probe-gpiochip probe-other-key
   probe-shadow private-tmp probe-write-/etc/pinpost probe-write-/etc probe-write-/usr/local
@@ -298,8 +308,21 @@ collect() { # serial boot-name expected...
 # for the guest to power off. Fails on a timeout.
 boot() {
   local name=$1 phase=$2 cut=${3:-} serial=$RUN/$1.serial pid started end spooling=0 up
-  local rtc=() append=
+  local rtc=() append='' net=(-nic none) enrolled=1
   : >"$serial"
+  if [ "$phase" = main ]; then
+    # One way in, none out: restrict=on keeps the guest from reaching
+    # anything (the host included); only this loopback port reaches the
+    # guest's 8884 (the operator's port there: the guest's own operator
+    # sessions use 8883, and one certificate's two sessions on one port
+    # would knock each other off). romfile=: no PXE ROM (none installed,
+    # and the kernel is booted directly).
+    FWD_PORT=$(free_port)
+    # shellcheck disable=SC2054 # qemu's options are comma lists
+    net=(-netdev "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$FWD_PORT-:8884"
+      -device virtio-net-pci,netdev=net0,romfile=)
+    enrolled=0
+  fi
   if [ "$phase" = clock ]; then
     # The guest's real-time clock (the virt machine's PL031, which the
     # kernel sets its clock from) starts at 1970, as a Pi without one
@@ -315,7 +338,7 @@ boot() {
   fi
   started=$SECONDS
   qemu-system-aarch64 -M virt -cpu cortex-a57 -smp 2 -m 1024 \
-    -display none -monitor none -nic none -no-reboot "${rtc[@]}" \
+    -display none -monitor none "${net[@]}" -no-reboot "${rtc[@]}" \
     -serial "file:$serial" \
     -kernel "$KERNEL" -initrd "$INITRD" \
     -append "console=ttyAMA0 root=/dev/vda ro quiet loglevel=3 systemd.show_status=false vmtest.phase=$phase$append" \
@@ -330,6 +353,10 @@ boot() {
       wait "$pid" 2>/dev/null || true
       result FAIL "$name/boot" "no end after ${BOOT_TIMEOUT}s: killed (see $serial)"
       return 1
+    fi
+    if ((!enrolled)) && grep -a -q '^VMTEST CSR [A-Za-z0-9+/=]* END' "$serial"; then
+      enrolled=1
+      serve_enrollment "$name"
     fi
     if [ -n "$cut" ] && ((!spooling)) && grep -a -q '^VMTEST SPOOLING' "$serial"; then
       spooling=1
@@ -515,8 +542,8 @@ host_pinpost() {
 }
 
 make_test_disk() {
-  local deb=$1 disk=$RUN/testdisk pinpost version newer
-  rm -rf "$disk" "$RUN/certs" "$RUN/newer"
+  local deb=$1 disk=$RUN/testdisk version newer
+  rm -rf "$disk" "$RUN/certs" "$RUN/newer" "$RUN/enroll"
   mkdir -p "$disk/debs" "$disk/certs"
   cp scripts/vm-guest.sh "$disk/run.sh"
   cp "$deb" "$disk/debs/"
@@ -529,21 +556,7 @@ make_test_disk() {
   dpkg-deb --root-owner-group -b "$RUN/newer" "$disk/debs/$newer" >/dev/null
   echo "$newer" >"$disk/debs/second"
   rm -rf "$RUN/newer"
-  # Certificates by `pinpost certs`, run here with this PC's binary (from the
-  # amd64 package, else the debug build): the CA key stays in
-  # target/vm/run/certs/private on this machine and never enters the guest.
-  pinpost=$(host_pinpost)
-  (
-    cd "$RUN"
-    "$pinpost" certs ca
-    "$pinpost" certs broker --host 127.0.0.1 --host localhost
-    "$pinpost" certs device pi-01
-    "$pinpost" certs device operator
-    "$pinpost" certs mosquitto
-  ) >/dev/null 2>&1 || die "pinpost certs failed (with $pinpost)"
-  cp -r "$RUN/certs/broker" "$disk/certs/broker"
-  cp -r "$RUN/certs/devices/pi-01" "$disk/certs/pi-01"
-  cp -r "$RUN/certs/devices/operator" "$disk/certs/operator"
+  make_certs "$disk"
   if find "$disk" -name 'ca.key' | grep -q .; then die "the CA key must not reach the guest"; fi
   cat >"$disk/config.toml" <<'TOML'
 # pinpost in the VM test: the guest's own Mosquitto, the sim board, and a
@@ -644,6 +657,7 @@ done
 for name in "${boots[@]}"; do
   [ -s "$RUN/$name.serial" ] || result FAIL "$name/boot" "did not run"
 done
+key_stayed_in_guest
 
 echo
 echo "vm-test: $((${#RESULTS[@]} - failed)) passed, $failed failed; boots and checks took $((SECONDS - t_tests)) s, the image $image_seconds s (0: cached)"
