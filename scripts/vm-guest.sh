@@ -4,8 +4,8 @@
 #
 #   main     install the .deb, enroll (the key made here, the request
 #            signed by the host), start pinpost against the guest's
-#            Mosquitto, hardening, watchdog, journal; then spool and wait
-#            for the cut
+#            Mosquitto, hardening, watchdog, journal, the certificate
+#            renewed over MQTT; then spool and wait for the cut
 #   recover  what pinpost found after the cut, the spool drained to a
 #            subscriber (every reading printed); then spool and wait again
 #   last     as recover, then upgrade over the running agent, and purge
@@ -15,7 +15,9 @@
 #
 # Lines for the host: "VMTEST PASS|FAIL <check>: <detail>", "VMTEST INFO
 # ...", "VMTEST CSR <base64> END" (the request for the host to sign),
-# "VMTEST RX <payload>" (drained readings), "VMTEST SPOOLING <ms>"
+# "VMTEST RENEWER" and "VMTEST RENEWED" (the host starts certs renew
+# --watch, and stops it), "VMTEST RX
+# <payload>" (drained readings), "VMTEST SPOOLING <ms>"
 # then "VMTEST TICK <ms>" every 50 ms (guest clock, Unix ms) until the host
 # kills the VM; in the clock phase "VMTEST CLOCKMARKS <start> <set>
 # <trusted>" (Unix ms: pinpost started, the clock set, pinpost trusted it)
@@ -299,6 +301,70 @@ EOF
   systemctl restart pinpost
 }
 
+# Renewal over MQTT in one process. The host signed the enrolled
+# certificate for 3 minutes (backdated 45 s), so it is due at the middle of
+# its life, 67.5 s after signing (renew_before = "3m" asks no earlier); the agent
+# starts a renewal only on a trusted clock, so the time source's mark is
+# made here, after the checks above restarted the agent for the last time.
+# The host answers with `certs renew --watch` through the forward.
+renewal() {
+  pid=$(prop MainPID) restarts=$(prop NRestarts)
+  # identity/ beside the spool (the config's outbox path).
+  id=/var/lib/pinpost/outbox/identity
+  sub_start /run/renew "$PREFIX/sensor/s" "$PREFIX/stats" "$PREFIX/status" "$PREFIX/cert/#"
+  echo "VMTEST RENEWER"
+  mkdir -p "${MARK%/*}" && : >"$MARK"
+  t0=$(now_ms)
+  renewing() { journalctl -b -o short-unix --no-pager "_PID=$pid" | grep 'certificate renewal'; }
+  wait_for 240 sh -c "journalctl -b -o cat --no-pager _PID=$pid | grep -q 'switched to the renewed certificate'"
+  # Readings after the switch, and the stats sent at the new connection.
+  sleep 3
+  sub_stop
+  echo "VMTEST RENEWED"
+  # When each step was said, in s after the mark.
+  steps=$(renewing | awk -v t0="$t0" '{ t = $1 * 1000; $1 = $2 = ""; sub(/^ +/, "")
+    sub(/^.*certificate renewal: /, ""); printf "+%.1f s %s|", (t - t0) / 1000, $0 }')
+  check renew-switched "pid $pid: ${steps:-said nothing about a renewal}" has "$steps" 'switched to the renewed certificate'
+  check renew-same-process "MainPID $pid -> $(prop MainPID), NRestarts $restarts -> $(prop NRestarts), $(prop ActiveState)" \
+    sh -c "[ \"\$(systemctl show -p MainPID --value pinpost)\" = $pid ] && [ \"\$(systemctl show -p NRestarts --value pinpost)\" = $restarts ]"
+  first=$(sed -n 's/.*"cert_ends":"\([^"]*\)".*/\1/p' /run/renew | head -n 1)
+  last=$(sed -n 's/.*"cert_ends":"\([^"]*\)".*/\1/p' /run/renew | tail -n 1)
+  check renew-cert-ends "cert_ends in stats: ${first:-none} before, ${last:-none} after ($(grep -c "^$PREFIX/stats " /run/renew) stats)" \
+    awk -v a="$first" -v b="$last" 'BEGIN { exit !(a != "" && a < b) }'
+  # The pair in use: a key made here (not enroll's), 0600 for pinpost, with
+  # the certificate the host published; nothing left of the request.
+  body() { sed -n "/BEGIN $1/,/END $1/p" | grep -v -e '-----' | tr -d '\n'; }
+  issued=$(grep "^$PREFIX/cert/issued {" /run/renew | tail -n 1 | sed 's/.*"cert":"\([^"]*\)".*/\1/; s/\\n/\n/g' | body CERTIFICATE)
+  cert=$(body CERTIFICATE <$id/current.pem 2>/dev/null)
+  key=$(body 'PRIVATE KEY' <$id/current.pem 2>/dev/null)
+  enrolled=$(body 'PRIVATE KEY' </etc/pinpost/certs/pi-01.key)
+  mode=$(stat -c %a:%U:%G $id/current.pem 2>&1)
+  left=$(ls $id 2>&1 | tr '\n' ' ')
+  if [ "$mode" = 600:pinpost:pinpost ] && [ -n "$issued" ] && [ "$cert" = "$issued" ] &&
+    [ -n "$key" ] && [ "$key" != "$enrolled" ] && [ "$left" = "current.pem " ]; then
+    pass renew-key "$id/current.pem $mode: the certificate published on cert/issued and a key made here, not enroll's; $id holds $left"
+  else
+    same=no kind=new
+    [ -n "$cert" ] && [ "$cert" = "$issued" ] && same=yes
+    [ -n "$key" ] || kind=missing
+    [ -n "$key" ] && [ "$key" = "$enrolled" ] && kind="enroll's"
+    fail renew-key "$id/current.pem $mode; its certificate the one on cert/issued: $same; its key: $kind; $id holds $left"
+  fi
+  # Every reading of sensor s through the switch, none missing.
+  switched=$(renewing | awk '/switched to the renewed/ { printf "%d\n", $1 }' | head -n 1)
+  at=$(date -u -d "@${switched:-0}" +%Y-%m-%dT%H:%M:%S)
+  verdict=$(grep "^$PREFIX/sensor/s " /run/renew | awk -v at="$at" '
+    { if (!match($0, /"seq":[0-9]+/)) next; seq = substr($0, RSTART + 6, RLENGTH - 6) + 0
+      match($0, /"ts":"[^"]*"/); ts = substr($0, RSTART + 6, 19)
+      n++; if (ts < at) before++; else after++
+      if (n == 1) first = seq; else if (seq == prev) repeats++; else if (seq != prev + 1) { gaps++; gap_at = gap_at " " prev "->" seq }
+      prev = seq }
+    END { printf "%s %d readings, seq %d to %d, %d gaps%s, %d repeats; %d made before the second of the switch (%s), %d from it on\n",
+      (n > 0 && gaps == 0 && before > 0 && after > 0) ? "PASS" : "FAIL", n, first, prev, gaps, gap_at, repeats + 0, before, at, after }')
+  echo "VMTEST ${verdict%% *} renew-readings: ${verdict#* }"
+  info "renewal: status messages: $(grep "^$PREFIX/status " /run/renew | cut -d' ' -f2 | tr '\n' ' '); switched $((${switched:-0} * 1000 - t0)) ms after the mark"
+}
+
 # What this boot's pinpost (started by systemd at boot, broker down) said,
 # then the spool drained to a subscriber.
 recover() {
@@ -306,7 +372,7 @@ recover() {
   check ready-without-broker "$(prop ActiveState)/$(prop SubState) with mosquitto $(systemctl is-active mosquitto); status: $(prop StatusText)" \
     sh -c '[ "$(systemctl show -p ActiveState --value pinpost)" = active ] && ! systemctl is-active -q mosquitto'
   log=$(journalctl -b -u pinpost --no-pager -o cat | grep -E 'did not stop cleanly|kept in|damaged' | tr '\n' '|')
-  info "pinpost at boot: $log"
+  info "pinpost at boot: $log; its certificate: $(journalctl -b -u pinpost --no-pager -o cat | grep -m 1 -E 'renewed certificate|renewal' || echo 'the config'\''s')"
   check spool-recovered "$log" has "$log" 'messages kept in .* by an earlier run'
   info "dmesg: $(dmesg | grep -E 'EXT4-fs|recovery' | tr '\n' '|')"
   info "fsck: $(journalctl -b -u systemd-fsck-root --no-pager -o cat | tr '\n' '|')"
@@ -365,6 +431,11 @@ clock_boot() {
   check clock-no-time-source "vmtest.now=${now0:-none}; time services: ${sources:-none installed}; $MARK $([ -e "$MARK" ] && echo exists || echo absent)" \
     sh -c "[ -n '$now0' ] && [ -z '$sources' ] && [ ! -e $MARK ]"
   install_and_configure
+  # The purge took the renewed pair (/var/lib/pinpost) and the enrolled
+  # certificate has ended: the host signed the kept request again (the
+  # same key, which the purge kept) for this boot.
+  install -m 0644 "$T/certs/pi-01/ca.crt" "$T/certs/pi-01/pi-01.crt" /etc/pinpost/certs/
+  info "certificates: $(ls -l /etc/pinpost/certs | tail -n +2 | awk '{ printf "%s %s %s; ", $1, $3, $NF }')"
   # Mosquitto's log also says when a client subscribes (Unix seconds): when
   # the agent could first get a command.
   printf 'log_type %s\n' error warning notice information subscribe >/etc/mosquitto/conf.d/log.conf
@@ -503,6 +574,7 @@ main)
   install_and_configure
   enroll
   main_checks
+  renewal
   spool_until_cut
   ;;
 recover)

@@ -18,8 +18,9 @@
 # the request comes out on the serial line, this host signs it with the CA
 # it keeps and publishes the certificates on the guest's broker through one
 # forwarded loopback port (qemu user-mode network with restrict=on: the
-# guest can reach nothing, this host only that port); the other boots have
-# no network at all (-nic none).
+# guest can reach nothing, this host only that port); then the agent renews
+# that short certificate over MQTT, answered by `certs renew --watch` here
+# (scripts/vm-certs.sh). The other boots have no network (-nic none).
 # Checks run inside the guest from a second disk (target/vm/run/test.img)
 # by vmtest.service, print to the serial console and power off. Five boots
 # of one disk: main (install and most checks), two cut while spooling and
@@ -275,7 +276,8 @@ GUEST_CHECKS=(install user unit-enabled config-installed enroll-key enroll broke
   seccomp no-new-privs spool-written probe-state-writable probe-own-key probe-gpiochip probe-other-key
   probe-shadow private-tmp probe-write-/etc/pinpost probe-write-/etc probe-write-/usr/local
   probe-write-/var/log probe-write-/root probe-write-/home probe-write-/var/lib exposure
-  directory-warning-control no-directory-warning unit-clean journal-native watchdog)
+  directory-warning-control no-directory-warning unit-clean journal-native watchdog
+  renew-switched renew-same-process renew-cert-ends renew-key renew-readings)
 RECOVER_CHECKS=(ready-without-broker spool-recovered drained)
 LAST_CHECKS=(upgrade-install upgrade-restarts upgrade-keeps-config purge-removes-config
   purge-keeps-certs purge-stops)
@@ -308,7 +310,7 @@ collect() { # serial boot-name expected...
 # for the guest to power off. Fails on a timeout.
 boot() {
   local name=$1 phase=$2 cut=${3:-} serial=$RUN/$1.serial pid started end spooling=0 up
-  local rtc=() append='' net=(-nic none) enrolled=1
+  local rtc=() append='' net=(-nic none)
   : >"$serial"
   if [ "$phase" = main ]; then
     # One way in, none out: restrict=on keeps the guest from reaching
@@ -321,7 +323,6 @@ boot() {
     # shellcheck disable=SC2054 # qemu's options are comma lists
     net=(-netdev "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:$FWD_PORT-:8884"
       -device virtio-net-pci,netdev=net0,romfile=)
-    enrolled=0
   fi
   if [ "$phase" = clock ]; then
     # The guest's real-time clock (the virt machine's PL031, which the
@@ -351,13 +352,11 @@ boot() {
     if ((SECONDS >= end)); then
       kill -9 "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
+      if [ "$phase" = main ]; then renewer_stop "$name"; fi
       result FAIL "$name/boot" "no end after ${BOOT_TIMEOUT}s: killed (see $serial)"
       return 1
     fi
-    if ((!enrolled)) && grep -a -q '^VMTEST CSR [A-Za-z0-9+/=]* END' "$serial"; then
-      enrolled=1
-      serve_enrollment "$name"
-    fi
+    if [ "$phase" = main ]; then serve_guest "$name"; fi
     if [ -n "$cut" ] && ((!spooling)) && grep -a -q '^VMTEST SPOOLING' "$serial"; then
       spooling=1
       sleep "$cut"
@@ -369,6 +368,7 @@ boot() {
     sleep 0.2
   done
   wait "$pid" 2>/dev/null || true
+  if [ "$phase" = main ]; then renewer_stop "$name"; fi
   BOOT_SECONDS=$((SECONDS - started))
   up=$(tr -d '\r' <"$serial" | sed -n 's/^VMTEST INFO kernel .* up \([0-9.]*\) s$/\1/p' | head -n 1)
   say "$name: ${BOOT_SECONDS}s from power on to off (tests started ${up:-?} s after the kernel)"
@@ -572,6 +572,9 @@ connect_timeout = "5s"
 ca_file = "/etc/pinpost/certs/ca.crt"
 cert_file = "/etc/pinpost/certs/pi-01.crt"
 key_file = "/etc/pinpost/certs/pi-01.key"
+# No shorter than the enrolled certificate's life (vm-certs.sh's
+# FIRST_LIFE), so its renewal is due at the middle of that life.
+renew_before = "3m"
 [reconnect]
 initial = "1s"
 max = "2s"
@@ -619,7 +622,9 @@ fi
 rm -rf "$check_dir"
 
 mkdir -p "$RUN"
-rm -f "$RUN"/*.serial
+rm -f "$RUN"/*.serial "$RUN/renewer.log"
+# The renewer (serve_guest) must not outlive a run that stops early.
+trap 'if [ -n "$RENEWER_PID" ]; then kill "$RENEWER_PID" 2>/dev/null; fi' EXIT
 make_test_disk "$deb"
 rm -f "$RUN/disk.qcow2"
 qemu-img create -q -f qcow2 -b "$PWD/$BASE" -F raw "$RUN/disk.qcow2"
@@ -632,6 +637,7 @@ for i in "${!boots[@]}"; do
   name=${boots[$i]}
   cut=${CUTS[$i]:-}
   case ${phases[$i]} in last | clock) cut= ;; esac
+  if [ "${phases[$i]}" = clock ]; then hand_renewal "$RUN/testdisk"; fi
   if ! boot "$name" "${phases[$i]}" "$cut"; then
     break
   fi
