@@ -39,6 +39,7 @@ pub mod link;
 pub mod logging;
 pub mod outbox;
 pub(crate) mod preflight;
+pub(crate) mod release;
 pub(crate) mod sensors;
 pub mod tls;
 pub(crate) mod topics;

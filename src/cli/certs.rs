@@ -210,6 +210,7 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
                 super::rotate::start(dir, name.as_deref(), *rsa, now)?;
             }
         }
+        CertsCommand::ReleaseKey => super::release::make_key(dir, args.force)?,
         CertsCommand::Renew {
             connection,
             watch,

@@ -10,6 +10,7 @@ mod fleet;
 mod gpio;
 mod ha;
 mod publish;
+mod release;
 mod renew;
 mod revoke;
 mod rotate;
@@ -148,6 +149,7 @@ pub async fn run(command: Subcommand) -> Result<(), CliError> {
         Subcommand::Gpio(args) => gpio::run(args).await,
         Subcommand::Certs(args) => certs::run(args).await,
         Subcommand::Enroll(args) => enroll::run(&args),
+        Subcommand::Release(args) => release::run(&args.what),
         Subcommand::Check(args) => check::run(args).await,
         Subcommand::Sensors(args) => sensors::run(args).await,
         Subcommand::Ha(args) => ha::run(&args),

@@ -148,6 +148,9 @@ pub(crate) enum CertsCommand {
         #[arg(long)]
         prefix: Option<String>,
     },
+    /// The release key: private/release.key (keep it secret) signs the
+    /// packages and configs devices apply; release.pub goes to every Pi.
+    ReleaseKey,
     /// Revoke a device's certificate: the CA signs the fleet's revocation
     /// list (broker/crl.pem), and the broker's listener and ACL are written
     /// again to refuse it.

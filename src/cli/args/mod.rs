@@ -7,9 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod certs;
+mod release;
 pub(crate) use certs::CertsCommand;
 use certs::ENROLL_HELP;
 pub use certs::{CertsArgs, EnrollArgs};
+use release::RELEASE_HELP;
+pub use release::ReleaseArgs;
+pub(crate) use release::ReleaseCommand;
 
 use clap::{ArgAction, Args, Parser};
 
@@ -55,6 +59,9 @@ pub enum Subcommand {
     /// Make a CA, broker and device certificates, and Mosquitto settings for them.
     #[command(after_help = CERTS_HELP)]
     Certs(CertsArgs),
+    /// Sign a package for the fleet with the release key, or check what was signed.
+    #[command(after_help = RELEASE_HELP)]
+    Release(ReleaseArgs),
     /// On the device: make its key (it never leaves) and a certificate request to sign.
     #[command(after_help = ENROLL_HELP)]
     Enroll(EnrollArgs),
@@ -167,7 +174,10 @@ impl Subcommand {
             Subcommand::Publish(a) => a.connection.debug,
             Subcommand::Subscribe(a) => a.connection.debug,
             Subcommand::Gpio(a) => a.debug,
-            Subcommand::Certs(_) | Subcommand::Enroll(_) => false,
+            Subcommand::Certs(a) => {
+                matches!(&a.what, CertsCommand::Renew { connection, .. } if connection.debug)
+            }
+            Subcommand::Enroll(_) | Subcommand::Release(_) => false,
             Subcommand::Check(a) => a.connection.debug,
             Subcommand::Sensors(a) => a.debug,
             Subcommand::Ha(_) => false,

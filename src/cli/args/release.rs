@@ -1,0 +1,68 @@
+//! The flags of `pinpost release`: signing a package for the fleet and
+//! checking what was signed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+pub(super) const RELEASE_HELP: &str = "A release is a .deb and its manifest (package, \
+    version, architecture, size, SHA-256, the versions it may replace, when it expires), \
+    signed with the release key that `pinpost certs release-key` made. A device applies only \
+    what that key signed; its release.pub goes to every Pi with the config.\n\n\
+    Examples:\n  \
+    pinpost certs release-key                                # certs/private/release.key, certs/release.pub\n  \
+    pinpost release sign target/debian/pinpost_0.2.0-1_arm64.deb\n  \
+    pinpost release verify target/debian/pinpost_0.2.0-1_arm64.deb.manifest";
+
+/// `pinpost release`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[command(subcommand)]
+    pub(crate) what: ReleaseCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ReleaseCommand {
+    /// Sign a package: writes FILE.deb.manifest beside it.
+    Sign {
+        /// The package (a .deb from scripts/package.sh).
+        package: PathBuf,
+        /// The release key (private).
+        #[arg(long, value_name = "FILE", default_value = "certs/private/release.key")]
+        key: PathBuf,
+        /// A version this release may replace (repeat for each); without
+        /// it, any older version.
+        #[arg(long = "replaces", value_name = "VERSION")]
+        replaces: Vec<String>,
+        /// Let it replace a newer version (a way back, signed on purpose).
+        #[arg(long)]
+        downgrade: bool,
+        /// How long devices may apply it, e.g. "30d" (at most a year): a
+        /// manifest withheld and replayed later is refused after this.
+        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
+        expires: Duration,
+        /// Where to write the manifest [default: PACKAGE.manifest].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check a manifest (and the package, if given) as a device would.
+    Verify {
+        /// The manifest.
+        manifest: PathBuf,
+        /// The package it describes [default: the manifest's name without .manifest].
+        #[arg(long, value_name = "FILE")]
+        package: Option<PathBuf>,
+        /// The release key's public half.
+        #[arg(long, value_name = "FILE", default_value = "certs/release.pub")]
+        key: PathBuf,
+        /// Also judge it as a device running this version would (now, with
+        /// this machine's clock).
+        #[arg(long, value_name = "VERSION")]
+        installed: Option<String>,
+        /// The device's architecture, with --installed [default: the
+        /// manifest's].
+        #[arg(long, value_name = "ARCH", requires = "installed")]
+        architecture: Option<String>,
+    },
+}

@@ -1,0 +1,188 @@
+//! Releases signed on the laptop: the release key is made beside the CA
+//! key and refused wherever the CA key is; a package's manifest opens only
+//! with that key and only for the package it was signed for, and a device
+//! would refuse a release for another architecture or an older version.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn pinpost_in(dir: &Path, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new(PINPOST);
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("PINPOST_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = run_limited(cmd, None, WAIT);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    (out.status.success(), said)
+}
+
+/// A real .deb (dpkg-deb) of `version` for `arch`, with a file in it.
+fn package(dir: &Path, version: &str, arch: &str) -> PathBuf {
+    require_tool("dpkg-deb", "dpkg");
+    let root = dir.join(format!("root-{version}-{arch}"));
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: pinpost\nVersion: {version}\nArchitecture: {arch}\nMaintainer: t <t@t>\n\
+             Description: test\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("usr/bin/pinpost"), vec![7u8; 200_000]).unwrap();
+    let deb = dir.join(format!("pinpost_{version}_{arch}.deb"));
+    let status = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&root)
+        .arg(&deb)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    deb
+}
+
+#[test]
+fn a_release_key_is_made_like_the_ca_key_and_refused_where_the_ca_key_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, said) = pinpost_in(d, &["certs", "release-key"]);
+    assert!(ok, "{said}");
+    assert!(said.contains("Made the release key"), "{said}");
+    let private = d.join("certs/private/release.key");
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        std::fs::read_to_string(d.join("certs/release.pub"))
+            .unwrap()
+            .contains("PUBLIC KEY")
+    );
+    let (ok, said) = pinpost_in(d, &["certs", "release-key"]);
+    assert!(
+        !ok && said.contains("--force"),
+        "a second key is not made by accident: {said}"
+    );
+
+    // In a device's folder it is refused like any key but the device's.
+    for args in [&["ca"][..], &["device", "pi-01"]] {
+        let mut all = vec!["certs"];
+        all.extend_from_slice(args);
+        let (ok, said) = pinpost_in(d, &all);
+        assert!(ok, "{said}");
+    }
+    let folder = d.join("certs/devices/pi-01");
+    let mut key = std::fs::read(folder.join("pi-01.key")).unwrap();
+    key.extend(std::fs::read(&private).unwrap());
+    std::fs::write(folder.join("pi-01.key"), &key).unwrap();
+    let (ok, said) = pinpost_in(
+        d,
+        &[
+            "certs",
+            "verify",
+            "certs/devices/pi-01",
+            "--device",
+            "pi-01",
+        ],
+    );
+    assert!(!ok, "{said}");
+}
+
+#[test]
+fn a_signed_release_opens_only_with_its_key_and_for_its_own_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, said) = pinpost_in(d, &["certs", "release-key"]);
+    assert!(ok, "{said}");
+    let deb = package(d, "0.2.0", "arm64");
+    let deb_arg = deb.display().to_string();
+    let (ok, said) = pinpost_in(d, &["release", "sign", &deb_arg]);
+    assert!(ok, "{said}");
+    assert!(said.contains("Signed pinpost 0.2.0 for arm64"), "{said}");
+    let manifest = PathBuf::from(format!("{deb_arg}.manifest"));
+    let manifest_arg = manifest.display().to_string();
+    let (ok, said) = pinpost_in(d, &["release", "verify", &manifest_arg]);
+    assert!(
+        ok && said.starts_with("Good: pinpost 0.2.0 for arm64"),
+        "{said}"
+    );
+
+    // As a device would judge it.
+    let (ok, said) = pinpost_in(
+        d,
+        &["release", "verify", &manifest_arg, "--installed", "0.1.0"],
+    );
+    assert!(ok, "{said}");
+    let (ok, said) = pinpost_in(
+        d,
+        &["release", "verify", &manifest_arg, "--installed", "0.3.0"],
+    );
+    assert!(
+        !ok && said
+            .contains("a device running 0.3.0 refuses it: 0.2.0 is older than the installed 0.3.0"),
+        "{said}"
+    );
+    let (ok, said) = pinpost_in(
+        d,
+        &[
+            "release",
+            "verify",
+            &manifest_arg,
+            "--installed",
+            "0.1.0",
+            "--architecture",
+            "armhf",
+        ],
+    );
+    assert!(
+        !ok && said.contains("the release is built for arm64, and this device is armhf"),
+        "{said}"
+    );
+
+    // A package changed or cut after signing.
+    let good = std::fs::read(&deb).unwrap();
+    let mut tampered = good.clone();
+    let last = tampered.len() - 10;
+    tampered[last] ^= 1;
+    std::fs::write(&deb, &tampered).unwrap();
+    let (ok, said) = pinpost_in(d, &["release", "verify", &manifest_arg]);
+    assert!(
+        !ok && said.contains("the package's SHA-256 is not its manifest's"),
+        "{said}"
+    );
+    std::fs::write(&deb, &good[..good.len() / 2]).unwrap();
+    let (ok, said) = pinpost_in(d, &["release", "verify", &manifest_arg]);
+    assert!(!ok && said.contains("truncated"), "{said}");
+    std::fs::write(&deb, &good).unwrap();
+
+    // A manifest changed after signing, or signed by another key.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("0.2.0", "0.2.1")).unwrap();
+    let (ok, said) = pinpost_in(d, &["release", "verify", &manifest_arg]);
+    assert!(!ok && said.contains("does not verify"), "{said}");
+    std::fs::write(&manifest, &text).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let (ok, said) = pinpost_in(other.path(), &["certs", "release-key"]);
+    assert!(ok, "{said}");
+    let other_key = other.path().join("certs/release.pub").display().to_string();
+    let (ok, said) = pinpost_in(
+        d,
+        &["release", "verify", &manifest_arg, "--key", &other_key],
+    );
+    assert!(!ok && said.contains("this device trusts only"), "{said}");
+
+    // Something that is not a package is not signed.
+    let junk = d.join("junk.deb");
+    std::fs::write(&junk, "not a package").unwrap();
+    let (ok, said) = pinpost_in(d, &["release", "sign", &junk.display().to_string()]);
+    assert!(!ok && said.contains("is not a Debian package"), "{said}");
+    assert!(!d.join("junk.deb.manifest").exists());
+}
