@@ -80,6 +80,24 @@ fn a_release_key_is_made_like_the_ca_key_and_refused_where_the_ca_key_is() {
         assert!(ok, "{said}");
     }
     let folder = d.join("certs/devices/pi-01");
+    // On a Pi, disguised as notes: `check` marks it.
+    let pi = d.join("pi");
+    std::fs::create_dir(&pi).unwrap();
+    for name in ["ca.crt", "pi-01.crt", "pi-01.key"] {
+        std::fs::copy(folder.join(name), pi.join(name)).unwrap();
+    }
+    std::fs::copy(&private, pi.join("notes.txt")).unwrap();
+    std::fs::write(pi.join("config.toml"), ConfigHead::new(8883).to_string()).unwrap();
+    std::fs::set_permissions(
+        pi.join("config.toml"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let (ok, said) = pinpost_in(d, &["check", "--offline", "--config", "pi/config.toml"]);
+    assert!(
+        !ok && said.contains("notes.txt is a private key of no certificate here"),
+        "{said}"
+    );
     let mut key = std::fs::read(folder.join("pi-01.key")).unwrap();
     key.extend(std::fs::read(&private).unwrap());
     std::fs::write(folder.join("pi-01.key"), &key).unwrap();
