@@ -33,6 +33,7 @@ pub mod config;
 pub mod control;
 pub(crate) mod demo;
 pub(crate) mod header;
+pub(crate) mod hex;
 pub(crate) mod homeassistant;
 pub(crate) mod level;
 pub mod link;

@@ -263,22 +263,6 @@ pub(crate) const CERT_MESSAGE_MAX: usize = 16 * 1024;
 /// reads at all, so it stays small.
 pub(crate) const CERT_ANSWER_MAX: usize = 4 * 1024;
 
-/// Bytes as lower-case hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Hex back to bytes; `None` unless it is whole hex.
-pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
-
 #[derive(Debug, Serialize)]
 struct CommandResult<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]

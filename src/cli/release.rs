@@ -159,7 +159,7 @@ fn sign(
         version,
         architecture,
         size,
-        sha256: crate::topics::hex(&sha256),
+        sha256: crate::hex::hex(&sha256),
         replaces: replaces.to_vec(),
         downgrade,
         issued: now,

@@ -346,7 +346,7 @@ impl Judge {
         if self.revoked.contains(&serial) {
             return Err("the certificate it carries has been revoked".into());
         }
-        let proven = topics::unhex(&asked.proof)
+        let proven = crate::hex::unhex(&asked.proof)
             .is_some_and(|sig| proof_holds(&current, &asked.scheme, asked.csr.as_bytes(), &sig));
         if !proven {
             return Err(

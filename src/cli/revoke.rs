@@ -17,7 +17,7 @@ use super::CliError;
 use super::fleet::{check_id, io, known_devices, load_ca, write_file};
 use crate::certs::mosquitto;
 use crate::certs::revocation::{self, Revoked};
-use crate::topics::hex as to_hex;
+use crate::hex::hex as to_hex;
 
 const LIST: &str = "revoked.txt";
 /// Every certificate `certs renew` issued: serial (hex), device, end.
@@ -160,7 +160,7 @@ fn issued_to(dir: &Path, id: &str, now: i64) -> Vec<Vec<u8>> {
 
 /// A serial in hex (at most 20 bytes, as X.509 allows, with room).
 fn hex(text: &str) -> Option<Vec<u8>> {
-    crate::topics::unhex(text).filter(|b| b.len() <= 32)
+    crate::hex::unhex(text).filter(|b| b.len() <= 32)
 }
 
 /// Signs the list as `broker/crl.pem`.

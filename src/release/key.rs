@@ -76,7 +76,7 @@ impl Public {
     /// A short name for the key: the first 8 bytes of its SHA-256, hex.
     pub(crate) fn id(&self) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
-        crate::topics::hex(&digest.as_ref()[..8])
+        crate::hex::hex(&digest.as_ref()[..8])
     }
 
     pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {

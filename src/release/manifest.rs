@@ -104,7 +104,7 @@ impl Manifest {
                 self.size
             ));
         }
-        if self.sha256.len() != 64 || crate::topics::unhex(&self.sha256).is_none() {
+        if self.sha256.len() != 64 || crate::hex::unhex(&self.sha256).is_none() {
             return bad("has no SHA-256 (64 hex digits)".into());
         }
         if self.expires <= self.issued || self.expires - self.issued > MAX_LIFE {
@@ -119,7 +119,7 @@ impl Manifest {
         let body = serde_json::to_string(self)
             .map_err(|e| ReleaseError::Manifest(format!("cannot be written ({e})")))?;
         let envelope = Envelope {
-            signature: crate::topics::hex(&signer.sign(body.as_bytes())),
+            signature: crate::hex::hex(&signer.sign(body.as_bytes())),
             key: signer.public().id(),
             body,
         };
@@ -138,7 +138,7 @@ impl Manifest {
                 self.size
             )));
         }
-        if crate::topics::hex(digest) != self.sha256 {
+        if crate::hex::hex(digest) != self.sha256 {
             return Err(ReleaseError::Refused(
                 "the package's SHA-256 is not its manifest's: it was changed after signing, or \
                  is another file"
@@ -239,7 +239,7 @@ pub(crate) fn open(bytes: &[u8], key: &Public) -> Result<Manifest, ReleaseError>
             key.id()
         )));
     }
-    let signature = crate::topics::unhex(&envelope.signature)
+    let signature = crate::hex::unhex(&envelope.signature)
         .ok_or_else(|| ReleaseError::Signature("is not hex".into()))?;
     if !key.verifies(envelope.body.as_bytes(), &signature) {
         return Err(ReleaseError::Signature(

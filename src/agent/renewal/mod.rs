@@ -21,7 +21,7 @@ use crate::certs::{KeyKind, request};
 use crate::config::Config;
 use crate::link::{Failure, Publisher, Qos, Reconnector};
 use crate::tls::{Identity, Pair};
-use crate::topics::{self, CertIssued, CertRequest, Topics};
+use crate::topics::{CertIssued, CertRequest, Topics};
 use crate::utc;
 
 pub(super) use due::due_at;
@@ -309,7 +309,7 @@ impl Renewal {
             csr,
             cert: leaf,
             scheme,
-            proof: topics::hex(&proof),
+            proof: crate::hex::hex(&proof),
             ts: crate::clock::dating::now().ts,
         };
         serde_json::to_vec(&payload).map_err(|e| e.to_string())

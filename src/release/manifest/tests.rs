@@ -110,7 +110,7 @@ fn a_package_matches_its_manifest_by_size_and_hash() {
     let digest = ring::digest::digest(&ring::digest::SHA256, data);
     let mut m = release("0.2.0");
     m.size = data.len() as u64;
-    m.sha256 = crate::topics::hex(digest.as_ref());
+    m.sha256 = crate::hex::hex(digest.as_ref());
     assert_eq!(m.describes(data.len() as u64, digest.as_ref()), Ok(()));
     assert!(
         m.describes(3, digest.as_ref())
