@@ -45,4 +45,5 @@ pub(crate) mod sensors;
 pub mod tls;
 pub(crate) mod topics;
 pub mod utc;
+pub(crate) mod whole_file;
 pub(crate) mod words;

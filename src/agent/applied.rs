@@ -30,9 +30,7 @@
 //! business ([`control`](crate::control) decides when those are acceptable at all).
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -345,19 +343,7 @@ impl Applied {
         };
         let text = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
         let tmp = self.path.with_extension("json.tmp");
-        // A fresh file each time, so its mode is ours whatever was there.
-        let _ = fs::remove_file(&tmp);
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        out.write_all(&text)?;
-        if durable {
-            out.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        Ok(out)
+        crate::whole_file::replace(&self.path, &tmp, &text, durable)
     }
 }
 

@@ -23,9 +23,7 @@
 //! if it leaves the config before the next start (it can be deleted in Home
 //! Assistant). A failed sync is logged.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -275,17 +273,7 @@ fn write(path: &Path, record: &Announced) -> std::io::Result<fs::File> {
             .create(dir)?;
     }
     let text = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("json.tmp");
-    // A fresh file each time, so its mode is ours whatever was there.
-    let _ = fs::remove_file(&tmp);
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    out.write_all(&text)?;
-    fs::rename(&tmp, path)?;
-    Ok(out)
+    crate::whole_file::replace(path, &path.with_extension("json.tmp"), &text, false)
 }
 
 #[cfg(test)]

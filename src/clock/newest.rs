@@ -9,9 +9,8 @@
 //! last few minutes of it, which only makes the check a little weaker.
 //! It knows the file, not what trust is.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::Path;
 
 const FILE: &str = "clock-newest";
@@ -30,14 +29,7 @@ pub(crate) fn read(dir: &Path) -> Option<i64> {
 /// Keeps `ms` in `dir`, through a temporary file and a rename.
 pub(crate) fn write(dir: &Path, ms: i64) -> io::Result<()> {
     let tmp = dir.join(format!("{FILE}.tmp"));
-    let _ = fs::remove_file(&tmp);
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    out.write_all(ms.to_string().as_bytes())?;
-    fs::rename(&tmp, dir.join(FILE))
+    crate::whole_file::replace(&dir.join(FILE), &tmp, ms.to_string().as_bytes(), false).map(drop)
 }
 
 #[cfg(test)]

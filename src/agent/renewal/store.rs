@@ -15,9 +15,8 @@
 //! it. These writes happen a few times in a certificate's life, so they
 //! are done on the loop, in order, rather than on a thread.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -69,15 +68,7 @@ impl Store {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         );
         let tmp = self.path(&format!("{name}.tmp"));
-        let _ = fs::remove_file(&tmp);
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        out.write_all(bytes)?;
-        out.sync_all()?;
-        fs::rename(&tmp, self.path(name))?;
+        crate::whole_file::replace(&self.path(name), &tmp, bytes, true)?;
         self.sync_dir()
     }
 

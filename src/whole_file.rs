@@ -1,0 +1,27 @@
+//! A small file replaced whole: written to a fresh temporary file (mode
+//! 0600 from its creation, whatever was there), optionally synced, then
+//! renamed over the old one, so a crash leaves the old file or the new one,
+//! never half. A leaf: it imports nothing of ours.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Replaces `path` with `bytes` through `tmp`; `durable` syncs the data
+/// before the rename (the folder is the caller's to sync). Returns the
+/// file, still open, for a caller that syncs later.
+pub(crate) fn replace(path: &Path, tmp: &Path, bytes: &[u8], durable: bool) -> io::Result<File> {
+    let _ = fs::remove_file(tmp);
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
+    out.write_all(bytes)?;
+    if durable {
+        out.sync_all()?;
+    }
+    fs::rename(tmp, path)?;
+    Ok(out)
+}
