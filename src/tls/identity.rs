@@ -122,21 +122,18 @@ impl Pair {
             .ok_or_else(|| PairError::NoCertificate("no BEGIN CERTIFICATE".into()))?;
         let summary = CertSummary::from_der(leaf)
             .ok_or_else(|| PairError::NoCertificate("not X.509".into()))?;
-        let cert_spki = public_key_info(leaf)
-            .ok_or_else(|| PairError::NoCertificate("no public key".into()))?;
+        if public_key_info(leaf).is_none() {
+            return Err(PairError::NoCertificate("no public key".into()));
+        }
         let key =
             PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| PairError::NoKey(e.to_string()))?;
         let provider = rustls::crypto::ring::default_provider();
-        let signer = provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| PairError::KeyKind(e.to_string()))?;
-        match signer.public_key() {
-            Some(spki) if spki.as_ref() == cert_spki.as_slice() => {}
-            _ => return Err(PairError::WrongKey),
-        }
+        let certified = super::certify(chain, key, &provider).map_err(|e| match e {
+            super::Unpaired::KeyKind(e) => PairError::KeyKind(e),
+            super::Unpaired::Mismatch => PairError::WrongKey,
+        })?;
         Ok(Pair {
-            key: Arc::new(CertifiedKey::new(chain, signer)),
+            key: Arc::new(certified),
             summary,
             leaf_pem: first_block(cert_pem).unwrap_or_default(),
         })

@@ -241,29 +241,51 @@ fn client_key(
     facts.client_cert = chain.first().and_then(|der| CertSummary::from_der(der));
     facts.client_cert_file = Some(cert_file.to_string());
     let key = pem::private_key(key_file)?;
-    let signer =
-        provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| TlsError::UnsupportedKey {
-                file: key_file.to_string(),
-                detail: format!(
-                    "this key type cannot sign TLS handshakes ({e}); use an RSA (2048+) or \
+    match certify(chain, key, provider) {
+        Ok(certified) => Ok(Some(Arc::new(certified))),
+        Err(Unpaired::KeyKind(e)) => Err(TlsError::UnsupportedKey {
+            file: key_file.to_string(),
+            detail: format!(
+                "this key type cannot sign TLS handshakes ({e}); use an RSA (2048+) or \
                  ECDSA P-256/P-384 key"
-                ),
-            })?;
+            ),
+        }),
+        Err(Unpaired::Mismatch) => Err(TlsError::KeyMismatch {
+            key_file: key_file.to_string(),
+            cert_file: cert_file.to_string(),
+            detail: "use the key that was generated with this certificate's request".into(),
+        }),
+    }
+}
+
+/// Why a chain and a key are not a pair.
+pub(crate) enum Unpaired {
+    /// The key cannot sign handshakes (the provider's words).
+    KeyKind(String),
+    /// The key is not the leaf certificate's.
+    Mismatch,
+}
+
+/// The key loaded to sign handshakes with the chain, checked against the
+/// leaf's public key: what a configured pair and a renewed one both go
+/// through.
+pub(crate) fn certify(
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, Unpaired> {
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| Unpaired::KeyKind(e.to_string()))?;
     // Compared here rather than with rustls's keys_match(), which parses the
     // certificate with webpki and so cannot judge the X.509 v1 certificates
     // that `openssl x509 -req` makes (brokers accept those from clients).
     let cert_spki = chain.first().and_then(|der| cert::public_key_info(der));
     if let (Some(key_spki), Some(cert_spki)) = (signer.public_key(), cert_spki) {
         if key_spki.as_ref() != cert_spki.as_slice() {
-            return Err(TlsError::KeyMismatch {
-                key_file: key_file.to_string(),
-                cert_file: cert_file.to_string(),
-                detail: "use the key that was generated with this certificate's request".into(),
-            });
+            return Err(Unpaired::Mismatch);
         }
     }
-    Ok(Some(Arc::new(CertifiedKey::new(chain, signer))))
+    Ok(CertifiedKey::new(chain, signer))
 }
