@@ -28,6 +28,14 @@ pub(super) fn span(secs: i64) -> String {
     }
 }
 
+/// How often a renewal nobody answers is mentioned again: a tenth of
+/// `renew_before`, at most daily (so a month's notice warns every day).
+pub(super) fn nag_every(renew_before: Duration) -> i64 {
+    i64::try_from(renew_before.as_secs() / 10)
+        .unwrap_or(i64::MAX)
+        .clamp(1, 86_400)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,24 +25,19 @@ use crate::topics::{CertIssued, CertRequest, Topics};
 use crate::utc;
 
 pub(super) use due::due_at;
-use due::span;
+use due::{nag_every, span};
 pub(crate) use store::renewed_pair;
 use store::{CURRENT, NEXT_KEY, REJECTED, Store, TRIAL};
 
 /// After a refused switch or a failed step, how long before asking again.
 const REST: Duration = Duration::from_secs(3600);
-/// How often a renewal nobody answers is mentioned again: a tenth of
-/// `renew_before`, at most daily (so a month's notice warns every day).
-fn nag_every(renew_before: Duration) -> i64 {
-    i64::try_from(renew_before.as_secs() / 10)
-        .unwrap_or(i64::MAX)
-        .clamp(1, 86_400)
-}
-
 /// Where the renewal is.
 enum State {
     /// Nothing asked; looks each tick whether it is due.
     Idle,
+    /// A new key being made on a thread of its own (an RSA key takes
+    /// seconds on a Pi Zero, too long for the loop).
+    Making(std::sync::mpsc::Receiver<Result<String, String>>),
     /// Asked: the new key, and the request to publish at each connect.
     Asked {
         key_pem: String,
@@ -231,8 +226,15 @@ impl Renewal {
         match &mut self.state {
             State::Resting(until) if Instant::now() >= *until => self.state = State::Idle,
             State::Idle if trusted && now >= due_at(&self.current, self.renew_before) => {
-                self.begin(now)
+                self.begin()
             }
+            State::Making(made) => match made.try_recv() {
+                Ok(made) => self.ask(made, now),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.rest("the thread making the new key stopped")
+                }
+            },
             State::Asked {
                 since, published, ..
             } => {
@@ -258,17 +260,31 @@ impl Renewal {
         }
     }
 
-    /// A new key and a request for it, kept on disk before it is sent.
-    fn begin(&mut self, now: i64) {
+    /// A new key, made off the loop ([`State::Making`]).
+    fn begin(&mut self) {
         let kind = if self.current.rsa() {
             KeyKind::Rsa2048
         } else {
             KeyKind::EcdsaP256
         };
-        let made = request::new_key(kind)
-            .map_err(|e| e.to_string())
-            .map(|key| key.serialize_pem())
-            .and_then(|pem| self.request_for(&pem).map(|r| (pem, r)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("pinpost-newkey".into())
+            .spawn(move || {
+                let made = request::new_key(kind)
+                    .map(|key| key.serialize_pem())
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(made);
+            });
+        match spawned {
+            Ok(_) => self.state = State::Making(rx),
+            Err(e) => self.rest(&format!("cannot start a thread to make the new key: {e}")),
+        }
+    }
+
+    /// The new key is made: its request, kept on disk before it is sent.
+    fn ask(&mut self, made: Result<String, String>, now: i64) {
+        let made = made.and_then(|pem| self.request_for(&pem).map(|r| (pem, r)));
         let (key_pem, request) = match made {
             Ok(m) => m,
             Err(e) => return self.rest(&format!("cannot make a new key and request: {e}")),
