@@ -279,6 +279,17 @@ fn a_certificate_that_lapses_in_a_minute_is_renewed_over_mqtt_with_no_reading_lo
         "{said}"
     );
     assert!(said.contains("pi-01: signed its renewal request"), "{said}");
+    // An endless request is not read as one.
+    let huge = format!("{{\"csr\":\"{}\"}}", "A".repeat(20 * 1024));
+    fleet.publish_as("pi-02", "pinpost/pi-02/cert/request", &huge);
+    let (ok, said) = fleet.renew(&[]);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(
+            "pi-02: refused its renewal request: it is 20490 bytes, far larger than a request"
+        ),
+        "{said}"
+    );
     // A request pi-02 makes for itself with a proof it cannot make.
     fleet.publish_as("pi-02", "pinpost/pi-02/cert/request", &forged.to_string());
     let (ok, said) = fleet.renew(&[]);
