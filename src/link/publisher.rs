@@ -72,6 +72,29 @@ impl Publisher {
         self.try_queue(Some(token), topic, payload, Qos::AtLeastOnce, retain)
     }
 
+    /// Subscribes to one more filter, beyond the config's, for this
+    /// connection (a session kept by the broker keeps it too; after a
+    /// clean connect the caller subscribes again). Retained messages on it
+    /// arrive as [`LinkEvent::Message`](super::LinkEvent::Message)s; its
+    /// SUBACK is not reported, so the caller gives up on a filter that
+    /// brings nothing after a while of its own choosing.
+    pub(crate) fn try_subscribe(&self, filter: &str) -> Result<(), LinkError> {
+        self.client
+            .try_subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .map_err(|e| match e {
+                ClientError::TryRequest(_) => LinkError::Busy,
+                _ => LinkError::Stopped,
+            })
+    }
+
+    /// Ends a subscription made with [`Publisher::try_subscribe`].
+    pub(crate) fn try_unsubscribe(&self, filter: &str) -> Result<(), LinkError> {
+        self.client.try_unsubscribe(filter).map_err(|e| match e {
+            ClientError::TryRequest(_) => LinkError::Busy,
+            _ => LinkError::Stopped,
+        })
+    }
+
     fn try_queue(
         &self,
         token: Option<u64>,

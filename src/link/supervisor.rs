@@ -303,6 +303,16 @@ pub(super) async fn drive(
                     None
                 }
             },
+            // A SUBACK for one filter the owner subscribed on its own
+            // (`Publisher::try_subscribe`, always one filter) is not the
+            // answer to the config's subscriptions: only a SUBACK with as
+            // many codes as those is.
+            Event::Incoming(Packet::SubAck(ack))
+                if ack.return_codes.len() != options.subscriptions.len() =>
+            {
+                connection.awaiting_suback = false;
+                None
+            }
             Event::Incoming(Packet::SubAck(ack)) => {
                 connection.awaiting_suback = false;
                 connection.subscribed = true;
