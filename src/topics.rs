@@ -14,6 +14,9 @@
 //! | `pinpost/pi-01/cert/request` | a renewal request, `CertRequest` (retained; empty once renewed) |
 //! | `pinpost/pi-01/cert/issued` | the operator's answer, `CertIssued` (retained) |
 //! | `pinpost/pi-01/check` | the probe `pinpost check` publishes to itself |
+//! | `pinpost/pi-01/release` | the signed manifest of the release meant for this device (retained, by the operator) |
+//! | `pinpost/pi-01/update` | where this device's update is, `UpdateReport` (retained) |
+//! | `pinpost/release/<sha256>/<n>` | chunk `n` of the package with that SHA-256, `RELEASE_CHUNK` bytes but the last (retained, by the operator) |
 //!
 //! Everything but `stats` is QoS 1. Every topic is built here. The broker's ACL (`certs::mosquitto`) must allow what a
 //! device publishes here.
@@ -23,20 +26,48 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clock::dating::{self, Dated};
+use crate::config::RELEASE_LEVEL;
 
 pub(crate) const ONLINE: &str = "online";
 pub(crate) const OFFLINE: &str = "offline";
 
 #[derive(Debug, Clone)]
 pub(crate) struct Topics {
+    prefix: String,
     base: String,
 }
 
 impl Topics {
     pub(crate) fn new(prefix: &str, device: &str) -> Topics {
         Topics {
+            prefix: prefix.to_string(),
             base: format!("{prefix}/{device}"),
         }
+    }
+
+    /// Where the operator leaves the signed manifest of the release meant
+    /// for this device (retained).
+    pub(crate) fn release(&self) -> String {
+        format!("{}/release", self.base)
+    }
+
+    /// Where this device says how its update goes (retained).
+    pub(crate) fn update(&self) -> String {
+        format!("{}/update", self.base)
+    }
+
+    /// Chunk `n` of the package whose SHA-256 is `sha256` (hex).
+    pub(crate) fn release_chunk(&self, sha256: &str, n: u64) -> String {
+        release_chunk(&self.prefix, sha256, n)
+    }
+
+    /// Whether `topic` is a package chunk (of any release).
+    pub(crate) fn is_release_chunk(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.strip_prefix(RELEASE_LEVEL))
+            .is_some_and(|rest| rest.starts_with('/'))
     }
 
     /// Every topic of this device, as a filter (what its ACL must let it read).
@@ -262,6 +293,43 @@ pub(crate) const CERT_MESSAGE_MAX: usize = 16 * 1024;
 /// an RSA key is under 2 KiB as JSON. It sets the largest packet the agent
 /// reads at all, so it stays small.
 pub(crate) const CERT_ANSWER_MAX: usize = 4 * 1024;
+
+/// The bytes in each package chunk but the last: well under AWS IoT Core's
+/// 128 KB message limit and Mosquitto's defaults, and small enough that a
+/// device that reads chunks this size bounds what a broker can make it
+/// hold (the link's queues times this).
+pub(crate) const RELEASE_CHUNK: usize = 32 * 1024;
+
+/// Chunk `n` of the package whose SHA-256 is `sha256` (hex), under `prefix`.
+pub(crate) fn release_chunk(prefix: &str, sha256: &str, n: u64) -> String {
+    format!("{prefix}/{RELEASE_LEVEL}/{sha256}/{n}")
+}
+
+/// How a device's update goes, on `update` (retained).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct UpdateReport {
+    /// `fetching`, `verified`, `refused`, `failed`, `waiting` or `withdrawn`.
+    pub(crate) state: &'static str,
+    /// The version this device runs.
+    pub(crate) installed: String,
+    /// The release's version, when a manifest could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) version: Option<String>,
+    /// How much of the package is here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) percent: Option<u8>,
+    /// Why it was refused or failed, or what it waits for, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    #[serde(flatten)]
+    pub(crate) when: Dated,
+}
+
+impl UpdateReport {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
 
 #[derive(Debug, Serialize)]
 struct CommandResult<'a> {

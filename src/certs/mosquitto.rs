@@ -85,6 +85,8 @@ pub(crate) fn id_problem(name: &str) -> Option<&'static str> {
         Some("it holds an MQTT wildcard ('+' or '#')")
     } else if name.contains('/') || name.starts_with('.') {
         Some("it holds a path or topic separator ('/') or starts with '.'")
+    } else if name == crate::config::RELEASE_LEVEL {
+        Some("\"release\" is the topic level the fleet's release packages are published under")
     } else if name.contains('%') {
         Some("it holds '%', which the ACL reads as a pattern (%u, %c)")
     } else if !name
@@ -219,7 +221,7 @@ pub(crate) fn listener(setup: &Setup) -> String {
 /// `pinpost check`'s probe. Never `cmd/<name>`: a key lifted from one Pi
 /// must not switch that Pi's outputs, nor park a retained message on its
 /// command topics.
-pub(crate) const DEVICE_WRITES: [&str; 8] = [
+pub(crate) const DEVICE_WRITES: [&str; 9] = [
     "status",
     "input/#",
     "output/#",
@@ -230,6 +232,8 @@ pub(crate) const DEVICE_WRITES: [&str; 8] = [
     // A renewal request (`agent::renewal`); the answer comes from the
     // operator on cert/issued, which the device may only read.
     "cert/request",
+    // How its update goes (`agent::update`).
+    "update",
 ];
 
 /// The ACL: each device reads its own `<prefix>/<its id>/#` and writes only
@@ -245,8 +249,10 @@ pub(crate) fn acl(setup: &Setup) -> String {
         cli_port,
         ..
     } = setup;
-    let mut operator_rules =
-        format!("topic read #\ntopic write {prefix}/+/cmd/#\ntopic write {prefix}/+/cert/issued\n");
+    let mut operator_rules = format!(
+        "topic read #\ntopic write {prefix}/+/cmd/#\ntopic write {prefix}/+/cert/issued\n\
+         topic write {prefix}/+/release\ntopic write {prefix}/release/#\n"
+    );
     if setup.homeassistant {
         // HA, connected with the operator's certificate, publishes its
         // birth message (and Last Will) there.
@@ -275,7 +281,7 @@ pub(crate) fn acl(setup: &Setup) -> String {
     }
     for device in setup.devices.iter().filter(|d| *d != operator) {
         text.push_str(&format!(
-            "user {}\ntopic read {prefix}/{device}/#\n",
+            "user {}\ntopic read {prefix}/{device}/#\ntopic read {prefix}/release/#\n",
             subject_name(device)
         ));
         for sub in DEVICE_WRITES {
@@ -286,7 +292,9 @@ pub(crate) fn acl(setup: &Setup) -> String {
         "\n# Every agent on port {port} (%u is its certificate's CN): reads its own\n\
          # subtree (its commands), writes only what it publishes; commands come\n\
          # from the operator alone.\n\
-         pattern read {prefix}/%u/#\n"
+         pattern read {prefix}/%u/#\n\
+         # Package chunks of signed releases, shared by the whole fleet.\n\
+         pattern read {prefix}/release/#\n"
     ));
     for sub in DEVICE_WRITES {
         text.push_str(&format!("pattern write {prefix}/%u/{sub}\n"));

@@ -14,8 +14,9 @@ use super::origins::Origins;
 use super::overrides::{self, Overrides};
 use super::raw::RawConfig;
 use super::source::Layout;
+use super::update::Update;
 use super::values::word;
-use super::{broker, clock, device, outbox, pins, profile, reconnect, sensors};
+use super::{broker, clock, device, outbox, pins, profile, reconnect, sensors, update};
 
 /// A checked configuration, made once at start-up.
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct Config {
     pub homeassistant: HomeAssistant,
     /// `[clock]`: what says the device's clock is set.
     pub clock: Clock,
+    /// `[update]`: the release key signed updates must carry.
+    pub update: Update,
     /// The file this came from, if any.
     pub file: Option<PathBuf>,
 }
@@ -68,6 +71,7 @@ pub(super) fn build(
     let outbox = outbox::build(&raw, &origins)?;
     let sensors = sensors::build(&raw, &origins)?;
     let clock = clock::build(&raw, &origins)?;
+    let update = update::build(&raw, &origins)?;
     let homeassistant = homeassistant::build(
         &raw,
         &homeassistant::Parts {
@@ -91,6 +95,7 @@ pub(super) fn build(
         sensors,
         homeassistant,
         clock,
+        update,
         file: file.map(Path::to_path_buf),
     })
 }

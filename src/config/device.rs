@@ -7,6 +7,10 @@ use super::origins::Origins;
 use super::raw::RawConfig;
 use super::values::check_topic_level;
 
+/// The topic level under the prefix where the fleet's release packages
+/// are published (`topics::release_chunk`): no device may be called so.
+pub(crate) const RELEASE_LEVEL: &str = "release";
+
 pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Device, ConfigError> {
     let id = match &raw.device.id {
         Some(id) => id.clone(),
@@ -19,6 +23,13 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Device, ConfigEr
         })?,
     };
     check_topic_level(&id, "device.id", o)?;
+    if id == RELEASE_LEVEL {
+        return Err(o.invalid(
+            "device.id",
+            "\"release\" is the topic level the fleet's release packages are published under; \
+             choose another id, like pi-01",
+        ));
+    }
     let topic_prefix = raw
         .device
         .topic_prefix

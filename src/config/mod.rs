@@ -33,6 +33,7 @@ mod raw;
 mod reconnect;
 mod sensors;
 pub(crate) mod source;
+mod update;
 mod values;
 
 #[cfg(test)]
@@ -43,6 +44,7 @@ use std::path::Path;
 pub use build::Config;
 pub(crate) use clock::TIMESYNCD_MARK;
 pub use clock::{Clock, ClockTrust};
+pub(crate) use device::RELEASE_LEVEL;
 pub(crate) use device::hostname;
 pub(crate) use endpoints::is_ip;
 pub use endpoints::{Endpoint, Order};
@@ -58,6 +60,7 @@ pub use model::{
 pub use overrides::Overrides;
 pub(crate) use source::CONFIG_ENV;
 pub(crate) use source::Chosen;
+pub use update::Update;
 
 /// Reads the chosen file (or none) and builds a checked config with the
 /// command-line overrides applied.

@@ -30,6 +30,14 @@ pub struct RawConfig {
     pub homeassistant: RawHomeAssistant,
     #[serde(default)]
     pub clock: RawClock,
+    #[serde(default)]
+    pub update: RawUpdate,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpdate {
+    pub release_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -71,6 +71,11 @@ fn wildcards_and_slashes_in_ids_are_refused() {
     let e = error("[device]\nid = \"a\"\ntopic_prefix = \"home/pi\"\n");
     assert!(e.contains("line 3: device.topic_prefix"), "{e}");
     assert!(e.contains("contains '/'"), "{e}");
+    // The level the fleet's release packages are published under.
+    let e = error("[device]\nid = \"release\"\n");
+    assert!(e.contains("line 2: device.id") && e.contains("release packages"), "{e}");
+    let e = error("[device]\nid = \"a\"\n[update]\nrelease_key = \"\"\n");
+    assert!(e.contains("line 4: update.release_key") && e.contains("is empty"), "{e}");
 }
 
 #[test]

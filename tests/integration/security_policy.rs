@@ -45,11 +45,13 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
     // A device: reads its own subtree, writes only what the agent publishes
     // there (never its own commands).
     assert!(has(&acl, "pattern read pinpost/%u/#"), "{acl}");
+    assert!(has(&acl, "pattern read pinpost/release/#"), "{acl}");
     assert!(
         POLICY.contains(
-            "| a device `pi-01` | `pi-01.crt`/`.key`, CN `pi-01` | `pinpost/pi-01/#` | \
+            "| a device `pi-01` | `pi-01.crt`/`.key`, CN `pi-01` | `pinpost/pi-01/#`, \
+             `pinpost/release/#` | \
              `pinpost/pi-01/` + `status`, `input/#`, `output/#`, `sensor/#`, `stats`, `check`, \
-             `cmd/+/result`, `cert/request` |"
+             `cmd/+/result`, `cert/request`, `update` |"
         ),
         "{POLICY}"
     );
@@ -67,7 +69,7 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
     assert!(
         POLICY.contains(
             "| the operator | `operator.crt`/`.key` | `#` | `pinpost/+/cmd/#`, \
-             `pinpost/+/cert/issued` |"
+             `pinpost/+/cert/issued`, `pinpost/+/release`, `pinpost/release/#` |"
         ),
         "{POLICY}"
     );
@@ -84,11 +86,16 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
             "topic read #",
             "topic write pinpost/+/cmd/#",
             "topic write pinpost/+/cert/issued",
+            "topic write pinpost/+/release",
+            "topic write pinpost/release/#",
             "user CN=operator",
             "topic read #",
             "topic write pinpost/+/cmd/#",
             "topic write pinpost/+/cert/issued",
+            "topic write pinpost/+/release",
+            "topic write pinpost/release/#",
             "pattern read pinpost/%u/#",
+            "pattern read pinpost/release/#",
             "pattern write pinpost/%u/status",
             "pattern write pinpost/%u/input/#",
             "pattern write pinpost/%u/output/#",
@@ -97,6 +104,7 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
             "pattern write pinpost/%u/check",
             "pattern write pinpost/%u/cmd/+/result",
             "pattern write pinpost/%u/cert/request",
+            "pattern write pinpost/%u/update",
         ],
         "SECURITY.md's table lists every rule"
     );
