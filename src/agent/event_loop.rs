@@ -56,6 +56,12 @@ impl Agent {
                 Some(outcome) = self.sensing.next() => self.on_reading(outcome),
                 () = sleep_until(wake) => self.on_timers(Instant::now()),
                 answer = self.delivery.next_answer() => self.delivery.on_answer(answer),
+                done = update_done(&mut self.updater) => {
+                    if let Some(updater) = &mut self.updater {
+                        updater.on_done(done);
+                    }
+                    self.send_update_reports();
+                }
                 _ = stats_tick.tick() => self.publish_stats(),
                 _ = clock_tick.tick() => self.watch_clock(),
                 _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
@@ -84,6 +90,10 @@ impl Agent {
                 self.ready();
                 self.publish_everything();
                 self.renewal_connected();
+                if let Some(updater) = &mut self.updater {
+                    updater.on_connected();
+                }
+                self.send_update_reports();
                 self.publish_stats();
             }
             LinkEvent::Down {
@@ -96,6 +106,10 @@ impl Agent {
                 if let Some(renewal) = &mut self.renewal {
                     renewal.on_down(&failure);
                 }
+                if let Some(updater) = &mut self.updater {
+                    updater.on_down(&failure);
+                }
+                self.send_update_reports();
                 self.on_down(&failure, retry_in);
             }
             LinkEvent::Acked { token, .. } => self.on_acked(token),
@@ -103,6 +117,22 @@ impl Agent {
                 if let Some(renewal) = &mut self.renewal {
                     renewal.on_issued(&payload);
                 }
+            }
+            LinkEvent::Message {
+                topic,
+                payload,
+                retain,
+            } if self.updater.is_some()
+                && (topic == self.topics.release() || self.topics.is_release_chunk(&topic)) =>
+            {
+                if let Some(updater) = &mut self.updater {
+                    if topic == self.topics.release() {
+                        updater.on_manifest(&payload, retain);
+                    } else {
+                        updater.on_chunk(&topic, payload);
+                    }
+                }
+                self.send_update_reports();
             }
             LinkEvent::Message {
                 topic,
@@ -188,6 +218,14 @@ impl Agent {
             Some(discovery::Due::States) => self.publish_states_for_home_assistant(),
             None => {}
         }
+    }
+}
+
+/// The update's blocking job, done (pending when there is none).
+async fn update_done(updater: &mut Option<super::update::Updater>) -> super::update::Done {
+    match updater {
+        Some(updater) => updater.done().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -36,6 +36,7 @@ mod shutdown;
 mod stall;
 mod syncer;
 mod systemd;
+mod update;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -60,6 +61,7 @@ use pin_commands::Waiting;
 use refusals::Refusals;
 use renewal::Renewal;
 use sampling::Sampling;
+use update::Updater;
 
 /// What the agent last recorded as announced to Home Assistant, for `pinpost ha`.
 pub(crate) use discovery::record as homeassistant_record;
@@ -114,6 +116,11 @@ pub async fn run(
     if renews {
         subscriptions.push((topics.cert_issued(), Qos::AtLeastOnce));
     }
+    // Signed releases, when this device has a release key to check them.
+    let updates = config.update.release_key.is_some();
+    if updates {
+        subscriptions.push((topics.release(), Qos::AtLeastOnce));
+    }
     let max_incoming = command_packet_limit(&topics, &config.commands)
         .max(
             // HA's status topic, `online`, the topic's length and a packet id.
@@ -121,6 +128,15 @@ pub async fn run(
         )
         .max(if renews {
             topics::CERT_ANSWER_MAX.saturating_add(topics.cert_issued().len() + 4)
+        } else {
+            0
+        })
+        .max(if updates {
+            // A chunk, its topic (a SHA-256 in hex and a chunk number),
+            // and a packet id.
+            topics::RELEASE_CHUNK
+                .saturating_add(topics.release_chunk(&"0".repeat(64), u64::MAX).len() + 4)
+                .max(crate::release::manifest::MAX_MANIFEST + topics.release().len() + 4)
         } else {
             0
         });
@@ -179,6 +195,17 @@ pub async fn run(
         ));
     }
     agent.renewal = renewal;
+    if let Some(key) = &agent.config.update.release_key {
+        match Updater::start(
+            key,
+            &agent.config.outbox.path,
+            agent.topics.clone(),
+            link.publisher(),
+        ) {
+            Ok(updater) => agent.updater = Some(updater),
+            Err(words) => tracing::error!("{words}"),
+        }
+    }
     agent.read_all_inputs();
     agent.serve(link, edges, shutdown).await
 }
@@ -211,6 +238,8 @@ struct Agent {
     cert_ends: Option<String>,
     /// Renewing the client certificate over MQTT, when it has one.
     renewal: Option<Renewal>,
+    /// Fetching signed releases, when it has a release key.
+    updater: Option<Updater>,
     /// Connections made (CONNACKs), for the reconnect count.
     connections: u64,
     /// Outputs have been put in their safe state (by shutdown).
@@ -302,6 +331,7 @@ impl Agent {
             clock,
             cert_ends,
             renewal: None,
+            updater: None,
             connections: 0,
             safe: false,
             refusals,

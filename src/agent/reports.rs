@@ -27,6 +27,22 @@ impl Agent {
                 renewal.switch_now();
             }
         }
+        if let Some(updater) = &mut self.updater {
+            updater.tick(self.clock.trusted(), Instant::now());
+        }
+        self.send_update_reports();
+    }
+
+    /// What the update has to say goes out on `update`, retained, through
+    /// the outbox like any state.
+    pub(super) fn send_update_reports(&mut self) {
+        let Some(updater) = &mut self.updater else {
+            return;
+        };
+        let topic = self.topics.update();
+        for report in updater.reports() {
+            self.delivery.send(&topic, report.to_json(), true, None);
+        }
     }
 
     /// A connection is up: the renewal publishes, tries or keeps a pair;

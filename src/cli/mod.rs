@@ -13,6 +13,7 @@ mod publish;
 mod release;
 mod renew;
 mod revoke;
+mod rollout;
 mod rotate;
 mod run;
 mod sensors;
@@ -149,7 +150,7 @@ pub async fn run(command: Subcommand) -> Result<(), CliError> {
         Subcommand::Gpio(args) => gpio::run(args).await,
         Subcommand::Certs(args) => certs::run(args).await,
         Subcommand::Enroll(args) => enroll::run(&args),
-        Subcommand::Release(args) => release::run(&args.what),
+        Subcommand::Release(args) => release::run(&args.what).await,
         Subcommand::Check(args) => check::run(args).await,
         Subcommand::Sensors(args) => sensors::run(args).await,
         Subcommand::Ha(args) => ha::run(&args),

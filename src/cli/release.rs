@@ -2,17 +2,19 @@
 //! laptop's side of signed releases. The package's facts come from
 //! `dpkg-deb`, its size and SHA-256 from reading it through once.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::CliError;
 use super::args::ReleaseCommand;
-use super::fleet::{io, make_private_dir, private_dir, refuse_existing, write_file};
+use super::fleet::{
+    digest, make_private_dir, private_dir, read_limited, refuse_existing, write_file,
+};
+use super::rollout::Targets;
 use crate::release::key::{self, Public, Signer};
 use crate::release::manifest::{self, Manifest};
 
-pub(super) fn run(what: &ReleaseCommand) -> Result<(), CliError> {
+pub(super) async fn run(what: &ReleaseCommand) -> Result<(), CliError> {
     match what {
         ReleaseCommand::Sign {
             package,
@@ -31,6 +33,25 @@ pub(super) fn run(what: &ReleaseCommand) -> Result<(), CliError> {
         } => {
             let device = installed.as_deref().map(|v| (v, architecture.as_deref()));
             verify(manifest, package.as_deref(), key, device)
+        }
+        ReleaseCommand::Publish {
+            manifest,
+            package,
+            devices,
+            all,
+            percent,
+            fleet,
+            connection,
+        } => {
+            let targets = match (percent, all) {
+                (Some(p), _) => Targets::Percent(*p),
+                (None, true) => Targets::All,
+                (None, false) => Targets::Listed(devices),
+            };
+            super::rollout::publish(manifest, package.as_deref(), targets, fleet, connection).await
+        }
+        ReleaseCommand::Status { fleet, connection } => {
+            super::rollout::status(fleet, connection).await
         }
     }
 }
@@ -64,48 +85,6 @@ pub(super) fn make_key(dir: &Path, force: bool) -> Result<(), CliError> {
     );
     println!("Next: pinpost release sign <package>.deb");
     Ok(())
-}
-
-fn read_limited(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, CliError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| {
-            CliError::Input(format!(
-                "cannot read {}: {}",
-                path.display(),
-                crate::words::io_words(&e)
-            ))
-        })?
-        .len();
-    if size > limit as u64 {
-        return Err(CliError::Input(format!(
-            "{} is {size} bytes, far larger than {what}",
-            path.display()
-        )));
-    }
-    std::fs::read(path).map_err(|e| io(path, e))
-}
-
-/// The package's size and SHA-256, read through once.
-fn digest(path: &Path) -> Result<(u64, Vec<u8>), CliError> {
-    let mut file = std::fs::File::open(path).map_err(|e| {
-        CliError::Input(format!(
-            "cannot read {}: {}",
-            path.display(),
-            crate::words::io_words(&e)
-        ))
-    })?;
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer).map_err(|e| io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        context.update(&buffer[..n]);
-    }
-    Ok((size, context.finish().as_ref().to_vec()))
 }
 
 /// Package, Version and Architecture from the .deb's control file.

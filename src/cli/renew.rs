@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::fleet::{check_id, device_dir, io, load_ca};
+use super::fleet::{as_operator, check_id, device_dir, io, load_ca};
 use super::{CliError, config_for, connect};
 use crate::certs::{Authority, request};
 use crate::cli::args::ConnectionArgs;
@@ -41,19 +41,7 @@ const QUIET: Duration = Duration::from_secs(2);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) async fn run(job: Job<'_>) -> Result<(), CliError> {
-    let mut connection = job.connection.clone();
-    // The operator's own pair and the CA from the certificate folder,
-    // unless named.
-    let own = device_dir(job.dir, job.operator);
-    connection
-        .cafile
-        .get_or_insert_with(|| job.dir.join("ca.crt"));
-    connection
-        .cert
-        .get_or_insert_with(|| own.join(format!("{}.crt", job.operator)));
-    connection
-        .key
-        .get_or_insert_with(|| own.join(format!("{}.key", job.operator)));
+    let connection = as_operator(job.dir, job.operator, job.connection);
     let config = config_for(&connection)?;
     let prefix = job
         .prefix

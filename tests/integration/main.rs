@@ -40,6 +40,7 @@ mod rabbitmq;
 mod release;
 mod renewal;
 mod revocation;
+mod rollout;
 mod scripts;
 mod security_policy;
 mod seeds;

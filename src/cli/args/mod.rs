@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod certs;
-mod release;
+pub(crate) mod release;
 pub(crate) use certs::CertsCommand;
 use certs::ENROLL_HELP;
 pub use certs::{CertsArgs, EnrollArgs};

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::ConnectionArgs;
+
 pub(super) const RELEASE_HELP: &str = "A release is a .deb and its manifest (package, \
     version, architecture, size, SHA-256, the versions it may replace, when it expires), \
     signed with the release key that `pinpost certs release-key` made. A device applies only \
@@ -13,7 +15,10 @@ pub(super) const RELEASE_HELP: &str = "A release is a .deb and its manifest (pac
     Examples:\n  \
     pinpost certs release-key                                # certs/private/release.key, certs/release.pub\n  \
     pinpost release sign target/debian/pinpost_0.2.0-1_arm64.deb\n  \
-    pinpost release verify target/debian/pinpost_0.2.0-1_arm64.deb.manifest";
+    pinpost release verify target/debian/pinpost_0.2.0-1_arm64.deb.manifest\n  \
+    pinpost release publish target/debian/pinpost_0.2.0-1_arm64.deb.manifest --devices pi-01,pi-02\n  \
+    pinpost release publish target/debian/pinpost_0.2.0-1_arm64.deb.manifest --percent 10\n  \
+    pinpost release status";
 
 /// `pinpost release`.
 #[derive(Debug, Args)]
@@ -65,4 +70,60 @@ pub(crate) enum ReleaseCommand {
         #[arg(long, value_name = "ARCH", requires = "installed")]
         architecture: Option<String>,
     },
+    /// Send a signed release through the broker: the package in chunks
+    /// any device may fetch, and the manifest to each device chosen (only
+    /// those fetch it).
+    #[command(disable_help_flag = true)]
+    Publish {
+        /// The manifest `release sign` wrote.
+        manifest: PathBuf,
+        /// The package [default: the manifest's name without .manifest].
+        #[arg(long, value_name = "FILE")]
+        package: Option<PathBuf>,
+        /// The devices to update, by id.
+        #[arg(
+            long,
+            value_name = "ID,ID",
+            value_delimiter = ',',
+            required_unless_present_any = ["all", "percent"],
+            conflicts_with_all = ["all", "percent"]
+        )]
+        devices: Vec<String>,
+        /// Every device with a folder under the certificate folder's devices/.
+        #[arg(long, conflicts_with = "percent")]
+        all: bool,
+        /// This share of those devices (at least one), the same ones for the
+        /// same release each time: a staged rollout.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=100))]
+        percent: Option<u8>,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        connection: Box<ConnectionArgs>,
+    },
+    /// Show where each device's update is: who has what, who failed and why.
+    #[command(disable_help_flag = true)]
+    Status {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        connection: Box<ConnectionArgs>,
+    },
+}
+
+/// Where the laptop's fleet files are, for `release publish` and `status`.
+#[derive(Debug, Args)]
+pub(crate) struct FleetArgs {
+    /// The certificate folder: the operator's pair, the CA and the devices.
+    #[arg(long, value_name = "DIR", default_value = "certs")]
+    pub(crate) dir: PathBuf,
+    /// The release key's public half [default: DIR/release.pub].
+    #[arg(long = "release-key", value_name = "FILE")]
+    pub(crate) release_key: Option<PathBuf>,
+    /// The operator's account name (its folder under devices/).
+    #[arg(long, default_value = "operator")]
+    pub(crate) operator: String,
+    /// The devices' topic prefix [default: the config's, else pinpost].
+    #[arg(long)]
+    pub(crate) prefix: Option<String>,
 }

@@ -1,0 +1,230 @@
+//! The update's files, in `update/` beside the spool:
+//!
+//! | file | holds | written when |
+//! |---|---|---|
+//! | `manifest.json` | the signed manifest being fetched, as it came | a release is admitted |
+//! | `newest` | when the newest admitted manifest was signed (Unix seconds) | a release is admitted |
+//! | `package.part` | the chunks so far, in order | each chunk (synced every MiB) |
+//! | `ready/<package>_<version>_<arch>.deb` and `.manifest` | a package whose size, SHA-256 and signature held | the last chunk is checked |
+//!
+//! `package.part` is only ever appended to at its end, so its length says
+//! where to go on after a stop or a power cut (floored to a whole chunk);
+//! nothing in it is trusted until the whole file's SHA-256 matches the
+//! manifest. One release at a time: a new one, or a ready one, replaces
+//! what was there, so the disk holds at most one package and one part.
+//!
+//! The appending and the hashing run off the loop (`spawn_blocking`): a
+//! 20 MiB hash takes a second on a Pi Zero.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::topics::RELEASE_CHUNK;
+
+pub(super) const MANIFEST: &str = "manifest.json";
+const NEWEST: &str = "newest";
+const PART: &str = "package.part";
+const READY: &str = "ready";
+
+/// Sync the part file at least this often.
+const SYNC_EVERY: u64 = 1024 * 1024;
+
+/// The `update/` folder.
+#[derive(Debug, Clone)]
+pub(super) struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    pub(super) fn new(state_dir: &Path) -> Files {
+        Files {
+            dir: state_dir.join("update"),
+        }
+    }
+
+    pub(super) fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn make(&self) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let _ = fs::set_permissions(
+            &self.dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        );
+        Ok(())
+    }
+
+    /// The manifest being fetched, if one was admitted.
+    pub(super) fn manifest(&self) -> io::Result<Option<Vec<u8>>> {
+        read_small(
+            &self.path(MANIFEST),
+            crate::release::manifest::MAX_MANIFEST as u64,
+        )
+    }
+
+    /// When the newest admitted manifest was signed.
+    pub(super) fn newest(&self) -> Option<i64> {
+        read_small(&self.path(NEWEST), 64)
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| t.trim().parse().ok())
+    }
+
+    /// A release admitted: its manifest and date kept, an old part thrown
+    /// away. Synced, in that order, before the first chunk is asked for.
+    pub(super) fn begin(&self, envelope: &[u8], issued: i64) -> io::Result<()> {
+        self.make()?;
+        remove(&self.path(PART))?;
+        let newest = self.newest().map_or(issued, |n| n.max(issued));
+        crate::whole_file::replace(
+            &self.path(NEWEST),
+            &self.path("newest.tmp"),
+            newest.to_string().as_bytes(),
+            true,
+        )?;
+        crate::whole_file::replace(
+            &self.path(MANIFEST),
+            &self.path("manifest.tmp"),
+            envelope,
+            true,
+        )?;
+        sync_dir(&self.dir)
+    }
+
+    /// How many whole chunks `package.part` holds, a torn tail cut off.
+    pub(super) fn chunks_here(&self) -> io::Result<u64> {
+        let path = self.path(PART);
+        let len = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let whole = len / RELEASE_CHUNK as u64;
+        if whole * RELEASE_CHUNK as u64 != len {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(whole * RELEASE_CHUNK as u64)?;
+        }
+        Ok(whole)
+    }
+
+    /// The work of writing chunk `n`, for a blocking thread.
+    pub(super) fn append_job(
+        &self,
+        n: u64,
+        bytes: Vec<u8>,
+    ) -> impl FnOnce() -> io::Result<()> + Send + use<> {
+        let (dir, path) = (self.dir.clone(), self.path(PART));
+        move || {
+            fs::create_dir_all(&dir)?;
+            let mut file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(&path)?;
+            let at = n * RELEASE_CHUNK as u64;
+            // Whatever a cut left past this chunk's start goes.
+            file.set_len(at)?;
+            file.seek(SeekFrom::Start(at))?;
+            file.write_all(&bytes)?;
+            let end = at + bytes.len() as u64;
+            if n == 0 || end / SYNC_EVERY != at / SYNC_EVERY {
+                file.sync_data()?;
+            }
+            Ok(())
+        }
+    }
+
+    /// The work of hashing the whole part file, for a blocking thread:
+    /// its size and SHA-256.
+    pub(super) fn digest_job(&self) -> impl FnOnce() -> io::Result<(u64, Vec<u8>)> + Send + use<> {
+        let path = self.path(PART);
+        move || {
+            let mut file = File::open(&path)?;
+            file.sync_all()?;
+            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut size = 0u64;
+            loop {
+                let n = file.read(&mut buffer)?;
+                if n == 0 {
+                    break;
+                }
+                size += n as u64;
+                context.update(&buffer[..n]);
+            }
+            Ok((size, context.finish().as_ref().to_vec()))
+        }
+    }
+
+    /// The checked package moved to `ready/` (the only one there) beside
+    /// its manifest; the path it has now.
+    pub(super) fn promote(&self, name: &str, envelope: &[u8]) -> io::Result<PathBuf> {
+        let ready = self.path(READY);
+        if ready.exists() {
+            fs::remove_dir_all(&ready)?;
+        }
+        fs::create_dir_all(&ready)?;
+        let deb = ready.join(format!("{name}.deb"));
+        crate::whole_file::replace(
+            &ready.join(format!("{name}.deb.manifest")),
+            &ready.join("manifest.tmp"),
+            envelope,
+            true,
+        )?;
+        fs::rename(self.path(PART), &deb)?;
+        sync_dir(&ready)?;
+        sync_dir(&self.dir)?;
+        Ok(deb)
+    }
+
+    /// The package in `ready/` for `name`, if it is there.
+    pub(super) fn ready(&self, name: &str) -> Option<PathBuf> {
+        let deb = self.path(READY).join(format!("{name}.deb"));
+        deb.is_file().then_some(deb)
+    }
+
+    /// A part that failed its check, gone.
+    pub(super) fn discard_part(&self) -> io::Result<()> {
+        remove(&self.path(PART))
+    }
+
+    /// Nothing being fetched any more: manifest and part gone (`newest`
+    /// stays, so an older manifest stays refused).
+    pub(super) fn clear(&self) -> io::Result<()> {
+        remove(&self.path(PART))?;
+        remove(&self.path(MANIFEST))
+    }
+}
+
+fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if meta.len() > limit {
+        return Err(io::Error::other(format!(
+            "{} is {} bytes, more than the {limit} it can be",
+            path.display(),
+            meta.len()
+        )));
+    }
+    fs::read(path).map(Some)
+}

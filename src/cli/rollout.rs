@@ -1,0 +1,371 @@
+//! `pinpost release publish` and `pinpost release status`: a signed
+//! release sent through the broker the fleet already uses, and what each
+//! device says of its update.
+//!
+//! The package goes once, in retained chunks under
+//! `<prefix>/release/<sha256>/<n>` that any device of the fleet may read;
+//! the manifest goes, retained, to each chosen device's `release` topic.
+//! Only a device that holds a manifest fetches, and it trusts nothing of
+//! the package until the whole matches what the release key signed: the
+//! broker and the operator's account carry releases, they cannot make one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::args::ConnectionArgs;
+use super::args::release::FleetArgs;
+use super::fleet::{as_operator, check_id, digest, io, known_devices, read_limited};
+use super::{CliError, config_for, connect};
+use crate::link::{Link, LinkEvent, Qos, Retry, WINDOW};
+use crate::release::key::Public;
+use crate::release::manifest::{self, Manifest};
+use crate::topics::{RELEASE_CHUNK, Topics, release_chunk};
+
+/// How long a publish may wait for the broker's acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the retained reports get to arrive, counted from the last.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// Which devices a release goes to.
+pub(super) enum Targets<'a> {
+    Listed(&'a [String]),
+    All,
+    Percent(u8),
+}
+
+pub(super) async fn publish(
+    manifest_file: &Path,
+    package: Option<&Path>,
+    targets: Targets<'_>,
+    fleet: &FleetArgs,
+    connection: &ConnectionArgs,
+) -> Result<(), CliError> {
+    let (manifest, envelope) = open(manifest_file, fleet)?;
+    let package = package.map_or_else(
+        || {
+            let text = manifest_file.to_string_lossy();
+            PathBuf::from(text.strip_suffix(".manifest").unwrap_or(&text))
+        },
+        Path::to_path_buf,
+    );
+    // The package is checked before anything goes: a device would refuse
+    // a mismatch only after fetching all of it.
+    let (size, sha256) = digest(&package)?;
+    manifest
+        .describes(size, &sha256)
+        .map_err(|e| CliError::Input(format!("{}: {e}", package.display())))?;
+    let devices = choose(&targets, fleet, &manifest)?;
+    let config = config_for(&as_operator(&fleet.dir, &fleet.operator, connection))?;
+    let prefix = fleet
+        .prefix
+        .clone()
+        .unwrap_or_else(|| config.device.topic_prefix.clone());
+    let mut link = connect(&config, "release", Retry::Never, Vec::new()).await?;
+    let mut sender = Sender::new(&mut link);
+    let mut file = std::fs::File::open(&package).map_err(|e| io(&package, e))?;
+    let chunks = size.div_ceil(RELEASE_CHUNK as u64);
+    let mut buffer = vec![0u8; RELEASE_CHUNK];
+    let started = Instant::now();
+    for n in 0..chunks {
+        let want = (size - n * RELEASE_CHUNK as u64).min(RELEASE_CHUNK as u64) as usize;
+        file.read_exact(&mut buffer[..want])
+            .map_err(|e| io(&package, e))?;
+        let topic = release_chunk(&prefix, &manifest.sha256, n);
+        sender.send(&topic, buffer[..want].to_vec()).await?;
+    }
+    for device in &devices {
+        let topic = Topics::new(&prefix, device).release();
+        sender.send(&topic, envelope.clone()).await?;
+    }
+    sender.drain().await?;
+    let secs = started.elapsed().as_secs_f64();
+    link.disconnect().await?;
+    while let Some(event) = link.next_event().await {
+        if matches!(event, LinkEvent::Closed) {
+            break;
+        }
+    }
+    println!(
+        "Published {} {} for {}: {size} bytes in {chunks} chunks under {prefix}/release/{}/ \
+         ({secs:.1} s), and its manifest to {}.",
+        manifest.package,
+        manifest.version,
+        manifest.architecture,
+        manifest.sha256,
+        devices.join(", ")
+    );
+    println!("Each device fetches it, checks it and says how it goes: pinpost release status");
+    Ok(())
+}
+
+/// The manifest opened with the release key, as the devices will.
+fn open(file: &Path, fleet: &FleetArgs) -> Result<(Manifest, Vec<u8>), CliError> {
+    let key_file = fleet
+        .release_key
+        .clone()
+        .unwrap_or_else(|| fleet.dir.join("release.pub"));
+    let key = Public::from_pem(&read_limited(&key_file, 64 * 1024, "a key")?)
+        .map_err(|e| CliError::Input(format!("{}: {e}", key_file.display())))?;
+    let envelope = read_limited(file, manifest::MAX_MANIFEST, "a manifest")?;
+    let manifest = manifest::open(&envelope, &key)
+        .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
+    if manifest.expires <= crate::utc::now_unix() {
+        return Err(CliError::Input(format!(
+            "{}: the manifest expired at {}; every device would refuse it: sign the package \
+             again",
+            file.display(),
+            crate::utc::human(manifest.expires)
+        )));
+    }
+    Ok((manifest, envelope))
+}
+
+/// The devices named, or all of the fleet's, or a share of them.
+fn choose(
+    targets: &Targets<'_>,
+    fleet: &FleetArgs,
+    manifest: &Manifest,
+) -> Result<Vec<String>, CliError> {
+    let fleet_devices = || -> Result<Vec<String>, CliError> {
+        let all: Vec<String> = known_devices(&fleet.dir)?
+            .into_iter()
+            .filter(|d| *d != fleet.operator)
+            .collect();
+        if all.is_empty() {
+            return Err(CliError::Input(format!(
+                "{} has no device folders: name the devices with --devices",
+                fleet.dir.join("devices").display()
+            )));
+        }
+        Ok(all)
+    };
+    match targets {
+        Targets::Listed(ids) => {
+            for id in *ids {
+                check_id(id, "a device id")?;
+            }
+            let mut ids = ids.to_vec();
+            ids.sort();
+            ids.dedup();
+            Ok(ids)
+        }
+        Targets::All => fleet_devices(),
+        Targets::Percent(percent) => {
+            let mut all = fleet_devices()?;
+            // The same share for the same release, whichever order the
+            // folders are read in; another release picks others first.
+            all.sort_by_cached_key(|id| {
+                ring::digest::digest(
+                    &ring::digest::SHA256,
+                    format!("{}/{id}", manifest.sha256).as_bytes(),
+                )
+                .as_ref()
+                .to_vec()
+            });
+            let take = (all.len() * usize::from(*percent)).div_ceil(100).max(1);
+            all.truncate(take);
+            all.sort();
+            Ok(all)
+        }
+    }
+}
+
+/// Publishes retained at QoS 1 with a window of acknowledgements.
+struct Sender<'a> {
+    link: &'a mut Link,
+    token: u64,
+    waiting: VecDeque<u64>,
+}
+
+impl<'a> Sender<'a> {
+    fn new(link: &'a mut Link) -> Sender<'a> {
+        Sender {
+            link,
+            token: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    async fn send(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), CliError> {
+        while self.waiting.len() >= WINDOW / 2 {
+            self.wait_one().await?;
+        }
+        self.token += 1;
+        self.link
+            .publisher()
+            .try_send(self.token, topic, payload, true)?;
+        self.waiting.push_back(self.token);
+        Ok(())
+    }
+
+    async fn drain(&mut self) -> Result<(), CliError> {
+        while !self.waiting.is_empty() {
+            self.wait_one().await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_one(&mut self) -> Result<(), CliError> {
+        let sent = self.waiting.len() as u64;
+        let waited = tokio::time::timeout(ACK_TIMEOUT, async {
+            loop {
+                match self.link.next_event().await {
+                    Some(LinkEvent::Acked { token: Some(t), .. }) => {
+                        self.waiting.retain(|w| *w != t);
+                        return Ok(());
+                    }
+                    Some(LinkEvent::Down { failure, .. }) => {
+                        return Err(CliError::Connect(Box::new(failure)));
+                    }
+                    Some(_) => {}
+                    None => return Err(CliError::Link(crate::link::LinkError::Stopped)),
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or(Err(CliError::NoAnswer {
+            confirmed: 0,
+            sent,
+            secs: ACK_TIMEOUT.as_secs(),
+        }))
+    }
+}
+
+pub(super) async fn status(fleet: &FleetArgs, connection: &ConnectionArgs) -> Result<(), CliError> {
+    let config = config_for(&as_operator(&fleet.dir, &fleet.operator, connection))?;
+    let prefix = fleet
+        .prefix
+        .clone()
+        .unwrap_or_else(|| config.device.topic_prefix.clone());
+    let filter = format!("{prefix}/+/update");
+    let mut link = connect(
+        &config,
+        "release",
+        Retry::Never,
+        vec![(filter.clone(), Qos::AtLeastOnce)],
+    )
+    .await?;
+    let mut seen: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut quiet_until: Option<Instant> = None;
+    loop {
+        let wait = async {
+            match quiet_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = wait => break,
+            event = link.next_event() => match event {
+                Some(LinkEvent::Subscribed { refused }) if !refused.is_empty() => {
+                    return Err(CliError::Input(format!(
+                        "the broker refused the subscription to {filter}: the operator's \
+                         account may not read it (check the ACL from `pinpost certs mosquitto`)"
+                    )));
+                }
+                Some(LinkEvent::Subscribed { .. }) => quiet_until = Some(Instant::now() + QUIET),
+                Some(LinkEvent::Message { topic, payload, .. }) => {
+                    if quiet_until.is_some() {
+                        quiet_until = Some(Instant::now() + QUIET);
+                    }
+                    let id = topic
+                        .strip_prefix(&format!("{prefix}/"))
+                        .and_then(|t| t.strip_suffix("/update"))
+                        .unwrap_or(&topic)
+                        .to_string();
+                    let report = serde_json::from_slice(&payload).unwrap_or_else(|_| {
+                        serde_json::json!({"state": "unreadable", "reason": String::from_utf8_lossy(&payload)})
+                    });
+                    seen.insert(id, report);
+                }
+                Some(LinkEvent::Down { failure, .. }) => {
+                    return Err(CliError::Connect(Box::new(failure)));
+                }
+                Some(_) => {}
+                None => return Err(CliError::Link(crate::link::LinkError::Stopped)),
+            },
+        }
+    }
+    link.disconnect().await?;
+    let known: Vec<String> = known_devices(&fleet.dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| *d != fleet.operator)
+        .collect();
+    print!("{}", table(&seen, &known));
+    Ok(())
+}
+
+/// One line per device: each that reported, then each known one that
+/// did not.
+fn table(seen: &BTreeMap<String, serde_json::Value>, known: &[String]) -> String {
+    let text =
+        |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_str()).map(str::to_string);
+    let mut out = String::new();
+    let width = seen
+        .keys()
+        .chain(known)
+        .map(String::len)
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    out.push_str(&format!(
+        "{:width$}  {:10}  {:14}  {:14}  {:>4}  {}\n",
+        "device", "state", "runs", "release", "%", "since / why"
+    ));
+    for (id, report) in seen {
+        let percent = report
+            .get("percent")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(String::new(), |p| p.to_string());
+        let why = text(report, "reason")
+            .or_else(|| text(report, "ts"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{id:width$}  {:10}  {:14}  {:14}  {percent:>4}  {why}\n",
+            text(report, "state").unwrap_or_else(|| "?".into()),
+            text(report, "installed").unwrap_or_default(),
+            text(report, "version").unwrap_or_default(),
+        ));
+    }
+    for id in known.iter().filter(|id| !seen.contains_key(*id)) {
+        out.push_str(&format!(
+            "{id:width$}  {:10}  {:14}  {:14}  {:>4}  no update reported (not sent one, or updates \
+             are off: [update] release_key)\n",
+            "-", "", "", ""
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_names_each_device_and_each_known_one_that_said_nothing() {
+        let mut seen = BTreeMap::new();
+        seen.insert(
+            "pi-01".to_string(),
+            serde_json::json!({"state": "verified", "installed": "0.2.0", "version": "0.3.0-1", "percent": 100, "ts": "2026-12-07T10:00:00.000Z"}),
+        );
+        seen.insert(
+            "pi-02".to_string(),
+            serde_json::json!({"state": "refused", "installed": "0.2.0", "version": "0.1.0-1", "reason": "0.1.0-1 is older"}),
+        );
+        let out = table(&seen, &["pi-01".into(), "pi-02".into(), "pi-03".into()]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(
+            lines[1].starts_with("pi-01")
+                && lines[1].contains("verified")
+                && lines[1].contains(" 100")
+        );
+        assert!(lines[2].contains("refused") && lines[2].contains("0.1.0-1 is older"));
+        assert!(lines[3].starts_with("pi-03") && lines[3].contains("no update reported"));
+    }
+}
