@@ -79,7 +79,9 @@ pub(super) fn make_private_dir(dir: &Path) -> Result<(), CliError> {
 }
 
 /// The connection flags with the operator's own pair and the CA taken from
-/// the certificate folder `dir`, unless named.
+/// the certificate folder `dir`, unless named. A folder with neither a CA
+/// nor the operator's folder (only a release key: a broker without TLS on
+/// this machine) adds nothing.
 pub(super) fn as_operator(
     dir: &Path,
     operator: &str,
@@ -87,6 +89,9 @@ pub(super) fn as_operator(
 ) -> crate::cli::args::ConnectionArgs {
     let mut connection = connection.clone();
     let own = device_dir(dir, operator);
+    if !dir.join("ca.crt").exists() && !own.exists() {
+        return connection;
+    }
     connection.cafile.get_or_insert_with(|| dir.join("ca.crt"));
     connection
         .cert

@@ -73,9 +73,15 @@ fn wildcards_and_slashes_in_ids_are_refused() {
     assert!(e.contains("contains '/'"), "{e}");
     // The level the fleet's release packages are published under.
     let e = error("[device]\nid = \"release\"\n");
-    assert!(e.contains("line 2: device.id") && e.contains("release packages"), "{e}");
+    assert!(
+        e.contains("line 2: device.id") && e.contains("release packages"),
+        "{e}"
+    );
     let e = error("[device]\nid = \"a\"\n[update]\nrelease_key = \"\"\n");
-    assert!(e.contains("line 4: update.release_key") && e.contains("is empty"), "{e}");
+    assert!(
+        e.contains("line 4: update.release_key") && e.contains("is empty"),
+        "{e}"
+    );
 }
 
 #[test]
