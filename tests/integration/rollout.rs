@@ -385,6 +385,24 @@ fn a_signed_release_reaches_the_two_devices_named_and_not_the_third() {
     );
     assert!(line("pi-02").contains("verified"), "{status}");
     assert!(line("pi-03").contains("no update reported"), "{status}");
+
+    // The operator clears pi-02's manifest: the release is withdrawn and
+    // the package it had checked is gone.
+    let empty = fleet.dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    fleet.publish_raw("pinpost/pi-02/release", &empty);
+    let withdrawn = report(&witness, "pi-02", "withdrawn");
+    assert_eq!(withdrawn["version"], version.as_str(), "{withdrawn}");
+    assert!(
+        fleet.ready("pi-02").is_empty(),
+        "{:?}",
+        fleet.ready("pi-02")
+    );
+    assert_eq!(
+        fleet.ready("pi-01").len(),
+        2,
+        "pi-01 keeps its package and manifest"
+    );
 }
 
 #[test]

@@ -125,12 +125,12 @@ impl Updater {
                 self.next_step();
             }
             (State::Verifying { release, .. }, Done::Digest(digest)) => {
-                if let Some(waiting) = self.deferred.take() {
-                    self.state = State::Ready(release);
-                    self.judge(waiting);
-                    return;
-                }
+                // Checked first, whatever waits: a manifest that came
+                // meanwhile is judged once this one is settled.
                 self.verified(release, digest);
+                if let Some(waiting) = self.deferred.take() {
+                    self.judge(waiting);
+                }
             }
             (state, _) => self.state = state,
         }
@@ -237,8 +237,10 @@ impl Updater {
                 let _ = self.publisher.try_unsubscribe(&asked.topic);
                 if asked.tries >= CHUNK_TRIES {
                     let reason = format!(
-                        "chunk {} of the package is not on the broker (asked {} times, {} s \
-                         each): run `pinpost release publish` again",
+                        "chunk {} of the package did not come (asked {} times, {} s each): \
+                         it is not on the broker (run `pinpost release publish` again), or \
+                         this device may not read it (the ACL from `pinpost certs mosquitto` \
+                         lets devices read <prefix>/release/#)",
                         fetch.next,
                         asked.tries,
                         CHUNK_WAIT.as_secs()

@@ -11,7 +11,8 @@
 //! where to go on after a stop or a power cut (floored to a whole chunk);
 //! nothing in it is trusted until the whole file's SHA-256 matches the
 //! manifest. One release at a time: a new one, or a ready one, replaces
-//! what was there, so the disk holds at most one package and one part.
+//! what was there, so the disk holds at most one package and one part; a
+//! withdrawn one leaves neither.
 //!
 //! The appending and the hashing run off the loop (`spawn_blocking`): a
 //! 20 MiB hash takes a second on a Pi Zero.
@@ -193,11 +194,16 @@ impl Files {
         remove(&self.path(PART))
     }
 
-    /// Nothing being fetched any more: manifest and part gone (`newest`
-    /// stays, so an older manifest stays refused).
+    /// The release withdrawn: manifest, part and a ready package gone
+    /// (`newest` stays, so an older manifest stays refused).
     pub(super) fn clear(&self) -> io::Result<()> {
         remove(&self.path(PART))?;
-        remove(&self.path(MANIFEST))
+        remove(&self.path(MANIFEST))?;
+        match fs::remove_dir_all(self.path(READY)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
