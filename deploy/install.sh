@@ -6,7 +6,8 @@
 #   pinpost.service       the systemd unit
 #   config.example.toml   used as /etc/pinpost/config.toml if there is none
 #   config.toml           (optional) used instead of the example
-#   certs/                (optional) exactly ca.crt, <id>.crt, <id>.key: the
+#   certs/                (optional) exactly ca.crt, <id>.crt, <id>.key (and
+#                         release.pub, when the fleet signs releases): the
 #                         device's folder (pinpost certs device <id>); or
 #                         ca.crt and <id>.crt alone when this Pi made its own
 #                         key (pinpost enroll: /etc/pinpost/certs/<id>.key);
@@ -150,6 +151,9 @@ if [ -d "$here/certs" ]; then
   # this Pi made itself stays as enroll left it.
   names="ca.crt $device.crt"
   [ -n "$held" ] || names="$names $device.key"
+  # The release key's public half, for [update] release_key (verify has
+  # checked it holds a public key and nothing else).
+  [ ! -e "$here/certs/release.pub" ] || names="$names release.pub"
   for name in $names; do
     case "$name" in
       # The key is readable by the service's group only, never by others.

@@ -12,7 +12,8 @@
 # without it the Pi is asked (uname -m, getconf LONG_BIT).
 # --config FILE  becomes /etc/pinpost/config.toml (only if the Pi has none)
 # --certs DIR    the device's folder from `pinpost certs device <id>`:
-#                exactly ca.crt, <id>.crt, <id>.key, which go to
+#                exactly ca.crt, <id>.crt, <id>.key (and release.pub, the
+#                release key's public half, when the fleet has one), which go to
 #                /etc/pinpost/certs (the key 0640, the others 0644). Refused
 #                before anything is built or copied if it holds any other
 #                file, or these hold anything but their certificates and the
@@ -79,7 +80,8 @@ check_certs() {
       refuse "it holds $name, which is not a plain file"
     fi
     case "$name" in
-      ca.crt | "$id.crt" | "$id.key" | "$id.csr") ;;
+      ca.crt | "$id.crt" | "$id.key" | "$id.csr" | release.pub) ;;
+      release.key) refuse "it holds release.key, the release key's private half: whoever holds the Pi could sign packages for every device" ;;
       ca.key) refuse "it holds ca.key, the CA's private key: whoever holds the Pi could make certificates for every device and the operator" ;;
       *) refuse "it holds $name: a device gets exactly ca.crt, $id.crt and $id.key, nothing else" ;;
     esac
@@ -101,6 +103,16 @@ check_certs() {
     ! LC_ALL=C grep -q '[^[:print:][:space:]]' "$file" ||
       refuse "$name holds binary data: it must be PEM text only"
   done
+  # The release key's public half: one PEM public key, nothing else.
+  if [ -e "$dir/release.pub" ]; then
+    [ "$(wc -c <"$dir/release.pub")" -le 65536 ] || refuse "release.pub is larger than 64 KiB, too large for a public key"
+    ! LC_ALL=C grep -q '[^[:print:][:space:]]' "$dir/release.pub" ||
+      refuse "release.pub holds binary data: it must be PEM text only"
+    if [ "$(grep -c -- '-----BEGIN ' "$dir/release.pub")" -ne 1 ] ||
+      ! grep -q -- '-----BEGIN PUBLIC KEY-----' "$dir/release.pub"; then
+      refuse "release.pub must hold exactly one public key (the release key's public half, from pinpost certs release-key), never its private half"
+    fi
+  fi
   for name in ca.crt "$id.crt"; do
     grep -- '-----BEGIN ' "$dir/$name" | grep -qv -- '-----BEGIN CERTIFICATE-----' &&
       refuse "$name holds something other than certificates ($(grep -- '-----BEGIN ' "$dir/$name" | grep -v -- '-----BEGIN CERTIFICATE-----' | head -n 1 | tr -d '-'))"
@@ -192,6 +204,7 @@ if [ -n "$certs" ]; then
   # Pi holds its key and needs only the certificates).
   cp "$certs/ca.crt" "$certs/$id.crt" "$stage/certs/"
   [ ! -e "$certs/$id.key" ] || cp "$certs/$id.key" "$stage/certs/"
+  [ ! -e "$certs/release.pub" ] || cp "$certs/release.pub" "$stage/certs/"
 fi
 remote_dir=pinpost-install
 echo "push: copying to $host:$remote_dir" >&2

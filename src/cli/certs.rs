@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::CliError;
 use super::fleet::{
     check_id, config_id, device_dir, io, known_devices, load_ca, make_private_dir, private_dir,
-    refuse_existing, write_file,
+    refuse_existing, share_release_key, write_file,
 };
 use crate::certs::{self, Issued, KeyKind, mosquitto};
 use crate::cli::args::{CertsArgs, CertsCommand};
@@ -93,22 +93,30 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CliError> {
                 "the device keeps its old certificate until you copy the new one",
                 || authority.client(id, kind(*rsa), now),
             )?;
+            let shared = share_release_key(dir, &folder)?;
             let d = folder.display();
             println!(
-                "Made the certificate for {id}: {} and {}, with ca.crt, in {d}: exactly what \
+                "Made the certificate for {id}: {} and {}, with ca.crt{}, in {d}: exactly what \
                  {id} gets (no other key ever goes there).",
                 cert.display(),
-                key.display()
+                key.display(),
+                if shared { " and release.pub" } else { "" }
             );
             println!("On the Pi (deploy/push.sh HOST --certs {d} does this):");
             println!("  sudo install -d -m 0750 -g pinpost /etc/pinpost/certs");
             println!("  sudo install -m 0644 {d}/ca.crt {d}/{id}.crt /etc/pinpost/certs/");
             println!("  sudo install -m 0640 -g pinpost {d}/{id}.key /etc/pinpost/certs/");
+            if shared {
+                println!("  sudo install -m 0644 {d}/release.pub /etc/pinpost/certs/");
+            }
             println!("and in /etc/pinpost/config.toml:");
             println!("  [device]\n  id = \"{id}\"\n  [broker]\n  cli_port = 8884\n  [broker.tls]");
             println!("  ca_file = \"/etc/pinpost/certs/ca.crt\"");
             println!("  cert_file = \"/etc/pinpost/certs/{id}.crt\"");
             println!("  key_file = \"/etc/pinpost/certs/{id}.key\"");
+            if shared {
+                println!("  [update]\n  release_key = \"/etc/pinpost/certs/release.pub\"");
+            }
             println!(
                 "Then: pinpost check. For {id}'s own pinpost publish/subscribe/check on port \
                  8884, run pinpost certs mosquitto --force again and copy its pinpost.acl."
@@ -327,6 +335,7 @@ fn sign(
     write_file(&cert, cert_pem.as_bytes(), 0o644)?;
     write_file(&folder.join("ca.crt"), &ca, 0o644)?;
     write_file(&folder.join(format!("{id}.csr")), &pem, 0o644)?;
+    let shared = share_release_key(dir, &folder)?;
     let d = folder.display();
     println!(
         "Signed {id}'s request: {} (its own key stays on the device), with ca.crt and the \
@@ -334,7 +343,14 @@ fn sign(
         cert.display()
     );
     println!("On the Pi (deploy/push.sh HOST TARGET --certs {d} does this):");
-    println!("  sudo install -m 0644 {d}/ca.crt {d}/{id}.crt /etc/pinpost/certs/");
+    println!(
+        "  sudo install -m 0644 {d}/ca.crt {d}/{id}.crt{} /etc/pinpost/certs/",
+        if shared {
+            format!(" {d}/release.pub")
+        } else {
+            String::new()
+        }
+    );
     println!("Then: pinpost check on the Pi.");
     Ok(())
 }

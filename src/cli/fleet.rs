@@ -262,3 +262,16 @@ pub(super) fn digest(path: &Path) -> Result<(u64, Vec<u8>), CliError> {
     }
     Ok((size, context.finish().as_ref().to_vec()))
 }
+
+/// Copies the release key's public half (`release.pub`, when the fleet
+/// has one) into a device's folder, so it goes to the Pi with its
+/// certificates; true when it did.
+pub(super) fn share_release_key(dir: &Path, folder: &Path) -> Result<bool, CliError> {
+    let public = dir.join(crate::preflight::RELEASE_PUB);
+    if !public.is_file() {
+        return Ok(false);
+    }
+    let bytes = std::fs::read(&public).map_err(|e| io(&public, e))?;
+    write_file(&folder.join(crate::preflight::RELEASE_PUB), &bytes, 0o644)?;
+    Ok(true)
+}

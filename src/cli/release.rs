@@ -8,7 +8,8 @@ use std::process::Command;
 use super::CliError;
 use super::args::ReleaseCommand;
 use super::fleet::{
-    digest, make_private_dir, private_dir, read_limited, refuse_existing, write_file,
+    device_dir, digest, known_devices, make_private_dir, private_dir, read_limited,
+    refuse_existing, share_release_key, write_file,
 };
 use super::rollout::Targets;
 use crate::release::key::{self, Public, Signer};
@@ -76,6 +77,14 @@ pub(super) fn make_key(dir: &Path, force: bool) -> Result<(), CliError> {
     let id = Public::from_pem(public_pem.as_bytes())
         .map_err(|e| CliError::Input(e.to_string()))?
         .id();
+    // Each device folder gets the public half, to go to its Pi with its
+    // certificates (push.sh, install.sh).
+    let mut shared = Vec::new();
+    for device in known_devices(dir)? {
+        if share_release_key(dir, &device_dir(dir, &device))? {
+            shared.push(device);
+        }
+    }
     println!(
         "Made the release key {id}: {} (keep it secret, ideally offline: whoever holds it can \
          put code on every device; it never goes to the broker or a Pi) and {} (for every Pi, \
@@ -83,6 +92,13 @@ pub(super) fn make_key(dir: &Path, force: bool) -> Result<(), CliError> {
         private.display(),
         public.display()
     );
+    if !shared.is_empty() {
+        println!(
+            "Copied release.pub into the device folders of {} (and `certs device` puts it in \
+             each new one).",
+            shared.join(", ")
+        );
+    }
     println!("Next: pinpost release sign <package>.deb");
     Ok(())
 }

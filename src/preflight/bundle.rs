@@ -39,7 +39,8 @@ pub(crate) fn device_bundle(dir: &Path, id: &str, held_key: Option<&Path>) -> Ve
         format!("{id}.key"),
         format!("{id}.csr"),
     );
-    let allowed = [&ca, &cert, &key, &request];
+    let release = RELEASE_PUB.to_string();
+    let allowed = [&ca, &cert, &key, &request, &release];
     let list = format!("ca.crt, {cert} and {key}");
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -208,6 +209,10 @@ pub(crate) fn device_bundle(dir: &Path, id: &str, held_key: Option<&Path>) -> Ve
             }
         }
     }
+    let release_key = present
+        .contains(&release)
+        .then(|| release_pub(&mut steps, &dir.join(&release)))
+        .flatten();
     if steps.is_empty() {
         steps.push(Step::pass(match &third {
             Third::Key(_) => format!(
@@ -226,8 +231,57 @@ pub(crate) fn device_bundle(dir: &Path, id: &str, held_key: Option<&Path>) -> Ve
                 held.display()
             ),
         }));
+        if let Some(id) = release_key {
+            steps.push(Step::pass(format!(
+                "{} is the release key {id}'s public half (for [update] release_key)",
+                dir.join(&release).display()
+            )));
+        }
     }
     steps
+}
+
+/// The release key's public half, which may go to a device with its
+/// certificates (`pinpost certs release-key` puts it in each folder).
+pub(crate) const RELEASE_PUB: &str = "release.pub";
+
+/// `release.pub` holds exactly one Ed25519 public key, nothing else: its
+/// key id, or a failed step saying what it holds instead.
+pub(super) fn release_pub(steps: &mut Vec<Step>, path: &Path) -> Option<String> {
+    let shown = path.display();
+    let bytes = match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.is_file() => Err("it is not a plain file".to_string()),
+        Ok(m) if m.len() > BUNDLE_FILE_LIMIT => Err(format!(
+            "it is {} bytes, too large for a public key",
+            m.len()
+        )),
+        Ok(_) => std::fs::read(path).map_err(|e| crate::words::io_words(&e)),
+        Err(e) => Err(crate::words::io_words(&e)),
+    };
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(why) => {
+            steps.push(Step::fail(format!("{shown}: {why}")));
+            return None;
+        }
+    };
+    let found = contents(&bytes);
+    if found.binary || found.key_count() > 0 || found.labels != ["PUBLIC KEY"] {
+        steps.push(Step::fail(format!(
+            "{shown}: it must hold only the release key's public half (PEM \"PUBLIC KEY\", \
+             from `pinpost certs release-key`), but holds {}; the release key's private half \
+             never goes to a device",
+            describe(&found)
+        )));
+        return None;
+    }
+    match crate::release::key::Public::from_pem(&bytes) {
+        Ok(key) => Some(key.id()),
+        Err(e) => {
+            steps.push(Step::fail(format!("{shown}: {e}")));
+            None
+        }
+    }
 }
 
 /// The file that goes with `<id>.crt`: its key, the request it was signed

@@ -24,7 +24,7 @@ use rustls_pki_types::CertificateDer;
 use crate::config::{Config, SourcedPath};
 use crate::tls::{self, CertSummary};
 use crate::utc;
-pub(crate) use bundle::device_bundle;
+pub(crate) use bundle::{RELEASE_PUB, device_bundle};
 use folder::device_folder;
 use permissions::{key_permissions, ownership};
 
@@ -81,6 +81,14 @@ impl fmt::Display for Step {
 /// Checks every certificate and key file the config names, at `now`.
 pub(crate) fn files(config: &Config, now: i64) -> Vec<Step> {
     let mut steps = ownership(config);
+    if let Some(key) = &config.update.release_key {
+        if let Some(id) = bundle::release_pub(&mut steps, key) {
+            steps.push(Step::pass(format!(
+                "{} is the release key {id}: only releases it signed are fetched",
+                key.display()
+            )));
+        }
+    }
     let Some(tls) = &config.broker.tls else {
         steps.push(Step::warn(
             "TLS is off: the broker connection and its password travel in clear text; add a \

@@ -306,6 +306,8 @@ fn fleet() -> tempfile::TempDir {
         &["device", "pi-01"],
         &["device", "pi-02"],
         &["device", "operator"],
+        // Its public half goes into each device folder.
+        &["release-key"],
     ] {
         let mut all = strings(&["certs", "--dir", &d]);
         all.extend(strings(args));
@@ -566,7 +568,18 @@ fn push(fleet: &Path, certs: &Path, config: Option<&Path>) -> (Option<i32>, Stri
 fn push_sh_refuses_any_key_but_the_devices_own_before_building_or_copying() {
     let fleet = fleet();
     let f = fleet.path();
-    let cases: [Case; 6] = [
+    let cases: [Case; 8] = [
+        (
+            "with-release-key",
+            &[("release.key", "private/release.key")],
+            "it holds release.key, the release key's private half: whoever holds the Pi \
+             could sign packages for every device",
+        ),
+        (
+            "release-pub-private",
+            &[("release.pub", "private/release.key")],
+            "release.pub must hold exactly one public key",
+        ),
         (
             "dot-dot-ca-key",
             &[("..ca.key", "private/ca.key")],
@@ -647,7 +660,8 @@ fn push_sh_refuses_any_key_but_the_devices_own_before_building_or_copying() {
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("which is not a plain file"), "{said}");
 
-    // pi-01's own folder goes on to the build.
+    // pi-01's own folder (with release.pub) goes on to the build.
+    assert!(f.join("devices/pi-01/release.pub").is_file());
     let config = f.join("pi-01.toml");
     std::fs::write(&config, "[device]\nid = 'pi-01'\n").unwrap();
     let (_, said, calls) = push(f, &f.join("devices/pi-01"), Some(&config));

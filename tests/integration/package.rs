@@ -303,7 +303,28 @@ fn stage(root: &Root, binary: &Path, pki: &Pki) -> &'static str {
         let name = from.file_name().unwrap().to_str().unwrap();
         root.copy_in(from, &format!("{dir}/certs/{name}"));
     }
+    root.copy_in(&release_pub(pki), &format!("{dir}/certs/release.pub"));
     dir
+}
+
+/// The public half of a release key made by `pinpost certs release-key`
+/// beside `pki`.
+fn release_pub(pki: &Pki) -> PathBuf {
+    let certs = pki.path().join("release-certs");
+    let public = certs.join("release.pub");
+    if !public.exists() {
+        let out = pinpost(
+            &strings(&[
+                "certs",
+                "--dir",
+                &certs.display().to_string(),
+                "release-key",
+            ]),
+            WAIT,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    public
 }
 
 fn host_binary() -> PathBuf {
@@ -331,7 +352,7 @@ fn assert_installed_by_hand(root: &Root) {
         root.owner("/etc/pinpost/certs/pi-01.key"),
         mode(0o640, "root", "pinpost")
     );
-    for cert in ["ca.crt", "pi-01.crt"] {
+    for cert in ["ca.crt", "pi-01.crt", "release.pub"] {
         assert_eq!(
             root.owner(&format!("/etc/pinpost/certs/{cert}")),
             mode(0o644, "root", "pinpost")
@@ -415,6 +436,7 @@ fn push_sh_builds_copies_and_installs_over_ssh() {
     for from in [&pki.ca.cert, &device.cert, &device.key] {
         std::fs::copy(from, certs.join(from.file_name().unwrap())).unwrap();
     }
+    std::fs::copy(release_pub(&pki), certs.join("release.pub")).unwrap();
     let config = pki.path().join("pi-01.toml");
     std::fs::write(&config, "[device]\nid = \"pi-01\"\n").unwrap();
 

@@ -115,6 +115,102 @@ fn a_release_key_is_made_like_the_ca_key_and_refused_where_the_ca_key_is() {
 }
 
 #[test]
+fn the_release_keys_public_half_goes_with_each_device_and_its_private_half_never_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [&["ca"][..], &["device", "pi-01"]] {
+        let mut all = vec!["certs"];
+        all.extend_from_slice(args);
+        let (ok, said) = pinpost_in(d, &all);
+        assert!(ok, "{said}");
+    }
+    // Made after a device: copied into its folder.
+    let (ok, said) = pinpost_in(d, &["certs", "release-key"]);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("Copied release.pub into the device folders of pi-01"),
+        "{said}"
+    );
+    // A device made after it gets it too, and is told where it goes.
+    let (ok, said) = pinpost_in(d, &["certs", "device", "pi-02"]);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("release_key = \"/etc/pinpost/certs/release.pub\""),
+        "{said}"
+    );
+    let public = std::fs::read(d.join("certs/release.pub")).unwrap();
+    for id in ["pi-01", "pi-02"] {
+        let folder = format!("certs/devices/{id}");
+        assert_eq!(
+            std::fs::read(d.join(&folder).join("release.pub")).unwrap(),
+            public
+        );
+        let (ok, said) = pinpost_in(d, &["certs", "verify", &folder, "--device", id]);
+        assert!(
+            ok && said.contains("release.pub is the release key"),
+            "{said}"
+        );
+    }
+
+    // The private half under the public half's name: refused by verify
+    // (and so by install.sh), in words.
+    let folder = d.join("certs/devices/pi-01");
+    std::fs::copy(
+        d.join("certs/private/release.key"),
+        folder.join("release.pub"),
+    )
+    .unwrap();
+    let (ok, said) = pinpost_in(
+        d,
+        &[
+            "certs",
+            "verify",
+            "certs/devices/pi-01",
+            "--device",
+            "pi-01",
+        ],
+    );
+    assert!(
+        !ok && said.contains("it must hold only the release key's public half")
+            && said.contains("PRIVATE KEY"),
+        "{said}"
+    );
+
+    // On a Pi: `check` says which key releases must carry, and refuses a
+    // release_key that is not one.
+    let pi = d.join("pi");
+    std::fs::create_dir(&pi).unwrap();
+    for name in ["ca.crt", "pi-02.crt", "pi-02.key", "release.pub"] {
+        std::fs::copy(d.join("certs/devices/pi-02").join(name), pi.join(name)).unwrap();
+    }
+    let config = |key: &str| {
+        let head = ConfigHead::new(8883)
+            .id("pi-02")
+            .client_files("pi-02.crt", "pi-02.key");
+        std::fs::write(
+            pi.join("config.toml"),
+            format!("{head}[update]\nrelease_key = \"{key}\"\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            pi.join("config.toml"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        pinpost_in(d, &["check", "--offline", "--config", "pi/config.toml"])
+    };
+    let (ok, said) = config("release.pub");
+    assert!(ok, "{said}");
+    assert!(said.contains("is the release key"), "{said}");
+    std::fs::copy(d.join("certs/private/release.key"), pi.join("secret.pem")).unwrap();
+    let (ok, said) = config("secret.pem");
+    assert!(
+        !ok && said.contains("the release key's private half never goes to a device"),
+        "{said}"
+    );
+}
+
+#[test]
 fn a_signed_release_opens_only_with_its_key_and_for_its_own_package() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
