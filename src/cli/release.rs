@@ -51,6 +51,11 @@ pub(super) async fn run(what: &ReleaseCommand) -> Result<(), CliError> {
             };
             super::rollout::publish(manifest, package.as_deref(), targets, fleet, connection).await
         }
+        ReleaseCommand::Withdraw {
+            manifest,
+            fleet,
+            connection,
+        } => super::rollout::withdraw(manifest, fleet, connection).await,
         ReleaseCommand::Status { fleet, connection } => {
             super::rollout::status(fleet, connection).await
         }

@@ -103,7 +103,7 @@ pub(super) async fn publish(
 }
 
 /// The manifest opened with the release key, as the devices will.
-fn open(file: &Path, fleet: &FleetArgs) -> Result<(Manifest, Vec<u8>), CliError> {
+fn open_signed(file: &Path, fleet: &FleetArgs) -> Result<(Manifest, Vec<u8>), CliError> {
     let key_file = fleet
         .release_key
         .clone()
@@ -113,6 +113,13 @@ fn open(file: &Path, fleet: &FleetArgs) -> Result<(Manifest, Vec<u8>), CliError>
     let envelope = read_limited(file, manifest::MAX_MANIFEST, "a manifest")?;
     let manifest = manifest::open(&envelope, &key)
         .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
+    Ok((manifest, envelope))
+}
+
+/// As [`open_signed`], and refused once expired: every device would
+/// refuse it.
+fn open(file: &Path, fleet: &FleetArgs) -> Result<(Manifest, Vec<u8>), CliError> {
+    let (manifest, envelope) = open_signed(file, fleet)?;
     if manifest.expires <= crate::utc::now_unix() {
         return Err(CliError::Input(format!(
             "{}: the manifest expired at {}; every device would refuse it: sign the package \
@@ -242,14 +249,43 @@ pub(super) async fn status(fleet: &FleetArgs, connection: &ConnectionArgs) -> Re
         .clone()
         .unwrap_or_else(|| config.device.topic_prefix.clone());
     let filter = format!("{prefix}/+/update");
-    let mut link = connect(
-        &config,
+    let mut link = subscribed(&config, &filter).await?;
+    let mut seen: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for (topic, payload) in retained(&mut link, &filter).await? {
+        let id = topic
+            .strip_prefix(&format!("{prefix}/"))
+            .and_then(|t| t.strip_suffix("/update"))
+            .unwrap_or(&topic)
+            .to_string();
+        let report = serde_json::from_slice(&payload).unwrap_or_else(|_| {
+            serde_json::json!({"state": "unreadable", "reason": String::from_utf8_lossy(&payload)})
+        });
+        seen.insert(id, report);
+    }
+    link.disconnect().await?;
+    let known: Vec<String> = known_devices(&fleet.dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| *d != fleet.operator)
+        .collect();
+    print!("{}", table(&seen, &known));
+    Ok(())
+}
+
+async fn subscribed(config: &crate::config::Config, filter: &str) -> Result<Link, CliError> {
+    connect(
+        config,
         "release",
         Retry::Never,
-        vec![(filter.clone(), Qos::AtLeastOnce)],
+        vec![(filter.to_string(), Qos::AtLeastOnce)],
     )
-    .await?;
-    let mut seen: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    .await
+}
+
+/// The retained messages under `filter` (subscribed on `link`): those
+/// that arrive until [`QUIET`] passes without one after the SUBACK.
+async fn retained(link: &mut Link, filter: &str) -> Result<BTreeMap<String, Vec<u8>>, CliError> {
+    let mut seen = BTreeMap::new();
     let mut quiet_until: Option<Instant> = None;
     loop {
         let wait = async {
@@ -259,7 +295,7 @@ pub(super) async fn status(fleet: &FleetArgs, connection: &ConnectionArgs) -> Re
             }
         };
         tokio::select! {
-            () = wait => break,
+            () = wait => return Ok(seen),
             event = link.next_event() => match event {
                 Some(LinkEvent::Subscribed { refused }) if !refused.is_empty() => {
                     return Err(CliError::Input(format!(
@@ -272,15 +308,7 @@ pub(super) async fn status(fleet: &FleetArgs, connection: &ConnectionArgs) -> Re
                     if quiet_until.is_some() {
                         quiet_until = Some(Instant::now() + QUIET);
                     }
-                    let id = topic
-                        .strip_prefix(&format!("{prefix}/"))
-                        .and_then(|t| t.strip_suffix("/update"))
-                        .unwrap_or(&topic)
-                        .to_string();
-                    let report = serde_json::from_slice(&payload).unwrap_or_else(|_| {
-                        serde_json::json!({"state": "unreadable", "reason": String::from_utf8_lossy(&payload)})
-                    });
-                    seen.insert(id, report);
+                    seen.insert(topic, payload);
                 }
                 Some(LinkEvent::Down { failure, .. }) => {
                     return Err(CliError::Connect(Box::new(failure)));
@@ -290,13 +318,64 @@ pub(super) async fn status(fleet: &FleetArgs, connection: &ConnectionArgs) -> Re
             },
         }
     }
-    link.disconnect().await?;
-    let known: Vec<String> = known_devices(&fleet.dir)
-        .unwrap_or_default()
+}
+
+/// `release withdraw`: the manifest cleared from every device that holds
+/// it (each drops what it fetched), then the package's chunks cleared
+/// from the broker.
+pub(super) async fn withdraw(
+    manifest_file: &Path,
+    fleet: &FleetArgs,
+    connection: &ConnectionArgs,
+) -> Result<(), CliError> {
+    // An expired release is withdrawn all the same.
+    let (manifest, envelope) = open_signed(manifest_file, fleet)?;
+    let config = config_for(&as_operator(&fleet.dir, &fleet.operator, connection))?;
+    let prefix = fleet
+        .prefix
+        .clone()
+        .unwrap_or_else(|| config.device.topic_prefix.clone());
+    let filter = format!("{prefix}/+/release");
+    let mut link = subscribed(&config, &filter).await?;
+    let holders: Vec<String> = retained(&mut link, &filter)
+        .await?
         .into_iter()
-        .filter(|d| *d != fleet.operator)
+        .filter(|(_, payload)| *payload == envelope)
+        .map(|(topic, _)| topic)
         .collect();
-    print!("{}", table(&seen, &known));
+    let chunks = manifest.size.div_ceil(RELEASE_CHUNK as u64);
+    let mut sender = Sender::new(&mut link);
+    for topic in &holders {
+        sender.send(topic, Vec::new()).await?;
+    }
+    for n in 0..chunks {
+        sender
+            .send(&release_chunk(&prefix, &manifest.sha256, n), Vec::new())
+            .await?;
+    }
+    sender.drain().await?;
+    link.disconnect().await?;
+    let devices: Vec<&str> = holders
+        .iter()
+        .filter_map(|t| {
+            t.strip_prefix(&format!("{prefix}/"))?
+                .strip_suffix("/release")
+        })
+        .collect();
+    println!(
+        "Withdrew {} {}: {}; cleared its {chunks} chunks under {prefix}/release/{}/.",
+        manifest.package,
+        manifest.version,
+        if devices.is_empty() {
+            "no device held its manifest".to_string()
+        } else {
+            format!(
+                "cleared the manifest of {} (each drops what it fetched)",
+                devices.join(", ")
+            )
+        },
+        manifest.sha256
+    );
     Ok(())
 }
 

@@ -208,7 +208,7 @@ impl Fleet {
     fn release(&self, args: &[&str]) -> (bool, String) {
         let mut all = strings(&["release"]);
         all.extend(strings(args));
-        if matches!(args.first(), Some(&"publish" | &"status")) {
+        if matches!(args.first(), Some(&"publish" | &"status" | &"withdraw")) {
             all.extend(strings(&["--dir", &self.certs.display().to_string()]));
             all.extend(self.operator_on(self.broker.more_ports[0]));
         }
@@ -386,23 +386,31 @@ fn a_signed_release_reaches_the_two_devices_named_and_not_the_third() {
     assert!(line("pi-02").contains("verified"), "{status}");
     assert!(line("pi-03").contains("no update reported"), "{status}");
 
-    // The operator clears pi-02's manifest: the release is withdrawn and
-    // the package it had checked is gone.
-    let empty = fleet.dir.path().join("empty");
-    std::fs::write(&empty, "").unwrap();
-    fleet.publish_raw("pinpost/pi-02/release", &empty);
-    let withdrawn = report(&witness, "pi-02", "withdrawn");
-    assert_eq!(withdrawn["version"], version.as_str(), "{withdrawn}");
+    // Withdrawn: each device that holds the manifest drops what it
+    // fetched, and the broker keeps none of the chunks.
+    let (ok, said) = fleet.release(&["withdraw", &manifest.display().to_string()]);
+    assert!(ok, "{said}");
+    let chunks = bytes.len().div_ceil(CHUNK);
     assert!(
-        fleet.ready("pi-02").is_empty(),
-        "{:?}",
-        fleet.ready("pi-02")
+        said.contains("cleared the manifest of pi-01, pi-02")
+            && said.contains(&format!("cleared its {chunks} chunks")),
+        "{said}"
     );
-    assert_eq!(
-        fleet.ready("pi-01").len(),
-        2,
-        "pi-01 keeps its package and manifest"
-    );
+    println!("{said}");
+    let done = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    witness.wait_until("pi-01 and pi-02 withdrawn", WAIT, |line| {
+        if line.contains("\"state\":\"withdrawn\"") {
+            done.borrow_mut()
+                .insert(line.split(' ').next().unwrap_or("").to_string());
+        }
+        done.borrow().len() == 2
+    });
+    for id in ["pi-01", "pi-02"] {
+        assert!(fleet.ready(id).is_empty(), "{id}: {:?}", fleet.ready(id));
+    }
+    let chunks = Witness::start(&fleet.broker, "pinpost/release/#", &fleet.operator());
+    let left = chunks.messages(Duration::from_secs(2));
+    assert!(left.is_empty(), "no chunk stays retained: {left:?}");
 }
 
 #[test]

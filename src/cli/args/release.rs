@@ -18,7 +18,8 @@ pub(super) const RELEASE_HELP: &str = "A release is a .deb and its manifest (pac
     pinpost release verify target/debian/pinpost_0.2.0-1_arm64.deb.manifest\n  \
     pinpost release publish target/debian/pinpost_0.2.0-1_arm64.deb.manifest --devices pi-01,pi-02\n  \
     pinpost release publish target/debian/pinpost_0.2.0-1_arm64.deb.manifest --percent 10\n  \
-    pinpost release status";
+    pinpost release status\n  \
+    pinpost release withdraw target/debian/pinpost_0.2.0-1_arm64.deb.manifest";
 
 /// `pinpost release`.
 #[derive(Debug, Args)]
@@ -96,6 +97,17 @@ pub(crate) enum ReleaseCommand {
         /// same release each time: a staged rollout.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=100))]
         percent: Option<u8>,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        connection: Box<ConnectionArgs>,
+    },
+    /// Take a release back: its manifest cleared from every device that
+    /// holds it (each drops what it fetched), its chunks from the broker.
+    #[command(disable_help_flag = true)]
+    Withdraw {
+        /// The manifest `release sign` wrote.
+        manifest: PathBuf,
         #[command(flatten)]
         fleet: FleetArgs,
         #[command(flatten)]
