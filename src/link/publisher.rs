@@ -165,3 +165,21 @@ pub fn check_topic(topic: &str) -> Result<(), LinkError> {
         why,
     })
 }
+
+#[cfg(test)]
+impl Publisher {
+    /// A publisher on no connection, for unit tests of code that publishes
+    /// or subscribes: its requests queue in the returned event loop, which
+    /// the test keeps alive and never polls.
+    pub(crate) fn detached() -> (Publisher, rumqttc::EventLoop) {
+        let options = rumqttc::MqttOptions::new("test", "127.0.0.1", 1883);
+        let (client, eventloop) = AsyncClient::new(options, 256);
+        (
+            Publisher {
+                client,
+                max_packet_size: 256 * 1024,
+            },
+            eventloop,
+        )
+    }
+}

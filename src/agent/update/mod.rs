@@ -129,7 +129,7 @@ pub(super) struct Updater {
     /// Chunk messages that were not the one asked for, this run.
     stray: u64,
     /// The last refusal reported, so the same one is reported once.
-    last_refusal: Option<(&'static str, Option<String>, Option<String>)>,
+    last_refusal: Option<(Option<String>, String)>,
 }
 
 impl Updater {
@@ -192,6 +192,28 @@ impl Updater {
         self.report_why(state, version, percent, None);
     }
 
+    /// A release refused: said and reported, unless it is the refusal
+    /// said last. Compared without digits, so a flood of junk whose
+    /// parse errors differ only in a column number makes one report and
+    /// one log line, not one each.
+    fn refuse(&mut self, version: Option<&str>, why: String) {
+        let key = (
+            version.map(str::to_string),
+            why.chars()
+                .filter(|c| !c.is_ascii_digit())
+                .collect::<String>(),
+        );
+        if self.last_refusal.as_ref() == Some(&key) {
+            return;
+        }
+        self.last_refusal = Some(key);
+        match version {
+            Some(v) => tracing::warn!("update: refused {} {v}: {why}", installed::PACKAGE),
+            None => tracing::warn!("update: refused a release: {why}"),
+        }
+        self.report_why("refused", version, None, Some(why));
+    }
+
     fn report_why(
         &mut self,
         state: &'static str,
@@ -199,12 +221,9 @@ impl Updater {
         percent: Option<u8>,
         reason: Option<String>,
     ) {
-        // A flood of bad manifests makes one report, not one each.
-        let said = (state, version.map(str::to_string), reason.clone());
-        if state == "refused" && self.last_refusal.as_ref() == Some(&said) {
-            return;
+        if state != "refused" {
+            self.last_refusal = None;
         }
-        self.last_refusal = (state == "refused").then_some(said);
         self.reports.push(UpdateReport {
             state,
             installed: self.installed.clone(),
@@ -296,8 +315,7 @@ impl Updater {
         let manifest = match manifest::open(&envelope, &self.key) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!("update: refused a release: {e}");
-                self.report_why("refused", None, None, Some(e.to_string()));
+                self.refuse(None, e.to_string());
                 return;
             }
         };
@@ -326,17 +344,7 @@ impl Updater {
             newest_issued: self.files.newest().filter(|_| !resumed),
         };
         if let Err(e) = manifest.admit(&installed, Some(crate::utc::now_unix())) {
-            tracing::warn!(
-                "update: refused {} {}: {e}",
-                manifest.package,
-                manifest.version
-            );
-            self.report_why(
-                "refused",
-                Some(&manifest.version),
-                None,
-                Some(e.to_string()),
-            );
+            self.refuse(Some(&manifest.version), e.to_string());
             if resumed {
                 let _ = self.files.clear();
             }

@@ -1,5 +1,8 @@
 use super::files::Files;
 use super::*;
+use crate::link::Publisher;
+use crate::topics::Topics;
+use tokio::time::Instant;
 
 fn release(size: u64) -> Release {
     Release {
@@ -99,4 +102,166 @@ fn a_checked_package_replaces_the_one_ready_before() {
         .map(|e| e.file_name().into_string().unwrap())
         .collect();
     assert_eq!(ready.len(), 2, "{ready:?}");
+}
+
+/// A release key in `dir` (its release.pub) and a signer for it.
+fn key(dir: &std::path::Path) -> (std::path::PathBuf, crate::release::key::Signer) {
+    let (private, public) = crate::release::key::generate().unwrap();
+    let path = dir.join("release.pub");
+    std::fs::write(&path, public).unwrap();
+    (
+        path,
+        crate::release::key::Signer::from_pem(private.as_bytes()).unwrap(),
+    )
+}
+
+/// A signed manifest for `size` bytes of package `version`, for this
+/// build's architecture.
+fn signed(signer: &crate::release::key::Signer, version: &str, size: u64) -> Vec<u8> {
+    let now = crate::utc::now_unix();
+    Manifest {
+        format: 1,
+        package: "pinpost".into(),
+        version: version.into(),
+        architecture: installed::architecture().into(),
+        size,
+        sha256: "ab".repeat(32),
+        replaces: Vec::new(),
+        downgrade: false,
+        issued: now,
+        expires: now + 3600,
+    }
+    .sign(signer)
+    .unwrap()
+}
+
+fn updater(dir: &std::path::Path) -> (Updater, crate::release::key::Signer, rumqttc::EventLoop) {
+    let (path, signer) = key(dir);
+    let (publisher, eventloop) = Publisher::detached();
+    let updater = Updater::start(
+        &path,
+        &dir.join("state"),
+        Topics::new("pinpost", "pi-01"),
+        publisher,
+    )
+    .unwrap();
+    (updater, signer, eventloop)
+}
+
+fn states(updater: &mut Updater) -> Vec<(&'static str, Option<String>)> {
+    updater
+        .reports()
+        .into_iter()
+        .map(|r| (r.state, r.reason))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_manifest_waits_for_a_trusted_clock_and_is_then_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut updater, signer, _queue) = updater(dir.path());
+    updater.on_connected();
+    updater.on_manifest(&signed(&signer, "99.0", 100), true);
+    let said = states(&mut updater);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0].0, "waiting");
+    assert!(
+        said[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("clock is not set yet")
+    );
+    assert!(
+        matches!(updater.state, State::Idle),
+        "nothing fetched at 1970"
+    );
+    // The same retained manifest again at a reconnect: not news.
+    updater.on_manifest(&signed(&signer, "99.0", 100), true);
+    updater.tick(true, Instant::now());
+    let said = states(&mut updater);
+    assert_eq!(said[0].0, "fetching", "{said:?}");
+    let State::Fetching(fetch) = &updater.state else {
+        panic!("not fetching");
+    };
+    let asked = fetch.asked.as_ref().expect("chunk 0 asked for");
+    assert_eq!(
+        asked.topic,
+        format!("pinpost/release/{}/0", "ab".repeat(32))
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_junk_manifests_is_refused_once_and_each_new_reason_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut updater, signer, _queue) = updater(dir.path());
+    updater.tick(true, Instant::now());
+    for i in 0..500 {
+        updater.on_manifest(format!("{{\"junk\":{i}}}").as_bytes(), false);
+    }
+    let said = states(&mut updater);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("is not a signed manifest")
+    );
+    // Another key's manifest is another refusal, said.
+    let other = tempfile::tempdir().unwrap();
+    let (_, other_signer) = key(other.path());
+    updater.on_manifest(&signed(&other_signer, "99.0", 100), false);
+    // An older version than this build's: refused with its version.
+    updater.on_manifest(&signed(&signer, "0.0.1", 100), false);
+    let said = states(&mut updater);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(
+        said[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("this device trusts only")
+    );
+    assert!(said[1].1.as_deref().unwrap().contains("0.0.1 is older"));
+}
+
+#[tokio::test]
+async fn a_manifest_that_comes_while_a_chunk_is_written_waits_for_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut updater, signer, _queue) = updater(dir.path());
+    updater.on_connected();
+    updater.tick(true, Instant::now());
+    let chunk = RELEASE_CHUNK as u64;
+    updater.on_manifest(&signed(&signer, "99.0", 2 * chunk), false);
+    let topic = format!("pinpost/release/{}/0", "ab".repeat(32));
+    updater.on_chunk(&topic, vec![1; RELEASE_CHUNK]);
+    // A newer release arrives while chunk 0 is being written.
+    let newer = signed(&signer, "99.1", 10);
+    updater.on_manifest(&newer, false);
+    assert!(updater.deferred.is_some(), "it waits for the write");
+    let done = updater.done().await;
+    updater.on_done(done);
+    let State::Fetching(fetch) = &updater.state else {
+        panic!("not fetching");
+    };
+    assert_eq!(
+        fetch.release.manifest.version, "99.1",
+        "the newer one is fetched now"
+    );
+    assert_eq!(fetch.next, 0, "from its start");
+    assert_eq!(updater.files.manifest().unwrap().unwrap(), newer);
+    // A chunk of the wrong size fails the release, in words.
+    let topic = format!("pinpost/release/{}/0", "ab".repeat(32));
+    updater.on_chunk(&topic, vec![0; 11]);
+    let said = states(&mut updater);
+    let failed = said.iter().find(|(s, _)| *s == "failed").expect("failed");
+    assert!(
+        failed
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("chunk 0 of the package is 11 bytes where the manifest's package has 10"),
+        "{said:?}"
+    );
 }
