@@ -308,7 +308,8 @@ pub(crate) fn release_chunk(prefix: &str, sha256: &str, n: u64) -> String {
 /// How a device's update goes, on `update` (retained).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct UpdateReport {
-    /// `fetching`, `verified`, `refused`, `failed`, `waiting` or `withdrawn`.
+    /// `idle`, `fetching`, `verified`, `refused`, `failed`, `waiting` or
+    /// `withdrawn`.
     pub(crate) state: &'static str,
     /// The version this device runs.
     pub(crate) installed: String,

@@ -1,9 +1,9 @@
-//! Home Assistant's diagnostic entities for the device itself: the
-//! outbox's counters from `stats`, when its certificate ends, and the last
-//! command's result.
+//! Home Assistant's entities for the device itself: the outbox's counters
+//! from `stats`, when its certificate ends, the last command's result, and
+//! its software as an update entity (from `update`).
 //!
-//! It knows the `stats` and `result` payloads' field names, nothing of how
-//! they are produced.
+//! It knows the `stats`, `result` and `update` payloads' field names,
+//! nothing of how they are produced.
 
 use serde_json::{Map, json};
 
@@ -81,4 +81,31 @@ pub(super) fn diagnostics(topics: &Topics, has_cert: bool) -> Vec<Spec> {
         specs.push(spec(Component::Sensor, "stats", "cert_ends", ends));
     }
     specs
+}
+
+/// The device's software as HA's update entity, read from `update`: the
+/// installed version, the release being fetched or checked as the latest,
+/// its progress, and what happened in words. No install command yet: a
+/// checked release waits on the device for the installing helper.
+pub(super) fn firmware(topics: &Topics) -> Spec {
+    // HA reads a JSON object of these keys; 2025's checks them, so the
+    // template makes exactly those from pinpost's report.
+    let template = format!(
+        "{{% set s = value_json.state %}}\
+         {{% set busy = s in ['fetching', 'verified', 'waiting'] and value_json.version %}}\
+         {{{{ {{'installed_version': value_json.installed, \
+         'latest_version': (value_json.version if busy else value_json.installed), \
+         'in_progress': s == 'fetching', \
+         'update_percentage': (value_json.percent if s == 'fetching' else none), \
+         'release_summary': (s ~ (': ' ~ value_json.reason if value_json.reason else ''))[:{STATE_MAX_CHARS}]}} \
+         | tojson }}}}"
+    );
+    let mut c = Map::new();
+    c.insert("name".into(), json!("Firmware"));
+    c.insert("state_topic".into(), json!(topics.update()));
+    c.insert("value_template".into(), json!(template));
+    c.insert("device_class".into(), json!("firmware"));
+    c.insert("title".into(), json!("pinpost"));
+    c.insert("qos".into(), json!(1));
+    spec(Component::Update, "update", "firmware", c)
 }

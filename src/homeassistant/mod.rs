@@ -184,6 +184,9 @@ fn entities(config: &Config, notes: &mut Vec<String>) -> Vec<Spec> {
             .is_some_and(|t| t.cert_file.is_some());
         specs.extend(diagnostics::diagnostics(&topics, has_cert));
     }
+    if config.update.release_key.is_some() {
+        specs.push(diagnostics::firmware(&topics));
+    }
     unique(&node, specs)
 }
 

@@ -104,6 +104,7 @@ const ENTITIES: &[(&str, Option<&str>, Option<&str>)] = &[
     ("sensor.pi_01_reconnects", None, None),
     ("sensor.pi_01_certificate_ends", Some("timestamp"), None),
     ("sensor.pi_01_last_command_result", None, None),
+    ("update.pi_01_firmware", Some("firmware"), None),
 ];
 
 fn scenario(version: &str, form: &str) {
@@ -321,8 +322,25 @@ fn scenario(version: &str, form: &str) {
     } else {
         assert_eq!(retained, ["homeassistant/device/pi-01/config"]);
     }
+    // The device's software: what runs, then a signed release published
+    // for it, fetched and checked, as the latest.
+    let firmware = ha.wait_state("update.pi_01_firmware", "what runs", |s| {
+        s["attributes"]["installed_version"] == env!("CARGO_PKG_VERSION")
+    });
+    assert_eq!(firmware["state"], "off", "up to date: {firmware}");
+    rig.publish_release("99.0");
+    let firmware = ha.wait_state("update.pi_01_firmware", "99.0 checked, the latest", |s| {
+        s["state"] == "on"
+            && s["attributes"]["latest_version"] == "99.0"
+            && s["attributes"]["release_summary"] == "verified"
+    });
+    assert_ne!(firmware["attributes"]["in_progress"], true, "{firmware}");
+    assert_eq!(
+        firmware["attributes"]["installed_version"],
+        env!("CARGO_PKG_VERSION")
+    );
     eprintln!(
-        "[{version}] removal checked; whole scenario {:?}",
+        "[{version}] removal and update entity checked; whole scenario {:?}",
         started.elapsed()
     );
     agent.stop();
@@ -411,6 +429,9 @@ unit = "°C"
 start = 20.0
 step = 0.5
 
+[update]
+release_key = "{release_key}"
+
 [homeassistant]
 enabled = true
 form = "{form}"
@@ -420,10 +441,77 @@ model = "Raspberry Pi 4"
 "#,
                 head = ConfigHead::new(self.broker.more_ports[0]),
                 state = state.display(),
+                release_key = self.release_dir().join("release.pub").display(),
             ),
         )
         .unwrap();
         Agent::start(&path)
+    }
+
+    /// The laptop's folder with the release key (made once).
+    fn release_dir(&self) -> PathBuf {
+        let dir = self.pki.path().join("release");
+        if !dir.join("release.pub").exists() {
+            let out = pinpost(
+                &strings(&["certs", "--dir", &dir.display().to_string(), "release-key"]),
+                WAIT,
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        dir
+    }
+
+    /// A small package of `version` for this machine, signed and published
+    /// for pi-01 on the plain listener.
+    fn publish_release(&self, version: &str) {
+        let dir = self.release_dir();
+        let root = dir.join(format!("root-{version}"));
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            format!(
+                "Package: pinpost\nVersion: {version}\nArchitecture: amd64\nMaintainer: t <t@t>\n\
+                 Description: test\n"
+            ),
+        )
+        .unwrap();
+        let deb = dir.join(format!("pinpost_{version}_amd64.deb"));
+        let status = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-b"])
+            .arg(&root)
+            .arg(&deb)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let d = dir.display().to_string();
+        let manifest = format!("{}.manifest", deb.display());
+        for args in [
+            vec!["release", "sign", &deb.to_str().unwrap(), "--key"],
+            vec![
+                "release",
+                "publish",
+                &manifest,
+                "--devices",
+                "pi-01",
+                "--dir",
+                &d,
+            ],
+        ] {
+            let mut all = strings(&args);
+            if all[1] == "sign" {
+                all.push(dir.join("private/release.key").display().to_string());
+            } else {
+                all.extend(strings(&[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.broker.port.to_string(),
+                ]));
+            }
+            let out = pinpost(&all, WAIT);
+            assert!(out.status.success(), "{all:?}: {}", stderr(&out));
+        }
     }
 
     /// The discovery configs retained on the broker, sorted.

@@ -170,8 +170,13 @@ impl Updater {
             // Judged again once the clock is trusted (its expiry, the
             // installed version, the key may all have changed).
             Ok(Some(saved)) => updater.deferred = Some(saved),
-            Ok(None) => {}
-            Err(e) => tracing::warn!("update: {}; starting over", io_words(&e)),
+            // Nothing under way: what runs, for the fleet's status and
+            // Home Assistant.
+            Ok(None) => updater.report("idle", None, None),
+            Err(e) => {
+                tracing::warn!("update: {}; starting over", io_words(&e));
+                updater.report("idle", None, None);
+            }
         }
         tracing::info!(
             "updates: releases signed by the key {} are fetched (this device runs {} {} for {})",

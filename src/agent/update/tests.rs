@@ -138,13 +138,17 @@ fn signed(signer: &crate::release::key::Signer, version: &str, size: u64) -> Vec
 fn updater(dir: &std::path::Path) -> (Updater, crate::release::key::Signer, rumqttc::EventLoop) {
     let (path, signer) = key(dir);
     let (publisher, eventloop) = Publisher::detached();
-    let updater = Updater::start(
+    let mut updater = Updater::start(
         &path,
         &dir.join("state"),
         Topics::new("pinpost", "pi-01"),
         publisher,
     )
     .unwrap();
+    let started = updater.reports();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].state, "idle", "what runs is said at start");
+    assert_eq!(started[0].installed, env!("CARGO_PKG_VERSION"));
     (updater, signer, eventloop)
 }
 

@@ -68,10 +68,13 @@ pub enum Component {
     BinarySensor,
     /// A value with a unit (sensors and diagnostics).
     Sensor,
+    /// The device's software: installed and latest version, progress
+    /// (signed releases, with `[update] release_key`). Never a pin's.
+    Update,
 }
 
 impl Component {
-    const ALL: [Component; 7] = [
+    const ALL: [Component; 8] = [
         Component::Switch,
         Component::Light,
         Component::Fan,
@@ -79,6 +82,7 @@ impl Component {
         Component::Button,
         Component::BinarySensor,
         Component::Sensor,
+        Component::Update,
     ];
 
     /// The component HA calls `name`, if any.
@@ -96,6 +100,7 @@ impl Component {
             Component::Button => "button",
             Component::BinarySensor => "binary_sensor",
             Component::Sensor => "sensor",
+            Component::Update => "update",
         }
     }
 }

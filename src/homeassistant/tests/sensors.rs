@@ -167,3 +167,30 @@ fn the_certificates_end_is_a_timestamp_when_the_device_logs_in_with_one() {
     assert_eq!(ends["state_topic"], "pinpost/pi-01/stats");
     assert_eq!(ends["entity_category"], "diagnostic");
 }
+
+#[test]
+fn with_a_release_key_the_device_has_an_update_entity_read_from_its_update_topic() {
+    let plan = super::plan(&enabled(""), &Announced::default());
+    assert!(plan.messages.iter().all(|m| !m.topic.contains("/update/")));
+    let plan = super::plan(
+        &enabled("\n[update]\nrelease_key = \"/etc/pinpost/certs/release.pub\"\n"),
+        &Announced::default(),
+    );
+    let firmware = entity(&plan, "homeassistant/update/pi-01/update_firmware/config");
+    assert_eq!(firmware["state_topic"], "pinpost/pi-01/update");
+    assert_eq!(firmware["device_class"], "firmware");
+    assert!(
+        firmware.get("command_topic").is_none(),
+        "no Install button until a helper installs: {firmware}"
+    );
+    let template = firmware["value_template"].as_str().unwrap();
+    for key in [
+        "'installed_version': value_json.installed",
+        "'latest_version'",
+        "'in_progress': s == 'fetching'",
+        "'update_percentage'",
+        "| tojson",
+    ] {
+        assert!(template.contains(key), "{key} in {template}");
+    }
+}
