@@ -5,7 +5,9 @@
 #   main     install the .deb, enroll (the key made here, the request
 #            signed by the host), start pinpost against the guest's
 #            Mosquitto, hardening, watchdog, journal, the certificate
-#            renewed over MQTT; then spool and wait for the cut
+#            renewed over MQTT, a signed release fetched over MQTT (one
+#            for armhf refused, a newer one kept in update/ready/, in the
+#            same process); then spool and wait for the cut
 #   recover  what pinpost found after the cut, the spool drained to a
 #            subscriber (every reading printed); then spool and wait again
 #   last     as recover, then upgrade over the running agent, and purge
@@ -16,7 +18,8 @@
 # Lines for the host: "VMTEST PASS|FAIL <check>: <detail>", "VMTEST INFO
 # ...", "VMTEST CSR <base64> END" (the request for the host to sign),
 # "VMTEST RENEWER" and "VMTEST RENEWED" (the host starts certs renew
-# --watch, and stops it), "VMTEST RX
+# --watch, and stops it), "VMTEST RELEASE" (the host publishes the
+# releases), "VMTEST RX
 # <payload>" (drained readings), "VMTEST SPOOLING <ms>"
 # then "VMTEST TICK <ms>" every 50 ms (guest clock, Unix ms) until the host
 # kills the VM; in the clock phase "VMTEST CLOCKMARKS <start> <set>
@@ -152,8 +155,9 @@ fetch() { # TOPIC SECONDS
 
 # Enrollment as on a Pi: pinpost enroll makes the key (never leaving this
 # disk) and a request; only the request goes to the host, on the serial
-# line, and the host signs it with the CA it keeps and publishes ca.crt and
-# pi-01.crt retained on the guest's broker, where root fetches them.
+# line, and the host signs it with the CA it keeps and publishes ca.crt,
+# pi-01.crt and release.pub (the fleet's release key, which certs sign put
+# in pi-01's folder) retained on the guest's broker, where root fetches them.
 enroll() {
   net_up
   systemctl start mosquitto
@@ -165,12 +169,16 @@ enroll() {
   echo "VMTEST CSR $(base64 -w 0 <$csr) END"
   fetch "$ENROLL_TOPIC/ca.crt" 180 >/run/ca.crt
   fetch "$ENROLL_TOPIC/pi-01.crt" 30 >/run/pi-01.crt
+  fetch "$ENROLL_TOPIC/release.pub" 30 >/run/release.pub
   t1=$(now_ms)
-  if grep -q 'BEGIN CERTIFICATE' /run/ca.crt && grep -q 'BEGIN CERTIFICATE' /run/pi-01.crt; then
+  if grep -q 'BEGIN CERTIFICATE' /run/ca.crt && grep -q 'BEGIN CERTIFICATE' /run/pi-01.crt &&
+    grep -q 'BEGIN PUBLIC KEY' /run/release.pub; then
     install -m 0644 /run/ca.crt /run/pi-01.crt /etc/pinpost/certs/
-    pass enroll "request ($(wc -c <$csr) bytes) out on the serial line, ca.crt and pi-01.crt back from the host's signing in $((t1 - t0)) ms: $(ls /etc/pinpost/certs | tr '\n' ' ')"
+    # As install.sh does: the public key, readable by the agent's group.
+    install -m 0644 -g pinpost /run/release.pub /etc/pinpost/certs/
+    pass enroll "request ($(wc -c <$csr) bytes) out on the serial line, ca.crt, pi-01.crt and release.pub back from the host's signing in $((t1 - t0)) ms: $(ls /etc/pinpost/certs | tr '\n' ' ')"
   else
-    fail enroll "no certificates from the host $((t1 - t0)) ms after the request: $(head -c 200 /run/pi-01.crt | tr '\n' ' ')"
+    fail enroll "no certificates and release key from the host $((t1 - t0)) ms after the request: $(head -c 200 /run/pi-01.crt | tr '\n' ' '); release.pub: $(head -c 60 /run/release.pub | tr '\n' ' ')"
   fi
 }
 
@@ -365,6 +373,66 @@ renewal() {
   info "renewal: status messages: $(grep "^$PREFIX/status " /run/renew | cut -d' ' -f2 | tr '\n' ' '); switched $((${switched:-0} * 1000 - t0)) ms after the mark"
 }
 
+# A signed release over MQTT, in the agent's one process under its unit
+# (the clock trusted since the renewal made the time source's mark): the
+# host publishes a release labelled armhf, to be refused, then 0.1.0-2, a
+# newer version of this arm64 package (the installed one is 0.1.0-1, per
+# dpkg); the agent fetches it one chunk at a time into update/package.part,
+# checks its size and SHA-256 against the signed manifest and keeps it in
+# update/ready/. Then withdrawn, as an operator would, so the later boots
+# (whose broker keeps retained messages) have no release to fetch.
+GOOD=0.1.0-2
+update() {
+  pid=$(prop MainPID) restarts=$(prop NRestarts)
+  dir=/var/lib/pinpost/outbox/update
+  deb=$dir/ready/pinpost_${GOOD}_arm64.deb
+  sub_start /run/update "$PREFIX/update"
+  echo "VMTEST RELEASE"
+  t0=$(now_ms)
+  reports() { grep "^$PREFIX/update " /run/update | cut -d' ' -f2-; }
+  report() { reports | grep "\"state\":\"$1\"" | grep -m 1 "\"version\":\"$2\""; }
+  ts_of() { sed -n 's/.*"ts":"\([^"]*\)".*/\1/p'; }
+  wait_for 180 sh -c "grep '\"state\":\"refused\"' /run/update | grep -q '\"version\":\"0.1.0-3\"'"
+  line=$(report refused 0.1.0-3)
+  check update-refused "${line:-no refusal of 0.1.0-3 on $PREFIX/update after 180 s}" \
+    has "$line" '"reason":"[^"]*built for armhf, and this device is arm64'
+  if wait_for 300 sh -c "grep '\"state\":\"verified\"' /run/update | grep -q '\"version\":\"$GOOD\"'"; then
+    t1=$(now_ms)
+    first=$(report fetching "$GOOD" | ts_of)
+    last=$(report verified "$GOOD" | ts_of)
+    took=$(($(date -d "${last:-@0}" +%s%3N) - $(date -d "${first:-@0}" +%s%3N)))
+    percents=$(reports | grep "\"version\":\"$GOOD\"" | sed -n 's/.*"state":"\([a-z]*\)".*"percent":\([0-9]*\).*/\1 \2/p' | tr '\n' ',')
+    pass update-verified "$GOOD verified $((t1 - t0)) ms after the host was asked to publish; by the agent's reports $took ms from fetching to verified ($(stat -c %s "$deb" 2>&1) bytes; reports: ${percents%,})"
+  else
+    fail update-verified "no verified $GOOD after 300 s; reports: $(reports | tail -n 4 | tr '\n' '|')"
+  fi
+  info "update: pinpost said: $(journalctl -b -o cat --no-pager "_PID=$pid" | grep 'update' | tail -n 6 | tr '\n' '|')"
+  # The package kept: its SHA-256 the signed manifest's (the manifest's
+  # body is JSON inside the signed JSON envelope), the agent's, a package
+  # dpkg reads as $GOOD, and no part left.
+  sha=$(grep -o -E 'sha256[^0-9a-f]*[0-9a-f]{64}' "$deb.manifest" 2>/dev/null | grep -o -E '[0-9a-f]{64}' | head -n 1)
+  got=$(sha256sum "$deb" 2>/dev/null | cut -d' ' -f1)
+  owner=$(stat -c '%a %U:%G' "$deb" 2>&1)
+  version=$(dpkg-deb -f "$deb" Version 2>&1)
+  left=$(ls -A "$dir" 2>&1 | tr '\n' ' ')
+  ready=$(ls -A "$dir/ready" 2>&1 | tr '\n' ' ')
+  check update-file "$deb: $owner, sha256 ${got:-none}, the manifest's ${sha:-none}, dpkg-deb says Version ${version:-none}; update/ holds $left; ready/ holds $ready" \
+    sh -c "[ -n '$sha' ] && [ '$got' = '$sha' ] && [ '${owner#* }' = pinpost:pinpost ] && [ '$version' = '$GOOD' ] && [ ! -e '$dir/package.part' ]"
+  check update-same-process "MainPID $pid -> $(prop MainPID), NRestarts $restarts -> $(prop NRestarts), $(prop ActiveState)" \
+    sh -c "[ \"\$(systemctl show -p MainPID --value pinpost)\" = $pid ] && [ \"\$(systemctl show -p NRestarts --value pinpost)\" = $restarts ]"
+  hwm=$(awk '/^VmHWM:/ { print $2, $3 }' "/proc/$pid/status" 2>/dev/null)
+  rss=$(awk '/^VmRSS:/ { print $2, $3 }' "/proc/$pid/status" 2>/dev/null)
+  check update-memory "pid $pid after the fetch: VmHWM ${hwm:-unknown} (peak resident since its start), VmRSS ${rss:-unknown}" test -n "$hwm"
+  # Withdrawn: the manifest cleared (retained, empty), as an operator would.
+  # shellcheck disable=SC2086 # OPKEYS is a list of words
+  mosquitto_pub $OPKEYS -p 8884 -q 1 -r -n -t "$PREFIX/release"
+  wait_for 30 grep -q '"state":"withdrawn"' /run/update
+  line=$(report withdrawn "$GOOD")
+  check update-withdrawn "${line:-no withdrawn report}; ready/ then holds: $(ls -A "$dir/ready" 2>&1 | tr '\n' ' ')" \
+    sh -c "[ -n '$line' ] && [ ! -e '$deb' ]"
+  sub_stop
+}
+
 # What this boot's pinpost (started by systemd at boot, broker down) said,
 # then the spool drained to a subscriber.
 recover() {
@@ -435,6 +503,7 @@ clock_boot() {
   # certificate has ended: the host signed the kept request again (the
   # same key, which the purge kept) for this boot.
   install -m 0644 "$T/certs/pi-01/ca.crt" "$T/certs/pi-01/pi-01.crt" /etc/pinpost/certs/
+  install -m 0644 -g pinpost "$T/certs/pi-01/release.pub" /etc/pinpost/certs/
   info "certificates: $(ls -l /etc/pinpost/certs | tail -n +2 | awk '{ printf "%s %s %s; ", $1, $3, $NF }')"
   # Mosquitto's log also says when a client subscribes (Unix seconds): when
   # the agent could first get a command.
@@ -575,6 +644,7 @@ main)
   enroll
   main_checks
   renewal
+  update
   spool_until_cut
   ;;
 recover)

@@ -20,7 +20,11 @@
 # forwarded loopback port (qemu user-mode network with restrict=on: the
 # guest can reach nothing, this host only that port); then the agent renews
 # that short certificate over MQTT, answered by `certs renew --watch` here
-# (scripts/vm-certs.sh). The other boots have no network (-nic none).
+# (scripts/vm-certs.sh), and fetches a signed release over MQTT: this host
+# `release publish`es a repacked copy of the .deb labelled armhf (refused)
+# and one with a newer version (fetched chunk by chunk, checked, kept in
+# update/ready/, in the same process). The other boots have no network
+# (-nic none).
 # Checks run inside the guest from a second disk (target/vm/run/test.img)
 # by vmtest.service, print to the serial console and power off. Five boots
 # of one disk: main (install and most checks), two cut while spooling and
@@ -277,7 +281,8 @@ GUEST_CHECKS=(install user unit-enabled config-installed enroll-key enroll broke
   probe-shadow private-tmp probe-write-/etc/pinpost probe-write-/etc probe-write-/usr/local
   probe-write-/var/log probe-write-/root probe-write-/home probe-write-/var/lib exposure
   directory-warning-control no-directory-warning unit-clean journal-native watchdog
-  renew-switched renew-same-process renew-cert-ends renew-key renew-readings)
+  renew-switched renew-same-process renew-cert-ends renew-key renew-readings
+  update-refused update-verified update-file update-same-process update-memory update-withdrawn)
 RECOVER_CHECKS=(ready-without-broker spool-recovered drained)
 LAST_CHECKS=(upgrade-install upgrade-restarts upgrade-keeps-config purge-removes-config
   purge-keeps-certs purge-stops)
@@ -352,7 +357,7 @@ boot() {
     if ((SECONDS >= end)); then
       kill -9 "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
-      if [ "$phase" = main ]; then renewer_stop "$name"; fi
+      if [ "$phase" = main ]; then renewer_stop "$name"; releases_stop "$name"; fi
       result FAIL "$name/boot" "no end after ${BOOT_TIMEOUT}s: killed (see $serial)"
       return 1
     fi
@@ -368,7 +373,7 @@ boot() {
     sleep 0.2
   done
   wait "$pid" 2>/dev/null || true
-  if [ "$phase" = main ]; then renewer_stop "$name"; fi
+  if [ "$phase" = main ]; then renewer_stop "$name"; releases_stop "$name"; fi
   BOOT_SECONDS=$((SECONDS - started))
   up=$(tr -d '\r' <"$serial" | sed -n 's/^VMTEST INFO kernel .* up \([0-9.]*\) s$/\1/p' | head -n 1)
   say "$name: ${BOOT_SECONDS}s from power on to off (tests started ${up:-?} s after the kernel)"
@@ -557,7 +562,9 @@ make_test_disk() {
   echo "$newer" >"$disk/debs/second"
   rm -rf "$RUN/newer"
   make_certs "$disk"
+  make_releases "$deb"
   if find "$disk" -name 'ca.key' | grep -q .; then die "the CA key must not reach the guest"; fi
+  if find "$disk" -name 'release.key' | grep -q .; then die "the release key must not reach the guest"; fi
   cat >"$disk/config.toml" <<'TOML'
 # pinpost in the VM test: the guest's own Mosquitto, the sim board, and a
 # sim sensor read every 10 ms (100 readings/s) for the power cuts.
@@ -593,6 +600,10 @@ start = 0.0
 step = 0.1
 [outbox]
 stats_interval = "10s"
+# Signed releases over MQTT: the fleet's release.pub, which came with
+# pi-01's certificates.
+[update]
+release_key = "/etc/pinpost/certs/release.pub"
 TOML
   rm -f "$RUN/test.img"
   mkfs.ext4 -q -L vmtest -d "$disk" "$RUN/test.img" 64M >/dev/null || die "cannot make the test disk"
