@@ -32,6 +32,7 @@ pub(crate) mod clock;
 pub mod config;
 pub mod control;
 pub(crate) mod demo;
+pub(crate) mod digest;
 pub(crate) mod header;
 pub(crate) mod hex;
 pub(crate) mod homeassistant;

@@ -1,7 +1,8 @@
 //! A small file replaced whole: written to a fresh temporary file (mode
 //! 0600 from its creation, whatever was there), optionally synced, then
 //! renamed over the old one, so a crash leaves the old file or the new one,
-//! never half. A leaf: it imports nothing of ours.
+//! never half; and read back whole, if it is there and small. A leaf: it
+//! imports nothing of ours.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -24,4 +25,22 @@ pub(crate) fn replace(path: &Path, tmp: &Path, bytes: &[u8], durable: bool) -> i
     }
     fs::rename(tmp, path)?;
     Ok(out)
+}
+
+/// `path`'s bytes, `None` when it is not there; refused unread when it is
+/// larger than `limit` (`what` says what it should hold, for the words).
+pub(crate) fn read_small(path: &Path, limit: u64, what: &str) -> io::Result<Option<Vec<u8>>> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if meta.len() > limit {
+        return Err(io::Error::other(format!(
+            "{} is {} bytes, far larger than {what}",
+            path.display(),
+            meta.len()
+        )));
+    }
+    fs::read(path).map(Some)
 }

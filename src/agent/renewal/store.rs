@@ -44,20 +44,7 @@ impl Store {
 
     /// A file's text, if it is there and of a sane size.
     pub(super) fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
-        let path = self.path(name);
-        let meta = match fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if meta.len() > MAX_FILE {
-            return Err(io::Error::other(format!(
-                "{} is {} bytes, far larger than a certificate and key",
-                path.display(),
-                meta.len()
-            )));
-        }
-        fs::read(&path).map(Some)
+        crate::whole_file::read_small(&self.path(name), MAX_FILE, "a certificate and key")
     }
 
     /// Writes `name` durably (see the module's words).

@@ -18,7 +18,7 @@
 //! 20 MiB hash takes a second on a Pi Zero.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::topics::RELEASE_CHUNK;
@@ -59,15 +59,16 @@ impl Files {
 
     /// The manifest being fetched, if one was admitted.
     pub(super) fn manifest(&self) -> io::Result<Option<Vec<u8>>> {
-        read_small(
+        crate::whole_file::read_small(
             &self.path(MANIFEST),
             crate::release::manifest::MAX_MANIFEST as u64,
+            "a manifest",
         )
     }
 
     /// When the newest admitted manifest was signed.
     pub(super) fn newest(&self) -> Option<i64> {
-        read_small(&self.path(NEWEST), 64)
+        crate::whole_file::read_small(&self.path(NEWEST), 64, "a date")
             .ok()
             .flatten()
             .and_then(|b| String::from_utf8(b).ok())
@@ -145,20 +146,9 @@ impl Files {
     pub(super) fn digest_job(&self) -> impl FnOnce() -> io::Result<(u64, Vec<u8>)> + Send + use<> {
         let path = self.path(PART);
         move || {
-            let mut file = File::open(&path)?;
+            let file = File::open(&path)?;
             file.sync_all()?;
-            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-            let mut buffer = vec![0u8; 64 * 1024];
-            let mut size = 0u64;
-            loop {
-                let n = file.read(&mut buffer)?;
-                if n == 0 {
-                    break;
-                }
-                size += n as u64;
-                context.update(&buffer[..n]);
-            }
-            Ok((size, context.finish().as_ref().to_vec()))
+            crate::digest::sha256(file)
         }
     }
 
@@ -217,20 +207,4 @@ fn remove(path: &Path) -> io::Result<()> {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if meta.len() > limit {
-        return Err(io::Error::other(format!(
-            "{} is {} bytes, more than the {limit} it can be",
-            path.display(),
-            meta.len()
-        )));
-    }
-    fs::read(path).map(Some)
 }
