@@ -4,7 +4,7 @@
 //! leaves the old file or the new one. It knows paths and words, not what
 //! each command makes.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -218,49 +218,6 @@ pub(super) fn io(path: &Path, e: std::io::Error) -> CliError {
         path.display(),
         crate::words::io_words(&e)
     ))
-}
-
-/// A file's bytes, refused unread when it is larger than `limit`.
-pub(super) fn read_limited(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, CliError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| {
-            CliError::Input(format!(
-                "cannot read {}: {}",
-                path.display(),
-                crate::words::io_words(&e)
-            ))
-        })?
-        .len();
-    if size > limit as u64 {
-        return Err(CliError::Input(format!(
-            "{} is {size} bytes, far larger than {what}",
-            path.display()
-        )));
-    }
-    std::fs::read(path).map_err(|e| io(path, e))
-}
-
-/// The package's size and SHA-256, read through once.
-pub(super) fn digest(path: &Path) -> Result<(u64, Vec<u8>), CliError> {
-    let mut file = std::fs::File::open(path).map_err(|e| {
-        CliError::Input(format!(
-            "cannot read {}: {}",
-            path.display(),
-            crate::words::io_words(&e)
-        ))
-    })?;
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer).map_err(|e| io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        context.update(&buffer[..n]);
-    }
-    Ok((size, context.finish().as_ref().to_vec()))
 }
 
 /// Copies the release key's public half (`release.pub`, when the fleet

@@ -17,6 +17,7 @@ mod rollout;
 mod rotate;
 mod run;
 mod sensors;
+mod signed;
 mod subscribe;
 mod values;
 

@@ -8,10 +8,11 @@ use std::process::Command;
 use super::CliError;
 use super::args::ReleaseCommand;
 use super::fleet::{
-    device_dir, digest, known_devices, make_private_dir, private_dir, read_limited,
-    refuse_existing, share_release_key, write_file,
+    device_dir, known_devices, make_private_dir, private_dir, refuse_existing, share_release_key,
+    write_file,
 };
 use super::rollout::Targets;
+use super::signed::{KEY_LIMIT, check_package, digest, open, public_key, read_limited};
 use crate::release::key::{self, Public, Signer};
 use crate::release::manifest::{self, Manifest};
 
@@ -147,7 +148,7 @@ fn sign(
     expires: std::time::Duration,
     out: Option<&Path>,
 ) -> Result<(), CliError> {
-    let signer = Signer::from_pem(&read_limited(key_file, 64 * 1024, "a key")?)
+    let signer = Signer::from_pem(&read_limited(key_file, KEY_LIMIT, "a key")?)
         .map_err(|e| CliError::Input(format!("{}: {e}", key_file.display())))?;
     let (name, version, architecture) = control(package)?;
     let (size, sha256) = digest(package)?;
@@ -199,24 +200,9 @@ fn verify(
     key_file: &Path,
     device: Option<(&str, Option<&str>)>,
 ) -> Result<(), CliError> {
-    let public = Public::from_pem(&read_limited(key_file, 64 * 1024, "a key")?)
-        .map_err(|e| CliError::Input(format!("{}: {e}", key_file.display())))?;
-    let bytes = read_limited(manifest_file, manifest::MAX_MANIFEST, "a manifest")?;
-    let refused = |e: crate::release::ReleaseError| {
-        CliError::Input(format!("{}: {e}", manifest_file.display()))
-    };
-    let manifest = manifest::open(&bytes, &public).map_err(refused)?;
-    let package = package.map_or_else(
-        || {
-            let text = manifest_file.to_string_lossy();
-            PathBuf::from(text.strip_suffix(".manifest").unwrap_or(&text))
-        },
-        Path::to_path_buf,
-    );
-    let (size, sha256) = digest(&package)?;
-    manifest
-        .describes(size, &sha256)
-        .map_err(|e| CliError::Input(format!("{}: {e}", package.display())))?;
+    let public = public_key(key_file)?;
+    let (manifest, _) = open(manifest_file, &public)?;
+    check_package(&manifest, manifest_file, package)?;
     if let Some((version, architecture)) = device {
         let installed = manifest::Installed {
             package: &manifest.package,

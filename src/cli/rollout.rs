@@ -11,18 +11,18 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::args::ConnectionArgs;
 use super::args::release::FleetArgs;
-use super::fleet::{as_operator, check_id, digest, io, known_devices, read_limited};
+use super::fleet::{as_operator, check_id, io, known_devices};
+use super::signed;
 use super::{CliError, config_for, connect};
 use crate::link::{Link, LinkEvent, Qos, Retry, WINDOW};
-use crate::release::key::Public;
-use crate::release::manifest::{self, Manifest};
+use crate::release::manifest::Manifest;
 use crate::topics::{RELEASE_CHUNK, Topics, release_chunk};
 
 /// How long a publish may wait for the broker's acknowledgement.
@@ -45,25 +45,12 @@ pub(super) async fn publish(
     connection: &ConnectionArgs,
 ) -> Result<(), CliError> {
     let (manifest, envelope) = open(manifest_file, fleet)?;
-    let package = package.map_or_else(
-        || {
-            let text = manifest_file.to_string_lossy();
-            PathBuf::from(text.strip_suffix(".manifest").unwrap_or(&text))
-        },
-        Path::to_path_buf,
-    );
     // The package is checked before anything goes: a device would refuse
     // a mismatch only after fetching all of it.
-    let (size, sha256) = digest(&package)?;
-    manifest
-        .describes(size, &sha256)
-        .map_err(|e| CliError::Input(format!("{}: {e}", package.display())))?;
+    let package = signed::check_package(&manifest, manifest_file, package)?;
+    let size = manifest.size;
     let devices = choose(&targets, fleet, &manifest)?;
-    let config = config_for(&as_operator(&fleet.dir, &fleet.operator, connection))?;
-    let prefix = fleet
-        .prefix
-        .clone()
-        .unwrap_or_else(|| config.device.topic_prefix.clone());
+    let (config, prefix) = as_operator_on(fleet, connection)?;
     let mut link = connect(&config, "release", Retry::Never, Vec::new()).await?;
     let mut sender = Sender::new(&mut link);
     let mut file = std::fs::File::open(&package).map_err(|e| io(&package, e))?;
@@ -102,18 +89,27 @@ pub(super) async fn publish(
     Ok(())
 }
 
+/// The config to connect with as the operator, and the devices' topic
+/// prefix.
+fn as_operator_on(
+    fleet: &FleetArgs,
+    connection: &ConnectionArgs,
+) -> Result<(crate::config::Config, String), CliError> {
+    let config = config_for(&as_operator(&fleet.dir, &fleet.operator, connection))?;
+    let prefix = fleet
+        .prefix
+        .clone()
+        .unwrap_or_else(|| config.device.topic_prefix.clone());
+    Ok((config, prefix))
+}
+
 /// The manifest opened with the release key, as the devices will.
 fn open_signed(file: &Path, fleet: &FleetArgs) -> Result<(Manifest, Vec<u8>), CliError> {
     let key_file = fleet
         .release_key
         .clone()
         .unwrap_or_else(|| fleet.dir.join("release.pub"));
-    let key = Public::from_pem(&read_limited(&key_file, 64 * 1024, "a key")?)
-        .map_err(|e| CliError::Input(format!("{}: {e}", key_file.display())))?;
-    let envelope = read_limited(file, manifest::MAX_MANIFEST, "a manifest")?;
-    let manifest = manifest::open(&envelope, &key)
-        .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
-    Ok((manifest, envelope))
+    signed::open(file, &signed::public_key(&key_file)?)
 }
 
 /// As [`open_signed`], and refused once expired: every device would
@@ -243,11 +239,7 @@ impl<'a> Sender<'a> {
 }
 
 pub(super) async fn status(fleet: &FleetArgs, connection: &ConnectionArgs) -> Result<(), CliError> {
-    let config = config_for(&as_operator(&fleet.dir, &fleet.operator, connection))?;
-    let prefix = fleet
-        .prefix
-        .clone()
-        .unwrap_or_else(|| config.device.topic_prefix.clone());
+    let (config, prefix) = as_operator_on(fleet, connection)?;
     let filter = format!("{prefix}/+/update");
     let mut link = subscribed(&config, &filter).await?;
     let mut seen: BTreeMap<String, serde_json::Value> = BTreeMap::new();
@@ -330,11 +322,7 @@ pub(super) async fn withdraw(
 ) -> Result<(), CliError> {
     // An expired release is withdrawn all the same.
     let (manifest, envelope) = open_signed(manifest_file, fleet)?;
-    let config = config_for(&as_operator(&fleet.dir, &fleet.operator, connection))?;
-    let prefix = fleet
-        .prefix
-        .clone()
-        .unwrap_or_else(|| config.device.topic_prefix.clone());
+    let (config, prefix) = as_operator_on(fleet, connection)?;
     let filter = format!("{prefix}/+/release");
     let mut link = subscribed(&config, &filter).await?;
     let holders: Vec<String> = retained(&mut link, &filter)
