@@ -44,7 +44,6 @@ impl Updater {
             fetch.asked = Some(Asked {
                 topic,
                 at: Instant::now(),
-                tries: fetch.tries,
             });
         }
     }
@@ -235,14 +234,14 @@ impl Updater {
                     return;
                 }
                 let _ = self.publisher.try_unsubscribe(&asked.topic);
-                if asked.tries >= CHUNK_TRIES {
+                if fetch.tries >= CHUNK_TRIES {
                     let reason = format!(
                         "chunk {} of the package did not come (asked {} times, {} s each): \
                          it is not on the broker (run `pinpost release publish` again), or \
                          this device may not read it (the ACL from `pinpost certs mosquitto` \
                          lets devices read <prefix>/release/#)",
                         fetch.next,
-                        asked.tries,
+                        fetch.tries,
                         CHUNK_WAIT.as_secs()
                     );
                     let release = fetch.release.clone();

@@ -71,11 +71,10 @@ impl Release {
     }
 }
 
-/// A chunk asked for: its topic, since when, how many times.
+/// A chunk asked for: its topic, and since when.
 struct Asked {
     topic: String,
     at: Instant,
-    tries: u32,
 }
 
 struct Fetch {
@@ -83,6 +82,7 @@ struct Fetch {
     /// The chunk asked for, or being written.
     next: u64,
     asked: Option<Asked>,
+    /// Times the chunk `next` was asked for.
     tries: u32,
     job: Option<JoinHandle<io::Result<()>>>,
     said_percent: u8,
