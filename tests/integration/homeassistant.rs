@@ -465,25 +465,7 @@ model = "Raspberry Pi 4"
     /// for pi-01 on the plain listener.
     fn publish_release(&self, version: &str) {
         let dir = self.release_dir();
-        let root = dir.join(format!("root-{version}"));
-        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
-        std::fs::write(
-            root.join("DEBIAN/control"),
-            format!(
-                "Package: pinpost\nVersion: {version}\nArchitecture: amd64\nMaintainer: t <t@t>\n\
-                 Description: test\n"
-            ),
-        )
-        .unwrap();
-        let deb = dir.join(format!("pinpost_{version}_amd64.deb"));
-        let status = Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-b"])
-            .arg(&root)
-            .arg(&deb)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let deb = deb(&dir, version, "amd64", 1000);
         let d = dir.display().to_string();
         let manifest = format!("{}.manifest", deb.display());
         for args in [

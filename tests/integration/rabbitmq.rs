@@ -179,30 +179,8 @@ fn same_reading(seqs: &[(u64, String)]) -> Vec<(u64, String)> {
 /// published for pi-01 through the node at `port`; waits for the agent's
 /// `verified` and compares what it kept.
 fn release_through(pki: &Pki, operator: &Files, port: u16, spool: &Path, wait: Duration) {
-    require_tool("dpkg-deb", "dpkg");
     let dir = pki.path().join("release");
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    std::fs::create_dir_all(root.join("usr/share/pinpost")).unwrap();
-    std::fs::write(
-        root.join("DEBIAN/control"),
-        "Package: pinpost\nVersion: 99.0\nArchitecture: amd64\nMaintainer: t <t@t>\n\
-         Description: test\n",
-    )
-    .unwrap();
-    let noise: Vec<u8> = (0..300 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::write(root.join("usr/share/pinpost/noise"), noise).unwrap();
-    let deb = dir.join("pinpost_99.0_amd64.deb");
-    let built = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Znone", "-b"])
-        .arg(&root)
-        .arg(&deb)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(built.success());
+    let deb = deb(&dir, "99.0", "amd64", 300 * 1024);
     let reports = Witness::at(
         "127.0.0.1",
         port,

@@ -4,52 +4,9 @@
 //! would refuse a release for another architecture or an older version.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use crate::common::*;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn pinpost_in(dir: &Path, args: &[&str]) -> (bool, String) {
-    let mut cmd = Command::new(PINPOST);
-    cmd.current_dir(dir)
-        .args(args)
-        .env_remove("PINPOST_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let out = run_limited(cmd, None, WAIT);
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
-    (out.status.success(), said)
-}
-
-/// A real .deb (dpkg-deb) of `version` for `arch`, with a file in it.
-fn package(dir: &Path, version: &str, arch: &str) -> PathBuf {
-    require_tool("dpkg-deb", "dpkg");
-    let root = dir.join(format!("root-{version}-{arch}"));
-    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
-    std::fs::write(
-        root.join("DEBIAN/control"),
-        format!(
-            "Package: pinpost\nVersion: {version}\nArchitecture: {arch}\nMaintainer: t <t@t>\n\
-             Description: test\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(root.join("usr/bin/pinpost"), vec![7u8; 200_000]).unwrap();
-    let deb = dir.join(format!("pinpost_{version}_{arch}.deb"));
-    let status = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-b"])
-        .arg(&root)
-        .arg(&deb)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    deb
-}
 
 #[test]
 fn a_release_key_is_made_like_the_ca_key_and_refused_where_the_ca_key_is() {
@@ -216,7 +173,7 @@ fn a_signed_release_opens_only_with_its_key_and_for_its_own_package() {
     let d = dir.path();
     let (ok, said) = pinpost_in(d, &["certs", "release-key"]);
     assert!(ok, "{said}");
-    let deb = package(d, "0.2.0", "arm64");
+    let deb = deb(d, "0.2.0", "arm64", 200_000);
     let deb_arg = deb.display().to_string();
     let (ok, said) = pinpost_in(d, &["release", "sign", &deb_arg]);
     assert!(ok, "{said}");

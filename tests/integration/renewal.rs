@@ -122,20 +122,7 @@ impl Fleet {
     /// The same on `port`: the tools' port, where a second operator
     /// connection does not take the witness's place.
     fn operator_on(&self, port: u16) -> Vec<String> {
-        let mut args = strings(&["-h", "127.0.0.1", "-p", &port.to_string()]);
-        let bundle = self.certs.join("ca-bundle.crt");
-        args.extend(tls_args(
-            &if bundle.exists() {
-                bundle
-            } else {
-                self.certs.join("ca.crt")
-            },
-            Some(&Files {
-                cert: self.certs.join("devices/operator/operator.crt"),
-                key: self.certs.join("devices/operator/operator.key"),
-            }),
-        ));
-        args
+        operator_flags(&self.certs, port)
     }
 
     /// One pass of `certs renew`: (success, stdout + stderr).

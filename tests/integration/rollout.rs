@@ -24,18 +24,6 @@ struct Fleet {
     broker: Broker,
 }
 
-fn pinpost_in(dir: &Path, args: &[String]) -> (bool, String) {
-    let mut cmd = Command::new(PINPOST);
-    cmd.current_dir(dir)
-        .args(args)
-        .env_remove("PINPOST_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let out = run_limited(cmd, None, WAIT);
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
-    (out.status.success(), said)
-}
-
 /// The package `scripts/package.sh` built for `arch`.
 fn built_package(arch: &str) -> PathBuf {
     let deb = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
@@ -47,42 +35,6 @@ fn built_package(arch: &str) -> PathBuf {
         "{} is missing: run `scripts/package.sh` (scripts/test.sh does)",
         deb.display()
     );
-    deb
-}
-
-/// A .deb made here (dpkg-deb, uncompressed) of `version` for amd64 with
-/// `bytes` of random data in it.
-fn made_package(dir: &Path, version: &str, bytes: usize) -> PathBuf {
-    require_tool("dpkg-deb", "dpkg");
-    let root = dir.join(format!("root-{version}"));
-    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    std::fs::create_dir_all(root.join("usr/share/pinpost")).unwrap();
-    std::fs::write(
-        root.join("DEBIAN/control"),
-        format!(
-            "Package: pinpost\nVersion: {version}\nArchitecture: amd64\nMaintainer: t <t@t>\n\
-             Description: test\n"
-        ),
-    )
-    .unwrap();
-    let mut data = vec![0u8; bytes];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ bytes as u64;
-    for b in &mut data {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    std::fs::write(root.join("usr/share/pinpost/data"), data).unwrap();
-    let deb = dir.join(format!("pinpost_{version}_amd64.deb"));
-    let status = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Znone", "-b"])
-        .arg(&root)
-        .arg(&deb)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
     deb
 }
 
@@ -189,15 +141,7 @@ impl Fleet {
     /// connection does not take the witness's place (the agents' port
     /// names clients by their certificate).
     fn operator_on(&self, port: u16) -> Vec<String> {
-        let mut args = strings(&["-h", "127.0.0.1", "-p", &port.to_string()]);
-        args.extend(tls_args(
-            &self.certs.join("ca.crt"),
-            Some(&Files {
-                cert: self.certs.join("devices/operator/operator.crt"),
-                key: self.certs.join("devices/operator/operator.key"),
-            }),
-        ));
-        args
+        operator_flags(&self.certs, port)
     }
 
     fn witness(&self) -> Witness {
@@ -298,6 +242,14 @@ fn report(witness: &Witness, id: &str, state: &str) -> serde_json::Value {
     });
     let last = lines.last().unwrap();
     serde_json::from_str(&last[topic.len()..]).unwrap()
+}
+
+/// Waits for pi-01's report in `state` and checks its reason holds
+/// `words`.
+fn said_why(witness: &Witness, state: &str, words: &str) {
+    let report = report(witness, "pi-01", state);
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(words), "{report}");
 }
 
 /// Waits until `id` reports fetching at `percent` or more.
@@ -422,7 +374,7 @@ fn a_transfer_cut_by_kill_9_and_by_a_broker_restart_goes_on_where_it_was() {
     let witness = fleet.witness();
     // 4 MiB: 128 chunks. Only the first 50 are on the broker at first, so
     // the device is cut in the middle of the transfer, whatever its speed.
-    let deb = made_package(fleet.dir.path(), "50.0", 4 * 1024 * 1024);
+    let deb = deb(fleet.dir.path(), "50.0", "amd64", 4 * 1024 * 1024);
     let manifest = fleet.sign(&deb, &fleet.release_key(), &[]);
     let bytes = std::fs::read(&deb).unwrap();
     let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
@@ -473,26 +425,16 @@ fn releases_for_another_architecture_older_unsigned_or_replayed_are_refused_in_w
     // Another architecture: the real armhf package.
     let manifest = fleet.sign(&built_package("armhf"), &fleet.release_key(), &[]);
     fleet.publish(&manifest, "pi-01");
-    let refused = report(&witness, "pi-01", "refused");
-    assert!(
-        refused["reason"]
-            .as_str()
-            .unwrap()
-            .contains("built for armhf, and this device is amd64"),
-        "{refused}"
+    said_why(
+        &witness,
+        "refused",
+        "built for armhf, and this device is amd64",
     );
 
     // Older than what runs.
-    let manifest = fleet.sign(&made_package(d, "0.0.1", 1000), &fleet.release_key(), &[]);
+    let manifest = fleet.sign(&deb(d, "0.0.1", "amd64", 1000), &fleet.release_key(), &[]);
     fleet.publish(&manifest, "pi-01");
-    let refused = report(&witness, "pi-01", "refused");
-    assert!(
-        refused["reason"]
-            .as_str()
-            .unwrap()
-            .contains("0.0.1 is older than the installed"),
-        "{refused}"
-    );
+    said_why(&witness, "refused", "0.0.1 is older than the installed");
 
     // Signed by a key this device does not hold (a second release key, as
     // someone with the broker or the operator's certificate could make).
@@ -508,52 +450,31 @@ fn releases_for_another_architecture_older_unsigned_or_replayed_are_refused_in_w
     );
     assert!(ok, "{said}");
     let forged = fleet.sign(
-        &made_package(d, "60.0", 1000),
+        &deb(d, "60.0", "amd64", 1000),
         &other.path().join("certs/private/release.key"),
         &[],
     );
     fleet.publish_raw("pinpost/pi-01/release", &forged);
-    let refused = report(&witness, "pi-01", "refused");
-    assert!(
-        refused["reason"]
-            .as_str()
-            .unwrap()
-            .contains("and this device trusts only"),
-        "{refused}"
-    );
+    said_why(&witness, "refused", "and this device trusts only");
 
     // A signed manifest edited: its version raised.
-    let good = fleet.sign(&made_package(d, "61.0", 1000), &fleet.release_key(), &[]);
+    let good = fleet.sign(&deb(d, "61.0", "amd64", 1000), &fleet.release_key(), &[]);
     let text = std::fs::read_to_string(&good)
         .unwrap()
         .replace("61.0", "62.0");
     let edited = d.join("edited.manifest");
     std::fs::write(&edited, text).unwrap();
     fleet.publish_raw("pinpost/pi-01/release", &edited);
-    let refused = report(&witness, "pi-01", "refused");
-    assert!(
-        refused["reason"]
-            .as_str()
-            .unwrap()
-            .contains("does not verify"),
-        "{refused}"
-    );
+    said_why(&witness, "refused", "does not verify");
 
     // A newer release taken, then an older signed manifest replayed.
-    let older = fleet.sign(&made_package(d, "70.0", 1000), &fleet.release_key(), &[]);
+    let older = fleet.sign(&deb(d, "70.0", "amd64", 1000), &fleet.release_key(), &[]);
     std::thread::sleep(Duration::from_millis(1100));
-    let newer = fleet.sign(&made_package(d, "71.0", 1000), &fleet.release_key(), &[]);
+    let newer = fleet.sign(&deb(d, "71.0", "amd64", 1000), &fleet.release_key(), &[]);
     fleet.publish(&newer, "pi-01");
     report(&witness, "pi-01", "verified");
     fleet.publish(&older, "pi-01");
-    let refused = report(&witness, "pi-01", "refused");
-    assert!(
-        refused["reason"]
-            .as_str()
-            .unwrap()
-            .contains("an old manifest replayed"),
-        "{refused}"
-    );
+    said_why(&witness, "refused", "an old manifest replayed");
     let ready = fleet.ready("pi-01");
     assert!(
         ready
@@ -573,7 +494,7 @@ fn tampered_truncated_oversized_and_flooded_chunks_are_refused_and_nothing_is_ke
 
     // A signed manifest whose chunks on the broker are another file's
     // (a byte changed): fetched whole, then refused by its hash.
-    let deb = made_package(d, "80.0", 3 * chunk);
+    let deb = deb(d, "80.0", "amd64", 3 * chunk);
     let manifest = fleet.sign(&deb, &fleet.release_key(), &[]);
     let bytes = std::fs::read(&deb).unwrap();
     let sha = sha256(&bytes);
@@ -585,14 +506,7 @@ fn tampered_truncated_oversized_and_flooded_chunks_are_refused_and_nothing_is_ke
     };
     put_chunks(&tampered);
     fleet.publish_raw("pinpost/pi-01/release", &manifest);
-    let failed = report(&witness, "pi-01", "failed");
-    assert!(
-        failed["reason"]
-            .as_str()
-            .unwrap()
-            .contains("SHA-256 is not its manifest's"),
-        "{failed}"
-    );
+    said_why(&witness, "failed", "SHA-256 is not its manifest's");
     assert!(fleet.ready("pi-01").is_empty(), "nothing kept");
     assert!(
         !fleet.updates("pi-01").join("package.part").exists(),
@@ -603,13 +517,10 @@ fn tampered_truncated_oversized_and_flooded_chunks_are_refused_and_nothing_is_ke
     // the device try at once.
     put_chunks(&bytes[..bytes.len() - 10]);
     fleet.publish_raw("pinpost/pi-01/release", &manifest);
-    let failed = report(&witness, "pi-01", "failed");
-    assert!(
-        failed["reason"].as_str().unwrap().contains(&format!(
-            "chunk {} of the package is",
-            (bytes.len() - 1) / chunk
-        )),
-        "{failed}"
+    said_why(
+        &witness,
+        "failed",
+        &format!("chunk {} of the package is", (bytes.len() - 1) / chunk),
     );
 
     // Oversized: far more than a chunk on the topic it asks for next (the
@@ -619,14 +530,7 @@ fn tampered_truncated_oversized_and_flooded_chunks_are_refused_and_nothing_is_ke
     let last = (bytes.len() - 1) / chunk;
     fleet.publish_raw(&format!("pinpost/release/{sha}/{last}"), &huge);
     fleet.publish_raw("pinpost/pi-01/release", &manifest);
-    let failed = report(&witness, "pi-01", "failed");
-    assert!(
-        failed["reason"]
-            .as_str()
-            .unwrap()
-            .contains("larger than any chunk"),
-        "{failed}"
-    );
+    said_why(&witness, "failed", "larger than any chunk");
     assert!(fleet.ready("pi-01").is_empty(), "nothing kept");
 
     // A flood of 500 junk manifests: refused, said once, and the device

@@ -198,3 +198,26 @@ pub fn device_config(dir: &Path) -> PathBuf {
     std::fs::write(&path, "[device]\nid = \"test-pi\"\n").expect("write config");
     path
 }
+
+/// Connection flags for the operator of the laptop folder `certs` (made by
+/// `pinpost certs`) on 127.0.0.1:`port`: its pair, and the CA bundle during
+/// a rotation, else ca.crt.
+pub fn operator_flags(certs: &Path, port: u16) -> Vec<String> {
+    let mut args: Vec<String> = ["-h", "127.0.0.1", "-p", &port.to_string()]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let bundle = certs.join("ca-bundle.crt");
+    args.extend(tls_args(
+        &if bundle.exists() {
+            bundle
+        } else {
+            certs.join("ca.crt")
+        },
+        Some(&Files {
+            cert: certs.join("devices/operator/operator.crt"),
+            key: certs.join("devices/operator/operator.key"),
+        }),
+    ));
+    args
+}

@@ -9,11 +9,13 @@
 //! [`witness`] and [`subscriber`] (what the broker delivers), [`process`]
 //! (running pinpost), [`config`] (config files and flags), [`gate`] and
 //! [`netns`] (the network between them), [`front`] (a managed service's TLS
-//! front), [`rabbitmq`] (a real 3-node RabbitMQ cluster). This file only
+//! front), [`rabbitmq`] (a real 3-node RabbitMQ cluster), [`deb`] (packages
+//! to release). This file only
 //! declares and re-exports them.
 
 pub mod broker;
 pub mod config;
+pub mod deb;
 mod faults;
 pub mod front;
 pub mod gate;
@@ -25,12 +27,13 @@ pub mod subscriber;
 pub mod witness;
 
 pub use broker::{Broker, BrokerSetup, free_port};
-pub use config::{ConfigHead, device_config, tls_args};
+pub use config::{ConfigHead, device_config, operator_flags, tls_args};
+pub use deb::deb;
 pub use gate::Gate;
 pub use netns::Netns;
 pub use pki::{Files, Leaf, Pki};
 pub use process::{
-    Background, PINPOST, assert_ok, pinpost, pinpost_with_stdin, require_tool, run_limited, stderr,
-    strings,
+    Background, PINPOST, assert_ok, pinpost, pinpost_in, pinpost_with_stdin, require_tool,
+    run_limited, stderr, strings,
 };
 pub use witness::Witness;

@@ -46,6 +46,20 @@ pub fn pinpost(args: &[String], limit: Duration) -> Output {
 }
 
 /// Runs pinpost with `args` and `stdin` written to it, killed after `limit`.
+/// pinpost run in `dir` with `args` and no config from the environment,
+/// for at most 90 s: (success, stdout then stderr).
+pub fn pinpost_in(dir: &std::path::Path, args: &[impl AsRef<str>]) -> (bool, String) {
+    let mut cmd = Command::new(PINPOST);
+    cmd.current_dir(dir)
+        .args(args.iter().map(AsRef::as_ref))
+        .env_remove("PINPOST_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_limited(cmd, None, Duration::from_secs(90));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    (out.status.success(), said)
+}
+
 pub fn pinpost_with_stdin(args: &[String], stdin: Option<&str>, limit: Duration) -> Output {
     let mut cmd = Command::new(PINPOST);
     cmd.args(args)
