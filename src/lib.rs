@@ -13,7 +13,9 @@
 //! command line and its subcommands. Beside it, `certs` makes a fleet's
 //! certificates, `preflight` reads a config's certificate files before
 //! `pinpost check` connects, `homeassistant` turns a config into Home
-//! Assistant's discovery messages, and `demo` runs it all on one machine.
+//! Assistant's discovery messages, `updater` is the root helper that
+//! installs a release the agent fetched (and rolls it back), and `demo`
+//! runs it all on one machine.
 //!
 //! Start reading at `docs/ARCHITECTURE.md` (module boundaries, the topic
 //! contract, a reading's and a command's path through the code, and the
@@ -34,6 +36,7 @@ pub mod control;
 pub(crate) mod demo;
 pub(crate) mod digest;
 pub(crate) mod header;
+pub(crate) mod health;
 pub(crate) mod hex;
 pub(crate) mod homeassistant;
 pub(crate) mod level;
@@ -45,6 +48,7 @@ pub(crate) mod release;
 pub(crate) mod sensors;
 pub mod tls;
 pub(crate) mod topics;
+pub(crate) mod updater;
 pub mod utc;
 pub(crate) mod whole_file;
 pub(crate) mod words;

@@ -76,7 +76,8 @@ impl Agent {
             LinkEvent::Connected { broker, .. } => {
                 let target = broker.to_string();
                 tracing::info!(broker = %target, "connected");
-                systemd::status(&format!("connected to {target}"));
+                systemd::status(&crate::health::connected(&target));
+                self.undelivered = Some(target.clone());
                 self.last_failure = None;
                 self.connected = true;
                 self.connections += 1;
@@ -100,6 +101,7 @@ impl Agent {
                 failure, retry_in, ..
             } => {
                 self.connected = false;
+                self.undelivered = None;
                 // Whatever is in memory goes to disk now, so a crash or a
                 // power cut during the outage loses nothing.
                 self.delivery.offline();
@@ -150,6 +152,9 @@ impl Agent {
     }
 
     pub(super) fn on_acked(&mut self, token: Option<u64>) {
+        if let Some(broker) = self.undelivered.take() {
+            systemd::status(&crate::health::delivering(&broker));
+        }
         // Everything queued so far has reached the broker, discovery
         // removals included: their record may forget them.
         if self.delivery.acked(token) && self.delivery.is_empty() {

@@ -199,6 +199,7 @@ pub async fn run(
         match Updater::start(
             key,
             &agent.config.outbox.path,
+            &agent.config.update.helper_dir,
             agent.topics.clone(),
             link.publisher(),
         ) {
@@ -229,6 +230,10 @@ struct Agent {
     /// Each sensor's current error, to log and publish once per change.
     failing: Vec<Option<String>>,
     connected: bool,
+    /// The broker of the current connection, until its first message is
+    /// acknowledged (then the STATUS line says it delivers: the update
+    /// helper's health gate reads it).
+    undelivered: Option<String>,
     /// The broker was found rewriting `.` in this device's topics (said once).
     dots_said: bool,
     /// The wall clock: its jumps, and whether it is trusted.
@@ -327,6 +332,7 @@ impl Agent {
             notified_ready: false,
             last_failure: None,
             connected: false,
+            undelivered: None,
             dots_said: false,
             clock,
             cert_ends,

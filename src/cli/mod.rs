@@ -9,6 +9,7 @@ mod enroll;
 mod fleet;
 mod gpio;
 mod ha;
+mod install_update;
 mod publish;
 mod release;
 mod renew;
@@ -155,6 +156,7 @@ pub async fn run(command: Subcommand) -> Result<(), CliError> {
         Subcommand::Check(args) => check::run(args).await,
         Subcommand::Sensors(args) => sensors::run(args).await,
         Subcommand::Ha(args) => ha::run(&args),
+        Subcommand::InstallUpdate(args) => install_update::run(&args),
         Subcommand::Demo(args) => Ok(crate::demo::run(&args).await?),
     }
 }

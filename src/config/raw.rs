@@ -38,6 +38,8 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawUpdate {
     pub release_key: Option<PathBuf>,
+    pub health_timeout: Option<String>,
+    pub helper_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -1010,3 +1010,96 @@ fn install_sh_enroll_makes_the_key_on_the_pi_and_waits_for_its_certificate() {
     );
     assert!(!calls.contains("systemctl restart"), "{calls}");
 }
+
+const UPDATE_SERVICE: &str = include_str!("../../deploy/pinpost-update.service");
+const UPDATE_PATH: &str = include_str!("../../deploy/pinpost-update.path");
+
+#[test]
+fn the_update_helper_units_pass_verify_and_watch_the_agents_ready_folder() {
+    require_tool("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let service = dir.path().join("pinpost-update.service");
+    std::fs::write(&service, UPDATE_SERVICE).unwrap();
+    let path = dir.path().join("pinpost-update.path");
+    std::fs::write(&path, UPDATE_PATH).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .arg(&service)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The glob is where the agent's spool (StateDirectory=pinpost, the
+    // config's default outbox.path) keeps a checked release.
+    assert!(
+        UPDATE_PATH
+            .lines()
+            .any(|l| l == "PathExistsGlob=/var/lib/pinpost/outbox/update/ready/*.deb")
+    );
+    let config = pinpost::config::from_text(
+        "[device]\nid = \"pi-01\"\n",
+        None,
+        &pinpost::config::Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.outbox.path.join("update/ready"),
+        Path::new("/var/lib/pinpost/outbox/update/ready")
+    );
+    assert_eq!(
+        config.update.helper_dir,
+        Path::new("/var/lib/pinpost-update"),
+        "where StateDirectory=pinpost-update is"
+    );
+    for line in [
+        "Type=oneshot",
+        "StateDirectory=pinpost-update",
+        "StateDirectoryMode=0755",
+        "NoNewPrivileges=yes",
+        "RestrictAddressFamilies=AF_UNIX",
+        "IPAddressDeny=any",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(
+            UPDATE_SERVICE.lines().any(|l| l == line),
+            "missing {line:?}"
+        );
+    }
+    // The helper is never ordered against the agent: it restarts the agent
+    // from inside its own start job, which an ordering would deadlock.
+    assert!(
+        !UPDATE_SERVICE.contains("pinpost.service"),
+        "{UPDATE_SERVICE}"
+    );
+}
+
+#[test]
+fn the_update_helper_prefers_the_copy_it_kept_while_an_install_is_under_way() {
+    let exec = UPDATE_SERVICE
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/bin/sh -c '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .expect("an ExecStart through sh");
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved");
+    let script = exec
+        .replace("/var/lib/pinpost-update/pinpost", &saved.to_string_lossy())
+        .replace("/usr/bin/pinpost", "echo")
+        .replace("exec \"$helper\"", "echo \"$helper\"");
+    let run = || {
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(
+        run().starts_with("echo install-update --config"),
+        "{}",
+        run()
+    );
+    std::fs::write(&saved, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&saved, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    assert!(run().starts_with(&*saved.to_string_lossy()), "{}", run());
+}

@@ -99,6 +99,11 @@ fn the_arm_packages_hold_the_binary_the_unit_the_example_and_the_scripts() {
         for (path, mode) in [
             ("./usr/bin/pinpost", "-rwxr-xr-x"),
             ("./usr/lib/systemd/system/pinpost.service", "-rw-r--r--"),
+            (
+                "./usr/lib/systemd/system/pinpost-update.service",
+                "-rw-r--r--",
+            ),
+            ("./usr/lib/systemd/system/pinpost-update.path", "-rw-r--r--"),
             ("./usr/share/doc/pinpost/config.example.toml", "-rw-r--r--"),
             ("./usr/share/doc/pinpost/copyright", "-rw-r--r--"),
         ] {

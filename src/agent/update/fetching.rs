@@ -219,6 +219,9 @@ impl Updater {
     /// failure's rest.
     pub(in crate::agent) fn tick(&mut self, trusted: bool, now: Instant) {
         self.trusted = trusted;
+        if let Some(outcome) = self.helper.news() {
+            self.on_outcome(outcome);
+        }
         if trusted && !self.busy() {
             if let Some(waiting) = self.deferred.take() {
                 self.judge(waiting);

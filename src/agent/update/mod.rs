@@ -14,11 +14,17 @@
 //! power cut (`files`). Nothing of the package is trusted before its hash
 //! matches a manifest the release key signed.
 //!
+//! Installing is the root helper's (`crate::updater`, started by
+//! `pinpost-update.path` when a package lands in `ready/`): the agent
+//! reports what the helper's `outcome.json` says (`installed`, `rolled
+//! back`) and does not fetch a version the helper rolled back (`helper`).
+//!
 //! It owns the update's state and files; it does not know how a package is
 //! installed, nor rumqttc (it subscribes through a `Publisher`).
 
 mod fetching;
 mod files;
+mod helper;
 mod installed;
 
 use std::io;
@@ -34,6 +40,7 @@ use crate::release::manifest::{self, Installed, Manifest};
 use crate::topics::{RELEASE_CHUNK, Topics, UpdateReport};
 use crate::words::io_words;
 use files::Files;
+use helper::Helper;
 
 /// How long a chunk asked for may take before it is asked for again.
 const CHUNK_WAIT: Duration = Duration::from_secs(20);
@@ -130,6 +137,10 @@ pub(super) struct Updater {
     stray: u64,
     /// The last refusal reported, so the same one is reported once.
     last_refusal: Option<(Option<String>, String)>,
+    /// The last state reported, and for which version.
+    last_said: Option<(&'static str, Option<String>)>,
+    /// What the install helper says.
+    helper: Helper,
 }
 
 impl Updater {
@@ -138,6 +149,7 @@ impl Updater {
     pub(super) fn start(
         key_file: &Path,
         state_dir: &Path,
+        helper_dir: &Path,
         topics: Topics,
         publisher: Publisher,
     ) -> Result<Updater, String> {
@@ -165,14 +177,24 @@ impl Updater {
             reports: Vec::new(),
             stray: 0,
             last_refusal: None,
+            last_said: None,
+            helper: Helper::new(helper_dir),
         };
+        // How the last install went (a restart by the helper is how this
+        // agent came to run), else what runs.
+        let news = updater.helper.news();
+        let told = news.is_some();
+        if let Some(outcome) = news {
+            updater.on_outcome(outcome);
+        }
         match updater.files.manifest() {
             // Judged again once the clock is trusted (its expiry, the
             // installed version, the key may all have changed).
             Ok(Some(saved)) => updater.deferred = Some(saved),
             // Nothing under way: what runs, for the fleet's status and
             // Home Assistant.
-            Ok(None) => updater.report("idle", None, None),
+            Ok(None) if !told => updater.report("idle", None, None),
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!("update: {}; starting over", io_words(&e));
                 updater.report("idle", None, None);
@@ -229,6 +251,7 @@ impl Updater {
         if state != "refused" {
             self.last_refusal = None;
         }
+        self.last_said = Some((state, version.map(str::to_string)));
         self.reports.push(UpdateReport {
             state,
             installed: self.installed.clone(),
@@ -340,6 +363,9 @@ impl Updater {
             self.deferred = Some(envelope);
             return;
         }
+        if self.done_with(&manifest.version) {
+            return;
+        }
         let resumed = self.files.manifest().ok().flatten().as_deref() == Some(&envelope[..]);
         let installed = Installed {
             package: installed::PACKAGE,
@@ -370,6 +396,72 @@ impl Updater {
             }
         }
         self.resume(release);
+    }
+
+    /// A release installed already, or rolled back here before: said
+    /// (once) rather than refused, its files dropped, nothing fetched.
+    fn done_with(&mut self, version: &str) -> bool {
+        let (state, reason) = if crate::release::version::compare(version, &self.installed).is_eq()
+        {
+            ("installed", None)
+        } else if let Some(why) = self.helper.rolled_back(version) {
+            (
+                "rolled back",
+                Some(format!("{why}; it is not tried again on this device")),
+            )
+        } else {
+            return false;
+        };
+        self.stop_asking();
+        self.state = State::Idle;
+        if let Err(e) = self.files.clear() {
+            tracing::warn!("update: cannot remove {version}'s files: {}", io_words(&e));
+        }
+        if self.last_said != Some((state, Some(version.to_string()))) {
+            tracing::info!("update: {version} is {state} on this device; nothing to fetch");
+            let percent = (state == "installed").then_some(100);
+            self.report_why(state, Some(version), percent, reason);
+        }
+        true
+    }
+
+    /// What the install helper says it did, reported; a release it put
+    /// back or refused is dropped.
+    fn on_outcome(&mut self, outcome: crate::updater::Outcome) {
+        let version = outcome.version.as_str();
+        let (state, reason) = match outcome.state.as_str() {
+            "installed" => ("installed", outcome.reason.clone()),
+            "rolled back" => ("rolled back", outcome.reason.clone()),
+            "refused" => (
+                "refused",
+                Some(format!(
+                    "the install helper refused it: {}",
+                    outcome.reason.as_deref().unwrap_or("no reason given")
+                )),
+            ),
+            "interrupted" => ("failed", outcome.reason.clone()),
+            other => {
+                tracing::warn!("update: the install helper says {other:?}, which is not known");
+                return;
+            }
+        };
+        match state {
+            "installed" => tracing::info!("update: the install helper installed {version}"),
+            _ => tracing::warn!(
+                "update: the install helper: {state} {version}: {}",
+                reason.as_deref().unwrap_or("")
+            ),
+        }
+        if matches!(state, "rolled back" | "refused") {
+            if let State::Ready(release) = &self.state {
+                if release.manifest.version == version {
+                    self.state = State::Idle;
+                    let _ = self.files.clear();
+                }
+            }
+        }
+        let percent = (state == "installed").then_some(100);
+        self.report_why(state, Some(version), percent, reason);
     }
 
     fn current(&self) -> Option<&Release> {

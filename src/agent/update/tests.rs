@@ -141,6 +141,7 @@ fn updater(dir: &std::path::Path) -> (Updater, crate::release::key::Signer, rumq
     let mut updater = Updater::start(
         &path,
         &dir.join("state"),
+        &dir.join("helper"),
         Topics::new("pinpost", "pi-01"),
         publisher,
     )
@@ -268,4 +269,53 @@ async fn a_manifest_that_comes_while_a_chunk_is_written_waits_for_the_write() {
             .contains("chunk 0 of the package is 11 bytes where the manifest's package has 10"),
         "{said:?}"
     );
+}
+
+#[tokio::test]
+async fn what_the_install_helper_did_is_reported_and_a_rolled_back_version_is_not_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut updater, signer, _eventloop) = updater(dir.path());
+    let helper = dir.path().join("helper");
+    std::fs::create_dir_all(&helper).unwrap();
+    std::fs::write(
+        helper.join("outcome.json"),
+        r#"{"state":"rolled back","version":"99.0.0","previous":"0.1.0","reason":"it exited with status 3","ts":"2026-12-07T04:00:00.000Z"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        helper.join("rolled-back.json"),
+        r#"[{"version":"99.0.0","reason":"it exited with status 3"}]"#,
+    )
+    .unwrap();
+    updater.tick(true, Instant::now());
+    let said = updater.reports();
+    assert_eq!(said.len(), 1);
+    assert_eq!(
+        (said[0].state, said[0].version.as_deref()),
+        ("rolled back", Some("99.0.0"))
+    );
+    assert_eq!(said[0].reason.as_deref(), Some("it exited with status 3"));
+    // Read once: the next tick says nothing.
+    updater.tick(true, Instant::now());
+    assert!(updater.reports().is_empty());
+
+    // The retained manifest of the version put back: not fetched, not
+    // refused in other words, nothing said twice.
+    updater.on_manifest(&signed(&signer, "99.0.0", 10), true);
+    assert!(updater.reports().is_empty(), "said already");
+    assert!(matches!(updater.state, State::Idle));
+    assert!(!dir.path().join("state/update/manifest.json").exists());
+}
+
+#[tokio::test]
+async fn the_installed_version_s_manifest_says_installed_rather_than_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut updater, signer, _eventloop) = updater(dir.path());
+    updater.tick(true, Instant::now());
+    updater.on_manifest(&signed(&signer, env!("CARGO_PKG_VERSION"), 10), true);
+    let said = updater.reports();
+    assert_eq!(said.len(), 1);
+    assert_eq!(said[0].state, "installed");
+    assert_eq!(said[0].percent, Some(100));
+    assert!(matches!(updater.state, State::Idle));
 }

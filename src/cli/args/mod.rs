@@ -74,6 +74,9 @@ pub enum Subcommand {
     /// Print the Home Assistant discovery messages the config produces (sends nothing).
     #[command(after_help = HA_HELP)]
     Ha(HaArgs),
+    /// As root, from pinpost-update.service: install a release the agent fetched; roll it back if unhealthy.
+    #[command(name = "install-update", after_help = INSTALL_UPDATE_HELP)]
+    InstallUpdate(InstallUpdateArgs),
     /// See pinpost's whole job on this machine: a broker, the agent on a simulated board, a live view.
     #[command(after_help = DEMO_HELP)]
     Demo(DemoArgs),
@@ -87,6 +90,26 @@ const DEMO_HELP: &str = "Everything runs in this process on 127.0.0.1: a throwaw
     pinpost demo --duration 10s                   # exit 0 if every stage was seen\n  \
     pinpost demo --config                         # print the agent's config first\n  \
     pinpost demo --broker 192.168.1.5:8883 --cafile ca.crt --cert pi-01.crt --key pi-01.key --id pi-01";
+
+const INSTALL_UPDATE_HELP: &str = "Run by pinpost-update.service (root) when the agent has \
+    fetched and checked a release (<spool>/update/ready/), and once at every boot. It copies the \
+    package out of the agent's folder, checks the manifest's signature with [update] release_key \
+    and the package's size and SHA-256 itself, keeps the running package (repacked), installs \
+    the new one with dpkg and restarts the agent. If the agent does not connect and deliver \
+    within [update] health_timeout, the previous package goes back and that version is never \
+    tried again here. How it went: [update] helper_dir/outcome.json, which the agent reports on \
+    its update topic. A power cut at any step is finished or undone at the next boot.\n\n\
+    Examples:\n  \
+    sudo systemctl start pinpost-update.service     # what the path unit does\n  \
+    journalctl -u pinpost-update.service             # what it did";
+
+/// `pinpost install-update`.
+#[derive(Debug, Args)]
+pub struct InstallUpdateArgs {
+    /// Config file to read instead of the usual places.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+}
 
 const HA_HELP: &str = "Prints each retained discovery message the agent publishes with \
     [homeassistant] enabled = true: the topic, then the JSON. With the agent's state directory \
@@ -180,7 +203,7 @@ impl Subcommand {
             Subcommand::Enroll(_) | Subcommand::Release(_) => false,
             Subcommand::Check(a) => a.connection.debug,
             Subcommand::Sensors(a) => a.debug,
-            Subcommand::Ha(_) => false,
+            Subcommand::Ha(_) | Subcommand::InstallUpdate(_) => false,
             Subcommand::Demo(a) => a.debug,
         }
     }

@@ -1,0 +1,220 @@
+//! The helper's own folder (`[update] helper_dir`, the unit's
+//! `StateDirectory=`, root's and no one else's to write):
+//!
+//! | file | holds | written when |
+//! |---|---|---|
+//! | `journal.json` | the step an install is at, and from which version | before each step; removed when done |
+//! | `pinpost` | a copy of the helper that started the install | before `dpkg -i`; removed when done |
+//! | `incoming/<pkg>_<ver>_<arch>.deb` and `.manifest` | the release, copied out of the agent's folder | taken |
+//! | `previous/<pkg>_<ver>_<arch>.deb` | the package that ran before, repacked | before `dpkg -i` |
+//! | `newest` | when the newest installed manifest was signed | an install stays |
+//! | `outcome.json` | how the last install went, for the agent to report | each end |
+//! | `rolled-back.json` | versions put back, never tried again here | a rollback |
+//!
+//! The journal is synced before the step it names begins, so a power cut
+//! leaves the step that was under way; the next run (at boot) finishes or
+//! undoes it. `outcome.json` and `rolled-back.json` are readable by all:
+//! the agent, which may not write here, reads them.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{OUTCOME_FILE as OUTCOME, ROLLED_BACK_FILE as ROLLED_BACK};
+
+const JOURNAL: &str = "journal.json";
+const NEWEST: &str = "newest";
+/// The helper binary kept while an install is under way: the package's own
+/// may be the broken one by the time a boot has to finish the job.
+pub(crate) const SAVED_HELPER: &str = "pinpost";
+/// The most versions `rolled-back.json` remembers (oldest go first).
+const ROLLED_BACK_KEPT: usize = 32;
+/// The largest of the small files read back.
+const SMALL: u64 = 64 * 1024;
+
+/// Where an install is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Step {
+    /// `dpkg -i` of the new package.
+    Installing,
+    /// Waiting for the new agent to connect and deliver.
+    Checking,
+    /// Putting the previous package back.
+    RollingBack,
+}
+
+/// The install under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Journal {
+    pub(crate) step: Step,
+    /// The release being installed.
+    pub(crate) version: String,
+    /// When its manifest was signed.
+    pub(crate) issued: i64,
+    /// What ran before it, and its repacked package.
+    pub(crate) previous: String,
+    pub(crate) previous_deb: PathBuf,
+    /// Why it is being rolled back (`RollingBack` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+}
+
+/// How the last install went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Outcome {
+    /// `installed`, `rolled back` or `refused`.
+    pub(crate) state: String,
+    /// The release it was about.
+    pub(crate) version: String,
+    /// What ran before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) previous: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    /// RFC 3339.
+    pub(crate) ts: String,
+}
+
+/// A release put back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RolledBack {
+    pub(crate) version: String,
+    pub(crate) reason: String,
+}
+
+/// The helper's folder.
+#[derive(Debug, Clone)]
+pub(crate) struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    pub(crate) fn new(dir: &Path) -> Files {
+        Files {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The folder and its two subfolders, root's alone but the folder
+    /// itself, which the agent reads the outcome from.
+    pub(crate) fn make(&self) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o755))?;
+        for sub in ["incoming", "previous"] {
+            let dir = self.dir.join(sub);
+            fs::create_dir_all(&dir)?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn incoming(&self) -> PathBuf {
+        self.dir.join("incoming")
+    }
+
+    pub(crate) fn previous(&self) -> PathBuf {
+        self.dir.join("previous")
+    }
+
+    pub(crate) fn journal(&self) -> io::Result<Option<Journal>> {
+        self.read_json(JOURNAL)
+    }
+
+    /// Written and synced (the folder too) before the step begins.
+    pub(crate) fn set_journal(&self, journal: &Journal) -> io::Result<()> {
+        self.write_json(JOURNAL, journal, 0o600)
+    }
+
+    /// The install is over: its journal, its saved helper and its copy go.
+    pub(crate) fn finish(&self) -> io::Result<()> {
+        remove(&self.path(JOURNAL))?;
+        remove(&self.path(SAVED_HELPER))?;
+        for entry in fs::read_dir(self.incoming())? {
+            remove(&entry?.path())?;
+        }
+        sync_dir(&self.dir)
+    }
+
+    pub(crate) fn set_outcome(&self, outcome: &Outcome) -> io::Result<()> {
+        self.write_json(OUTCOME, outcome, 0o644)
+    }
+
+    pub(crate) fn rolled_back(&self) -> Vec<RolledBack> {
+        self.read_json(ROLLED_BACK)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn add_rolled_back(&self, version: &str, reason: &str) -> io::Result<()> {
+        let mut list = self.rolled_back();
+        list.retain(|r| r.version != version);
+        list.push(RolledBack {
+            version: version.to_string(),
+            reason: reason.to_string(),
+        });
+        let extra = list.len().saturating_sub(ROLLED_BACK_KEPT);
+        list.drain(..extra);
+        self.write_json(ROLLED_BACK, &list, 0o644)
+    }
+
+    /// When the newest installed manifest was signed.
+    pub(crate) fn newest(&self) -> Option<i64> {
+        crate::whole_file::read_small(&self.path(NEWEST), 64, "a date")
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| t.trim().parse().ok())
+    }
+
+    pub(crate) fn set_newest(&self, issued: i64) -> io::Result<()> {
+        let tmp = self.path("newest.tmp");
+        crate::whole_file::replace(
+            &self.path(NEWEST),
+            &tmp,
+            issued.to_string().as_bytes(),
+            true,
+        )?;
+        sync_dir(&self.dir)
+    }
+
+    fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> io::Result<Option<T>> {
+        let path = self.path(name);
+        let Some(bytes) = crate::whole_file::read_small(&path, SMALL, "the helper's record")?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::other(format!("{} cannot be read ({e})", path.display())))
+    }
+
+    fn write_json<T: Serialize>(&self, name: &str, value: &T, mode: u32) -> io::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        let tmp = self.path(&format!("{name}.tmp"));
+        let file = crate::whole_file::replace(&self.path(name), &tmp, &bytes, true)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        sync_dir(&self.dir)
+    }
+}
+
+fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
