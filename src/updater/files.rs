@@ -1,5 +1,5 @@
-//! The helper's own folder (`[update] helper_dir`, the unit's
-//! `StateDirectory=`, root's and no one else's to write):
+//! The helper's own folder (`[update] helper_dir`, made by the helper;
+//! root's and no one else's to write):
 //!
 //! | file | holds | written when |
 //! |---|---|---|

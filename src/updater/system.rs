@@ -132,8 +132,17 @@ impl System for Real {
     }
 
     fn save_helper(&mut self, to: &Path) -> Result<(), String> {
+        // Without /proc (a chroot) the path it was started by, as the
+        // unit names it.
         let me = std::env::current_exe()
-            .map_err(|e| format!("cannot find this program: {}", crate::words::io_words(&e)))?;
+            .or_else(|_| {
+                std::env::args_os()
+                    .next()
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+                    .ok_or(())
+            })
+            .unwrap_or_else(|()| PathBuf::from("/usr/bin/pinpost"));
         let tmp = to.with_extension("tmp");
         let copied = fs::copy(&me, &tmp)
             .and_then(|_| fs::File::open(&tmp)?.sync_all())

@@ -45,16 +45,11 @@ pub(crate) fn take(ready: &Path, into: &Path) -> Result<Option<Taken>, String> {
             ));
         }
     };
+    let listed = rustix::fs::Dir::read_from(&dir)
+        .map_err(|e| format!("cannot list {}: {e}", ready.display()))?;
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(fd_path(&dir)).map_err(|e| {
-        format!(
-            "cannot list {}: {}",
-            ready.display(),
-            crate::words::io_words(&e)
-        )
-    })? {
-        let Ok(entry) = entry else { continue };
-        if let Some(name) = entry.file_name().to_str() {
+    for entry in listed.flatten() {
+        if let Ok(name) = entry.file_name().to_str() {
             if name.ends_with(".deb") || name.ends_with(".deb.manifest") {
                 names.push(name.to_string());
             }
@@ -224,11 +219,6 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
         }
     }
     Ok(dir)
-}
-
-fn fd_path(fd: &OwnedFd) -> PathBuf {
-    use std::os::fd::AsRawFd;
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 #[cfg(test)]

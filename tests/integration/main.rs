@@ -49,3 +49,4 @@ mod services;
 mod setups;
 mod shape;
 mod tls_strict;
+mod update_helper;

@@ -8,38 +8,21 @@
 //! `scripts/throwaway-root.sh`; the test script runs both first. Missing
 //! either is a failure that says what to run.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// Checks only this file makes of a throwaway root.
+trait RootChecks {
+    fn assert_service_user(&self);
+}
+
 const WAIT: Duration = Duration::from_secs(120);
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(ROOT).join(path)
-}
-
-/// The package for one Debian architecture, built by scripts/package.sh.
 fn package(arch: &str) -> PathBuf {
-    let version = env!("CARGO_PKG_VERSION");
-    let deb = repo(&format!("target/debian/pinpost_{version}-1_{arch}.deb"));
-    assert!(
-        deb.is_file(),
-        "{} is missing: run `scripts/package.sh`",
-        deb.display()
-    );
-    deb
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    built_package(arch)
 }
 
 fn dpkg_deb(args: &[&str], deb: &Path) -> String {
@@ -139,86 +122,7 @@ fn the_arm_packages_hold_the_binary_the_unit_the_example_and_the_scripts() {
     }
 }
 
-/// A Debian 12 root unpacked in a temp dir, entered with chroot.
-struct Root {
-    dir: tempfile::TempDir,
-}
-
-impl Root {
-    fn new() -> Root {
-        let tar = repo("target/rootfs/bookworm.tar");
-        assert!(
-            tar.is_file(),
-            "{} is missing: run `scripts/throwaway-root.sh`",
-            tar.display()
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("pinpost-root")
-            .tempdir_in(repo("target/rootfs"))
-            .unwrap();
-        let out = Command::new("tar")
-            .arg("-xf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(dir.path())
-            .output()
-            .expect("run tar");
-        assert!(out.status.success(), "unpack the root: {}", text(&out));
-        Root { dir }
-    }
-
-    fn path(&self, inside: &str) -> PathBuf {
-        self.dir.path().join(inside.trim_start_matches('/'))
-    }
-
-    /// Runs a shell command inside the root, as root.
-    fn sh(&self, script: &str) -> Output {
-        let mut cmd = Command::new("chroot");
-        cmd.arg(self.dir.path())
-            .args(["/bin/sh", "-c", script])
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("HOME", "/root")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        run_limited(cmd, None, WAIT)
-    }
-
-    fn sh_ok(&self, script: &str) -> String {
-        let out = self.sh(script);
-        assert!(out.status.success(), "{script}: {}", text(&out));
-        text(&out)
-    }
-
-    fn copy_in(&self, from: &Path, inside: &str) {
-        let to = self.path(inside);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-    }
-
-    /// mode, owner and group of a file inside, e.g. (0o640, "root", "pinpost").
-    fn owner(&self, inside: &str) -> (u32, String, String) {
-        let meta = std::fs::metadata(self.path(inside))
-            .unwrap_or_else(|e| panic!("{inside} inside the root: {e}"));
-        let name = |db: &str, id: u32| {
-            std::fs::read_to_string(self.path(db))
-                .unwrap()
-                .lines()
-                .find(|l| l.split(':').nth(2) == Some(&id.to_string()))
-                .and_then(|l| l.split(':').next())
-                .map(str::to_string)
-                .unwrap_or_else(|| id.to_string())
-        };
-        (
-            meta.mode() & 0o7777,
-            name("/etc/passwd", meta.uid()),
-            name("/etc/group", meta.gid()),
-        )
-    }
-
+impl RootChecks for Root {
     fn assert_service_user(&self) {
         let id = self.sh_ok("id pinpost");
         for group in ["pinpost", "gpio", "i2c", "spi"] {

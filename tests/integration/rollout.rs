@@ -24,20 +24,6 @@ struct Fleet {
     broker: Broker,
 }
 
-/// The package `scripts/package.sh` built for `arch`.
-fn built_package(arch: &str) -> PathBuf {
-    let deb = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "target/debian/pinpost_{}-1_{arch}.deb",
-        env!("CARGO_PKG_VERSION")
-    ));
-    assert!(
-        deb.is_file(),
-        "{} is missing: run `scripts/package.sh` (scripts/test.sh does)",
-        deb.display()
-    );
-    deb
-}
-
 fn sha256(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes)
         .as_ref()

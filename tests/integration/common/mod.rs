@@ -10,7 +10,7 @@
 //! (running pinpost), [`config`] (config files and flags), [`gate`] and
 //! [`netns`] (the network between them), [`front`] (a managed service's TLS
 //! front), [`rabbitmq`] (a real 3-node RabbitMQ cluster), [`deb`] (packages
-//! to release). This file only
+//! to release), [`root`] (a throwaway Debian root, and the packages built). This file only
 //! declares and re-exports them.
 
 pub mod broker;
@@ -23,6 +23,7 @@ pub mod netns;
 pub mod pki;
 pub mod process;
 pub mod rabbitmq;
+pub mod root;
 pub mod subscriber;
 pub mod witness;
 
@@ -36,4 +37,5 @@ pub use process::{
     Background, PINPOST, assert_ok, pinpost, pinpost_in, pinpost_with_stdin, require_tool,
     run_limited, stderr, strings,
 };
+pub use root::{Root, built_package, repo, text};
 pub use witness::Witness;
