@@ -200,6 +200,7 @@ pub async fn run(
             key,
             &agent.config.outbox.path,
             &agent.config.update.helper_dir,
+            agent.config.update.install,
             agent.topics.clone(),
             link.publisher(),
         ) {

@@ -59,6 +59,10 @@ impl Agent {
             now_millis: utc::now_unix_millis(),
             clock: self.clock.state(Instant::now()),
         };
+        if name == crate::config::UPDATE_COMMAND {
+            let parsed = control::install::parse(incoming, &self.config.commands);
+            return self.on_install_command(parsed);
+        }
         match control::parse(
             incoming,
             &self.config.outputs,
@@ -68,6 +72,33 @@ impl Agent {
             Ok(command) => self.on_command(command, Instant::now()),
             Err(refusal) => self.refuse(name, refusal.id.as_deref(), &refusal.error),
         }
+    }
+
+    /// `cmd/update`: the release fetched and held goes to the install
+    /// helper, if the command passes the same gate as a pin command.
+    fn on_install_command(
+        &mut self,
+        parsed: Result<control::install::InstallCommand, control::Refusal>,
+    ) {
+        let name = crate::config::UPDATE_COMMAND;
+        let command = match parsed {
+            Ok(c) => c,
+            Err(refusal) => return self.refuse(name, refusal.id.as_deref(), &refusal.error),
+        };
+        let answer = match &mut self.updater {
+            Some(updater) => updater.install_asked(command.version.as_deref()),
+            None => Err("updates are off on this device ([update] release_key is not set)".into()),
+        };
+        match answer {
+            Ok(words) => {
+                tracing::info!("install command: {words}");
+                let body = topics::result_json(command.id.as_deref(), Ok(()));
+                self.delivery
+                    .send(&self.topics.result(name), body, false, None);
+            }
+            Err(error) => self.refuse(name, command.id.as_deref(), &error),
+        }
+        self.send_update_reports();
     }
 
     /// Answers and logs a refusal, as often as [`Refusals`](super::refusals::Refusals) allows: the

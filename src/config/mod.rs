@@ -60,7 +60,8 @@ pub use model::{
 pub use overrides::Overrides;
 pub(crate) use source::CONFIG_ENV;
 pub(crate) use source::Chosen;
-pub use update::Update;
+pub use update::{Install, Update};
+pub(crate) use values::UPDATE_COMMAND;
 
 /// Reads the chosen file (or none) and builds a checked config with the
 /// command-line overrides applied.

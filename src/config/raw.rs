@@ -40,6 +40,7 @@ pub struct RawUpdate {
     pub release_key: Option<PathBuf>,
     pub health_timeout: Option<String>,
     pub helper_dir: Option<PathBuf>,
+    pub install: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

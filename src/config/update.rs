@@ -3,7 +3,9 @@
 //! `pinpost certs release-key` made, shipped with the config), how long a
 //! newly installed release has to prove itself before it is rolled back
 //! (`health_timeout`), and where the root helper that installs releases
-//! leaves its outcome (`helper_dir`). Without a key no release is fetched:
+//! leaves its outcome (`helper_dir`), and whether a checked release is
+//! installed at once or when asked (`install`: the `cmd/update` command,
+//! Home Assistant's Install button). Without a key no release is fetched:
 //! a device with nothing to check a signature against trusts nothing.
 
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use super::error::ConfigError;
 use super::origins::Origins;
 use super::raw::RawConfig;
-use super::values::duration;
+use super::values::{UPDATE_COMMAND, duration};
 
 /// How long a new release has to connect and deliver, by default.
 pub const HEALTH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(120);
@@ -20,8 +22,33 @@ pub const HEALTH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(120);
 const HEALTH_TIMEOUT_MIN: Duration = Duration::from_secs(20);
 /// Longer would leave a broken release running for most of an hour.
 const HEALTH_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
-/// `pinpost-update.service`'s state directory.
+/// `pinpost-update.service`'s folder.
 pub const HELPER_DIR_DEFAULT: &str = "/var/lib/pinpost-update";
+
+/// `update.install`: when a checked release goes to the install helper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// As soon as it is checked: publishing a release is the operator's
+    /// word to install it.
+    Auto,
+    /// When a `cmd/update` command (Home Assistant's Install) asks.
+    WhenAsked,
+}
+
+impl std::str::FromStr for Install {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Install, String> {
+        match text {
+            "auto" => Ok(Install::Auto),
+            "when-asked" => Ok(Install::WhenAsked),
+            other => Err(format!(
+                "{other:?} is not a choice: \"auto\" installs a release once it is fetched and \
+                 checked; \"when-asked\" keeps it until an install command (Home Assistant's \
+                 Install, or {{\"action\":\"install\"}} on cmd/{UPDATE_COMMAND})"
+            )),
+        }
+    }
+}
 
 /// `[update]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +61,8 @@ pub struct Update {
     /// Where `pinpost install-update` keeps its journal and says how the
     /// last install went (`outcome.json`, `rolled-back.json`).
     pub helper_dir: PathBuf,
+    /// When a checked release is installed.
+    pub install: Install,
 }
 
 impl Default for Update {
@@ -42,6 +71,7 @@ impl Default for Update {
             release_key: None,
             health_timeout: HEALTH_TIMEOUT_DEFAULT,
             helper_dir: PathBuf::from(HELPER_DIR_DEFAULT),
+            install: Install::Auto,
         }
     }
 }
@@ -86,9 +116,12 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Update, ConfigEr
         Some(p) => p.clone(),
         None => PathBuf::from(HELPER_DIR_DEFAULT),
     };
+    let install = super::values::word(raw.update.install.as_deref(), "update.install", o)?
+        .unwrap_or(Install::Auto);
     Ok(Update {
         release_key,
         health_timeout,
         helper_dir,
+        install,
     })
 }

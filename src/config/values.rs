@@ -13,6 +13,10 @@ use super::origins::Origins;
 
 const ID_MAX_CHARS: usize = 64;
 
+/// The command name (`<prefix>/<id>/cmd/update`) that asks for a checked
+/// release to be installed; no input, output or sensor may take it.
+pub(crate) const UPDATE_COMMAND: &str = "update";
+
 /// The word of an enum-like key (`board.kind`, `outbox.policy`, …) as its
 /// enum, or `None` when the key is absent. The enum's `FromStr` lists the
 /// words it takes and says what each means, so the message stays its own.
@@ -85,6 +89,15 @@ pub(super) fn name(
         ));
     };
     check_topic_level(name, key, o)?;
+    if name == UPDATE_COMMAND {
+        return Err(o.invalid(
+            key,
+            format!(
+                "{name:?} is taken: <prefix>/<id>/cmd/{UPDATE_COMMAND} is the command that \
+                 installs a release; give this one another name"
+            ),
+        ));
+    }
     if let Some(first) = seen.insert(name.to_string(), key.to_string()) {
         return Err(o.invalid(
             key,

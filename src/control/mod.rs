@@ -426,5 +426,7 @@ fn shorten(text: &str) -> String {
     }
 }
 
+pub(crate) mod install;
+
 #[cfg(test)]
 mod tests;

@@ -87,15 +87,15 @@ pub(super) fn diagnostics(topics: &Topics, has_cert: bool) -> Vec<Spec> {
 /// installed version, the release being fetched or checked as the latest,
 /// its progress, and what happened in words. No install command yet: a
 /// checked release waits on the device for the installing helper.
-pub(super) fn firmware(topics: &Topics) -> Spec {
+pub(super) fn firmware(topics: &Topics, install: crate::config::Install) -> Spec {
     // HA reads a JSON object of these keys; 2025's checks them, so the
     // template makes exactly those from pinpost's report.
     let template = format!(
         "{{% set s = value_json.state %}}\
-         {{% set busy = s in ['fetching', 'verified', 'waiting'] and value_json.version %}}\
+         {{% set busy = s in ['fetching', 'verified', 'waiting', 'installing'] and value_json.version %}}\
          {{{{ {{'installed_version': value_json.installed, \
          'latest_version': (value_json.version if busy else value_json.installed), \
-         'in_progress': s == 'fetching', \
+         'in_progress': s in ['fetching', 'installing'], \
          'update_percentage': (value_json.percent if s == 'fetching' else none), \
          'release_summary': (s ~ (': ' ~ value_json.reason if value_json.reason else ''))[:{STATE_MAX_CHARS}]}} \
          | tojson }}}}"
@@ -107,5 +107,15 @@ pub(super) fn firmware(topics: &Topics) -> Spec {
     c.insert("device_class".into(), json!("firmware"));
     c.insert("title".into(), json!("pinpost"));
     c.insert("qos".into(), json!(1));
+    // Install works only on a release the device has fetched and checked
+    // (it is the `cmd/update` command); with installs automatic there is
+    // nothing for it to do, and HA shows no button.
+    if install == crate::config::Install::WhenAsked {
+        let command = topics
+            .commands()
+            .replace('+', crate::config::UPDATE_COMMAND);
+        c.insert("command_topic".into(), json!(command));
+        c.insert("payload_install".into(), json!("{\"action\":\"install\"}"));
+    }
     spec(Component::Update, "update", "firmware", c)
 }

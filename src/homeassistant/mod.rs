@@ -185,7 +185,7 @@ fn entities(config: &Config, notes: &mut Vec<String>) -> Vec<Spec> {
         specs.extend(diagnostics::diagnostics(&topics, has_cert));
     }
     if config.update.release_key.is_some() {
-        specs.push(diagnostics::firmware(&topics));
+        specs.push(diagnostics::firmware(&topics, config.update.install));
     }
     unique(&node, specs)
 }

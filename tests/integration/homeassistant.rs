@@ -332,12 +332,42 @@ fn scenario(version: &str, form: &str) {
     let firmware = ha.wait_state("update.pi_01_firmware", "99.0 checked, the latest", |s| {
         s["state"] == "on"
             && s["attributes"]["latest_version"] == "99.0"
-            && s["attributes"]["release_summary"] == "verified"
+            && s["attributes"]["release_summary"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("verified: waiting for an install command"))
     });
     assert_ne!(firmware["attributes"]["in_progress"], true, "{firmware}");
     assert_eq!(
         firmware["attributes"]["installed_version"],
         env!("CARGO_PKG_VERSION")
+    );
+    // install = "when-asked": the package waits for HA's Install, which
+    // sends cmd/update; only then is it handed to the install helper (its
+    // path unit watches ready/; no helper runs here).
+    let ready = state.path().join("update/ready/pinpost_99.0_amd64.deb");
+    assert!(!ready.exists(), "held until asked");
+    ha.call(
+        "update",
+        "install",
+        json!({"entity_id": "update.pi_01_firmware"}),
+    );
+    witness.wait_until("the install command's result", WAIT, |l| {
+        l.starts_with("pinpost/pi-01/cmd/update/result ") && l.contains("\"ok\":true")
+    });
+    // HA reads in_progress from the JSON state since 2024.11; 2024.3 shows
+    // only the summary.
+    let reads_progress = !version.starts_with("2024.3");
+    let firmware = ha.wait_state("update.pi_01_firmware", "99.0 installing", |s| {
+        s["attributes"]["release_summary"] == "installing"
+            && (s["attributes"]["in_progress"] == true || !reads_progress)
+    });
+    assert_eq!(
+        firmware["attributes"]["latest_version"], "99.0",
+        "{firmware}"
+    );
+    assert!(
+        ready.is_file(),
+        "the package is handed to the install helper"
     );
     eprintln!(
         "[{version}] removal and update entity checked; whole scenario {:?}",
@@ -431,6 +461,7 @@ step = 0.5
 
 [update]
 release_key = "{release_key}"
+install = "when-asked"
 
 [homeassistant]
 enabled = true

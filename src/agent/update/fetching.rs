@@ -6,9 +6,11 @@ use std::io;
 
 use tokio::time::Instant;
 
+use super::files::Shelf;
 use super::{
     Asked, CHUNK_TRIES, CHUNK_WAIT, Done, Fetch, REST, Release, State, Updater, joined, percent,
 };
+use crate::config::Install;
 use crate::link::Failure;
 use crate::words::io_words;
 
@@ -149,7 +151,14 @@ impl Updater {
             self.fail(release, format!("{e}; the part fetched was thrown away"));
             return;
         }
-        match self.files.promote(&release.name(), &release.envelope) {
+        let shelf = match self.install {
+            Install::Auto => Shelf::Ready,
+            Install::WhenAsked => Shelf::Held,
+        };
+        match self
+            .files
+            .promote(&release.name(), &release.envelope, shelf)
+        {
             Ok(deb) => {
                 tracing::info!(
                     "update: {} {} is here and checked (size, SHA-256 and signature): {}",
@@ -157,7 +166,7 @@ impl Updater {
                     release.manifest.version,
                     deb.display()
                 );
-                self.report("verified", Some(&release.manifest.version), Some(100));
+                self.report_verified(&release, shelf);
                 self.state = State::Ready(release);
             }
             Err(e) => {

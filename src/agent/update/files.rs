@@ -5,7 +5,8 @@
 //! | `manifest.json` | the signed manifest being fetched, as it came | a release is admitted |
 //! | `newest` | when the newest admitted manifest was signed (Unix seconds) | a release is admitted |
 //! | `package.part` | the chunks so far, in order | each chunk (synced every MiB) |
-//! | `ready/<package>_<version>_<arch>.deb` and `.manifest` | a package whose size, SHA-256 and signature held | the last chunk is checked |
+//! | `ready/<package>_<version>_<arch>.deb` and `.manifest` | a package whose size, SHA-256 and signature held, for the install helper (`pinpost-update.path` watches this folder) | the last chunk is checked (`install = "auto"`), or an install command came |
+//! | `held/…` | the same, kept until an install command (`install = "when-asked"`) | the last chunk is checked |
 //!
 //! `package.part` is only ever appended to at its end, so its length says
 //! where to go on after a stop or a power cut (floored to a whole chunk);
@@ -27,6 +28,25 @@ pub(super) const MANIFEST: &str = "manifest.json";
 const NEWEST: &str = "newest";
 const PART: &str = "package.part";
 const READY: &str = "ready";
+const HELD: &str = "held";
+
+/// Where a checked package is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shelf {
+    /// For the install helper, now.
+    Ready,
+    /// Until an install command.
+    Held,
+}
+
+impl Shelf {
+    fn dir(self) -> &'static str {
+        match self {
+            Shelf::Ready => READY,
+            Shelf::Held => HELD,
+        }
+    }
+}
 
 /// Sync the part file at least this often.
 const SYNC_EVERY: u64 = 1024 * 1024;
@@ -154,11 +174,13 @@ impl Files {
 
     /// The checked package moved to `ready/` (the only one there) beside
     /// its manifest; the path it has now.
-    pub(super) fn promote(&self, name: &str, envelope: &[u8]) -> io::Result<PathBuf> {
-        let ready = self.path(READY);
-        if ready.exists() {
-            fs::remove_dir_all(&ready)?;
+    pub(super) fn promote(&self, name: &str, envelope: &[u8], shelf: Shelf) -> io::Result<PathBuf> {
+        for old in [READY, HELD] {
+            if self.path(old).exists() {
+                fs::remove_dir_all(self.path(old))?;
+            }
         }
+        let ready = self.path(shelf.dir());
         fs::create_dir_all(&ready)?;
         let deb = ready.join(format!("{name}.deb"));
         crate::whole_file::replace(
@@ -173,10 +195,26 @@ impl Files {
         Ok(deb)
     }
 
-    /// The package in `ready/` for `name`, if it is there.
-    pub(super) fn ready(&self, name: &str) -> Option<PathBuf> {
-        let deb = self.path(READY).join(format!("{name}.deb"));
-        deb.is_file().then_some(deb)
+    /// Where the checked package `name` is, if it is kept.
+    pub(super) fn kept(&self, name: &str) -> Option<Shelf> {
+        [Shelf::Ready, Shelf::Held]
+            .into_iter()
+            .find(|shelf| self.path(shelf.dir()).join(format!("{name}.deb")).is_file())
+    }
+
+    /// A held package handed to the install helper: its manifest, then the
+    /// package (whose arrival starts the helper), moved into `ready/`.
+    pub(super) fn release_held(&self, name: &str) -> io::Result<()> {
+        let (held, ready) = (self.path(HELD), self.path(READY));
+        fs::create_dir_all(&ready)?;
+        let manifest = format!("{name}.deb.manifest");
+        fs::rename(held.join(&manifest), ready.join(&manifest))?;
+        fs::rename(
+            held.join(format!("{name}.deb")),
+            ready.join(format!("{name}.deb")),
+        )?;
+        sync_dir(&ready)?;
+        sync_dir(&held)
     }
 
     /// A part that failed its check, gone.
@@ -189,11 +227,13 @@ impl Files {
     pub(super) fn clear(&self) -> io::Result<()> {
         remove(&self.path(PART))?;
         remove(&self.path(MANIFEST))?;
-        match fs::remove_dir_all(self.path(READY)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+        for dir in [READY, HELD] {
+            match fs::remove_dir_all(self.path(dir)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
+        Ok(())
     }
 }
 

@@ -26,6 +26,7 @@ mod fetching;
 mod files;
 mod helper;
 mod installed;
+mod installing;
 
 use std::io;
 use std::path::Path;
@@ -141,6 +142,8 @@ pub(super) struct Updater {
     last_said: Option<(&'static str, Option<String>)>,
     /// What the install helper says.
     helper: Helper,
+    /// Whether a checked release goes to the helper at once.
+    install: crate::config::Install,
 }
 
 impl Updater {
@@ -150,6 +153,7 @@ impl Updater {
         key_file: &Path,
         state_dir: &Path,
         helper_dir: &Path,
+        install: crate::config::Install,
         topics: Topics,
         publisher: Publisher,
     ) -> Result<Updater, String> {
@@ -179,6 +183,7 @@ impl Updater {
             last_refusal: None,
             last_said: None,
             helper: Helper::new(helper_dir),
+            install,
         };
         // How the last install went (a restart by the helper is how this
         // agent came to run), else what runs.
@@ -398,72 +403,6 @@ impl Updater {
         self.resume(release);
     }
 
-    /// A release installed already, or rolled back here before: said
-    /// (once) rather than refused, its files dropped, nothing fetched.
-    fn done_with(&mut self, version: &str) -> bool {
-        let (state, reason) = if crate::release::version::compare(version, &self.installed).is_eq()
-        {
-            ("installed", None)
-        } else if let Some(why) = self.helper.rolled_back(version) {
-            (
-                "rolled back",
-                Some(format!("{why}; it is not tried again on this device")),
-            )
-        } else {
-            return false;
-        };
-        self.stop_asking();
-        self.state = State::Idle;
-        if let Err(e) = self.files.clear() {
-            tracing::warn!("update: cannot remove {version}'s files: {}", io_words(&e));
-        }
-        if self.last_said != Some((state, Some(version.to_string()))) {
-            tracing::info!("update: {version} is {state} on this device; nothing to fetch");
-            let percent = (state == "installed").then_some(100);
-            self.report_why(state, Some(version), percent, reason);
-        }
-        true
-    }
-
-    /// What the install helper says it did, reported; a release it put
-    /// back or refused is dropped.
-    fn on_outcome(&mut self, outcome: crate::updater::Outcome) {
-        let version = outcome.version.as_str();
-        let (state, reason) = match outcome.state.as_str() {
-            "installed" => ("installed", outcome.reason.clone()),
-            "rolled back" => ("rolled back", outcome.reason.clone()),
-            "refused" => (
-                "refused",
-                Some(format!(
-                    "the install helper refused it: {}",
-                    outcome.reason.as_deref().unwrap_or("no reason given")
-                )),
-            ),
-            "interrupted" => ("failed", outcome.reason.clone()),
-            other => {
-                tracing::warn!("update: the install helper says {other:?}, which is not known");
-                return;
-            }
-        };
-        match state {
-            "installed" => tracing::info!("update: the install helper installed {version}"),
-            _ => tracing::warn!(
-                "update: the install helper: {state} {version}: {}",
-                reason.as_deref().unwrap_or("")
-            ),
-        }
-        if matches!(state, "rolled back" | "refused") {
-            if let State::Ready(release) = &self.state {
-                if release.manifest.version == version {
-                    self.state = State::Idle;
-                    let _ = self.files.clear();
-                }
-            }
-        }
-        let percent = (state == "installed").then_some(100);
-        self.report_why(state, Some(version), percent, reason);
-    }
-
     fn current(&self) -> Option<&Release> {
         match &self.state {
             State::Idle => None,
@@ -486,8 +425,8 @@ impl Updater {
     /// Goes on from what is on disk: ready already, every chunk here, or
     /// the next one asked for.
     fn resume(&mut self, release: Release) {
-        if self.files.ready(&release.name()).is_some() {
-            self.report("verified", Some(&release.manifest.version), Some(100));
+        if let Some(shelf) = self.files.kept(&release.name()) {
+            self.report_verified(&release, shelf);
             self.state = State::Ready(release);
             return;
         }

@@ -91,11 +91,16 @@ fn a_checked_package_replaces_the_one_ready_before() {
     for name in ["pinpost_1_arm64", "pinpost_2_arm64"] {
         files.begin(b"{}", 1).unwrap();
         (files.append_job(0, b"deb".to_vec()))().unwrap();
-        let deb = files.promote(name, b"signed").unwrap();
+        let deb = files
+            .promote(name, b"signed", super::files::Shelf::Ready)
+            .unwrap();
         assert_eq!(std::fs::read(&deb).unwrap(), b"deb");
     }
-    assert!(files.ready("pinpost_1_arm64").is_none());
-    assert!(files.ready("pinpost_2_arm64").is_some());
+    assert!(files.kept("pinpost_1_arm64").is_none());
+    assert_eq!(
+        files.kept("pinpost_2_arm64"),
+        Some(super::files::Shelf::Ready)
+    );
     let ready: Vec<_> = std::fs::read_dir(dir.path().join("update/ready"))
         .unwrap()
         .flatten()
@@ -136,12 +141,20 @@ fn signed(signer: &crate::release::key::Signer, version: &str, size: u64) -> Vec
 }
 
 fn updater(dir: &std::path::Path) -> (Updater, crate::release::key::Signer, rumqttc::EventLoop) {
+    updater_with(dir, crate::config::Install::Auto)
+}
+
+fn updater_with(
+    dir: &std::path::Path,
+    install: crate::config::Install,
+) -> (Updater, crate::release::key::Signer, rumqttc::EventLoop) {
     let (path, signer) = key(dir);
     let (publisher, eventloop) = Publisher::detached();
     let mut updater = Updater::start(
         &path,
         &dir.join("state"),
         &dir.join("helper"),
+        install,
         Topics::new("pinpost", "pi-01"),
         publisher,
     )
@@ -318,4 +331,67 @@ async fn the_installed_version_s_manifest_says_installed_rather_than_refused() {
     assert_eq!(said[0].state, "installed");
     assert_eq!(said[0].percent, Some(100));
     assert!(matches!(updater.state, State::Idle));
+}
+
+#[tokio::test]
+async fn a_held_release_goes_to_the_install_helper_only_when_an_install_command_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut updater, signer, _eventloop) =
+        updater_with(dir.path(), crate::config::Install::WhenAsked);
+    let err = updater.install_asked(None).unwrap_err();
+    assert!(
+        err.contains("no release is fetched and checked here"),
+        "{err}"
+    );
+
+    let envelope = signed(&signer, "99.0.0", 3);
+    let manifest = manifest::open(&envelope, &updater.key).unwrap();
+    let release = Release { manifest, envelope };
+    updater.files.begin(&release.envelope, 1).unwrap();
+    (updater.files.append_job(0, b"deb".to_vec()))().unwrap();
+    // As `verified` leaves it with install = "when-asked" (`signed` names
+    // a made-up hash, so the check itself is not what is tested here).
+    updater
+        .files
+        .promote(
+            &release.name(),
+            &release.envelope,
+            super::files::Shelf::Held,
+        )
+        .unwrap();
+    updater.state = State::Ready(release.clone());
+    updater.reports();
+    let ready = dir.path().join("state/update/ready");
+    assert!(
+        !ready.exists(),
+        "nothing for the install helper before the command"
+    );
+    assert_eq!(
+        updater.files.kept(&release.name()),
+        Some(super::files::Shelf::Held)
+    );
+
+    let err = updater.install_asked(Some("98.0.0")).unwrap_err();
+    assert!(
+        err.contains("is not the release checked here (99.0.0)"),
+        "{err}"
+    );
+    assert_eq!(
+        updater.install_asked(Some("99.0.0")).unwrap(),
+        "installing 99.0.0"
+    );
+    assert!(
+        ready
+            .join("pinpost_99.0.0_".to_string() + installed::architecture() + ".deb")
+            .is_file()
+    );
+    assert!(
+        ready
+            .join("pinpost_99.0.0_".to_string() + installed::architecture() + ".deb.manifest")
+            .is_file()
+    );
+    let said = updater.reports();
+    assert_eq!(said.last().map(|r| r.state), Some("installing"));
+    let err = updater.install_asked(None).unwrap_err();
+    assert!(err.contains("with the install helper already"), "{err}");
 }

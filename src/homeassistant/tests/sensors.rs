@@ -181,16 +181,29 @@ fn with_a_release_key_the_device_has_an_update_entity_read_from_its_update_topic
     assert_eq!(firmware["device_class"], "firmware");
     assert!(
         firmware.get("command_topic").is_none(),
-        "no Install button until a helper installs: {firmware}"
+        "no Install button where releases install by themselves: {firmware}"
     );
     let template = firmware["value_template"].as_str().unwrap();
     for key in [
         "'installed_version': value_json.installed",
         "'latest_version'",
-        "'in_progress': s == 'fetching'",
+        "'in_progress': s in ['fetching', 'installing']",
         "'update_percentage'",
         "| tojson",
     ] {
         assert!(template.contains(key), "{key} in {template}");
     }
+}
+
+#[test]
+fn with_installs_when_asked_the_update_entity_has_an_install_button_sending_the_install_command() {
+    let plan = super::plan(
+        &enabled(
+            "\n[update]\nrelease_key = \"/etc/pinpost/certs/release.pub\"\ninstall = \"when-asked\"\n",
+        ),
+        &Announced::default(),
+    );
+    let firmware = entity(&plan, "homeassistant/update/pi-01/update_firmware/config");
+    assert_eq!(firmware["command_topic"], "pinpost/pi-01/cmd/update");
+    assert_eq!(firmware["payload_install"], "{\"action\":\"install\"}");
 }
