@@ -56,6 +56,17 @@ impl Topics {
         format!("{}/update", self.base)
     }
 
+    /// Where the operator leaves this device's signed config (retained).
+    pub(crate) fn config(&self) -> String {
+        format!("{}/config", self.base)
+    }
+
+    /// Where this device says which config it runs, and how a signed one
+    /// went (retained).
+    pub(crate) fn config_state(&self) -> String {
+        format!("{}/config/state", self.base)
+    }
+
     /// Chunk `n` of the package whose SHA-256 is `sha256` (hex).
     pub(crate) fn release_chunk(&self, sha256: &str, n: u64) -> String {
         release_chunk(&self.prefix, sha256, n)
@@ -327,6 +338,32 @@ pub(crate) struct UpdateReport {
 }
 
 impl UpdateReport {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// What `config/state` says: the config this device runs, and how the
+/// last signed one went.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ConfigReport {
+    /// `running` (at start), `applying`, `applied`, `refused`, `rolled
+    /// back`, `failed` or `waiting`.
+    pub(crate) state: &'static str,
+    /// The SHA-256 of the config file this device runs.
+    pub(crate) running: String,
+    /// The signed config's SHA-256, when one could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) config: Option<String>,
+    /// Why it was refused or rolled back, in words (`pinpost check`'s,
+    /// for a config that does not pass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    #[serde(flatten)]
+    pub(crate) when: Dated,
+}
+
+impl ConfigReport {
     pub(crate) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

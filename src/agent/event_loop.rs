@@ -120,6 +120,14 @@ impl Agent {
                     renewal.on_issued(&payload);
                 }
             }
+            LinkEvent::Message { topic, payload, .. }
+                if self.updater.is_some() && topic == self.topics.config() =>
+            {
+                if let Some(updater) = &mut self.updater {
+                    updater.on_config(&payload);
+                }
+                self.send_update_reports();
+            }
             LinkEvent::Message {
                 topic,
                 payload,

@@ -120,6 +120,7 @@ pub async fn run(
     let updates = config.update.release_key.is_some();
     if updates {
         subscriptions.push((topics.release(), Qos::AtLeastOnce));
+        subscriptions.push((topics.config(), Qos::AtLeastOnce));
     }
     let max_incoming = command_packet_limit(&topics, &config.commands)
         .max(
@@ -137,6 +138,7 @@ pub async fn run(
             topics::RELEASE_CHUNK
                 .saturating_add(topics.release_chunk(&"0".repeat(64), u64::MAX).len() + 4)
                 .max(crate::release::manifest::MAX_MANIFEST + topics.release().len() + 4)
+                .max(crate::release::config::MAX_SIGNED_CONFIG + topics.config().len() + 4)
         } else {
             0
         });
@@ -201,6 +203,7 @@ pub async fn run(
             &agent.config.outbox.path,
             &agent.config.update.helper_dir,
             agent.config.update.install,
+            (&agent.config.device.id, agent.config.file.as_deref()),
             agent.topics.clone(),
             link.publisher(),
         ) {

@@ -43,6 +43,10 @@ impl Agent {
         for report in updater.reports() {
             self.delivery.send(&topic, report.to_json(), true, None);
         }
+        let topic = self.topics.config_state();
+        for report in updater.config_reports() {
+            self.delivery.send(&topic, report.to_json(), true, None);
+        }
     }
 
     /// A connection is up: the renewal publishes, tries or keeps a pair;

@@ -221,7 +221,7 @@ pub(crate) fn listener(setup: &Setup) -> String {
 /// `pinpost check`'s probe. Never `cmd/<name>`: a key lifted from one Pi
 /// must not switch that Pi's outputs, nor park a retained message on its
 /// command topics.
-pub(crate) const DEVICE_WRITES: [&str; 9] = [
+pub(crate) const DEVICE_WRITES: [&str; 10] = [
     "status",
     "input/#",
     "output/#",
@@ -234,6 +234,8 @@ pub(crate) const DEVICE_WRITES: [&str; 9] = [
     "cert/request",
     // How its update goes (`agent::update`).
     "update",
+    // Which config it runs, and how a signed one went.
+    "config/state",
 ];
 
 /// The ACL: each device reads its own `<prefix>/<its id>/#` and writes only
@@ -251,7 +253,8 @@ pub(crate) fn acl(setup: &Setup) -> String {
     } = setup;
     let mut operator_rules = format!(
         "topic read #\ntopic write {prefix}/+/cmd/#\ntopic write {prefix}/+/cert/issued\n\
-         topic write {prefix}/+/release\ntopic write {prefix}/release/#\n"
+         topic write {prefix}/+/release\ntopic write {prefix}/release/#\n\
+         topic write {prefix}/+/config\n"
     );
     if setup.homeassistant {
         // HA, connected with the operator's certificate, publishes its

@@ -46,6 +46,8 @@ pub(super) fn run(args: &InstallUpdateArgs) -> Result<(), CliError> {
         dir: config.update.helper_dir.clone(),
         health_timeout: config.update.health_timeout,
         clock_trusted: trust.trusted,
+        config_file: chosen.path().to_path_buf(),
+        device: config.device.id.clone(),
     };
     if !trust.trusted {
         tracing::info!(

@@ -5,6 +5,7 @@
 pub mod args;
 mod certs;
 mod check;
+mod configs;
 mod enroll;
 mod fleet;
 mod gpio;

@@ -50,8 +50,17 @@ pub(super) async fn run(what: &ReleaseCommand) -> Result<(), CliError> {
                 (None, true) => Targets::All,
                 (None, false) => Targets::Listed(devices),
             };
+            if super::configs::is_signed_config(manifest) {
+                return super::configs::publish(manifest, &targets, fleet, connection).await;
+            }
             super::rollout::publish(manifest, package.as_deref(), targets, fleet, connection).await
         }
+        ReleaseCommand::SignConfig {
+            config,
+            key,
+            expires,
+            out,
+        } => super::configs::sign(config, key, *expires, out.as_deref()),
         ReleaseCommand::Withdraw {
             manifest,
             fleet,

@@ -91,7 +91,7 @@ pub(super) async fn publish(
 
 /// The config to connect with as the operator, and the devices' topic
 /// prefix.
-fn as_operator_on(
+pub(super) fn as_operator_on(
     fleet: &FleetArgs,
     connection: &ConnectionArgs,
 ) -> Result<(crate::config::Config, String), CliError> {
@@ -178,14 +178,14 @@ fn choose(
 }
 
 /// Publishes retained at QoS 1 with a window of acknowledgements.
-struct Sender<'a> {
+pub(super) struct Sender<'a> {
     link: &'a mut Link,
     token: u64,
     waiting: VecDeque<u64>,
 }
 
 impl<'a> Sender<'a> {
-    fn new(link: &'a mut Link) -> Sender<'a> {
+    pub(super) fn new(link: &'a mut Link) -> Sender<'a> {
         Sender {
             link,
             token: 0,
@@ -193,7 +193,7 @@ impl<'a> Sender<'a> {
         }
     }
 
-    async fn send(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), CliError> {
+    pub(super) async fn send(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), CliError> {
         while self.waiting.len() >= WINDOW / 2 {
             self.wait_one().await?;
         }
@@ -205,7 +205,7 @@ impl<'a> Sender<'a> {
         Ok(())
     }
 
-    async fn drain(&mut self) -> Result<(), CliError> {
+    pub(super) async fn drain(&mut self) -> Result<(), CliError> {
         while !self.waiting.is_empty() {
             self.wait_one().await?;
         }

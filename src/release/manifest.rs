@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ReleaseError;
+use super::envelope::{Unsealed, seal, unseal};
 use super::key::{Public, Signer};
 use super::version;
 
@@ -47,17 +48,6 @@ pub(crate) struct Manifest {
     pub(crate) issued: i64,
     /// After this (Unix seconds) it is not applied.
     pub(crate) expires: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Envelope {
-    /// The manifest's JSON, exactly as signed.
-    body: String,
-    /// The release key's id ([`Public::id`]).
-    key: String,
-    /// Ed25519 over `body`'s bytes, hex.
-    signature: String,
 }
 
 /// What a device is running, to admit a manifest against.
@@ -118,15 +108,7 @@ impl Manifest {
         self.check()?;
         let body = serde_json::to_string(self)
             .map_err(|e| ReleaseError::Manifest(format!("cannot be written ({e})")))?;
-        let envelope = Envelope {
-            signature: crate::hex::hex(&signer.sign(body.as_bytes())),
-            key: signer.public().id(),
-            body,
-        };
-        let mut text = serde_json::to_vec_pretty(&envelope)
-            .map_err(|e| ReleaseError::Manifest(format!("cannot be written ({e})")))?;
-        text.push(b'\n');
-        Ok(text)
+        seal(body, signer).map_err(|e| ReleaseError::Manifest(format!("cannot be written ({e})")))
     }
 
     /// Whether a package of `size` bytes with SHA-256 `digest` is this one.
@@ -224,30 +206,21 @@ impl Manifest {
 /// Opens a signed manifest with `key`: the signature over the body's
 /// exact bytes, then the body's fields.
 pub(crate) fn open(bytes: &[u8], key: &Public) -> Result<Manifest, ReleaseError> {
-    if bytes.len() > MAX_MANIFEST {
-        return Err(ReleaseError::Manifest(format!(
-            "is {} bytes, far larger than a manifest",
-            bytes.len()
-        )));
-    }
-    let envelope: Envelope = serde_json::from_slice(bytes)
-        .map_err(|e| ReleaseError::Manifest(format!("is not a signed manifest ({e})")))?;
-    if envelope.key != key.id() {
-        return Err(ReleaseError::Signature(format!(
-            "is by the key {}, and this device trusts only {} (its release.pub)",
-            envelope.key,
+    let body = unseal(bytes, key, MAX_MANIFEST).map_err(|e| match e {
+        Unsealed::TooLarge(n) => {
+            ReleaseError::Manifest(format!("is {n} bytes, far larger than a manifest"))
+        }
+        Unsealed::NotSigned(e) => ReleaseError::Manifest(format!("is not a signed manifest ({e})")),
+        Unsealed::OtherKey(id) => ReleaseError::Signature(format!(
+            "is by the key {id}, and this device trusts only {} (its release.pub)",
             key.id()
-        )));
-    }
-    let signature = crate::hex::unhex(&envelope.signature)
-        .ok_or_else(|| ReleaseError::Signature("is not hex".into()))?;
-    if !key.verifies(envelope.body.as_bytes(), &signature) {
-        return Err(ReleaseError::Signature(
+        )),
+        Unsealed::Forged => ReleaseError::Signature(
             "does not verify: the manifest was changed after signing, or signed by another key"
                 .into(),
-        ));
-    }
-    let manifest: Manifest = serde_json::from_str(&envelope.body)
+        ),
+    })?;
+    let manifest: Manifest = serde_json::from_str(&body)
         .map_err(|e| ReleaseError::Manifest(format!("body cannot be read ({e})")))?;
     manifest.check()?;
     Ok(manifest)

@@ -8,6 +8,8 @@
 //! | `incoming/<pkg>_<ver>_<arch>.deb` and `.manifest` | the release, copied out of the agent's folder | taken |
 //! | `previous/<pkg>_<ver>_<arch>.deb` | the package that ran before, repacked | before `dpkg -i` |
 //! | `newest` | when the newest installed manifest was signed | an install stays |
+//! | `config-newest` | when the newest applied config was signed | a config stays |
+//! | `config.good.toml` | the config that ran before a signed one, to go back to | before a config is written |
 //! | `outcome.json` | how the last install went, for the agent to report | each end |
 //! | `rolled-back.json` | versions put back, never tried again here | a rollback |
 //!
@@ -27,6 +29,9 @@ use super::{OUTCOME_FILE as OUTCOME, ROLLED_BACK_FILE as ROLLED_BACK};
 
 const JOURNAL: &str = "journal.json";
 const NEWEST: &str = "newest";
+const CONFIG_NEWEST: &str = "config-newest";
+/// The config that ran before a signed one was written.
+pub(crate) const GOOD_CONFIG: &str = "config.good.toml";
 /// The helper binary kept while an install is under way: the package's own
 /// may be the broken one by the time a boot has to finish the job.
 pub(crate) const SAVED_HELPER: &str = "pinpost";
@@ -47,16 +52,29 @@ pub(crate) enum Step {
     RollingBack,
 }
 
+/// What is being installed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Kind {
+    /// A package, with dpkg.
+    #[default]
+    Package,
+    /// A signed config, written over the config file.
+    Config,
+}
+
 /// The install under way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Journal {
+    #[serde(default)]
+    pub(crate) kind: Kind,
     pub(crate) step: Step,
     /// The release being installed.
     pub(crate) version: String,
     /// When its manifest was signed.
     pub(crate) issued: i64,
-    /// What ran before it, and its repacked package.
+    /// What ran before it, and its repacked package (or the config kept).
     pub(crate) previous: String,
     pub(crate) previous_deb: PathBuf,
     /// Why it is being rolled back (`RollingBack` only).
@@ -67,7 +85,11 @@ pub(crate) struct Journal {
 /// How the last install went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Outcome {
-    /// `installed`, `rolled back` or `refused`.
+    /// `config` for a signed config; absent for a package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kind: Option<String>,
+    /// `installed` (`applied` for a config), `rolled back`, `refused` or
+    /// `interrupted`.
     pub(crate) state: String,
     /// The release it was about.
     pub(crate) version: String,
@@ -167,23 +189,19 @@ impl Files {
         self.write_json(ROLLED_BACK, &list, 0o644)
     }
 
-    /// When the newest installed manifest was signed.
-    pub(crate) fn newest(&self) -> Option<i64> {
-        crate::whole_file::read_small(&self.path(NEWEST), 64, "a date")
+    /// When the newest installed manifest (or applied config) was signed.
+    pub(crate) fn newest(&self, kind: Kind) -> Option<i64> {
+        crate::whole_file::read_small(&self.path(newest_file(kind)), 64, "a date")
             .ok()
             .flatten()
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|t| t.trim().parse().ok())
     }
 
-    pub(crate) fn set_newest(&self, issued: i64) -> io::Result<()> {
-        let tmp = self.path("newest.tmp");
-        crate::whole_file::replace(
-            &self.path(NEWEST),
-            &tmp,
-            issued.to_string().as_bytes(),
-            true,
-        )?;
+    pub(crate) fn set_newest(&self, kind: Kind, issued: i64) -> io::Result<()> {
+        let name = newest_file(kind);
+        let tmp = self.path(&format!("{name}.tmp"));
+        crate::whole_file::replace(&self.path(name), &tmp, issued.to_string().as_bytes(), true)?;
         sync_dir(&self.dir)
     }
 
@@ -205,6 +223,13 @@ impl Files {
         let file = crate::whole_file::replace(&self.path(name), &tmp, &bytes, true)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         sync_dir(&self.dir)
+    }
+}
+
+fn newest_file(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Package => NEWEST,
+        Kind::Config => CONFIG_NEWEST,
     }
 }
 

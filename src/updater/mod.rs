@@ -20,6 +20,7 @@
 //! It knows dpkg and systemd only through `System`; it does not know MQTT
 //! (the agent reports what `outcome.json` says).
 
+mod config;
 mod files;
 mod gate;
 mod system;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use crate::release::key::Public;
 use crate::release::manifest::{self, Installed};
 
+pub(crate) use config::config_name;
 pub(crate) use files::{Outcome, RolledBack};
 pub(crate) use gate::Unit;
 pub(crate) use system::Real;
@@ -80,6 +82,10 @@ pub(crate) struct Plan {
     /// Whether the wall clock is set: a manifest's expiry is judged only
     /// then.
     pub(crate) clock_trusted: bool,
+    /// The agent's config file (root's), which a signed config replaces,
+    /// and the device id it names.
+    pub(crate) config_file: PathBuf,
+    pub(crate) device: String,
 }
 
 /// What a run did, in words for its log.
@@ -124,14 +130,30 @@ pub(crate) fn run(plan: &Plan, sys: &mut dyn System) -> Result<Vec<Did>, String>
             files.path("journal.json").display()
         )
     })?;
-    let mut job = Job { plan, sys, files };
+    let mut job = Job {
+        plan,
+        sys,
+        files,
+        kind: files::Kind::Package,
+    };
     if let Some(journal) = journal {
+        job.kind = journal.kind;
         did.push(job.recover(journal)?);
     }
-    match take::take(&plan.ready, &job.files.incoming()) {
-        Ok(None) => {}
-        Ok(Some(taken)) => did.push(job.install(taken)?),
-        Err(why) => did.push(job.end("refused", "a release".into(), None, Some(why))?),
+    let ready = take::take_all(&plan.ready, &job.files.incoming());
+    if let Some(config) = ready.config {
+        job.kind = files::Kind::Config;
+        did.push(match config {
+            Ok(bytes) => job.apply_config(&bytes)?,
+            Err(why) => job.end("refused", "a signed config".into(), None, Some(why))?,
+        });
+    }
+    if let Some(package) = ready.package {
+        job.kind = files::Kind::Package;
+        did.push(match package {
+            Ok(taken) => job.install(taken)?,
+            Err(why) => job.end("refused", "a release".into(), None, Some(why))?,
+        });
     }
     Ok(did)
 }
@@ -160,6 +182,8 @@ struct Job<'a> {
     plan: &'a Plan,
     sys: &'a mut dyn System,
     files: files::Files,
+    /// What the install under way is of.
+    kind: files::Kind,
 }
 
 impl Job<'_> {
@@ -207,7 +231,7 @@ impl Job<'_> {
                 package: "pinpost",
                 version: &installed,
                 architecture: &architecture,
-                newest_issued: self.files.newest(),
+                newest_issued: self.files.newest(files::Kind::Package),
             },
             Some(now),
         );
@@ -257,6 +281,7 @@ impl Job<'_> {
         self.sys
             .save_helper(&self.files.path(files::SAVED_HELPER))?;
         let mut journal = files::Journal {
+            kind: files::Kind::Package,
             step: files::Step::Installing,
             version: version.clone(),
             issued: manifest.issued,
@@ -277,7 +302,7 @@ impl Job<'_> {
 
     /// Restarts the agent and waits for it; keeps the release or rolls
     /// it back.
-    fn check(
+    pub(super) fn check(
         &mut self,
         journal: files::Journal,
         started: i64,
@@ -285,7 +310,7 @@ impl Job<'_> {
     ) -> Result<Did, String> {
         match self.gate(started) {
             Ok(()) => {
-                if let Err(e) = self.files.set_newest(journal.issued) {
+                if let Err(e) = self.files.set_newest(journal.kind, journal.issued) {
                     tracing::warn!(
                         "cannot keep the release's date: {}",
                         crate::words::io_words(&e)
@@ -295,8 +320,12 @@ impl Job<'_> {
                     "a power cut or crash interrupted the install; it was finished at boot"
                         .to_string()
                 });
+                let state = match journal.kind {
+                    files::Kind::Package => "installed",
+                    files::Kind::Config => "applied",
+                };
                 self.end(
-                    "installed",
+                    state,
                     journal.version.clone(),
                     Some(journal.previous.clone()),
                     reason,
@@ -335,7 +364,11 @@ impl Job<'_> {
     }
 
     /// Puts the previous package back, never to try this version again.
-    fn roll_back(&mut self, mut journal: files::Journal, why: String) -> Result<Did, String> {
+    pub(super) fn roll_back(
+        &mut self,
+        mut journal: files::Journal,
+        why: String,
+    ) -> Result<Did, String> {
         tracing::warn!(
             "pinpost {} is not healthy: {why}; putting {} back",
             journal.version,
@@ -360,6 +393,15 @@ impl Job<'_> {
     /// when dpkg cannot (the journal stays: the next boot tries again).
     fn put_back(&mut self, journal: &files::Journal) -> Result<(), String> {
         let started = crate::utc::now_unix();
+        if journal.kind == files::Kind::Config {
+            self.restore_config(journal)?;
+            if let Err(why) = self.gate(started) {
+                tracing::error!(
+                    "the config that ran before is back, but not healthy either: {why}"
+                );
+            }
+            return Ok(());
+        }
         self.sys.install(&journal.previous_deb).map_err(|e| {
             format!(
                 "pinpost {} is not healthy, and putting {} back failed too: {e}. Install {} \
@@ -403,10 +445,7 @@ impl Job<'_> {
                 )
             }
             files::Step::Installing | files::Step::Checking => {
-                if let Err(why) = self.sys.repair() {
-                    tracing::warn!("dpkg could not finish what was cut short: {why}");
-                }
-                if self.sys.installed()?.as_deref() == Some(journal.version.as_str()) {
+                if self.is_in_place(&journal)? {
                     journal.step = files::Step::Checking;
                     self.journal(&journal)?;
                     return self.check(journal, started, true);
@@ -428,7 +467,7 @@ impl Job<'_> {
         }
     }
 
-    fn journal(&self, journal: &files::Journal) -> Result<(), String> {
+    pub(super) fn journal(&self, journal: &files::Journal) -> Result<(), String> {
         self.files.set_journal(journal).map_err(|e| {
             format!(
                 "cannot write the install's journal: {}",
@@ -439,7 +478,7 @@ impl Job<'_> {
 
     /// Says how it went, in `outcome.json` and the log, and clears the
     /// install's files.
-    fn end(
+    pub(super) fn end(
         &mut self,
         state: &str,
         version: String,
@@ -447,6 +486,7 @@ impl Job<'_> {
         reason: Option<String>,
     ) -> Result<Did, String> {
         let outcome = Outcome {
+            kind: (self.kind == files::Kind::Config).then(|| "config".to_string()),
             state: state.to_string(),
             version,
             previous,
@@ -455,7 +495,7 @@ impl Job<'_> {
         };
         let did = Did { outcome };
         match state {
-            "installed" => tracing::info!("{did}"),
+            "installed" | "applied" => tracing::info!("{did}"),
             _ => tracing::warn!("{did}"),
         }
         self.files

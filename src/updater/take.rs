@@ -1,7 +1,8 @@
 //! Taking a release out of the agent's folder (`<spool>/update/ready/`):
 //! the `.deb` and its `.deb.manifest` are copied into the helper's own
 //! `incoming/` and the originals removed, so what is checked and installed
-//! is a file the agent can no longer change.
+//! is a file the agent can no longer change; a signed config
+//! (`config.signed`) is read into memory the same way.
 //!
 //! The agent owns every folder on the way (its state directory), so none
 //! is trusted: each is opened without following a symbolic link, only
@@ -17,9 +18,12 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, openat, unlinkat};
 
+use crate::release::config::MAX_SIGNED_CONFIG;
 use crate::release::manifest::{MAX_MANIFEST, MAX_PACKAGE};
 
 const MANIFEST_SUFFIX: &str = ".manifest";
+/// The signed config the agent hands over.
+pub(crate) const CONFIG: &str = "config.signed";
 
 /// A release taken: the copied package, and its signed manifest's bytes.
 #[derive(Debug)]
@@ -28,6 +32,38 @@ pub(crate) struct Taken {
     pub(crate) name: String,
     pub(crate) deb: PathBuf,
     pub(crate) envelope: Vec<u8>,
+}
+
+/// What was ready: a package, a signed config, each or both, or why one
+/// was refused.
+#[derive(Debug, Default)]
+pub(crate) struct Ready {
+    pub(crate) package: Option<Result<Taken, String>>,
+    pub(crate) config: Option<Result<Vec<u8>, String>>,
+}
+
+/// What `ready` holds, taken; every file of ours there is removed, taken
+/// or not (the path unit starts the helper while one is there).
+pub(crate) fn take_all(ready: &Path, into: &Path) -> Ready {
+    let config = match open_dir(ready) {
+        Ok(dir) => {
+            let mut bytes = Vec::new();
+            let read = copy_limited(&dir, ready, CONFIG, MAX_SIGNED_CONFIG as u64, &mut bytes);
+            match read {
+                Err(e) if e.ends_with(" is missing") => None,
+                Err(e) => Some(Err(e)),
+                Ok(()) => Some(Ok(bytes)),
+            }
+            .inspect(|_| {
+                let _ = unlinkat(&dir, CONFIG, AtFlags::empty());
+            })
+        }
+        Err(_) => None,
+    };
+    Ready {
+        package: take(ready, into).transpose(),
+        config,
+    }
 }
 
 /// The first release in `ready` (by name), copied into `into`; every
@@ -308,5 +344,31 @@ mod tests {
         ]);
         let err = take(&ready, &into).unwrap_err();
         assert!(err.contains("refused unread"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_config_is_read_and_removed_and_a_link_in_its_place_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ready = tmp.path().join("ready");
+        std::fs::create_dir_all(&ready).unwrap();
+        std::fs::write(ready.join(CONFIG), b"signed").unwrap();
+        let got = take_all(&ready, tmp.path());
+        assert_eq!(got.config.unwrap().unwrap(), b"signed");
+        assert!(got.package.is_none());
+        assert!(!ready.join(CONFIG).exists());
+
+        std::os::unix::fs::symlink("/etc/shadow", ready.join(CONFIG)).unwrap();
+        let err = take_all(&ready, tmp.path()).config.unwrap().unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(
+            std::fs::symlink_metadata(ready.join(CONFIG)).is_err(),
+            "removed"
+        );
+        assert!(take_all(&ready, tmp.path()).config.is_none());
     }
 }

@@ -29,6 +29,8 @@ struct Machine {
     installs: Vec<String>,
     /// Panics ("power cut") at the call named, e.g. `install 0.2.0`.
     cut_at: Option<String>,
+    /// The agent's config: one with `# breaks` in it never connects.
+    config_file: Option<PathBuf>,
 }
 
 impl Machine {
@@ -43,6 +45,7 @@ impl Machine {
             clock: Duration::ZERO,
             installs: Vec::new(),
             cut_at: None,
+            config_file: None,
         }
     }
 
@@ -100,7 +103,17 @@ impl System for Machine {
             invocation: self.invocation.to_string(),
             ..Unit::default()
         };
-        match self.behaves.get(&v).copied().unwrap_or(Behaves::Healthy) {
+        let breaks = self
+            .config_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .is_some_and(|c| c.contains("# breaks"));
+        let behaves = if breaks {
+            Behaves::NeverConnects
+        } else {
+            self.behaves.get(&v).copied().unwrap_or(Behaves::Healthy)
+        };
+        match behaves {
             _ if self.looks < 3 => {
                 u.active = "activating".into();
                 u.sub = "start".into();
@@ -132,6 +145,9 @@ impl System for Machine {
     }
 }
 
+/// The config the pretend machine runs: healthy.
+const GOOD_CONFIG: &str = "[device]\nid = \"pi-01\"\n";
+
 struct Bench {
     _tmp: tempfile::TempDir,
     plan: Plan,
@@ -148,7 +164,11 @@ impl Bench {
             dir: tmp.path().join("helper"),
             health_timeout: Duration::from_secs(120),
             clock_trusted: true,
+            config_file: tmp.path().join("etc/config.toml"),
+            device: "pi-01".into(),
         };
+        std::fs::create_dir_all(tmp.path().join("etc")).unwrap();
+        std::fs::write(&plan.config_file, GOOD_CONFIG).unwrap();
         std::fs::create_dir_all(&plan.ready).unwrap();
         Bench {
             signer: Signer::from_pem(private.as_bytes()).unwrap(),
@@ -181,6 +201,35 @@ impl Bench {
             manifest.sign(&self.signer).unwrap(),
         )
         .unwrap();
+    }
+
+    /// The agent leaves a config signed for `device`.
+    fn ready_config(&self, device: &str, text: &str) -> String {
+        let now = crate::utc::now_unix();
+        let signed = crate::release::config::SignedConfig {
+            kind: "config".into(),
+            format: 1,
+            device: device.into(),
+            config: text.into(),
+            issued: now - 60,
+            expires: now + 86_400,
+        };
+        std::fs::write(
+            self.plan.ready.join("config.signed"),
+            signed.sign(&self.signer).unwrap(),
+        )
+        .unwrap();
+        super::config::config_name(&signed.sha256())
+    }
+
+    fn machine(&self) -> Machine {
+        let mut pi = Machine::running("0.1.0");
+        pi.config_file = Some(self.plan.config_file.clone());
+        pi
+    }
+
+    fn config_now(&self) -> String {
+        std::fs::read_to_string(&self.plan.config_file).unwrap()
     }
 
     fn run(&self, machine: &mut Machine) -> Vec<Did> {
@@ -448,4 +497,126 @@ fn a_boot_with_nothing_to_do_does_nothing() {
     assert!(bench.run(&mut pi).is_empty());
     assert!(pi.installs.is_empty());
     assert!(!bench.plan.dir.join(OUTCOME_FILE).exists());
+}
+
+#[test]
+fn a_signed_config_is_checked_written_with_the_files_mode_and_kept() {
+    let bench = Bench::new();
+    std::fs::set_permissions(
+        &bench.plan.config_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    let new = "[device]\nid = \"pi-01\"\n\n[outbox]\nmax_age = \"2h\"\n";
+    let name = bench.ready_config("pi-01", new);
+    let mut pi = bench.machine();
+    let did = bench.run(&mut pi);
+    let outcome = &did[0].outcome;
+    assert_eq!(outcome.kind.as_deref(), Some("config"));
+    assert_eq!(
+        (outcome.state.as_str(), &outcome.version),
+        ("applied", &name)
+    );
+    assert_eq!(bench.config_now(), new);
+    let mode = std::fs::metadata(&bench.plan.config_file)
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o640
+    );
+    assert_eq!(
+        std::fs::read_to_string(bench.plan.dir.join("config.good.toml")).unwrap(),
+        GOOD_CONFIG
+    );
+    assert!(pi.installs.is_empty(), "no package is touched");
+    assert!(!bench.journal_left());
+    // The same config again: applied already, nothing restarted.
+    bench.ready_config("pi-01", new);
+    let looks = pi.invocation;
+    assert_eq!(bench.run(&mut pi)[0].outcome.state, "applied");
+    assert_eq!(pi.invocation, looks);
+}
+
+#[test]
+fn a_config_that_cannot_connect_is_rolled_back_and_never_applied_again() {
+    let bench = Bench::new();
+    let broken = "[device]\nid = \"pi-01\"\n# breaks\n";
+    let name = bench.ready_config("pi-01", broken);
+    let mut pi = bench.machine();
+    let did = bench.run(&mut pi);
+    let outcome = &did[0].outcome;
+    assert_eq!(outcome.state, "rolled back");
+    let reason = outcome.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("did not connect and deliver within 2m"),
+        "{reason}"
+    );
+    assert_eq!(
+        bench.config_now(),
+        GOOD_CONFIG,
+        "the config that ran before is back"
+    );
+    assert_eq!(bench.rolled_back()[0].version, name);
+
+    bench.ready_config("pi-01", broken);
+    let did = bench.run(&mut pi);
+    assert_eq!(did[0].outcome.state, "refused");
+    assert!(
+        did[0]
+            .outcome
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("rolled back on this device before")
+    );
+}
+
+#[test]
+fn a_config_the_checker_refuses_or_for_another_device_changes_nothing() {
+    let bench = Bench::new();
+    let mut pi = bench.machine();
+    bench.ready_config(
+        "pi-01",
+        "[device]\nid = \"pi-01\"\n[outbox]\nmax_age = \"soon\"\n",
+    );
+    let did = bench.run(&mut pi);
+    assert_eq!(did[0].outcome.state, "refused");
+    let reason = did[0].outcome.reason.clone().unwrap();
+    assert!(
+        reason.contains("outbox.max_age"),
+        "the checker's words: {reason}"
+    );
+    bench.ready_config("pi-02", "[device]\nid = \"pi-02\"\n");
+    let reason = bench.run(&mut pi)[0].outcome.reason.clone().unwrap();
+    assert!(
+        reason.contains("signed for pi-02, and this device is pi-01"),
+        "{reason}"
+    );
+    bench.ready_config("pi-01", "[device]\nid = \"pi-09\"\n");
+    let reason = bench.run(&mut pi)[0].outcome.reason.clone().unwrap();
+    assert!(reason.contains("would make this device pi-09"), "{reason}");
+    assert_eq!(bench.config_now(), GOOD_CONFIG);
+    assert_eq!(pi.invocation, 1, "the agent was never restarted");
+}
+
+#[test]
+fn a_power_cut_after_a_config_is_written_is_checked_again_at_boot() {
+    let bench = Bench::new();
+    let new = "[device]\nid = \"pi-01\"\n# v2\n";
+    bench.ready_config("pi-01", new);
+    let mut pi = bench.machine();
+    pi.cut_at = Some("restart".into());
+    bench.run_until_cut(&mut pi);
+    assert_eq!(bench.config_now(), new);
+    let did = bench.run(&mut pi);
+    assert_eq!(did[0].outcome.state, "applied");
+    assert!(
+        did[0]
+            .outcome
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("finished at boot")
+    );
 }

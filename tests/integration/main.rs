@@ -37,6 +37,7 @@ mod in_flight;
 mod package;
 mod properties;
 mod rabbitmq;
+mod reconfig;
 mod release;
 mod renewal;
 mod revocation;

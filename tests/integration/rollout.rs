@@ -18,13 +18,13 @@ const CHUNK: usize = 32 * 1024;
 
 /// A laptop folder (CA, broker, operator, three devices, the release
 /// key), a Mosquitto with persistence, and a config per device.
-struct Fleet {
-    dir: tempfile::TempDir,
-    certs: PathBuf,
-    broker: Broker,
+pub(crate) struct Fleet {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) certs: PathBuf,
+    pub(crate) broker: Broker,
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes)
         .as_ref()
         .iter()
@@ -33,7 +33,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 impl Fleet {
-    fn new() -> Fleet {
+    pub(crate) fn new() -> Fleet {
         require_tool("mosquitto", "mosquitto");
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
@@ -91,20 +91,20 @@ impl Fleet {
         fleet
     }
 
-    fn pi(&self, id: &str) -> PathBuf {
+    pub(crate) fn pi(&self, id: &str) -> PathBuf {
         self.dir.path().join(id)
     }
 
-    fn state(&self, id: &str) -> PathBuf {
+    pub(crate) fn state(&self, id: &str) -> PathBuf {
         self.pi(id).join("state")
     }
 
     /// The agent's update folder (beside its spool).
-    fn updates(&self, id: &str) -> PathBuf {
+    pub(crate) fn updates(&self, id: &str) -> PathBuf {
         self.state(id).join("outbox/update")
     }
 
-    fn agent(&self, id: &str) -> Background {
+    pub(crate) fn agent(&self, id: &str) -> Background {
         let mut agent = Background::start_with_env(
             &strings(&[
                 "run",
@@ -119,23 +119,23 @@ impl Fleet {
 
     /// The operator's connection flags on the agents' port (where the
     /// witness listens).
-    fn operator(&self) -> Vec<String> {
+    pub(crate) fn operator(&self) -> Vec<String> {
         self.operator_on(self.broker.port)
     }
 
     /// The same on `port`: the tools' port, where a second operator
     /// connection does not take the witness's place (the agents' port
     /// names clients by their certificate).
-    fn operator_on(&self, port: u16) -> Vec<String> {
+    pub(crate) fn operator_on(&self, port: u16) -> Vec<String> {
         operator_flags(&self.certs, port)
     }
 
-    fn witness(&self) -> Witness {
+    pub(crate) fn witness(&self) -> Witness {
         Witness::start(&self.broker, "pinpost/+/update", &self.operator())
     }
 
     /// `pinpost release …` run from the laptop folder.
-    fn release(&self, args: &[&str]) -> (bool, String) {
+    pub(crate) fn release(&self, args: &[&str]) -> (bool, String) {
         let mut all = strings(&["release"]);
         all.extend(strings(args));
         if matches!(args.first(), Some(&"publish" | &"status" | &"withdraw")) {
@@ -146,7 +146,7 @@ impl Fleet {
     }
 
     /// Signs `deb` (a copy in the laptop folder) with `key`: the manifest.
-    fn sign(&self, deb: &Path, key: &Path, more: &[&str]) -> PathBuf {
+    pub(crate) fn sign(&self, deb: &Path, key: &Path, more: &[&str]) -> PathBuf {
         let copy = self.dir.path().join(deb.file_name().unwrap());
         if copy != deb {
             std::fs::copy(deb, &copy).unwrap();
@@ -160,11 +160,11 @@ impl Fleet {
         PathBuf::from(format!("{}.manifest", copy.display()))
     }
 
-    fn release_key(&self) -> PathBuf {
+    pub(crate) fn release_key(&self) -> PathBuf {
         self.certs.join("private/release.key")
     }
 
-    fn publish(&self, manifest: &Path, to: &str) -> String {
+    pub(crate) fn publish(&self, manifest: &Path, to: &str) -> String {
         let (ok, said) =
             self.release(&["publish", &manifest.display().to_string(), "--devices", to]);
         assert!(ok, "publish: {said}");
@@ -173,7 +173,7 @@ impl Fleet {
 
     /// `pinpost publish` as the operator: what a broker or an operator
     /// account could send without the release key.
-    fn publish_raw(&self, topic: &str, file: &Path) {
+    pub(crate) fn publish_raw(&self, topic: &str, file: &Path) {
         let mut args = strings(&["publish"]);
         args.extend(self.operator_on(self.broker.more_ports[0]));
         args.extend(strings(&[
@@ -189,7 +189,7 @@ impl Fleet {
 
     /// `pieces` (chunks `first`… of `whole`) published retained as the
     /// operator, one by one, as `release publish` would.
-    fn put_chunks(&self, whole: &[u8], pieces: &[&[u8]], first: usize) {
+    pub(crate) fn put_chunks(&self, whole: &[u8], pieces: &[&[u8]], first: usize) {
         let sha = sha256(whole);
         for (i, piece) in pieces.iter().enumerate() {
             let file = self.dir.path().join("chunk");
@@ -199,7 +199,7 @@ impl Fleet {
     }
 
     /// Waits until `id`'s part holds `chunks` whole chunks.
-    fn wait_for_part(&self, id: &str, chunks: u64) {
+    pub(crate) fn wait_for_part(&self, id: &str, chunks: u64) {
         let part = self.updates(id).join("package.part");
         let deadline = std::time::Instant::now() + WAIT;
         while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < chunks * CHUNK as u64 {
@@ -211,7 +211,7 @@ impl Fleet {
         }
     }
 
-    fn ready(&self, id: &str) -> Vec<PathBuf> {
+    pub(crate) fn ready(&self, id: &str) -> Vec<PathBuf> {
         std::fs::read_dir(self.updates(id).join("ready"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()

@@ -51,7 +51,7 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
             "| a device `pi-01` | `pi-01.crt`/`.key`, CN `pi-01` | `pinpost/pi-01/#`, \
              `pinpost/release/#` | \
              `pinpost/pi-01/` + `status`, `input/#`, `output/#`, `sensor/#`, `stats`, `check`, \
-             `cmd/+/result`, `cert/request`, `update` |"
+             `cmd/+/result`, `cert/request`, `update`, `config/state` |"
         ),
         "{POLICY}"
     );
@@ -69,7 +69,8 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
     assert!(
         POLICY.contains(
             "| the operator | `operator.crt`/`.key` | `#` | `pinpost/+/cmd/#`, \
-             `pinpost/+/cert/issued`, `pinpost/+/release`, `pinpost/release/#` |"
+             `pinpost/+/cert/issued`, `pinpost/+/release`, `pinpost/release/#`, \
+             `pinpost/+/config` |"
         ),
         "{POLICY}"
     );
@@ -88,12 +89,14 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
             "topic write pinpost/+/cert/issued",
             "topic write pinpost/+/release",
             "topic write pinpost/release/#",
+            "topic write pinpost/+/config",
             "user CN=operator",
             "topic read #",
             "topic write pinpost/+/cmd/#",
             "topic write pinpost/+/cert/issued",
             "topic write pinpost/+/release",
             "topic write pinpost/release/#",
+            "topic write pinpost/+/config",
             "pattern read pinpost/%u/#",
             "pattern read pinpost/release/#",
             "pattern write pinpost/%u/status",
@@ -105,6 +108,7 @@ fn the_policy_describes_the_acl_and_listener_pinpost_writes() {
             "pattern write pinpost/%u/cmd/+/result",
             "pattern write pinpost/%u/cert/request",
             "pattern write pinpost/%u/update",
+            "pattern write pinpost/%u/config/state",
         ],
         "SECURITY.md's table lists every rule"
     );

@@ -14,7 +14,8 @@ use crate::common::*;
 
 /// systemd for the agent's unit, as far as the helper asks: `restart`
 /// starts a new invocation, `show` runs the installed binary and says
-/// what systemd would of it. A `restart` while `cut-at-restart` exists
+/// what systemd would of it (a config with `# breaks` in it never
+/// connects). A `restart` while `cut-at-restart` exists
 /// kills the helper first, as a power cut would.
 const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
 d=/run/fake-systemd; mkdir -p $d
@@ -25,7 +26,9 @@ case "$1" in
     if [ -e $d/cut-at-restart ]; then rm $d/cut-at-restart; kill -9 $PPID; exit 1; fi
     echo $((inv + 1)) > $d/invocation ;;
   show)
-    if /usr/bin/pinpost --version >/dev/null 2>&1; then
+    if grep -q '# breaks' /etc/pinpost/config.toml; then
+      printf 'ActiveState=active\nSubState=running\nInvocationID=%s\nNRestarts=0\nStatusText=retrying in 5.0s: the broker refused the connection\nResult=success\nExecMainStatus=0\n' "$inv"
+    elif /usr/bin/pinpost --version >/dev/null 2>&1; then
       printf 'ActiveState=active\nSubState=running\nInvocationID=%s\nNRestarts=0\nStatusText=connected to mqtts://broker:8883 and delivering\nResult=success\nExecMainStatus=0\n' "$inv"
     else
       /usr/bin/pinpost --version >/dev/null 2>&1; code=$?
@@ -317,4 +320,80 @@ fn a_power_cut_after_dpkg_is_finished_by_the_next_boot_from_the_helper_it_kept()
     assert!(said.contains("finished at boot"), "{said}");
     assert!(!pi.root.path(&format!("{HELPER}/journal.json")).exists());
     assert!(!pi.root.path(&format!("{HELPER}/pinpost")).exists());
+}
+
+/// The config `Pi::new` wrote, as the laptop keeps it.
+fn config_text(pi: &Pi) -> String {
+    std::fs::read_to_string(pi.root.path("/etc/pinpost/config.toml")).unwrap()
+}
+
+impl Pi {
+    /// `text` signed on the laptop as pi-01's config, left by the agent.
+    fn ready_config(&self, text: &str) {
+        let file = self.laptop.path().join("pi-01.toml");
+        std::fs::write(&file, text).unwrap();
+        let (ok, said) = pinpost_in(
+            self.laptop.path(),
+            &[
+                "release",
+                "sign-config",
+                &file.display().to_string(),
+                "--key",
+                "certs/private/release.key",
+            ],
+        );
+        assert!(ok, "sign-config: {said}");
+        self.root
+            .sh_ok(&format!("install -d -o pinpost -g pinpost -m 0700 {READY}"));
+        self.root.copy_in(
+            &self.laptop.path().join("pi-01.toml.signed"),
+            &format!("{READY}/config.signed"),
+        );
+    }
+}
+
+#[test]
+fn a_signed_config_is_written_with_the_files_owner_and_one_that_cannot_connect_is_put_back() {
+    let pi = Pi::new();
+    pi.root.sh_ok(
+        "chown root:pinpost /etc/pinpost/config.toml && chmod 0640 /etc/pinpost/config.toml",
+    );
+    let before = config_text(&pi);
+    let better = format!("{before}\n[outbox]\nstats_interval = \"2m\"\n");
+    pi.ready_config(&better);
+    let (ok, said) = pi.helper();
+    assert!(ok, "{said}");
+    assert!(said.contains("applied config:"), "{said}");
+    assert_eq!(config_text(&pi), better);
+    assert_eq!(
+        pi.root.owner("/etc/pinpost/config.toml"),
+        (0o640, "root".into(), "pinpost".into())
+    );
+    assert_eq!(pi.outcome()["kind"], "config");
+
+    let started = std::time::Instant::now();
+    let broken = format!("{better}# breaks\n");
+    pi.ready_config(&broken);
+    let (ok, said) = pi.helper();
+    assert!(ok, "{said}");
+    assert!(said.contains("rolled back config:"), "{said}");
+    assert!(
+        said.contains("did not connect and deliver within 20s"),
+        "{said}"
+    );
+    assert!(said.contains("the broker refused the connection"), "{said}");
+    assert_eq!(
+        config_text(&pi),
+        better,
+        "the config that ran before is back"
+    );
+    assert_eq!(
+        pi.root.owner("/etc/pinpost/config.toml"),
+        (0o640, "root".into(), "pinpost".into())
+    );
+    eprintln!(
+        "a config that cannot connect was rolled back after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(pi.installed(), "0.1.0-1", "no package was touched");
 }

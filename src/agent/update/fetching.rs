@@ -231,6 +231,7 @@ impl Updater {
         if let Some(outcome) = self.helper.news() {
             self.on_outcome(outcome);
         }
+        self.config_tick();
         if trusted && !self.busy() {
             if let Some(waiting) = self.deferred.take() {
                 self.judge(waiting);

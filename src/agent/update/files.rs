@@ -4,6 +4,8 @@
 //! |---|---|---|
 //! | `manifest.json` | the signed manifest being fetched, as it came | a release is admitted |
 //! | `newest` | when the newest admitted manifest was signed (Unix seconds) | a release is admitted |
+//! | `config-newest` | when the newest signed config handed over was signed | a config is handed over |
+//! | `ready/config.signed` | a signed config, checked, for the install helper | a config is handed over |
 //! | `package.part` | the chunks so far, in order | each chunk (synced every MiB) |
 //! | `ready/<package>_<version>_<arch>.deb` and `.manifest` | a package whose size, SHA-256 and signature held, for the install helper (`pinpost-update.path` watches this folder) | the last chunk is checked (`install = "auto"`), or an install command came |
 //! | `held/…` | the same, kept until an install command (`install = "when-asked"`) | the last chunk is checked |
@@ -26,6 +28,9 @@ use crate::topics::RELEASE_CHUNK;
 
 pub(super) const MANIFEST: &str = "manifest.json";
 const NEWEST: &str = "newest";
+const CONFIG_NEWEST: &str = "config-newest";
+/// A signed config handed to the install helper, in `ready/`.
+const CONFIG: &str = "config.signed";
 const PART: &str = "package.part";
 const READY: &str = "ready";
 const HELD: &str = "held";
@@ -200,6 +205,31 @@ impl Files {
         [Shelf::Ready, Shelf::Held]
             .into_iter()
             .find(|shelf| self.path(shelf.dir()).join(format!("{name}.deb")).is_file())
+    }
+
+    /// When the newest signed config handed over was signed.
+    pub(super) fn config_newest(&self) -> Option<i64> {
+        crate::whole_file::read_small(&self.path(CONFIG_NEWEST), 64, "a date")
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| t.trim().parse().ok())
+    }
+
+    /// A checked signed config handed to the install helper (its arrival
+    /// in `ready/` starts the helper), its date kept first.
+    pub(super) fn hand_config(&self, sealed: &[u8], issued: i64) -> io::Result<()> {
+        self.make()?;
+        crate::whole_file::replace(
+            &self.path(CONFIG_NEWEST),
+            &self.path("config-newest.tmp"),
+            issued.to_string().as_bytes(),
+            true,
+        )?;
+        let ready = self.path(READY);
+        fs::create_dir_all(&ready)?;
+        crate::whole_file::replace(&ready.join(CONFIG), &ready.join("config.tmp"), sealed, true)?;
+        sync_dir(&ready)
     }
 
     /// A held package handed to the install helper: its manifest, then the

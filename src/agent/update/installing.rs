@@ -37,6 +37,9 @@ impl Updater {
     /// What the install helper says it did, reported; a release it put
     /// back or refused is dropped.
     pub(super) fn on_outcome(&mut self, outcome: crate::updater::Outcome) {
+        if outcome.kind.as_deref() == Some("config") {
+            return self.on_config_outcome(&outcome);
+        }
         let version = outcome.version.as_str();
         let (state, reason) = match outcome.state.as_str() {
             "installed" => ("installed", outcome.reason.clone()),

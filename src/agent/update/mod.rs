@@ -27,6 +27,7 @@ mod files;
 mod helper;
 mod installed;
 mod installing;
+mod reconfig;
 
 use std::io;
 use std::path::Path;
@@ -144,6 +145,8 @@ pub(super) struct Updater {
     helper: Helper,
     /// Whether a checked release goes to the helper at once.
     install: crate::config::Install,
+    /// Signed configs for this device.
+    configs: reconfig::Configs,
 }
 
 impl Updater {
@@ -154,6 +157,7 @@ impl Updater {
         state_dir: &Path,
         helper_dir: &Path,
         install: crate::config::Install,
+        config: (&str, Option<&Path>),
         topics: Topics,
         publisher: Publisher,
     ) -> Result<Updater, String> {
@@ -184,6 +188,7 @@ impl Updater {
             last_said: None,
             helper: Helper::new(helper_dir),
             install,
+            configs: reconfig::Configs::new(config.0, config.1.map(Path::to_path_buf)),
         };
         // How the last install went (a restart by the helper is how this
         // agent came to run), else what runs.

@@ -155,6 +155,7 @@ fn updater_with(
         &dir.join("state"),
         &dir.join("helper"),
         install,
+        ("pi-01", None),
         Topics::new("pinpost", "pi-01"),
         publisher,
     )
@@ -394,4 +395,70 @@ async fn a_held_release_goes_to_the_install_helper_only_when_an_install_command_
     assert_eq!(said.last().map(|r| r.state), Some("installing"));
     let err = updater.install_asked(None).unwrap_err();
     assert!(err.contains("with the install helper already"), "{err}");
+}
+
+fn signed_config(signer: &crate::release::key::Signer, device: &str, text: &str) -> Vec<u8> {
+    let now = crate::utc::now_unix();
+    crate::release::config::SignedConfig {
+        kind: "config".into(),
+        format: 1,
+        device: device.into(),
+        config: text.into(),
+        issued: now,
+        expires: now + 3600,
+    }
+    .sign(signer)
+    .unwrap()
+}
+
+fn config_states(updater: &mut Updater) -> Vec<(&'static str, Option<String>)> {
+    updater
+        .config_reports()
+        .into_iter()
+        .map(|r| (r.state, r.reason))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signed_config_is_checked_by_the_devices_checker_and_handed_to_the_helper() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut updater, signer, _eventloop) = updater(dir.path());
+    assert_eq!(config_states(&mut updater)[0].0, "running");
+    updater.tick(true, Instant::now());
+    // What `pinpost check` would say of it, in its words.
+    let bad = signed_config(
+        &signer,
+        "pi-01",
+        "[device]\nid = \"pi-01\"\n[outbox]\nmax_age = \"soon\"\n",
+    );
+    updater.on_config(&bad);
+    let said = config_states(&mut updater);
+    assert_eq!(said[0].0, "refused");
+    assert!(
+        said[0].1.as_deref().unwrap().contains("outbox.max_age"),
+        "{said:?}"
+    );
+    // Signed for another device: the broker or an operator sent it here.
+    updater.on_config(&signed_config(
+        &signer,
+        "pi-02",
+        "[device]\nid = \"pi-02\"\n",
+    ));
+    let said = config_states(&mut updater);
+    assert!(
+        said[0].1.as_deref().unwrap().contains("signed for pi-02"),
+        "{said:?}"
+    );
+    assert!(!dir.path().join("state/update/ready/config.signed").exists());
+
+    let good = signed_config(&signer, "pi-01", "[device]\nid = \"pi-01\"\n# v2\n");
+    updater.on_config(&good);
+    assert_eq!(config_states(&mut updater)[0].0, "applying");
+    assert_eq!(
+        std::fs::read(dir.path().join("state/update/ready/config.signed")).unwrap(),
+        good
+    );
+    // Delivered again at a reconnect: nothing new.
+    updater.on_config(&good);
+    assert!(config_states(&mut updater).is_empty());
 }

@@ -19,7 +19,9 @@ pub(super) const RELEASE_HELP: &str = "A release is a .deb and its manifest (pac
     pinpost release publish target/debian/pinpost_0.2.0-1_arm64.deb.manifest --devices pi-01,pi-02\n  \
     pinpost release publish target/debian/pinpost_0.2.0-1_arm64.deb.manifest --percent 10\n  \
     pinpost release status\n  \
-    pinpost release withdraw target/debian/pinpost_0.2.0-1_arm64.deb.manifest";
+    pinpost release withdraw target/debian/pinpost_0.2.0-1_arm64.deb.manifest\n  \
+    pinpost release sign-config pi-01.toml                   # pi-01.toml.signed\n  \
+    pinpost release publish pi-01.toml.signed --devices pi-01";
 
 /// `pinpost release`.
 #[derive(Debug, Args)]
@@ -52,6 +54,22 @@ pub(crate) enum ReleaseCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Sign one device's config file: writes FILE.toml.signed beside it
+    /// (publish it like a release, --devices ID).
+    #[command(name = "sign-config")]
+    SignConfig {
+        /// The device's whole config (its [device] id names the device).
+        config: PathBuf,
+        /// The release key (private).
+        #[arg(long, value_name = "FILE", default_value = "certs/private/release.key")]
+        key: PathBuf,
+        /// How long the device may apply it, e.g. "7d" (at most a year).
+        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
+        expires: Duration,
+        /// Where to write it [default: CONFIG.signed].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Check a manifest (and the package, if given) as a device would.
     Verify {
         /// The manifest.
@@ -73,7 +91,7 @@ pub(crate) enum ReleaseCommand {
     },
     /// Send a signed release through the broker: the package in chunks
     /// any device may fetch, and the manifest to each device chosen (only
-    /// those fetch it).
+    /// those fetch it). A signed config goes to its device's config topic.
     #[command(disable_help_flag = true)]
     Publish {
         /// The manifest `release sign` wrote.
