@@ -240,28 +240,62 @@ impl<'a> Sender<'a> {
 
 pub(super) async fn status(fleet: &FleetArgs, connection: &ConnectionArgs) -> Result<(), CliError> {
     let (config, prefix) = as_operator_on(fleet, connection)?;
-    let filter = format!("{prefix}/+/update");
-    let mut link = subscribed(&config, &filter).await?;
     let mut seen: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for (topic, payload) in retained(&mut link, &filter).await? {
-        let id = topic
-            .strip_prefix(&format!("{prefix}/"))
-            .and_then(|t| t.strip_suffix("/update"))
-            .unwrap_or(&topic)
-            .to_string();
-        let report = serde_json::from_slice(&payload).unwrap_or_else(|_| {
-            serde_json::json!({"state": "unreadable", "reason": String::from_utf8_lossy(&payload)})
-        });
-        seen.insert(id, report);
+    let mut configs: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for (suffix, into) in [("/update", &mut seen), ("/config/state", &mut configs)] {
+        let filter = format!("{prefix}/+{suffix}");
+        let mut link = subscribed(&config, &filter).await?;
+        for (topic, payload) in retained(&mut link, &filter).await? {
+            let id = topic
+                .strip_prefix(&format!("{prefix}/"))
+                .and_then(|t| t.strip_suffix(suffix))
+                .unwrap_or(&topic)
+                .to_string();
+            let report = serde_json::from_slice(&payload).unwrap_or_else(|_| {
+                serde_json::json!({"state": "unreadable", "reason": String::from_utf8_lossy(&payload)})
+            });
+            into.insert(id, report);
+        }
+        link.disconnect().await?;
     }
-    link.disconnect().await?;
     let known: Vec<String> = known_devices(&fleet.dir)
         .unwrap_or_default()
         .into_iter()
         .filter(|d| *d != fleet.operator)
         .collect();
     print!("{}", table(&seen, &known));
+    if !configs.is_empty() {
+        print!("{}", config_table(&configs));
+    }
     Ok(())
+}
+
+/// Which config each device runs, and how its last signed one went.
+fn config_table(seen: &BTreeMap<String, serde_json::Value>) -> String {
+    let text = |v: &serde_json::Value, key: &str| {
+        v.get(key)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let short = |sha: String| sha.chars().take(12).collect::<String>();
+    let width = seen.keys().map(String::len).max().unwrap_or(6).max(6);
+    let mut out = format!(
+        "\n{:width$}  {:12}  {:12}  {:12}  {}\n",
+        "device", "config", "runs", "signed", "since / why"
+    );
+    for (id, report) in seen {
+        let why = Some(text(report, "reason"))
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| text(report, "ts"));
+        out.push_str(&format!(
+            "{id:width$}  {:12}  {:12}  {:12}  {why}\n",
+            text(report, "state"),
+            short(text(report, "running")),
+            short(text(report, "config")),
+        ));
+    }
+    out
 }
 
 async fn subscribed(config: &crate::config::Config, filter: &str) -> Result<Link, CliError> {
@@ -434,5 +468,25 @@ mod tests {
         );
         assert!(lines[2].contains("refused") && lines[2].contains("0.1.0-1 is older"));
         assert!(lines[3].starts_with("pi-03") && lines[3].contains("no update reported"));
+    }
+
+    #[test]
+    fn the_config_table_names_what_runs_and_why_a_signed_one_was_refused() {
+        let mut seen = BTreeMap::new();
+        seen.insert(
+            "pi-01".to_string(),
+            serde_json::json!({"state": "refused", "running": "a".repeat(64), "config": "b".repeat(64), "reason": "outbox.max_age: \"soon\" is not a duration"}),
+        );
+        let out = config_table(&seen);
+        let line = out.lines().last().unwrap();
+        assert!(
+            line.starts_with("pi-01") && line.contains("refused"),
+            "{out}"
+        );
+        assert!(
+            line.contains(&"a".repeat(12)) && !line.contains(&"a".repeat(13)),
+            "{out}"
+        );
+        assert!(line.contains("outbox.max_age"), "{out}");
     }
 }

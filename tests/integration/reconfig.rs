@@ -66,6 +66,19 @@ fn a_signed_config_reaches_its_device_alone_is_checked_there_and_forgeries_chang
         std::fs::read(&signed).unwrap()
     );
 
+    let (ok, said) = fleet.release(&["status"]);
+    assert!(ok, "{said}");
+    let line = said
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("pi-01"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("applying") && line.contains(&sha256(new_text.as_bytes())[..12]),
+        "release status shows the config: {said}"
+    );
+    eprintln!("{said}");
+
     // pi-02's config, sent to pi-01 by the operator's account (what a
     // broker could do): refused in words, nothing handed over.
     let other = laptop.join("pi-02.toml");
