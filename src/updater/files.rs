@@ -20,7 +20,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,23 @@ impl Files {
     /// itself, which the agent reads the outcome from.
     pub(crate) fn make(&self) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
+        // Root writes here: a folder the agent could have made, or swapped
+        // for a link, would let it point root's writes anywhere.
+        for dir in [Some(self.dir.as_path()), self.dir.parent()]
+            .into_iter()
+            .flatten()
+        {
+            let meta = fs::symlink_metadata(dir)?;
+            // SAFETY: geteuid takes nothing and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 && dir == self.dir {
+                return Err(io::Error::other(format!(
+                    "{} is not a folder of this helper's own (a link, another owner, or writable \
+                     by others): [update] helper_dir must be root's, never the agent's",
+                    dir.display()
+                )));
+            }
+        }
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o755))?;
         for sub in ["incoming", "previous"] {
             let dir = self.dir.join(sub);

@@ -491,6 +491,20 @@ fn a_power_cut_during_the_rollback_puts_the_previous_version_back_at_boot() {
 }
 
 #[test]
+fn a_helper_folder_that_is_a_link_is_refused_before_root_writes_through_it() {
+    let mut bench = Bench::new();
+    let elsewhere = bench.plan.dir.with_file_name("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let link = bench.plan.dir.with_file_name("linked");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    bench.plan.dir = link;
+    bench.ready("0.2.0");
+    let err = run(&bench.plan, &mut Machine::running("0.1.0")).unwrap_err();
+    assert!(err.contains("must be root's, never the agent's"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+#[test]
 fn a_boot_with_nothing_to_do_does_nothing() {
     let bench = Bench::new();
     let mut pi = Machine::running("0.1.0");
