@@ -37,6 +37,17 @@ RELEASES_PUBLISHED=''
 # arm64 package, and one labelled for another architecture, to be refused.
 RELEASE_GOOD=0.1.0-2
 RELEASE_ARMHF=0.1.0-3
+# Two more for the root helper that installs them (pinpost-update.service),
+# signed only when the guest asks for them ("VMTEST PUBLISH <version>"),
+# after $RELEASE_GOOD is installed: one whose pinpost exits at start (to be
+# rolled back), and a good one the guest cuts its power in the middle of.
+RELEASE_BROKEN=0.1.0-4
+RELEASE_NEXT=0.1.0-5
+# How many of the guest's "VMTEST PUBLISH" lines were served, and in which
+# boot.
+PUBLISHED=0 PUBLISHED_BOOT=''
+# The host's witness (witness_start): a mosquitto_sub through the forward.
+WITNESS_PID='' WITNESS_BOOT=''
 
 # The CA, the broker's certificate, the operator's, the release key and
 # Mosquitto's settings, by this PC's pinpost (from the amd64 package, else
@@ -52,12 +63,24 @@ make_certs() { # test-disk-folder
     "$HOST_PINPOST" certs device operator
     "$HOST_PINPOST" certs release-key
     "$HOST_PINPOST" certs mosquitto
+    # The host's witness (witness_start): made after the ACL, which gets
+    # its one rule below.
+    "$HOST_PINPOST" certs device witness
   ) >/dev/null 2>&1 || die "pinpost certs failed (with $HOST_PINPOST)"
   if [ ! -s "$RUN/certs/release.pub" ] || [ ! -s "$RUN/certs/private/release.key" ]; then
     die "certs release-key made no certs/release.pub and certs/private/release.key"
   fi
   cp -r "$RUN/certs/broker" "$1/certs/broker"
   cp -r "$RUN/certs/devices/operator" "$1/certs/operator"
+  # The witness's certificate names it on 8884 (CN=witness), so it never
+  # takes the operator's session (release publish, the guest's commands).
+  cat >>"$1/certs/broker/pinpost.acl" <<'ACL'
+
+# The VM test's witness on the host, through the forwarded port: reads
+# pi-01's topics, writes nothing.
+user CN=witness
+topic read pinpost/pi-01/#
+ACL
 }
 
 # A loopback port nothing listens on, for qemu's forward (qemu fails to
@@ -143,6 +166,28 @@ serve_guest() { # boot-name
     RELEASES_PUBLISHED=$SECONDS
     publish_releases "$1"
   fi
+  serve_requests "$1"
+}
+
+# What the guest asks of this host in the boots with the forward (main and
+# installcut), each once, in order: "VMTEST WITNESS" (start the witness)
+# and "VMTEST PUBLISH <version> [again]" (sign that arm64 release now and
+# release publish it to pi-01).
+serve_requests() { # boot-name
+  local serial=$RUN/$1.serial lines line
+  if [ "$PUBLISHED_BOOT" != "$1" ]; then
+    PUBLISHED_BOOT=$1 PUBLISHED=0
+  fi
+  if [ "$WITNESS_BOOT" != "$1" ] && grep -a -q '^VMTEST WITNESS' "$serial"; then
+    witness_start "$1"
+  fi
+  mapfile -t lines < <(tr -d '\r' <"$serial" | grep -a '^VMTEST PUBLISH ' || true)
+  while ((PUBLISHED < ${#lines[@]})); do
+    line=${lines[$PUBLISHED]}
+    PUBLISHED=$((PUBLISHED + 1))
+    # shellcheck disable=SC2086 # the version and the word again
+    publish_asked "$1" ${line#VMTEST PUBLISH }
+  done
 }
 
 # Two releases of the arm64 package under test, repacked as Debian's tools
@@ -169,39 +214,161 @@ make_releases() { # arm64-deb
       --key certs/private/release.key 2>&1) || die "release sign failed: $out"
     [ -s "$dir/pinpost_${version}_$arch.deb.manifest" ] || die "release sign wrote no manifest: $out"
   done
+  # For the helper: $RELEASE_BROKEN, the same package but for a pinpost
+  # that says why on stderr and exits with status 3 (what a release that
+  # cannot start looks like to systemd), and $RELEASE_NEXT, a plain
+  # repack. Signed when published (sign_release).
+  for version in "$RELEASE_BROKEN" "$RELEASE_NEXT"; do
+    tree=$dir/tree
+    dpkg-deb -R "$deb" "$tree"
+    sed -i "s/^Version: .*/Version: $version/" "$tree/DEBIAN/control"
+    if [ "$version" = "$RELEASE_BROKEN" ]; then
+      printf '#!/bin/sh\necho "pinpost %s: broken on purpose by the VM test, exiting with status 3" >&2\nexit 3\n' \
+        "$version" >"$tree/usr/bin/pinpost"
+      chmod 0755 "$tree/usr/bin/pinpost"
+      if [ -f "$tree/DEBIAN/md5sums" ]; then
+        sed -i "s|^[0-9a-f]*  usr/bin/pinpost\$|$(md5sum <"$tree/usr/bin/pinpost" | cut -d' ' -f1)  usr/bin/pinpost|" \
+          "$tree/DEBIAN/md5sums"
+      fi
+    fi
+    dpkg-deb --root-owner-group -b "$tree" "$dir/pinpost_${version}_arm64.deb" >/dev/null ||
+      die "cannot repack $deb as $version"
+    rm -rf "$tree"
+  done
+}
+
+# A manifest for release/pinpost_<version>_arm64.deb signed now (a new
+# one each time: the date in it is when it was signed).
+sign_release() { # version
+  local out
+  rm -f "$RUN/release/pinpost_$1_arm64.deb.manifest"
+  if ! out=$(cd "$RUN" && "$HOST_PINPOST" release sign "release/pinpost_$1_arm64.deb" \
+    --key certs/private/release.key 2>&1) || [ ! -s "$RUN/release/pinpost_$1_arm64.deb.manifest" ]; then
+    echo "release sign: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+    return 1
+  fi
+}
+
+# release publish of one signed file to pi-01 as the operator through the
+# forwarded port (op_publish's connection flags); a few tries, as
+# op_publish: chunks published again are the same. What it said, or why
+# it failed, on stdout.
+publish_one() { # release/<file>.deb
+  # op: from $RUN, where release publish runs (its --dir).
+  local op=certs/devices/operator out tries
+  for tries in 1 2 3; do
+    if out=$(cd "$RUN" && "$HOST_PINPOST" release publish "$1.manifest" --devices pi-01 \
+      --dir certs -h 127.0.0.1 -p "$FWD_PORT" --cafile "$op/ca.crt" --cert "$op/operator.crt" \
+      --key "$op/operator.key" --connect-timeout 20s 2>&1); then
+      grep '^Published ' <<<"$out" | cut -c1-200 || true
+      return 0
+    fi
+    sleep 2
+  done
+  echo "release publish $1 through 127.0.0.1:$FWD_PORT ($tries tries): $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+  return 1
 }
 
 # This host's side of the update, while the guest listens: the armhf
 # release, then the good one, each `release publish`ed to pi-01 as the
 # operator through the forwarded port (op_publish's connection flags).
 publish_releases() { # boot-name
-  # op: from $RUN, where release publish runs (its --dir).
-  local name=$1 op=certs/devices/operator file out said='' tries ok t0=$SECONDS
+  local name=$1 file out said='' t0=$SECONDS
   for file in "pinpost_${RELEASE_ARMHF}_armhf.deb" "pinpost_${RELEASE_GOOD}_arm64.deb"; do
-    # A few tries, as op_publish: chunks published again are the same.
-    ok=0
-    for tries in 1 2 3; do
-      if out=$(cd "$RUN" && "$HOST_PINPOST" release publish "release/$file.manifest" --devices pi-01 \
-        --dir certs -h 127.0.0.1 -p "$FWD_PORT" --cafile "$op/ca.crt" --cert "$op/operator.crt" \
-        --key "$op/operator.key" --connect-timeout 20s 2>&1); then
-        ok=1
-        break
-      fi
-      sleep 2
-    done
-    if ((!ok)); then
-      result FAIL "$name/release-published" "release publish $file through 127.0.0.1:$FWD_PORT ($tries tries): $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+    if ! out=$(publish_one "release/$file"); then
+      result FAIL "$name/release-published" "$out"
       return
     fi
-    said+="$(grep '^Published ' <<<"$out" | cut -c1-200 || true) | "
+    said+="$out | "
   done
   result PASS "$name/release-published" "in $((SECONDS - t0)) s through 127.0.0.1:$FWD_PORT: ${said% | }"
+}
+
+# A release the guest asked for ("VMTEST PUBLISH <version> [again]"),
+# signed now and published: one result line for each, named after the
+# version (publish-0.1.0-4, publish-0.1.0-4-again).
+publish_asked() { # boot-name version [again]
+  local name=$1 version=$2 check=publish-$2${3:+-$3} out t0=$SECONDS
+  if [ ! -f "$RUN/release/pinpost_${version}_arm64.deb" ]; then
+    result FAIL "$name/$check" "the guest asked for $version, which make_releases did not make"
+    return
+  fi
+  if ! out=$(sign_release "$version") || ! out=$(publish_one "release/pinpost_${version}_arm64.deb"); then
+    result FAIL "$name/$check" "$out"
+    return
+  fi
+  result PASS "$name/$check" "signed and published in $((SECONDS - t0)) s through 127.0.0.1:$FWD_PORT: $out"
 }
 
 # After the main boot: a guest that never asked for the releases fails here.
 releases_stop() { # boot-name
   [ -n "$RELEASES_PUBLISHED" ] ||
     result FAIL "$1/release-published" "the guest never asked for the releases (VMTEST RELEASE)"
+}
+
+# The host's own subscriber to pi-01's topics, through the forwarded port
+# (CN=witness, whose ACL rule make_certs adds): what reached the broker is
+# seen here, not taken from the agent's PUBACKs or from the guest. One line
+# per message: host receive time (Unix s.ns), retained flag, topic,
+# payload. Kept from the guest's "VMTEST WITNESS" to the boot's end.
+witness_start() { # boot-name
+  local w=$RUN/certs/devices/witness
+  witness_stop
+  WITNESS_BOOT=$1
+  stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$FWD_PORT" --cafile "$w/ca.crt" --cert "$w/witness.crt" \
+    --key "$w/witness.key" -q 1 -F '%U %r %t %p' -t 'pinpost/pi-01/#' >"$RUN/$1.witness" 2>&1 &
+  WITNESS_PID=$!
+}
+
+witness_stop() {
+  if [ -n "$WITNESS_PID" ]; then
+    kill "$WITNESS_PID" 2>/dev/null || true
+    wait "$WITNESS_PID" 2>/dev/null || true
+    WITNESS_PID=''
+  fi
+}
+
+# For each "VMTEST MARK <label> <ms>" the guest printed (its clock, Unix
+# ms: a moment after which the agent must be delivering, e.g. the helper's
+# outcome written), what the host's witness got: the first reading of
+# sensor s made at or after the mark and when it reached this host, how
+# many came in the 3 s after, and the agent's live status messages since
+# the previous mark. PASS when such a reading arrived. One result per
+# label expected: <boot>/<label>-witnessed, a FAIL when the guest printed
+# no such mark.
+witness_figures() { # boot-name label...
+  local boot=$1 serial=$RUN/$1.serial log=$RUN/$1.witness label ms prev=0 verdict
+  shift
+  for label in "$@"; do
+    ms=$(tr -d '\r' <"$serial" | sed -n "s/^VMTEST MARK $label \([0-9]*\)$/\1/p" | head -n 1)
+    if [ -z "$ms" ]; then
+      result FAIL "$boot/$label-witnessed" "the guest printed no mark for $label (see $serial)"
+      continue
+    fi
+    if [ ! -s "$log" ]; then
+      result FAIL "$boot/$label-witnessed" "the host's witness got nothing ($(head -c 300 "$log" 2>/dev/null | tr '\n' ' '))"
+      continue
+    fi
+    verdict=$(awk -v mark="$ms" -v prev="$prev" "$TS_AWK"'
+      $3 == "pinpost/pi-01/status" && $2 == 0 {
+        # Its live status messages (not retained copies at the subscribe).
+        at = int($1 * 1000)
+        if (at >= prev && at <= mark + 3000) status = status sprintf(" %s at %+.1f s", $4, (at - mark) / 1000)
+      }
+      $3 == "pinpost/pi-01/sensor/s" {
+        if ((ms = ts_ms($0)) == "" || ms < mark) next
+        at = int($1 * 1000)
+        if (first == "") { first = ms; got = at; match($0, /"seq":[0-9]+/); seq = substr($0, RSTART + 6, RLENGTH - 6) }
+        if (ms <= first + 3000) n++
+      }
+      END {
+        if (first == "") { printf "FAIL no reading of sensor s made after the mark reached the host; status messages:%s\n", status ? status : " none"; exit }
+        printf "PASS the first reading made after the mark (seq %s) was made %d ms after it and reached this host %d ms after it; %d readings made in the 3 s from it; the agent'"'"'s live status messages since the step before:%s\n", \
+          seq, first - mark, got - mark, n, status ? status : " none"
+      }' "$log")
+    result "${verdict%% *}" "$boot/$label-witnessed" "${verdict#* }"
+    prev=$ms
+  done
 }
 
 renewer_kill() {
@@ -247,14 +414,15 @@ hand_renewal() { # test-disk-folder
 # pi-01's keys were made in the guest and never came out: no file named
 # pi-01.key anywhere under the run folder (the CA's folder, the test disk's
 # source and image, what was signed), no private key in a text file there
-# but the CA's, the broker's, the operator's and the release key, none in
+# but the CA's, the broker's, the operator's, the host witness's and the
+# release key, none in
 # what the guest printed, and pi-01's folder here holds only what certs
 # sign wrote (with the release key's public half).
 key_stayed_in_guest() {
   local found keys signed
   found=$(find "$RUN" -name 'pi-01.key*' | tr '\n' ' ')
   found+=$(grep -r -l -I -e '-----BEGIN .*PRIVATE KEY-----' "$RUN" |
-    grep -v -E '/(ca|broker|operator|release)\.key$' | tr '\n' ' ' || true)
+    grep -v -E '/(ca|broker|operator|witness|release)\.key$' | tr '\n' ' ' || true)
   # || true: grep finding nothing is the good case (set -e, pipefail).
   keys=$(grep -a -l 'PRIVATE KEY' "$RUN"/*.serial | tr '\n' ' ' || true)
   signed=$(cd "$RUN/certs/devices/pi-01" 2>/dev/null && echo *)
