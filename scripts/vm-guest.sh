@@ -7,7 +7,11 @@
 #            Mosquitto, hardening, watchdog, journal, the certificate
 #            renewed over MQTT, a signed release fetched over MQTT (one
 #            for armhf refused, a newer one kept in update/ready/, in the
-#            same process); then spool and wait for the cut
+#            same process); the root helper installs that one, rolls back
+#            one whose pinpost exits at start, and is cut (sysrq b, by
+#            this guest) in the middle of installing a third
+#   installcut  what the helper made of that cut at boot (the broker
+#            started at boot for it); then spool and wait for the cut
 #   recover  what pinpost found after the cut, the spool drained to a
 #            subscriber (every reading printed); then spool and wait again
 #   last     as recover, then upgrade over the running agent, and purge
@@ -19,7 +23,11 @@
 # ...", "VMTEST CSR <base64> END" (the request for the host to sign),
 # "VMTEST RENEWER" and "VMTEST RENEWED" (the host starts certs renew
 # --watch, and stops it), "VMTEST RELEASE" (the host publishes the
-# releases), "VMTEST RX
+# releases), "VMTEST PUBLISH <version> [again]" (the host signs that
+# release now and publishes it), "VMTEST WITNESS" (the host starts its own
+# subscriber through the forward), "VMTEST MARK <label> <ms>" (guest Unix
+# ms after which the host's witness must get readings), "VMTEST
+# INSTALLCUT <ms> <step>" (the guest cuts its power now), "VMTEST RX
 # <payload>" (drained readings), "VMTEST SPOOLING <ms>"
 # then "VMTEST TICK <ms>" every 50 ms (guest clock, Unix ms) until the host
 # kills the VM; in the clock phase "VMTEST CLOCKMARKS <start> <set>
@@ -379,13 +387,16 @@ renewal() {
 # newer version of this arm64 package (the installed one is 0.1.0-1, per
 # dpkg); the agent fetches it one chunk at a time into update/package.part,
 # checks its size and SHA-256 against the signed manifest and keeps it in
-# update/ready/. Then withdrawn, as an operator would, so the later boots
-# (whose broker keeps retained messages) have no release to fetch.
+# update/ready/. Then withdrawn, as an operator would. The root helper that
+# installs what lands in ready/ (pinpost-update.path) is held off here, so
+# the package can be looked at where the agent leaves it and the agent
+# stays one process; helper() lets it work.
 GOOD=0.1.0-2
 update() {
   pid=$(prop MainPID) restarts=$(prop NRestarts)
   dir=/var/lib/pinpost/outbox/update
   deb=$dir/ready/pinpost_${GOOD}_arm64.deb
+  systemctl stop pinpost-update.path 2>/dev/null
   sub_start /run/update "$PREFIX/update"
   echo "VMTEST RELEASE"
   t0=$(now_ms)
@@ -431,6 +442,295 @@ update() {
   check update-withdrawn "${line:-no withdrawn report}; ready/ then holds: $(ls -A "$dir/ready" 2>&1 | tr '\n' ' ')" \
     sh -c "[ -n '$line' ] && [ ! -e '$deb' ]"
   sub_stop
+}
+
+# The root helper (issue 30, section 3): pinpost-update.path starts
+# pinpost-update.service (pinpost install-update, as root) when a checked
+# package lands in the agent's update/ready/; it installs it with dpkg,
+# restarts the agent and waits up to [update] health_timeout (60 s in this
+# config) for it to be connected and delivering, else puts the previous
+# package back. What it leaves is in /var/lib/pinpost-update.
+BROKEN=0.1.0-4 NEXT=0.1.0-5
+UPD=/var/lib/pinpost-update
+HEALTH_TIMEOUT=60
+# A field of a one-level JSON object (string values), from stdin.
+json_field() { sed -n "s/.*\"$1\" *: *\"\(\([^\"\\\\]\|\\\\.\)*\)\".*/\1/p" | head -n 1; }
+outcome() { json_field "$1" <$UPD/outcome.json 2>/dev/null; }
+dpkg_says() { dpkg-query -W -f '${Version} ${Status}' pinpost 2>&1; }
+uprop() { systemctl show -p "$1" --value pinpost-update.service; }
+# The helper's journal, its lines in one ($J), read with the shell's own
+# read (no process started: the watchers poll it every 20 ms); STEP is
+# none when there is no journal.
+journal_step() {
+  J='' STEP=none
+  [ -e $UPD/journal.json ] || return 0
+  while IFS= read -r l || [ -n "$l" ]; do J="$J$l"; done <$UPD/journal.json 2>/dev/null
+  case $J in
+  *'"rolling back"'*) STEP='rolling back' ;;
+  *'"checking"'*) STEP=checking ;;
+  *'"installing"'*) STEP=installing ;;
+  *) STEP="other: $J" ;;
+  esac
+}
+# Every change of the helper's journal, in guest ms, into /run/steps (for
+# how long each step took).
+steps_start() {
+  : >/run/steps
+  (
+    prev=none
+    while :; do
+      journal_step
+      if [ "$STEP" != "$prev" ]; then
+        echo "$(now_ms) $STEP" >>/run/steps
+        prev=$STEP
+      fi
+      sleep 0.02
+    done
+  ) &
+  STEPS=$!
+}
+steps_stop() { kill "$STEPS" 2>/dev/null; wait "$STEPS" 2>/dev/null; }
+# The steps since guest ms T, as "+1.2 s installing|...".
+steps_since() {
+  awk -v t0="$1" '$1 >= t0 { t = $1; $1 = ""; printf "+%.1f s%s|", (t - t0) / 1000, $0 }' /run/steps
+}
+# When the step STEP first began at or after guest ms T.
+step_at() { awk -v t0="$1" -v s="$2" '$1 >= t0 { t = $1; $1 = ""; sub(/^ /, ""); if ($0 == s) { print t; exit } }' /run/steps; }
+# The agent's update reports and its releases seen by the operator's
+# subscriber (/run/helper), payloads only.
+updates() { grep "^$PREFIX/update " /run/helper | cut -d' ' -f2-; }
+update_with() { updates | grep "\"state\":\"$1\"" | grep "$2" | tail -n 1; }
+helper_said() { journalctl -b -o cat --no-pager -u pinpost-update.service --since "@$(($1 / 1000))" | tail -n "${2:-8}" | tr '\n' '|'; }
+# Asks the host for its witness (a mosquitto_sub through the forward,
+# CN=witness on 8884) and waits until Mosquitto says it connected.
+witness() {
+  log=/var/log/mosquitto/mosquitto.log
+  n=$(grep -c 'as CN=witness' $log 2>/dev/null)
+  echo "VMTEST WITNESS"
+  wait_for 60 sh -c "[ \$(grep -c 'as CN=witness' $log) -gt ${n:-0} ]" ||
+    info "the host's witness did not connect in 60 s"
+}
+# pinpost.service as it runs, in one line.
+agent_line() { echo "pinpost $(prop ActiveState)/$(prop SubState) MainPID $(prop MainPID) NRestarts $(prop NRestarts); status: $(prop StatusText)"; }
+delivering() { systemctl show -p StatusText --value pinpost | grep -q 'delivering'; }
+is_elf() { [ "$(head -c 4 "$1" 2>/dev/null | od -A n -t x1 | tr -d ' ')" = 7f454c46 ]; }
+# Waits for outcome.json to speak of VERSION; then OUT_MS is when.
+wait_outcome() { # VERSION SECONDS
+  wait_for "$2" sh -c "grep -q '\"version\" *: *\"$1\"' $UPD/outcome.json"
+  ok=$?
+  OUT_MS=$(now_ms)
+  return $ok
+}
+
+helper() {
+  # Held off in update(); from now on as installed.
+  systemctl start pinpost-update.path
+  check helper-units "pinpost-update.path $(systemctl is-enabled pinpost-update.path 2>&1)/$(systemctl is-active pinpost-update.path 2>&1), pinpost-update.service $(systemctl is-enabled pinpost-update.service 2>&1); $(grep -h -E '^(PathExistsGlob|ExecStart|Type|User)=' /usr/lib/systemd/system/pinpost-update.path /usr/lib/systemd/system/pinpost-update.service 2>&1 | tr '\n' ' ')" \
+    sh -c '[ "$(systemctl is-enabled pinpost-update.path)" = enabled ] && systemctl is-active -q pinpost-update.path && [ "$(systemctl is-enabled pinpost-update.service)" = enabled ]'
+  sub_start /run/helper "$PREFIX/update" "$PREFIX/status" "$PREFIX/release"
+  # The host's witness, through the forward (its certificate's subject is
+  # its name on 8884).
+  witness
+  steps_start
+
+  # 1. The release fetched and checked, installed by the helper.
+  pid=$(prop MainPID) inv=$(prop InvocationID)
+  t0=$(now_ms)
+  echo "VMTEST PUBLISH $GOOD"
+  if wait_outcome "$GOOD" 240; then
+    wait_for 30 delivering
+    t1=$(now_ms)
+    echo "VMTEST MARK installed $OUT_MS"
+    state=$(outcome state) previous=$(outcome previous)
+    version=$(dpkg_says)
+    check helper-installed "outcome.json $(outcome state) $(outcome version) (previous $previous) $(((OUT_MS - t0) / 100 / 10)).$(((OUT_MS - t0) / 100 % 10)) s after the host was asked to publish; dpkg: $version; helper: $(uprop Result), steps $(steps_since "$t0"); journal.json $([ -e $UPD/journal.json ] && echo left || echo gone); MainPID $pid -> $(prop MainPID); $(agent_line)" \
+      sh -c "[ '$state' = installed ] && [ '$previous' = 0.1.0-1 ] && [ '$version' = '$GOOD install ok installed' ] && [ ! -e $UPD/journal.json ] && [ \"\$(systemctl show -p InvocationID --value pinpost)\" != '$inv' ] && systemctl is-active -q pinpost"
+  else
+    fail helper-installed "no outcome for $GOOD in 240 s: outcome.json: $(cat $UPD/outcome.json 2>&1); steps $(steps_since "$t0"); dpkg: $(dpkg_says); ready/: $(ls /var/lib/pinpost/outbox/update/ready 2>&1 | tr '\n' ' '); helper: $(helper_said "$t0")"
+    t1=$(now_ms)
+  fi
+  info "helper: it said $(helper_said "$t0" 12)"
+  line=$(update_with installed "\"installed\":\"$GOOD\"")
+  check helper-installed-report "reported: ${line:-no installed report}; the last report: $(updates | tail -n 1)" \
+    test -n "$line"
+  online=$(awk -v t="$t0" '$1 == "'"$PREFIX"'/status" { print $2 }' /run/helper | tr '\n' ' ')
+  check helper-installed-delivering "$(agent_line) ($((t1 - OUT_MS)) ms after the outcome); status messages since the publish: ${online:-none}" \
+    sh -c 'systemctl show -p StatusText --value pinpost | grep -q delivering && systemctl is-active -q pinpost'
+  sleep 1
+
+  # 2. A release whose pinpost exits at start: rolled back within the
+  # health timeout.
+  pid=$(prop MainPID) inv=$(prop InvocationID)
+  t0=$(now_ms)
+  echo "VMTEST PUBLISH $BROKEN"
+  if wait_outcome "$BROKEN" $((HEALTH_TIMEOUT + 240)); then
+    wait_for 60 delivering
+    t1=$(now_ms)
+    echo "VMTEST MARK rolled-back $OUT_MS"
+    state=$(outcome state) reason=$(outcome reason) previous=$(outcome previous)
+    checking=$(step_at "$t0" checking) back=$(step_at "$t0" 'rolling back')
+    health=''
+    [ -n "$checking" ] && [ -n "$back" ] && health="the broken version checked for $(((back - checking) / 100 / 10)).$(((back - checking) / 100 % 10)) s before the rollback began (health_timeout ${HEALTH_TIMEOUT} s), "
+    exits=$(journalctl -b -o cat --no-pager -u pinpost.service --since "@$((t0 / 1000))" | grep -c 'status=3')
+    broken=$(journalctl -b -o cat --no-pager -u pinpost.service --since "@$((t0 / 1000))" | grep -m 1 'broken on purpose')
+    check rollback-outcome "outcome.json $state $(outcome version) (previous $previous): \"$reason\"; ${health}rolled back $(((OUT_MS - t0) / 100 / 10)).$(((OUT_MS - t0) / 100 % 10)) s after the host was asked to publish; steps $(steps_since "$t0"); pinpost.service exited with status 3 $exits times; its stderr: ${broken:-none}" \
+      sh -c "[ '$state' = 'rolled back' ] && [ '$previous' = '$GOOD' ] && printf '%s' \"\$1\" | grep -q -E 'status 3|code 3|exit(ed)? (with )?3'" _ "$reason"
+    if [ -n "$checking" ] && [ -n "$back" ] && [ $((back - checking)) -gt $((HEALTH_TIMEOUT * 1000 + 2000)) ]; then
+      fail rollback-within "the rollback began $((back - checking)) ms after the check began, past health_timeout ${HEALTH_TIMEOUT} s"
+    fi
+  else
+    fail rollback-outcome "no outcome for $BROKEN in $((HEALTH_TIMEOUT + 240)) s: outcome.json: $(cat $UPD/outcome.json 2>&1); steps $(steps_since "$t0"); dpkg: $(dpkg_says); helper: $(helper_said "$t0")"
+    t1=$(now_ms)
+  fi
+  info "rollback: the helper said $(helper_said "$t0" 16)"
+  audit=$(dpkg --audit 2>&1)
+  version=$(dpkg_says)
+  check rollback-dpkg "dpkg: $version; dpkg --audit: ${audit:-nothing}; /usr/bin/pinpost: $(if is_elf /usr/bin/pinpost; then echo ELF; else head -c 60 /usr/bin/pinpost | tr '\n' ' '; fi); $UPD/previous: $(ls $UPD/previous 2>&1 | tr '\n' ' ')" \
+    sh -c "[ '$version' = '$GOOD install ok installed' ] && [ -z \"\$(dpkg --audit 2>&1)\" ] && [ \"\$(head -c 4 /usr/bin/pinpost | od -A n -t x1 | tr -d ' ')\" = 7f454c46 ]"
+  check rollback-healthy "$(agent_line) ($((t1 - ${OUT_MS:-t1})) ms after the outcome); InvocationID new: $([ "$(prop InvocationID)" != "$inv" ] && echo yes || echo no)" \
+    sh -c "systemctl is-active -q pinpost && systemctl show -p StatusText --value pinpost | grep -q delivering && [ \"\$(systemctl show -p InvocationID --value pinpost)\" != '$inv' ]"
+  line=$(update_with 'rolled back' "\"version\":\"$BROKEN\"")
+  check rollback-report "reported: ${line:-no rolled back report for $BROKEN}; the last report: $(updates | tail -n 1)" \
+    sh -c 'printf "%s" "$1" | grep -q "\"reason\":\"[^\"]"' _ "$line"
+  modes=$(stat -c '%n %a %U:%G' $UPD $UPD/outcome.json $UPD/rolled-back.json 2>&1 | tr '\n' ' ')
+  check rollback-recorded "rolled-back.json: $(tr -d '\n' <$UPD/rolled-back.json 2>&1 | cut -c1-300); $modes" \
+    sh -c "grep -q '\"version\" *: *\"$BROKEN\"' $UPD/rolled-back.json && [ \"\$(stat -c %a $UPD)\" = 755 ] && [ \"\$(stat -c %a $UPD/outcome.json)\" = 644 ] && [ \"\$(stat -c %a $UPD/rolled-back.json)\" = 644 ]"
+
+  # Published again (signed anew, so not the manifest the agent has seen):
+  # refused, and nothing fetched or installed.
+  started=$(uprop ExecMainStartTimestampMonotonic)
+  was=$(cat $UPD/outcome.json 2>/dev/null)
+  manifests=$(grep -c "^$PREFIX/release " /run/helper)
+  lines=$(wc -l </run/helper)
+  t0=$(now_ms)
+  echo "VMTEST PUBLISH $BROKEN again"
+  wait_for 60 sh -c "[ \$(grep -c '^$PREFIX/release ' /run/helper) -gt $manifests ]"
+  # Time to fetch it, were it fetched (the first fetch took about 3 s).
+  sleep 10
+  refused=$(update_with refused "\"version\":\"$BROKEN\"")
+  fetched=$(sed -n "$((lines + 1)),\$p" /run/helper | grep "^$PREFIX/update " | grep "\"version\":\"$BROKEN\"" | grep -c -E '"state":"(fetching|verified)"')
+  said=$(journalctl -b -o cat --no-pager -u pinpost.service | grep "$BROKEN" | tail -n 2 | tr '\n' '|')
+  check rollback-refused-again "after $BROKEN was published again: ${fetched} fetching/verified reports for it, helper started again: $([ "$(uprop ExecMainStartTimestampMonotonic)" = "$started" ] && echo no || echo yes), outcome.json $([ "$(cat $UPD/outcome.json 2>/dev/null)" = "$was" ] && echo unchanged || echo changed), ready/: $(ls -A /var/lib/pinpost/outbox/update/ready 2>&1 | tr '\n' ' '); refusal: ${refused:-none}; pinpost said: ${said:-nothing}" \
+    sh -c "[ ${fetched:-0} -eq 0 ] && [ \"\$(systemctl show -p ExecMainStartTimestampMonotonic --value pinpost-update.service)\" = '$started' ] && [ \"\$(cat $UPD/outcome.json)\" = \"\$1\" ] && printf '%s' \"\$2\" | grep -q 'rolled back' && ! ls /var/lib/pinpost/outbox/update/ready/*$BROKEN* 2>/dev/null" _ "$was" "$refused"
+  sub_stop
+  steps_stop
+}
+
+# 3. A power cut in the middle of an install: $NEXT published, and when the
+# helper's journal says "installing" (at best while dpkg has the new binary
+# unpacked beside the old, /usr/bin/pinpost.dpkg-new), the power goes:
+# sysrq b reboots at once, without syncing (qemu, run with -no-reboot,
+# ends). The next boot (installcut) shows what the helper made of it. For
+# that boot: the broker starts at boot, as a Pi's is there when it boots
+# (the helper waits for the agent to deliver), and a subscriber that starts
+# before pinpost keeps every update report the agent makes (this boot's
+# broker is cut too, so nothing of now is retained there then).
+install_cut() {
+  systemctl enable mosquitto 2>/dev/null
+  # Started once subscribed (up to 15 s), so pinpost starts after that.
+  cat >/usr/local/sbin/vmtest-witness <<SCRIPT
+#!/bin/sh
+stdbuf -oL mosquitto_sub $OP -d -q 1 -v -t "$PREFIX/#" >>/run/vmtest-witness 2>&1 &
+i=0
+while [ \$i -lt 150 ] && ! grep -q "received SUBACK" /run/vmtest-witness; do sleep 0.1; i=\$((i + 1)); done
+SCRIPT
+  chmod 755 /usr/local/sbin/vmtest-witness
+  cat >/etc/systemd/system/vmtest-witness.service <<UNIT
+[Unit]
+Description=VM test: the operator's subscriber to pi-01, from before pinpost starts
+Wants=mosquitto.service
+After=mosquitto.service
+Before=pinpost.service pinpost-update.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/vmtest-witness
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl enable vmtest-witness.service 2>/dev/null
+  sync
+  t0=$(now_ms)
+  (
+    first='' how=''
+    while :; do
+      journal_step
+      case $STEP in
+      installing)
+        now=$(now_ms)
+        [ -n "$first" ] || first=$now
+        if [ -e /usr/bin/pinpost.dpkg-new ]; then
+          how="with /usr/bin/pinpost.dpkg-new on disk (dpkg unpacking)"
+        elif [ $((now - first)) -ge 1500 ]; then
+          how="no /usr/bin/pinpost.dpkg-new seen in 1.5 s"
+        fi
+        ;;
+      none) ;;
+      *) [ -z "$first" ] || how="the journal went on to $STEP before a dpkg-new file was seen" ;;
+      esac
+      if [ -n "$how" ]; then
+        pass install-cut "cut $(($(now_ms) - t0)) ms after the host was asked to publish $NEXT, $(($(now_ms) - first)) ms into \"installing\", $how; the journal: $J"
+        echo "VMTEST INSTALLCUT $(now_ms) $STEP"
+        echo b >/proc/sysrq-trigger
+      fi
+      sleep 0.02
+    done
+  ) &
+  echo "VMTEST PUBLISH $NEXT"
+  wait_for 300 false
+  kill $! 2>/dev/null
+  fail install-cut "no \"installing\" in the helper's journal 300 s after $NEXT was published: outcome.json: $(cat $UPD/outcome.json 2>&1); dpkg: $(dpkg_says); helper: $(helper_said "$t0")"
+  # The boot ends as if cut, so the later boots still run.
+  echo "VMTEST INSTALLCUT $(now_ms) none"
+  echo b >/proc/sysrq-trigger
+}
+
+# The boot after that cut: the helper ran at boot (pinpost-update.service
+# is wanted by multi-user.target, which the tests run after), and the
+# agent must be active and delivering, dpkg consistent, the version either
+# the previous one or $NEXT, and what happened said in outcome.json and on
+# update. Then back to the later boots' ways (no broker at boot), and
+# spooling until the host cuts.
+installcut() {
+  net_up
+  witness
+  ran=$(uprop ExecMainStartTimestamp) result=$(uprop Result)
+  took=$((($(uprop ExecMainExitTimestampMonotonic) - $(uprop ExecMainStartTimestampMonotonic)) / 100000))
+  said=$(journalctl -b -o cat --no-pager -u pinpost-update.service | tail -n 12 | tr '\n' '|')
+  check installcut-helper "pinpost-update.service at boot: started ${ran:-never}, $result (status $(uprop ExecMainStatus)), $((took / 10)).$((took % 10)) s; it said: ${said:-nothing}" \
+    sh -c "[ -n '$ran' ] && [ '$result' = success ]"
+  wait_for 60 delivering
+  version=$(dpkg_says) audit=$(dpkg --audit 2>&1)
+  check installcut-dpkg "dpkg: $version; dpkg --audit: ${audit:-nothing}; /usr/bin/pinpost: $(is_elf /usr/bin/pinpost && echo ELF || echo not ELF); journal.json: $(cat $UPD/journal.json 2>&1 | tr '\n' ' ')" \
+    sh -c "[ -z \"\$1\" ] && { [ '$version' = '$GOOD install ok installed' ] || [ '$version' = '$NEXT install ok installed' ]; } && [ \"\$(head -c 4 /usr/bin/pinpost | od -A n -t x1 | tr -d ' ')\" = 7f454c46 ] && [ ! -e $UPD/journal.json ]" _ "$audit"
+  echo "VMTEST MARK installcut $(now_ms)"
+  check installcut-agent "$(agent_line); up since $(prop ActiveEnterTimestamp)" \
+    sh -c 'systemctl is-active -q pinpost && systemctl show -p StatusText --value pinpost | grep -q delivering'
+  state=$(outcome state) oversion=$(outcome version) reason=$(outcome reason)
+  installed=${version%% *}
+  case "$installed/$state/$oversion" in
+  "$NEXT/installed/$NEXT") case_is="the install was finished: $NEXT runs" ;;
+  "$GOOD/rolled back/$NEXT") case_is="the install was undone: $GOOD runs again" ;;
+  *) case_is='' ;;
+  esac
+  check installcut-outcome "${case_is:-inconsistent}: dpkg $installed, outcome.json $state $oversion (previous $(outcome previous)) \"$reason\" at $(outcome ts); rolled-back.json: $(tr -d '\n' <$UPD/rolled-back.json 2>&1 | cut -c1-200)" \
+    test -n "$case_is"
+  reports=$(grep "^$PREFIX/update " /run/vmtest-witness | cut -d' ' -f2- | tr '\n' '|')
+  case $state in
+  installed) want="\"state\":\"installed\".*\"installed\":\"$NEXT\"|\"installed\":\"$NEXT\".*\"state\":\"installed\"" ;;
+  *) want="\"state\":\"rolled back\".*\"version\":\"$NEXT\"" ;;
+  esac
+  check installcut-report "the update reports since boot (a subscriber started before pinpost): ${reports:-none}" \
+    has "$reports" "$want"
+  info "installcut: pinpost said $(journalctl -b -o cat --no-pager -u pinpost.service | grep -i -E 'update|install' | tail -n 6 | tr '\n' '|')"
+  # The later boots have no broker at boot and no early subscriber.
+  systemctl disable vmtest-witness.service mosquitto 2>/dev/null
+  rm -f /etc/systemd/system/vmtest-witness.service /usr/local/sbin/vmtest-witness
+  systemctl daemon-reload
+  sync
+  check installcut-clean "for the later boots: mosquitto $(systemctl is-enabled mosquitto 2>&1) at boot, vmtest-witness $(systemctl is-enabled vmtest-witness 2>&1)" \
+    sh -c '[ "$(systemctl is-enabled mosquitto)" = disabled ]'
+  systemctl stop vmtest-witness 2>/dev/null
 }
 
 # What this boot's pinpost (started by systemd at boot, broker down) said,
@@ -645,6 +945,11 @@ main)
   main_checks
   renewal
   update
+  helper
+  install_cut
+  ;;
+installcut)
+  installcut
   spool_until_cut
   ;;
 recover)

@@ -23,13 +23,23 @@
 # (scripts/vm-certs.sh), and fetches a signed release over MQTT: this host
 # `release publish`es a repacked copy of the .deb labelled armhf (refused)
 # and one with a newer version (fetched chunk by chunk, checked, kept in
-# update/ready/, in the same process). The other boots have no network
-# (-nic none).
+# update/ready/, in the same process). Then the root helper installs
+# releases (pinpost-update.path and .service from the package): that newer
+# one is installed over MQTT and comes back healthy, one whose pinpost
+# exits at start ($RELEASE_BROKEN) is rolled back by itself and refused
+# when published again, and during the install of another ($RELEASE_NEXT)
+# the guest cuts its own power (sysrq b, no sync) while the helper's
+# journal says "installing". The next boot (installcut, the same forward)
+# shows what the helper made of it at boot. A witness on this host
+# (mosquitto_sub through the forward, witness_figures) sees the agent
+# deliver after each install. The other boots have no network (-nic none).
 # Checks run inside the guest from a second disk (target/vm/run/test.img)
-# by vmtest.service, print to the serial console and power off. Five boots
-# of one disk: main (install and most checks), two cut while spooling and
-# recovering, last (recovery, upgrade, purge), and clock (installed again,
-# the guest's real-time clock started at 1970: see clock_figures).
+# by vmtest.service, print to the serial console and power off. Six boots
+# of one disk: main (install and most checks, ended by the guest's own
+# power cut during an install), installcut (what that cut left, then
+# spooling, cut), two recovering and cut while spooling, last (recovery,
+# upgrade, purge), and clock (installed again, the guest's real-time clock
+# started at 1970: see clock_figures).
 # Needs root (debootstrap, chroot, binfmt_misc) and Debian's package mirror
 # for the first build. Installs what it needs from Debian.
 set -euo pipefail
@@ -44,12 +54,14 @@ BASE=$VM/base-$IMAGE_RECIPE.img
 KERNEL=$VM/vmlinuz-$IMAGE_RECIPE
 INITRD=$VM/initrd-$IMAGE_RECIPE.gz
 RUN=$VM/run
-# Where the host cuts the power, in seconds after the guest starts spooling
-# (boots 1 to 3; boot 4 checks the last cut, upgrades and purges; boot 5
-# is the clock's).
-CUTS=(1.3 3.7 6.1)
-# A boot that does not end by itself within this is killed and fails.
-BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-480}
+# How each boot ends: boot 1 by the guest's own power cut during an install
+# (self), boots 2 to 4 by the host's, in seconds after the guest starts
+# spooling; boot 5 checks the last cut, upgrades and purges; boot 6 is the
+# clock's.
+CUTS=(self 1.3 3.7 6.1)
+# A boot that does not end by itself within this is killed and fails (the
+# main boot waits on three installs besides, one of them a health timeout).
+BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-600}
 
 die() { echo "vm-test: $*" >&2; exit 1; }
 say() { echo "vm-test: $*" >&2; }
@@ -70,6 +82,8 @@ install_tools() {
     [debugfs]=e2fsprogs
     [cpio]=cpio
     [dpkg-deb]=dpkg
+    [mosquitto_sub]=mosquitto-clients
+    [stdbuf]=coreutils
   )
   local missing=() tool
   for tool in "${!needs[@]}"; do
@@ -282,7 +296,13 @@ GUEST_CHECKS=(install user unit-enabled config-installed enroll-key enroll broke
   probe-write-/var/log probe-write-/root probe-write-/home probe-write-/var/lib exposure
   directory-warning-control no-directory-warning unit-clean journal-native watchdog
   renew-switched renew-same-process renew-cert-ends renew-key renew-readings
-  update-refused update-verified update-file update-same-process update-memory update-withdrawn)
+  update-refused update-verified update-file update-same-process update-memory update-withdrawn
+  helper-units helper-installed helper-installed-report helper-installed-delivering
+  rollback-outcome rollback-dpkg rollback-healthy rollback-report rollback-recorded rollback-refused-again
+  install-cut)
+# The boot after the guest cut its power during an install, then as recover.
+INSTALLCUT_CHECKS=(installcut-helper installcut-dpkg installcut-agent installcut-outcome installcut-report
+  installcut-clean)
 RECOVER_CHECKS=(ready-without-broker spool-recovered drained)
 LAST_CHECKS=(upgrade-install upgrade-restarts upgrade-keeps-config purge-removes-config
   purge-keeps-certs purge-stops)
@@ -310,14 +330,16 @@ collect() { # serial boot-name expected...
 }
 
 # ---------------------------------------------------------------- boots
-# boot NAME PHASE [CUT_SECONDS]: boots the overlay; with CUT_SECONDS, kills
-# qemu (SIGKILL) that long after the guest says it is spooling, else waits
-# for the guest to power off. Fails on a timeout.
+# boot NAME PHASE [CUT_SECONDS|self]: boots the overlay; with CUT_SECONDS,
+# kills qemu (SIGKILL) that long after the guest says it is spooling; with
+# self, waits for the guest to cut its own power (sysrq b: qemu, run with
+# -no-reboot, ends) after it said "VMTEST INSTALLCUT"; else waits for the
+# guest to power off. Fails on a timeout.
 boot() {
   local name=$1 phase=$2 cut=${3:-} serial=$RUN/$1.serial pid started end spooling=0 up
   local rtc=() append='' net=(-nic none)
   : >"$serial"
-  if [ "$phase" = main ]; then
+  if [ "$phase" = main ] || [ "$phase" = installcut ]; then
     # One way in, none out: restrict=on keeps the guest from reaching
     # anything (the host included); only this loopback port reaches the
     # guest's 8884 (the operator's port there: the guest's own operator
@@ -358,11 +380,15 @@ boot() {
       kill -9 "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
       if [ "$phase" = main ]; then renewer_stop "$name"; releases_stop "$name"; fi
+      witness_stop
       result FAIL "$name/boot" "no end after ${BOOT_TIMEOUT}s: killed (see $serial)"
       return 1
     fi
-    if [ "$phase" = main ]; then serve_guest "$name"; fi
-    if [ -n "$cut" ] && ((!spooling)) && grep -a -q '^VMTEST SPOOLING' "$serial"; then
+    case $phase in
+    main) serve_guest "$name" ;;
+    installcut) serve_requests "$name" ;;
+    esac
+    if [ -n "$cut" ] && [ "$cut" != self ] && ((!spooling)) && grep -a -q '^VMTEST SPOOLING' "$serial"; then
       spooling=1
       sleep "$cut"
       kill -9 "$pid"
@@ -374,10 +400,17 @@ boot() {
   done
   wait "$pid" 2>/dev/null || true
   if [ "$phase" = main ]; then renewer_stop "$name"; releases_stop "$name"; fi
+  witness_stop
   BOOT_SECONDS=$((SECONDS - started))
   up=$(tr -d '\r' <"$serial" | sed -n 's/^VMTEST INFO kernel .* up \([0-9.]*\) s$/\1/p' | head -n 1)
   say "$name: ${BOOT_SECONDS}s from power on to off (tests started ${up:-?} s after the kernel)"
-  if [ -n "$cut" ] && ((!spooling)); then
+  if [ "$cut" = self ]; then
+    if ! grep -a -q '^VMTEST INSTALLCUT ' "$serial"; then
+      result FAIL "$name/boot" "ended after ${BOOT_SECONDS}s without the guest cutting its power during an install (see $serial)"
+      return 1
+    fi
+    say "$name: the guest cut its own power during an install ($BOOT_SECONDS s after power on)"
+  elif [ -n "$cut" ] && ((!spooling)); then
     result FAIL "$name/boot" "the guest never started spooling (see $serial)"
     return 1
   fi
@@ -553,11 +586,13 @@ make_test_disk() {
   cp scripts/vm-guest.sh "$disk/run.sh"
   cp "$deb" "$disk/debs/"
   basename "$deb" >"$disk/debs/first"
-  # A newer package with the same contents, for the upgrade.
+  # A newer package with the same contents, for the upgrade: newer than
+  # any release the helper installed before (the last one is
+  # $RELEASE_NEXT).
   dpkg-deb -R "$deb" "$RUN/newer"
-  version=$(sed -n 's/^Version: //p' "$RUN/newer/DEBIAN/control")
-  sed -i "s/^Version: .*/Version: $version+vmtest1/" "$RUN/newer/DEBIAN/control"
-  newer=pinpost_${version}+vmtest1_arm64.deb
+  version=$RELEASE_NEXT+vmtest1
+  sed -i "s/^Version: .*/Version: $version/" "$RUN/newer/DEBIAN/control"
+  newer=pinpost_${version}_arm64.deb
   dpkg-deb --root-owner-group -b "$RUN/newer" "$disk/debs/$newer" >/dev/null
   echo "$newer" >"$disk/debs/second"
   rm -rf "$RUN/newer"
@@ -601,9 +636,12 @@ step = 0.1
 [outbox]
 stats_interval = "10s"
 # Signed releases over MQTT: the fleet's release.pub, which came with
-# pi-01's certificates.
+# pi-01's certificates. The helper gives an installed release this long to
+# be connected and delivering before it puts the previous one back
+# (vm-guest.sh's HEALTH_TIMEOUT; 120 s by default).
 [update]
 release_key = "/etc/pinpost/certs/release.pub"
+health_timeout = "60s"
 TOML
   rm -f "$RUN/test.img"
   mkfs.ext4 -q -L vmtest -d "$disk" "$RUN/test.img" 64M >/dev/null || die "cannot make the test disk"
@@ -633,16 +671,17 @@ fi
 rm -rf "$check_dir"
 
 mkdir -p "$RUN"
-rm -f "$RUN"/*.serial "$RUN/renewer.log"
-# The renewer (serve_guest) must not outlive a run that stops early.
-trap 'if [ -n "$RENEWER_PID" ]; then kill "$RENEWER_PID" 2>/dev/null; fi' EXIT
+rm -f "$RUN"/*.serial "$RUN"/*.witness "$RUN/renewer.log"
+# The renewer and the witness (serve_guest) must not outlive a run that
+# stops early.
+trap 'renewer_kill; witness_stop' EXIT
 make_test_disk "$deb"
 rm -f "$RUN/disk.qcow2"
 qemu-img create -q -f qcow2 -b "$PWD/$BASE" -F raw "$RUN/disk.qcow2"
 t_tests=$SECONDS
 
-boots=(boot1 boot2 boot3 boot4 boot5)
-phases=(main recover recover last clock)
+boots=(boot1 boot2 boot3 boot4 boot5 boot6)
+phases=(main installcut recover recover last clock)
 prev_cut=
 for i in "${!boots[@]}"; do
   name=${boots[$i]}
@@ -653,7 +692,14 @@ for i in "${!boots[@]}"; do
     break
   fi
   case ${phases[$i]} in
-  main) collect "$RUN/$name.serial" "$name" "${GUEST_CHECKS[@]}" ;;
+  main)
+    collect "$RUN/$name.serial" "$name" "${GUEST_CHECKS[@]}"
+    witness_figures "$name" installed rolled-back
+    ;;
+  installcut)
+    collect "$RUN/$name.serial" "$name" "${INSTALLCUT_CHECKS[@]}"
+    witness_figures "$name" installcut
+    ;;
   recover) collect "$RUN/$name.serial" "$name" "${RECOVER_CHECKS[@]}" ;;
   last) collect "$RUN/$name.serial" "$name" "${RECOVER_CHECKS[@]}" "${LAST_CHECKS[@]}" ;;
   clock)
@@ -664,8 +710,8 @@ for i in "${!boots[@]}"; do
   if [ -n "$cut" ]; then
     fsck_after_cut "$name"
   fi
-  # The boot after a cut shows what the cut kept.
-  if [ -n "$prev_cut" ]; then
+  # The boot after a cut while spooling shows what the cut kept.
+  if [ -n "$prev_cut" ] && [ "$prev_cut" != self ]; then
     power_cut_figures "${boots[$((i - 1))]}" "$name"
   fi
   prev_cut=$cut
