@@ -553,8 +553,8 @@ helper() {
   line=$(update_with installed "\"installed\":\"$GOOD\"")
   check helper-installed-report "reported: ${line:-no installed report}; the last report: $(updates | tail -n 1)" \
     test -n "$line"
-  online=$(awk -v t="$t0" '$1 == "'"$PREFIX"'/status" { print $2 }' /run/helper | tr '\n' ' ')
-  check helper-installed-delivering "$(agent_line) ($((t1 - OUT_MS)) ms after the outcome); status messages since the publish: ${online:-none}" \
+  online=$(awk '$1 == "'"$PREFIX"'/status" { print $2 }' /run/helper | tr '\n' ' ')
+  check helper-installed-delivering "$(agent_line) ($((t1 - OUT_MS)) ms after the outcome); status messages seen (the first retained): ${online:-none}" \
     sh -c 'systemctl show -p StatusText --value pinpost | grep -q delivering && systemctl is-active -q pinpost'
   sleep 1
 
@@ -607,11 +607,13 @@ helper() {
   wait_for 60 sh -c "[ \$(grep -c '^$PREFIX/release ' /run/helper) -gt $manifests ]"
   # Time to fetch it, were it fetched (the first fetch took about 3 s).
   sleep 10
-  refused=$(update_with refused "\"version\":\"$BROKEN\"")
+  # The agent's word for a release rolled back here: its state "rolled
+  # back" (or "refused"), and a reason that says it is not tried again.
+  refused=$(updates | grep -E '"state":"(rolled back|refused)"' | grep "\"version\":\"$BROKEN\"" | grep -E 'not tried again|rolled back' | tail -n 1)
   fetched=$(sed -n "$((lines + 1)),\$p" /run/helper | grep "^$PREFIX/update " | grep "\"version\":\"$BROKEN\"" | grep -c -E '"state":"(fetching|verified)"')
   said=$(journalctl -b -o cat --no-pager -u pinpost.service | grep "$BROKEN" | tail -n 2 | tr '\n' '|')
   check rollback-refused-again "after $BROKEN was published again: ${fetched} fetching/verified reports for it, helper started again: $([ "$(uprop ExecMainStartTimestampMonotonic)" = "$started" ] && echo no || echo yes), outcome.json $([ "$(cat $UPD/outcome.json 2>/dev/null)" = "$was" ] && echo unchanged || echo changed), ready/: $(ls -A /var/lib/pinpost/outbox/update/ready 2>&1 | tr '\n' ' '); refusal: ${refused:-none}; pinpost said: ${said:-nothing}" \
-    sh -c "[ ${fetched:-0} -eq 0 ] && [ \"\$(systemctl show -p ExecMainStartTimestampMonotonic --value pinpost-update.service)\" = '$started' ] && [ \"\$(cat $UPD/outcome.json)\" = \"\$1\" ] && printf '%s' \"\$2\" | grep -q 'rolled back' && ! ls /var/lib/pinpost/outbox/update/ready/*$BROKEN* 2>/dev/null" _ "$was" "$refused"
+    sh -c "[ ${fetched:-0} -eq 0 ] && [ \"\$(systemctl show -p ExecMainStartTimestampMonotonic --value pinpost-update.service)\" = '$started' ] && [ \"\$(cat $UPD/outcome.json)\" = \"\$1\" ] && [ -n \"\$2\" ] && ! ls /var/lib/pinpost/outbox/update/ready/*$BROKEN* 2>/dev/null" _ "$was" "$refused"
   sub_stop
   steps_stop
 }
@@ -695,7 +697,8 @@ installcut() {
   net_up
   witness
   ran=$(uprop ExecMainStartTimestamp) result=$(uprop Result)
-  took=$((($(uprop ExecMainExitTimestampMonotonic) - $(uprop ExecMainStartTimestampMonotonic)) / 100000))
+  s0=$(uprop ExecMainStartTimestampMonotonic) s1=$(uprop ExecMainExitTimestampMonotonic)
+  took=$(((${s1:-0} - ${s0:-0}) / 100000))
   said=$(journalctl -b -o cat --no-pager -u pinpost-update.service | tail -n 12 | tr '\n' '|')
   check installcut-helper "pinpost-update.service at boot: started ${ran:-never}, $result (status $(uprop ExecMainStatus)), $((took / 10)).$((took % 10)) s; it said: ${said:-nothing}" \
     sh -c "[ -n '$ran' ] && [ '$result' = success ]"
@@ -710,15 +713,18 @@ installcut() {
   installed=${version%% *}
   case "$installed/$state/$oversion" in
   "$NEXT/installed/$NEXT") case_is="the install was finished: $NEXT runs" ;;
-  "$GOOD/rolled back/$NEXT") case_is="the install was undone: $GOOD runs again" ;;
+  "$GOOD/interrupted/$NEXT") case_is="the install was undone, to be fetched again: $GOOD runs again" ;;
+  "$GOOD/rolled back/$NEXT") case_is="the install was finished, then rolled back: $GOOD runs again" ;;
   *) case_is='' ;;
   esac
   check installcut-outcome "${case_is:-inconsistent}: dpkg $installed, outcome.json $state $oversion (previous $(outcome previous)) \"$reason\" at $(outcome ts); rolled-back.json: $(tr -d '\n' <$UPD/rolled-back.json 2>&1 | cut -c1-200)" \
     test -n "$case_is"
   reports=$(grep "^$PREFIX/update " /run/vmtest-witness | cut -d' ' -f2- | tr '\n' '|')
+  # The agent says the helper's "interrupted" as failed, with its words.
   case $state in
-  installed) want="\"state\":\"installed\".*\"installed\":\"$NEXT\"|\"installed\":\"$NEXT\".*\"state\":\"installed\"" ;;
-  *) want="\"state\":\"rolled back\".*\"version\":\"$NEXT\"" ;;
+  installed) want="\"state\":\"installed\",\"installed\":\"$NEXT\"" ;;
+  interrupted) want="\"state\":\"failed\",\"installed\":\"$GOOD\",\"version\":\"$NEXT\",.*\"reason\":\"[^\"]*interrupted" ;;
+  *) want="\"state\":\"rolled back\",\"installed\":\"$GOOD\",\"version\":\"$NEXT\"" ;;
   esac
   check installcut-report "the update reports since boot (a subscriber started before pinpost): ${reports:-none}" \
     has "$reports" "$want"
