@@ -940,6 +940,7 @@ upgrade_and_purge() {
   check purge-keeps-certs "$(ls /etc/pinpost/certs 2>&1 | tr '\n' ' ')" \
     sh -c 'test -s /etc/pinpost/certs/pi-01.key && test -s /etc/pinpost/certs/pi-01.crt && test -s /etc/pinpost/certs/ca.crt'
   check purge-stops "pinpost not running: $(systemctl is-active pinpost 2>&1)" sh -c '! systemctl is-active -q pinpost'
+  info "after the purge, the update helper's folder: $(ls -la /var/lib/pinpost-update 2>&1 | tail -n +2 | awk '{ printf "%s %s; ", $1, $NF }'); its units: $(systemctl is-enabled pinpost-update.path pinpost-update.service 2>&1 | tr '\n' ' ')"
 }
 
 echo "VMTEST START $PHASE $(now_ms)"
