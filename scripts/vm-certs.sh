@@ -363,7 +363,7 @@ witness_figures() { # boot-name label...
       }
       END {
         if (first == "") { printf "FAIL no reading of sensor s made after the mark reached the host; status messages:%s\n", status ? status : " none"; exit }
-        printf "PASS the first reading made after the mark (seq %s) was made %d ms after it and reached this host %d ms after it; %d readings made in the 3 s from it; the agent'"'"'s live status messages since the step before:%s\n", \
+        printf "PASS the first reading made after the mark (seq %s) was made %d ms after it and reached this host at mark%+d ms (this host'"'"'s clock against the guest'"'"'s); %d readings made in the 3 s from it; the agent'"'"'s live status messages since the step before:%s\n", \
           seq, first - mark, got - mark, n, status ? status : " none"
       }' "$log")
     result "${verdict%% *}" "$boot/$label-witnessed" "${verdict#* }"

@@ -466,7 +466,7 @@ journal_step() {
   [ -e $UPD/journal.json ] || return 0
   while IFS= read -r l || [ -n "$l" ]; do J="$J$l"; done <$UPD/journal.json 2>/dev/null
   case $J in
-  *'"rolling back"'*) STEP='rolling back' ;;
+  *'"rolling-back"'* | *'"rolling back"'*) STEP='rolling back' ;;
   *'"checking"'*) STEP=checking ;;
   *'"installing"'*) STEP=installing ;;
   *) STEP="other: $J" ;;
@@ -607,9 +607,9 @@ helper() {
   wait_for 60 sh -c "[ \$(grep -c '^$PREFIX/release ' /run/helper) -gt $manifests ]"
   # Time to fetch it, were it fetched (the first fetch took about 3 s).
   sleep 10
-  # The agent's word for a release rolled back here: its state "rolled
-  # back" (or "refused"), and a reason that says it is not tried again.
-  refused=$(updates | grep -E '"state":"(rolled back|refused)"' | grep "\"version\":\"$BROKEN\"" | grep -E 'not tried again|rolled back' | tail -n 1)
+  # The agent's word for the manifest of a release rolled back here: its
+  # state "rolled back", and a reason that says it is not tried again.
+  refused=$(updates | grep -E '"state":"(rolled back|refused)"' | grep "\"version\":\"$BROKEN\"" | grep -E '"reason":"[^"]*(not tried again|rolled back)' | tail -n 1)
   fetched=$(sed -n "$((lines + 1)),\$p" /run/helper | grep "^$PREFIX/update " | grep "\"version\":\"$BROKEN\"" | grep -c -E '"state":"(fetching|verified)"')
   said=$(journalctl -b -o cat --no-pager -u pinpost.service | grep "$BROKEN" | tail -n 2 | tr '\n' '|')
   check rollback-refused-again "after $BROKEN was published again: ${fetched} fetching/verified reports for it, helper started again: $([ "$(uprop ExecMainStartTimestampMonotonic)" = "$started" ] && echo no || echo yes), outcome.json $([ "$(cat $UPD/outcome.json 2>/dev/null)" = "$was" ] && echo unchanged || echo changed), ready/: $(ls -A /var/lib/pinpost/outbox/update/ready 2>&1 | tr '\n' ' '); refusal: ${refused:-none}; pinpost said: ${said:-nothing}" \
@@ -663,8 +663,8 @@ UNIT
         [ -n "$first" ] || first=$now
         if [ -e /usr/bin/pinpost.dpkg-new ]; then
           how="with /usr/bin/pinpost.dpkg-new on disk (dpkg unpacking)"
-        elif [ $((now - first)) -ge 1500 ]; then
-          how="no /usr/bin/pinpost.dpkg-new seen in 1.5 s"
+        elif [ $((now - first)) -ge 30000 ]; then
+          how="no /usr/bin/pinpost.dpkg-new seen in 30 s"
         fi
         ;;
       none) ;;

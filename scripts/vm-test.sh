@@ -60,8 +60,9 @@ RUN=$VM/run
 # clock's.
 CUTS=(self 1.3 3.7 6.1)
 # A boot that does not end by itself within this is killed and fails (the
-# main boot waits on three installs besides, one of them a health timeout).
-BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-600}
+# main boot waits on three installs by the helper besides, each 1-2 min
+# under emulation: a repack, dpkg and its maintainer scripts).
+BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-900}
 
 die() { echo "vm-test: $*" >&2; exit 1; }
 say() { echo "vm-test: $*" >&2; }
