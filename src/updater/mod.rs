@@ -60,8 +60,9 @@ pub(crate) trait System {
     /// Restarts the agent's unit, without waiting for it.
     fn restart(&mut self) -> Result<(), String>;
     fn unit(&mut self) -> Result<Unit, String>;
-    /// The agent's last log lines since then.
-    fn log_tail(&mut self, since_unix: i64) -> String;
+    /// The agent's last log lines: of its run `invocation` (systemd's
+    /// id), else since then.
+    fn log_tail(&mut self, since_unix: i64, invocation: &str) -> String;
     /// Copies this helper to `to` (the package's own may be replaced by a
     /// broken one before a boot needs it).
     fn save_helper(&mut self, to: &Path) -> Result<(), String>;
@@ -354,7 +355,7 @@ impl Job<'_> {
                     gate::not_in_time(&now, self.plan.health_timeout)
                 }
             };
-            let log = self.sys.log_tail(started);
+            let log = self.sys.log_tail(started, &now.invocation);
             return Err(if log.is_empty() {
                 why
             } else {

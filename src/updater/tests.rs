@@ -131,7 +131,7 @@ impl System for Machine {
         }
         Ok(u)
     }
-    fn log_tail(&mut self, _since_unix: i64) -> String {
+    fn log_tail(&mut self, _since_unix: i64, _invocation: &str) -> String {
         "pinpost: broken on purpose".into()
     }
     fn save_helper(&mut self, to: &Path) -> Result<(), String> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::updater::{OUTCOME_FILE, Outcome, ROLLED_BACK_FILE, RolledBack};
+use crate::words::io_words;
 
 const SMALL: u64 = 64 * 1024;
 
@@ -15,18 +16,25 @@ const SMALL: u64 = 64 * 1024;
 #[derive(Debug, Clone)]
 pub(super) struct Helper {
     dir: PathBuf,
-    /// The outcome reported last (its time), so each is reported once.
+    /// The outcome reported last (its time), so each is reported once,
+    /// across restarts: kept in `seen_file`, the agent's own.
     seen: Option<String>,
+    seen_file: PathBuf,
     /// The outcome file's time and size when last read: it is looked at
     /// every second, and read only when it changed.
     stamp: Option<(Option<SystemTime>, u64)>,
 }
 
 impl Helper {
-    pub(super) fn new(dir: &Path) -> Helper {
+    pub(super) fn new(dir: &Path, seen_file: PathBuf) -> Helper {
+        let seen = crate::whole_file::read_small(&seen_file, 128, "a time")
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
         Helper {
             dir: dir.to_path_buf(),
-            seen: None,
+            seen,
+            seen_file,
             stamp: None,
         }
     }
@@ -45,6 +53,19 @@ impl Helper {
             return None;
         }
         self.seen = Some(outcome.ts.clone());
+        // Not synced: after a power cut, an outcome said twice is harmless.
+        let tmp = self.seen_file.with_extension("tmp");
+        if let Some(dir) = self.seen_file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) =
+            crate::whole_file::replace(&self.seen_file, &tmp, outcome.ts.as_bytes(), false)
+        {
+            tracing::debug!(
+                "update: cannot keep which outcome was said: {}",
+                io_words(&e)
+            );
+        }
         Some(outcome)
     }
 

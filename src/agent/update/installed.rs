@@ -54,7 +54,10 @@ fn installed_version(status: impl Read, package: &str) -> Option<String> {
         } else if let Some(v) = line.strip_prefix("Version: ") {
             version = Some(v.trim().to_string());
         } else if let Some(v) = line.strip_prefix("Status: ") {
-            installed = v.trim().ends_with(" installed");
+            // Installed, or half way there or back (a cut during dpkg):
+            // that version is on disk. Removed, its config left, is not.
+            let state = v.trim().rsplit(' ').next().unwrap_or("");
+            installed = !matches!(state, "not-installed" | "config-files");
         }
     }
     (name.as_deref() == Some(package) && installed)
@@ -78,6 +81,12 @@ mod tests {
         );
         let removed = "Package: pinpost\nStatus: deinstall ok config-files\nVersion: 0.1.0-1\n";
         assert_eq!(installed_version(removed.as_bytes(), "pinpost"), None);
+        // dpkg cut short: the version it was unpacking is what is there.
+        let half = "Package: pinpost\nStatus: install reinstreq half-installed\nVersion: 0.1.0-5\n";
+        assert_eq!(
+            installed_version(half.as_bytes(), "pinpost").as_deref(),
+            Some("0.1.0-5")
+        );
         assert_eq!(installed_version(&b"\xff\xfe garbage"[..], "pinpost"), None);
     }
 

@@ -171,6 +171,7 @@ impl Updater {
         let key = Public::from_pem(&pem)
             .map_err(|e| format!("updates are off: {}: {e}", key_file.display()))?;
         let files = Files::new(state_dir);
+        let seen_file = files.path("outcome-seen");
         let mut updater = Updater {
             topics,
             key,
@@ -186,7 +187,7 @@ impl Updater {
             stray: 0,
             last_refusal: None,
             last_said: None,
-            helper: Helper::new(helper_dir),
+            helper: Helper::new(helper_dir, seen_file),
             install,
             configs: reconfig::Configs::new(config.0, config.1.map(Path::to_path_buf)),
         };

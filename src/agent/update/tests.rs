@@ -312,6 +312,10 @@ async fn what_the_install_helper_did_is_reported_and_a_rolled_back_version_is_no
     // Read once: the next tick says nothing.
     updater.tick(true, Instant::now());
     assert!(updater.reports().is_empty());
+    // Nor does a restart: the agent keeps which outcome it said.
+    let (mut again, _, _eventloop2) = updater_with(dir.path(), crate::config::Install::Auto);
+    again.tick(true, Instant::now());
+    assert!(again.reports().is_empty(), "said once, across restarts");
 
     // The retained manifest of the version put back: not fetched, not
     // refused in other words, nothing said twice.
