@@ -12,7 +12,7 @@ use super::args::release::FleetArgs;
 use super::rollout::{Sender, Targets, as_operator_on};
 use super::signed::{KEY_LIMIT, public_key, read_limited};
 use super::{CliError, connect};
-use crate::link::{LinkEvent, Retry};
+use crate::link::Retry;
 use crate::release::config::{self, MAX_CONFIG, MAX_SIGNED_CONFIG, SignedConfig};
 use crate::release::key::Signer;
 use crate::topics::Topics;
@@ -120,12 +120,7 @@ pub(super) async fn publish(
     let mut sender = Sender::new(&mut link);
     sender.send(&topic, sealed).await?;
     sender.drain().await?;
-    link.disconnect().await?;
-    while let Some(event) = link.next_event().await {
-        if matches!(event, LinkEvent::Closed) {
-            break;
-        }
-    }
+    super::close(&mut link).await?;
     println!(
         "Published the config of {} (SHA-256 {}) on {topic}. The device checks it, and says on \
          {prefix}/{}/config/state which config runs and how this one went.",

@@ -241,6 +241,18 @@ fn warn_insecure(host: &str, tls: &config::Tls) {
 }
 
 /// Starts a link for a one-shot command and waits until it is connected.
+/// Ends `link` with a DISCONNECT and waits until it has closed (what it
+/// sent is then gone from this process).
+pub(super) async fn close(link: &mut Link) -> Result<(), CliError> {
+    link.disconnect().await?;
+    while let Some(event) = link.next_event().await {
+        if matches!(event, LinkEvent::Closed) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn connect(
     config: &Config,
     role: &str,

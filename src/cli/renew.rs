@@ -103,12 +103,7 @@ pub(super) async fn run(job: Job<'_>) -> Result<(), CliError> {
     if pass.answered == 0 {
         println!("No renewal request is waiting under {prefix}/+/cert/request.");
     }
-    link.disconnect().await?;
-    while let Some(event) = link.next_event().await {
-        if matches!(event, LinkEvent::Closed) {
-            break;
-        }
-    }
+    super::close(&mut link).await?;
     Ok(())
 }
 

@@ -70,12 +70,7 @@ pub(super) async fn publish(
     }
     sender.drain().await?;
     let secs = started.elapsed().as_secs_f64();
-    link.disconnect().await?;
-    while let Some(event) = link.next_event().await {
-        if matches!(event, LinkEvent::Closed) {
-            break;
-        }
-    }
+    super::close(&mut link).await?;
     println!(
         "Published {} {} for {}: {size} bytes in {chunks} chunks under {prefix}/release/{}/ \
          ({secs:.1} s), and its manifest to {}.",
