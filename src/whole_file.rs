@@ -27,6 +27,13 @@ pub(crate) fn replace(path: &Path, tmp: &Path, bytes: &[u8], durable: bool) -> i
     Ok(out)
 }
 
+/// The whole number a small file holds (a date, a count), `None` when it
+/// is missing, larger than a number, or not one.
+pub(crate) fn read_number(path: &Path) -> Option<i64> {
+    let bytes = read_small(path, 64, "a number").ok()??;
+    String::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
 /// `path`'s bytes, `None` when it is not there; refused unread when it is
 /// larger than `limit` (`what` says what it should hold, for the words).
 pub(crate) fn read_small(path: &Path, limit: u64, what: &str) -> io::Result<Option<Vec<u8>>> {

@@ -9,21 +9,14 @@
 //! last few minutes of it, which only makes the check a little weaker.
 //! It knows the file, not what trust is.
 
-use std::fs;
 use std::io;
 use std::path::Path;
 
 const FILE: &str = "clock-newest";
-/// A number of milliseconds is 13 digits until the year 2286.
-const MOST_BYTES: u64 = 64;
 
 /// The time kept in `dir`, if there is a readable one.
 pub(crate) fn read(dir: &Path) -> Option<i64> {
-    let path = dir.join(FILE);
-    if fs::metadata(&path).ok()?.len() > MOST_BYTES {
-        return None;
-    }
-    fs::read_to_string(path).ok()?.trim().parse().ok()
+    crate::whole_file::read_number(&dir.join(FILE))
 }
 
 /// Keeps `ms` in `dir`, through a temporary file and a rename.
@@ -42,9 +35,9 @@ mod tests {
         assert_eq!(read(dir.path()), None);
         write(dir.path(), 1_796_560_000_000).unwrap();
         assert_eq!(read(dir.path()), Some(1_796_560_000_000));
-        fs::write(dir.path().join(FILE), "yesterday").unwrap();
+        std::fs::write(dir.path().join(FILE), "yesterday").unwrap();
         assert_eq!(read(dir.path()), None);
-        fs::write(dir.path().join(FILE), "1".repeat(100)).unwrap();
+        std::fs::write(dir.path().join(FILE), "1".repeat(100)).unwrap();
         assert_eq!(read(dir.path()), None);
     }
 }

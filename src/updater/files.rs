@@ -208,11 +208,7 @@ impl Files {
 
     /// When the newest installed manifest (or applied config) was signed.
     pub(crate) fn newest(&self, kind: Kind) -> Option<i64> {
-        crate::whole_file::read_small(&self.path(newest_file(kind)), 64, "a date")
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|t| t.trim().parse().ok())
+        crate::whole_file::read_number(&self.path(newest_file(kind)))
     }
 
     pub(crate) fn set_newest(&self, kind: Kind, issued: i64) -> io::Result<()> {

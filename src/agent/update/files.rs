@@ -93,11 +93,7 @@ impl Files {
 
     /// When the newest admitted manifest was signed.
     pub(super) fn newest(&self) -> Option<i64> {
-        crate::whole_file::read_small(&self.path(NEWEST), 64, "a date")
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|t| t.trim().parse().ok())
+        crate::whole_file::read_number(&self.path(NEWEST))
     }
 
     /// A release admitted: its manifest and date kept, an old part thrown
@@ -209,11 +205,7 @@ impl Files {
 
     /// When the newest signed config handed over was signed.
     pub(super) fn config_newest(&self) -> Option<i64> {
-        crate::whole_file::read_small(&self.path(CONFIG_NEWEST), 64, "a date")
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|t| t.trim().parse().ok())
+        crate::whole_file::read_number(&self.path(CONFIG_NEWEST))
     }
 
     /// A checked signed config handed to the install helper (its arrival
