@@ -19,8 +19,6 @@ pub(crate) const MAX_CONFIG: usize = 24 * 1024;
 /// The largest signed config read (the text, escaped, and the envelope):
 /// a package chunk's size, so a device's largest packet does not grow.
 pub(crate) const MAX_SIGNED_CONFIG: usize = crate::topics::RELEASE_CHUNK;
-/// How far ahead of this device's clock a config may have been signed.
-const ISSUED_SLACK: i64 = 3600;
 
 /// One device's config, as signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,27 +100,7 @@ impl SignedConfig {
                 self.device
             ));
         }
-        if now >= self.expires {
-            return refuse(format!(
-                "the signed config expired at {} (sign it again)",
-                crate::utc::human(self.expires)
-            ));
-        }
-        if self.issued > now.saturating_add(ISSUED_SLACK) {
-            return refuse(format!(
-                "the config says it was signed at {}, ahead of this device's clock",
-                crate::utc::human(self.issued)
-            ));
-        }
-        if let Some(newest) = newest.filter(|n| self.issued < *n) {
-            return refuse(format!(
-                "the config was signed at {}, before one this device has already taken ({}): \
-                 an old config replayed",
-                crate::utc::human(self.issued),
-                crate::utc::human(newest)
-            ));
-        }
-        Ok(())
+        super::check_dates("config", self.issued, self.expires, now, newest)
     }
 }
 

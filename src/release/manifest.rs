@@ -22,8 +22,6 @@ pub(crate) const MAX_PACKAGE: u64 = 256 * 1024 * 1024;
 /// The longest a manifest may stay valid: a frozen (withheld) update can
 /// not be hidden for longer.
 pub(crate) const MAX_LIFE: i64 = 366 * 86_400;
-/// How far ahead of this device's clock a manifest may have been signed.
-const ISSUED_SLACK: i64 = 3600;
 
 /// One release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,27 +156,13 @@ impl Manifest {
                     .into(),
             );
         };
-        if now >= self.expires {
-            return refuse(format!(
-                "the manifest expired at {} (one held back and replayed late, or signed too \
-                 long ago: sign it again)",
-                crate::utc::human(self.expires)
-            ));
-        }
-        if self.issued > now.saturating_add(ISSUED_SLACK) {
-            return refuse(format!(
-                "the manifest says it was signed at {}, ahead of this device's clock",
-                crate::utc::human(self.issued)
-            ));
-        }
-        if let Some(newest) = installed.newest_issued.filter(|n| self.issued < *n) {
-            return refuse(format!(
-                "the manifest was signed at {}, before one this device has already taken \
-                 ({}): an old manifest replayed",
-                crate::utc::human(self.issued),
-                crate::utc::human(newest)
-            ));
-        }
+        super::check_dates(
+            "manifest",
+            self.issued,
+            self.expires,
+            now,
+            installed.newest_issued,
+        )?;
         match version::compare(&self.version, installed.version) {
             std::cmp::Ordering::Equal => {
                 return refuse(format!("{} is installed already", self.version));
