@@ -390,31 +390,25 @@ impl Job<'_> {
         )
     }
 
-    /// The previous package reinstalled and its agent started; `Err` only
+    /// The previous package (or config) back and its agent started; `Err` only
     /// when dpkg cannot (the journal stays: the next boot tries again).
     fn put_back(&mut self, journal: &files::Journal) -> Result<(), String> {
         let started = crate::utc::now_unix();
-        if journal.kind == files::Kind::Config {
-            self.restore_config(journal)?;
-            if let Err(why) = self.gate(started) {
-                tracing::error!(
-                    "the config that ran before is back, but not healthy either: {why}"
-                );
-            }
-            return Ok(());
+        match journal.kind {
+            files::Kind::Config => self.restore_config(journal)?,
+            files::Kind::Package => self.sys.install(&journal.previous_deb).map_err(|e| {
+                format!(
+                    "pinpost {} is not healthy, and putting {} back failed too: {e}. Install {} \
+                     by hand (dpkg -i); the next boot tries again",
+                    journal.version,
+                    journal.previous,
+                    journal.previous_deb.display()
+                )
+            })?,
         }
-        self.sys.install(&journal.previous_deb).map_err(|e| {
-            format!(
-                "pinpost {} is not healthy, and putting {} back failed too: {e}. Install {} \
-                 by hand (dpkg -i); the next boot tries again",
-                journal.version,
-                journal.previous,
-                journal.previous_deb.display()
-            )
-        })?;
         if let Err(why) = self.gate(started) {
             tracing::error!(
-                "pinpost {} is back, but not healthy either: {why}",
+                "{} is back, but not healthy either: {why}",
                 journal.previous
             );
         }
