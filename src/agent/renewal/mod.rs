@@ -432,11 +432,19 @@ impl Renewal {
     /// The link went down. While a pair is being tried, that is its
     /// verdict: back to the pair before.
     pub(super) fn on_down(&mut self, failure: &Failure) {
+        match &mut self.state {
+            State::Trying { .. } => {}
+            State::Asked { published, .. } => {
+                // Still asked: the request goes out again on the next link.
+                *published = false;
+                return;
+            }
+            // Any other step (a key being made, a checked pair waiting, a
+            // rest) is not the link's business.
+            _ => return,
+        }
         let State::Trying { trial, previous } = std::mem::replace(&mut self.state, State::Idle)
         else {
-            if let State::Asked { published, .. } = &mut self.state {
-                *published = false;
-            }
             return;
         };
         self.identity.offer(&previous, &self.current_file.clone());
@@ -473,7 +481,11 @@ impl Renewal {
         if !self.trusted {
             // The link reads at most a few KiB: one kept answer is bounded.
             self.deferred = Some(payload.to_vec());
-            return;
+            return self.say(format!(
+                "certificate renewal: an answer came on {} while the clock is not trusted; \
+                 it is checked once the clock is set",
+                self.topics.cert_issued()
+            ));
         }
         let answer: CertIssued = match serde_json::from_slice(payload) {
             Ok(a) => a,
