@@ -11,6 +11,7 @@
 //! how the link reconnects (it asks a `Reconnector`).
 
 mod due;
+mod state;
 mod store;
 
 use std::time::Duration;
@@ -26,35 +27,12 @@ use crate::utc;
 
 pub(super) use due::due_at;
 use due::{nag_every, span};
+use state::State;
 pub(crate) use store::renewed_pair;
 use store::{CURRENT, NEXT_KEY, REJECTED, Store, TRIAL};
 
 /// After a refused switch or a failed step, how long before asking again.
 const REST: Duration = Duration::from_secs(3600);
-/// Where the renewal is.
-enum State {
-    /// Nothing asked; looks each tick whether it is due.
-    Idle,
-    /// A new key being made on a thread of its own (an RSA key takes
-    /// seconds on a Pi Zero, too long for the loop).
-    Making(std::sync::mpsc::Receiver<Result<String, String>>),
-    /// Asked: the new key, and the request to publish at each connect.
-    Asked {
-        key_pem: String,
-        request: Vec<u8>,
-        /// When it was asked (Unix seconds), for the nag.
-        since: i64,
-        published: bool,
-    },
-    /// A checked pair waiting for a connection to try it on.
-    Ready(Pair),
-    /// Trying: the link reconnects with `trial`; `previous` is what to go
-    /// back to.
-    Trying { trial: Pair, previous: Pair },
-    /// Waiting after a failure before starting over.
-    Resting(Instant),
-}
-
 pub(super) struct Renewal {
     id: String,
     topics: Topics,
