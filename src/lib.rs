@@ -33,6 +33,7 @@ pub mod cli;
 pub(crate) mod clock;
 pub mod config;
 pub mod control;
+pub(crate) mod counter;
 pub(crate) mod demo;
 pub(crate) mod digest;
 pub(crate) mod header;

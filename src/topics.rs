@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `pinpost/pi-01/status` | `online` / `offline` (retained; `offline` is also the Last Will) |
 //! | `pinpost/pi-01/input/<name>` | `{"value":true,"ts":"…","seq":N}` (retained) |
+//! | `pinpost/pi-01/counter/<name>` | `{"value":12.345,"unit":"kWh","count":12345,"rate":0.36,"rate_unit":"kWh/h","ts":"…","seq":N}` (retained) |
 //! | `pinpost/pi-01/output/<name>` | `{"value":true,"ts":"…","seq":N}` (+ `duty`, `hz` under PWM; retained) |
 //! | `pinpost/pi-01/cmd/<name>` | commands in (see `control`) |
 //! | `pinpost/pi-01/cmd/<name>/result` | `{"id":"…","ok":true}` / `{"id":"…","ok":false,"error":"…"}` |
@@ -92,6 +93,11 @@ impl Topics {
 
     pub(crate) fn input(&self, name: &str) -> String {
         format!("{}/input/{name}", self.base)
+    }
+
+    /// A counting input's total (`count = true`).
+    pub(crate) fn counter(&self, name: &str) -> String {
+        format!("{}/counter/{name}", self.base)
     }
 
     pub(crate) fn output(&self, name: &str) -> String {
@@ -188,6 +194,27 @@ impl PinState {
         }
     }
 
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A counting input's total as published on `counter/<name>`: `value` is
+/// the total in the meter's unit (as a sensor's), `count` the pulses it is
+/// made of, `rate` the unit per hour over the counter's window.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CounterTotal<'a> {
+    pub(crate) value: f64,
+    pub(crate) unit: &'a str,
+    pub(crate) count: u64,
+    pub(crate) rate: f64,
+    pub(crate) rate_unit: String,
+    #[serde(flatten)]
+    pub(crate) when: Dated,
+    pub(crate) seq: u64,
+}
+
+impl CounterTotal<'_> {
     pub(crate) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

@@ -36,6 +36,7 @@ impl Agent {
         loop {
             let wake = [
                 self.inputs.next_due(),
+                self.counting.next_due(),
                 self.outputs.next_due(),
                 self.waiting.iter().flatten().map(|w| w.at).min(),
                 self.refusals.next_due(),
@@ -52,7 +53,10 @@ impl Agent {
                     Some(event) => self.on_link(event),
                     None => return Err(AgentError::LinkStopped),
                 },
-                Some(input) = edges.recv() => self.on_edge(input, Instant::now()),
+                Some(input) = edges.recv() => {
+                    let pulses = edges.take_pulses(input);
+                    self.on_edge(input, pulses, Instant::now());
+                }
                 Some(outcome) = self.sensing.next() => self.on_reading(outcome),
                 () = sleep_until(wake) => self.on_timers(Instant::now()),
                 answer = self.delivery.next_answer() => self.delivery.on_answer(answer),
@@ -193,9 +197,14 @@ impl Agent {
         }
     }
 
-    /// An input may have changed. With no debounce it is read at once, not
-    /// on a timer: tokio's timers tick in whole milliseconds.
-    pub(super) fn on_edge(&mut self, input: usize, now: Instant) {
+    /// An input may have changed (a counting input: `pulses` more). With no
+    /// debounce it is read at once, not on a timer: tokio's timers tick in
+    /// whole milliseconds.
+    pub(super) fn on_edge(&mut self, input: usize, pulses: u64, now: Instant) {
+        if self.counting.counts(input) {
+            self.counting.add(input, pulses, now);
+            return;
+        }
         self.inputs.edge(input, now);
         if self.inputs.next_due().is_some_and(|at| at <= now) {
             for i in self.inputs.due(now) {
@@ -207,6 +216,9 @@ impl Agent {
     pub(super) fn on_timers(&mut self, now: Instant) {
         for i in self.inputs.due(now) {
             self.read_input(i);
+        }
+        for (i, total) in self.counting.due(now) {
+            self.publish_total(i, &total);
         }
         for end in self.outputs.due(now) {
             let action = control::Action::Set(end.level);

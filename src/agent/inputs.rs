@@ -143,6 +143,7 @@ mod tests {
             debounce: Duration::from_millis(debounce_ms),
             invert,
             poll_interval: poll.map(Duration::from_millis),
+            count: None,
         }
     }
 

@@ -22,6 +22,7 @@
 
 mod applied;
 mod clock_view;
+mod counting;
 mod delivery;
 mod discovery;
 mod event_loop;
@@ -220,6 +221,8 @@ struct Agent {
     board: Box<dyn Board>,
     topics: Topics,
     inputs: Inputs,
+    /// The counting inputs' totals.
+    counting: counting::Counting,
     outputs: Outputs,
     /// Stamped commands already applied, so each is applied once.
     applied: Applied,
@@ -312,6 +315,7 @@ impl Agent {
         for problem in problems {
             tracing::warn!("{problem}");
         }
+        let counting = counting::Counting::open(&config.inputs, outbox.dir(), now);
         let refusals = Refusals::new(config.outputs.len(), now);
         let clock = ClockView::new(&config.clock, outbox.dir());
         let cert_ends = config
@@ -323,6 +327,7 @@ impl Agent {
             .map(|unix| crate::utc::rfc3339_millis(unix.saturating_mul(1000)));
         Agent {
             delivery: Delivery::new(outbox, publisher, stall_after(config.broker.keep_alive)),
+            counting,
             inputs,
             outputs,
             applied,

@@ -227,6 +227,10 @@ impl Agent {
     }
 
     pub(super) fn read_input(&mut self, i: usize) {
+        if self.counting.counts(i) {
+            // Its pulses are its news; a level would flood at a meter's rate.
+            return;
+        }
         match self.board.read_input(i) {
             Ok(high) => {
                 if let Some((value, seq)) = self.inputs.observe(i, high) {
@@ -243,5 +247,34 @@ impl Agent {
             }
             Err(e) => tracing::warn!(input = %self.config.inputs[i].name, "cannot read: {e}"),
         }
+    }
+
+    /// A counting input's total, retained on `counter/<name>`.
+    pub(super) fn publish_total(&mut self, i: usize, total: &crate::counter::Total) {
+        let Some(input) = self.config.inputs.get(i) else {
+            return;
+        };
+        let Some(counting) = &input.count else {
+            return;
+        };
+        let topic = self.topics.counter(&input.name);
+        let seq = self.delivery.next_seq(&topic);
+        let unit = if counting.unit.is_empty() {
+            "pulses"
+        } else {
+            counting.unit.as_str()
+        };
+        let payload = crate::topics::CounterTotal {
+            value: total.value,
+            unit,
+            count: total.count,
+            rate: total.rate,
+            rate_unit: format!("{unit}/h"),
+            when: crate::clock::dating::now(),
+            seq,
+        }
+        .to_json();
+        tracing::debug!(counter = %input.name, count = total.count, rate = total.rate, "total");
+        self.delivery.send(&topic, payload, true, Some(seq));
     }
 }

@@ -91,7 +91,7 @@ async fn an_edge_without_debounce_is_read_at_once_not_on_a_timer_tick() {
     };
     let (mut agent, pins, _dir, _link) = relay_agent(&input("0ms"));
     pins.set_input(17, true);
-    agent.on_edge(0, Instant::now());
+    agent.on_edge(0, 0, Instant::now());
     assert_eq!(
         agent.inputs.last(0).map(|(value, _)| value),
         Some(true),
@@ -102,7 +102,7 @@ async fn an_edge_without_debounce_is_read_at_once_not_on_a_timer_tick() {
     let (mut agent, pins, _dir, _link) = relay_agent(&input("20ms"));
     pins.set_input(17, true);
     let t0 = Instant::now();
-    agent.on_edge(0, t0);
+    agent.on_edge(0, 0, t0);
     assert_eq!(agent.inputs.last(0), None, "a debounced edge waits");
     agent.on_timers(t0 + Duration::from_millis(20));
     assert_eq!(agent.inputs.last(0).map(|(value, _)| value), Some(true));

@@ -22,7 +22,7 @@ pub(crate) mod survey;
 
 use std::time::Duration;
 
-use crate::config::{BoardKind, Config, Pull};
+use crate::config::{BoardKind, Config, CountEdge, Pull, SimPulses};
 
 pub use error::BoardError;
 pub use sim::{SimBoard, SimHandle};
@@ -76,6 +76,30 @@ pub(crate) struct InputSetup {
     pub(crate) debounce: Duration,
     /// Interrupts on both edges (always, so a change is seen at once).
     pub(crate) interrupt: bool,
+    /// A counting input's pulses, as electrical edges.
+    pub(crate) count: Option<CountSetup>,
+}
+
+/// Which electrical edges of a counting input are pulses (its `edge`,
+/// turned over by `invert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CountSetup {
+    pub(crate) rising: bool,
+    pub(crate) falling: bool,
+}
+
+impl InputSetup {
+    /// The filter that judges this input's edges, when it counts; with
+    /// `kernel_debounced`, the kernel has already waited out the bounce.
+    pub(crate) fn pulse_filter(&self, kernel_debounced: bool) -> Option<edges::PulseFilter> {
+        let count = self.count?;
+        let quiet = if kernel_debounced {
+            Duration::ZERO
+        } else {
+            self.debounce
+        };
+        Some(edges::PulseFilter::new(count.rising, count.falling, quiet))
+    }
 }
 
 /// How one output pin is set up.
@@ -114,6 +138,19 @@ impl PinPlan {
                     pull: i.pull,
                     debounce: i.debounce,
                     interrupt: true,
+                    count: i.count.as_ref().map(|c| {
+                        let (on, off) = match c.edge {
+                            CountEdge::Rising => (true, false),
+                            CountEdge::Falling => (false, true),
+                            CountEdge::Both => (true, true),
+                        };
+                        // Turning on is a falling edge when the input is
+                        // inverted.
+                        CountSetup {
+                            rising: if i.invert { off } else { on },
+                            falling: if i.invert { on } else { off },
+                        }
+                    }),
                 })
                 .collect(),
             outputs: config
@@ -148,7 +185,7 @@ pub(crate) fn open(config: &Config, edges: EdgeSender) -> Result<Opened, BoardEr
         config.board.kind,
         config.board.chip.as_deref(),
         &plan,
-        &config.board.wires,
+        (&config.board.wires, &config.board.pulses),
         edges,
     )
 }
@@ -158,7 +195,7 @@ pub(crate) fn open_plan(
     kind: BoardKind,
     chip: Option<&str>,
     plan: &PinPlan,
-    wires: &[(u8, u8)],
+    (wires, pulses): (&[(u8, u8)], &[SimPulses]),
     edges: EdgeSender,
 ) -> Result<Opened, BoardError> {
     let gpiomem = choose::gpiomem();
@@ -170,10 +207,16 @@ pub(crate) fn open_plan(
         })
     };
     match choice.backend {
-        choose::Backend::Sim => Ok(Opened {
-            board: Box::new(SimBoard::new(plan, wires, edges).0),
-            why: choice.why,
-        }),
+        choose::Backend::Sim => {
+            let mut board = SimBoard::new(plan, wires, edges).0;
+            for p in pulses {
+                board.start_pulses(*p)?;
+            }
+            Ok(Opened {
+                board: Box::new(board),
+                why: choice.why,
+            })
+        }
         choose::Backend::Cdev => cdev(choice.why, edges),
         choose::Backend::Rppal => match rppal::RppalBoard::open(plan, edges.clone()) {
             Ok(board) => Ok(Opened {
@@ -213,7 +256,8 @@ mod tests {
                 line: None,
                 pull: Pull::Up,
                 debounce: Duration::from_millis(50),
-                interrupt: true
+                interrupt: true,
+                count: None,
             }]
         );
         assert_eq!(

@@ -49,10 +49,23 @@ impl RppalBoard {
             };
             if setup.interrupt {
                 let edges = edges.clone();
+                let mut filter = setup.pulse_filter(false);
                 // Debounce happens above, where the level is read again after
-                // it settles; the event's own edge may already be stale.
-                pin.set_async_interrupt(Trigger::Both, None, move |_| {
-                    let _ = edges.send(index);
+                // it settles; the event's own edge may already be stale. A
+                // counting input's edges are judged here, each by its own
+                // kernel timestamp.
+                pin.set_async_interrupt(Trigger::Both, None, move |event| {
+                    let _ = match &mut filter {
+                        None => edges.send(index),
+                        Some(filter) => {
+                            let at = u64::try_from(event.timestamp.as_nanos()).unwrap_or(u64::MAX);
+                            if filter.accept(event.trigger == Trigger::RisingEdge, at) {
+                                edges.pulse(index)
+                            } else {
+                                Ok(())
+                            }
+                        }
+                    };
                 })
                 .map_err(|e| BoardError::from_rppal(e, Some(n)))?;
             }

@@ -5,11 +5,15 @@
 //! [`SimHandle`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use super::edges::PulseFilter;
 use super::mux::{self, Drive, HardwarePwm, Request, Soc, Step};
 use super::{Board, BoardError, EdgeSender, PinPlan, PwmSetup};
-use crate::config::Pull;
+use crate::config::{Pull, SimPulses};
 
 #[derive(Debug)]
 struct SimState {
@@ -23,6 +27,10 @@ struct SimState {
     /// Every mux step carried out, per pin, for tests to read.
     steps: HashMap<u8, Vec<Step>>,
     edges: EdgeSender,
+    /// Per input: the filter of a counting one.
+    filters: Vec<Option<PulseFilter>>,
+    /// Edge times are nanoseconds since this, as the kernel's are since boot.
+    born: Instant,
 }
 
 impl SimState {
@@ -39,7 +47,17 @@ impl SimState {
         let before = self.levels.insert(pin, high);
         if before != Some(high) {
             if let Some(index) = self.input_pins.iter().position(|p| *p == pin) {
-                let _ = self.edges.send(index);
+                let at = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                match self.filters.get_mut(index) {
+                    Some(Some(filter)) => {
+                        if filter.accept(high, at) {
+                            let _ = self.edges.pulse(index);
+                        }
+                    }
+                    _ => {
+                        let _ = self.edges.send(index);
+                    }
+                }
             }
         }
         let driven: Vec<u8> = self
@@ -58,6 +76,19 @@ impl SimState {
 /// [`SimHandle`] made with it.
 pub struct SimBoard {
     state: Arc<Mutex<SimState>>,
+    /// The simulated meters' threads, stopped when the board goes.
+    meters: Vec<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl Drop for SimBoard {
+    fn drop(&mut self) {
+        for (stop, _) in &self.meters {
+            stop.store(true, Ordering::Release);
+        }
+        for (_, thread) in self.meters.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Drives and inspects a [`SimBoard`] from outside (tests, the demo).
@@ -110,13 +141,48 @@ impl SimBoard {
                 .map(|o| (o.pin, mux::take(o.initial_high)))
                 .collect(),
             edges,
+            filters: plan.inputs.iter().map(|i| i.pulse_filter(false)).collect(),
+            born: Instant::now(),
         }));
         (
             SimBoard {
                 state: state.clone(),
+                meters: Vec::new(),
             },
             SimHandle { state },
         )
+    }
+
+    /// Starts a simulated meter: `p.count` pulses (0: endless) into input
+    /// pin `p.pin` at `p.hz`, each half a period away from the pin's idle
+    /// level and half back, timed to deadlines so the rate holds.
+    pub(crate) fn start_pulses(&mut self, p: SimPulses) -> Result<(), BoardError> {
+        let state = self.state.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let idle = lock(&state).levels.get(&p.pin).copied().unwrap_or(false);
+        let half = Duration::from_secs_f64(0.5 / p.hz);
+        let thread = std::thread::Builder::new()
+            .name(format!("pinpost-sim-pulses{}", p.pin))
+            .spawn(move || {
+                let mut next = Instant::now();
+                let mut sent = 0u64;
+                while (p.count == 0 || sent < p.count) && !stopped.load(Ordering::Acquire) {
+                    for level in [!idle, idle] {
+                        lock(&state).set(p.pin, level);
+                        next += half;
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        }
+                    }
+                    sent += 1;
+                }
+                tracing::info!(pin = p.pin, sent, "simulated pulses sent");
+            })
+            .map_err(|e| BoardError::Other(format!("cannot start the simulated pulses: {e}")))?;
+        self.meters.push((stop, thread));
+        Ok(())
     }
 }
 
@@ -194,6 +260,7 @@ mod tests {
                     pull: Pull::Up,
                     debounce: std::time::Duration::ZERO,
                     interrupt: true,
+                    count: None,
                 },
                 InputSetup {
                     pin: 22,
@@ -201,6 +268,7 @@ mod tests {
                     pull: Pull::None,
                     debounce: std::time::Duration::ZERO,
                     interrupt: true,
+                    count: None,
                 },
             ],
             outputs: vec![OutputSetup {

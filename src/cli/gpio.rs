@@ -96,6 +96,7 @@ fn input_plan(pin: u8, pull: Pull, edges: bool) -> PinPlan {
             // The kernel's debounce would hide the edges `watch` is for.
             debounce: std::time::Duration::ZERO,
             interrupt: edges,
+            count: None,
         }],
         outputs: vec![],
     }
@@ -109,7 +110,7 @@ fn open(
     plan: &PinPlan,
     edges: EdgeSender,
 ) -> Result<Box<dyn Board>, CliError> {
-    let opened = crate::board::open_plan(kind, chip, plan, &[], edges)?;
+    let opened = crate::board::open_plan(kind, chip, plan, (&[], &[]), edges)?;
     if kind != BoardKind::Sim {
         eprintln!("board: {} ({})", opened.board.describe(), opened.why);
     }

@@ -19,6 +19,8 @@
 mod broker;
 mod build;
 mod clock;
+mod counting;
+pub use counting::{CountEdge, Counting, Meter};
 mod device;
 pub(crate) mod endpoints;
 mod error;
@@ -55,7 +57,7 @@ pub use homeassistant::{
 pub(crate) use model::Published;
 pub use model::{
     Board, BoardKind, Broker, CommandRules, Credentials, Device, DropPolicy, Input, Outbox, Output,
-    Profile, Pull, Reconnect, Secret, Sensor, SensorKind, SourcedPath, Tls, TlsVersion,
+    Profile, Pull, Reconnect, Secret, Sensor, SensorKind, SimPulses, SourcedPath, Tls, TlsVersion,
 };
 pub use overrides::Overrides;
 pub(crate) use source::CONFIG_ENV;

@@ -254,15 +254,30 @@ impl FromStr for BoardKind {
 }
 
 /// `[board]`: which GPIO backend drives the pins.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Board {
     /// The backend.
     pub kind: BoardKind,
     /// Simulated wires: setting output pin `.0` drives input pin `.1`.
     pub wires: Vec<(u8, u8)>,
+    /// Simulated meters: pulses sent into input pins by the sim board.
+    pub pulses: Vec<SimPulses>,
     /// The character device's chip (`gpiochip0`, `/dev/gpiochip0` or a
     /// label); `None`: the Raspberry Pi's own GPIO chip, found by label.
     pub chip: Option<String>,
+}
+
+/// A simulated meter (`[board] pulses = [[pin, hz, count]]`): `count`
+/// pulses (0: endless) at `hz` into input pin `pin`, each a departure from
+/// the pin's idle level and back, half a period each.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimPulses {
+    /// The input pin driven.
+    pub pin: u8,
+    /// Pulses per second.
+    pub hz: f64,
+    /// How many; 0 for no end.
+    pub count: u64,
 }
 
 /// The resistor an input pin is pulled with while nothing drives it.
@@ -294,7 +309,7 @@ impl FromStr for Pull {
 }
 
 /// An `[[input]]`: a GPIO pin read and published on `input/<name>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Input {
     /// Its name in topics (`input/<name>`), unique among inputs, outputs and sensors.
     pub name: String,
@@ -311,6 +326,8 @@ pub struct Input {
     pub invert: bool,
     /// Read the pin on this interval too, for pins whose interrupts are unreliable.
     pub poll_interval: Option<Duration>,
+    /// Counted instead of published level by level (`count = true`).
+    pub count: Option<super::counting::Counting>,
 }
 
 /// An `[[output]]`: a GPIO pin set by commands on `output/<name>/set`.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::model::{Board, BoardKind, CommandRules, Input, Output};
+use super::model::{Board, BoardKind, CommandRules, Input, Output, SimPulses};
 use super::origins::Origins;
 use super::raw::{RawConfig, RawLevel};
 use super::values::{duration, name, word};
@@ -52,6 +52,7 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
             debounce,
             invert: r.invert.unwrap_or(false),
             poll_interval,
+            count: super::counting::build(r, i, o)?,
         });
     }
     let mut outputs = Vec::new();
@@ -75,9 +76,15 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
         });
     }
     let wires = wires(raw, kind, &inputs, &outputs, o)?;
+    let pulses = pulses(raw, kind, &inputs, o)?;
     let chip = chip(raw, kind, o)?;
     Ok(Pins {
-        board: Board { kind, wires, chip },
+        board: Board {
+            kind,
+            wires,
+            pulses,
+            chip,
+        },
         inputs,
         outputs,
         commands: commands(raw, o)?,
@@ -188,6 +195,44 @@ fn wires(
                 _ => Err(o.invalid(
                     "board.wires",
                     format!("[{from}, {to}] must join a configured output pin to a configured input pin ([output, input])"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// `board.pulses`: simulated meters, on the sim board only, each into a
+/// configured input, at 0.01 to 100,000 pulses a second.
+fn pulses(
+    raw: &RawConfig,
+    kind: BoardKind,
+    inputs: &[Input],
+    o: &Origins<'_>,
+) -> Result<Vec<SimPulses>, ConfigError> {
+    let Some(list) = &raw.board.pulses else {
+        return Ok(Vec::new());
+    };
+    if kind != BoardKind::Sim && !list.is_empty() {
+        return Err(o.invalid(
+            "board.pulses",
+            "simulated pulses exist only on the simulated board; set board.kind = \"sim\"",
+        ));
+    }
+    list.iter()
+        .map(|&(pin, hz, count)| {
+            let input = inputs.iter().find(|i| i64::from(i.pin) == pin);
+            match input {
+                Some(i) if (0.01..=100_000.0).contains(&hz) && count >= 0 => Ok(SimPulses {
+                    pin: i.pin,
+                    hz,
+                    count: count.unsigned_abs(),
+                }),
+                _ => Err(o.invalid(
+                    "board.pulses",
+                    format!(
+                        "[{pin}, {hz}, {count}] must be [input pin, pulses a second (0.01 to \
+                         100000), how many (0: no end)], on a configured input pin"
+                    ),
                 )),
             }
         })

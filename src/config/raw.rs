@@ -105,6 +105,7 @@ pub struct RawReconnect {
 pub struct RawBoard {
     pub kind: Option<String>,
     pub wires: Option<Vec<(i64, i64)>>,
+    pub pulses: Option<Vec<(i64, f64, i64)>>,
     pub chip: Option<String>,
 }
 
@@ -118,6 +119,13 @@ pub struct RawInput {
     pub debounce: Option<String>,
     pub invert: Option<bool>,
     pub poll_interval: Option<String>,
+    pub count: Option<bool>,
+    pub edge: Option<String>,
+    pub per_pulse: Option<f64>,
+    pub unit: Option<String>,
+    pub rate_window: Option<String>,
+    pub interval: Option<String>,
+    pub meter: Option<String>,
     pub homeassistant: Option<RawEntity>,
 }
 

@@ -33,6 +33,7 @@ fn inputs() -> Vec<Input> {
         debounce: Duration::from_millis(50),
         invert: false,
         poll_interval: None,
+        count: None,
     }]
 }
 

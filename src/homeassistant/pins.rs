@@ -1,15 +1,15 @@
 //! Home Assistant entities for pinpost's pins: an output is a switch (a
 //! light, fan or number under PWM) with an optional pulse button, an input
-//! a binary sensor.
+//! a binary sensor, a counting input a sensor of its total.
 //!
 //! It builds each entity's config from the topics and payloads pinpost
 //! already speaks; where the entity goes (topic, device, `unique_id`) is
 //! [`super`]'s business.
 
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
 
 use super::{Spec, common, spec};
-use crate::config::{Component, Config, Entity};
+use crate::config::{Component, Config, Counting, Entity, Meter};
 use crate::topics::Topics;
 
 /// An output's entity, and its pulse button when `pulse` is set.
@@ -120,6 +120,11 @@ pub(super) fn inputs(config: &Config, topics: &Topics, specs: &mut Vec<Spec>) {
         if !e.enabled {
             continue;
         }
+        if let Some(counting) = &input.count {
+            let c = counter(e, &input.name, counting, topics);
+            specs.push(spec(Component::Sensor, "counter", &input.name, c));
+            continue;
+        }
         let mut c = common(e, &input.name);
         c.insert("state_topic".into(), json!(topics.input(&input.name)));
         // `value` is already inverted when `invert = true`: true is
@@ -130,6 +135,31 @@ pub(super) fn inputs(config: &Config, topics: &Topics, specs: &mut Vec<Spec>) {
         );
         specs.push(spec(Component::BinarySensor, "input", &input.name, c));
     }
+}
+
+/// A counting input's total: a sensor whose state only grows, so Home
+/// Assistant's energy dashboard takes it (a drop reads as a new meter
+/// cycle), in the class its meter and unit make (only units HA accepts for
+/// that class, or HA refuses the entity).
+fn counter(e: &Entity, name: &str, counting: &Counting, topics: &Topics) -> Map<String, Value> {
+    let mut c = common(e, name);
+    c.insert("state_topic".into(), json!(topics.counter(name)));
+    c.insert("value_template".into(), json!("{{ value_json.value }}"));
+    c.insert("state_class".into(), json!("total_increasing"));
+    let unit = e.unit.as_deref().unwrap_or(&counting.unit);
+    if !unit.is_empty() {
+        c.insert("unit_of_measurement".into(), json!(unit));
+    }
+    let (class, units): (&str, &[&str]) = match counting.meter {
+        Meter::Energy => ("energy", &["Wh", "kWh", "MWh", "MJ", "GJ"]),
+        Meter::Water => ("water", &["L", "m³", "gal", "ft³", "CCF"]),
+        Meter::Gas => ("gas", &["m³", "ft³", "CCF"]),
+        Meter::None => ("", &[]),
+    };
+    if e.device_class.is_none() && units.contains(&unit) {
+        c.insert("device_class".into(), json!(class));
+    }
+    c
 }
 
 /// The duty as a percentage, from an output's state: its `duty` under PWM,

@@ -21,6 +21,7 @@ mod check;
 mod clean_stop;
 mod clock;
 mod commands;
+mod counters;
 #[cfg(feature = "demo")]
 mod demo;
 mod deploy;

@@ -7,10 +7,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use gpiocdev::Request;
-use gpiocdev::line::{Bias, EdgeDetection, Value};
+use gpiocdev::line::{Bias, EdgeDetection, EdgeKind, Value};
 
 use super::chip::{self, ChipFound};
 use super::{CONSUMER, POLL};
+use crate::board::edges::{EdgesClosed, PulseFilter};
 use crate::board::{BoardError, EdgeSender, InputSetup};
 use crate::config::Pull;
 
@@ -165,20 +166,50 @@ pub(crate) fn output(
     })
 }
 
+/// Where one input's changes go: a notice, or for a counting input each
+/// edge its filter takes as a pulse.
+struct Notices {
+    index: usize,
+    edges: EdgeSender,
+    filter: Option<PulseFilter>,
+}
+
+impl Notices {
+    /// An edge (`rising` or falling) at `at_ns`; `Err` once nobody listens.
+    fn edge(&mut self, rising: bool, at_ns: u64) -> Result<(), EdgesClosed> {
+        match &mut self.filter {
+            None => self.edges.send(self.index),
+            Some(filter) => {
+                if filter.accept(rising, at_ns) {
+                    self.edges.pulse(self.index)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
 /// The thread that sends input `index`'s notices until `stop`.
 pub(crate) fn watch(
     line: Line,
     index: usize,
+    setup: &InputSetup,
     events: Events,
     edges: EdgeSender,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, BoardError> {
     let pin = line.pin;
+    let mut notices = Notices {
+        index,
+        edges,
+        filter: setup.pulse_filter(line.kernel_debounce),
+    };
     std::thread::Builder::new()
         .name(format!("pinpost-gpio{pin}"))
         .spawn(move || match events {
-            Events::Edges => wait_for_edges(&line, index, &edges, &stop),
-            Events::Polled => poll(&line, index, &edges, &stop),
+            Events::Edges => wait_for_edges(&line, &mut notices, &stop),
+            Events::Polled => poll(&line, &mut notices, &stop),
         })
         .map_err(|e| BoardError::Pin {
             pin,
@@ -189,7 +220,7 @@ pub(crate) fn watch(
 /// How long one wait for an edge lasts before the stop flag is looked at.
 const WAKE: Duration = Duration::from_millis(200);
 
-fn wait_for_edges(line: &Line, index: usize, edges: &EdgeSender, stop: &AtomicBool) {
+fn wait_for_edges(line: &Line, notices: &mut Notices, stop: &AtomicBool) {
     let mut last_seqno: Option<u32> = None;
     while !stop.load(Ordering::Acquire) {
         match line.request.wait_edge_event(WAKE) {
@@ -197,7 +228,7 @@ fn wait_for_edges(line: &Line, index: usize, edges: &EdgeSender, stop: &AtomicBo
             Ok(true) => {}
             Err(e) => {
                 tracing::warn!(pin = line.pin, error = %e, "cannot wait for GPIO{} edges; reading it every 20 ms instead", line.pin);
-                return poll(line, index, edges, stop);
+                return poll(line, notices, stop);
             }
         }
         match line.request.read_edge_event() {
@@ -218,7 +249,10 @@ fn wait_for_edges(line: &Line, index: usize, edges: &EdgeSender, stop: &AtomicBo
                 }
                 last_seqno = Some(event.line_seqno);
                 tracing::trace!(pin = line.pin, kernel_ns = event.timestamp_ns, seq = event.line_seqno, kind = ?event.kind, "edge");
-                if edges.send(index).is_err() {
+                // Lines are requested active-high: the kernel's rising is
+                // the electrical one.
+                let rising = event.kind == EdgeKind::Rising;
+                if notices.edge(rising, event.timestamp_ns).is_err() {
                     return;
                 }
             }
@@ -230,14 +264,16 @@ fn wait_for_edges(line: &Line, index: usize, edges: &EdgeSender, stop: &AtomicBo
     }
 }
 
-fn poll(line: &Line, index: usize, edges: &EdgeSender, stop: &AtomicBool) {
+fn poll(line: &Line, notices: &mut Notices, stop: &AtomicBool) {
+    let born = std::time::Instant::now();
     let mut last = line.get().ok();
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(POLL);
         let now = line.get().ok();
         if now != last {
             last = now;
-            if edges.send(index).is_err() {
+            let at = u64::try_from(born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if notices.edge(now == Some(true), at).is_err() {
                 return;
             }
         }

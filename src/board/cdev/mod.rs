@@ -86,6 +86,7 @@ impl CdevBoard {
                 let watcher = lines::watch(
                     line.clone(),
                     index,
+                    setup,
                     events,
                     edges.clone(),
                     board.stop.clone(),

@@ -152,3 +152,32 @@ fn an_input_is_a_binary_sensor_with_its_class_and_inverted_value() {
     );
     assert!(door.get("command_topic").is_none());
 }
+
+#[test]
+fn a_counting_input_is_a_total_increasing_sensor_in_its_meters_class() {
+    let c = enabled(
+        "[[input]]\nname = \"meter\"\npin = 22\ncount = true\nper_pulse = 0.001\n\
+         unit = \"kWh\"\n[[input]]\nname = \"rain\"\npin = 23\ncount = true\n\
+         per_pulse = 0.2\nunit = \"mm\"\n",
+    );
+    let plan = super::plan(&c, &Announced::default());
+    let meter = entity(&plan, "homeassistant/sensor/pi-01/counter_meter/config");
+    assert_eq!(meter["state_topic"], "pinpost/pi-01/counter/meter");
+    assert_eq!(meter["value_template"], "{{ value_json.value }}");
+    assert_eq!(meter["state_class"], "total_increasing");
+    assert_eq!(meter["device_class"], "energy");
+    assert_eq!(meter["unit_of_measurement"], "kWh");
+    let rain = entity(&plan, "homeassistant/sensor/pi-01/counter_rain/config");
+    assert_eq!(rain["unit_of_measurement"], "mm");
+    assert!(
+        rain.get("device_class").is_none(),
+        "no class HA would refuse mm in"
+    );
+    assert!(
+        !plan
+            .messages
+            .iter()
+            .any(|m| m.topic.contains("binary_sensor/pi-01/input_meter")),
+        "a counting input has no level entity"
+    );
+}
