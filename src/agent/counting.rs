@@ -92,6 +92,22 @@ impl Counting {
         kept.write();
     }
 
+    /// Sets input `i`'s total to `value` in its unit (0 for a reset),
+    /// synced before the answer; `Err` in words when it cannot be held.
+    pub(super) fn set(&mut self, i: usize, value: f64, now: Instant) -> Result<u64, String> {
+        let Some(Some(kept)) = self.kept.get_mut(i) else {
+            return Err("not a counting input".into());
+        };
+        let count = kept
+            .counter
+            .pulses_for(value)
+            .ok_or_else(|| format!("{value} is more than a counter holds"))?;
+        kept.counter.set(count, now);
+        kept.write();
+        kept.sync();
+        Ok(count)
+    }
+
     /// The earliest moment a total may be due.
     pub(super) fn next_due(&self) -> Option<Instant> {
         self.kept

@@ -310,7 +310,14 @@ impl Agent {
                 outputs.resume(i, last);
             }
         }
-        let names: Vec<String> = config.outputs.iter().map(|o| o.name.clone()).collect();
+        // Outputs, then every input at outputs.len() + its index: a counting
+        // input's stamped commands are applied once like an output's.
+        let names: Vec<String> = config
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .chain(config.inputs.iter().map(|i| i.name.clone()))
+            .collect();
         let (applied, problems) = Applied::load(outbox.dir(), &names);
         for problem in problems {
             tracing::warn!("{problem}");

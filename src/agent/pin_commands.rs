@@ -63,6 +63,12 @@ impl Agent {
             let parsed = control::install::parse(incoming, &self.config.commands);
             return self.on_install_command(parsed);
         }
+        if let Some(i) = self.config.inputs.iter().position(|i| i.name == name) {
+            if self.counting.counts(i) {
+                let parsed = control::counter::parse(incoming, &self.config.commands);
+                return self.on_counter_command(i, parsed);
+            }
+        }
         match control::parse(
             incoming,
             &self.config.outputs,
@@ -99,6 +105,43 @@ impl Agent {
             Err(error) => self.refuse(name, command.id.as_deref(), &error),
         }
         self.send_update_reports();
+    }
+
+    /// `cmd/<counter>`: a reset or a set, applied once (by its stamp), the
+    /// total synced, published and answered.
+    fn on_counter_command(
+        &mut self,
+        i: usize,
+        parsed: Result<control::counter::CounterCommand, control::Refusal>,
+    ) {
+        let name = self.config.inputs[i].name.clone();
+        let command = match parsed {
+            Ok(c) => c,
+            Err(refusal) => return self.refuse(&name, refusal.id.as_deref(), &refusal.error),
+        };
+        if let Some(stamp) = &command.stamp {
+            let slot = self.config.outputs.len() + i;
+            if let Err(error) = self.applied.record(slot, stamp) {
+                return self.refuse(&name, command.id.as_deref(), &error);
+            }
+        }
+        let value = match command.action {
+            control::counter::CounterAction::Reset => 0.0,
+            control::counter::CounterAction::Set(v) => v,
+        };
+        let now = Instant::now();
+        match self.counting.set(i, value, now) {
+            Ok(count) => {
+                tracing::info!(counter = %name, count, "counter set to {value} by a command");
+                let body = topics::result_json(command.id.as_deref(), Ok(()));
+                self.delivery
+                    .send(&self.topics.result(&name), body, false, None);
+                for (i, total) in self.counting.due(now) {
+                    self.publish_total(i, &total);
+                }
+            }
+            Err(error) => self.refuse(&name, command.id.as_deref(), &error),
+        }
     }
 
     /// Answers and logs a refusal, as often as [`Refusals`](super::refusals::Refusals) allows: the

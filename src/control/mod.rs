@@ -426,6 +426,7 @@ fn shorten(text: &str) -> String {
     }
 }
 
+pub(crate) mod counter;
 pub(crate) mod install;
 
 #[cfg(test)]

@@ -59,6 +59,22 @@ impl Counter {
         self.sample(now);
     }
 
+    /// An authorised `set` (or `reset`, to 0): the rate starts again, and
+    /// the total is due at once.
+    pub(crate) fn set(&mut self, count: u64, now: Instant) {
+        self.count = count;
+        self.samples.clear();
+        self.samples.push_back((now, count));
+        self.next_publish = now;
+    }
+
+    /// The pulses a value in the meter's unit is, rounded (`None` for a
+    /// value no counter can hold).
+    pub(crate) fn pulses_for(&self, value: f64) -> Option<u64> {
+        let pulses = (value / self.config.per_pulse).round();
+        (pulses.is_finite() && pulses >= 0.0 && pulses < 2f64.powi(53)).then_some(pulses as u64)
+    }
+
     fn sample(&mut self, now: Instant) {
         let every = self.config.rate_window / SAMPLES;
         if self
@@ -192,5 +208,23 @@ mod tests {
         let mut c = Counter::new(meter(), 10, t0);
         c.add(u64::MAX, t0);
         assert_eq!(c.count(), u64::MAX);
+    }
+
+    #[test]
+    fn set_is_the_only_way_down_and_a_value_maps_to_whole_pulses() {
+        let t0 = Instant::now();
+        let mut c = Counter::new(meter(), 10, t0);
+        assert_eq!(c.pulses_for(1234.5), Some(1_234_500));
+        assert_eq!(c.pulses_for(-1.0), None);
+        assert_eq!(c.pulses_for(f64::NAN), None);
+        assert_eq!(c.pulses_for(1e300), None);
+        assert!(c.due(t0).is_some());
+        c.set(0, t0 + Duration::from_secs(1));
+        let t = c.due(t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            (t.count, t.rate),
+            (0, 0.0),
+            "due at once, the rate started again"
+        );
     }
 }

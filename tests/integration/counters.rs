@@ -45,6 +45,9 @@ pulses = [{pulses}]
 [outbox]
 path = "{state}"
 
+[commands]
+max_age = "10m"
+
 [[input]]
 name = "meter"
 pin = 17
@@ -64,10 +67,36 @@ interval = "1s"
         path
     }
 
-    fn witness(&self) -> Witness {
+    fn operator_args(&self) -> Vec<String> {
         let mut args = strings(&["-h", "127.0.0.1", "-p", &self.broker.port.to_string()]);
         args.extend(tls_args(&self.pki.ca.cert, Some(&self.operator)));
-        Witness::start(&self.broker, "pinpost/pi-01/counter/meter", &args)
+        args
+    }
+
+    fn witness(&self) -> Witness {
+        Witness::start(
+            &self.broker,
+            "pinpost/pi-01/counter/meter",
+            &self.operator_args(),
+        )
+    }
+
+    /// A command to the counter, as an operator sends it.
+    fn command(&self, payload: &str, retain: bool) {
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args(self.operator_args()).args([
+            "-q",
+            "1",
+            "-t",
+            "pinpost/pi-01/cmd/meter",
+            "-m",
+            payload,
+        ]);
+        if retain {
+            cmd.arg("-r");
+        }
+        let out = cmd.output().expect("mosquitto_pub");
+        assert!(out.status.success(), "mosquitto_pub: {out:?}");
     }
 }
 
@@ -173,5 +202,77 @@ fn a_total_survives_a_restart_a_kill_9_and_a_torn_write_without_going_backwards(
     assert!(
         counts.windows(2).all(|w| w[0] <= w[1]),
         "a subscriber never sees the total go backwards: {counts:?}"
+    );
+}
+
+#[test]
+fn a_set_or_reset_is_applied_once_and_only_when_fresh() {
+    let rig = Rig::new();
+    let state = tempfile::tempdir().unwrap();
+    let config = rig.config("", state.path());
+    let totals = rig.witness();
+    let results = Witness::start(
+        &rig.broker,
+        "pinpost/pi-01/cmd/meter/result",
+        &rig.operator_args(),
+    );
+    // A reset left retained before the agent starts would reset the
+    // counter at every reconnect: refused.
+    rig.command("reset", true);
+    let mut agent = run(&config);
+    results.wait_until("the retained reset's refusal", WAIT, |l| {
+        l.contains("retained command ignored")
+    });
+    rig.command("", true);
+    totals.wait_until("the first total", WAIT, |l| count_of(l) == Some(0));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    // The meter was replaced: it reads 1234.5 kWh.
+    let set = format!(r#"{{"action":"set","value":1234.5,"id":"new-meter","ts":{now}}}"#);
+    rig.command(&set, false);
+    results.wait_for(r#"{"id":"new-meter","ok":true}"#, WAIT);
+    let seen = totals.wait_until("the set total", WAIT, |l| count_of(l) == Some(1_234_500));
+    let (_, payload) = seen.last().unwrap().split_once(' ').unwrap();
+    let total: serde_json::Value = serde_json::from_str(payload).unwrap();
+    assert!(
+        (total["value"].as_f64().unwrap() - 1234.5).abs() < 1e-6,
+        "{total}"
+    );
+    // The same command again (a replay): already applied, nothing changes.
+    rig.command(&set, false);
+    let replay = results.wait_until("the replay's refusal", WAIT, |l| l.contains("new-meter"));
+    assert!(
+        replay.last().unwrap().contains("already applied"),
+        "{replay:?}"
+    );
+    // A stale stamp, and one from an hour ahead.
+    for (ts, words) in [(now - 3_600_000, "older than"), (now + 3_600_000, "ahead")] {
+        rig.command(
+            &format!(r#"{{"action":"reset","id":"r{ts}","ts":{ts}}}"#),
+            false,
+        );
+        let said = results.wait_until(words, WAIT, |l| l.contains(&format!("r{ts}")));
+        assert!(said.last().unwrap().contains(words), "{said:?}");
+    }
+    // After a restart the set total stands, and the replay is still refused.
+    drop(agent);
+    agent = run(&config);
+    agent.wait_for("counting from 1234500 pulses", WAIT);
+    rig.command(&set, false);
+    let replay = results.wait_until("the replay after a restart", WAIT, |l| {
+        l.contains("new-meter")
+    });
+    assert!(
+        replay.last().unwrap().contains("already applied"),
+        "{replay:?}"
+    );
+    assert!(
+        totals
+            .messages(Duration::from_secs(2))
+            .iter()
+            .all(|l| count_of(l).is_none_or(|c| c == 1_234_500)),
+        "nothing but the set total"
     );
 }
