@@ -98,6 +98,7 @@ const ENTITIES: &[(&str, Option<&str>, Option<&str>)] = &[
     ("light.pi_01_lamp", None, None),
     ("binary_sensor.pi_01_door", Some("door"), None),
     ("sensor.pi_01_room", Some("temperature"), Some("°C")),
+    ("sensor.pi_01_meter", Some("energy"), Some("kWh")),
     ("sensor.pi_01_outbox_queued", None, None),
     ("sensor.pi_01_outbox_dropped", None, None),
     ("sensor.pi_01_outbox_expired", None, None),
@@ -170,6 +171,15 @@ fn scenario(version: &str, form: &str) {
         "sensor.pi_01_room",
         "the reading made before HA started",
         |s| s["state"] == "20.0",
+    );
+    // The pulse counter: a total that only grows, in kWh, which HA's
+    // energy dashboard takes (its 500 pulses of the first start).
+    let meter = ha.wait_state("sensor.pi_01_meter", "the meter's 0.5 kWh", |s| {
+        s["state"] == "0.5"
+    });
+    assert_eq!(
+        meter["attributes"]["state_class"], "total_increasing",
+        "{meter}"
     );
     eprintln!("[{version}] HA shows:\n{}", ha.states_of_device());
     assert_eq!(ha.state("sensor.pi_01_outbox_dropped")["state"], "0");
@@ -435,6 +445,8 @@ path = "{state}"
 [board]
 kind = "sim"
 wires = [[27, 17]]
+# A meter of 1000 impulses per kWh that sends 500 pulses at each start.
+pulses = [[22, 50.0, 500]]
 
 [[input]]
 name = "door"
@@ -442,6 +454,15 @@ pin = 17
 debounce = "20ms"
 [input.homeassistant]
 device_class = "door"
+
+[[input]]
+name = "meter"
+pin = 22
+debounce = "0ms"
+count = true
+per_pulse = 0.001
+unit = "kWh"
+interval = "1s"
 
 [[output]]
 name = "{relay}"
