@@ -2,11 +2,12 @@
 # Runs every benchmark in one go and prints a table of figures and ratios
 # (see BENCHMARKS.md): pinpost beside mosquitto_pub on one Mosquitto with
 # mutual TLS, its footprint beside mqtt-io's, the Pi binaries' sizes, a
-# fleet's reconnect storm, and the agent on a slow disk. Installs Mosquitto,
+# fleet's reconnect storm, the agent on a slow disk, and pulse counters on
+# the sim board's meter. Installs Mosquitto,
 # its clients, strace and Python's venv if missing (Debian, as root) and
 # mqtt-io from PyPI into target/bench; builds the Pi binaries with
 # scripts/cross-build.sh. Arguments name the figures to run (edge, command,
-# throughput, one-shot, footprint, fleet, slow-disk).
+# throughput, one-shot, footprint, fleet, slow-disk, counting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -8,11 +8,13 @@
 //! same harness the integration tests use. Figures, not pass/fail.
 //!
 //! `cargo bench --bench compare -- command fleet` runs only the figures
-//! named (edge, command, throughput, one-shot, footprint, fleet, slow-disk).
+//! named (edge, command, throughput, one-shot, footprint, fleet, slow-disk,
+//! counting).
 
 #[path = "../../tests/integration/common/mod.rs"]
 #[allow(dead_code, unused_imports)] // the figures use part of the harness
 mod common;
+mod counting;
 mod fleet;
 mod footprint;
 mod latency;
@@ -27,7 +29,7 @@ use std::time::Instant;
 use common::*;
 use rig::{Rig, Row};
 
-const FIGURES: [&str; 7] = [
+const FIGURES: [&str; 8] = [
     "edge",
     "command",
     "throughput",
@@ -35,6 +37,7 @@ const FIGURES: [&str; 7] = [
     "footprint",
     "fleet",
     "slow-disk",
+    "counting",
 ];
 
 fn main() {
@@ -90,6 +93,9 @@ fn main() {
         for n in [100, 1000] {
             runtime.block_on(fleet::failover(&rig, n, &mut rows));
         }
+    }
+    if wanted("counting") {
+        counting::measure(&rig, &mut rows);
     }
     if wanted("slow-disk") {
         // Its own broker, which it stops and starts again.

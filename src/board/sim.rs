@@ -165,7 +165,8 @@ impl SimBoard {
         let thread = std::thread::Builder::new()
             .name(format!("pinpost-sim-pulses{}", p.pin))
             .spawn(move || {
-                let mut next = Instant::now();
+                let began = Instant::now();
+                let mut next = began;
                 let mut sent = 0u64;
                 while (p.count == 0 || sent < p.count) && !stopped.load(Ordering::Acquire) {
                     for level in [!idle, idle] {
@@ -178,7 +179,8 @@ impl SimBoard {
                     }
                     sent += 1;
                 }
-                tracing::info!(pin = p.pin, sent, "simulated pulses sent");
+                let elapsed_ms = began.elapsed().as_millis();
+                tracing::info!(pin = p.pin, sent, elapsed_ms, "simulated pulses sent");
             })
             .map_err(|e| BoardError::Other(format!("cannot start the simulated pulses: {e}")))?;
         self.meters.push((stop, thread));

@@ -291,7 +291,7 @@ mod tests {
         assert!(
             text("sim", "[17, 0.0, 100]")
                 .unwrap_err()
-                .contains("0.01 to 100000")
+                .contains("0.01 to 1000000)")
         );
     }
 }

@@ -202,7 +202,7 @@ fn wires(
 }
 
 /// `board.pulses`: simulated meters, on the sim board only, each into a
-/// configured input, at 0.01 to 100,000 pulses a second.
+/// configured input, at 0.01 to 1,000,000 pulses a second.
 fn pulses(
     raw: &RawConfig,
     kind: BoardKind,
@@ -222,7 +222,7 @@ fn pulses(
         .map(|&(pin, hz, count)| {
             let input = inputs.iter().find(|i| i64::from(i.pin) == pin);
             match input {
-                Some(i) if (0.01..=100_000.0).contains(&hz) && count >= 0 => Ok(SimPulses {
+                Some(i) if (0.01..=1_000_000.0).contains(&hz) && count >= 0 => Ok(SimPulses {
                     pin: i.pin,
                     hz,
                     count: count.unsigned_abs(),
@@ -231,7 +231,7 @@ fn pulses(
                     "board.pulses",
                     format!(
                         "[{pin}, {hz}, {count}] must be [input pin, pulses a second (0.01 to \
-                         100000), how many (0: no end)], on a configured input pin"
+                         1000000), how many (0: no end)], on a configured input pin"
                     ),
                 )),
             }
