@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `pinpost/pi-01/status` | `online` / `offline` (retained; `offline` is also the Last Will) |
 //! | `pinpost/pi-01/input/<name>` | `{"value":true,"ts":"…","seq":N}` (retained) |
+//! | `pinpost/pi-01/button/<name>` | `{"event_type":"double","ts":"…","seq":N}`: `single`, `double`, `long`, `long_release` |
 //! | `pinpost/pi-01/counter/<name>` | `{"value":12.345,"unit":"kWh","count":12345,"rate":0.36,"rate_unit":"kWh/h","ts":"…","seq":N}` (retained) |
 //! | `pinpost/pi-01/output/<name>` | `{"value":true,"ts":"…","seq":N}` (+ `duty`, `hz` under PWM; retained) |
 //! | `pinpost/pi-01/cmd/<name>` | commands in (see `control`) |
@@ -93,6 +94,11 @@ impl Topics {
 
     pub(crate) fn input(&self, name: &str) -> String {
         format!("{}/input/{name}", self.base)
+    }
+
+    /// A button's presses (`button = true`).
+    pub(crate) fn button(&self, name: &str) -> String {
+        format!("{}/button/{name}", self.base)
     }
 
     /// A counting input's total (`count = true`).
@@ -215,6 +221,26 @@ pub(crate) struct CounterTotal<'a> {
 }
 
 impl CounterTotal<'_> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The words of a button's presses, in `event_type`.
+pub(crate) const BUTTON_PRESSES: [&str; 4] = ["single", "double", "long", "long_release"];
+
+/// A button's press as published on `button/<name>`: `event_type` is
+/// `single`, `double`, `long` or `long_release` (the key Home Assistant's
+/// event entities read).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ButtonPress {
+    pub(crate) event_type: &'static str,
+    #[serde(flatten)]
+    pub(crate) when: Dated,
+    pub(crate) seq: u64,
+}
+
+impl ButtonPress {
     pub(crate) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

@@ -37,6 +37,7 @@ impl Agent {
             let wake = [
                 self.inputs.next_due(),
                 self.counting.next_due(),
+                self.buttons.next_due(),
                 self.outputs.next_due(),
                 self.waiting.iter().flatten().map(|w| w.at).min(),
                 self.refusals.next_due(),
@@ -219,6 +220,9 @@ impl Agent {
         }
         for (i, total) in self.counting.due(now) {
             self.publish_total(i, &total);
+        }
+        for (i, press) in self.buttons.due(now) {
+            self.publish_press(i, press);
         }
         for end in self.outputs.due(now) {
             let action = control::Action::Set(end.level);

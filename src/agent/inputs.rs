@@ -144,6 +144,7 @@ mod tests {
             invert,
             poll_interval: poll.map(Duration::from_millis),
             count: None,
+            button: None,
         }
     }
 

@@ -21,6 +21,7 @@
 //! accord) and `shutdown` (the clean stop).
 
 mod applied;
+mod buttons;
 mod clock_view;
 mod counting;
 mod delivery;
@@ -221,6 +222,8 @@ struct Agent {
     board: Box<dyn Board>,
     topics: Topics,
     inputs: Inputs,
+    /// The buttons' presses, from their inputs' levels.
+    buttons: buttons::Buttons,
     /// The counting inputs' totals.
     counting: counting::Counting,
     outputs: Outputs,
@@ -335,6 +338,7 @@ impl Agent {
         Agent {
             delivery: Delivery::new(outbox, publisher, stall_after(config.broker.keep_alive)),
             counting,
+            buttons: buttons::Buttons::new(&config.inputs),
             inputs,
             outputs,
             applied,

@@ -243,6 +243,9 @@ impl Agent {
                         true,
                         Some(seq),
                     );
+                    if let Some(press) = self.buttons.level(i, value, Instant::now()) {
+                        self.publish_press(i, press);
+                    }
                 }
             }
             Err(e) => tracing::warn!(input = %self.config.inputs[i].name, "cannot read: {e}"),
@@ -276,5 +279,22 @@ impl Agent {
         .to_json();
         tracing::debug!(counter = %input.name, count = total.count, rate = total.rate, "total");
         self.delivery.send(&topic, payload, true, Some(seq));
+    }
+
+    /// A button's press, on `button/<name>` (an event: not retained).
+    pub(super) fn publish_press(&mut self, i: usize, press: super::buttons::Press) {
+        let Some(input) = self.config.inputs.get(i) else {
+            return;
+        };
+        let topic = self.topics.button(&input.name);
+        let seq = self.delivery.next_seq(&topic);
+        tracing::info!(button = %input.name, press = press.as_str(), seq, "pressed");
+        let payload = crate::topics::ButtonPress {
+            event_type: press.as_str(),
+            when: crate::clock::dating::now(),
+            seq,
+        }
+        .to_json();
+        self.delivery.send(&topic, payload, false, Some(seq));
     }
 }

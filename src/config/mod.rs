@@ -18,8 +18,10 @@
 
 mod broker;
 mod build;
+mod button;
 mod clock;
 mod counting;
+pub use button::ButtonTimes;
 pub use counting::{CountEdge, Counting, Meter};
 mod device;
 pub(crate) mod endpoints;

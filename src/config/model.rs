@@ -328,6 +328,8 @@ pub struct Input {
     pub poll_interval: Option<Duration>,
     /// Counted instead of published level by level (`count = true`).
     pub count: Option<super::counting::Counting>,
+    /// Presses published as events (`button = true`).
+    pub button: Option<super::button::ButtonTimes>,
 }
 
 /// An `[[output]]`: a GPIO pin set by commands on `output/<name>/set`.

@@ -53,6 +53,7 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
             invert: r.invert.unwrap_or(false),
             poll_interval,
             count: super::counting::build(r, i, o)?,
+            button: super::button::build(r, i, o)?,
         });
     }
     let mut outputs = Vec::new();

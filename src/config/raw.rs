@@ -126,6 +126,9 @@ pub struct RawInput {
     pub rate_window: Option<String>,
     pub interval: Option<String>,
     pub meter: Option<String>,
+    pub button: Option<bool>,
+    pub double_within: Option<String>,
+    pub long_after: Option<String>,
     pub homeassistant: Option<RawEntity>,
 }
 

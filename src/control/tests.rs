@@ -34,6 +34,7 @@ fn inputs() -> Vec<Input> {
         invert: false,
         poll_interval: None,
         count: None,
+        button: None,
     }]
 }
 

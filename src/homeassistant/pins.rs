@@ -1,6 +1,7 @@
 //! Home Assistant entities for pinpost's pins: an output is a switch (a
 //! light, fan or number under PWM) with an optional pulse button, an input
-//! a binary sensor, a counting input a sensor of its total.
+//! a binary sensor (and a button's presses an event), a counting input a
+//! sensor of its total.
 //!
 //! It builds each entity's config from the topics and payloads pinpost
 //! already speaks; where the entity goes (topic, device, `unique_id`) is
@@ -10,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Spec, common, spec};
 use crate::config::{Component, Config, Counting, Entity, Meter};
-use crate::topics::Topics;
+use crate::topics::{BUTTON_PRESSES, Topics};
 
 /// An output's entity, and its pulse button when `pulse` is set.
 pub(super) fn outputs(config: &Config, topics: &Topics, specs: &mut Vec<Spec>) {
@@ -134,6 +135,16 @@ pub(super) fn inputs(config: &Config, topics: &Topics, specs: &mut Vec<Spec>) {
             json!("{{ 'ON' if value_json.value else 'OFF' }}"),
         );
         specs.push(spec(Component::BinarySensor, "input", &input.name, c));
+        if input.button.is_some() {
+            // HA's event entity: an automation on "double press of the hall
+            // button" is made in its UI from the event's type.
+            let mut c = common(e, &input.name);
+            c.remove("device_class");
+            c.insert("state_topic".into(), json!(topics.button(&input.name)));
+            c.insert("event_types".into(), json!(BUTTON_PRESSES));
+            c.insert("device_class".into(), json!("button"));
+            specs.push(spec(Component::Event, "button", &input.name, c));
+        }
     }
 }
 

@@ -99,6 +99,10 @@ const ENTITIES: &[(&str, Option<&str>, Option<&str>)] = &[
     ("binary_sensor.pi_01_door", Some("door"), None),
     ("sensor.pi_01_room", Some("temperature"), Some("°C")),
     ("sensor.pi_01_meter", Some("energy"), Some("kWh")),
+    ("binary_sensor.pi_01_hall", None, None),
+    ("event.pi_01_hall", Some("button"), None),
+    ("switch.pi_01_finger", None, None),
+    ("button.pi_01_pulse_finger", None, None),
     ("sensor.pi_01_outbox_queued", None, None),
     ("sensor.pi_01_outbox_dropped", None, None),
     ("sensor.pi_01_outbox_expired", None, None),
@@ -180,6 +184,39 @@ fn scenario(version: &str, form: &str) {
     assert_eq!(
         meter["attributes"]["state_class"], "total_increasing",
         "{meter}"
+    );
+    // The hall button's double press fires an automation made on its
+    // event entity (configuration.yaml's "hall double"); a single does not.
+    let press = || {
+        ha.call(
+            "button",
+            "press",
+            json!({ "entity_id": "button.pi_01_pulse_finger" }),
+        )
+    };
+    press();
+    witness.wait_until("a single press", WAIT, |l| {
+        l.starts_with("pinpost/pi-01/button/hall {\"event_type\":\"single\"")
+    });
+    ha.wait_state("event.pi_01_hall", "the single press", |s| {
+        s["attributes"]["event_type"] == "single"
+    });
+    assert!(
+        ha.state("automation.hall_double")["attributes"]["last_triggered"].is_null(),
+        "a single press is not a double"
+    );
+    press();
+    std::thread::sleep(Duration::from_millis(250));
+    press();
+    witness.wait_until("a double press", WAIT, |l| {
+        l.starts_with("pinpost/pi-01/button/hall {\"event_type\":\"double\"")
+    });
+    let fired = ha.wait_state("automation.hall_double", "fired by the double press", |s| {
+        !s["attributes"]["last_triggered"].is_null()
+    });
+    eprintln!(
+        "[{version}] hall double fired: {}",
+        fired["attributes"]["last_triggered"]
     );
     eprintln!("[{version}] HA shows:\n{}", ha.states_of_device());
     assert_eq!(ha.state("sensor.pi_01_outbox_dropped")["state"], "0");
@@ -444,7 +481,7 @@ path = "{state}"
 
 [board]
 kind = "sim"
-wires = [[27, 17]]
+wires = [[27, 17], [23, 24]]
 # A meter of 1000 impulses per kWh that sends 500 pulses at each start.
 pulses = [[22, 50.0, 500]]
 
@@ -454,6 +491,19 @@ pin = 17
 debounce = "20ms"
 [input.homeassistant]
 device_class = "door"
+
+# A button pressed by the "finger" output's pulses.
+[[input]]
+name = "hall"
+pin = 24
+debounce = "10ms"
+button = true
+
+[[output]]
+name = "finger"
+pin = 23
+[output.homeassistant]
+pulse = "100ms"
 
 [[input]]
 name = "meter"
@@ -661,7 +711,11 @@ impl HomeAssistant {
                 "homeassistant:\n  name: pinpost test\n  latitude: 0\n  longitude: 0\n  \
                  elevation: 0\n  unit_system: metric\n  time_zone: UTC\n  currency: EUR\n  \
                  country: DE\nhttp:\n  server_host: 127.0.0.1\n  server_port: {port}\napi:\n\
-                 logger:\n  default: warning\n  logs:\n    homeassistant.components.mqtt: info\n"
+                 logger:\n  default: warning\n  logs:\n    homeassistant.components.mqtt: info\n\
+                 automation:\n  - alias: hall double\n    id: hall_double\n    trigger:\n      \
+                 - platform: state\n        entity_id: event.pi_01_hall\n    condition:\n      \
+                 - condition: template\n        value_template: \"{{{{ trigger.to_state.attributes.event_type \
+                 == 'double' }}}}\"\n    action:\n      - event: pinpost_hall_double\n"
             ),
         )
         .unwrap();

@@ -16,6 +16,7 @@ mod common;
 mod agent;
 mod arm;
 mod audit;
+mod buttons;
 mod certs;
 mod check;
 mod clean_stop;

@@ -71,6 +71,9 @@ pub enum Component {
     /// The device's software: installed and latest version, progress
     /// (signed releases, with `[update] release_key`). Never a pin's.
     Update,
+    /// A button's presses (`button = true`), for automations. Not one a
+    /// config may choose for another pin, so not in `ALL`.
+    Event,
 }
 
 impl Component {
@@ -101,6 +104,7 @@ impl Component {
             Component::BinarySensor => "binary_sensor",
             Component::Sensor => "sensor",
             Component::Update => "update",
+            Component::Event => "event",
         }
     }
 }

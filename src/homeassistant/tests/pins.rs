@@ -181,3 +181,18 @@ fn a_counting_input_is_a_total_increasing_sensor_in_its_meters_class() {
         "a counting input has no level entity"
     );
 }
+
+#[test]
+fn a_button_is_an_event_entity_with_its_press_types_beside_its_level() {
+    let c = enabled("[[input]]\nname = \"hall\"\npin = 22\nbutton = true\n");
+    let plan = super::plan(&c, &Announced::default());
+    let event = entity(&plan, "homeassistant/event/pi-01/button_hall/config");
+    assert_eq!(event["state_topic"], "pinpost/pi-01/button/hall");
+    assert_eq!(
+        event["event_types"],
+        json!(["single", "double", "long", "long_release"])
+    );
+    assert_eq!(event["device_class"], "button");
+    let level = entity(&plan, "homeassistant/binary_sensor/pi-01/input_hall/config");
+    assert_eq!(level["state_topic"], "pinpost/pi-01/input/hall");
+}
