@@ -12,6 +12,9 @@ use crate::config::{self, Overrides};
 use crate::sensors::Sensing;
 
 pub(super) async fn run(args: SensorsArgs) -> Result<(), CliError> {
+    if args.scan {
+        return scan(&args);
+    }
     let chosen = super::required_config(args.config.as_deref())?;
     let config = config::load(Some(&chosen), &Overrides::default())?;
     let sensors = &config.sensors;
@@ -100,4 +103,22 @@ fn format_value(v: f64) -> String {
     } else {
         format!("{v:.3}")
     }
+}
+
+/// `--scan`: what is wired, and the sections to paste. Exit 0 when
+/// anything was found, 1 when nothing answered anywhere.
+fn scan(args: &SensorsArgs) -> Result<(), CliError> {
+    let buses = crate::sensors::scan::buses(&args.dev_dir);
+    let (text, sections) = crate::sensors::scan::report(&args.w1_dir, buses);
+    print!("{text}");
+    if sections.is_empty() {
+        return Err(CliError::Input(
+            "nothing pinpost reads was found (see above for what answered and why)".into(),
+        ));
+    }
+    println!("\n# Paste into the config ({} found):", sections.len());
+    for section in sections {
+        println!("\n{section}");
+    }
+    Ok(())
 }

@@ -7,9 +7,10 @@
 
 mod file;
 mod i2c;
+pub(crate) mod scan;
 mod sim;
 mod system;
-mod w1;
+pub(crate) mod w1;
 mod workers;
 
 use std::path::{Path, PathBuf};

@@ -188,3 +188,56 @@ fn pinpost_sensors_prints_a_table_and_fails_for_a_broken_one() {
     );
     assert!(stderr(&out).contains("1 of 4 sensor(s) could not be read"));
 }
+
+#[test]
+fn pinpost_sensors_scan_lists_what_is_wired_and_prints_sections_that_pinpost_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_sysfs(dir.path());
+    let dev = dir.path().join("dev");
+    std::fs::create_dir(&dev).unwrap();
+    let w1 = dir.path().join("w1");
+    let scan = |w1: &Path| {
+        pinpost(
+            &strings(&[
+                "sensors",
+                "--scan",
+                "--w1-dir",
+                &w1.display().to_string(),
+                "--dev-dir",
+                &dev.display().to_string(),
+            ]),
+            Duration::from_secs(15),
+        )
+    };
+    let out = scan(&w1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("28-0316a2795aff  DS18B20 thermometer, 23.125 °C"),
+        "{text}"
+    );
+    assert!(text.contains("no bus (/dev/i2c-*): enable I2C"), "{text}");
+    // What it prints to paste is a config `pinpost check` takes.
+    let pasted = text.split("# Paste into the config").nth(1).unwrap();
+    let pasted = pasted.split_once('\n').unwrap().1;
+    let config = dir.path().join("scanned.toml");
+    std::fs::write(
+        &config,
+        format!("[device]\nid = \"pi-01\"\n[board]\nkind = \"sim\"\n{pasted}"),
+    )
+    .unwrap();
+    let out = pinpost(
+        &strings(&["sensors", "--config", &config.display().to_string()]),
+        Duration::from_secs(15),
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    // Taken as a config (exit 3 would be a refusal); read from the real
+    // sysfs it then has no chip, which is this machine's business.
+    assert_ne!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(table.contains("t5aff"), "{table}\n{}", stderr(&out));
+    // Nothing wired: exit 1, in words.
+    let out = scan(&dir.path().join("absent"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1-Wire is off"));
+    assert!(stderr(&out).contains("nothing pinpost reads was found"));
+}

@@ -128,10 +128,13 @@ pub struct HaArgs {
 }
 
 const SENSORS_HELP: &str = "Reads each [[sensor]] of the config once, with its timeout and retries, \
-    and prints a table. Exit 0 when every sensor answered, else 1.\n\n\
+    and prints a table. Exit 0 when every sensor answered, else 1. With --scan, needs no \
+    config: lists the 1-Wire devices and the I2C addresses that answer, names the likely chips \
+    and prints the [[sensor]] sections to paste.\n\n\
     Examples:\n  \
     pinpost sensors\n  \
-    pinpost sensors --config pi-01.toml";
+    pinpost sensors --config pi-01.toml\n  \
+    pinpost sensors --scan";
 
 /// `pinpost sensors`.
 #[derive(Debug, Args)]
@@ -139,6 +142,20 @@ pub struct SensorsArgs {
     /// Config file to read instead of the usual places.
     #[arg(long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
+    /// Find what is wired instead (1-Wire devices, I2C addresses), without a config.
+    #[arg(long, conflicts_with = "config")]
+    pub(crate) scan: bool,
+    /// Where the kernel lists 1-Wire devices (for --scan).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys/bus/w1/devices",
+        hide = true
+    )]
+    pub(crate) w1_dir: PathBuf,
+    /// Where the I2C buses' device files are (for --scan).
+    #[arg(long, value_name = "DIR", default_value = "/dev", hide = true)]
+    pub(crate) dev_dir: PathBuf,
     /// Log every step.
     #[arg(short = 'd', long)]
     pub(crate) debug: bool,
