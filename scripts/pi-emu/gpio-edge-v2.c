@@ -6,8 +6,12 @@
  * sequence numbers and no debounce; this is the v2 witness beside it.
  *
  *   gpio-edge-v2 /dev/gpiochipN LINE [DEBOUNCE_US [COUNT [TIMEOUT_MS]]]
+ *   gpio-edge-v2 /dev/gpiochipN LINE info
  *
- * Prints, one per line:
+ * The second form requests nothing: it says what the kernel does with a
+ * line another program holds (the debounce it took, say):
+ *   LINEINFO line=L consumer=C flags=0x.. debounce_us=D
+ * The first prints, one per line:
  *   REQUESTED line=L consumer=C flags=0x.. debounce_us=D (as the kernel reports it back)
  *   EVENT RISING|FALLING ts_ns=T seqno=S line_seqno=LS offset=L level=0|1
  *   DONE events=N            (COUNT events seen)
@@ -33,13 +37,40 @@ static int fail(const char *what)
 	return 1;
 }
 
+/* The kernel's word on LINE: its flags, consumer and debounce (0: none). */
+static int line_info(int chip, unsigned line, struct gpio_v2_line_info *info, unsigned *debounce)
+{
+	memset(info, 0, sizeof *info);
+	info->offset = line;
+	if (ioctl(chip, GPIO_V2_GET_LINEINFO_IOCTL, info) < 0)
+		return -1;
+	*debounce = 0;
+	for (unsigned i = 0; i < info->num_attrs; i++)
+		if (info->attrs[i].id == GPIO_V2_LINE_ATTR_ID_DEBOUNCE)
+			*debounce = info->attrs[i].debounce_period_us;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s /dev/gpiochipN LINE [DEBOUNCE_US [COUNT [TIMEOUT_MS]]]\n", argv[0]);
+		fprintf(stderr, "usage: %s /dev/gpiochipN LINE [DEBOUNCE_US [COUNT [TIMEOUT_MS]]]\n"
+				"       %s /dev/gpiochipN LINE info\n", argv[0], argv[0]);
 		return 2;
 	}
 	unsigned line = (unsigned)strtoul(argv[2], NULL, 10);
+	struct gpio_v2_line_info info;
+	unsigned reported;
+	if (argc == 4 && strcmp(argv[3], "info") == 0) {
+		int chip = open(argv[1], O_RDONLY | O_CLOEXEC);
+		if (chip < 0)
+			return fail("open chip");
+		if (line_info(chip, line, &info, &reported) < 0)
+			return fail("line info");
+		printf("LINEINFO line=%u consumer=%s flags=0x%llx debounce_us=%u\n", line,
+		       info.consumer, (unsigned long long)info.flags, reported);
+		return 0;
+	}
 	unsigned debounce = argc > 3 ? (unsigned)strtoul(argv[3], NULL, 10) : 0;
 	unsigned count = argc > 4 ? (unsigned)strtoul(argv[4], NULL, 10) : 1;
 	int timeout = argc > 5 ? atoi(argv[5]) : 10000;
@@ -65,15 +96,8 @@ int main(int argc, char **argv)
 		return fail("request line");
 
 	/* What the kernel says it now does with the line. */
-	struct gpio_v2_line_info info;
-	memset(&info, 0, sizeof info);
-	info.offset = line;
-	if (ioctl(chip, GPIO_V2_GET_LINEINFO_IOCTL, &info) < 0)
+	if (line_info(chip, line, &info, &reported) < 0)
 		return fail("line info");
-	unsigned reported = 0;
-	for (unsigned i = 0; i < info.num_attrs; i++)
-		if (info.attrs[i].id == GPIO_V2_LINE_ATTR_ID_DEBOUNCE)
-			reported = info.attrs[i].debounce_period_us;
 	struct gpio_v2_line_values vals = {.bits = 0, .mask = 1};
 	if (ioctl(req.fd, GPIO_V2_LINE_GET_VALUES_IOCTL, &vals) < 0)
 		return fail("read level");
