@@ -108,6 +108,22 @@ impl Counting {
         Ok(count)
     }
 
+    /// At the agent's stop: the pulses `take(i)` still holds for input `i`
+    /// (counted after the loop's last take) added and written, and every
+    /// total synced, so the next start goes on from each pulse the board
+    /// counted.
+    pub(super) fn stop(&mut self, mut take: impl FnMut(usize) -> u64, now: Instant) {
+        for (i, kept) in self.kept.iter_mut().enumerate() {
+            let Some(kept) = kept else { continue };
+            let pulses = take(i);
+            if pulses > 0 {
+                kept.counter.add(pulses, now);
+                kept.write();
+            }
+            kept.sync();
+        }
+    }
+
     /// The earliest moment a total may be due.
     pub(super) fn next_due(&self) -> Option<Instant> {
         self.kept

@@ -52,7 +52,10 @@ impl Agent {
                 () = &mut shutdown => break,
                 event = link.next_event() => match event {
                     Some(event) => self.on_link(event),
-                    None => return Err(AgentError::LinkStopped),
+                    None => {
+                        self.counting.stop(|i| edges.take_pulses(i), Instant::now());
+                        return Err(AgentError::LinkStopped);
+                    }
                 },
                 Some(input) = edges.recv() => {
                     let pulses = edges.take_pulses(input);
@@ -73,6 +76,9 @@ impl Agent {
             }
         }
         self.shut_down(link).await;
+        // The pulses the board counted after the loop's last take (a notice
+        // the stop won over, pulses during the flush) are in the total too.
+        self.counting.stop(|i| edges.take_pulses(i), Instant::now());
         Ok(())
     }
 

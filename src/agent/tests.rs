@@ -11,6 +11,15 @@ use crate::control;
 /// An agent on a sim board with one output, `relay` on GPIO27, and
 /// `extra` appended to the config; the link goes nowhere.
 fn relay_agent(extra: &str) -> (Agent, crate::board::SimHandle, tempfile::TempDir, Link) {
+    relay_agent_retrying(extra, Retry::Never)
+}
+
+/// The same, with a link that tries `retry` (`Retry::Forever` for one that
+/// keeps trying, as the agent's does, so `serve` runs until its shutdown).
+fn relay_agent_retrying(
+    extra: &str,
+    retry: Retry,
+) -> (Agent, crate::board::SimHandle, tempfile::TempDir, Link) {
     let config = from_text(
         &format!(
             "[device]\nid = \"pi\"\n[clock]\ntrust = \"system\"\n[broker]\nport = 9\n\
@@ -27,7 +36,7 @@ fn relay_agent(extra: &str) -> (Agent, crate::board::SimHandle, tempfile::TempDi
             broker: config.broker.clone(),
             client_id: "t".into(),
             reconnect: config.reconnect.clone(),
-            retry: Retry::Never,
+            retry,
             will: None,
             subscriptions: vec![],
             max_incoming: None,
@@ -353,4 +362,29 @@ async fn until_a_time_source_sets_the_clock_stamped_commands_are_refused_and_uns
     let answers = results(&mut agent);
     assert!(answers[0].1, "trusted now: {answers:?}");
     assert_eq!(pins.level(27), Some(false));
+}
+
+#[tokio::test]
+async fn a_pulse_counted_as_the_agent_stops_is_in_the_total_it_leaves() {
+    let (mut agent, _pins, dir, link) = relay_agent_retrying(
+        "[[input]]\nname = \"meter\"\npin = 17\ncount = true\ndebounce = \"0ms\"\n",
+        Retry::Forever,
+    );
+    let (tx, rx) = crate::board::edges::channel(1);
+    // Two pulses the loop takes, then one at the very moment of the stop
+    // (SIGTERM and a meter's pulse together): its notice is still waiting
+    // when the loop ends.
+    tx.pulse(0).unwrap();
+    tx.pulse(0).unwrap();
+    let shutdown = async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.pulse(0).unwrap();
+    };
+    agent.serve(link, rx, shutdown).await.unwrap();
+    let (_, found) =
+        crate::counter::store::Store::open(&dir.path().join("counters"), "meter").unwrap();
+    assert_eq!(
+        found.count, 3,
+        "every pulse the board counted, the last one too"
+    );
 }
