@@ -11,7 +11,13 @@
 # character-device backend: `pinpost gpio --board cdev watch`, a line held
 # by another program, and `pinpost run` (no broker in the guest: its log
 # says which input changes it would publish; the publish itself is proven
-# against a broker elsewhere).
+# against a broker elsewhere). Last, `pinpost run` counting pulses on line 3
+# (count = true, a 10 ms debounce the kernel takes): the host sends
+# PI_EMU_COUNT_PULSES powerdowns (default 50) PI_EMU_COUNT_GAP_MS apart
+# (default 250: QEMU holds each pulse 100 ms, closer ones merge), and the
+# total in the agent's counters file after SIGTERM (decoded here, and read
+# back by pinpost started again) must be exactly that many with
+# edge = "rising", twice that with edge = "both".
 #
 #   scripts/pi-emu/virt-edges.sh [PINPOST]   # PINPOST: an aarch64 pinpost
 #                                            # (default: the cross build's)
@@ -24,14 +30,21 @@
 # Debian's arm64 packages.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+for v in PI_EMU_COUNT_PULSES PI_EMU_COUNT_GAP_MS; do
+  [[ ${!v:-1} =~ ^[1-9][0-9]{0,4}$ ]] || { echo "virt-edges: $v must be a whole number from 1 to 99999" >&2; exit 2; }
+done
 
 CACHE=target/pi-emu/virt
 RUN=$CACHE/run
 PINPOST=${1:-${PINPOST:-target/debian-rustc/aarch64-unknown-linux-gnu/release/pinpost}}
 # The machine, the same for the dtb dump and the boot (the dtb depends on them).
 MACHINE_OPTS=(-cpu cortex-a53 -accel tcg -smp 1 -m 512)
-# The whole boot, checks included, is killed after this.
-BOOT_TIMEOUT=${PI_EMU_TIMEOUT:-300}
+# The counting checks' pulses, and the host's time between them (ms).
+COUNT_PULSES=${PI_EMU_COUNT_PULSES:-50}
+COUNT_GAP_MS=${PI_EMU_COUNT_GAP_MS:-250}
+# The whole boot, checks included, is killed after this (the counting
+# checks' pulses added: two runs of them).
+BOOT_TIMEOUT=${PI_EMU_TIMEOUT:-$((300 + 2 * COUNT_PULSES * COUNT_GAP_MS / 1000))}
 
 die() { echo "virt-edges: $*" >&2; exit 1; }
 say() { echo "virt-edges: $*" >&2; }
@@ -388,6 +401,61 @@ if [ -x /usr/local/bin/pinpost ]; then
     if held; then say RELEASED "$name" no; else say RELEASED "$name" yes; fi
     say END "$name"
   done
+  # The agent counting pulses on line 3 (count = true), no broker, with a
+  # 10 ms debounce the kernel takes: the host sends count_n powerdowns
+  # count_gap ms apart (each a ~100 ms pulse). Once the agent's trace holds
+  # the kernel's 2 x count_n edges (or their time is up), SIGTERM; then the
+  # counters file, in hex, for the host to decode.
+  count_n=$(sed -n 's/.* edges\.count=\([0-9]*\).*/\1/p' /proc/cmdline)
+  count_gap=$(sed -n 's/.* edges\.gap=\([0-9]*\).*/\1/p' /proc/cmdline)
+  for edge in rising both; do
+    name=pinpost-count-$edge
+    {
+      printf '[device]\nid = "pi-01"\n[broker]\nhost = "127.0.0.1"\nport = 8883\n'
+      printf '[broker.tls]\nca_file = "/tmp/pp/certs/ca.crt"\n'
+      printf 'cert_file = "/tmp/pp/certs/devices/pi-01/pi-01.crt"\nkey_file = "/tmp/pp/certs/devices/pi-01/pi-01.key"\n'
+      printf '[outbox]\npath = "/tmp/pp/%s"\n' "$name"
+      printf '[board]\nkind = "cdev"\nchip = "%s"\n[[input]]\nname = "meter"\npin = 3\n' "$chip"
+      printf 'count = true\nedge = "%s"\ndebounce = "10ms"\ninterval = "1s"\n' "$edge"
+    } >/tmp/pp/$name.toml
+    say BEGIN "$name"
+    : >/tmp/pp/$name.log
+    { RUST_LOG=info,pinpost::board::cdev=trace timeout $((count_n * count_gap / 1000 + 40)) \
+      pinpost run --config /tmp/pp/$name.toml 2>&1; echo "RC $?"; } |
+      tee /tmp/pp/$name.log | while IFS= read -r l; do say OUT "$name" "$l"; done &
+    job=$!
+    i=0
+    while ! { held && grep -q "cannot reach" /tmp/pp/$name.log; } && kill -0 "$job" 2>/dev/null &&
+      [ "$i" -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+    if held; then
+      say LINEINFO "$name" "$(gpio-edge-v2 "/dev/$chip" 3 info 2>&1)"
+      say WANT "$name" "$count_n" "$count_gap"
+      i=0
+      while [ "$(grep -c ' edge pin=3 ' /tmp/pp/$name.log)" -lt $((2 * count_n)) ] &&
+        kill -0 "$job" 2>/dev/null && [ "$i" -lt $(((count_n * count_gap / 1000 + 10) * 20)) ]; do
+        sleep 0.05
+        i=$((i + 1))
+      done
+      # The last falling edge's pulse is taken and written by now.
+      sleep 1
+    else
+      say NOTREADY "$name"
+    fi
+    kill -TERM $(pidof pinpost) 2>/dev/null
+    wait "$job"
+    say COUNTERS "$name" "$(od -An -tx1 -v /tmp/pp/$name/counters/meter 2>&1 | tr -s ' \n' '  ')"
+    if held; then say RELEASED "$name" no; else say RELEASED "$name" yes; fi
+    # The agent started again reads the same total from the file.
+    : >/tmp/pp/$name.again
+    timeout 30 pinpost run --config /tmp/pp/$name.toml >/tmp/pp/$name.again 2>&1 &
+    job=$!
+    i=0
+    while ! grep -q "counting from" /tmp/pp/$name.again && [ "$i" -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+    say AGAIN "$name" "$(grep -o 'counting from [0-9]* pulses' /tmp/pp/$name.again)"
+    kill -KILL $(pidof pinpost) 2>/dev/null
+    wait "$job"
+    say END "$name"
+  done
 fi
 say DONE
 poweroff -f
@@ -427,7 +495,7 @@ boot() {
   rm -f "$MON" "$SERIAL" "$RUN/qemu.pid"
   local cmd=(qemu-system-aarch64 -M virt "${MACHINE_OPTS[@]}" -display none -nic none -no-reboot
     -kernel "$KDIR/vmlinuz" -initrd "$INITRD" -dtb "$DTB"
-    -append "console=ttyAMA0 quiet loglevel=3 panic=-1"
+    -append "console=ttyAMA0 quiet loglevel=3 panic=-1 edges.count=$COUNT_PULSES edges.gap=$COUNT_GAP_MS"
     -serial stdio -monitor "unix:$MON,server=on,wait=off" -pidfile "$RUN/qemu.pid")
   say "booting: ${cmd[*]}"
   printf '%s\n' "${cmd[*]}" >"$RUN/qemu.cmd"
@@ -467,6 +535,43 @@ time_of_sent() { awk -v s="$1" '$2 == "HOST" && $3 == "SENT" && $4 == s { print 
 ms_between() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print "?"; else printf "%.0f", (b - a) * 1000 }'; }
 level_of() { awk -v s="$1" '$3 == "LEVEL" && $4 == s { print $5; exit }' "$SERIAL"; }
 wanted() { grep -q "EDGES WANT $1 " "$SERIAL"; }
+
+# The counters file (pinpost's src/counter/store.rs), from its hex dump:
+# two 32-byte slots, each "PPC1", the CRC-32 (LE) of its bytes 8..32, the
+# generation (u64 LE) at 8..16 and the count (u64 LE) at 16..24. Prints
+# "COUNT GENERATION" of the whole slot with the highest generation, or
+# nothing when neither is whole.
+crc32_hex() { # "aa bb ..." -> the IEEE CRC-32 (crc32fast's), decimal
+  local crc=$((0xFFFFFFFF)) b k
+  for b in $1; do
+    crc=$((crc ^ 16#$b))
+    for ((k = 0; k < 8; k++)); do
+      if ((crc & 1)); then crc=$(((crc >> 1) ^ 0xEDB88320)); else crc=$((crc >> 1)); fi
+    done
+  done
+  echo $((crc ^ 0xFFFFFFFF))
+}
+le_hex() { # "aa bb ..." little-endian -> decimal (up to 2^63)
+  local -a b
+  local v=0 i
+  read -ra b <<<"$1"
+  for ((i = ${#b[@]} - 1; i >= 0; i--)); do v=$(((v << 8) | 16#${b[i]})); done
+  echo "$v"
+}
+counters_total() { # hex dump of the file
+  local -a b
+  local s o gen count="" best=-1
+  read -ra b <<<"$1"
+  ((${#b[@]} == 64)) || return 0
+  for s in 0 1; do
+    o=$((s * 32))
+    [ "${b[*]:o:4}" = "50 50 43 31" ] || continue
+    [ "$(le_hex "${b[*]:o+4:4}")" = "$(crc32_hex "${b[*]:o+8:24}")" ] || continue
+    gen=$(le_hex "${b[*]:o+8:8}")
+    if ((gen > best)); then best=$gen count=$(le_hex "${b[*]:o+16:8}"); fi
+  done
+  [ -z "$count" ] || echo "$count $best"
+}
 
 # Events of a v2 step as "KIND line_seqno seqno ts_ns" lines.
 v2_events() { out_of "$1" | sed -n 's/^EVENT \([A-Z]*\) ts_ns=\([0-9]*\) seqno=\([0-9]*\) line_seqno=\([0-9]*\).*/\1 \4 \3 \2/p'; }
@@ -606,6 +711,38 @@ judge() {
   else
     result FAIL pinpost-busy "expected an error naming the holder gpio-edge-v2, got rc ${rc:-?}: $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
   fi
+
+  # The agent counting: the total in its counters file after SIGTERM is
+  # every pulse sent, through the kernel's debounce (its line info while
+  # the agent held the line says which).
+  local want sent deb rises falls seqs rate hex total gen again
+  for step in pinpost-count-rising pinpost-count-both; do
+    out=$(out_of "$step")
+    rc=$(sed -n 's/^RC //p' <<<"$out")
+    want=$COUNT_PULSES
+    [ "$step" = pinpost-count-both ] && want=$((2 * COUNT_PULSES))
+    sent=$(awk -v s="$step" '$2 == "HOST" && $3 == "SENT" && $4 == s { n++ } END { print n + 0 }' "$SERIAL")
+    deb=$(awk -v s="$step" '$3 == "LINEINFO" && $4 == s { print; exit }' "$SERIAL" | sed -n 's/.* debounce_us=\([0-9]*\).*/\1/p')
+    # "KIND seq kernel_ns" of each edge the agent read.
+    edges=$(sed -n 's/.* edge pin=3 kernel_ns=\([0-9]*\) seq=\([0-9]*\) kind=\([A-Za-z]*\).*/\3 \2 \1/p' <<<"$out")
+    rises=$(awk '$1 == "Rising" { n++ } END { print n + 0 }' <<<"$edges")
+    falls=$(awk '$1 == "Falling" { n++ } END { print n + 0 }' <<<"$edges")
+    seqs=$(awk 'NF { n++; if ($2 != n) gap = 1 } END { print (n && !gap ? "seq 1.." n " without a gap" : "seq with gaps or none") }' <<<"$edges")
+    rate=$(awk '$1 == "Rising" { if (!n++) a = $3; b = $3 } END { if (n >= 2 && b > a) printf "%.2f", (n - 1) / ((b - a) / 1e9); else print "?" }' <<<"$edges")
+    hex=$(awk -v s="$step" '$3 == "COUNTERS" && $4 == s { $1 = $2 = $3 = $4 = ""; sub(/^ +/, ""); print; exit }' "$SERIAL")
+    total="" gen=""
+    read -r total gen <<<"$(counters_total "$hex")" || true
+    again=$(awk -v s="$step" '$3 == "AGAIN" && $4 == s { print $7; exit }' "$SERIAL")
+    if ! wanted "$step"; then
+      result FAIL "$step" "pinpost run never held line 3 (rc ${rc:-?}): $(tr '\n' ' ' <<<"$out" | cut -c1-400)"
+    elif [ "$total" = "$want" ] && [ "$sent" = "$COUNT_PULSES" ] && [ "$deb" = 10000 ] &&
+      grep -q 'counting from 0 pulses' <<<"$out" && [ "$rc" = 0 ] && grep -q "EDGES RELEASED $step yes" "$SERIAL" &&
+      [ "$again" = "$want" ]; then
+      result PASS "$step" "pinpost run counting edge = \"${step#pinpost-count-}\", no broker: ${sent} system_powerdowns sent ${COUNT_GAP_MS} ms apart, the kernel debouncing line 3 (${deb} us, its line info while the agent held it); the agent read ${rises} rising and ${falls} falling kernel edges (${seqs}), ${rate} pulses a second by their timestamps; after SIGTERM (exit 0, line 3 released) the counters file holds ${total} (generation ${gen}), exactly ${want}, and pinpost started again says counting from ${again} pulses"
+    else
+      result FAIL "$step" "expected a total of ${want} for ${COUNT_PULSES} powerdowns (sent ${sent}) with the kernel's debounce 10000 us, a start 'counting from 0 pulses', exit 0, line 3 released and the same total read back by pinpost started again; got total '${total:-none}' (file: ${hex:-none}), read back '${again:-none}', debounce '${deb:-?}', kernel edges ${rises} rising ${falls} falling (${seqs}), rc ${rc:-?}: $(grep -v ' edge pin=3 ' <<<"$out" | tr '\n' ' ' | cut -c1-600)"
+    fi
+  done
 }
 
 # ---------------------------------------------------------------- main
