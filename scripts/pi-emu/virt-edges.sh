@@ -39,7 +39,9 @@ RUN=$CACHE/run
 PINPOST=${1:-${PINPOST:-target/debian-rustc/aarch64-unknown-linux-gnu/release/pinpost}}
 # The machine, the same for the dtb dump and the boot (the dtb depends on them).
 MACHINE_OPTS=(-cpu cortex-a53 -accel tcg -smp 1 -m 512)
-# The counting checks' pulses, and the host's time between them (ms).
+# The counting checks' pulses, and the host's time between them (ms): at
+# 150 ms, 2 of 100 merged in QEMU on a loaded host (two powerdowns handled
+# less than 100 ms apart, one pulse); 250 ms leaves room.
 COUNT_PULSES=${PI_EMU_COUNT_PULSES:-50}
 COUNT_GAP_MS=${PI_EMU_COUNT_GAP_MS:-250}
 # The whole boot, checks included, is killed after this (the counting
@@ -740,6 +742,11 @@ judge() {
       [ "$again" = "$want" ]; then
       result PASS "$step" "pinpost run counting edge = \"${step#pinpost-count-}\", no broker: ${sent} system_powerdowns sent ${COUNT_GAP_MS} ms apart, the kernel debouncing line 3 (${deb} us, its line info while the agent held it); the agent read ${rises} rising and ${falls} falling kernel edges (${seqs}), ${rate} pulses a second by their timestamps; after SIGTERM (exit 0, line 3 released) the counters file holds ${total} (generation ${gen}), exactly ${want}, and pinpost started again says counting from ${again} pulses"
     else
+      # Fewer kernel edges than powerdowns: they merged in QEMU (closer than
+      # its 100 ms pulse), before any program could count them.
+      if ((rises < COUNT_PULSES)); then
+        result INFO "$step" "the kernel gave ${rises} rising edges for ${COUNT_PULSES} powerdowns: pulses merged in QEMU (a longer PI_EMU_COUNT_GAP_MS than ${COUNT_GAP_MS}?)"
+      fi
       result FAIL "$step" "expected a total of ${want} for ${COUNT_PULSES} powerdowns (sent ${sent}) with the kernel's debounce 10000 us, a start 'counting from 0 pulses', exit 0, line 3 released and the same total read back by pinpost started again; got total '${total:-none}' (file: ${hex:-none}), read back '${again:-none}', debounce '${deb:-?}', kernel edges ${rises} rising ${falls} falling (${seqs}), rc ${rc:-?}: $(grep -v ' edge pin=3 ' <<<"$out" | tr '\n' ' ' | cut -c1-600)"
     fi
   done
