@@ -85,6 +85,11 @@ pub(crate) fn input(
         if let Some(period) = debounce {
             b.with_debounce_period(period);
         }
+        if setup.count.is_some() {
+            // A counter's every edge matters: the most the kernel keeps
+            // while the watcher is busy (16 is the default).
+            b.with_kernel_event_buffer_size(KERNEL_EVENTS);
+        }
         b.request()
     };
     let mut tries = vec![(true, None), (false, None)];
@@ -217,11 +222,19 @@ pub(crate) fn watch(
         })
 }
 
+/// The kernel's edge buffer for a counting line: its largest.
+const KERNEL_EVENTS: u32 = 1024;
+/// How often a counter's dropped edges are said, at most.
+const LOST_SAID_EVERY: Duration = Duration::from_secs(10);
+
 /// How long one wait for an edge lasts before the stop flag is looked at.
 const WAKE: Duration = Duration::from_millis(200);
 
 fn wait_for_edges(line: &Line, notices: &mut Notices, stop: &AtomicBool) {
     let mut last_seqno: Option<u32> = None;
+    // A counter's dropped edges not said yet, and when they were last said.
+    let mut unsaid: u64 = 0;
+    let mut said_at: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Acquire) {
         match line.request.wait_edge_event(WAKE) {
             Ok(false) => continue,
@@ -234,17 +247,31 @@ fn wait_for_edges(line: &Line, notices: &mut Notices, stop: &AtomicBool) {
         match line.request.read_edge_event() {
             Ok(event) => {
                 // The kernel numbers each line's events: a gap is events its
-                // buffer dropped. Nothing is lost for the agent, which reads
-                // the level again, but a flood this fast deserves a word.
+                // buffer dropped. Nothing is lost for a level input, which
+                // is read again; for a counter they are pulses not counted,
+                // said (at most every 10 s) so a short total is explained.
                 if let Some(before) = last_seqno {
                     let lost = event.line_seqno.wrapping_sub(before).saturating_sub(1);
-                    if lost > 0 {
+                    if lost > 0 && notices.filter.is_none() {
                         tracing::debug!(
                             pin = line.pin,
                             lost,
                             "the kernel dropped GPIO{} edge events (its buffer was full)",
                             line.pin
                         );
+                    }
+                    unsaid += u64::from(lost) * u64::from(notices.filter.is_some());
+                    if unsaid > 0 && said_at.is_none_or(|at| at.elapsed() >= LOST_SAID_EVERY) {
+                        tracing::warn!(
+                            pin = line.pin,
+                            lost = unsaid,
+                            "the kernel dropped {unsaid} edge events of counting input GPIO{} \
+                             (its buffer of {KERNEL_EVENTS} was full): those pulses are not in \
+                             the total; the pulses come faster than this machine reads them",
+                            line.pin
+                        );
+                        unsaid = 0;
+                        said_at = Some(std::time::Instant::now());
                     }
                 }
                 last_seqno = Some(event.line_seqno);
