@@ -41,8 +41,15 @@ pub(super) fn sign(
     let text = String::from_utf8(bytes)
         .map_err(|_| CliError::Input(format!("{} is not UTF-8 text", file.display())))?;
     // The device's checker, here first: a config it would refuse is not
-    // signed. Relative paths are the device's (beside its config file).
-    let checked = crate::config::from_text(&text, Some(file), &Default::default())?;
+    // signed. Relative paths are the device's (beside its config file),
+    // and the files it names for the broker are the device's: its key
+    // never leaves it, so they are not opened here (the device checks
+    // them before it applies the config).
+    let elsewhere = crate::config::Overrides {
+        elsewhere: true,
+        ..Default::default()
+    };
+    let checked = crate::config::from_text(&text, Some(file), &elsewhere)?;
     let signer = Signer::from_pem(&read_limited(key_file, KEY_LIMIT, "a key")?)
         .map_err(|e| CliError::Input(format!("{}: {e}", key_file.display())))?;
     let now = crate::utc::now_unix();

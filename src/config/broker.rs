@@ -126,7 +126,7 @@ pub(super) fn build(
         profile: Profile::Mqtt,
         cli_port,
         client_id,
-        credentials: credentials(raw, o)?,
+        credentials: credentials(raw, ov, o)?,
         keep_alive,
         clean_session: b.clean_session.unwrap_or(true),
         connect_timeout,
@@ -182,7 +182,11 @@ fn endpoints(
     Ok((parsed, "broker.hosts"))
 }
 
-fn credentials(raw: &RawConfig, o: &Origins<'_>) -> Result<Option<Credentials>, ConfigError> {
+fn credentials(
+    raw: &RawConfig,
+    ov: &Overrides,
+    o: &Origins<'_>,
+) -> Result<Option<Credentials>, ConfigError> {
     let b = &raw.broker;
     let password = match (&b.password, &b.password_file) {
         (Some(_), Some(_)) => {
@@ -192,6 +196,8 @@ fn credentials(raw: &RawConfig, o: &Origins<'_>) -> Result<Option<Credentials>, 
             ));
         }
         (Some(p), None) => Some(Secret::new(p.clone())),
+        // The device's file, read by the device (Overrides::elsewhere).
+        (None, Some(_)) if ov.elsewhere => None,
         (None, Some(file)) => {
             let path = o.resolve("broker.password_file", file);
             let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -252,7 +258,13 @@ fn tls(t: &RawTls, ov: &Overrides, o: &Origins<'_>) -> Result<Tls, ConfigError> 
     let file = |key: &str, value: &Option<PathBuf>| -> Result<Option<SourcedPath>, ConfigError> {
         let Some(given) = value else { return Ok(None) };
         let path = o.resolve(key, given);
-        if let Err(e) = std::fs::File::open(&path) {
+        // The device's files, opened by the device (Overrides::elsewhere).
+        let opened = if ov.elsewhere {
+            Ok(())
+        } else {
+            std::fs::File::open(&path).map(drop)
+        };
+        if let Err(e) = opened {
             // A device that enrolled waits for its certificate: say so.
             let request = path.with_extension("csr");
             let waiting = format!(

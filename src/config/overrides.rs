@@ -47,6 +47,12 @@ pub struct Overrides {
     pub connect_timeout: Option<String>,
     /// `--board`: `board.kind`.
     pub board: Option<String>,
+    /// The config is checked on another machine than its device
+    /// (`release sign-config` on the operator's laptop): the files it names
+    /// for the broker (TLS certificates and key, the password file) are the
+    /// device's, so they are not opened here. The device opens them when
+    /// it checks the config again, before it is applied.
+    pub elsewhere: bool,
 }
 
 /// Writes the flags into the raw config and returns which keys they set.

@@ -168,6 +168,47 @@ fn flags_win_over_the_file() {
 }
 
 #[test]
+fn checked_elsewhere_the_devices_broker_files_are_not_opened() {
+    // A Pi's config as the operator's laptop signs it (release
+    // sign-config): its TLS files and password file are on the Pi, and its
+    // key never leaves it.
+    let text = "[device]\nid = \"pi-01\"\n[broker]\nusername = \"pi-01\"\n\
+                password_file = \"/nonexistent/pinpost/password\"\n[broker.tls]\n\
+                ca_file = \"/nonexistent/pinpost/ca.crt\"\n\
+                cert_file = \"/nonexistent/pinpost/pi-01.crt\"\n\
+                key_file = \"/nonexistent/pinpost/pi-01.key\"\n";
+    let e = error(text);
+    assert!(
+        e.contains("broker.tls.cert_file: cannot open /nonexistent/pinpost/pi-01.crt"),
+        "on the device the files are opened: {e}"
+    );
+    let elsewhere = Overrides {
+        elsewhere: true,
+        ..Overrides::default()
+    };
+    let c = build(text, Some(Path::new("/tmp/pi-01.toml")), &elsewhere).unwrap();
+    let tls = c.broker.tls.unwrap();
+    assert_eq!(
+        tls.key_file.unwrap().path,
+        Path::new("/nonexistent/pinpost/pi-01.key")
+    );
+    let credentials = c.broker.credentials.unwrap();
+    assert_eq!(
+        credentials.password_file.as_deref(),
+        Some(Path::new("/nonexistent/pinpost/password"))
+    );
+    // Everything else is still the device's checker's.
+    let e = build(
+        &text.replace("id = \"pi-01\"", "id = \"pi 01\""),
+        None,
+        &elsewhere,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("device.id"), "{e}");
+}
+
+#[test]
 fn a_password_needs_a_username() {
     let e = error("[device]\nid = \"a\"\n[broker]\npassword = \"x\"\n");
     assert!(e.contains("broker.username"), "{e}");

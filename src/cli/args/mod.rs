@@ -369,6 +369,7 @@ impl ConnectionArgs {
             keep_alive: self.keep_alive,
             connect_timeout: self.connect_timeout.clone(),
             board: None,
+            elsewhere: false,
         }
     }
 }
