@@ -17,6 +17,9 @@
 # is published with the certificates; after the renewal this host signs two
 # repacked copies of the arm64 .deb (one newer, one labelled armhf) and
 # `release publish`es them to pi-01 through the same port (publish_releases).
+# Later, when the guest asks ("VMTEST CONFIG good|bad [again]"), it makes
+# pi-01's config from the guest's own config.toml, signs it with `release
+# sign-config` and publishes it the same way (config_asked).
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   echo "vm-certs.sh: sourced by scripts/vm-test.sh, not run alone" >&2
   exit 1
@@ -43,9 +46,12 @@ RELEASE_ARMHF=0.1.0-3
 # rolled back), and a good one the guest cuts its power in the middle of.
 RELEASE_BROKEN=0.1.0-4
 RELEASE_NEXT=0.1.0-5
-# How many of the guest's "VMTEST PUBLISH" lines were served, and in which
-# boot.
-PUBLISHED=0 PUBLISHED_BOOT=''
+# How many of the guest's "VMTEST PUBLISH" and "VMTEST CONFIG" lines were
+# served, and in which boot.
+PUBLISHED=0 CONFIGURED=0 PUBLISHED_BOOT=''
+# The sensor unit the good signed config changes (config_asked), and the
+# broker port the bad one names: nothing listens there in the guest.
+CONFIG_UNIT_WAS=V CONFIG_UNIT=volt CONFIG_BAD_PORT=8885
 # The host's witness (witness_start): a mosquitto_sub through the forward.
 WITNESS_PID='' WITNESS_BOOT=''
 
@@ -170,13 +176,14 @@ serve_guest() { # boot-name
 }
 
 # What the guest asks of this host in the boots with the forward (main and
-# installcut), each once, in order: "VMTEST WITNESS" (start the witness)
-# and "VMTEST PUBLISH <version> [again]" (sign that arm64 release now and
-# release publish it to pi-01).
+# installcut), each once, in order: "VMTEST WITNESS" (start the witness),
+# "VMTEST PUBLISH <version> [again]" (sign that arm64 release now and
+# release publish it to pi-01) and "VMTEST CONFIG good|bad [again]" (make
+# that config of pi-01, sign it now and release publish it).
 serve_requests() { # boot-name
   local serial=$RUN/$1.serial lines line
   if [ "$PUBLISHED_BOOT" != "$1" ]; then
-    PUBLISHED_BOOT=$1 PUBLISHED=0
+    PUBLISHED_BOOT=$1 PUBLISHED=0 CONFIGURED=0
   fi
   if [ "$WITNESS_BOOT" != "$1" ] && grep -a -q '^VMTEST WITNESS' "$serial"; then
     witness_start "$1"
@@ -187,6 +194,13 @@ serve_requests() { # boot-name
     PUBLISHED=$((PUBLISHED + 1))
     # shellcheck disable=SC2086 # the version and the word again
     publish_asked "$1" ${line#VMTEST PUBLISH }
+  done
+  mapfile -t lines < <(tr -d '\r' <"$serial" | grep -a '^VMTEST CONFIG ' || true)
+  while ((CONFIGURED < ${#lines[@]})); do
+    line=${lines[$CONFIGURED]}
+    CONFIGURED=$((CONFIGURED + 1))
+    # shellcheck disable=SC2086 # good or bad, and the word again
+    config_asked "$1" ${line#VMTEST CONFIG }
   done
 }
 
@@ -249,15 +263,15 @@ sign_release() { # version
   fi
 }
 
-# release publish of one signed file to pi-01 as the operator through the
-# forwarded port (op_publish's connection flags); a few tries, as
-# op_publish: chunks published again are the same. What it said, or why
-# it failed, on stdout.
-publish_one() { # release/<file>.deb
+# release publish of one signed file (a release's manifest or a signed
+# config) to pi-01 as the operator through the forwarded port
+# (op_publish's connection flags); a few tries, as op_publish: chunks
+# published again are the same. What it said, or why it failed, on stdout.
+publish_one() { # release/<file>.deb.manifest | config/<file>.toml.signed
   # op: from $RUN, where release publish runs (its --dir).
   local op=certs/devices/operator out tries
   for tries in 1 2 3; do
-    if out=$(cd "$RUN" && "$HOST_PINPOST" release publish "$1.manifest" --devices pi-01 \
+    if out=$(cd "$RUN" && "$HOST_PINPOST" release publish "$1" --devices pi-01 \
       --dir certs -h 127.0.0.1 -p "$FWD_PORT" --cafile "$op/ca.crt" --cert "$op/operator.crt" \
       --key "$op/operator.key" --connect-timeout 20s 2>&1); then
       grep '^Published ' <<<"$out" | cut -c1-200 || true
@@ -275,7 +289,7 @@ publish_one() { # release/<file>.deb
 publish_releases() { # boot-name
   local name=$1 file out said='' t0=$SECONDS
   for file in "pinpost_${RELEASE_ARMHF}_armhf.deb" "pinpost_${RELEASE_GOOD}_arm64.deb"; do
-    if ! out=$(publish_one "release/$file"); then
+    if ! out=$(publish_one "release/$file.manifest"); then
       result FAIL "$name/release-published" "$out"
       return
     fi
@@ -293,11 +307,68 @@ publish_asked() { # boot-name version [again]
     result FAIL "$name/$check" "the guest asked for $version, which make_releases did not make"
     return
   fi
-  if ! out=$(sign_release "$version") || ! out=$(publish_one "release/pinpost_${version}_arm64.deb"); then
+  if ! out=$(sign_release "$version") || ! out=$(publish_one "release/pinpost_${version}_arm64.deb.manifest"); then
     result FAIL "$name/$check" "$out"
     return
   fi
   result PASS "$name/$check" "signed and published in $((SECONDS - t0)) s through 127.0.0.1:$FWD_PORT: $out"
+}
+
+# A signed config of pi-01 the guest asked for ("VMTEST CONFIG good|bad
+# [again]"), made here in $RUN/config/ (never on the test disk), signed
+# now with `release sign-config` (which runs the device's checker first;
+# signed when asked, so each is dated after the one before) and published
+# to pi-01. good: the guest's own config.toml with sensor s's unit
+# $CONFIG_UNIT_WAS written $CONFIG_UNIT, a harmless change every reading
+# shows; bad: the good one with the broker's port $CONFIG_BAD_PORT, where
+# nothing listens in the guest, so the checker passes it and the agent
+# cannot connect with it; again: the bad one signed anew (a new date, the
+# same config). Before the signed config, its SHA-256 as computed here
+# (sha256sum) goes retained to $ENROLL_TOPIC/config-<what>, for the guest
+# to compare with its file and the agent's reports. One result line each:
+# config-good-published, config-bad-published, config-bad-again-published.
+config_asked() { # boot-name good|bad [again]
+  local name=$1 what=$2 check=config-$2${3:+-$3}-published dir=$RUN/config out sha said t0=$SECONDS
+  mkdir -p "$dir"
+  case $what in
+  good)
+    sed "s/^unit = \"$CONFIG_UNIT_WAS\"\$/unit = \"$CONFIG_UNIT\"/" "$RUN/testdisk/config.toml" >"$dir/good.toml"
+    said="the guest's config.toml with sensor s's unit \"$CONFIG_UNIT_WAS\" made \"$CONFIG_UNIT\""
+    ;;
+  bad)
+    sed 's/^port = 8883$/port = '"$CONFIG_BAD_PORT"'/' "$dir/good.toml" >"$dir/bad.toml" 2>/dev/null
+    said="the good config with [broker] port 8883 made $CONFIG_BAD_PORT"
+    ;;
+  *)
+    result FAIL "$name/$check" "the guest asked for a config \"$what\": good or bad"
+    return
+    ;;
+  esac
+  # Exactly one line changed, else the sed missed (and the test would
+  # prove nothing).
+  local from=$RUN/testdisk/config.toml
+  [ "$what" = good ] || from=$dir/good.toml
+  if [ "$(diff "$from" "$dir/$what.toml" | grep -c '^>')" != 1 ]; then
+    result FAIL "$name/$check" "making the $what config changed $(diff "$from" "$dir/$what.toml" | grep -c '^>') lines, not 1"
+    return
+  fi
+  rm -f "$dir/$what.toml.signed"
+  if ! out=$(cd "$RUN" && "$HOST_PINPOST" release sign-config "config/$what.toml" \
+    --key certs/private/release.key 2>&1) || [ ! -s "$dir/$what.toml.signed" ]; then
+    result FAIL "$name/$check" "release sign-config config/$what.toml: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+    return
+  fi
+  sha=$(sha256sum <"$dir/$what.toml" | cut -d' ' -f1)
+  if ! grep -q "SHA-256 $sha" <<<"$out"; then
+    result FAIL "$name/$check" "sign-config names another SHA-256 than sha256sum's $sha: $(tr '\n' ' ' <<<"$out" | cut -c1-300)"
+    return
+  fi
+  if ! out=$(op_publish -t "$ENROLL_TOPIC/config-$what${3:+-$3}" -m "$sha" -r) ||
+    ! out=$(publish_one "config/$what.toml.signed"); then
+    result FAIL "$name/$check" "$out"
+    return
+  fi
+  result PASS "$name/$check" "$said, SHA-256 $sha ($(stat -c %s "$dir/$what.toml") bytes), signed (release sign-config passed it: $(stat -c %s "$dir/$what.toml.signed") bytes signed) and published in $((SECONDS - t0)) s through 127.0.0.1:$FWD_PORT: $out"
 }
 
 # After the main boot: a guest that never asked for the releases fails here.

@@ -8,8 +8,11 @@
 #            renewed over MQTT, a signed release fetched over MQTT (one
 #            for armhf refused, a newer one kept in update/ready/, in the
 #            same process); the root helper installs that one, rolls back
-#            one whose pinpost exits at start, and is cut (sysrq b, by
-#            this guest) in the middle of installing a third
+#            one whose pinpost exits at start; a signed config (made and
+#            signed by the host) is applied, one that cannot connect is
+#            rolled back and not applied again; then the helper is cut
+#            (sysrq b, by this guest) in the middle of installing a third
+#            release
 #   installcut  what the helper made of that cut at boot (the broker
 #            started at boot for it); then spool and wait for the cut
 #   recover  what pinpost found after the cut, the spool drained to a
@@ -24,7 +27,9 @@
 # "VMTEST RENEWER" and "VMTEST RENEWED" (the host starts certs renew
 # --watch, and stops it), "VMTEST RELEASE" (the host publishes the
 # releases), "VMTEST PUBLISH <version> [again]" (the host signs that
-# release now and publishes it), "VMTEST WITNESS" (the host starts its own
+# release now and publishes it), "VMTEST CONFIG good|bad [again]" (the
+# host makes that config of pi-01, signs it now and publishes it, its
+# SHA-256 first on the enrollment topic), "VMTEST WITNESS" (the host starts its own
 # subscriber through the forward), "VMTEST MARK <label> <ms>" (guest Unix
 # ms after which the host's witness must get readings), "VMTEST
 # INSTALLCUT <ms> <step>" (the guest cuts its power now), "VMTEST RX
@@ -618,6 +623,164 @@ helper() {
   steps_stop
 }
 
+# 4. A signed config (issue 30, section 4): the host makes pi-01's config
+# from this guest's own config.toml, signs it (release sign-config, which
+# runs the device's checker) and release publishes it on $PREFIX/config;
+# the agent checks it and hands it to the helper as
+# update/ready/config.signed; the helper writes it with the old file's
+# owner and mode, restarts the agent and runs the same health gate as for
+# a package. good: sensor s's unit "V" made "volt" (vm-certs.sh's
+# config_asked), harmless, and every reading made with it shows it; bad:
+# the broker's port 8885, where nothing listens here, which the checker
+# passes and with which the agent cannot connect, so the helper puts the
+# good one back after health_timeout; then the bad one signed anew (a
+# newer date, the same config), which is not applied again. The host
+# sends each config's SHA-256 (sha256sum's, on the host) retained on
+# $ENROLL_TOPIC/config-<what> before the signed config: what the file
+# here, the agent's reports and outcome.json are held to.
+CONFIG=/etc/pinpost/config.toml
+CONFIG_UNIT=volt CONFIG_BAD_PORT=8885
+sha_of() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
+# Milliseconds as seconds with one decimal.
+secs() { echo "$(($1 / 1000)).$(($1 / 100 % 10))"; }
+# ISO 8601 (as the agent and the helper write it) to Unix ms.
+iso_ms() { date -d "${1:-@0}" +%s%3N 2>/dev/null || echo 0; }
+field() { printf '%s\n' "$1" | json_field "$2"; }
+# The agent's config/state reports seen by the operator's subscriber
+# (/run/config), payloads only; the last with STATE for the config SHA.
+cstates() { grep "^$PREFIX/config/state " /run/config | cut -d' ' -f2-; }
+cstate() { cstates | grep "\"state\":\"$1\"" | grep "\"config\":\"$2\"" | tail -n 1; }
+# The config file's SHA-256 at each change, in guest ms, into /run/cfgfile
+# (when the helper wrote it, and put it back).
+cfgfile_start() {
+  : >/run/cfgfile
+  (
+    prev=''
+    while :; do
+      now=$(sha_of $CONFIG)
+      if [ "$now" != "$prev" ]; then
+        echo "$(now_ms) ${now:-none}" >>/run/cfgfile
+        prev=$now
+      fi
+      sleep 0.2
+    done
+  ) &
+  CFGFILE=$!
+}
+cfgfile_stop() { kill "$CFGFILE" 2>/dev/null; wait "$CFGFILE" 2>/dev/null; }
+# When the file first had SHA at or after guest ms T.
+cfgfile_at() { awk -v t0="$1" -v s="$2" '$1 >= t0 && $2 == s { print $1; exit }' /run/cfgfile; }
+# The file's changes since guest ms T, as "+1.2 s 0123456789ab|...".
+cfgfile_since() { awk -v t0="$1" '$1 >= t0 { printf "+%.1f s %s|", ($1 - t0) / 1000, substr($2, 1, 12) }' /run/cfgfile; }
+
+reconfig() {
+  sub_start /run/config "$PREFIX/config/state" "$PREFIX/config" "$PREFIX/sensor/s"
+  steps_start
+  cfgfile_start
+  # Before any signed config: the running agent's retained report.
+  wait_for 30 grep -q "^$PREFIX/config/state " /run/config
+  was=$(sha_of $CONFIG)
+  line=$(cstates | tail -n 1)
+  check config-running "config/state: ${line:-nothing}; sha256sum $CONFIG: $was; the test disk's config.toml: $(cmp -s $CONFIG $T/config.toml && echo the same bytes || echo other bytes)" \
+    sh -c "[ '$(field "$line" state)' = running ] && [ '$(field "$line" running)' = '$was' ] && cmp -s $CONFIG $T/config.toml"
+
+  # The good config: applied, the agent restarted with it and delivering.
+  inv=$(prop InvocationID) pid=$(prop MainPID)
+  t0=$(now_ms)
+  echo "VMTEST CONFIG good"
+  good=$(fetch "$ENROLL_TOPIC/config-good" 120)
+  if [ -n "$good" ] && wait_outcome "config:$good" 240; then
+    wait_for 30 delivering
+    wait_for 60 sh -c "grep '^$PREFIX/config/state ' /run/config | grep '\"state\":\"applied\"' | grep -q '\"config\":\"$good\"'"
+    t1=$(now_ms)
+    echo "VMTEST MARK config-applied $OUT_MS"
+    state=$(outcome state) kind=$(outcome kind) previous=$(outcome previous)
+    applying=$(cstate applying "$good") applied=$(cstate applied "$good")
+    handed=$(iso_ms "$(field "$applying" ts)") done_ms=$(iso_ms "$(outcome ts)")
+    now=$(sha_of $CONFIG) mode=$(stat -c %a:%U:%G $CONFIG 2>&1)
+    left=$(ls -A /etc/pinpost | tr '\n' ' ')
+    check config-applied "$CONFIG sha256 $now, the host's (sha256sum there) $good, $mode; outcome.json $kind $state (previous $previous) $(secs $((OUT_MS - t0))) s after the host was asked to publish, $(secs $((done_ms - handed))) s after the agent's applying report; helper: $(uprop Result), steps $(steps_since "$t0"); the file $(cfgfile_since "$t0"); config/state applying: ${applying:-none}; applied: ${applied:-none}; MainPID $pid -> $(prop MainPID), InvocationID new: $([ "$(prop InvocationID)" != "$inv" ] && echo yes || echo no); $(agent_line); /etc/pinpost holds $left" \
+      sh -c "[ '$now' = '$good' ] && [ '$mode' = 640:root:pinpost ] && [ '$state' = applied ] && [ '$kind' = config ] && [ '$previous' = 'config:$was' ] && [ '$(field "$applying" config)' = '$good' ] && [ '$(field "$applied" running)' = '$good' ] && [ \"\$(systemctl show -p InvocationID --value pinpost)\" != '$inv' ] && systemctl is-active -q pinpost && systemctl show -p StatusText --value pinpost | grep -q delivering && ! ls -A /etc/pinpost | grep -q pinpost-tmp && [ ! -e $UPD/journal.json ]"
+  else
+    fail config-applied "no outcome for config:${good:-(no SHA-256 from the host in 120 s)} $(secs $(($(now_ms) - t0))) s after the host was asked: outcome.json: $(tr -d '\n' <$UPD/outcome.json 2>&1); steps $(steps_since "$t0"); config/state: $(cstates | tail -n 3 | tr '\n' '|'); ready/: $(ls -A /var/lib/pinpost/outbox/update/ready 2>&1 | tr '\n' ' '); helper: $(helper_said "$t0")"
+    t1=$(now_ms)
+  fi
+  info "config: the helper said $(helper_said "$t0" 6)"
+  # Readings made with it, as the operator's subscriber got them: each
+  # made from the agent's start with it carries unit "volt", none made
+  # after the first of those says "V".
+  wait_for 30 grep -q "^$PREFIX/sensor/s .*\"unit\":\"$CONFIG_UNIT\"" /run/config
+  verdict=$(grep "^$PREFIX/sensor/s " /run/config | awk -v unit="$CONFIG_UNIT" '
+    { if (!match($0, /"ts":"[^"]*"/)) next; ts = substr($0, RSTART + 6, RLENGTH - 7)
+      match($0, /"seq":[0-9]+/); seq = substr($0, RSTART + 6, RLENGTH - 6)
+      if (index($0, "\"unit\":\"" unit "\"")) { n++; if (n == 1) { first = ts; fseq = seq }; last = ts; lseq = seq }
+      else { m++; if (n > 0 && ts >= first) late++; old = ts } }
+    END { printf "%s %d readings with unit %s received, seq %s made %s to seq %s made %s; before them %d with the old unit, the last made %s; %d with the old unit made after the first new one\n",
+      (n > 0 && late == 0) ? "PASS" : "FAIL", n, unit, fseq, first, lseq, last, m, old, late + 0 }')
+  echo "VMTEST ${verdict%% *} config-delivering: ${verdict#* } (the helper's outcome at $(outcome ts); $(agent_line))"
+
+  # The bad config: written, the agent cannot connect, the good one back
+  # within health_timeout.
+  inv=$(prop InvocationID)
+  t0=$(now_ms)
+  echo "VMTEST CONFIG bad"
+  bad=$(fetch "$ENROLL_TOPIC/config-bad" 120)
+  listeners=$(ss -H -l -t -n "sport = :$CONFIG_BAD_PORT" 2>&1 | wc -l)
+  if [ -n "$bad" ] && wait_outcome "config:$bad" $((HEALTH_TIMEOUT + 240)); then
+    wait_for 60 delivering
+    wait_for 60 sh -c "grep '^$PREFIX/config/state ' /run/config | grep '\"state\":\"rolled back\"' | grep -q '\"config\":\"$bad\"'"
+    t1=$(now_ms)
+    echo "VMTEST MARK config-rolled-back $OUT_MS"
+    state=$(outcome state) kind=$(outcome kind) previous=$(outcome previous) reason=$(outcome reason)
+    checking=$(step_at "$t0" checking) back=$(step_at "$t0" 'rolling back')
+    written=$(cfgfile_at "$t0" "$bad") restored=$(cfgfile_at "${written:-$t0}" "$good")
+    gate=$((${back:-0} - ${checking:-0}))
+    said=$(journalctl -b -o cat --no-pager -u pinpost.service --since "@$((t0 / 1000))" | grep -m 1 -F ":$CONFIG_BAD_PORT")
+    now=$(sha_of $CONFIG) mode=$(stat -c %a:%U:%G $CONFIG 2>&1)
+    check config-rolled-back "outcome.json $kind $state (previous $previous): \"$reason\"; the bad config in $CONFIG from +$(secs $((${written:-t0} - t0))) s to +$(secs $((${restored:-t0} - t0))) s after the host was asked to publish (the file: $(cfgfile_since "$t0")); checked $(secs $gate) s before the rollback began (health_timeout $HEALTH_TIMEOUT s; the gate looks every 1 s, then reads the agent's log); rolled back $(secs $((OUT_MS - t0))) s after the host was asked; steps $(steps_since "$t0"); $listeners listeners on $CONFIG_BAD_PORT; the agent said: ${said:-nothing naming $CONFIG_BAD_PORT}; now $CONFIG sha256 $now (the good one's $good), $mode; rolled-back.json: $(tr -d '\n ' <$UPD/rolled-back.json 2>&1 | grep -o "config:${bad}[^}]*" | cut -c1-120); $(agent_line), InvocationID new: $([ "$(prop InvocationID)" != "$inv" ] && echo yes || echo no)" \
+      sh -c "[ '$state' = 'rolled back' ] && [ '$kind' = config ] && [ '$previous' = 'config:$good' ] && [ -n \"\$1\" ] && [ -n '$written' ] && [ -n '$restored' ] && [ '$listeners' = 0 ] && [ $gate -ge $((HEALTH_TIMEOUT * 1000 - 1000)) ] && [ $gate -le $((HEALTH_TIMEOUT * 1000 + 10000)) ] && [ '$now' = '$good' ] && [ '$mode' = 640:root:pinpost ] && grep -q 'config:$bad' $UPD/rolled-back.json && [ \"\$(systemctl show -p InvocationID --value pinpost)\" != '$inv' ] && systemctl is-active -q pinpost && systemctl show -p StatusText --value pinpost | grep -q delivering" _ "$reason"
+  else
+    fail config-rolled-back "no outcome for config:${bad:-(no SHA-256 from the host in 120 s)} $(secs $(($(now_ms) - t0))) s after the host was asked: outcome.json: $(tr -d '\n' <$UPD/outcome.json 2>&1); steps $(steps_since "$t0"); the file: $(cfgfile_since "$t0"); config/state: $(cstates | tail -n 3 | tr '\n' '|'); helper: $(helper_said "$t0")"
+    t1=$(now_ms)
+  fi
+  info "config: the helper said $(helper_said "$t0" 8)"
+  line=$(cstate 'rolled back' "$bad")
+  check config-rolled-back-report "reported $(secs $((t1 - ${OUT_MS:-t1}))) s after the outcome: ${line:-no rolled back report for $bad}; the last report: $(cstates | tail -n 1)" \
+    sh -c "[ '$(field "$line" running)' = '$good' ] && [ -n '$bad' ] && printf '%s' \"\$1\" | grep -q '\"reason\":\"[^\"]'" _ "$line"
+
+  # The bad config signed anew (not the bytes the agent has judged):
+  # neither handed over nor applied again.
+  started=$(uprop ExecMainStartTimestampMonotonic)
+  was=$(cat $UPD/outcome.json 2>/dev/null)
+  inv=$(prop InvocationID)
+  configs=$(grep -c "^$PREFIX/config " /run/config)
+  # A signed config is JSON over several lines: its signed body (with its
+  # date) on one.
+  first=$(grep '^ *"body":' /run/config | tail -n 1)
+  lines=$(wc -l </run/config)
+  t0=$(now_ms)
+  echo "VMTEST CONFIG bad again"
+  wait_for 60 sh -c "[ \$(grep -c '^$PREFIX/config ' /run/config) -gt $configs ]"
+  again=$(grep '^ *"body":' /run/config | tail -n 1)
+  # Time to hand it over and start the helper, were it applied (the
+  # good one was written about a second after the host published it).
+  sleep 10
+  since=$(sed -n "$((lines + 1)),\$p" /run/config | grep "^$PREFIX/config/state " | cut -d' ' -f2- | tr '\n' '|')
+  retained=$(fetch "$PREFIX/config/state" 10)
+  said=$(journalctl -b -o cat --no-pager -u pinpost.service --since "@$((t0 / 1000))" | grep -i 'config' | tail -n 2 | tr '\n' '|')
+  check config-refused-again "the bad config signed anew reached the broker $([ -n "$again" ] && [ "$again" != "$first" ] && echo 'as another signed copy' || echo 'NOT as another copy'); 10 s later: helper started again: $([ "$(uprop ExecMainStartTimestampMonotonic)" = "$started" ] && echo no || echo yes), outcome.json $([ "$(cat $UPD/outcome.json 2>/dev/null)" = "$was" ] && echo unchanged || echo changed), ready/: $(ls -A /var/lib/pinpost/outbox/update/ready 2>&1 | tr '\n' ' '), $CONFIG sha256 $(sha_of $CONFIG) (the good one's: $([ "$(sha_of $CONFIG)" = "$good" ] && echo yes || echo no)), InvocationID the same: $([ "$(prop InvocationID)" = "$inv" ] && echo yes || echo no); config/state reports since: ${since:-none}; config/state retained: ${retained:-none}; pinpost said: ${said:-nothing}" \
+    sh -c "[ -n \"\$2\" ] && [ \"\$2\" != \"\$3\" ] && [ \"\$(systemctl show -p ExecMainStartTimestampMonotonic --value pinpost-update.service)\" = '$started' ] && [ \"\$(cat $UPD/outcome.json)\" = \"\$1\" ] && [ \"\$(sha256sum $CONFIG | cut -d' ' -f1)\" = '$good' ] && [ \"\$(systemctl show -p InvocationID --value pinpost)\" = '$inv' ] && ! printf '%s' \"\$4\" | grep -q '\"state\":\"applying\"' && ! ls /var/lib/pinpost/outbox/update/ready/config.signed 2>/dev/null && printf '%s' \"\$5\" | grep -E '\"state\":\"(rolled back|refused)\"' | grep '\"config\":\"$bad\"' | grep -q '\"reason\":\"[^\"]'" \
+    _ "$was" "$again" "$first" "$since" "$retained"
+  # Withdrawn, as an operator would: the later boots' agents (the clock
+  # boot's installed afresh, with no record of the rollback) must not meet
+  # it on the broker.
+  # shellcheck disable=SC2086 # OPKEYS is a list of words
+  mosquitto_pub $OPKEYS -p 8884 -q 1 -r -n -t "$PREFIX/config"
+  cfgfile_stop
+  sub_stop
+  steps_stop
+}
+
 # 3. A power cut in the middle of an install: $NEXT published, and when the
 # helper's journal says "installing" (at best while dpkg has the new binary
 # unpacked beside the old, /usr/bin/pinpost.dpkg-new), the power goes:
@@ -953,6 +1116,7 @@ main)
   renewal
   update
   helper
+  reconfig
   install_cut
   ;;
 installcut)

@@ -27,12 +27,18 @@
 # releases (pinpost-update.path and .service from the package): that newer
 # one is installed over MQTT and comes back healthy, one whose pinpost
 # exits at start ($RELEASE_BROKEN) is rolled back by itself and refused
-# when published again, and during the install of another ($RELEASE_NEXT)
+# when published again. Then a signed config of pi-01, made here from the
+# guest's own config.toml, signed with `release sign-config` and
+# published (vm-certs.sh's config_asked): a good one (sensor s's unit
+# changed) is applied by the helper and delivers, a bad one (a broker port
+# nothing listens on) is rolled back after health_timeout and not applied
+# again when signed anew. During the install of another ($RELEASE_NEXT)
 # the guest cuts its own power (sysrq b, no sync) while the helper's
 # journal says "installing". The next boot (installcut, the same forward)
 # shows what the helper made of it at boot. A witness on this host
 # (mosquitto_sub through the forward, witness_figures) sees the agent
-# deliver after each install. The other boots have no network (-nic none).
+# deliver after each install and each config the helper applied or put
+# back. The other boots have no network (-nic none).
 # Checks run inside the guest from a second disk (target/vm/run/test.img)
 # by vmtest.service, print to the serial console and power off. Six boots
 # of one disk: main (install and most checks, ended by the guest's own
@@ -61,7 +67,8 @@ RUN=$VM/run
 CUTS=(self 1.3 3.7 6.1)
 # A boot that does not end by itself within this is killed and fails (the
 # main boot waits on three installs by the helper besides, each 1-2 min
-# under emulation: a repack, dpkg and its maintainer scripts).
+# under emulation: a repack, dpkg and its maintainer scripts, and on two
+# signed configs, the bad one rolled back after health_timeout, 60 s).
 BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-900}
 
 die() { echo "vm-test: $*" >&2; exit 1; }
@@ -300,7 +307,8 @@ GUEST_CHECKS=(install user unit-enabled config-installed enroll-key enroll broke
   update-refused update-verified update-file update-same-process update-memory update-withdrawn
   helper-units helper-installed helper-installed-report helper-installed-delivering
   rollback-outcome rollback-dpkg rollback-healthy rollback-report rollback-recorded rollback-refused-again
-  install-cut)
+  config-running config-applied config-delivering config-rolled-back config-rolled-back-report
+  config-refused-again install-cut)
 # The boot after the guest cut its power during an install, then as recover.
 INSTALLCUT_CHECKS=(installcut-helper installcut-dpkg installcut-agent installcut-outcome installcut-report
   installcut-clean)
@@ -695,7 +703,7 @@ for i in "${!boots[@]}"; do
   case ${phases[$i]} in
   main)
     collect "$RUN/$name.serial" "$name" "${GUEST_CHECKS[@]}"
-    witness_figures "$name" installed rolled-back
+    witness_figures "$name" installed rolled-back config-applied config-rolled-back
     ;;
   installcut)
     collect "$RUN/$name.serial" "$name" "${INSTALLCUT_CHECKS[@]}"
