@@ -727,6 +727,7 @@ reconfig() {
   bad=$(fetch "$ENROLL_TOPIC/config-bad" 120)
   listeners=$(ss -H -l -t -n "sport = :$CONFIG_BAD_PORT" 2>&1 | wc -l)
   if [ -n "$bad" ] && wait_outcome "config:$bad" $((HEALTH_TIMEOUT + 240)); then
+    at_outcome=$(wc -l </run/config)
     wait_for 60 delivering
     wait_for 60 sh -c "grep '^$PREFIX/config/state ' /run/config | grep '\"state\":\"rolled back\"' | grep -q '\"config\":\"$bad\"'"
     t1=$(now_ms)
@@ -745,7 +746,12 @@ reconfig() {
   fi
   info "config: the helper said $(helper_said "$t0" 8)"
   line=$(cstate 'rolled back' "$bad")
-  check config-rolled-back-report "reported $(secs $((t1 - ${OUT_MS:-t1}))) s after the outcome: ${line:-no rolled back report for $bad}; the last report: $(cstates | tail -n 1)" \
+  # The outbox sends in order: the report comes after the readings spooled
+  # while the agent could not connect.
+  backlog=$(sed -n "$((${at_outcome:-0} + 1)),\$p" /run/config | awk -v p="$PREFIX" '
+    index($0, p "/config/state ") == 1 && index($0, "\"state\":\"rolled back\"") { found = 1; exit }
+    index($0, p "/sensor/s ") == 1 { n++ } END { print found ? n : 0 }')
+  check config-rolled-back-report "reported $(secs $((t1 - ${OUT_MS:-t1}))) s after the outcome, behind $backlog readings the subscriber got in between (spooled while the agent could not connect: the outbox sends in order): ${line:-no rolled back report for $bad}; the last report: $(cstates | tail -n 1)" \
     sh -c "[ '$(field "$line" running)' = '$good' ] && [ -n '$bad' ] && printf '%s' \"\$1\" | grep -q '\"reason\":\"[^\"]'" _ "$line"
 
   # The bad config signed anew (not the bytes the agent has judged):

@@ -68,8 +68,9 @@ CUTS=(self 1.3 3.7 6.1)
 # A boot that does not end by itself within this is killed and fails (the
 # main boot waits on three installs by the helper besides, each 1-2 min
 # under emulation: a repack, dpkg and its maintainer scripts, and on two
-# signed configs, the bad one rolled back after health_timeout, 60 s).
-BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-900}
+# signed configs, the bad one rolled back after health_timeout, 60 s: about
+# 10.5 min in all, so 15 would leave too little for a busy host).
+BOOT_TIMEOUT=${VM_BOOT_TIMEOUT:-1200}
 
 die() { echo "vm-test: $*" >&2; exit 1; }
 say() { echo "vm-test: $*" >&2; }
