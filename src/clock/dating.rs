@@ -15,9 +15,13 @@
 //!
 //! Such a message that is still waiting to leave when the clock becomes
 //! trusted, in the boot that made it, is dated exactly before it goes
-//! ([`redate`]): the clock's offset from boot time now, plus its
-//! `uptime_ms`. One from an earlier boot keeps its flag: nothing known
-//! says how that boot's clock related to the real time.
+//! ([`redate`]): the clock's offset from boot time, read once when the
+//! first is dated (the two clocks are read one after the other, so a new
+//! reading for each would put a few milliseconds of jitter between
+//! messages made 10 ms apart, and could date one before the one made
+//! before it), plus its `uptime_ms`. One from an earlier boot keeps its
+//! flag: nothing known says how that boot's clock related to the real
+//! time.
 //!
 //! It knows the JSON fields it adds, not topics or the outbox.
 
@@ -51,17 +55,20 @@ pub(crate) struct Guess {
     uptime_ms: u64,
 }
 
-/// The process's dating: whether the clock is trusted, and the newest `ts`
-/// given, so none goes back.
+/// The process's dating: whether the clock is trusted, the newest `ts`
+/// given, so none goes back, and the wall clock's offset from boot time
+/// that waiting messages are dated with since it became trusted.
 #[derive(Debug)]
 struct Dater {
     trusted: bool,
     newest_ms: i64,
+    offset_ms: Option<i64>,
 }
 
 static DATER: Mutex<Dater> = Mutex::new(Dater {
     trusted: false,
     newest_ms: i64::MIN,
+    offset_ms: None,
 });
 
 /// This boot's id, read once.
@@ -80,7 +87,7 @@ fn dater() -> std::sync::MutexGuard<'static, Dater> {
 
 /// The agent says whether the clock is trusted (see [`trust`](super::trust)).
 pub(crate) fn set_trusted(trusted: bool) {
-    dater().trusted = trusted;
+    dater().set_trusted(trusted);
 }
 
 /// The time for a message made now.
@@ -100,6 +107,15 @@ pub(crate) fn redate(payload: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Dater {
+    /// Untrusted, the offset goes: it is read anew once the clock is
+    /// trusted again.
+    fn set_trusted(&mut self, trusted: bool) {
+        self.trusted = trusted;
+        if !trusted {
+            self.offset_ms = None;
+        }
+    }
+
     fn date(&mut self, wall_ms: i64, uptime_ms: u64, boot: &str) -> Dated {
         let held = wall_ms < self.newest_ms;
         let ts = wall_ms.max(self.newest_ms);
@@ -114,7 +130,13 @@ impl Dater {
         }
     }
 
-    fn redate(&self, payload: &[u8], wall_ms: i64, uptime_ms: u64, boot: &str) -> Option<Vec<u8>> {
+    fn redate(
+        &mut self,
+        payload: &[u8],
+        wall_ms: i64,
+        uptime_ms: u64,
+        boot: &str,
+    ) -> Option<Vec<u8>> {
         if !self.trusted || boot.is_empty() {
             return None;
         }
@@ -128,7 +150,11 @@ impl Dater {
         if made > now {
             return None;
         }
-        let dated = wall_ms.checked_sub(now - made)?;
+        let offset = match self.offset_ms {
+            Some(o) => o,
+            None => *self.offset_ms.insert(wall_ms.checked_sub(now)?),
+        };
+        let dated = offset.checked_add(made)?;
         let guessed = utc::parse_rfc3339_millis(object.get("ts")?.as_str()?)?;
         // Only forward: a message sent before this one may carry a guess
         // as late as this one's (a clock that was ahead), and ts must not
@@ -157,6 +183,7 @@ mod tests {
         Dater {
             trusted: false,
             newest_ms: i64::MIN,
+            offset_ms: None,
         }
     }
 
@@ -221,6 +248,33 @@ mod tests {
         assert_eq!(v["seq"], 7);
         assert!(
             v.get("clock").is_none() && v.get("boot").is_none() && v.get("uptime_ms").is_none()
+        );
+    }
+
+    #[test]
+    fn waiting_messages_are_dated_in_the_order_they_were_made_whatever_the_jitter() {
+        // Seen on the VM test's clock boot (emulated, loaded): each message
+        // read the wall and boot clocks anew, the second 20 ms of boot time
+        // later but the wall clock no later, and a reading made 10 ms after
+        // another was dated 10 ms before it.
+        let mut d = untrusted();
+        let first = payload(&d.date(3_000, 3_000, "boot-a"));
+        let second = payload(&d.date(3_010, 3_010, "boot-a"));
+        d.trusted = true;
+        let ts = |p: Vec<u8>| {
+            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+            utc::parse_rfc3339_millis(v["ts"].as_str().unwrap()).unwrap()
+        };
+        let a = ts(d.redate(&first, NOW, 10_000, "boot-a").unwrap());
+        let b = ts(d.redate(&second, NOW, 10_020, "boot-a").unwrap());
+        assert_eq!((a, b), (NOW - 7_000, NOW - 6_990), "10 ms apart, as made");
+        // Untrusted again, then trusted: the offset is read anew.
+        d.set_trusted(false);
+        let third = payload(&d.date(3_020, 3_020, "boot-a"));
+        d.set_trusted(true);
+        assert_eq!(
+            ts(d.redate(&third, NOW + 60_000, 20_000, "boot-a").unwrap()),
+            NOW + 60_000 - 16_980
         );
     }
 
