@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::{Incoming, MAX_ID_BYTES, Refusal, Stamp, check_age, shorten, stamp};
+use super::{Body, Incoming, Refusal, Stamp, body, check_age, shorten, stamp, stamp_of};
 use crate::config::CommandRules;
 
 const EXAMPLE: &str =
@@ -36,39 +36,17 @@ pub(crate) fn parse(
     incoming: Incoming<'_>,
     limits: &CommandRules,
 ) -> Result<CounterCommand, Refusal> {
-    let plain = |error: String| Refusal { id: None, error };
-    if incoming.payload.len() > limits.max_payload {
-        return Err(plain(format!(
-            "command is {} bytes; at most {} are accepted (commands.max_payload)",
-            incoming.payload.len(),
-            limits.max_payload
-        )));
-    }
-    let text = std::str::from_utf8(incoming.payload)
-        .map_err(|_| plain(format!("command is not UTF-8 text; send {EXAMPLE}")))?
-        .trim();
-    if text == "reset" {
-        check_age(incoming, None, limits).map_err(plain)?;
-        return Ok(CounterCommand {
-            action: CounterAction::Reset,
-            id: None,
-            stamp: None,
-        });
-    }
-    let value: Value = serde_json::from_str(text).map_err(|_| {
-        plain(format!(
-            "{:?} is not a counter command; send {EXAMPLE}",
-            shorten(text)
-        ))
-    })?;
-    let id = match value.get("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= MAX_ID_BYTES => Some(s.clone()),
-        Some(_) => {
-            return Err(plain(format!(
-                "\"id\" must be text of at most {MAX_ID_BYTES} bytes"
-            )));
+    let (value, id) = match body(&incoming, limits, ("reset", "a counter command", EXAMPLE))? {
+        Body::Word => {
+            let plain = |error: String| Refusal { id: None, error };
+            check_age(incoming, None, limits).map_err(plain)?;
+            return Ok(CounterCommand {
+                action: CounterAction::Reset,
+                id: None,
+                stamp: None,
+            });
         }
+        Body::Json { value, id } => (value, id),
     };
     let fail = |error: String| Refusal {
         id: id.clone(),
@@ -103,13 +81,7 @@ pub(crate) fn parse(
     };
     let ts = stamp(value.get("ts").unwrap_or(&Value::Null)).map_err(&fail)?;
     check_age(incoming, ts, limits).map_err(&fail)?;
-    let stamp = ts.map(|at_millis| Stamp {
-        at_millis,
-        key: match &id {
-            Some(id) => format!("id:{id}"),
-            None => format!("crc:{:08x}", crc32fast::hash(incoming.payload)),
-        },
-    });
+    let stamp = stamp_of(ts, id.as_deref(), incoming.payload);
     Ok(CounterCommand { action, id, stamp })
 }
 

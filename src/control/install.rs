@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{Incoming, MAX_ID_BYTES, Refusal, check_age, shorten, stamp};
+use super::{Body, Incoming, Refusal, body, check_age, shorten, stamp};
 use crate::config::CommandRules;
 
 const EXAMPLE: &str =
@@ -28,38 +28,20 @@ pub(crate) fn parse(
     incoming: Incoming<'_>,
     limits: &CommandRules,
 ) -> Result<InstallCommand, Refusal> {
-    let plain = |error: String| Refusal { id: None, error };
-    if incoming.payload.len() > limits.max_payload {
-        return Err(plain(format!(
-            "command is {} bytes; at most {} are accepted (commands.max_payload)",
-            incoming.payload.len(),
-            limits.max_payload
-        )));
-    }
-    let text = std::str::from_utf8(incoming.payload)
-        .map_err(|_| plain(format!("command is not UTF-8 text; send {EXAMPLE}")))?
-        .trim();
-    if text == "install" {
-        check_age(incoming, None, limits).map_err(plain)?;
-        return Ok(InstallCommand {
-            id: None,
-            version: None,
-        });
-    }
-    let value: Value = serde_json::from_str(text).map_err(|_| {
-        plain(format!(
-            "{:?} is not an install command; send {EXAMPLE}",
-            shorten(text)
-        ))
-    })?;
-    let id = match value.get("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= MAX_ID_BYTES => Some(s.clone()),
-        Some(_) => {
-            return Err(plain(format!(
-                "\"id\" must be text of at most {MAX_ID_BYTES} bytes"
-            )));
+    let (value, id) = match body(
+        &incoming,
+        limits,
+        ("install", "an install command", EXAMPLE),
+    )? {
+        Body::Word => {
+            let plain = |error: String| Refusal { id: None, error };
+            check_age(incoming, None, limits).map_err(plain)?;
+            return Ok(InstallCommand {
+                id: None,
+                version: None,
+            });
         }
+        Body::Json { value, id } => (value, id),
     };
     let fail = |error: String| Refusal {
         id: id.clone(),

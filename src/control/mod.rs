@@ -160,13 +160,7 @@ pub fn parse(
     let output = find_output(incoming.name, outputs, inputs).map_err(&fail)?;
     check_age(incoming, ts, limits).map_err(&fail)?;
     check_limits(&action, &outputs[output], limits).map_err(&fail)?;
-    let stamp = ts.map(|at_millis| Stamp {
-        at_millis,
-        key: match &id {
-            Some(id) => format!("id:{id}"),
-            None => format!("crc:{:08x}", crc32fast::hash(incoming.payload)),
-        },
-    });
+    let stamp = stamp_of(ts, id.as_deref(), incoming.payload);
     Ok(PinCommand {
         output,
         action,
@@ -416,6 +410,63 @@ fn action(value: &Value) -> Result<Action, String> {
             "unknown action {other:?}; allowed: set, on, off, toggle, pulse, pwm"
         )),
     }
+}
+
+/// What a named command (install, a counter's) sent: its one plain word,
+/// or JSON and the `"id"` in it.
+pub(crate) enum Body {
+    /// The plain word the command takes without JSON (`install`, `reset`).
+    Word,
+    /// A JSON object, and its checked `"id"`.
+    Json { value: Value, id: Option<String> },
+}
+
+/// The gate every named command passes before its own fields are read:
+/// its size, UTF-8, then `word` alone or JSON with a sane `"id"`. `what`
+/// names it in the refusal of anything else ("an install command").
+pub(crate) fn body(
+    incoming: &Incoming<'_>,
+    limits: &CommandRules,
+    (word, what, example): (&str, &str, &str),
+) -> Result<Body, Refusal> {
+    let plain = |error: String| Refusal { id: None, error };
+    if incoming.payload.len() > limits.max_payload {
+        return Err(plain(format!(
+            "command is {} bytes; at most {} are accepted (commands.max_payload)",
+            incoming.payload.len(),
+            limits.max_payload
+        )));
+    }
+    let text = std::str::from_utf8(incoming.payload)
+        .map_err(|_| plain(format!("command is not UTF-8 text; send {example}")))?
+        .trim();
+    if text == word {
+        return Ok(Body::Word);
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| plain(format!("{:?} is not {what}; send {example}", shorten(text))))?;
+    let id = match value.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= MAX_ID_BYTES => Some(s.clone()),
+        Some(_) => {
+            return Err(plain(format!(
+                "\"id\" must be text of at most {MAX_ID_BYTES} bytes"
+            )));
+        }
+    };
+    Ok(Body::Json { value, id })
+}
+
+/// What makes a command stamped `ts` applied once: its `id`, else a
+/// checksum of its payload (a replay is byte for byte the same).
+fn stamp_of(ts: Option<i64>, id: Option<&str>, payload: &[u8]) -> Option<Stamp> {
+    ts.map(|at_millis| Stamp {
+        at_millis,
+        key: match id {
+            Some(id) => format!("id:{id}"),
+            None => format!("crc:{:08x}", crc32fast::hash(payload)),
+        },
+    })
 }
 
 fn shorten(text: &str) -> String {
