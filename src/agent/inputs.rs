@@ -137,7 +137,7 @@ mod tests {
     fn input(debounce_ms: u64, invert: bool, poll: Option<u64>) -> Input {
         Input {
             name: "b".into(),
-            pin: 17,
+            pin: crate::config::PinAt::Gpio(17),
             line: None,
             pull: Pull::Up,
             debounce: Duration::from_millis(debounce_ms),

@@ -163,7 +163,7 @@ mod tests {
     fn setup() -> (Outputs, SimBoard, crate::board::SimHandle) {
         let config = vec![Output {
             name: "relay".into(),
-            pin: 27,
+            pin: crate::config::PinAt::Gpio(27),
             line: None,
             initial: false,
             safe_state: None,

@@ -88,7 +88,28 @@ impl EdgeSender {
     }
 }
 
+impl EdgeSender {
+    /// `count` pulses of counting input `input` seen elsewhere (a board
+    /// behind another), then its notice. Never blocks.
+    pub(crate) fn pulses(&self, input: usize, count: u64) -> Result<(), EdgesClosed> {
+        if count > 0 {
+            self.pulses
+                .get(input)
+                .ok_or(EdgesClosed)?
+                .fetch_add(count, Ordering::AcqRel);
+        }
+        self.send(input)
+    }
+}
+
 impl EdgeReceiver {
+    /// As [`EdgeReceiver::recv`], on a thread of its own (not the loop).
+    pub(crate) fn blocking_recv(&mut self) -> Option<usize> {
+        let input = self.rx.blocking_recv()?;
+        self.read(input);
+        Some(input)
+    }
+
     /// The pulses of input `input` counted since the last call. Taken after
     /// its notice was read, so a pulse added meanwhile brings a new notice.
     pub(crate) fn take_pulses(&self, input: usize) -> u64 {

@@ -134,6 +134,9 @@ pub enum BoardError {
     /// A failure not tied to one pin.
     #[error("GPIO: {0}")]
     Other(String),
+    /// An I2C expander that does not answer, or did not take a write.
+    #[error("{0}")]
+    Expander(String),
 }
 
 impl BoardError {

@@ -13,6 +13,7 @@ pub(crate) mod cdev;
 pub(crate) mod choose;
 pub mod edges;
 mod error;
+pub(crate) mod expander;
 mod kernel_pwm;
 pub(crate) mod mux;
 pub(crate) mod rppal;
@@ -125,15 +126,17 @@ pub(crate) enum PwmSetup {
 }
 
 impl PinPlan {
-    /// The plan for the config's `[[input]]` and `[[output]]` pins, in
-    /// their order (the indices the [`Board`] methods take).
+    /// The plan for the config's `[[input]]` and `[[output]]` pins on the
+    /// Pi itself, in their order: the indices the [`Board`] methods take
+    /// when no pin is on an expander (`expander` maps them otherwise).
     pub fn from_config(config: &Config) -> PinPlan {
         PinPlan {
             inputs: config
                 .inputs
                 .iter()
-                .map(|i| InputSetup {
-                    pin: i.pin,
+                .filter_map(|i| Some((i, i.pin.gpio()?)))
+                .map(|(i, pin)| InputSetup {
+                    pin,
                     line: i.line.clone(),
                     pull: i.pull,
                     debounce: i.debounce,
@@ -156,11 +159,12 @@ impl PinPlan {
             outputs: config
                 .outputs
                 .iter()
-                .map(|o| OutputSetup {
-                    pin: o.pin,
+                .filter_map(|o| Some((o, o.pin.gpio()?)))
+                .map(|(o, pin)| OutputSetup {
+                    pin,
                     line: o.line.clone(),
                     initial_high: o.initial,
-                    pwm: match (o.pwm, crate::header::pwm_channel(o.pin)) {
+                    pwm: match (o.pwm, crate::header::pwm_channel(pin)) {
                         (false, _) => PwmSetup::None,
                         (true, Some(channel)) => PwmSetup::Hardware { channel },
                         (true, None) => PwmSetup::Software,
@@ -180,6 +184,9 @@ pub(crate) struct Opened {
 
 /// Opens the board the config asks for; `auto` as [`choose`] decides.
 pub(crate) fn open(config: &Config, edges: EdgeSender) -> Result<Opened, BoardError> {
+    if !config.board.expanders.is_empty() {
+        return expander::open(config, edges);
+    }
     let plan = PinPlan::from_config(config);
     open_plan(
         config.board.kind,

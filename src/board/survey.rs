@@ -61,8 +61,8 @@ fn cdev(config: &Config, why: &str) -> Vec<Finding> {
     let pins = config
         .inputs
         .iter()
-        .map(|i| i.pin)
-        .chain(config.outputs.iter().map(|o| o.pin));
+        .filter_map(|i| i.pin.gpio())
+        .chain(config.outputs.iter().filter_map(|o| o.pin.gpio()));
     for pin in pins {
         if let Err(e) = chip::has_line(&found, pin) {
             findings.push(Finding::Worth(e.to_string()));
@@ -80,11 +80,16 @@ fn cdev(config: &Config, why: &str) -> Vec<Finding> {
             }
         }
     }
-    for output in config.outputs.iter().filter(|o| o.pwm) {
-        if let Some(hw) = hardware_pwm(output.pin, Soc::Bcm283x) {
-            match kernel_pwm::route(Path::new("/"), output.pin, hw) {
+    for (output, pin) in config
+        .outputs
+        .iter()
+        .filter(|o| o.pwm)
+        .filter_map(|o| Some((o, o.pin.gpio()?)))
+    {
+        if let Some(hw) = hardware_pwm(pin, Soc::Bcm283x) {
+            match kernel_pwm::route(Path::new("/"), pin, hw) {
                 Route::Routed { chip, channel } => findings.push(Finding::Fine(format!(
-                    "GPIO{}: hardware PWM through {} channel {channel}",
+                    "{}: hardware PWM through {} channel {channel}",
                     output.pin,
                     chip.display()
                 ))),

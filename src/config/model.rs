@@ -260,6 +260,13 @@ pub struct Board {
     pub kind: BoardKind,
     /// Simulated wires: setting output pin `.0` drives input pin `.1`.
     pub wires: Vec<(u8, u8)>,
+    /// Every `[[expander]]`, by index (an `ExpanderPin`'s `expander`).
+    pub expanders: Vec<super::expanders::Expander>,
+    /// Simulated wires between expander pins: output `.0` drives input `.1`.
+    pub expander_wires: Vec<(super::expanders::ExpanderPin, super::expanders::ExpanderPin)>,
+    /// The sim board's simulated expanders named in this file (one per
+    /// line) do not answer while it exists.
+    pub unplugged: Option<PathBuf>,
     /// Simulated meters: pulses sent into input pins by the sim board.
     pub pulses: Vec<SimPulses>,
     /// The character device's chip (`gpiochip0`, `/dev/gpiochip0` or a
@@ -313,8 +320,8 @@ impl FromStr for Pull {
 pub struct Input {
     /// Its name in topics (`input/<name>`), unique among inputs, outputs and sensors.
     pub name: String,
-    /// BCM GPIO number.
-    pub pin: u8,
+    /// A BCM GPIO, or an expander's pin.
+    pub pin: super::expanders::PinAt,
     /// The character device's line, by the name the kernel gives it (on
     /// any chip, or on `[board] chip`); `None`: line `pin` of the chip.
     pub line: Option<String>,
@@ -337,8 +344,8 @@ pub struct Input {
 pub struct Output {
     /// Its name in topics (`output/<name>`), unique among inputs, outputs and sensors.
     pub name: String,
-    /// BCM GPIO number.
-    pub pin: u8,
+    /// A BCM GPIO, or an expander's pin.
+    pub pin: super::expanders::PinAt,
     /// As an input's `line`.
     pub line: Option<String>,
     /// Level set before the pin becomes an output, so relays do not click at start.

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::model::{Board, BoardKind, CommandRules, Input, Output, SimPulses};
+use super::expanders::{self, PinAt};
+use super::model::{Board, BoardKind, CommandRules, Input, Output, Pull};
 use super::origins::Origins;
-use super::raw::{RawConfig, RawLevel};
+use super::raw::{RawConfig, RawLevel, RawPin};
 use super::values::{duration, name, word};
 use crate::header::MAX_BCM_PIN;
 
@@ -28,14 +29,28 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
     let kind = word(raw.board.kind.as_deref(), "board.kind", o)?.unwrap_or_default();
     let mut names: HashMap<String, String> = HashMap::new();
     let mut pins: HashMap<u8, String> = HashMap::new();
+    let mut expander_pins: HashMap<(usize, u8), String> = HashMap::new();
     let mut lines: HashMap<String, String> = HashMap::new();
+    super::sim::check_unplugged(raw, kind, o)?;
+    let expanders = expanders::build(raw, &mut pins, o)?;
+    let mut place = |value: Option<&RawPin>, key: &str, name: &str| match value {
+        Some(RawPin::Named(text)) => {
+            expanders::pin(text, key, name, &expanders, &mut expander_pins, o)
+        }
+        Some(RawPin::Number(n)) => pin(Some(*n), key, name, &mut pins, o).map(PinAt::Gpio),
+        None => pin(None, key, name, &mut pins, o).map(PinAt::Gpio),
+    };
+    let chip_of = |at: &PinAt| at.expander().map(|e| expanders[e.expander].chip);
     let mut inputs = Vec::new();
     for (i, r) in raw.input.iter().enumerate() {
         let at = |field: &str| format!("input[{i}].{field}");
         let name = name(r.name.as_deref(), &at("name"), &mut names, o)?;
-        let pin = pin(r.pin, &at("pin"), &name, &mut pins, o)?;
-        let line = line(r.line.as_deref(), &at("line"), kind, &mut lines, o)?;
+        let pin = place(r.pin.as_ref(), &at("pin"), &name)?;
         let pull = word(r.pull.as_deref(), &at("pull"), o)?.unwrap_or_default();
+        if let Some(chip) = chip_of(&pin) {
+            expanders::check_input(r, pull == Pull::Down, chip, &at, o)?;
+        }
+        let line = line(r.line.as_deref(), &at("line"), kind, &mut lines, o)?;
         let debounce = duration(&r.debounce, &at("debounce"), o)?.unwrap_or(DEBOUNCE_DEFAULT);
         if debounce > Duration::from_secs(10) {
             return Err(o.invalid(&at("debounce"), "out of range; allowed: \"0ms\" to \"10s\""));
@@ -62,10 +77,13 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
     for (i, r) in raw.output.iter().enumerate() {
         let at = |field: &str| format!("output[{i}].{field}");
         let name = name(r.name.as_deref(), &at("name"), &mut names, o)?;
-        let pin = pin(r.pin, &at("pin"), &name, &mut pins, o)?;
+        let pin = place(r.pin.as_ref(), &at("pin"), &name)?;
+        if let Some(chip) = chip_of(&pin) {
+            expanders::check_output(r, chip, &at, o)?;
+        }
         let line = line(r.line.as_deref(), &at("line"), kind, &mut lines, o)?;
-        if r.pwm == Some(true) {
-            pwm_channel(pin, &name, &at("pwm"), &mut channels, o)?;
+        if let (Some(true), Some(gpio)) = (r.pwm, pin.gpio()) {
+            pwm_channel(gpio, &name, &at("pwm"), &mut channels, o)?;
         }
         outputs.push(Output {
             name,
@@ -76,13 +94,20 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
             pwm: r.pwm.unwrap_or(false),
         });
     }
-    let wires = wires(raw, kind, &inputs, &outputs, o)?;
-    let pulses = pulses(raw, kind, &inputs, o)?;
+    let (wires, expander_wires) = super::sim::wires(raw, kind, &inputs, &outputs, o)?;
+    let pulses = super::sim::pulses(raw, kind, &inputs, o)?;
     let chip = chip(raw, kind, o)?;
     Ok(Pins {
         board: Board {
             kind,
             wires,
+            expanders,
+            expander_wires,
+            unplugged: raw
+                .board
+                .unplugged
+                .as_ref()
+                .map(|p| o.resolve("board.unplugged", p)),
             pulses,
             chip,
         },
@@ -100,7 +125,7 @@ fn pin(
     o: &Origins<'_>,
 ) -> Result<u8, ConfigError> {
     let Some(p) = value else {
-        return Err(o.invalid(key, "missing; give the BCM GPIO number (e.g. pin = 17)"));
+        return Err(o.invalid(key, "missing; give the BCM GPIO number (e.g. pin = 17), or an expander's pin (pin = \"mcp0:A3\")"));
     };
     let pin = u8::try_from(p).ok().filter(|p| i64::from(*p) <= MAX_BCM_PIN).ok_or_else(|| {
         o.invalid(key, format!("{p} is not a GPIO pin; allowed: BCM numbers 0 to {MAX_BCM_PIN} (GPIO17 is pin = 17, physical pin 11)"))
@@ -169,75 +194,6 @@ fn level(
             )),
         },
     }
-}
-
-fn wires(
-    raw: &RawConfig,
-    kind: BoardKind,
-    inputs: &[Input],
-    outputs: &[Output],
-    o: &Origins<'_>,
-) -> Result<Vec<(u8, u8)>, ConfigError> {
-    let Some(list) = &raw.board.wires else {
-        return Ok(Vec::new());
-    };
-    if kind != BoardKind::Sim && !list.is_empty() {
-        return Err(o.invalid(
-            "board.wires",
-            "wires exist only on the simulated board; set board.kind = \"sim\"",
-        ));
-    }
-    list.iter()
-        .map(|&(from, to)| {
-            let output = outputs.iter().find(|out| i64::from(out.pin) == from);
-            let input = inputs.iter().find(|inp| i64::from(inp.pin) == to);
-            match (output, input) {
-                (Some(out), Some(inp)) => Ok((out.pin, inp.pin)),
-                _ => Err(o.invalid(
-                    "board.wires",
-                    format!("[{from}, {to}] must join a configured output pin to a configured input pin ([output, input])"),
-                )),
-            }
-        })
-        .collect()
-}
-
-/// `board.pulses`: simulated meters, on the sim board only, each into a
-/// configured input, at 0.01 to 1,000,000 pulses a second.
-fn pulses(
-    raw: &RawConfig,
-    kind: BoardKind,
-    inputs: &[Input],
-    o: &Origins<'_>,
-) -> Result<Vec<SimPulses>, ConfigError> {
-    let Some(list) = &raw.board.pulses else {
-        return Ok(Vec::new());
-    };
-    if kind != BoardKind::Sim && !list.is_empty() {
-        return Err(o.invalid(
-            "board.pulses",
-            "simulated pulses exist only on the simulated board; set board.kind = \"sim\"",
-        ));
-    }
-    list.iter()
-        .map(|&(pin, hz, count)| {
-            let input = inputs.iter().find(|i| i64::from(i.pin) == pin);
-            match input {
-                Some(i) if (0.01..=1_000_000.0).contains(&hz) && count >= 0 => Ok(SimPulses {
-                    pin: i.pin,
-                    hz,
-                    count: count.unsigned_abs(),
-                }),
-                _ => Err(o.invalid(
-                    "board.pulses",
-                    format!(
-                        "[{pin}, {hz}, {count}] must be [input pin, pulses a second (0.01 to \
-                         1000000), how many (0: no end)], on a configured input pin"
-                    ),
-                )),
-            }
-        })
-        .collect()
 }
 
 /// An input's or output's `line`: a name the kernel could give a line

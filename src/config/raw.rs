@@ -21,6 +21,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub output: Vec<RawOutput>,
     #[serde(default)]
+    pub expander: Vec<RawExpander>,
+    #[serde(default)]
     pub commands: RawCommands,
     #[serde(default)]
     pub outbox: RawOutbox,
@@ -104,16 +106,57 @@ pub struct RawReconnect {
 #[serde(deny_unknown_fields)]
 pub struct RawBoard {
     pub kind: Option<String>,
-    pub wires: Option<Vec<(i64, i64)>>,
+    pub wires: Option<Vec<(RawPin, RawPin)>>,
     pub pulses: Option<Vec<(i64, f64, i64)>>,
     pub chip: Option<String>,
+    pub unplugged: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpander {
+    pub name: Option<String>,
+    pub chip: Option<String>,
+    pub bus: Option<i64>,
+    pub address: Option<i64>,
+    pub interrupt: Option<i64>,
+    pub poll_interval: Option<String>,
+}
+
+/// A pin as written: a BCM number, or `"<expander>:<pin>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawPin {
+    Number(i64),
+    Named(String),
+}
+
+impl<'de> Deserialize<'de> for RawPin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawPin;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a BCM GPIO number (pin = 17) or an expander's pin (pin = \"mcp0:A3\")")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPin, E> {
+                Ok(RawPin::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawPin, E> {
+                Ok(RawPin::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPin, E> {
+                Ok(RawPin::Named(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInput {
     pub name: Option<String>,
-    pub pin: Option<i64>,
+    pub pin: Option<RawPin>,
     pub line: Option<String>,
     pub pull: Option<String>,
     pub debounce: Option<String>,
@@ -145,7 +188,7 @@ pub enum RawLevel {
 #[serde(deny_unknown_fields)]
 pub struct RawOutput {
     pub name: Option<String>,
-    pub pin: Option<i64>,
+    pub pin: Option<RawPin>,
     pub line: Option<String>,
     pub initial: Option<RawLevel>,
     pub safe_state: Option<RawLevel>,

@@ -204,7 +204,8 @@ fn check_limits(action: &Action, output: &Output, limits: &CommandRules) -> Resu
             Err(format!("duty {duty} is out of range; allowed: 0.0 to 1.0"))
         }
         Action::Pwm { hz, .. } => {
-            let most = if crate::header::pwm_channel(output.pin).is_some() {
+            let hardware = output.pin.gpio().and_then(crate::header::pwm_channel);
+            let most = if hardware.is_some() {
                 MAX_PWM_HZ
             } else {
                 MAX_SOFTWARE_PWM_HZ
@@ -213,7 +214,7 @@ fn check_limits(action: &Action, output: &Output, limits: &CommandRules) -> Resu
                 Ok(())
             } else {
                 Err(format!(
-                    "hz {hz} is out of range; allowed on GPIO{}: {MIN_PWM_HZ} to {most}",
+                    "hz {hz} is out of range; allowed on {}: {MIN_PWM_HZ} to {most}",
                     output.pin
                 ))
             }

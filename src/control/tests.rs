@@ -7,7 +7,7 @@ fn outputs() -> Vec<Output> {
     vec![
         Output {
             name: "relay".into(),
-            pin: 27,
+            pin: crate::config::PinAt::Gpio(27),
             line: None,
             initial: false,
             safe_state: Some(false),
@@ -15,7 +15,7 @@ fn outputs() -> Vec<Output> {
         },
         Output {
             name: "fan".into(),
-            pin: 18,
+            pin: crate::config::PinAt::Gpio(18),
             line: None,
             initial: false,
             safe_state: None,
@@ -27,7 +27,7 @@ fn outputs() -> Vec<Output> {
 fn inputs() -> Vec<Input> {
     vec![Input {
         name: "door".into(),
-        pin: 17,
+        pin: crate::config::PinAt::Gpio(17),
         line: None,
         pull: Pull::Up,
         debounce: Duration::from_millis(50),
@@ -370,7 +370,7 @@ fn pwm_numbers_have_bounds() {
 #[test]
 fn software_pwm_pins_have_a_lower_ceiling() {
     let mut outs = outputs();
-    outs[1].pin = 22;
+    outs[1].pin = crate::config::PinAt::Gpio(22);
     let incoming = Incoming {
         name: "fan",
         payload: br#"{"action":"pwm","duty":0.5,"hz":20000}"#,

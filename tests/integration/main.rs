@@ -28,6 +28,7 @@ mod demo;
 mod deploy;
 mod durability;
 mod enroll;
+mod expanders;
 mod failover;
 mod failures;
 mod file_modes;
