@@ -4,11 +4,11 @@
 # proves there what the sim board cannot: GPIO through the kernel's
 # character device and through rppal's registers, the agent against a
 # Mosquitto inside the guest moving the BCM283x's real GPLEV bits, hardware
-# PWM, a BME280 on a real I2C bus, and the errors a Debian Pi shows. Pin
-# levels and pin functions are read from the machine by QEMU's monitor
-# (scripts/pi-emu/drive.py), never from pinpost. Prints one PASS/FAIL line
-# per check and a summary; exits non-zero when any check fails or is
-# missing (issue 27, section 2).
+# PWM, a BME280 on a real I2C bus and the scan that finds it, and the
+# errors a Debian Pi shows. Pin levels and pin functions are read from the
+# machine by QEMU's monitor (scripts/pi-emu/drive.py), never from pinpost.
+# Prints one PASS/FAIL line per check and a summary; exits non-zero when
+# any check fails or is missing (issue 27, section 2).
 #
 #   scripts/pi-emu.sh            # every boot
 #   scripts/pi-emu.sh BOOT...    # only these: stock relaxed overlay i2c pi2
@@ -23,7 +23,10 @@
 #   overlay  raspi3b with a dtb routing PWM0 to GPIO18 (dtoverlay=pwm): PWM
 #            through the character-device backend and /sys/class/pwm
 #   i2c      raspi3b on bookworm-backports' QEMU 10 with a BME280 register
-#            image behind an at24c EEPROM on i2c-bus.1
+#            image behind an at24c EEPROM at 0x76 and QEMU's tmp105 at 0x48
+#            on i2c-bus.1: the BME280 read through pinpost's config, and
+#            `pinpost sensors --scan` on every bus (only 0x48 and 0x76
+#            listed, 0x76 named a BME280, its [[sensor]] section read back)
 #   pi2      raspi2b, Debian's armhf kernel, the armv7 binary
 #
 # Material is cached under target/pi-emu/ (keyed by RECIPE below): the
@@ -469,11 +472,12 @@ boot_i2c() {
   # Its own modules, not the system 7.2's (which it refuses to load).
   QEMU_MODULE_DIR=$MAT/qemu10/usr/lib/x86_64-linux-gnu/qemu \
     boot i2c "$QEMU10" raspi3b "$MAT/arm64/vmlinuz" "$MAT/arm64/stock.dtb" "$RUN/arm64.gz" \
-    "$RASPI3_APPEND pe.checks=bme280_reading,bme280_absent" \
+    "$RASPI3_APPEND pe.checks=bme280_reading,bme280_absent,i2c_scan" \
     -L "$MAT/qemu10/usr/share/qemu" \
     -drive "if=none,id=bme280,format=raw,file=$image" \
-    -device at24c-eeprom,bus=i2c-bus.1,address=0x76,rom-size=512,address-size=1,writable=off,drive=bme280
-  collect i2c bme280-reading bme280-absent
+    -device at24c-eeprom,bus=i2c-bus.1,address=0x76,rom-size=512,address-size=1,writable=off,drive=bme280 \
+    -device tmp105,bus=i2c-bus.1,address=0x48
+  collect i2c bme280-reading bme280-absent i2c-scan
 }
 
 boot_pi2() {

@@ -506,6 +506,23 @@ held_by_pinpost() { held_by held-by-pinpost pinpost 22 pinpost gpio --board cdev
 # QEMU 10's at24c EEPROM at 0x76 on BSC1 answers as a BME280 whose
 # registers the host wrote; the host's reading of the datasheet is in
 # /etc/pe/bme280.expected.
+# The sensor NAME's lines in `pinpost sensors` output FILE against the
+# host's expected readings: sets `got` (what was read and wanted) and `bad`
+# (the measurements missing or off; empty when all agree).
+bme280_compare() { # NAME FILE
+  local what want value ok
+  bad='' got=''
+  while read -r what want; do
+    value=$(awk -v n="$1" -v m="$what" '$1 == n && $2 == m { print $3 }' "$2")
+    got="$got $what $value (want $want)"
+    ok=$(awk -v v="$value" -v w="$want" -v m="$what" 'BEGIN {
+      tol = (m == "pressure") ? 0.1 : 0.01
+      d = v - w; if (d < 0) d = -d
+      print (v != "" && d <= tol) ? 1 : 0 }')
+    [ "$ok" = 1 ] || bad="$bad $what"
+  done </etc/pe/bme280.expected
+}
+
 bme280_reading() {
   cat >/tmp/i2c.toml <<'EOF'
 [device]
@@ -537,16 +554,7 @@ EOF
   info "busybox i2cget -y 1 0x76:$reads; i2cdump: $(i2cdump -y 1 0x76 b 2>&1 | grep -E '^(80|d0|e0|f0):' | oneline)"
   pinpost sensors --config /tmp/i2c.toml >/tmp/sensors.out 2>&1
   info "pinpost sensors (exit $?): $(oneline </tmp/sensors.out)"
-  bad='' got=''
-  while read -r what want; do
-    value=$(awk -v m="$what" '$1 == "room" && $2 == m { print $3 }' /tmp/sensors.out)
-    got="$got $what $value (want $want)"
-    ok=$(awk -v v="$value" -v w="$want" -v m="$what" 'BEGIN {
-      tol = (m == "pressure") ? 0.1 : 0.01
-      d = v - w; if (d < 0) d = -d
-      print (v != "" && d <= tol) ? 1 : 0 }')
-    [ "$ok" = 1 ] || bad="$bad $what"
-  done </etc/pe/bme280.expected
+  bme280_compare room /tmp/sensors.out
   if [ -z "$bad" ]; then
     pass bme280-reading "room at i2c-1 0x76:$got"
   else
@@ -567,6 +575,56 @@ bme280_absent() {
     fail bme280-absent "Rust debug output in the sentence: $line"
   else
     pass bme280-absent "$line"
+  fi
+}
+
+# `pinpost sensors --scan` on the same bus, which also holds QEMU's tmp105
+# at 0x48: i2c-1 lists 0x76 as a BME280 (its id register 0xD0 is 0x60) and
+# 0x48 with the chips known there, and no address where nothing is (every
+# other address on every bus, 0x77 among them); the [[sensor]] section it
+# prints for 0x76, pasted into a config, reads what bme280_reading reads.
+i2c_scan() {
+  pinpost sensors --scan >/tmp/scan.out 2>&1
+  rc=$?
+  info "pinpost sensors --scan (exit $rc): $(tr '\n' ' ' </tmp/scan.out)"
+  # The bus lines and the addresses under them, as "i2c-N 0xAA  words".
+  listed=$(awk '/^I2C bus [0-9]+ / { bus = "i2c-" $3; next }
+    /^[^ ]/ { bus = "" } bus != "" && /^  0x[0-9a-f][0-9a-f]  / { print bus " " substr($0, 3) }' /tmp/scan.out)
+  bad=''
+  [ "$rc" = 0 ] || bad="$bad; exit $rc"
+  echo "$listed" | grep -q '^i2c-1 0x76  BME280 (id 0x60' || bad="$bad; i2c-1 does not list 0x76 as a BME280 (id 0x60)"
+  case $(echo "$listed" | grep '^i2c-1 0x48  ') in
+  *ADS1115*TMP102*) ;;
+  *) bad="$bad; i2c-1 does not list 0x48 (QEMU's tmp105) with the chips known there (ADS1115, TMP102)" ;;
+  esac
+  extra=$(echo "$listed" | grep -v -E '^i2c-1 0x(48|76)  ' | grep . | cut -c1-12 | oneline)
+  [ -z "$extra" ] || bad="$bad; listed where no device is: $extra"
+  echo "$listed" | grep -q ' 0x77  ' && bad="$bad; 0x77 listed (nothing is there)"
+  # The printed section for 0x76, from its [[sensor]] line to the blank line.
+  section=$(awk '/^\[\[sensor\]\]$/ { s = $0; on = 1; next }
+    on && /^$/ { if (s ~ /address = 0x76/) print s; on = 0; next }
+    on { s = s "\n" $0 }
+    END { if (on && s ~ /address = 0x76/) print s }' /tmp/scan.out)
+  if [ -z "$section" ]; then
+    bad="$bad; no [[sensor]] section for 0x76"
+    got=''
+  else
+    printf '[device]\nid = "pi-01"\n[broker]\nhost = "127.0.0.1"\n[board]\nkind = "sim"\n%s\n' "$section" >/tmp/scan.toml
+    name=$(sed -n 's/^name = "\(.*\)"$/\1/p' /tmp/scan.toml)
+    pinpost sensors --config /tmp/scan.toml >/tmp/scan-sensors.out 2>&1
+    src=$?
+    info "pinpost sensors on the scan's section (exit $src): $(oneline </tmp/scan.toml) -> $(oneline </tmp/scan-sensors.out)"
+    scanbad=$bad
+    bme280_compare "$name" /tmp/scan-sensors.out # sets bad and got
+    if [ -n "$bad" ] || [ "$src" != 0 ]; then
+      scanbad="$scanbad; the section for 0x76 (name $name) read wrong or missing:$bad (exit $src):$got: $(oneline </tmp/scan-sensors.out)"
+    fi
+    bad=$scanbad
+  fi
+  if [ -z "$bad" ]; then
+    pass i2c-scan "buses $(sed -n 's/^I2C bus \([0-9]*\) .*/i2c-\1/p' /tmp/scan.out | oneline)listed: $(echo "$listed" | oneline)| section $(echo "$section" | oneline)read by pinpost sensors:$got"
+  else
+    fail i2c-scan "${bad#; }; the scan's I2C part: $(sed -n '/^I2C/,/^$/p' /tmp/scan.out | oneline)"
   fi
 }
 
