@@ -58,9 +58,9 @@ scripts/throwaway-root.sh >/dev/null
 scripts/vm-test.sh
 # pinpost's own arm64 and armv7 binaries on an emulated Raspberry Pi 3 and 2
 # (QEMU raspi3b/raspi2b, Debian's kernels; QEMU 10 from bookworm-backports
-# for I2C): GPIO, the agent, PWM and a BME280, with pin levels read by
-# QEMU's monitor, and the errors a Debian Pi shows (issue 27). Reuses
-# target/vm's root; caches the rest in target/pi-emu/.
+# for I2C): GPIO, the agent, PWM, a BME280 and `sensors --scan`, with pin
+# levels read by QEMU's monitor, and the errors a Debian Pi shows (issues
+# 27 and 31). Reuses target/vm's root; caches the rest in target/pi-emu/.
 scripts/pi-emu.sh
 # A real kernel edge event through the character device, which QEMU's Pi
 # GPIO cannot give: QEMU virt's PL061, whose line 3 QEMU pulses on
