@@ -1,7 +1,8 @@
 //! What `pinpost check` says about the pins, without claiming any (the
 //! service may hold them): which backend `[board]` means here and why,
-//! which chip, whether another consumer holds a configured line, and
-//! whether a hardware PWM output's channel is routed to its pin.
+//! which chip, whether another consumer holds a configured line, whether
+//! a hardware PWM output's channel is routed to its pin, and whether each
+//! I2C expander answers.
 
 use std::path::Path;
 
@@ -21,6 +22,21 @@ pub(crate) enum Finding {
 
 /// The findings on `config`'s `[board]` and pins, on this machine.
 pub(crate) fn survey(config: &Config) -> Vec<Finding> {
+    let mut findings = board(config);
+    if config.board.kind != BoardKind::Sim {
+        // A read only (an MCP23017's GPIO register, a PCF857x's pins):
+        // nothing the running service set up is changed.
+        for e in &config.board.expanders {
+            findings.push(match super::expander::probe(e) {
+                Ok(()) => Finding::Fine(format!("{}: answers", e.describe())),
+                Err(why) => Finding::Worth(format!("{}: {why}", e.describe())),
+            });
+        }
+    }
+    findings
+}
+
+fn board(config: &Config) -> Vec<Finding> {
     let kind = config.board.kind;
     let choice = choose::choose(kind, choose::gpiomem());
     match choice.backend {

@@ -328,6 +328,17 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("[board]", &["kind"]),
     ("[[input]]", &["name", "pin", "pull", "debounce", "invert"]),
     (
+        "[[expander]]",
+        &[
+            "name",
+            "chip",
+            "bus",
+            "address",
+            "interrupt",
+            "poll_interval",
+        ],
+    ),
+    (
         "[[output]]",
         &["name", "pin", "initial", "safe_state", "pwm"],
     ),

@@ -157,13 +157,7 @@ fn opener(config: &Config, n: usize, world: Option<&Arc<Mutex<sim::World>>>) -> 
         return Box::new(move || Ok(port(e.chip, sim::SimBus::new(world.clone(), n), e.address)));
     }
     Box::new(move || {
-        let bus = rppal::i2c::I2c::with_bus(e.bus).map_err(|err| {
-            format!(
-                "cannot open /dev/i2c-{}: {err}; enable I2C (raspi-config → Interface Options → \
-                 I2C, or dtparam=i2c_arm=on) and run pinpost in the i2c group",
-                e.bus
-            )
-        })?;
+        let bus = rppal::i2c::I2c::with_bus(e.bus).map_err(|err| open_words(e.bus, &err))?;
         Ok(port(e.chip, bus, e.address))
     })
 }
@@ -177,6 +171,19 @@ where
         ExpanderChip::Mcp23017 => Box::new(Mcp23017::new(bus, address)),
         _ => Box::new(chips::Pcf857x::new(chip, bus, address)),
     }
+}
+
+/// Whether expander `e` answers on its bus: one read, nothing written.
+pub(crate) fn probe(e: &crate::config::Expander) -> Result<(), String> {
+    let bus = rppal::i2c::I2c::with_bus(e.bus).map_err(|err| open_words(e.bus, &err))?;
+    port(e.chip, bus, e.address).read().map(|_| ())
+}
+
+fn open_words(bus: u8, err: &rppal::i2c::Error) -> String {
+    format!(
+        "cannot open /dev/i2c-{bus}: {err}; enable I2C (raspi-config → Interface Options → \
+         I2C, or dtparam=i2c_arm=on) and run pinpost in the i2c group"
+    )
 }
 
 /// Opens the Pi's backend for the Pi's pins and starts a worker per
