@@ -192,3 +192,72 @@ fn an_expander_absent_at_start_does_not_stop_the_board() {
     std::fs::remove_file(dir.path().join("unplugged")).unwrap();
     until("pcf answers", || board.write_output(1, true).is_ok());
 }
+
+/// A chip whose second read hangs for `hang`, recording every write.
+struct Slow {
+    reads: u32,
+    hang: Duration,
+    writes: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+}
+
+impl Port for Slow {
+    fn setup(&mut self, _: &Setup) -> Result<(), String> {
+        Ok(())
+    }
+    fn read(&mut self) -> Result<u16, String> {
+        self.reads += 1;
+        if self.reads == 2 {
+            std::thread::sleep(self.hang);
+        }
+        Ok(0)
+    }
+    fn write(&mut self, s: &Setup) -> Result<(), String> {
+        self.writes.lock().unwrap().push(s.levels);
+        Ok(())
+    }
+    fn forgot(&mut self, _: &Setup, _: u16) -> Result<bool, String> {
+        Ok(false)
+    }
+}
+
+#[test]
+fn a_hung_bus_costs_the_loop_one_wait_and_a_write_given_up_on_is_never_carried_out() {
+    use super::worker::{Handle, Plan, WRITE_WAIT};
+    let writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut port = Some(Slow {
+        reads: 0,
+        hang: WRITE_WAIT * 3,
+        writes: writes.clone(),
+    });
+    let plan = Plan {
+        what: "expander slow".into(),
+        setup: Setup {
+            outputs: 1,
+            ..Setup::default()
+        },
+        inputs: Vec::new(),
+        outputs: vec![(0, "relay".into())],
+        poll: Duration::from_millis(10),
+    };
+    let (tx, _rx) = edges::channel(1);
+    let open: super::worker::Opener = Box::new(move || {
+        port.take()
+            .map(|p| Box::new(p) as Box<dyn Port>)
+            .ok_or_else(|| "opened twice".to_string())
+    });
+    let handle = Handle::start(plan, open, tx).unwrap();
+    // The first read is the setup's; the poll 10 ms later hangs.
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let e = handle.write(0, true).unwrap_err();
+    assert!(e.contains("did not take the write within 250 ms"), "{e}");
+    let e = handle.write(0, true).unwrap_err();
+    assert!(e.contains("has not finished the previous write"), "{e}");
+    assert!(
+        started.elapsed() < WRITE_WAIT * 2,
+        "the second did not wait"
+    );
+    until("the hang over", || handle.write(0, false).is_ok());
+    // The write given up on was dropped, not carried out late.
+    assert_eq!(*writes.lock().unwrap(), vec![0]);
+}

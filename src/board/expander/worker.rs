@@ -12,6 +12,7 @@
 //! answers but has forgotten its setup (a power dip) is set up again the
 //! same way. It knows nothing of MQTT or the config's names beyond words.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -52,10 +53,19 @@ pub(crate) struct Seen {
     pub(crate) why: String,
 }
 
+#[derive(Default)]
+struct Flags {
+    /// A write was sent and the worker has not taken it yet.
+    writing: AtomicBool,
+    /// A wake was sent and the worker has not taken it yet.
+    woken: AtomicBool,
+}
+
 enum Request {
     Write {
         bit: u8,
         high: bool,
+        sent: Instant,
         reply: mpsc::SyncSender<Result<(), String>>,
     },
     Wake,
@@ -66,6 +76,9 @@ enum Request {
 pub(crate) struct Handle {
     what: String,
     tx: mpsc::Sender<Request>,
+    /// What keeps the request channel bounded: at most one write and one
+    /// wake wait in it, whatever rate commands or an INT line come at.
+    flags: Arc<Flags>,
     seen: Arc<Mutex<Seen>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -80,13 +93,16 @@ impl Handle {
         }));
         let what = plan.what.clone();
         let shared = seen.clone();
+        let flags = Arc::new(Flags::default());
+        let worker_flags = flags.clone();
         let thread = std::thread::Builder::new()
             .name("pinpost-expander".into())
-            .spawn(move || Worker::new(plan, open, edges, shared).run(&rx))
+            .spawn(move || Worker::new(plan, open, edges, shared).run(&rx, &worker_flags))
             .map_err(|e| format!("cannot start the thread for {what}: {e}"))?;
         Ok(Handle {
             what,
             tx,
+            flags,
             seen,
             thread: Some(thread),
         })
@@ -106,9 +122,22 @@ impl Handle {
 
     /// Sets output `bit`, waiting at most [`WRITE_WAIT`] for the chip.
     pub(crate) fn write(&self, bit: u8, high: bool) -> Result<(), String> {
+        if self.flags.writing.swap(true, Ordering::AcqRel) {
+            // The last write is still with the worker: its bus hangs. One
+            // wait per hang, not one per command.
+            return Err(format!(
+                "{} has not finished the previous write (its bus may hang); the output was not set",
+                self.what
+            ));
+        }
         let (reply, answer) = mpsc::sync_channel(1);
         self.tx
-            .send(Request::Write { bit, high, reply })
+            .send(Request::Write {
+                bit,
+                high,
+                sent: Instant::now(),
+                reply,
+            })
             .map_err(|_| format!("{} is no longer driven (its thread ended)", self.what))?;
         match answer.recv_timeout(WRITE_WAIT) {
             Ok(result) => result,
@@ -122,17 +151,20 @@ impl Handle {
 
     /// What the INT line's edges wake.
     pub(crate) fn waker(&self) -> Waker {
-        Waker(self.tx.clone())
+        Waker(self.tx.clone(), self.flags.clone())
     }
 }
 
 /// Wakes a worker when its chip's INT line falls.
-pub(crate) struct Waker(mpsc::Sender<Request>);
+pub(crate) struct Waker(mpsc::Sender<Request>, Arc<Flags>);
 
 impl Waker {
-    /// Its INT line fell: read the chip now.
+    /// Its INT line fell: read the chip now (once, however many edges
+    /// come before the worker gets to it).
     pub(crate) fn wake(&self) {
-        let _ = self.0.send(Request::Wake);
+        if !self.1.woken.swap(true, Ordering::AcqRel) {
+            let _ = self.0.send(Request::Wake);
+        }
     }
 }
 
@@ -172,7 +204,7 @@ impl Worker {
         }
     }
 
-    fn run(mut self, rx: &mpsc::Receiver<Request>) {
+    fn run(mut self, rx: &mpsc::Receiver<Request>, flags: &Flags) {
         self.reach();
         // Kept as a time, not waited afresh after each request: writes
         // every few milliseconds must not put off the poll or the retry.
@@ -190,10 +222,25 @@ impl Worker {
             }
             match rx.recv_timeout(due - now) {
                 Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(Request::Write { bit, high, reply }) => {
-                    let _ = reply.send(self.write(bit, high));
+                Ok(Request::Write {
+                    bit,
+                    high,
+                    sent,
+                    reply,
+                }) => {
+                    // Given up on by the loop, which said it was not set:
+                    // carried out now it would switch a relay nobody asked
+                    // to switch any more.
+                    let result = if sent.elapsed() > WRITE_WAIT {
+                        Err("too late".to_string())
+                    } else {
+                        self.write(bit, high)
+                    };
+                    flags.writing.store(false, Ordering::Release);
+                    let _ = reply.send(result);
                 }
                 Ok(Request::Wake) => {
+                    flags.woken.store(false, Ordering::Release);
                     if self.answering() {
                         self.poll();
                         due = Instant::now() + self.wait();
