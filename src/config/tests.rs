@@ -290,3 +290,15 @@ fn a_bad_word_in_an_enum_like_key_lists_the_words_allowed() {
         assert_eq!(e, format!("{at} {expected}"));
     }
 }
+
+#[test]
+fn a_name_of_only_dots_is_refused_as_it_would_name_a_folder() {
+    for name in [".", "..", "..."] {
+        let e = error(&format!("[[input]]\nname = \"{name}\"\npin = 17\n"));
+        assert!(
+            e.contains("input[0].name") && e.contains("is only dots"),
+            "{e}"
+        );
+    }
+    parse("[[input]]\nname = \"a.b\"\npin = 17\n").unwrap();
+}

@@ -89,6 +89,16 @@ pub(super) fn name(
         ));
     };
     check_topic_level(name, key, o)?;
+    if name.chars().all(|c| c == '.') {
+        // A counter keeps its total in a file named after its input: "."
+        // and ".." are folders, not files.
+        return Err(o.invalid(
+            key,
+            format!(
+                "{name:?} is only dots; give a name with a letter or digit (e.g. name = \"door\")"
+            ),
+        ));
+    }
     if name == UPDATE_COMMAND {
         return Err(o.invalid(
             key,
