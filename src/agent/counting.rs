@@ -1,8 +1,9 @@
 //! The agent's counting inputs (`count = true`): the pulses the board
 //! counted, added to a total that is written to disk at once and synced
-//! before it is published on `counter/<name>`. A subscriber never sees a
-//! total that a power cut takes back; a power cut may take the pulses
-//! counted since the last published total, never more.
+//! (off the loop, by `counting_sync`) before it is published on
+//! `counter/<name>`. A subscriber never sees a total that a power cut
+//! takes back; a power cut may take the pulses counted since the last
+//! published total, never more.
 //!
 //! It knows the config's inputs and the state directory; the counting
 //! itself is `crate::counter`'s, the publishing the agent's.
@@ -11,6 +12,7 @@ use std::path::Path;
 
 use tokio::time::Instant;
 
+use super::counting_sync::CountSync;
 use crate::config::Input;
 use crate::counter::store::Store;
 use crate::counter::{Counter, Total};
@@ -22,6 +24,8 @@ const DIR: &str = "counters";
 #[derive(Debug)]
 pub(super) struct Counting {
     kept: Vec<Option<Kept>>,
+    /// Totals due are synced here and come back to be published.
+    sync: CountSync,
 }
 
 #[derive(Debug)]
@@ -74,8 +78,28 @@ impl Counting {
                     name: input.name.clone(),
                 })
             })
+            .collect::<Vec<Option<Kept>>>();
+        let files = kept
+            .iter()
+            .map(|k| {
+                let store = k.as_ref()?.store.as_ref()?;
+                store
+                    .handle()
+                    .map_err(|e| {
+                        tracing::warn!(
+                            "cannot sync {} off the loop: {}; its totals are published unsynced",
+                            store.path().display(),
+                            crate::words::io_words(&e)
+                        );
+                    })
+                    .ok()
+            })
             .collect();
-        Counting { kept }
+        let names = inputs.iter().map(|i| i.name.clone()).collect();
+        Counting {
+            kept,
+            sync: CountSync::start(files, names),
+        }
     }
 
     /// Whether input `i` counts (its level is never published).
@@ -133,17 +157,20 @@ impl Counting {
             .min()
     }
 
-    /// The totals to publish now (by input), each synced to disk first.
-    pub(super) fn due(&mut self, now: Instant) -> Vec<(usize, Total)> {
-        let mut out = Vec::new();
+    /// The totals due now go to be synced; each comes back from
+    /// [`Counting::durable`] once it is on disk.
+    pub(super) fn due(&mut self, now: Instant) {
         for (i, kept) in self.kept.iter_mut().enumerate() {
             let Some(kept) = kept else { continue };
             if let Some(total) = kept.counter.due(now) {
-                kept.sync();
-                out.push((i, total));
+                self.sync.after_sync(i, total);
             }
         }
-        out
+    }
+
+    /// The next total that is on disk, to publish. Cancel-safe.
+    pub(super) async fn durable(&mut self) -> Option<(usize, Total)> {
+        self.sync.next().await
     }
 }
 

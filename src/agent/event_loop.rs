@@ -62,6 +62,7 @@ impl Agent {
                     self.on_edge(input, pulses, Instant::now());
                 }
                 Some(outcome) = self.sensing.next() => self.on_reading(outcome),
+                Some((i, total)) = self.counting.durable() => self.publish_total(i, &total),
                 () = sleep_until(wake) => self.on_timers(Instant::now()),
                 answer = self.delivery.next_answer() => self.delivery.on_answer(answer),
                 done = update_done(&mut self.updater) => {
@@ -224,9 +225,7 @@ impl Agent {
         for i in self.inputs.due(now) {
             self.read_input(i);
         }
-        for (i, total) in self.counting.due(now) {
-            self.publish_total(i, &total);
-        }
+        self.counting.due(now);
         for (i, press) in self.buttons.due(now) {
             self.publish_press(i, press);
         }

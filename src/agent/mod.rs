@@ -24,6 +24,7 @@ mod applied;
 mod buttons;
 mod clock_view;
 mod counting;
+mod counting_sync;
 mod delivery;
 mod discovery;
 mod event_loop;

@@ -136,9 +136,7 @@ impl Agent {
                 let body = topics::result_json(command.id.as_deref(), Ok(()));
                 self.delivery
                     .send(&self.topics.result(&name), body, false, None);
-                for (i, total) in self.counting.due(now) {
-                    self.publish_total(i, &total);
-                }
+                self.counting.due(now);
             }
             Err(error) => self.refuse(&name, command.id.as_deref(), &error),
         }

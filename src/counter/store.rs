@@ -104,6 +104,11 @@ impl Store {
         self.file.sync_data()
     }
 
+    /// The same open file, for syncing on another thread.
+    pub(crate) fn handle(&self) -> io::Result<std::fs::File> {
+        self.file.try_clone()
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
