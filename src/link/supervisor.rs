@@ -64,18 +64,49 @@ impl Brokers {
 }
 
 /// Ends the current connection politely (DISCONNECT, so the broker does
-/// not publish the will) and drops it; the next poll connects again with
-/// the options as they are now. Whatever rumqttc held for the connection
-/// is kept in `pending`, for the tracker to take.
-async fn renew_session(eventloop: &mut EventLoop) {
+/// not publish the will), reads the PUBACKs the broker still sends until it
+/// closes (each reported acknowledged, so it is not sent again: QoS 1
+/// allows the duplicate, a subscriber counting readings does not need it),
+/// and drops it; the next poll connects again with the options as they are
+/// now. Whatever rumqttc held unacknowledged is kept in `pending`, for the
+/// tracker to take.
+async fn renew_session(
+    eventloop: &mut EventLoop,
+    tracker: &mut Tracker,
+    tx: &mpsc::Sender<LinkEvent>,
+) {
     if let Some(network) = eventloop.network.as_mut() {
         // A DISCONNECT is two bytes: if they do not leave in this long, the
         // connection is as good as dead anyway.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let sent = tokio::time::timeout(Duration::from_secs(5), async {
             network.write(Packet::Disconnect).await?;
             network.flush().await
         })
         .await;
+        if matches!(sent, Ok(Ok(()))) {
+            let state = &mut eventloop.state;
+            let _ = tokio::time::timeout(DRAIN_LIMIT, async {
+                while network.readb(state).await.is_ok() {}
+            })
+            .await;
+        }
+    }
+    // The PUBACKs read now; anything else (a command that came meanwhile)
+    // stays queued for the polls after the reconnect.
+    let events = std::mem::take(&mut eventloop.state.events);
+    for event in events {
+        if let Event::Incoming(Packet::PubAck(ack)) = &event {
+            if let Ack::Publish(token) = tracker.acked(ack.pkid) {
+                let _ = tx
+                    .send(LinkEvent::Acked {
+                        pkid: ack.pkid,
+                        token,
+                    })
+                    .await;
+            }
+        } else {
+            eventloop.state.events.push_back(event);
+        }
     }
     eventloop.clean();
 }
@@ -165,7 +196,7 @@ pub(super) async fn drive(
                 // handshake): a DISCONNECT, so no Last Will, and what was in
                 // flight goes again on the new connection.
                 tracing::debug!("reconnecting as asked");
-                renew_session(&mut eventloop).await;
+                renew_session(&mut eventloop, &mut tracker, &tx).await;
                 tracker.lost(&mut eventloop.pending);
                 connected = false;
                 connection = Connection::default();
@@ -259,7 +290,7 @@ pub(super) async fn drive(
                      large to read; any commands it had queued were lost with it (MQTT does \
                      not say how many). Making a new persistent session"
                 );
-                renew_session(&mut eventloop).await;
+                renew_session(&mut eventloop, &mut tracker, &tx).await;
                 tracker.lost(&mut eventloop.pending);
                 continue;
             }
