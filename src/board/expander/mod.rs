@@ -10,6 +10,7 @@
 //! backend directly, as before. It knows nothing of MQTT or debounce.
 
 mod chips;
+mod pi_bus;
 pub(crate) mod sim;
 mod worker;
 
@@ -158,7 +159,7 @@ fn opener(config: &Config, n: usize, world: Option<&Arc<Mutex<sim::World>>>) -> 
     }
     Box::new(move || {
         let bus = rppal::i2c::I2c::with_bus(e.bus).map_err(|err| open_words(e.bus, &err))?;
-        Ok(port(e.chip, bus, e.address))
+        Ok(port(e.chip, pi_bus::PiBus(bus), e.address))
     })
 }
 
@@ -176,7 +177,9 @@ where
 /// Whether expander `e` answers on its bus: one read, nothing written.
 pub(crate) fn probe(e: &crate::config::Expander) -> Result<(), String> {
     let bus = rppal::i2c::I2c::with_bus(e.bus).map_err(|err| open_words(e.bus, &err))?;
-    port(e.chip, bus, e.address).read().map(|_| ())
+    port(e.chip, pi_bus::PiBus(bus), e.address)
+        .read()
+        .map(|_| ())
 }
 
 fn open_words(bus: u8, err: &rppal::i2c::Error) -> String {

@@ -1,0 +1,98 @@
+//! rppal's `/dev/i2c-N` as the chips need it, mending two things its
+//! embedded-hal adapter (rppal 0.22) does not do:
+//!
+//! - A chip that does not acknowledge is `ErrorKind::Other` there, so a
+//!   missing expander was said as "the I2C transfer failed: I/O error:
+//!   Remote I/O error (os error 121)" (seen on the emulated Pi's
+//!   i2c-bcm2835, scripts/pi-emu.sh). The kernel's I2C drivers say no
+//!   acknowledge with EREMOTEIO (i2c-bcm2835) or ENXIO (the address
+//!   phase, on others; Documentation/i2c/fault-codes.rst); both are
+//!   `NoAcknowledge` here, so [`super::chips::words`] says "nothing
+//!   answers at 0x27".
+//! - Its `write_read` is a write, a STOP and a separate read: another
+//!   program's transfer to the chip between them moves the register
+//!   pointer, and the read gets other registers (a spurious "forgot its
+//!   setup", inputs read from the wrong register). Here it is one
+//!   `I2C_RDWR`: the write, a repeated START and the read, as the
+//!   MCP23017's datasheet draws a register read.
+
+use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operation};
+
+/// One `/dev/i2c-N`, opened by rppal.
+pub(crate) struct PiBus(pub(crate) rppal::i2c::I2c);
+
+/// rppal's error, with the kernel's "no acknowledge" told apart.
+#[derive(Debug)]
+pub(crate) struct PiBusError(pub(crate) rppal::i2c::Error);
+
+impl std::fmt::Display for PiBusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl embedded_hal::i2c::Error for PiBusError {
+    fn kind(&self) -> ErrorKind {
+        match &self.0 {
+            rppal::i2c::Error::Io(e)
+                if matches!(e.raw_os_error(), Some(libc::EREMOTEIO | libc::ENXIO)) =>
+            {
+                ErrorKind::NoAcknowledge(NoAcknowledgeSource::Unknown)
+            }
+            other => embedded_hal::i2c::Error::kind(other),
+        }
+    }
+}
+
+impl ErrorType for PiBus {
+    type Error = PiBusError;
+}
+
+impl I2c for PiBus {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), PiBusError> {
+        I2c::transaction(&mut self.0, address, operations).map_err(PiBusError)
+    }
+
+    fn write_read(&mut self, address: u8, write: &[u8], read: &mut [u8]) -> Result<(), PiBusError> {
+        self.0
+            .set_slave_address(u16::from(address))
+            .map_err(PiBusError)?;
+        self.0.write_read(write, read).map_err(PiBusError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PiBusError;
+    use crate::board::expander::chips::words;
+
+    fn from_errno(errno: i32) -> PiBusError {
+        PiBusError(rppal::i2c::Error::Io(std::io::Error::from_raw_os_error(
+            errno,
+        )))
+    }
+
+    #[test]
+    fn the_kernels_no_acknowledge_is_said_as_nothing_answering() {
+        // i2c-bcm2835's NACK (what the emulated Pi's kernel gave for a
+        // PCF8574 configured at 0x27 where nothing is), and ENXIO.
+        for errno in [libc::EREMOTEIO, libc::ENXIO] {
+            let said = words(&from_errno(errno), 0x27);
+            assert!(
+                said.starts_with("nothing answers at 0x27"),
+                "errno {errno}: {said}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_bus_errors_keep_the_kernels_words() {
+        let said = words(&from_errno(libc::EIO), 0x20);
+        assert!(said.starts_with("the I2C transfer failed: "), "{said}");
+        assert!(said.contains("os error 5"), "{said}");
+    }
+}
