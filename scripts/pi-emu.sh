@@ -4,8 +4,8 @@
 # proves there what the sim board cannot: GPIO through the kernel's
 # character device and through rppal's registers, the agent against a
 # Mosquitto inside the guest moving the BCM283x's real GPLEV bits, hardware
-# PWM, a BME280 on a real I2C bus and the scan that finds it, and the
-# errors a Debian Pi shows. Pin levels and pin functions are read from the
+# PWM, a BME280 and an MCP23017 GPIO expander on a real I2C bus and the
+# scan that finds them, and the errors a Debian Pi shows. Pin levels and pin functions are read from the
 # machine by QEMU's monitor (scripts/pi-emu/drive.py), never from pinpost.
 # Prints one PASS/FAIL line per check and a summary; exits non-zero when
 # any check fails or is missing (issue 27, section 2).
@@ -23,10 +23,15 @@
 #   overlay  raspi3b with a dtb routing PWM0 to GPIO18 (dtoverlay=pwm): PWM
 #            through the character-device backend and /sys/class/pwm
 #   i2c      raspi3b on bookworm-backports' QEMU 10 with a BME280 register
-#            image behind an at24c EEPROM at 0x76 and QEMU's tmp105 at 0x48
-#            on i2c-bus.1: the BME280 read through pinpost's config, and
-#            `pinpost sensors --scan` on every bus (only 0x48 and 0x76
-#            listed, 0x76 named a BME280, its [[sensor]] section read back)
+#            image behind an at24c EEPROM at 0x76, QEMU's tmp105 at 0x48
+#            and a writable at24c at 0x20 standing in for an MCP23017's
+#            register file on i2c-bus.1: the BME280 read through pinpost's
+#            config; `pinpost sensors --scan` on every bus (only 0x20, 0x48
+#            and 0x76 listed, 0x76 named a BME280, its [[sensor]] section
+#            read back); `pinpost run` with the MCP23017 as an [[expander]]
+#            (its setup, inputs, a command and re-setup after the guest
+#            resets its registers, checked with busybox i2ctransfer) and a
+#            PCF8574 where nothing answers (0x27) said in words
 #   pi2      raspi2b, Debian's armhf kernel, the armv7 binary
 #
 # Material is cached under target/pi-emu/ (keyed by RECIPE below): the
@@ -470,14 +475,22 @@ boot_i2c() {
   local image=$RUN/bme280.img
   python3 scripts/pi-emu/bme280.py "$image" >"$RUN/bme280.expected"
   # Its own modules, not the system 7.2's (which it refuses to load).
+  # The EEPROM at 0x20 stands in for an MCP23017's register file. It has no
+  # drive: QEMU counts a drive's size in 512-byte sectors, so a 256-byte
+  # image is refused, and with 512 bytes and a one-byte pointer the
+  # EEPROM's address bit 8 is the previous pointer's bit 0, so writes
+  # would land in either half. It starts zeroed; the guest writes the
+  # chip's power-on registers into it (guest.sh, mcp23017_pins).
   QEMU_MODULE_DIR=$MAT/qemu10/usr/lib/x86_64-linux-gnu/qemu \
     boot i2c "$QEMU10" raspi3b "$MAT/arm64/vmlinuz" "$MAT/arm64/stock.dtb" "$RUN/arm64.gz" \
-    "$RASPI3_APPEND pe.checks=bme280_reading,bme280_absent,i2c_scan" \
+    "$RASPI3_APPEND pe.checks=bme280_reading,bme280_absent,i2c_scan,mcp23017_pins" \
     -L "$MAT/qemu10/usr/share/qemu" \
     -drive "if=none,id=bme280,format=raw,file=$image" \
     -device at24c-eeprom,bus=i2c-bus.1,address=0x76,rom-size=512,address-size=1,writable=off,drive=bme280 \
-    -device tmp105,bus=i2c-bus.1,address=0x48
-  collect i2c bme280-reading bme280-absent i2c-scan
+    -device tmp105,bus=i2c-bus.1,address=0x48 \
+    -device at24c-eeprom,bus=i2c-bus.1,address=0x20,rom-size=256,address-size=1,writable=on
+  collect i2c bme280-reading bme280-absent i2c-scan mcp23017/setup mcp23017/inputs mcp23017/command \
+    mcp23017/forgot-setup mcp23017/ghost
 }
 
 boot_pi2() {

@@ -579,9 +579,10 @@ bme280_absent() {
 }
 
 # `pinpost sensors --scan` on the same bus, which also holds QEMU's tmp105
-# at 0x48: i2c-1 lists 0x76 as a BME280 (its id register 0xD0 is 0x60) and
-# 0x48 with the chips known there, and no address where nothing is (every
-# other address on every bus, 0x77 among them); the [[sensor]] section it
+# at 0x48 and the MCP23017 stand-in at 0x20: i2c-1 lists 0x76 as a BME280
+# (its id register 0xD0 is 0x60), 0x48 with the chips known there and 0x20
+# as a GPIO expander, and no address where nothing is (every other address
+# on every bus, 0x77 and 0x27 among them); the [[sensor]] section it
 # prints for 0x76, pasted into a config, reads what bme280_reading reads.
 i2c_scan() {
   pinpost sensors --scan >/tmp/scan.out 2>&1
@@ -597,7 +598,8 @@ i2c_scan() {
   *ADS1115*TMP102*) ;;
   *) bad="$bad; i2c-1 does not list 0x48 (QEMU's tmp105) with the chips known there (ADS1115, TMP102)" ;;
   esac
-  extra=$(echo "$listed" | grep -v -E '^i2c-1 0x(48|76)  ' | grep . | cut -c1-12 | oneline)
+  echo "$listed" | grep -q '^i2c-1 0x20  .*MCP23017' || bad="$bad; i2c-1 does not list 0x20 as an MCP23017 (GPIO expander)"
+  extra=$(echo "$listed" | grep -v -E '^i2c-1 0x(20|48|76)  ' | grep . | cut -c1-12 | oneline)
   [ -z "$extra" ] || bad="$bad; listed where no device is: $extra"
   echo "$listed" | grep -q ' 0x77  ' && bad="$bad; 0x77 listed (nothing is there)"
   # The printed section for 0x76, from its [[sensor]] line to the blank line.
@@ -626,6 +628,118 @@ i2c_scan() {
   else
     fail i2c-scan "${bad#; }; the scan's I2C part: $(sed -n '/^I2C/,/^$/p' /tmp/scan.out | oneline)"
   fi
+}
+
+# QEMU 10's at24c EEPROM at 0x20 on BSC1 stands in for an MCP23017's
+# register file (BANK = 0): it keeps what is written from the pointer on
+# and reads back from the pointer, as the chip does; its GPIO registers do
+# not follow pins. It starts zeroed; this writes the chip's power-on
+# registers into it (IODIR 0xFF 0xFF, every other register 0; DS20001952C
+# table 3-1) and GPIOA = 0b00000101, the input levels pinpost must read
+# (A0 and A2 high, A1 low), before pinpost starts. Each write is its own
+# transfer: of several write messages in one I2C_RDWR, only the first
+# reaches the EEPROM on this QEMU and kernel (a write and a read in one
+# I2C_RDWR work, as mcp_regs shows). `pinpost run`
+# on the cdev board with the chip as mcp0 (inputs A0, A1 pulled up, A2 not;
+# outputs B0 initial on, B1 off) and a PCF8574 "ghost" at 0x27, where
+# nothing answers. Registers are read with busybox i2ctransfer (one I2C_RDWR
+# of a write and a read, so the pointer cannot move between them).
+mcp_put() { # REGISTER A B
+  i2ctransfer -y 1 w3@0x20 "$1" "$2" "$3" || info "cannot write $1 at 0x20"
+}
+mcp_regs() { # REGISTER: its two bytes, A then B ("0xff 0xfc")
+  i2ctransfer -y 1 w1@0x20 "$1" r2@0x20 2>&1 | oneline | sed 's/ *$//'
+}
+mcp23017_pins() {
+  n=mcp23017
+  broker_up
+  agent_config "/tmp/$n.toml" cdev \
+    '[[expander]]' 'name = "mcp0"' 'chip = "mcp23017"' 'bus = 1' 'address = 0x20' 'poll_interval = "100ms"' \
+    '[[expander]]' 'name = "ghost"' 'chip = "pcf8574"' 'bus = 1' 'address = 0x27' \
+    '[[input]]' 'name = "a0"' 'pin = "mcp0:A0"' 'pull = "up"' \
+    '[[input]]' 'name = "a1"' 'pin = "mcp0:A1"' 'pull = "up"' \
+    '[[input]]' 'name = "a2"' 'pin = "mcp0:A2"' 'pull = "none"' \
+    '[[input]]' 'name = "g0"' 'pin = "ghost:P0"' \
+    '[[output]]' 'name = "b0"' 'pin = "mcp0:B0"' 'initial = "on"' \
+    '[[output]]' 'name = "b1"' 'pin = "mcp0:B1"' 'initial = "off"'
+  mcp_put 0x00 0xff 0xff
+  mcp_put 0x12 0x05 0x00
+  info "before pinpost: IODIR $(mcp_regs 0x00), OLAT $(mcp_regs 0x14), GPIO $(mcp_regs 0x12)"
+  sub_start "/tmp/$n.sub"
+  agent_start "$n" "/tmp/$n.toml" "/tmp/$n.sub" "$n/setup" "$n/inputs" "$n/command" "$n/forgot-setup" "$n/ghost" || return
+  log=/tmp/$n.log
+  # Setup: directions (B0, B1 outputs), latches (B0 on), pull-ups (A0, A1).
+  wait_for 10 seen "$log" 'expander mcp0 .* set up'
+  iodir=$(mcp_regs 0x00) olat=$(mcp_regs 0x14) gppu=$(mcp_regs 0x0c) iocon=$(i2cget -y 1 0x20 0x0a 2>&1)
+  said=$(grep 'expander mcp0 .* set up' "$log" | head -n 1 | oneline)
+  if [ "$iodir" = "0xff 0xfc" ] && [ "$olat" = "0x00 0x01" ] && [ "$gppu" = "0x03 0x00" ] && [ "$iocon" = 0x00 ] && [ -n "$said" ]; then
+    pass "$n/setup" "IODIR A,B $iodir, OLAT $olat, GPPU $gppu, IOCON $iocon; log: $said"
+  else
+    fail "$n/setup" "IODIR '$iodir' (want 0xff 0xfc), OLAT '$olat' (want 0x00 0x01), GPPU '$gppu' (want 0x03 0x00), IOCON '$iocon' (want 0x00), set up said: '$said'; agent: $(oneline <"$log")"
+  fi
+  # The inputs as the agent published them: the image's GPIOA 0b101.
+  got='' bad=''
+  for pv in a0:true a1:false a2:true; do
+    p=${pv%%:*} want=${pv#*:}
+    wait_for 10 sh -c "grep -q '^$PREFIX/input/$p ' /tmp/$n.sub"
+    line=$(grep "^$PREFIX/input/$p " "/tmp/$n.sub" | tail -n 1)
+    got="$got input/$p $(echo "$line" | grep -o '"value":[a-z]*' | head -n 1);"
+    echo "$line" | grep -q "\"value\":$want" || bad="$bad $p (want $want)"
+  done
+  if [ -z "$bad" ]; then
+    pass "$n/inputs" "GPIOA $(mcp_regs 0x12 | cut -d' ' -f1) (A0 high, A1 low, A2 high) published as:$got"
+  else
+    fail "$n/inputs" "wrong or missing:$bad; published:$got GPIO $(mcp_regs 0x12); agent: $(oneline <"$log")"
+  fi
+  # A command turns B1 on: OLATB 0x01 -> 0x03, A's latch untouched.
+  before=$(i2cget -y 1 0x20 0x15 2>&1)
+  pub "$PREFIX/cmd/b1" '{"id":"x1","action":"on"}'
+  wait_for 20 seen "/tmp/$n.sub" "cmd/b1/result {\"id\":\"x1\""
+  result=$(grep 'cmd/b1/result' "/tmp/$n.sub" | head -n 1)
+  after=$(i2cget -y 1 0x20 0x15 2>&1) olat=$(mcp_regs 0x14)
+  if [ "$before" = 0x01 ] && [ "$after" = 0x03 ] && [ "$olat" = "0x00 0x03" ] && echo "$result" | grep -q '"ok":true'; then
+    pass "$n/command" "cmd/b1 on: OLATB $before -> $after (OLAT A,B $olat), IODIR $(mcp_regs 0x00); $result"
+  else
+    fail "$n/command" "cmd/b1 on: OLATB $before -> $after (want 0x01 -> 0x03), OLAT '$olat'; result: '$result'; agent: $(oneline <"$log")"
+  fi
+  # A power-on reset as the chip would see it, written from the guest:
+  # latches and pull-ups 0, then every pin an input (IODIR last: it is what
+  # the agent asks for every second). The agent must set the chip up again,
+  # its latches as last set (B1 on). Only a "forgot" said after the reset
+  # counts.
+  forgot0=$(grep -c 'forgot its setup' "$log")
+  mcp_put 0x14 0x00 0x00
+  mcp_put 0x0c 0x00 0x00
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  mcp_put 0x00 0xff 0xff
+  # Registers 0x00-0x15 in one read, at once (the agent may already be
+  # setting the chip up again: it writes IODIR last).
+  reset="registers 0x00-0x15 just after: $(i2ctransfer -y 1 w1@0x20 0x00 r22@0x20 2>&1 | oneline | sed 's/ *$//') (forgot said $forgot0 times before)"
+  if wait_for 3 sh -c "[ \$(grep -c 'expander mcp0 .* forgot its setup' $log) -gt $forgot0 ]"; then
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    sleep 0.3
+    iodir=$(mcp_regs 0x00) olat=$(mcp_regs 0x14) gppu=$(mcp_regs 0x0c)
+    said=$(grep 'forgot its setup' "$log" | tail -n 1 | oneline)
+    took=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    if [ "$iodir" = "0xff 0xfc" ] && [ "$olat" = "0x00 0x03" ] && [ "$gppu" = "0x03 0x00" ] && [ "$forgot0" = 0 ]; then
+      pass "$n/forgot-setup" "the guest wrote OLAT 0x00 0x00, GPPU 0x00 0x00, IODIR 0xff 0xff; $reset; said $took s after IODIR was reset: $said; then IODIR $iodir, OLAT $olat (B1 on kept), GPPU $gppu"
+    else
+      fail "$n/forgot-setup" "$reset (want 0 before); said $took s after IODIR was reset, then IODIR '$iodir' (want 0xff 0xfc), OLAT '$olat' (want 0x00 0x03), GPPU '$gppu' (want 0x03 0x00)"
+    fi
+  else
+    fail "$n/forgot-setup" "$reset; no 'forgot its setup' within 3 s; IODIR now $(mcp_regs 0x00); agent: $(oneline <"$log")"
+  fi
+  # The ghost: said once, in words, and the agent goes on (it is still
+  # running and answered the command above).
+  line=$(grep 'expander ghost' "$log" | grep 'does not answer' | head -n 1 | oneline)
+  if echo "$line" | grep -q 'does not answer: nothing answers at 0x27' && kill -0 "$AGENT" 2>/dev/null; then
+    pass "$n/ghost" "agent still running, status $(grep "^$PREFIX/status " "/tmp/$n.sub" | tail -n 1 | cut -d' ' -f2); log: $line"
+  else
+    fail "$n/ghost" "want 'does not answer: nothing answers at 0x27' and the agent running ($(kill -0 "$AGENT" 2>/dev/null && echo running || echo ended)); log: ${line:-$(grep ghost "$log" | oneline)}"
+  fi
+  kill -TERM "$AGENT"
+  wait "$AGENT"
+  sub_stop
 }
 
 # ---------------------------------------------------------------- main
