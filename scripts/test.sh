@@ -58,7 +58,8 @@ scripts/throwaway-root.sh >/dev/null
 scripts/vm-test.sh
 # pinpost's own arm64 and armv7 binaries on an emulated Raspberry Pi 3 and 2
 # (QEMU raspi3b/raspi2b, Debian's kernels; QEMU 10 from bookworm-backports
-# for I2C): GPIO, the agent, PWM, a BME280 and `sensors --scan`, with pin
+# for I2C): GPIO, the agent, PWM, a BME280, an MCP23017 expander (an EEPROM
+# standing in for its registers) and `sensors --scan`, with pin
 # levels read by QEMU's monitor, and the errors a Debian Pi shows (issues
 # 27 and 31). Reuses target/vm's root; caches the rest in target/pi-emu/.
 scripts/pi-emu.sh
