@@ -10,11 +10,11 @@
 //!
 //! The modules form one-way layers, none importing one that imports it:
 //! `raw`, `source`, `error` and `endpoints` know no other; `origins` (where
-//! a key was set) and `model` (the checked types) build on those; `values`
-//! holds the parsers several sections share; one module per section
-//! (`device`, `broker`, `profile`, `reconnect`, `pins`, `outbox`, `sensors`,
-//! `clock`, `homeassistant`) checks its keys; `build` only runs them in order, and
-//! this file only re-exports and reads the file.
+//! a key was set), `model` and `sensor_model` (the checked types) build on
+//! those; `values` holds the parsers several sections share; one module per
+//! section (`device`, `broker`, `profile`, `reconnect`, `pins`, `outbox`,
+//! `sensors`, `clock`, `homeassistant`) checks its keys; `build` only runs
+//! them in order, and this file only re-exports and reads the file.
 
 mod broker;
 mod build;
@@ -37,6 +37,7 @@ pub(crate) mod pins;
 mod profile;
 mod raw;
 mod reconnect;
+mod sensor_model;
 mod sensors;
 mod sim;
 pub(crate) mod source;
@@ -59,12 +60,13 @@ pub use error::{ConfigError, Place};
 pub use homeassistant::{
     Component, DiscoveryForm, Entity, EntityCategory, HomeAssistant, SensorEntity,
 };
-pub(crate) use model::Published;
 pub use model::{
     Board, BoardKind, Broker, CommandRules, Credentials, Device, DropPolicy, Input, Outbox, Output,
-    Profile, Pull, Reconnect, Secret, Sensor, SensorKind, SimPulses, SourcedPath, Tls, TlsVersion,
+    Profile, Pull, Reconnect, Secret, SimPulses, SourcedPath, Tls, TlsVersion,
 };
 pub use overrides::Overrides;
+pub(crate) use sensor_model::Published;
+pub use sensor_model::{Sensor, SensorKind};
 pub(crate) use source::CONFIG_ENV;
 pub(crate) use source::Chosen;
 pub use update::{Install, Update};

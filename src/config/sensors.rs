@@ -8,9 +8,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::model::{Sensor, SensorKind};
 use super::origins::Origins;
 use super::raw::{RawAddress, RawConfig, RawSensor};
+use super::sensor_model::{Sensor, SensorKind};
 use super::values::{duration, name, word};
 
 const INTERVAL_DEFAULT: Duration = Duration::from_secs(10);

@@ -12,9 +12,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::model::{Broker, CommandRules, Input, Output, Sensor};
+use super::model::{Broker, CommandRules, Input, Output};
 use super::origins::Origins;
 use super::raw::{RawConfig, RawEntity};
+use super::sensor_model::Sensor;
 use super::values::{duration, word};
 
 /// At most this long (a random part of it) before answering HA's birth
