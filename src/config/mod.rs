@@ -66,7 +66,7 @@ pub use model::{
 };
 pub use overrides::Overrides;
 pub(crate) use sensor_model::Published;
-pub use sensor_model::{Sensor, SensorKind};
+pub use sensor_model::{LightResolution, Sensor, SensorKind};
 pub(crate) use source::CONFIG_ENV;
 pub(crate) use source::Chosen;
 pub use update::{Install, Update};

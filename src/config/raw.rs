@@ -241,6 +241,7 @@ pub struct RawSensor {
     pub address: Option<RawAddress>,
     pub channels: Option<Vec<i64>>,
     pub gain: Option<f64>,
+    pub resolution: Option<String>,
     pub homeassistant: Option<RawEntity>,
 }
 

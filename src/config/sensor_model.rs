@@ -103,6 +103,45 @@ pub enum SensorKind {
         /// The chip's I2C address.
         address: u8,
     },
+    /// ROHM BH1750: illuminance in lux over I2C.
+    Bh1750 {
+        /// The I2C bus (`/dev/i2c-1` is bus 1).
+        bus: u8,
+        /// The chip's I2C address.
+        address: u8,
+        /// How finely it measures (and so how long it takes).
+        resolution: LightResolution,
+    },
+}
+
+/// A BH1750's measuring mode: `high` (1 lx steps, up to 180 ms), `high2`
+/// (0.5 lx, up to 180 ms) or `low` (4 lx, up to 24 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LightResolution {
+    /// 1 lx steps.
+    #[default]
+    High,
+    /// 0.5 lx steps, for dim places.
+    High2,
+    /// 4 lx steps, quicker.
+    Low,
+}
+
+impl std::str::FromStr for LightResolution {
+    type Err = String;
+
+    /// `resolution`: `"high"`, `"high2"` or `"low"`.
+    fn from_str(word: &str) -> Result<Self, String> {
+        match word {
+            "high" => Ok(LightResolution::High),
+            "high2" => Ok(LightResolution::High2),
+            "low" => Ok(LightResolution::Low),
+            other => Err(format!(
+                "{other:?} is not a BH1750 resolution; allowed: \"high\" (1 lx, the default), \
+                 \"high2\" (0.5 lx, for dim places) or \"low\" (4 lx, quicker)"
+            )),
+        }
+    }
 }
 
 impl SensorKind {
@@ -112,7 +151,8 @@ impl SensorKind {
             SensorKind::Bme280 { bus, .. }
             | SensorKind::Bmp280 { bus, .. }
             | SensorKind::Ads1115 { bus, .. }
-            | SensorKind::Sht3x { bus, .. } => Some(*bus),
+            | SensorKind::Sht3x { bus, .. }
+            | SensorKind::Bh1750 { bus, .. } => Some(*bus),
             _ => None,
         }
     }
@@ -167,6 +207,7 @@ impl SensorKind {
             ]),
             SensorKind::Bmp280 { .. } => named(&[("temperature", "°C"), ("pressure", "hPa")]),
             SensorKind::Sht3x { .. } => named(&[("temperature", "°C"), ("humidity", "%")]),
+            SensorKind::Bh1750 { .. } => one("lx"),
             SensorKind::Ads1115 { channels, .. } => Some(
                 channels
                     .iter()

@@ -10,14 +10,14 @@ use std::time::Duration;
 use super::error::ConfigError;
 use super::origins::Origins;
 use super::raw::{RawAddress, RawConfig, RawSensor};
-use super::sensor_model::{Sensor, SensorKind};
+use super::sensor_model::{LightResolution, Sensor, SensorKind};
 use super::values::{duration, name, word};
 
 const INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
 const TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 const RETRIES_DEFAULT: i64 = 2;
 const KINDS: &str = "\"file\", \"ds18b20\", \"cpu_temperature\", \"system\", \"bme280\", \
-                     \"bmp280\", \"ads1115\", \"sht3x\" or \"sim\"";
+                     \"bmp280\", \"ads1115\", \"sht3x\", \"bh1750\" or \"sim\"";
 
 /// The word of `kind`: which driver reads the sensor, and so which keys
 /// mean something to it.
@@ -32,6 +32,7 @@ enum Kind {
     Bmp280,
     Sht3x,
     Ads1115,
+    Bh1750,
 }
 
 impl FromStr for Kind {
@@ -46,7 +47,7 @@ impl FromStr for Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 10] = [
         Kind::Sim,
         Kind::File,
         Kind::Ds18b20,
@@ -56,6 +57,7 @@ impl Kind {
         Kind::Bmp280,
         Kind::Sht3x,
         Kind::Ads1115,
+        Kind::Bh1750,
     ];
 
     /// The word the file says.
@@ -70,6 +72,7 @@ impl Kind {
             Kind::Bmp280 => "bmp280",
             Kind::Sht3x => "sht3x",
             Kind::Ads1115 => "ads1115",
+            Kind::Bh1750 => "bh1750",
         }
     }
 
@@ -83,6 +86,7 @@ impl Kind {
             Kind::System => &["path", "disk"],
             Kind::Bme280 | Kind::Bmp280 | Kind::Sht3x => &["bus", "address"],
             Kind::Ads1115 => &["bus", "address", "channels", "gain"],
+            Kind::Bh1750 => &["bus", "address", "resolution"],
         }
     }
 }
@@ -155,6 +159,7 @@ fn kind(
         ("address", r.address.is_some()),
         ("channels", r.channels.is_some()),
         ("gain", r.gain.is_some()),
+        ("resolution", r.resolution.is_some()),
     ];
     if let Some((key, _)) = given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
         return Err(o.invalid(
@@ -265,6 +270,12 @@ fn kind(
                 gain,
             }
         }
+        Kind::Bh1750 => SensorKind::Bh1750 {
+            bus: bus()?,
+            address: address(&r.address, &[0x23, 0x5c], &at("address"), o)?,
+            resolution: word::<LightResolution>(r.resolution.as_deref(), &at("resolution"), o)?
+                .unwrap_or_default(),
+        },
     })
 }
 
@@ -329,7 +340,7 @@ fn address(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Overrides, SensorKind, from_text};
+    use crate::config::{LightResolution, Overrides, SensorKind, from_text};
     use std::time::Duration;
 
     fn parse(sensor: &str) -> Result<crate::config::Config, String> {
@@ -339,6 +350,11 @@ mod tests {
             &Overrides::default(),
         )
         .map_err(|e| e.to_string())
+    }
+
+    /// The kind of the one sensor in `sensor`, which must be valid.
+    fn kind(sensor: &str) -> SensorKind {
+        parse(sensor).unwrap().sensors[0].kind.clone()
     }
 
     #[test]
@@ -403,5 +419,36 @@ mod tests {
         assert!(e.contains("sensor[0].regex"), "{e}");
         let e = parse("kind = \"ads1115\"\ngain = 3.0\n").unwrap_err();
         assert!(e.contains("6.144"), "{e}");
+    }
+
+    #[test]
+    fn a_bh1750_reads_its_address_and_resolution() {
+        assert_eq!(
+            kind("kind = \"bh1750\"\naddress = 0x5c\nresolution = \"high2\"\n"),
+            SensorKind::Bh1750 {
+                bus: 1,
+                address: 0x5c,
+                resolution: LightResolution::High2
+            }
+        );
+        assert_eq!(
+            kind("kind = \"bh1750\"\n"),
+            SensorKind::Bh1750 {
+                bus: 1,
+                address: 0x23,
+                resolution: LightResolution::High
+            }
+        );
+        let e = parse("kind = \"bh1750\"\nresolution = \"fine\"\n").unwrap_err();
+        assert!(
+            e.contains("sensor[0].resolution") && e.contains("\"high2\""),
+            "{e}"
+        );
+        let e = parse("kind = \"bh1750\"\ngain = 1.0\n").unwrap_err();
+        assert!(
+            e.contains("sensor[0].gain: does not apply to kind = \"bh1750\"")
+                && e.contains("resolution"),
+            "{e}"
+        );
     }
 }

@@ -114,7 +114,8 @@ pub(crate) fn open(sensor: &config::Sensor) -> Box<dyn Sensor> {
         SensorKind::Bme280 { .. }
         | SensorKind::Bmp280 { .. }
         | SensorKind::Ads1115 { .. }
-        | SensorKind::Sht3x { .. } => Box::new(i2c::Unopened),
+        | SensorKind::Sht3x { .. }
+        | SensorKind::Bh1750 { .. } => Box::new(i2c::Unopened),
     }
 }
 

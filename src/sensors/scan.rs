@@ -90,15 +90,16 @@ fn judge(bus_number: u8, address: u8, bus: &mut dyn Bus) -> Found {
             None,
         ),
         0x23 => (
-            "BH1750 (light), or an MCP23017/PCF8574 (GPIO expander)".to_string(),
-            None,
+            "BH1750 (light), or an MCP23017/PCF8574 (GPIO expander) at the same address"
+                .to_string(),
+            section("bh1750"),
         ),
         0x20..=0x27 => ("MCP23017 or PCF8574 (GPIO expander)".to_string(), None),
         0x38..=0x3f => (
             "PCF8574A (GPIO expander), or an SSD1306 display at 0x3c/0x3d".to_string(),
             None,
         ),
-        0x5c => ("BH1750 (light)".to_string(), None),
+        0x5c => ("BH1750 (light)".to_string(), section("bh1750")),
         0x62 => ("SCD4x (CO2)".to_string(), None),
         0x68 => (
             "DS3231 / DS1307 (real-time clock) or MPU-6050".to_string(),
@@ -283,12 +284,14 @@ mod tests {
             (0x20, HashMap::new()),
             (0x62, HashMap::new()),
             (0x03, HashMap::new()),
+            (0x23, HashMap::new()),
+            (0x5c, HashMap::new()),
         ]));
         let found = scan_bus(1, &mut bus);
         let at: Vec<u8> = found.iter().map(|f| f.address).collect();
         assert_eq!(
             at,
-            [0x20, 0x44, 0x48, 0x62, 0x76, 0x77],
+            [0x20, 0x23, 0x44, 0x48, 0x5c, 0x62, 0x76, 0x77],
             "0x03 is reserved: not probed"
         );
         let by = |a: u8| found.iter().find(|f| f.address == a).unwrap();
@@ -311,11 +314,21 @@ mod tests {
             "no section for a chip pinpost does not read"
         );
         assert!(by(0x62).likely.contains("SCD4x"));
+        for (address, kind) in [(0x23, "bh1750"), (0x5c, "bh1750")] {
+            let section = by(address).section.clone().unwrap_or_default();
+            assert!(
+                section.contains(&format!(
+                    "kind = \"{kind}\"\nbus = 1\naddress = 0x{address:02x}"
+                )),
+                "0x{address:02x}: {section}"
+            );
+        }
+        assert!(by(0x23).likely.contains("or an MCP23017"), "named as both");
         // Every section printed is a config pinpost takes as it is.
         let sections: Vec<String> = found.iter().filter_map(|f| f.section.clone()).collect();
         let text = format!("[device]\nid = \"pi\"\n{}", sections.join("\n"));
         let config = crate::config::from_text(&text, None, &Default::default()).unwrap();
-        assert_eq!(config.sensors.len(), 4);
+        assert_eq!(config.sensors.len(), 6);
     }
 
     #[test]

@@ -31,6 +31,19 @@ fn a_bme280_is_one_sensor_per_measurement_with_class_and_unit() {
 }
 
 #[test]
+fn a_bh1750_is_illuminance_in_lux_on_its_own_topic() {
+    let plan = super::plan(
+        &enabled("[[sensor]]\nname = \"light\"\nkind = \"bh1750\"\n"),
+        &Announced::default(),
+    );
+    let s = entity(&plan, "homeassistant/sensor/pi-01/sensor_light/config");
+    assert_eq!(s["state_topic"], "pinpost/pi-01/sensor/light");
+    assert_eq!(s["device_class"], "illuminance");
+    assert_eq!(s["unit_of_measurement"], "lx");
+    assert_eq!(s["state_class"], "measurement");
+}
+
+#[test]
 fn the_pis_own_health_is_diagnostic_and_percentages_there_are_not_humidity() {
     let plan = super::plan(&enabled(""), &Announced::default());
     let cpu = entity(&plan, "homeassistant/sensor/pi-01/sensor_cpu/config");

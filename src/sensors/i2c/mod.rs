@@ -1,6 +1,8 @@
-//! I2C chips through embedded-hal 1.0 driver crates: BME280/BMP280
-//! (`bme280`), ADS1115 (`ads1x1x`), SHT3x (`embedded-sht3x`). On a Pi the
-//! bus is rppal's `I2c` (`hal` feature); tests use `embedded-hal-mock`.
+//! I2C chips on embedded-hal 1.0: through driver crates for BME280/BMP280
+//! (`bme280`), ADS1115 (`ads1x1x`) and SHT3x (`embedded-sht3x`), and from
+//! the datasheet where the crate would not do for the BH1750 (`bh1750` says
+//! why). On a Pi the bus is rppal's `I2c` (`hal` feature); tests use
+//! `embedded-hal-mock`.
 //!
 //! rppal's `I2c` is `Send` but not `Sync`, so each bus has one owner: the
 //! chips on a bus share it through a mutex and are read from one worker
@@ -18,9 +20,11 @@ use ads1x1x::{Ads1x1x, FullScaleRange, TargetAddr, channel};
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::I2c;
 
-use crate::config::{self, SensorKind};
+use crate::config::{self, LightResolution, SensorKind};
 
 use super::{Measurement, Sensor, SensorError};
+
+mod bh1750;
 
 /// A sensor configured on a bus that was never opened: placeholder until
 /// [`open_bus`] replaces it (kept for `open`'s exhaustive match).
@@ -65,6 +69,7 @@ enum Model {
     Bmp280,
     Ads1115 { channels: Vec<u8>, gain: f64 },
     Sht3x,
+    Bh1750(LightResolution),
 }
 
 pub(crate) struct Chip<B> {
@@ -98,6 +103,11 @@ impl<B: I2c + Send> Chip<B> {
                 },
                 *address,
             ),
+            SensorKind::Bh1750 {
+                address,
+                resolution,
+                ..
+            } => (Model::Bh1750(*resolution), *address),
             // Not an I2C kind: `open` never sends one here.
             _ => (Model::Sht3x, 0),
         };
@@ -136,6 +146,7 @@ impl<B: I2c + Send> Sensor for Chip<B> {
             Model::Bmp280 => read_bme280(i2c, at, true, &mut delay),
             Model::Ads1115 { channels, gain } => read_ads1115(i2c, at, channels, *gain, &mut delay),
             Model::Sht3x => read_sht3x(i2c, at, &mut delay),
+            Model::Bh1750(resolution) => bh1750::read_bh1750(i2c, at, *resolution, &mut delay),
         }
     }
 }
