@@ -242,6 +242,8 @@ pub struct RawSensor {
     pub channels: Option<Vec<i64>>,
     pub gain: Option<f64>,
     pub resolution: Option<String>,
+    pub shunt_ohms: Option<f64>,
+    pub max_current: Option<f64>,
     pub homeassistant: Option<RawEntity>,
 }
 

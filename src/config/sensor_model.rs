@@ -112,6 +112,17 @@ pub enum SensorKind {
         /// How finely it measures (and so how long it takes).
         resolution: LightResolution,
     },
+    /// TI INA219: bus voltage, current and power through a shunt, over I2C.
+    Ina219 {
+        /// The I2C bus (`/dev/i2c-1` is bus 1).
+        bus: u8,
+        /// The chip's I2C address.
+        address: u8,
+        /// The shunt resistor, in ohms (0.1 on the common boards).
+        shunt_ohms: f64,
+        /// The largest current expected, in amperes: it sets the chip's range.
+        max_current: f64,
+    },
 }
 
 /// A BH1750's measuring mode: `high` (1 lx steps, up to 180 ms), `high2`
@@ -152,7 +163,8 @@ impl SensorKind {
             | SensorKind::Bmp280 { bus, .. }
             | SensorKind::Ads1115 { bus, .. }
             | SensorKind::Sht3x { bus, .. }
-            | SensorKind::Bh1750 { bus, .. } => Some(*bus),
+            | SensorKind::Bh1750 { bus, .. }
+            | SensorKind::Ina219 { bus, .. } => Some(*bus),
             _ => None,
         }
     }
@@ -208,6 +220,12 @@ impl SensorKind {
             SensorKind::Bmp280 { .. } => named(&[("temperature", "°C"), ("pressure", "hPa")]),
             SensorKind::Sht3x { .. } => named(&[("temperature", "°C"), ("humidity", "%")]),
             SensorKind::Bh1750 { .. } => one("lx"),
+            SensorKind::Ina219 { .. } => named(&[
+                ("voltage", "V"),
+                ("current", "A"),
+                ("power", "W"),
+                ("shunt_voltage", "mV"),
+            ]),
             SensorKind::Ads1115 { channels, .. } => Some(
                 channels
                     .iter()

@@ -17,7 +17,14 @@ const INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
 const TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 const RETRIES_DEFAULT: i64 = 2;
 const KINDS: &str = "\"file\", \"ds18b20\", \"cpu_temperature\", \"system\", \"bme280\", \
-                     \"bmp280\", \"ads1115\", \"sht3x\", \"bh1750\" or \"sim\"";
+                     \"bmp280\", \"ads1115\", \"sht3x\", \"bh1750\", \"ina219\" or \"sim\"";
+/// `shunt_ohms` unless set: the R100 on the common INA219 boards.
+const SHUNT_OHMS_DEFAULT: f64 = 0.1;
+/// `max_current` unless set: what those boards measure at the chip's
+/// widest range (320 mV across 0.1 Ω).
+const MAX_CURRENT_DEFAULT: f64 = 3.2;
+/// The widest shunt voltage the INA219 measures (its ÷8 range).
+const INA219_MOST_SHUNT_VOLTS: f64 = 0.32;
 
 /// The word of `kind`: which driver reads the sensor, and so which keys
 /// mean something to it.
@@ -33,6 +40,7 @@ enum Kind {
     Sht3x,
     Ads1115,
     Bh1750,
+    Ina219,
 }
 
 impl FromStr for Kind {
@@ -47,7 +55,7 @@ impl FromStr for Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::Sim,
         Kind::File,
         Kind::Ds18b20,
@@ -58,6 +66,7 @@ impl Kind {
         Kind::Sht3x,
         Kind::Ads1115,
         Kind::Bh1750,
+        Kind::Ina219,
     ];
 
     /// The word the file says.
@@ -73,6 +82,7 @@ impl Kind {
             Kind::Sht3x => "sht3x",
             Kind::Ads1115 => "ads1115",
             Kind::Bh1750 => "bh1750",
+            Kind::Ina219 => "ina219",
         }
     }
 
@@ -87,6 +97,7 @@ impl Kind {
             Kind::Bme280 | Kind::Bmp280 | Kind::Sht3x => &["bus", "address"],
             Kind::Ads1115 => &["bus", "address", "channels", "gain"],
             Kind::Bh1750 => &["bus", "address", "resolution"],
+            Kind::Ina219 => &["bus", "address", "shunt_ohms", "max_current"],
         }
     }
 }
@@ -160,6 +171,8 @@ fn kind(
         ("channels", r.channels.is_some()),
         ("gain", r.gain.is_some()),
         ("resolution", r.resolution.is_some()),
+        ("shunt_ohms", r.shunt_ohms.is_some()),
+        ("max_current", r.max_current.is_some()),
     ];
     if let Some((key, _)) = given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
         return Err(o.invalid(
@@ -276,6 +289,38 @@ fn kind(
             resolution: word::<LightResolution>(r.resolution.as_deref(), &at("resolution"), o)?
                 .unwrap_or_default(),
         },
+        Kind::Ina219 => {
+            let shunt_ohms = r.shunt_ohms.unwrap_or(SHUNT_OHMS_DEFAULT);
+            // Below a milliohm the chip's 10 µV steps are 10 mA and more;
+            // above 100 Ω it is no shunt.
+            if !(0.001..=100.0).contains(&shunt_ohms) {
+                return Err(o.invalid(
+                    &at("shunt_ohms"),
+                    format!(
+                        "{shunt_ohms} is out of range; allowed: 0.001 to 100 (ohms; the common \
+                         boards' R100 is 0.1)"
+                    ),
+                ));
+            }
+            let max_current = r.max_current.unwrap_or(MAX_CURRENT_DEFAULT);
+            let most = INA219_MOST_SHUNT_VOLTS / shunt_ohms;
+            if !(max_current > 0.0 && max_current <= most + 1e-9) {
+                return Err(o.invalid(
+                    &at("max_current"),
+                    format!(
+                        "{max_current} is out of range; allowed: more than 0 and at most {most:.3} \
+                         (amperes: the INA219 measures up to 320 mV across the {shunt_ohms} Ω \
+                         shunt)"
+                    ),
+                ));
+            }
+            SensorKind::Ina219 {
+                bus: bus()?,
+                address: address(&r.address, &INA219_ADDRESSES, &at("address"), o)?,
+                shunt_ohms,
+                max_current,
+            }
+        }
     })
 }
 
@@ -291,6 +336,11 @@ fn finite(
         None => Ok(default),
     }
 }
+
+/// The 16 addresses an INA219's A0 and A1 pins select.
+const INA219_ADDRESSES: [u8; 16] = [
+    0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x4b, 0x4c, 0x4d, 0x4e, 0x4f,
+];
 
 /// The chip's address: its default (first of `allowed`) or one it can be
 /// strapped to.
@@ -450,5 +500,42 @@ mod tests {
                 && e.contains("resolution"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_ina219_takes_its_shunt_and_largest_current_within_the_chips_range() {
+        assert_eq!(
+            kind("kind = \"ina219\"\n"),
+            SensorKind::Ina219 {
+                bus: 1,
+                address: 0x40,
+                shunt_ohms: 0.1,
+                max_current: 3.2
+            }
+        );
+        assert_eq!(
+            kind("kind = \"ina219\"\naddress = 0x4f\nshunt_ohms = 0.01\nmax_current = 10.0\n"),
+            SensorKind::Ina219 {
+                bus: 1,
+                address: 0x4f,
+                shunt_ohms: 0.01,
+                max_current: 10.0
+            },
+            "10 A through 10 mΩ is 100 mV: within the chip's range"
+        );
+        let e = parse("kind = \"ina219\"\nshunt_ohms = 0.0\n").unwrap_err();
+        assert!(
+            e.contains("sensor[0].shunt_ohms") && e.contains("0.001 to 100"),
+            "{e}"
+        );
+        let e = parse("kind = \"ina219\"\nmax_current = 4.0\n").unwrap_err();
+        assert!(
+            e.contains("sensor[0].max_current") && e.contains("at most 3.200"),
+            "{e}"
+        );
+        let e = parse("kind = \"ina219\"\nmax_current = -1.0\n").unwrap_err();
+        assert!(e.contains("sensor[0].max_current"), "{e}");
+        let e = parse("kind = \"ina219\"\naddress = 0x50\n").unwrap_err();
+        assert!(e.contains("0x40, 0x41") && e.contains("0x4f"), "{e}");
     }
 }

@@ -115,7 +115,8 @@ pub(crate) fn open(sensor: &config::Sensor) -> Box<dyn Sensor> {
         | SensorKind::Bmp280 { .. }
         | SensorKind::Ads1115 { .. }
         | SensorKind::Sht3x { .. }
-        | SensorKind::Bh1750 { .. } => Box::new(i2c::Unopened),
+        | SensorKind::Bh1750 { .. }
+        | SensorKind::Ina219 { .. } => Box::new(i2c::Unopened),
     }
 }
 

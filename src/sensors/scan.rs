@@ -82,12 +82,16 @@ fn judge(bus_number: u8, address: u8, bus: &mut dyn Bus) -> Found {
             section("sht3x"),
         ),
         0x48..=0x4b => (
-            "ADS1115/ADS1015 (ADC), or TMP102 / PCF8591 at the same addresses".to_string(),
+            "ADS1115/ADS1015 (ADC), or TMP102 / PCF8591 / INA219 at the same addresses".to_string(),
             section("ads1115"),
         ),
-        0x40..=0x47 => (
-            "INA219 (current, voltage, power), or PCA9685 (PWM) at 0x40".to_string(),
-            None,
+        0x40 => (
+            "INA219 (current, voltage, power), or PCA9685 (PWM) at the same address".to_string(),
+            section("ina219"),
+        ),
+        0x41..=0x4f => (
+            "INA219 (current, voltage, power)".to_string(),
+            section("ina219"),
         ),
         0x23 => (
             "BH1750 (light), or an MCP23017/PCF8574 (GPIO expander) at the same address"
@@ -286,12 +290,14 @@ mod tests {
             (0x03, HashMap::new()),
             (0x23, HashMap::new()),
             (0x5c, HashMap::new()),
+            (0x40, HashMap::new()),
+            (0x4c, HashMap::new()),
         ]));
         let found = scan_bus(1, &mut bus);
         let at: Vec<u8> = found.iter().map(|f| f.address).collect();
         assert_eq!(
             at,
-            [0x20, 0x23, 0x44, 0x48, 0x5c, 0x62, 0x76, 0x77],
+            [0x20, 0x23, 0x40, 0x44, 0x48, 0x4c, 0x5c, 0x62, 0x76, 0x77],
             "0x03 is reserved: not probed"
         );
         let by = |a: u8| found.iter().find(|f| f.address == a).unwrap();
@@ -314,7 +320,12 @@ mod tests {
             "no section for a chip pinpost does not read"
         );
         assert!(by(0x62).likely.contains("SCD4x"));
-        for (address, kind) in [(0x23, "bh1750"), (0x5c, "bh1750")] {
+        for (address, kind) in [
+            (0x23, "bh1750"),
+            (0x5c, "bh1750"),
+            (0x40, "ina219"),
+            (0x4c, "ina219"),
+        ] {
             let section = by(address).section.clone().unwrap_or_default();
             assert!(
                 section.contains(&format!(
@@ -328,7 +339,7 @@ mod tests {
         let sections: Vec<String> = found.iter().filter_map(|f| f.section.clone()).collect();
         let text = format!("[device]\nid = \"pi\"\n{}", sections.join("\n"));
         let config = crate::config::from_text(&text, None, &Default::default()).unwrap();
-        assert_eq!(config.sensors.len(), 6);
+        assert_eq!(config.sensors.len(), 8);
     }
 
     #[test]

@@ -31,16 +31,35 @@ fn a_bme280_is_one_sensor_per_measurement_with_class_and_unit() {
 }
 
 #[test]
-fn a_bh1750_is_illuminance_in_lux_on_its_own_topic() {
+fn light_and_power_chips_get_the_classes_of_what_they_measure() {
     let plan = super::plan(
-        &enabled("[[sensor]]\nname = \"light\"\nkind = \"bh1750\"\n"),
+        &enabled(
+            "[[sensor]]\nname = \"light\"\nkind = \"bh1750\"\n\
+             [[sensor]]\nname = \"solar\"\nkind = \"ina219\"\n",
+        ),
         &Announced::default(),
     );
-    let s = entity(&plan, "homeassistant/sensor/pi-01/sensor_light/config");
-    assert_eq!(s["state_topic"], "pinpost/pi-01/sensor/light");
-    assert_eq!(s["device_class"], "illuminance");
-    assert_eq!(s["unit_of_measurement"], "lx");
-    assert_eq!(s["state_class"], "measurement");
+    for (object, state, class, unit) in [
+        ("sensor_light", "light", "illuminance", "lx"),
+        ("sensor_solar_voltage", "solar/voltage", "voltage", "V"),
+        ("sensor_solar_current", "solar/current", "current", "A"),
+        ("sensor_solar_power", "solar/power", "power", "W"),
+        (
+            "sensor_solar_shunt_voltage",
+            "solar/shunt_voltage",
+            "voltage",
+            "mV",
+        ),
+    ] {
+        let s = entity(
+            &plan,
+            &format!("homeassistant/sensor/pi-01/{object}/config"),
+        );
+        assert_eq!(s["state_topic"], format!("pinpost/pi-01/sensor/{state}"));
+        assert_eq!(s["device_class"], class, "{object}");
+        assert_eq!(s["unit_of_measurement"], unit, "{object}");
+        assert_eq!(s["state_class"], "measurement");
+    }
 }
 
 #[test]

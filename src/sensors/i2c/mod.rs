@@ -1,8 +1,8 @@
 //! I2C chips on embedded-hal 1.0: through driver crates for BME280/BMP280
 //! (`bme280`), ADS1115 (`ads1x1x`) and SHT3x (`embedded-sht3x`), and from
-//! the datasheet where the crate would not do for the BH1750 (`bh1750` says
-//! why). On a Pi the bus is rppal's `I2c` (`hal` feature); tests use
-//! `embedded-hal-mock`.
+//! the datasheet where the crate would not do for BH1750 and INA219
+//! (`bh1750`, `ina219` say why). On a Pi the bus is rppal's `I2c` (`hal`
+//! feature); tests use `embedded-hal-mock`.
 //!
 //! rppal's `I2c` is `Send` but not `Sync`, so each bus has one owner: the
 //! chips on a bus share it through a mutex and are read from one worker
@@ -25,6 +25,7 @@ use crate::config::{self, LightResolution, SensorKind};
 use super::{Measurement, Sensor, SensorError};
 
 mod bh1750;
+mod ina219;
 
 /// A sensor configured on a bus that was never opened: placeholder until
 /// [`open_bus`] replaces it (kept for `open`'s exhaustive match).
@@ -70,6 +71,7 @@ enum Model {
     Ads1115 { channels: Vec<u8>, gain: f64 },
     Sht3x,
     Bh1750(LightResolution),
+    Ina219 { shunt_ohms: f64, max_current: f64 },
 }
 
 pub(crate) struct Chip<B> {
@@ -108,6 +110,18 @@ impl<B: I2c + Send> Chip<B> {
                 resolution,
                 ..
             } => (Model::Bh1750(*resolution), *address),
+            SensorKind::Ina219 {
+                address,
+                shunt_ohms,
+                max_current,
+                ..
+            } => (
+                Model::Ina219 {
+                    shunt_ohms: *shunt_ohms,
+                    max_current: *max_current,
+                },
+                *address,
+            ),
             // Not an I2C kind: `open` never sends one here.
             _ => (Model::Sht3x, 0),
         };
@@ -147,6 +161,10 @@ impl<B: I2c + Send> Sensor for Chip<B> {
             Model::Ads1115 { channels, gain } => read_ads1115(i2c, at, channels, *gain, &mut delay),
             Model::Sht3x => read_sht3x(i2c, at, &mut delay),
             Model::Bh1750(resolution) => bh1750::read_bh1750(i2c, at, *resolution, &mut delay),
+            Model::Ina219 {
+                shunt_ohms,
+                max_current,
+            } => ina219::read_ina219(i2c, at, *shunt_ohms, *max_current, &mut delay),
         }
     }
 }
@@ -395,7 +413,8 @@ mod tests {
         ]
     }
 
-    fn value(m: &[Measurement], name: &str) -> f64 {
+    /// The value of the measurement called `name`.
+    pub(super) fn value(m: &[Measurement], name: &str) -> f64 {
         m.iter()
             .find(|x| x.name.as_deref() == Some(name))
             .unwrap_or_else(|| panic!("no {name} in {m:?}"))
