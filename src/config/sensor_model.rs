@@ -123,6 +123,13 @@ pub enum SensorKind {
         /// The largest current expected, in amperes: it sets the chip's range.
         max_current: f64,
     },
+    /// Sensirion SCD40/SCD41: CO2, temperature and humidity over I2C.
+    Scd4x {
+        /// The I2C bus (`/dev/i2c-1` is bus 1).
+        bus: u8,
+        /// The chip's I2C address (always 0x62).
+        address: u8,
+    },
 }
 
 /// A BH1750's measuring mode: `high` (1 lx steps, up to 180 ms), `high2`
@@ -164,7 +171,8 @@ impl SensorKind {
             | SensorKind::Ads1115 { bus, .. }
             | SensorKind::Sht3x { bus, .. }
             | SensorKind::Bh1750 { bus, .. }
-            | SensorKind::Ina219 { bus, .. } => Some(*bus),
+            | SensorKind::Ina219 { bus, .. }
+            | SensorKind::Scd4x { bus, .. } => Some(*bus),
             _ => None,
         }
     }
@@ -226,6 +234,9 @@ impl SensorKind {
                 ("power", "W"),
                 ("shunt_voltage", "mV"),
             ]),
+            SensorKind::Scd4x { .. } => {
+                named(&[("co2", "ppm"), ("temperature", "°C"), ("humidity", "%")])
+            }
             SensorKind::Ads1115 { channels, .. } => Some(
                 channels
                     .iter()

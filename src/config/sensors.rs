@@ -17,7 +17,11 @@ const INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
 const TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 const RETRIES_DEFAULT: i64 = 2;
 const KINDS: &str = "\"file\", \"ds18b20\", \"cpu_temperature\", \"system\", \"bme280\", \
-                     \"bmp280\", \"ads1115\", \"sht3x\", \"bh1750\", \"ina219\" or \"sim\"";
+                     \"bmp280\", \"ads1115\", \"sht3x\", \"bh1750\", \"ina219\", \"scd4x\" or \
+                     \"sim\"";
+/// An SCD4x makes one measurement every 5 s on its own: reading it more
+/// often would only find none ready.
+const SCD4X_PERIOD: Duration = Duration::from_secs(5);
 /// `shunt_ohms` unless set: the R100 on the common INA219 boards.
 const SHUNT_OHMS_DEFAULT: f64 = 0.1;
 /// `max_current` unless set: what those boards measure at the chip's
@@ -41,6 +45,7 @@ enum Kind {
     Ads1115,
     Bh1750,
     Ina219,
+    Scd4x,
 }
 
 impl FromStr for Kind {
@@ -55,7 +60,7 @@ impl FromStr for Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 11] = [
+    const ALL: [Kind; 12] = [
         Kind::Sim,
         Kind::File,
         Kind::Ds18b20,
@@ -67,6 +72,7 @@ impl Kind {
         Kind::Ads1115,
         Kind::Bh1750,
         Kind::Ina219,
+        Kind::Scd4x,
     ];
 
     /// The word the file says.
@@ -83,6 +89,7 @@ impl Kind {
             Kind::Ads1115 => "ads1115",
             Kind::Bh1750 => "bh1750",
             Kind::Ina219 => "ina219",
+            Kind::Scd4x => "scd4x",
         }
     }
 
@@ -94,7 +101,7 @@ impl Kind {
             Kind::Ds18b20 => &["path", "id"],
             Kind::CpuTemperature => &["path"],
             Kind::System => &["path", "disk"],
-            Kind::Bme280 | Kind::Bmp280 | Kind::Sht3x => &["bus", "address"],
+            Kind::Bme280 | Kind::Bmp280 | Kind::Sht3x | Kind::Scd4x => &["bus", "address"],
             Kind::Ads1115 => &["bus", "address", "channels", "gain"],
             Kind::Bh1750 => &["bus", "address", "resolution"],
             Kind::Ina219 => &["bus", "address", "shunt_ohms", "max_current"],
@@ -131,6 +138,12 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Vec<Sensor>, Con
         }
         let report_every = duration(&r.report_every, &at("report_every"), o)?;
         let kind = kind(r, &at, o)?;
+        if matches!(kind, SensorKind::Scd4x { .. }) && interval < SCD4X_PERIOD {
+            return Err(o.invalid(
+                &at("interval"),
+                "shorter than the SCD4x's own 5 s between measurements; allowed: \"5s\" or more",
+            ));
+        }
         sensors.push(Sensor {
             name,
             interval,
@@ -321,6 +334,10 @@ fn kind(
                 max_current,
             }
         }
+        Kind::Scd4x => SensorKind::Scd4x {
+            bus: bus()?,
+            address: address(&r.address, &[0x62], &at("address"), o)?,
+        },
     })
 }
 
@@ -537,5 +554,25 @@ mod tests {
         assert!(e.contains("sensor[0].max_current"), "{e}");
         let e = parse("kind = \"ina219\"\naddress = 0x50\n").unwrap_err();
         assert!(e.contains("0x40, 0x41") && e.contains("0x4f"), "{e}");
+    }
+
+    #[test]
+    fn an_scd4x_is_read_no_faster_than_it_measures() {
+        assert_eq!(
+            kind("kind = \"scd4x\"\n"),
+            SensorKind::Scd4x {
+                bus: 1,
+                address: 0x62
+            }
+        );
+        let e = parse("kind = \"scd4x\"\ninterval = \"2s\"\n").unwrap_err();
+        assert!(
+            e.contains("sensor[0].interval") && e.contains("\"5s\" or more"),
+            "{e}"
+        );
+        let e = parse("kind = \"scd4x\"\naddress = 0x61\n").unwrap_err();
+        assert!(e.contains("allowed: 0x62"), "{e}");
+        let e = parse("kind = \"scd4x\"\nshunt_ohms = 0.1\n").unwrap_err();
+        assert!(e.contains("sensor[0].shunt_ohms: does not apply"), "{e}");
     }
 }

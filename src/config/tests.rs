@@ -277,7 +277,7 @@ fn a_bad_word_in_an_enum_like_key_lists_the_words_allowed() {
             "[[sensor]]\nname = \"t\"\nkind = \"dht22\"\n",
             "5: sensor[0].kind: \"dht22\" is not a sensor kind; allowed: \"file\", \"ds18b20\", \
              \"cpu_temperature\", \"system\", \"bme280\", \"bmp280\", \"ads1115\", \"sht3x\", \
-             \"bh1750\", \"ina219\" or \"sim\"",
+             \"bh1750\", \"ina219\", \"scd4x\" or \"sim\"",
         ),
         (
             "[homeassistant]\nform = \"yaml\"\n",

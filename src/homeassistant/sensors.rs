@@ -144,6 +144,8 @@ fn device_class(kind: &SensorKind, unit: &str) -> Option<&'static str> {
         "A" | "mA" => "current",
         "W" | "kW" => "power",
         "lx" => "illuminance",
+        // ppm is also VOCs' and other gases' unit; only an SCD4x's is CO2.
+        "ppm" if matches!(kind, SensorKind::Scd4x { .. }) => "carbon_dioxide",
         "Hz" | "kHz" | "MHz" => "frequency",
         "s" | "min" | "h" | "ms" => "duration",
         "B" | "kB" | "KiB" | "MB" | "MiB" | "GB" | "GiB" => "data_size",

@@ -116,7 +116,8 @@ pub(crate) fn open(sensor: &config::Sensor) -> Box<dyn Sensor> {
         | SensorKind::Ads1115 { .. }
         | SensorKind::Sht3x { .. }
         | SensorKind::Bh1750 { .. }
-        | SensorKind::Ina219 { .. } => Box::new(i2c::Unopened),
+        | SensorKind::Ina219 { .. }
+        | SensorKind::Scd4x { .. } => Box::new(i2c::Unopened),
     }
 }
 

@@ -104,7 +104,10 @@ fn judge(bus_number: u8, address: u8, bus: &mut dyn Bus) -> Found {
             None,
         ),
         0x5c => ("BH1750 (light)".to_string(), section("bh1750")),
-        0x62 => ("SCD4x (CO2)".to_string(), None),
+        0x62 => (
+            "SCD40/SCD41 (CO2, temperature, humidity)".to_string(),
+            section("scd4x"),
+        ),
         0x68 => (
             "DS3231 / DS1307 (real-time clock) or MPU-6050".to_string(),
             None,
@@ -319,8 +322,9 @@ mod tests {
             by(0x20).section.is_none(),
             "no section for a chip pinpost does not read"
         );
-        assert!(by(0x62).likely.contains("SCD4x"));
+        assert!(by(0x62).likely.contains("SCD40/SCD41"));
         for (address, kind) in [
+            (0x62, "scd4x"),
             (0x23, "bh1750"),
             (0x5c, "bh1750"),
             (0x40, "ina219"),
@@ -339,7 +343,7 @@ mod tests {
         let sections: Vec<String> = found.iter().filter_map(|f| f.section.clone()).collect();
         let text = format!("[device]\nid = \"pi\"\n{}", sections.join("\n"));
         let config = crate::config::from_text(&text, None, &Default::default()).unwrap();
-        assert_eq!(config.sensors.len(), 8);
+        assert_eq!(config.sensors.len(), 9);
     }
 
     #[test]

@@ -31,11 +31,12 @@ fn a_bme280_is_one_sensor_per_measurement_with_class_and_unit() {
 }
 
 #[test]
-fn light_and_power_chips_get_the_classes_of_what_they_measure() {
+fn light_power_and_co2_chips_get_the_classes_of_what_they_measure() {
     let plan = super::plan(
         &enabled(
             "[[sensor]]\nname = \"light\"\nkind = \"bh1750\"\n\
-             [[sensor]]\nname = \"solar\"\nkind = \"ina219\"\n",
+             [[sensor]]\nname = \"solar\"\nkind = \"ina219\"\n\
+             [[sensor]]\nname = \"air\"\nkind = \"scd4x\"\n",
         ),
         &Announced::default(),
     );
@@ -50,6 +51,14 @@ fn light_and_power_chips_get_the_classes_of_what_they_measure() {
             "voltage",
             "mV",
         ),
+        ("sensor_air_co2", "air/co2", "carbon_dioxide", "ppm"),
+        (
+            "sensor_air_temperature",
+            "air/temperature",
+            "temperature",
+            "°C",
+        ),
+        ("sensor_air_humidity", "air/humidity", "humidity", "%"),
     ] {
         let s = entity(
             &plan,
@@ -60,6 +69,17 @@ fn light_and_power_chips_get_the_classes_of_what_they_measure() {
         assert_eq!(s["unit_of_measurement"], unit, "{object}");
         assert_eq!(s["state_class"], "measurement");
     }
+}
+
+#[test]
+fn ppm_from_anything_but_an_scd4x_is_not_called_co2() {
+    let plan = super::plan(
+        &enabled("[[sensor]]\nname = \"voc\"\nkind = \"sim\"\nunit = \"ppm\"\n"),
+        &Announced::default(),
+    );
+    let s = entity(&plan, "homeassistant/sensor/pi-01/sensor_voc/config");
+    assert_eq!(s["unit_of_measurement"], "ppm");
+    assert!(s.get("device_class").is_none(), "{s}");
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! I2C chips on embedded-hal 1.0: through driver crates for BME280/BMP280
-//! (`bme280`), ADS1115 (`ads1x1x`) and SHT3x (`embedded-sht3x`), and from
-//! the datasheet where the crate would not do for BH1750 and INA219
-//! (`bh1750`, `ina219` say why). On a Pi the bus is rppal's `I2c` (`hal`
-//! feature); tests use `embedded-hal-mock`.
+//! (`bme280`), ADS1115 (`ads1x1x`), SHT3x (`embedded-sht3x`) and SCD4x
+//! (`scd4x`, in `scd4x`), and from the datasheet where the crate would not
+//! do for BH1750 and INA219 (`bh1750`, `ina219` say why). On a Pi the bus
+//! is rppal's `I2c` (`hal` feature); tests use `embedded-hal-mock`.
 //!
 //! rppal's `I2c` is `Send` but not `Sync`, so each bus has one owner: the
 //! chips on a bus share it through a mutex and are read from one worker
@@ -26,6 +26,7 @@ use super::{Measurement, Sensor, SensorError};
 
 mod bh1750;
 mod ina219;
+mod scd4x;
 
 /// A sensor configured on a bus that was never opened: placeholder until
 /// [`open_bus`] replaces it (kept for `open`'s exhaustive match).
@@ -72,6 +73,7 @@ enum Model {
     Sht3x,
     Bh1750(LightResolution),
     Ina219 { shunt_ohms: f64, max_current: f64 },
+    Scd4x(scd4x::Measuring),
 }
 
 pub(crate) struct Chip<B> {
@@ -122,6 +124,9 @@ impl<B: I2c + Send> Chip<B> {
                 },
                 *address,
             ),
+            SensorKind::Scd4x { address, .. } => {
+                (Model::Scd4x(scd4x::Measuring::default()), *address)
+            }
             // Not an I2C kind: `open` never sends one here.
             _ => (Model::Sht3x, 0),
         };
@@ -155,7 +160,7 @@ impl<B: I2c + Send> Sensor for Chip<B> {
             bus: self.bus_number,
             address: self.address,
         };
-        match &self.model {
+        match &mut self.model {
             Model::Bme280 => read_bme280(i2c, at, false, &mut delay),
             Model::Bmp280 => read_bme280(i2c, at, true, &mut delay),
             Model::Ads1115 { channels, gain } => read_ads1115(i2c, at, channels, *gain, &mut delay),
@@ -165,6 +170,7 @@ impl<B: I2c + Send> Sensor for Chip<B> {
                 shunt_ohms,
                 max_current,
             } => ina219::read_ina219(i2c, at, *shunt_ohms, *max_current, &mut delay),
+            Model::Scd4x(measuring) => scd4x::read_scd4x(i2c, at, measuring, &mut delay),
         }
     }
 }
@@ -209,6 +215,9 @@ fn chip_error(chip: &str, at: At, e: impl std::fmt::Debug) -> SensorError {
         )
     } else if detail.contains("code: 110") || detail.contains("TimedOut") {
         "the bus timed out (a chip holding SDA low, or a missing pull-up)".to_string()
+    } else if detail == "Crc" || detail == "BadCrc" {
+        "its data failed the CRC check (noise on the bus: long wires, or a weak pull-up)"
+            .to_string()
     } else if detail.contains("UnsupportedChip") {
         format!("the chip there does not say it is a {chip} (check the address and the kind)")
     } else if detail.contains("InvalidData") || detail.contains("NoCalibrationData") {
@@ -479,7 +488,8 @@ mod tests {
         i2c.done();
     }
 
-    fn crc8(data: &[u8]) -> u8 {
+    /// Sensirion's CRC-8 (polynomial 0x31, start 0xFF), as the chips send it.
+    pub(super) fn crc8(data: &[u8]) -> u8 {
         let mut crc = 0xFFu8;
         for &b in data {
             crc ^= b;
