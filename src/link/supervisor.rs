@@ -96,14 +96,7 @@ async fn renew_session(
     let events = std::mem::take(&mut eventloop.state.events);
     for event in events {
         if let Event::Incoming(Packet::PubAck(ack)) = &event {
-            if let Ack::Publish(token) = tracker.acked(ack.pkid) {
-                let _ = tx
-                    .send(LinkEvent::Acked {
-                        pkid: ack.pkid,
-                        token,
-                    })
-                    .await;
-            }
+            report_ack(ack.pkid, tracker, tx).await;
         } else {
             eventloop.state.events.push_back(event);
         }
@@ -445,22 +438,20 @@ async fn drain_after_disconnect(
     let drain = async {
         loop {
             match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if let Ack::Publish(token) = tracker.acked(ack.pkid) {
-                        let _ = tx
-                            .send(LinkEvent::Acked {
-                                pkid: ack.pkid,
-                                token,
-                            })
-                            .await;
-                    }
-                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => report_ack(ack.pkid, tracker, tx).await,
                 Ok(_) => {}
                 Err(_) => return,
             }
         }
     };
     let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+}
+
+/// A PUBACK read while leaving a connection: its message is delivered.
+async fn report_ack(pkid: u16, tracker: &mut Tracker, tx: &mpsc::Sender<LinkEvent>) {
+    if let Ack::Publish(token) = tracker.acked(pkid) {
+        let _ = tx.send(LinkEvent::Acked { pkid, token }).await;
+    }
 }
 
 /// How long to wait for the broker to close after DISCONNECT.

@@ -52,38 +52,28 @@ struct Split {
     interrupts: Vec<(usize, usize)>,
 }
 
+/// Each pin's slot: the Pi's pins numbered in order, as `PinPlan` has them.
+fn slots<'a>(pins: impl Iterator<Item = &'a PinAt>) -> Vec<Slot> {
+    let mut k = 0;
+    pins.map(|pin| match pin {
+        PinAt::Gpio(_) => {
+            k += 1;
+            Slot::Pi(k - 1)
+        }
+        PinAt::Expander(e) => Slot::Chip {
+            expander: e.expander,
+            bit: e.bit,
+        },
+    })
+    .collect()
+}
+
 /// The Pi's pins of `config` as a plan, with each config pin's slot, and
 /// each expander's INT line as one more input (→ its expander).
 fn split(config: &Config) -> Split {
     let mut plan = PinPlan::from_config(config);
-    let mut inputs = Vec::new();
-    let mut k = 0;
-    for input in &config.inputs {
-        inputs.push(match &input.pin {
-            PinAt::Gpio(_) => {
-                k += 1;
-                Slot::Pi(k - 1)
-            }
-            PinAt::Expander(e) => Slot::Chip {
-                expander: e.expander,
-                bit: e.bit,
-            },
-        });
-    }
-    let mut outputs = Vec::new();
-    let mut k = 0;
-    for output in &config.outputs {
-        outputs.push(match &output.pin {
-            PinAt::Gpio(_) => {
-                k += 1;
-                Slot::Pi(k - 1)
-            }
-            PinAt::Expander(e) => Slot::Chip {
-                expander: e.expander,
-                bit: e.bit,
-            },
-        });
-    }
+    let inputs = slots(config.inputs.iter().map(|i| &i.pin));
+    let outputs = slots(config.outputs.iter().map(|o| &o.pin));
     let mut interrupts = Vec::new();
     for (n, e) in config.board.expanders.iter().enumerate() {
         if let Some(pin) = e.interrupt {
