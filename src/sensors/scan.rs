@@ -55,6 +55,12 @@ fn judge(bus_number: u8, address: u8, bus: &mut dyn Bus) -> Found {
              address = 0x{address:02x}\n"
         ))
     };
+    let expander = |chips: &str| {
+        Some(format!(
+            "[[expander]]\nname = \"x{address:02x}\"\n# chip = {chips}: the address alone \
+             cannot tell; write the one on the board\nbus = {bus_number}\naddress = 0x{address:02x}\n"
+        ))
+    };
     let (likely, section) = match address {
         // The Bosch chips say who they are in register 0xD0.
         0x76 | 0x77 => match bus.register(address, 0xD0) {
@@ -98,10 +104,19 @@ fn judge(bus_number: u8, address: u8, bus: &mut dyn Bus) -> Found {
                 .to_string(),
             section("bh1750"),
         ),
-        0x20..=0x27 => ("MCP23017 or PCF8574 (GPIO expander)".to_string(), None),
+        // Which chip answers here cannot be asked safely (any byte
+        // written to a PCF8574 sets its pins), so the section leaves the
+        // chip to the person who can read it on the board: pasted as it
+        // is, the config says it is missing, and nothing is written to a
+        // chip pinpost guessed.
+        0x20..=0x27 => (
+            "MCP23017 or PCF8574 (GPIO expander)".to_string(),
+            expander("\"mcp23017\", \"pcf8574\" or \"pcf8575\""),
+        ),
         0x38..=0x3f => (
-            "PCF8574A (GPIO expander), or an SSD1306 display at 0x3c/0x3d".to_string(),
-            None,
+            "PCF8574A (GPIO expander), or an AHT10/AHT20 at 0x38, an SSD1306 display at 0x3c/0x3d"
+                .to_string(),
+            expander("\"pcf8574a\", if that is what it is"),
         ),
         0x5c => ("BH1750 (light)".to_string(), section("bh1750")),
         0x62 => (
@@ -318,9 +333,11 @@ mod tests {
                 .contains("kind = \"sht3x\"")
         );
         assert!(by(0x20).likely.contains("MCP23017"));
+        let expander = by(0x20).section.clone().unwrap_or_default();
         assert!(
-            by(0x20).section.is_none(),
-            "no section for a chip pinpost does not read"
+            expander
+                .starts_with("[[expander]]\nname = \"x20\"\n# chip = \"mcp23017\", \"pcf8574\""),
+            "an expander's section, its chip left to the person: {expander}"
         );
         assert!(by(0x62).likely.contains("SCD40/SCD41"));
         for (address, kind) in [
@@ -342,8 +359,15 @@ mod tests {
         // Every section printed is a config pinpost takes as it is.
         let sections: Vec<String> = found.iter().filter_map(|f| f.section.clone()).collect();
         let text = format!("[device]\nid = \"pi\"\n{}", sections.join("\n"));
+        // Pasted as it is, the expander's chip is asked for, not guessed.
+        let e = crate::config::from_text(&text, None, &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expander[0].chip: missing"), "{e}");
+        let text = text.replace("# chip = \"mcp23017\"", "chip = \"mcp23017\" #");
         let config = crate::config::from_text(&text, None, &Default::default()).unwrap();
         assert_eq!(config.sensors.len(), 9);
+        assert_eq!(config.board.expanders.len(), 1);
     }
 
     #[test]
