@@ -94,7 +94,7 @@ pub(super) fn build(raw: &RawConfig, o: &Origins<'_>) -> Result<Pins, ConfigErro
             pwm: r.pwm.unwrap_or(false),
         });
     }
-    let (wires, expander_wires) = super::sim::wires(raw, kind, &inputs, &outputs, o)?;
+    let (wires, expander_wires) = super::sim::wires(raw, kind, (&inputs, &outputs, &expanders), o)?;
     let pulses = super::sim::pulses(raw, kind, &inputs, o)?;
     let chip = chip(raw, kind, o)?;
     Ok(Pins {

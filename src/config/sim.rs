@@ -4,20 +4,19 @@
 //! silently do nothing.
 
 use super::error::ConfigError;
-use super::expanders::{ExpanderPin, PinAt, raw_words};
+use super::expanders::{Expander, ExpanderPin, PinAt, raw_words};
 use super::model::{BoardKind, Input, Output, SimPulses};
 use super::origins::Origins;
 use super::raw::{RawConfig, RawPin};
 
 type Wires = (Vec<(u8, u8)>, Vec<(ExpanderPin, ExpanderPin)>);
 
-/// `board.wires`: `[output pin, input pin]` pairs, GPIO to GPIO or
-/// expander pin to expander pin.
+/// `board.wires`: `[output pin, input pin]` pairs, GPIO to GPIO (or to
+/// an expander's `interrupt` GPIO), or expander pin to expander pin.
 pub(super) fn wires(
     raw: &RawConfig,
     kind: BoardKind,
-    inputs: &[Input],
-    outputs: &[Output],
+    (inputs, outputs, expanders): (&[Input], &[Output], &[Expander]),
     o: &Origins<'_>,
 ) -> Result<Wires, ConfigError> {
     let Some(list) = &raw.board.wires else {
@@ -34,6 +33,16 @@ pub(super) fn wires(
     for (from, to) in list {
         let output = outputs.iter().find(|out| same(&out.pin, from));
         let input = inputs.iter().find(|inp| same(&inp.pin, to));
+        // An expander's INT line, driven by a Pi output: how tests (and a
+        // demo) make the chip's interrupt fall.
+        let interrupt = expanders
+            .iter()
+            .filter_map(|e| e.interrupt)
+            .find(|p| *to == RawPin::Number(i64::from(*p)));
+        if let (Some(PinAt::Gpio(a)), None, Some(b)) = (output.map(|o| &o.pin), input, interrupt) {
+            gpio.push((*a, b));
+            continue;
+        }
         match (output.map(|o| &o.pin), input.map(|i| &i.pin)) {
             (Some(PinAt::Gpio(a)), Some(PinAt::Gpio(b))) => gpio.push((*a, *b)),
             (Some(PinAt::Expander(a)), Some(PinAt::Expander(b))) => {

@@ -261,3 +261,28 @@ fn a_hung_bus_costs_the_loop_one_wait_and_a_write_given_up_on_is_never_carried_o
     // The write given up on was dropped, not carried out late.
     assert_eq!(*writes.lock().unwrap(), vec![0]);
 }
+
+#[test]
+fn the_chips_interrupt_line_falling_has_it_read_at_once_not_at_the_next_poll() {
+    let text = "[device]\nid = \"pi\"\n[board]\nkind = \"sim\"\n\
+         wires = [[\"mcp0:B0\", \"mcp0:A0\"], [27, 22]]\n\
+         [[expander]]\nname = \"mcp0\"\nchip = \"mcp23017\"\ninterrupt = 22\npoll_interval = \"10s\"\n\
+         [[input]]\nname = \"door\"\npin = \"mcp0:A0\"\n\
+         [[output]]\nname = \"relay\"\npin = \"mcp0:B0\"\n\
+         [[output]]\nname = \"int\"\npin = 27\ninitial = \"on\"\n";
+    let config = from_text(text, None, &Overrides::default()).unwrap();
+    let (tx, mut rx) = edges::channel(config.inputs.len());
+    let mut board = crate::board::open(&config, tx).unwrap().board;
+    until("the first read", || board.read_input(0).is_ok());
+    while rx.try_recv().is_some() {}
+    // The chip's pin changes, but the next poll is 10 s away.
+    board.write_output(0, true).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!board.read_input(0).unwrap(), "not read yet");
+    // INT falls: the chip is read now.
+    let fell = Instant::now();
+    board.write_output(1, false).unwrap();
+    until("door high after INT", || board.read_input(0).unwrap());
+    assert!(fell.elapsed() < Duration::from_secs(5), "woken, not polled");
+    until("door's notice", || rx.try_recv() == Some(0));
+}
