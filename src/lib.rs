@@ -40,6 +40,7 @@ pub(crate) mod header;
 pub(crate) mod health;
 pub(crate) mod hex;
 pub(crate) mod homeassistant;
+pub(crate) mod i2c_bus;
 pub(crate) mod level;
 pub mod link;
 pub mod logging;

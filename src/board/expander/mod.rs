@@ -10,7 +10,6 @@
 //! backend directly, as before. It knows nothing of MQTT or debounce.
 
 mod chips;
-mod pi_bus;
 pub(crate) mod sim;
 mod worker;
 
@@ -20,6 +19,7 @@ mod tests;
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, ExpanderChip, PinAt, Pull};
+use crate::i2c_bus::PiBus;
 
 use super::{Board, BoardError, EdgeSender, InputSetup, Opened, PinPlan, edges};
 use chips::{Mcp23017, Port, Setup};
@@ -147,10 +147,7 @@ fn opener(config: &Config, n: usize, world: Option<&Arc<Mutex<sim::World>>>) -> 
         let world = world.clone();
         return Box::new(move || Ok(port(e.chip, sim::SimBus::new(world.clone(), n), e.address)));
     }
-    Box::new(move || {
-        let bus = rppal::i2c::I2c::with_bus(e.bus).map_err(|err| open_words(e.bus, &err))?;
-        Ok(port(e.chip, pi_bus::PiBus(bus), e.address))
-    })
+    Box::new(move || Ok(port(e.chip, PiBus::open(e.bus)?, e.address)))
 }
 
 fn port<B>(chip: ExpanderChip, bus: B, address: u8) -> Box<dyn Port>
@@ -166,17 +163,9 @@ where
 
 /// Whether expander `e` answers on its bus: one read, nothing written.
 pub(crate) fn probe(e: &crate::config::Expander) -> Result<(), String> {
-    let bus = rppal::i2c::I2c::with_bus(e.bus).map_err(|err| open_words(e.bus, &err))?;
-    port(e.chip, pi_bus::PiBus(bus), e.address)
+    port(e.chip, PiBus::open(e.bus)?, e.address)
         .read()
         .map(|_| ())
-}
-
-fn open_words(bus: u8, err: &rppal::i2c::Error) -> String {
-    format!(
-        "cannot open /dev/i2c-{bus}: {err}; enable I2C (raspi-config → Interface Options → \
-         I2C, or dtparam=i2c_arm=on) and run pinpost in the i2c group"
-    )
 }
 
 /// Opens the Pi's backend for the Pi's pins and starts a worker per

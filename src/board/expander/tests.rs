@@ -286,3 +286,29 @@ fn the_chips_interrupt_line_falling_has_it_read_at_once_not_at_the_next_poll() {
     assert!(fell.elapsed() < Duration::from_secs(5), "woken, not polled");
     until("door's notice", || rx.try_recv() == Some(0));
 }
+
+fn from_errno(errno: i32) -> crate::i2c_bus::PiBusError {
+    crate::i2c_bus::PiBusError(rppal::i2c::Error::Io(std::io::Error::from_raw_os_error(
+        errno,
+    )))
+}
+
+#[test]
+fn the_kernels_no_acknowledge_is_said_as_nothing_answering() {
+    // i2c-bcm2835's NACK (what the emulated Pi's kernel gave for a
+    // PCF8574 configured at 0x27 where nothing is), and ENXIO.
+    for errno in [libc::EREMOTEIO, libc::ENXIO] {
+        let said = super::chips::words(&from_errno(errno), 0x27);
+        assert!(
+            said.starts_with("nothing answers at 0x27"),
+            "errno {errno}: {said}"
+        );
+    }
+}
+
+#[test]
+fn other_bus_errors_keep_the_kernels_words() {
+    let said = super::chips::words(&from_errno(libc::EIO), 0x20);
+    assert!(said.starts_with("the I2C transfer failed: "), "{said}");
+    assert!(said.contains("os error 5"), "{said}");
+}

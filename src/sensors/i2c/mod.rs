@@ -2,7 +2,9 @@
 //! (`bme280`), ADS1115 (`ads1x1x`), SHT3x (`embedded-sht3x`) and SCD4x
 //! (`scd4x`, in `scd4x`), and from the datasheet where the crate would not
 //! do for BH1750 and INA219 (`bh1750`, `ina219` say why). On a Pi the bus
-//! is rppal's `I2c` (`hal` feature); tests use `embedded-hal-mock`.
+//! is rppal's `I2c` as `crate::i2c_bus` mends it (a register read in one
+//! transfer, a chip that does not answer told apart); tests use
+//! `embedded-hal-mock`.
 //!
 //! rppal's `I2c` is `Send` but not `Sync`, so each bus has one owner: the
 //! chips on a bus share it through a mutex and are read from one worker
@@ -21,6 +23,7 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::I2c;
 
 use crate::config::{self, LightResolution, SensorKind};
+use crate::i2c_bus::PiBus;
 
 use super::{Measurement, Sensor, SensorError};
 
@@ -49,20 +52,11 @@ pub(crate) enum Bus<B> {
 
 /// The chips of every configured sensor on `bus`, sharing it.
 pub(crate) fn open_bus(bus: u8, sensors: &[&config::Sensor]) -> Vec<Box<dyn Sensor>> {
-    let shared = Arc::new(Mutex::new(Bus::<rppal::i2c::I2c>::Closed(bus)));
+    let shared = Arc::new(Mutex::new(Bus::<PiBus>::Closed(bus)));
     sensors
         .iter()
-        .map(|s| Box::new(Chip::new(&s.kind, shared.clone(), open_rppal)) as Box<dyn Sensor>)
+        .map(|s| Box::new(Chip::new(&s.kind, shared.clone(), PiBus::open)) as Box<dyn Sensor>)
         .collect()
-}
-
-fn open_rppal(bus: u8) -> Result<rppal::i2c::I2c, String> {
-    rppal::i2c::I2c::with_bus(bus).map_err(|e| {
-        format!(
-            "cannot open /dev/i2c-{bus}: {e}; enable I2C (raspi-config → Interface Options → \
-             I2C, or dtparam=i2c_arm=on) and run pinpost in the i2c group"
-        )
-    })
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,6 @@
-//! rppal's `/dev/i2c-N` as the chips need it, mending two things its
-//! embedded-hal adapter (rppal 0.22) does not do:
+//! rppal's `/dev/i2c-N` as pinpost's chips need it (the sensors' and the
+//! expanders'), opened with its failure in words, mending two things
+//! rppal 0.22's embedded-hal adapter does not do:
 //!
 //! - A chip that does not acknowledge is `ErrorKind::Other` there, so a
 //!   missing expander was said as "the I2C transfer failed: I/O error:
@@ -7,19 +8,33 @@
 //!   i2c-bcm2835, scripts/pi-emu.sh). The kernel's I2C drivers say no
 //!   acknowledge with EREMOTEIO (i2c-bcm2835) or ENXIO (the address
 //!   phase, on others; Documentation/i2c/fault-codes.rst); both are
-//!   `NoAcknowledge` here, so [`super::chips::words`] says "nothing
-//!   answers at 0x27".
+//!   `NoAcknowledge` here, so a chip's words can say "nothing answers at
+//!   0x27".
 //! - Its `write_read` is a write, a STOP and a separate read: another
 //!   program's transfer to the chip between them moves the register
 //!   pointer, and the read gets other registers (a spurious "forgot its
-//!   setup", inputs read from the wrong register). Here it is one
-//!   `I2C_RDWR`: the write, a repeated START and the read, as the
-//!   MCP23017's datasheet draws a register read.
+//!   setup", a reading from the wrong register). Here it is one
+//!   `I2C_RDWR`: the write, a repeated START and the read, as the chips'
+//!   datasheets draw a register read.
+//!
+//! A leaf: it knows rppal and embedded-hal, nothing of pinpost.
 
 use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operation};
 
 /// One `/dev/i2c-N`, opened by rppal.
 pub(crate) struct PiBus(pub(crate) rppal::i2c::I2c);
+
+impl PiBus {
+    /// Opens `/dev/i2c-<bus>`; `Err` says how to enable it.
+    pub(crate) fn open(bus: u8) -> Result<PiBus, String> {
+        rppal::i2c::I2c::with_bus(bus).map(PiBus).map_err(|e| {
+            format!(
+                "cannot open /dev/i2c-{bus}: {e}; enable I2C (raspi-config → Interface Options → \
+                 I2C, or dtparam=i2c_arm=on) and run pinpost in the i2c group"
+            )
+        })
+    }
+}
 
 /// rppal's error, with the kernel's "no acknowledge" told apart.
 #[derive(Debug)]
@@ -62,37 +77,5 @@ impl I2c for PiBus {
             .set_slave_address(u16::from(address))
             .map_err(PiBusError)?;
         self.0.write_read(write, read).map_err(PiBusError)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::PiBusError;
-    use crate::board::expander::chips::words;
-
-    fn from_errno(errno: i32) -> PiBusError {
-        PiBusError(rppal::i2c::Error::Io(std::io::Error::from_raw_os_error(
-            errno,
-        )))
-    }
-
-    #[test]
-    fn the_kernels_no_acknowledge_is_said_as_nothing_answering() {
-        // i2c-bcm2835's NACK (what the emulated Pi's kernel gave for a
-        // PCF8574 configured at 0x27 where nothing is), and ENXIO.
-        for errno in [libc::EREMOTEIO, libc::ENXIO] {
-            let said = words(&from_errno(errno), 0x27);
-            assert!(
-                said.starts_with("nothing answers at 0x27"),
-                "errno {errno}: {said}"
-            );
-        }
-    }
-
-    #[test]
-    fn other_bus_errors_keep_the_kernels_words() {
-        let said = words(&from_errno(libc::EIO), 0x20);
-        assert!(said.starts_with("the I2C transfer failed: "), "{said}");
-        assert!(said.contains("os error 5"), "{said}");
     }
 }
